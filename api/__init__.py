@@ -1,0 +1,1 @@
+"""HTTP layer: FastAPI routers that translate HTTP to calls into ``patientkontrakt``."""

@@ -1,0 +1,74 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
+
+from api import errors, fhir
+from api.limits import BodySizeLimit
+from patientkontrakt import __version__
+from patientkontrakt.config import Settings, get_settings
+from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.storage.database import create_engine, ensure_migrated
+from patientkontrakt.storage.repository import Store
+
+_HOME = """<!doctype html>
+<html lang="sv"><head><meta charset="utf-8"><title>Patientkontrakt</title></head>
+<body><main>
+<h1>Patientkontrakt</h1>
+<p>FHIR R4-tjänst för patientkontrakt. / FHIR R4 service for the Swedish Patientkontrakt.</p>
+<ul>
+<li>FHIR-bas / FHIR base: <a href="{base}">{base}</a></li>
+<li>CapabilityStatement: <a href="{base}/metadata">{base}/metadata</a></li>
+</ul>
+</main></body></html>
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        try:
+            await ensure_migrated(engine)
+        except Exception:
+            await engine.dispose()
+            raise
+        store = Store(engine)
+        service = FhirService(settings, store)
+        app.state.service = service
+        app.state.bundles = BundleProcessor(service)
+        app.state.started = format_instant(now_utc())
+        yield
+        await store.dispose()
+
+    app = FastAPI(
+        title="Patientkontrakt",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    errors.install(app)
+    app.include_router(fhir.router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> HTMLResponse:
+        return HTMLResponse(_HOME.format(base=settings.fhir_base))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def health() -> Response:
+        return Response('{"status":"ok"}', media_type="application/json")
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,67 @@
+"""The one place where errors become OperationOutcome responses (design §2)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from patientkontrakt.fhir.errors import (
+    BadRequest,
+    FhirError,
+    MethodNotAllowed,
+    NotFound,
+    ServerError,
+)
+from patientkontrakt.fhir.rendering import dumps
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+log = logging.getLogger("patientkontrakt.api")
+
+
+def outcome_response(error: FhirError) -> Response:
+    return Response(
+        content=dumps(error.outcome()),
+        status_code=error.status,
+        media_type=FHIR_JSON,
+        headers=error.headers or None,
+    )
+
+
+async def _fhir_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return outcome_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: FhirError = NotFound(f"No such endpoint: {request.method} {request.url.path}",
+                                    details_sv="Adressen finns inte.")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not supported on {request.url.path}",
+                                 details_sv="Metoden stöds inte här.")
+    else:
+        body = dumps(BadRequest(str(exc.detail)).outcome())
+        return Response(body, status_code=exc.status_code, media_type=FHIR_JSON)
+    return outcome_response(error)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return outcome_response(BadRequest(f"Invalid request: {exc.errors()}"))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return outcome_response(ServerError("Internal error; it has been logged", details_sv="Ett internt fel uppstod."))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

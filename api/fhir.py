@@ -1,0 +1,163 @@
+"""FHIR REST routes under ``/fhir`` (design §3). Thin: negotiate, call the core, render."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.deps import BundlesDep, PreferDep, ServiceDep
+from api.errors import FHIR_JSON
+from patientkontrakt.fhir.capability import capability_statement
+from patientkontrakt.fhir.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
+from patientkontrakt.fhir.results import Result
+from patientkontrakt.fhir.service import parse_body
+
+router = APIRouter(prefix="/fhir")
+
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+
+
+def _respond(result: Result) -> Response:
+    return Response(content=result.body, status_code=result.status, headers=result.headers(),
+                    media_type=FHIR_JSON if result.body is not None else None)
+
+
+def _negotiate(request: Request) -> None:
+    """JSON only: ``_format`` and ``Accept`` asking for anything else get 406."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt.split(";")[0].strip() not in _FORMATS:
+        raise NotAcceptable(f"_format={fmt} is not supported; this server speaks FHIR JSON",
+                            expression=("_format",))
+    accept = request.headers.get("accept")
+    if accept:
+        kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+        if not any(k in _JSON_TYPES or k in ("*/*", "application/*") for k in kinds):
+            raise NotAcceptable(f"Accept: {accept} cannot be met; this server answers application/fhir+json")
+
+
+async def _json_body(request: Request) -> dict[str, object]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type or '(none)'} is not supported; send application/fhir+json"
+        )
+    return parse_body(await request.body())
+
+
+def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
+    summary = request.query_params.get("_summary")
+    if summary is not None and summary not in SUMMARY_PARAMS:
+        raise BadRequest("_summary must be true, false, text or data on a read", expression=("_summary",))
+    elements = tuple(e for e in request.query_params.get("_elements", "").split(",") if e)
+    return summary, elements
+
+
+@router.get("/metadata")
+async def metadata(request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    statement = capability_statement(service.defs, service.types, service.base, request.app.state.started)
+    return Response(dumps(statement), media_type=FHIR_JSON)
+
+
+@router.post("")
+async def bundle(request: Request, bundles: BundlesDep, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    return _respond(await bundles.process(await _json_body(request), prefer))
+
+
+@router.get("/_history")
+async def history_system(request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    return _respond(await service.history(None, None, request.query_params.multi_items()))
+
+
+@router.get("/{type_}")
+async def search(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    return _respond(await service.search(type_, request.query_params.multi_items(), prefer))
+
+
+@router.post("/{type_}/_search")
+async def search_post(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if raw and content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
+    except UnicodeDecodeError:
+        raise BadRequest("The form body is not UTF-8") from None
+    return _respond(await service.search(type_, [*request.query_params.multi_items(), *form], prefer))
+
+
+@router.get("/{type_}/_history")
+async def history_type(type_: str, request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    return _respond(await service.history(type_, None, request.query_params.multi_items()))
+
+
+@router.post("/{type_}")
+async def create(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    service.check_type(type_)
+    body = await _json_body(request)
+    return _respond(await service.create(type_, body, if_none_exist=request.headers.get("if-none-exist"),
+                                         prefer=prefer))
+
+
+@router.put("/{type_}")
+async def conditional_update(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    service.check_type(type_)
+    body = await _json_body(request)
+    return _respond(await service.conditional_update(
+        type_, request.url.query, body, if_match=request.headers.get("if-match"), prefer=prefer))
+
+
+@router.delete("/{type_}")
+async def conditional_delete(type_: str, request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    return _respond(await service.conditional_delete(type_, request.url.query))
+
+
+@router.get("/{type_}/{id_}")
+async def read(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
+    if request.query_params:
+        _negotiate(request)
+        summary, elements = _subset_args(request)
+        return _respond(await service.read(type_, id_, summary=summary, elements=elements))
+    if "accept" in request.headers:
+        _negotiate(request)
+    return _respond(await service.read(type_, id_))
+
+
+@router.put("/{type_}/{id_}")
+async def update(type_: str, id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    service.check_type(type_)
+    body = await _json_body(request)
+    return _respond(await service.update(type_, id_, body, if_match=request.headers.get("if-match"),
+                                         prefer=prefer))
+
+
+@router.delete("/{type_}/{id_}")
+async def delete(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    return _respond(await service.delete(type_, id_, if_match=request.headers.get("if-match")))
+
+
+@router.get("/{type_}/{id_}/_history")
+async def history_instance(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    return _respond(await service.history(type_, id_, request.query_params.multi_items()))
+
+
+@router.get("/{type_}/{id_}/_history/{version}")
+async def vread(type_: str, id_: str, version: str, request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    return _respond(await service.vread(type_, id_, version))

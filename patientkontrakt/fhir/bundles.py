@@ -1,0 +1,369 @@
+"""Batch and transaction Bundles (R4 http.html#transaction).
+
+A *transaction* runs in one database transaction: entries are processed in the order the
+specification gives (DELETE, POST, PUT, GET), ``urn:uuid:`` full URLs get server ids before any
+write so that entries can reference each other, conditional creates and conditional
+references resolve inside the transaction, references are checked once every entry is
+written, and any failing entry rolls everything back. A *batch* runs each entry on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from patientkontrakt.fhir.errors import BadRequest, FhirError, Issue, NotFound
+from patientkontrakt.fhir.indexing import reference_elements
+from patientkontrakt.fhir.rendering import render_bundle
+from patientkontrakt.fhir.results import Result
+from patientkontrakt.fhir.search.engine import searchset
+from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, new_id
+from patientkontrakt.storage.repository import Unit
+
+if TYPE_CHECKING:
+    from patientkontrakt.fhir.service import FhirService, Preferences
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
+_STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+@dataclass
+class _Entry:
+    index: int
+    method: str
+    type: str
+    id: str | None
+    query: str | None
+    version: str | None
+    resource: dict[str, Any] | None
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: str | None
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes | str | None = None
+    location: str | None = None
+    version_id: int | None = None
+    last_modified: str | None = None
+    outcome: dict[str, Any] | None = None
+
+
+def _entry_error(index: int, error: FhirError) -> FhirError:
+    """Prefix every issue of an entry's error with where the entry is."""
+    where = f"Bundle.entry[{index}]"
+    error.issues = [
+        Issue(
+            code=i.code,
+            severity=i.severity,
+            diagnostics=f"{where}: {i.diagnostics}",
+            expression=tuple(_entry_expression(where, e) for e in i.expression) or (where,),
+            details_sv=i.details_sv,
+        )
+        for i in error.issues
+    ]
+    error.diagnostics = error.issues[0].diagnostics
+    return error
+
+
+def _entry_expression(where: str, expression: str) -> str:
+    """``CarePlan.subject`` → ``Bundle.entry[i].resource.subject``; ``request.url`` stays entry-level."""
+    if expression[:1].isupper():
+        _, _, rest = expression.partition(".")
+        return f"{where}.resource.{rest}" if rest else f"{where}.resource"
+    return f"{where}.{expression}"
+
+
+class BundleProcessor:
+    def __init__(self, service: FhirService) -> None:
+        self.service = service
+
+    async def process(self, body: dict[str, Any], prefer: Preferences) -> Result:
+        if body.get("resourceType") != "Bundle":
+            raise BadRequest("POST to the base needs a Bundle", expression=("resourceType",),
+                             details_sv="Innehållet ska vara en Bundle.")
+        kind = body.get("type")
+        if kind not in ("batch", "transaction"):
+            raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}", expression=("Bundle.type",),
+                             details_sv="Bundle.type ska vara batch eller transaction.")
+        raw_entries = body.get("entry", [])
+        if not isinstance(raw_entries, list):
+            raise BadRequest("Bundle.entry must be an array", expression=("Bundle.entry",),
+                             details_sv="Bundle.entry ska vara en lista.")
+        if kind == "transaction":
+            entries = [self._parse_entry(i, e) for i, e in enumerate(raw_entries)]
+            responses = await self._transaction(entries, prefer)
+        else:
+            responses = await self._batch(raw_entries, prefer)
+        return Result(200, self._render(f"{kind}-response", responses))
+
+    # -- parsing ---------------------------------------------------------------------------
+
+    def _parse_entry(self, index: int, raw: Any) -> _Entry:
+        try:
+            return self._parse_entry_inner(raw)
+        except FhirError as error:
+            raise _entry_error(index, error) from None
+
+    def _parse_entry_inner(self, raw: Any) -> _Entry:
+        if not isinstance(raw, dict):
+            raise BadRequest("an entry must be an object", details_sv="Posten ska vara ett objekt.")
+        request = raw.get("request")
+        if not isinstance(request, dict) or not isinstance(request.get("method"), str) \
+                or not isinstance(request.get("url"), str):
+            raise BadRequest("entry.request with method and url is required", expression=("request",),
+                             details_sv="Posten saknar request.method eller request.url.")
+        method = request["method"].upper()
+        if method not in _ORDER:
+            raise BadRequest(f"Unsupported method {method!r} in a Bundle", expression=("request.method",),
+                             details_sv="Metoden stöds inte.")
+        url = request["url"]
+        if url.startswith(self.service.base + "/"):
+            url = url[len(self.service.base) + 1:]
+        parts = urlsplit(url)
+        segments = [s for s in parts.path.split("/") if s]
+        if not segments:
+            raise BadRequest(f"request.url {request['url']!r} names no resource type", expression=("request.url",),
+                             details_sv="Adressen saknar resurstyp.")
+        type_ = segments[0]
+        self.service.check_type(type_)
+        id_ = segments[1] if len(segments) > 1 else None
+        version = segments[3] if len(segments) == 4 and segments[2] == "_history" else None
+        if len(segments) > 2 and version is None or len(segments) > 4:
+            raise BadRequest(f"request.url {request['url']!r} is not supported", expression=("request.url",),
+                             details_sv="Adressen stöds inte.")
+        resource = raw.get("resource")
+        if method in ("POST", "PUT"):
+            if not isinstance(resource, dict):
+                raise BadRequest(f"{method} needs entry.resource", expression=("resource",),
+                                 details_sv="Posten saknar resurs.")
+            resource = copy.deepcopy(resource)
+        full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+        return _Entry(
+            index=0, method=method, type=type_, id=id_, query=parts.query or None, version=version,
+            resource=resource if method in ("POST", "PUT") else None, full_url=full_url,
+            if_none_exist=request.get("ifNoneExist") if isinstance(request.get("ifNoneExist"), str) else None,
+            if_match=request.get("ifMatch") if isinstance(request.get("ifMatch"), str) else None,
+            pairs=parse_qsl(parts.query, keep_blank_values=True),
+        )
+
+    # -- transaction -----------------------------------------------------------------------
+
+    async def _transaction(self, entries: list[_Entry], prefer: Preferences) -> list[_Response]:
+        for i, entry in enumerate(entries):
+            entry.index = i
+        self._check_duplicates(entries)
+        for entry in entries:
+            if entry.resource is not None:
+                try:
+                    self.service.prepare(entry.type, entry.resource)
+                    if entry.method == "PUT" and entry.id is not None and entry.resource.get("id") != entry.id:
+                        raise BadRequest("resource.id must equal the id in request.url",
+                                         expression=(f"{entry.type}.id",),
+                                         details_sv="Id i resursen ska vara samma som i adressen.")
+                except FhirError as error:
+                    raise _entry_error(entry.index, error) from None
+        responses: dict[int, _Response] = {}
+        ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
+        async with self.service.store.writing() as unit:
+            ids: dict[str, str] = {}
+            written: list[dict[str, Any]] = []
+            for entry in ordered:
+                try:
+                    if entry.method == "DELETE":
+                        responses[entry.index] = await self._delete(unit, entry)
+                    elif entry.method in ("POST", "PUT"):
+                        await self._assign(unit, entry, ids)
+                except FhirError as error:
+                    raise _entry_error(entry.index, error) from None
+            for entry in ordered:
+                if entry.resource is not None:
+                    try:
+                        await self._resolve_references(unit, entry, ids)
+                    except FhirError as error:
+                        raise _entry_error(entry.index, error) from None
+            for entry in ordered:
+                try:
+                    if entry.method in ("POST", "PUT"):
+                        response, resource = await self._write(unit, entry, prefer)
+                        responses[entry.index] = response
+                        if resource is not None:
+                            written.append(resource)
+                    elif entry.method in ("GET", "HEAD"):
+                        responses[entry.index] = await self._get(unit, entry)
+                except FhirError as error:
+                    raise _entry_error(entry.index, error) from None
+            for resource in written:
+                try:
+                    await self.service.writer.check_references(unit, resource)
+                except FhirError as error:
+                    index = next(e.index for e in entries if e.resource is resource)
+                    raise _entry_error(index, error) from None
+        return [responses[i] for i in range(len(entries))]
+
+    def _check_duplicates(self, entries: list[_Entry]) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for entry in entries:
+            if entry.method in ("PUT", "DELETE") and entry.id is not None:
+                key = (entry.type, entry.id)
+                if key in seen:
+                    raise _entry_error(entry.index, BadRequest(
+                        f"{entry.type}/{entry.id} appears in entry {seen[key]} too; a transaction may "
+                        "change a resource only once", details_sv="Samma resurs förekommer två gånger."))
+                seen[key] = entry.index
+        full_urls: dict[str, int] = {}
+        for entry in entries:
+            if entry.full_url and entry.resource is not None:
+                if entry.full_url in full_urls:
+                    raise _entry_error(entry.index, BadRequest(
+                        f"fullUrl {entry.full_url} is used by entry {full_urls[entry.full_url]} too",
+                        details_sv="Samma fullUrl förekommer två gånger."))
+                full_urls[entry.full_url] = entry.index
+
+    async def _assign(self, unit: Unit, entry: _Entry, ids: dict[str, str]) -> None:
+        """Decide the id each POST/PUT will get, so references can be rewritten first."""
+        assert entry.resource is not None
+        writer = self.service.writer
+        if entry.method == "POST":
+            found = None
+            if entry.if_none_exist:
+                found = await writer.find_one(unit, entry.type, entry.if_none_exist, "ifNoneExist")
+            entry.id = found.id if found else new_id()
+            entry.version = "existing" if found else None
+        elif entry.id is None:
+            found = await writer.find_one(unit, entry.type, entry.query or "", "Conditional update")
+            entry.id = found.id if found else entry.resource.get("id") or new_id()
+            if not ID_PATTERN.match(entry.id):
+                raise BadRequest("resource.id is not a valid FHIR id", expression=(f"{entry.type}.id",))
+        if entry.full_url:
+            ids[entry.full_url] = f"{entry.type}/{entry.id}"
+
+    async def _resolve_references(self, unit: Unit, entry: _Entry, ids: dict[str, str]) -> None:
+        assert entry.resource is not None
+        for where, element in reference_elements(entry.resource):
+            ref = element["reference"]
+            if ref in ids:
+                element["reference"] = ids[ref]
+            elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+                raise NotFound(f"{where}.reference {ref!r} matches no entry's fullUrl",
+                               expression=(f"{where}.reference",),
+                               details_sv="Referensen matchar ingen post i transaktionen.")
+            elif "?" in ref and "://" not in ref:
+                target_type, criteria = ref.split("?", 1)
+                self.service.check_type(target_type)
+                found = await self.service.writer.find_one(unit, target_type, criteria, "Conditional reference")
+                if found is None:
+                    raise NotFound(f"{where}.reference {ref!r} matches no resource",
+                                   expression=(f"{where}.reference",),
+                                   details_sv="Den villkorade referensen matchar ingen resurs.")
+                element["reference"] = f"{target_type}/{found.id}"
+
+    async def _write(self, unit: Unit, entry: _Entry, prefer: Preferences) -> tuple[_Response, dict[str, Any] | None]:
+        assert entry.resource is not None and entry.id is not None
+        writer = self.service.writer
+        resource = {**entry.resource, "id": entry.id}
+        if entry.method == "POST":
+            if entry.version == "existing":
+                stored = await unit.get(entry.type, entry.id)
+                assert stored is not None
+                outcome = WriteOutcome(200, stored)
+            else:
+                outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False)
+        else:
+            outcome = await writer.update(unit, resource, if_match=entry.if_match, check_references=False)
+        entry.resource = resource
+        return self._from_outcome(outcome, prefer), (None if entry.version == "existing" else resource)
+
+    async def _delete(self, unit: Unit, entry: _Entry) -> _Response:
+        writer = self.service.writer
+        if entry.id is None:
+            outcome = await writer.conditional_delete(unit, entry.type, entry.query or "")
+        else:
+            outcome = await writer.delete(unit, entry.type, entry.id, if_match=entry.if_match)
+        return _Response(204, version_id=outcome.resource.version_id)
+
+    async def _get(self, unit: Unit, entry: _Entry) -> _Response:
+        service = self.service
+        if entry.id is None:
+            query = service.parser.parse(entry.type, entry.pairs, strict=False)
+            page = await service.search_engine.find(unit, query)
+            return _Response(200, body=searchset(service.base, query, page, service.subsetter))
+        if entry.version is not None:
+            found = await unit.get_version(entry.type, entry.id, int(entry.version)) \
+                if entry.version.isdigit() and len(entry.version) < 10 else None
+            if found is None or found.body is None:
+                raise NotFound(f"{entry.type}/{entry.id} has no version {entry.version}",
+                               details_sv="Versionen finns inte.")
+            return _Response(200, body=found.body, version_id=found.version_id)
+        result = service.read_result(await unit.get(entry.type, entry.id), entry.type, entry.id)
+        return _Response(200, body=result.body, version_id=result.version_id)
+
+    def _from_outcome(self, outcome: WriteOutcome, prefer: Preferences) -> _Response:
+        result = self.service.write_result(outcome, prefer)
+        stored = outcome.resource
+        return _Response(
+            status=outcome.status,
+            body=result.body,
+            location=self.service.location(stored) if outcome.status == 201 else None,
+            version_id=stored.version_id,
+        )
+
+    # -- batch -----------------------------------------------------------------------------
+
+    async def _batch(self, raw_entries: list[Any], prefer: Preferences) -> list[_Response]:
+        responses = []
+        for index, raw in enumerate(raw_entries):
+            try:
+                entry = self._parse_entry_inner(raw)
+                entry.index = index
+                responses.append(await self._batch_entry(entry, prefer))
+            except FhirError as error:
+                responses.append(_Response(error.status, outcome=error.outcome()))
+        return responses
+
+    async def _batch_entry(self, entry: _Entry, prefer: Preferences) -> _Response:
+        service = self.service
+        if entry.resource is not None:
+            service.prepare(entry.type, entry.resource)
+            for _, element in reference_elements(entry.resource):
+                if element["reference"].startswith("urn:uuid:"):
+                    raise BadRequest("A batch cannot resolve urn:uuid references between entries; use a transaction",
+                                     details_sv="Använd en transaktion för referenser mellan poster.")
+        async with service.store.writing() as unit:
+            if entry.method == "DELETE":
+                return await self._delete(unit, entry)
+            if entry.method in ("GET", "HEAD"):
+                return await self._get(unit, entry)
+            assert entry.resource is not None
+            if entry.method == "POST":
+                outcome = await service.writer.create(unit, entry.resource, if_none_exist=entry.if_none_exist)
+            elif entry.id is None:
+                outcome = await service.writer.conditional_update(unit, entry.type, entry.query or "",
+                                                                  entry.resource, if_match=entry.if_match)
+            else:
+                if entry.resource.get("id") != entry.id:
+                    raise BadRequest("resource.id must equal the id in request.url",
+                                     details_sv="Id i resursen ska vara samma som i adressen.")
+                outcome = await service.writer.update(unit, entry.resource, if_match=entry.if_match)
+            return self._from_outcome(outcome, prefer)
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def _render(self, kind: str, responses: list[_Response]) -> bytes:
+        entries = []
+        for response in responses:
+            status = _STATUS.get(response.status, str(response.status))
+            out: dict[str, Any] = {"status": status}
+            if response.location:
+                out["location"] = response.location
+            if response.version_id is not None:
+                out["etag"] = f'W/"{response.version_id}"'
+            if response.outcome is not None:
+                out["outcome"] = response.outcome
+            entries.append(({}, response.body, {"response": out}))
+        return render_bundle({"resourceType": "Bundle", "type": kind}, entries)

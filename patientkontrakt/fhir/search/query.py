@@ -1,0 +1,202 @@
+"""Search criteria to SQL over the index tables (R4 search.html).
+
+Each criterion becomes a semi-join ``resource.pk IN (SELECT resource_pk FROM idx_… WHERE …)``
+so that PostgreSQL can answer it from the covering indexes; values of one parameter are ORed,
+parameters are ANDed. ``_id`` and ``_lastUpdated`` read columns of the resource table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from patientkontrakt.fhir.dates import MAX, MIN, DateFormatError, now_utc, parse_range
+from patientkontrakt.fhir.errors import BadRequest
+from patientkontrakt.fhir.indexing import cut, normalize_string, parse_reference
+from patientkontrakt.fhir.search.params import Criterion, SearchQuery, split_token
+from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
+
+R = RESOURCE.c
+_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+Condition = ColumnElement[bool]
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _bad_value(criterion: Criterion, value: str, why: str, sv: str) -> BadRequest:
+    return BadRequest(f"{criterion.name}={value!r}: {why}", expression=(criterion.name,), details_sv=sv)
+
+
+class QueryBuilder:
+    """Builds the WHERE and ORDER BY of a search for one request."""
+
+    def __init__(self, local_base: str) -> None:
+        self._base = local_base
+
+    # -- criteria --------------------------------------------------------------------------
+
+    def conditions(self, query: SearchQuery) -> list[Condition]:
+        conditions: list[Condition] = [R.res_type == query.type, R.deleted.is_(False)]
+        for criterion in query.criteria:
+            conditions.append(self._criterion(query.type, criterion, R.pk, R.res_id, R.last_updated))
+        return conditions
+
+    def _criterion(self, type_: str, criterion: Criterion, pk: Any, res_id: Any, updated: Any) -> Condition:
+        param = criterion.param
+        if criterion.chain:
+            return self._chain(type_, criterion, pk)
+        if param.code == "_id":
+            match = res_id.in_(list(criterion.values))
+            return sa.not_(match) if criterion.modifier == "not" else match
+        if param.code == "_lastUpdated":
+            return sa.or_(*(self._date_condition(criterion, v, updated, updated) for v in criterion.values))
+        table = INDEX_TABLES[param.type]
+        base = [table.c.res_type == type_, table.c.param == param.code]
+        if criterion.modifier == "missing":
+            present = pk.in_(sa.select(table.c.resource_pk).where(*base))
+            return sa.or_(*(sa.not_(present) if v == "true" else present for v in criterion.values))
+        build: Callable[[Criterion, str, Any], Condition] = getattr(self, f"_{param.type}")
+        matches = sa.or_(*(build(criterion, value, table) for value in criterion.values))
+        subquery = sa.select(table.c.resource_pk).where(*base, matches)
+        if criterion.modifier == "not":
+            return pk.not_in(subquery)
+        return pk.in_(subquery)
+
+    def _chain(self, type_: str, criterion: Criterion, pk: Any) -> Condition:
+        ref = INDEX_TABLES["reference"]
+        target = RESOURCE.alias("chained")
+        options = []
+        for target_type, inner in criterion.chain:
+            inner_condition = self._criterion(target_type, inner, target.c.pk, target.c.res_id, target.c.last_updated)
+            ids = sa.select(target.c.res_id).where(
+                target.c.res_type == target_type, target.c.deleted.is_(False), inner_condition
+            )
+            options.append(sa.and_(ref.c.target_type == target_type, ref.c.target_id.in_(ids)))
+        subquery = sa.select(ref.c.resource_pk).where(
+            ref.c.res_type == type_, ref.c.param == criterion.param.code, sa.or_(*options)
+        )
+        return pk.in_(subquery)
+
+    def _token(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:
+        system, code, system_given = split_token(value)
+        parts: list[Condition] = []
+        if code is not None:
+            parts.append(table.c.code == cut(code))
+        if system_given:
+            parts.append(table.c.system.is_(None) if system is None else table.c.system == system)
+        if not parts:
+            raise _bad_value(criterion, value, "a token needs a code or a system", "Ange en kod eller ett system.")
+        return sa.and_(*parts)
+
+    def _string(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:
+        if criterion.modifier == "exact":
+            return table.c.exact == cut(value)
+        normalized = normalize_string(value)
+        if criterion.modifier == "contains":
+            return table.c.value.like(f"%{_escape_like(normalized)}%", escape="\\")
+        return table.c.value.like(f"{_escape_like(normalized)}%", escape="\\")
+
+    def _uri(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:
+        if criterion.modifier == "below":
+            return table.c.uri.like(f"{_escape_like(value)}%", escape="\\")
+        if criterion.modifier == "above":
+            return sa.literal(cut(value)).like(table.c.uri + "%")
+        return table.c.uri == cut(value)
+
+    def _reference(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:
+        modifier = criterion.modifier
+        parsed = parse_reference(value, self._base)
+        if parsed.id is not None:
+            type_ = parsed.type
+            if modifier and type_ and modifier != type_:
+                raise _bad_value(criterion, value, f"the value names {type_} but the modifier {modifier}",
+                                 "Typen i värdet och modifieraren stämmer inte.")
+            return sa.and_(table.c.target_type == (type_ or modifier), table.c.target_id == parsed.id)
+        if parsed.url is not None and ("://" in value or value.startswith("urn:")):
+            return table.c.url == parsed.url
+        if "/" in value:
+            raise _bad_value(criterion, value, "not a reference", "Ogiltig referens.")
+        condition = table.c.target_id == value
+        if modifier:
+            condition = sa.and_(condition, table.c.target_type == modifier)
+        return condition
+
+    def _date(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:
+        return self._date_condition(criterion, value, table.c.low, table.c.high)
+
+    def _date_condition(self, criterion: Criterion, value: str, low: Any, high: Any) -> Condition:
+        prefix = value[:2] if value[:2] in _PREFIXES else "eq"
+        text = value[2:] if value[:2] in _PREFIXES else value
+        try:
+            s_low, s_high = parse_range(text)
+        except DateFormatError:
+            raise _bad_value(criterion, value, "not a FHIR date, dateTime or instant",
+                             "Ogiltigt datum; använd till exempel 2024-05-01.") from None
+        contained = sa.and_(low >= s_low, high <= s_high)
+        if prefix == "eq":
+            return contained
+        if prefix == "ne":
+            return sa.not_(contained)
+        if prefix == "gt":
+            return high > s_high
+        if prefix == "lt":
+            return low < s_low
+        if prefix == "ge":
+            return sa.or_(high > s_high, contained)
+        if prefix == "le":
+            return sa.or_(low < s_low, contained)
+        if prefix == "sa":
+            return low > s_high
+        if prefix == "eb":
+            return high < s_low
+        gap = _approximate_gap(s_low, s_high)
+        return sa.and_(low <= _shift(s_high, gap), high >= _shift(s_low, -gap))
+
+    # -- ordering --------------------------------------------------------------------------
+
+    def order_by(self, query: SearchQuery, params: dict[str, Any]) -> list[Any]:
+        order: list[Any] = []
+        for code, descending in query.sort:
+            if code == "_id":
+                key: Any = R.res_id
+            elif code == "_lastUpdated":
+                key = R.last_updated
+            else:
+                param = params[code]
+                table = INDEX_TABLES[param.type]
+                column = {
+                    "token": table.c.get("code"),
+                    "string": table.c.get("value"),
+                    "date": table.c.get("high") if descending else table.c.get("low"),
+                    "reference": table.c.get("target_id"),
+                    "uri": table.c.get("uri"),
+                }[param.type]
+                aggregate = sa.func.max(column) if descending else sa.func.min(column)
+                key = (
+                    sa.select(aggregate)
+                    .where(table.c.resource_pk == R.pk, table.c.param == code)
+                    .scalar_subquery()
+                )
+            order.append(key.desc().nulls_last() if descending else key.asc().nulls_last())
+        order.append(R.pk.asc())
+        return order
+
+
+def _shift(value: datetime, delta: timedelta) -> datetime:
+    try:
+        return value + delta
+    except OverflowError:
+        return MAX if delta > timedelta(0) else MIN
+
+
+def _approximate_gap(low: datetime, high: datetime) -> timedelta:
+    """R4 'ap': within 10 % of the distance from now, at least one day."""
+    distance = abs(now_utc() - low) if low > now_utc() else abs(now_utc() - high)
+    return max(distance / 10, timedelta(days=1))

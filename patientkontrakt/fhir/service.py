@@ -1,0 +1,315 @@
+"""The FHIR interactions (R4 http.html), framework-free.
+
+``FhirService`` wires the definitions, validator, indexer, search and write pipeline to a
+``Store``. Its methods are the interactions the HTTP layer calls; each returns a ``Result``
+(status, body, FHIR headers) or raises a ``FhirError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from patientkontrakt.config import Settings
+from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
+from patientkontrakt.fhir.definitions import Definitions, load_definitions
+from patientkontrakt.fhir.errors import BadRequest, Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.indexing import Indexer
+from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
+from patientkontrakt.fhir.results import Result
+from patientkontrakt.fhir.search.engine import SearchEngine, searchset
+from patientkontrakt.fhir.search.params import SearchParser, SearchQuery
+from patientkontrakt.fhir.search.query import QueryBuilder
+from patientkontrakt.fhir.validation import Validator
+from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, Writer
+from patientkontrakt.storage.repository import Store, StoredResource, StoredVersion, Unit
+
+RESOURCE_TYPES = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "CarePlan",
+    "CareTeam",
+    "Goal",
+    "Appointment",
+    "Provenance",
+)
+
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """The request's ``Prefer`` header (R4 http.html#return, search.html#errors)."""
+
+    return_: str = "representation"
+    strict: bool = False
+
+    @classmethod
+    def parse(cls, header: str | None) -> Preferences:
+        return_, strict = "representation", False
+        for part in (header or "").split(","):
+            for token in part.split(";"):
+                key, _, value = token.strip().partition("=")
+                value = value.strip().strip('"')
+                if key == "return" and value in ("minimal", "representation", "OperationOutcome"):
+                    return_ = value
+                elif key == "handling":
+                    strict = value == "strict"
+        return cls(return_, strict)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming what is wrong."""
+    if not raw.strip():
+        raise BadRequest("The request has no body", details_sv="Begäran saknar innehåll.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}", details_sv="Innehållet är inte giltig JSON.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object (a FHIR resource)",
+                         details_sv="Innehållet ska vara en FHIR-resurs.")
+    return data
+
+
+class FhirService:
+    def __init__(self, settings: Settings, store: Store, defs: Definitions | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.base = settings.fhir_base
+        self.defs = defs or load_definitions(settings.profiles_dir)
+        self.types = frozenset(RESOURCE_TYPES)
+        self.validator = Validator(self.defs)
+        self.indexer = Indexer(self.defs, self.types)
+        self.parser = SearchParser(self.defs, self.types, settings.default_page_size, settings.max_page_size)
+        self.search_engine = SearchEngine(self.defs, QueryBuilder(self.base))
+        self.subsetter = Subsetter(self.defs)
+        self.writer = Writer(self.indexer, self.base, self.types, self.matches)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def check_type(self, type_: str) -> None:
+        if type_ not in self.types:
+            raise NotFound(f"Unknown resource type {type_!r}", details_sv=f"Resurstypen {type_!r} finns inte här.")
+
+    def check_id(self, type_: str, id_: str) -> None:
+        if not ID_PATTERN.match(id_):
+            raise NotFound(f"{type_}/{id_} is not known: not a valid FHIR id", details_sv="Resursen finns inte.")
+
+    def prepare(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Validate a body for a write to ``type_``."""
+        declared = body.get("resourceType")
+        if declared != type_:
+            raise BadRequest(
+                f"The body is a {declared!r} but the URL is for {type_}",
+                expression=("resourceType",),
+                details_sv="Resurstypen i innehållet stämmer inte med adressen.",
+            )
+        self.validator.validate(body)
+        return body
+
+    def full_url(self, type_: str, id_: str) -> str:
+        return f"{self.base}/{type_}/{id_}"
+
+    def location(self, stored: StoredResource) -> str:
+        return f"{self.base}/{stored.type}/{stored.id}/_history/{stored.version_id}"
+
+    def write_result(self, outcome: WriteOutcome, prefer: Preferences) -> Result:
+        stored = outcome.resource
+        body: bytes | None = None
+        if outcome.status != 204:
+            if prefer.return_ == "representation":
+                body = stored.body.encode()
+            elif prefer.return_ == "OperationOutcome":
+                body = dumps(operation_outcome([Issue(
+                    code="informational", severity="information",
+                    diagnostics=f"{stored.type}/{stored.id} version {stored.version_id} stored",
+                    details_sv="Sparat.",
+                )]))
+        return Result(
+            status=outcome.status,
+            body=body,
+            version_id=stored.version_id,
+            last_updated=stored.last_updated,
+            location=self.location(stored) if outcome.status in (200, 201) else None,
+        )
+
+    async def matches(self, unit: Unit, type_: str, pairs: list[tuple[str, str]], limit: int) -> list[StoredResource]:
+        """Current resources matching criteria (strict: unknown parameters are errors)."""
+        query = self.parser.parse(type_, pairs, strict=True)
+        if not query.criteria:
+            raise BadRequest("Conditional criteria must contain at least one search parameter",
+                             details_sv="Villkoret saknar sökkriterier.")
+        query.count, query.offset, query.includes = limit, 0, []
+        page = await self.search_engine.find(unit, query)
+        return page.matches
+
+    # -- read ------------------------------------------------------------------------------
+
+    async def read(self, type_: str, id_: str, *, summary: str | None = None,
+                   elements: tuple[str, ...] = ()) -> Result:
+        """R4 http.html#read: the stored JSON as it was written; deleted → 410."""
+        self.check_type(type_)
+        self.check_id(type_, id_)
+        async with self.store.reading() as unit:
+            stored = await unit.get(type_, id_)
+        return self.read_result(stored, type_, id_, summary, elements)
+
+    def read_result(self, stored: StoredResource | None, type_: str, id_: str,
+                    summary: str | None = None, elements: tuple[str, ...] = ()) -> Result:
+        if stored is None:
+            raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+        if stored.deleted:
+            raise Gone(f"{type_}/{id_} was deleted", details_sv="Resursen har tagits bort.",
+                       headers={"ETag": f'W/"{stored.version_id}"'})
+        body = self.subsetter.apply(stored.body, summary, elements)
+        return Result(200, body.encode() if isinstance(body, str) else body,
+                      version_id=stored.version_id, last_updated=stored.last_updated)
+
+    async def vread(self, type_: str, id_: str, version: str) -> Result:
+        """R4 http.html#vread."""
+        self.check_type(type_)
+        self.check_id(type_, id_)
+        if not version.isdigit() or len(version) > 9:
+            raise NotFound(f"{type_}/{id_} has no version {version!r}", details_sv="Versionen finns inte.")
+        async with self.store.reading() as unit:
+            found = await unit.get_version(type_, id_, int(version))
+        if found is None:
+            raise NotFound(f"{type_}/{id_} has no version {version}", details_sv="Versionen finns inte.")
+        if found.deleted or found.body is None:
+            raise Gone(f"{type_}/{id_} version {version} is a deletion", details_sv="Versionen är en borttagning.")
+        return Result(200, found.body.encode(), version_id=found.version_id, last_updated=found.last_updated)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(self, type_: str, body: dict[str, Any], *, if_none_exist: str | None,
+                     prefer: Preferences) -> Result:
+        self.check_type(type_)
+        resource = self.prepare(type_, body)
+        async with self.store.writing() as unit:
+            outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist)
+        return self.write_result(outcome, prefer)
+
+    async def update(self, type_: str, id_: str, body: dict[str, Any], *, if_match: str | None,
+                     prefer: Preferences) -> Result:
+        self.check_type(type_)
+        if not ID_PATTERN.match(id_):
+            raise BadRequest(f"{id_!r} is not a valid FHIR id", details_sv="Ogiltigt id.")
+        if body.get("id") != id_:
+            raise BadRequest(
+                f"The body's id {body.get('id')!r} must equal the id in the URL ({id_!r})",
+                expression=(f"{type_}.id",),
+                details_sv="Id i innehållet ska vara samma som i adressen.",
+            )
+        resource = self.prepare(type_, body)
+        async with self.store.writing() as unit:
+            outcome = await self.writer.update(unit, resource, if_match=if_match)
+        return self.write_result(outcome, prefer)
+
+    async def conditional_update(self, type_: str, criteria: str, body: dict[str, Any], *,
+                                 if_match: str | None, prefer: Preferences) -> Result:
+        self.check_type(type_)
+        resource = self.prepare(type_, body)
+        async with self.store.writing() as unit:
+            outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match)
+        return self.write_result(outcome, prefer)
+
+    async def delete(self, type_: str, id_: str, *, if_match: str | None) -> Result:
+        self.check_type(type_)
+        self.check_id(type_, id_)
+        async with self.store.writing() as unit:
+            outcome = await self.writer.delete(unit, type_, id_, if_match=if_match)
+        return Result(204, version_id=outcome.resource.version_id)
+
+    async def conditional_delete(self, type_: str, criteria: str) -> Result:
+        self.check_type(type_)
+        async with self.store.writing() as unit:
+            outcome = await self.writer.conditional_delete(unit, type_, criteria)
+        return Result(204, version_id=outcome.resource.version_id)
+
+    # -- search ----------------------------------------------------------------------------
+
+    def parse_search(self, type_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> SearchQuery:
+        self.check_type(type_)
+        return self.parser.parse(type_, pairs, strict=prefer.strict)
+
+    async def search(self, type_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> Result:
+        """R4 http.html#search (GET and POST _search)."""
+        query = self.parse_search(type_, pairs, prefer)
+        async with self.store.reading() as unit:
+            page = await self.search_engine.find(unit, query)
+        return Result(200, searchset(self.base, query, page, self.subsetter))
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def history(self, type_: str | None, id_: str | None, pairs: list[tuple[str, str]]) -> Result:
+        """R4 http.html#history: instance, type or system level; newest first."""
+        if type_ is not None:
+            self.check_type(type_)
+        if id_ is not None and type_ is not None:
+            self.check_id(type_, id_)
+        args = _history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
+        async with self.store.reading() as unit:
+            rows = await unit.history(type_=type_, id_=id_, since=args["since"], at=args["at"],
+                                      offset=args["offset"], count=args["count"])
+            has_next = len(rows) > args["count"]
+            rows = rows[: args["count"]]
+            if id_ is not None and not rows and args["offset"] == 0 and args["since"] is None:
+                raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+            total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"])
+        path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
+        return Result(200, self._history_bundle(path, pairs, rows, total, has_next, args))
+
+    def _history_bundle(self, path: str, pairs: list[tuple[str, str]], rows: list[StoredVersion],
+                        total: int, has_next: bool, args: dict[str, Any]) -> bytes:
+        kept = [(k, v) for k, v in pairs if k in ("_since", "_at")]
+        count, offset = args["count"], args["offset"]
+
+        def url(at_offset: int) -> str:
+            query = [*kept, ("_count", str(count))] + ([("_offset", str(at_offset))] if at_offset else [])
+            return f"{self.base}/{path}?{urlencode(query)}"
+
+        links = [{"relation": "self", "url": url(offset)}]
+        if offset:
+            links.append({"relation": "previous", "url": url(max(0, offset - count))})
+        if has_next:
+            links.append({"relation": "next", "url": url(offset + count)})
+        head = {"resourceType": "Bundle", "type": "history", "total": total, "link": links}
+        entries = []
+        for row in rows:
+            method = row.method
+            request_url = row.type if method == "POST" else f"{row.type}/{row.id}"
+            status = {"POST": 201, "PUT": 200 if row.version_id > 1 else 201, "DELETE": 204}.get(method, 200)
+            after = {
+                "request": {"method": method, "url": request_url},
+                "response": {"status": _STATUS_TEXT[status], "etag": f'W/"{row.version_id}"',
+                             "lastModified": format_instant(row.last_updated)},
+            }
+            entries.append(({"fullUrl": self.full_url(row.type, row.id)}, row.body, after))
+        return render_bundle(head, entries)
+
+
+def _history_args(pairs: list[tuple[str, str]], default_count: int, max_count: int) -> dict[str, Any]:
+    args: dict[str, Any] = {"since": None, "at": None, "count": default_count, "offset": 0}
+    for key, value in pairs:
+        if key in ("_since", "_at"):
+            try:
+                low, high = parse_range(value)
+            except DateFormatError:
+                raise BadRequest(f"{key} must be a FHIR instant, not {value!r}", expression=(key,),
+                                 details_sv="Ogiltig tidpunkt.") from None
+            args["since" if key == "_since" else "at"] = low if key == "_since" else high
+        elif key in ("_count", "_offset"):
+            if not value.isdigit():
+                raise BadRequest(f"{key} must be a non-negative integer", expression=(key,),
+                                 details_sv=f"{key} ska vara ett heltal.")
+            number = int(value)
+            args["count" if key == "_count" else "offset"] = min(number, max_count) if key == "_count" else number
+    if args["count"] == 0:
+        args["count"] = 1
+    return args

@@ -1,0 +1,278 @@
+"""The write pipeline shared by single interactions and Bundles.
+
+Every write goes through ``Writer`` inside a unit of work (one database transaction): the new
+version gets ``meta.versionId``/``meta.lastUpdated``, the canonical JSON is serialised once and
+stored in ``resource`` and ``resource_version``, and the search index rows are replaced in the
+same transaction. Conditional create/update/delete are built once on top of the primitives
+(R4 http.html#ccreate, #cond-update, #cdelete): search with a limit of two under a lock on the
+criteria, so two concurrent conditional creates cannot both create.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.fhir.errors import (
+    Conflict,
+    InvalidResource,
+    Issue,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from patientkontrakt.fhir.indexing import Indexer, parse_reference, reference_elements
+from patientkontrakt.fhir.results import parse_etag
+from patientkontrakt.storage.repository import StoredResource, Unit
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+# Finds current resources matching search criteria: (unit, type, query pairs, limit).
+Matcher = Callable[[Unit, str, list[tuple[str, str]], int], Awaitable[list[StoredResource]]]
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a write did: ``status`` is the HTTP status of the interaction."""
+
+    status: int
+    resource: StoredResource
+    created: bool = False
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def criteria_pairs(criteria: str) -> list[tuple[str, str]]:
+    """Query pairs from ``If-None-Exist`` or a conditional URL's query string."""
+    text = criteria.split("?", 1)[1] if "?" in criteria else criteria
+    return parse_qsl(text, keep_blank_values=True)
+
+
+def without_version_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+class Writer:
+    def __init__(self, indexer: Indexer, local_base: str, served_types: frozenset[str], matcher: Matcher) -> None:
+        self._indexer = indexer
+        self._base = local_base
+        self._types = served_types
+        self._match = matcher
+
+    # -- primitives ------------------------------------------------------------------------
+
+    async def store(
+        self,
+        unit: Unit,
+        resource: dict[str, Any],
+        existing: StoredResource | None,
+        method: str,
+        *,
+        check_references: bool = True,
+    ) -> StoredResource:
+        """Store ``resource`` as the next version after ``existing`` (or as version 1)."""
+        type_, id_ = resource["resourceType"], resource["id"]
+        if check_references:
+            await self.check_references(unit, resource)
+        version = existing.version_id + 1 if existing else 1
+        now = now_utc()
+        meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        body: dict[str, Any] = {
+            "resourceType": type_,
+            "id": id_,
+            "meta": {"versionId": str(version), "lastUpdated": format_instant(now), **meta},
+        }
+        body.update((k, v) for k, v in resource.items() if k not in body)
+        text = orjson.dumps(body).decode()
+        if existing is not None:
+            await unit.update(existing.pk, version, now, text)
+            pk = existing.pk
+        else:
+            pk = await unit.insert(type_, id_, version, now, text)
+        await unit.add_version(type_, id_, version, now, method, text)
+        rows = self._indexer.extract(body, self._base)
+        await unit.write_index(pk, type_, rows.tables(), replace=existing is not None)
+        return StoredResource(pk, type_, id_, version, now, False, text)
+
+    async def check_references(self, unit: Unit, resource: dict[str, Any]) -> None:
+        """Literal references must be well formed, and local ones must point at live resources."""
+        own = (resource["resourceType"], resource.get("id"))
+        contained = {c.get("id") for c in resource.get("contained", []) if isinstance(c, dict)}
+        wanted: dict[tuple[str, str], str] = {}
+        issues: list[Issue] = []
+        for where, element in reference_elements(resource):
+            ref: str = element["reference"]
+            at = f"{where}.reference"
+            if ref.startswith("#"):
+                if ref[1:] and ref[1:] not in contained:
+                    issues.append(_ref_issue(at, f"{ref!r} names no contained resource",
+                                             "Referensen pekar inte på någon inbäddad resurs."))
+                continue
+            if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+                issues.append(_ref_issue(at, f"{ref!r} is not resolved: urn references are only "
+                                             "meaningful between the entries of a transaction Bundle",
+                                         "Referensen kan inte lösas upp utanför en transaktion."))
+                continue
+            parsed = parse_reference(ref, self._base)
+            if parsed.id is None:
+                if "://" not in ref:
+                    issues.append(_ref_issue(at, f"{ref!r} is not a valid reference; use Type/id",
+                                             "Ogiltig referens; ange Typ/id."))
+                continue
+            if parsed.type is None or not _RELATIVE.match(f"{parsed.type}/{parsed.id}"):
+                issues.append(_ref_issue(at, f"{ref!r} is not a valid reference; use Type/id",
+                                         "Ogiltig referens; ange Typ/id."))
+            elif parsed.type in self._types and (parsed.type, parsed.id) != own:
+                wanted.setdefault((parsed.type, parsed.id), at)
+        if issues:
+            raise InvalidResource(issues[0].diagnostics, issues=issues)
+        if not wanted:
+            return
+        found = await unit.existing(wanted, share_lock=True)
+        missing = [(key, at) for key, at in wanted.items() if key not in found]
+        if missing:
+            (t0, i0), at0 = missing[0]
+            raise Unprocessable(
+                f"{at0}: {t0}/{i0} does not exist on this server",
+                issues=[
+                    Issue(
+                        code="not-found",
+                        diagnostics=f"{at}: {t}/{i} does not exist on this server",
+                        expression=(at,),
+                        details_sv=f"Den refererade resursen {t}/{i} finns inte.",
+                    )
+                    for (t, i), at in missing
+                ],
+            )
+
+    # -- interactions ----------------------------------------------------------------------
+
+    async def create(
+        self,
+        unit: Unit,
+        resource: dict[str, Any],
+        *,
+        if_none_exist: str | None = None,
+        assigned_id: str | None = None,
+        check_references: bool = True,
+    ) -> WriteOutcome:
+        """R4 http.html#create, with ``If-None-Exist`` (#ccreate)."""
+        type_ = resource["resourceType"]
+        if if_none_exist:
+            found = await self.find_one(unit, type_, if_none_exist, "If-None-Exist")
+            if found is not None:
+                return WriteOutcome(200, found)
+        resource = {**resource, "id": assigned_id or new_id()}
+        stored = await self.store(unit, resource, None, "POST", check_references=check_references)
+        return WriteOutcome(201, stored, created=True)
+
+    async def find_one(self, unit: Unit, type_: str, criteria: str, what: str) -> StoredResource | None:
+        """The single match of conditional criteria, None for none; several is 412."""
+        pairs = criteria_pairs(criteria)
+        if not pairs:
+            raise PreconditionFailed(f"{what} has no search criteria", details_sv="Villkoret saknar sökkriterier.")
+        await unit.lock_key(f"{type_}?{sorted(pairs)}")
+        matches = await self._match(unit, type_, pairs, 2)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"{what} {criteria!r} matches more than one {type_}",
+                details_sv="Villkoret matchar mer än en resurs.",
+            )
+        return matches[0] if matches else None
+
+    async def update(
+        self,
+        unit: Unit,
+        resource: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        check_references: bool = True,
+    ) -> WriteOutcome:
+        """R4 http.html#update: update, or create with the client's id; ``If-Match`` → 412."""
+        type_, id_ = resource["resourceType"], resource["id"]
+        existing = await unit.get(type_, id_, lock=True)
+        if existing is None:
+            await unit.lock_key(f"{type_}/{id_}")
+            existing = await unit.get(type_, id_, lock=True)
+        if if_match is not None and (
+            existing is None or existing.deleted or parse_etag(if_match) != str(existing.version_id)
+        ):
+            current = "none" if existing is None or existing.deleted else f'W/"{existing.version_id}"'
+            raise PreconditionFailed(
+                f"If-Match {if_match} does not match the current version of {type_}/{id_} ({current})",
+                details_sv="Resursen har ändrats av någon annan sedan du läste den. Läs in den igen.",
+            )
+        if existing is not None and not existing.deleted and _same_content(existing.body, resource):
+            return WriteOutcome(200, existing)
+        stored = await self.store(unit, resource, existing, "PUT", check_references=check_references)
+        created = existing is None or existing.deleted
+        return WriteOutcome(201 if created else 200, stored, created=created)
+
+    async def conditional_update(
+        self, unit: Unit, type_: str, criteria: str, resource: dict[str, Any], *, if_match: str | None = None
+    ) -> WriteOutcome:
+        """R4 http.html#cond-update."""
+        found = await self.find_one(unit, type_, criteria, "Conditional update")
+        if found is None:
+            if "id" in resource and not ID_PATTERN.match(str(resource["id"])):
+                raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
+            return await self.create(unit, resource, assigned_id=resource.get("id"))
+        if resource.get("id", found.id) != found.id:
+            raise InvalidResource(
+                f"The body's id {resource['id']!r} differs from the matched {type_}/{found.id}",
+                expression=(f"{type_}.id",),
+                details_sv="Id i innehållet stämmer inte med den matchade resursen.",
+            )
+        return await self.update(unit, {**resource, "id": found.id}, if_match=if_match)
+
+    async def delete(self, unit: Unit, type_: str, id_: str, *, if_match: str | None = None) -> WriteOutcome:
+        """R4 http.html#delete: a new, deleted version; reads then answer 410."""
+        existing = await unit.get(type_, id_, lock=True)
+        if existing is None:
+            raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+        if if_match is not None and parse_etag(if_match) != str(existing.version_id):
+            raise PreconditionFailed(f"If-Match {if_match} does not match {type_}/{id_}",
+                                     details_sv="Resursen har ändrats sedan du läste den.")
+        if existing.deleted:
+            return WriteOutcome(204, existing)
+        referrers = await unit.referrers(type_, id_, exclude_pk=existing.pk)
+        if referrers:
+            names = ", ".join(f"{t}/{i}" for t, i in referrers)
+            raise Conflict(
+                f"{type_}/{id_} is referenced by {names}; change or delete those first",
+                details_sv=f"Resursen används av {names} och kan inte tas bort.",
+            )
+        version, now = existing.version_id + 1, now_utc()
+        await unit.update(existing.pk, version, now, existing.body, deleted=True)
+        await unit.add_version(type_, id_, version, now, "DELETE", None)
+        await unit.clear_index(existing.pk)
+        return WriteOutcome(204, StoredResource(existing.pk, type_, id_, version, now, True, existing.body))
+
+    async def conditional_delete(self, unit: Unit, type_: str, criteria: str) -> WriteOutcome:
+        """R4 http.html#cdelete (single match); no match is 404, several 412."""
+        found = await self.find_one(unit, type_, criteria, "Conditional delete")
+        if found is None:
+            raise NotFound(f"No {type_} matches {criteria!r}", details_sv="Ingen resurs matchar villkoret.")
+        return await self.delete(unit, type_, found.id)
+
+
+def _same_content(stored_body: str, resource: dict[str, Any]) -> bool:
+    return without_version_meta(orjson.loads(stored_body)) == without_version_meta(resource)
+
+
+def _ref_issue(at: str, message: str, sv: str) -> Issue:
+    return Issue(code="invalid", diagnostics=f"{at}: {message}", expression=(at,), details_sv=sv)

@@ -1,0 +1,107 @@
+"""Engines, connections and the migration gate.
+
+PostgreSQL (asyncpg) is the production store, SQLite (aiosqlite) the embedded default.
+SQLite runs in WAL mode with a busy timeout, and write transactions start with
+``BEGIN IMMEDIATE`` so two writers queue instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseNotMigrated(RuntimeError):
+    """The database schema is missing or older than this code."""
+
+
+def _json_text(value: Any) -> Any:
+    # Bodies arrive serialised already; see tables.JsonText.
+    return value
+
+
+def create_engine(url: str, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        json_serializer=_json_text,
+        json_deserializer=_json_text,
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str | None:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return script.get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+async def ensure_migrated(engine: AsyncEngine) -> None:
+    """Refuse to run against a database that `patientkontrakt migrate` has not brought up to date."""
+    head = head_revision()
+    try:
+        current = await current_revision(engine)
+    except (OSError, sa.exc.DBAPIError) as exc:
+        raise DatabaseNotMigrated(f"cannot open the database: {exc}") from exc
+    if current != head:
+        state = "has no schema" if current is None else f"is at schema revision {current}"
+        raise DatabaseNotMigrated(
+            f"The database {engine.url.render_as_string(hide_password=True)} {state}; this version needs "
+            f"revision {head}. Run `patientkontrakt migrate` (same PK_DATABASE_URL) and start again."
+        )
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (blocking; for the CLI and tests)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
