@@ -10,6 +10,7 @@ written, and any failing entry rolls everything back. A *batch* runs each entry 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -25,6 +26,7 @@ from patientkontrakt.storage.repository import Unit
 if TYPE_CHECKING:
     from patientkontrakt.fhir.service import FhirService, Preferences
 
+_CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?.")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
 _STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
@@ -253,7 +255,7 @@ class BundleProcessor:
                 raise NotFound(f"{where}.reference {ref!r} matches no entry's fullUrl",
                                expression=(f"{where}.reference",),
                                details_sv="Referensen matchar ingen post i transaktionen.")
-            elif "?" in ref and "://" not in ref:
+            elif _CONDITIONAL.match(ref):
                 target_type, criteria = ref.split("?", 1)
                 self.service.check_type(target_type)
                 found = await self.service.writer.find_one(unit, target_type, criteria, "Conditional reference")

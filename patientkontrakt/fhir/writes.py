@@ -33,6 +33,8 @@ from patientkontrakt.fhir.results import parse_etag
 from patientkontrakt.storage.repository import StoredResource, Unit
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?")
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\s?]+$")
 _RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 # Finds current resources matching search criteria: (unit, type, query pairs, limit).
@@ -127,9 +129,14 @@ class Writer:
                                              "meaningful between the entries of a transaction Bundle",
                                          "Referensen kan inte lösas upp utanför en transaktion."))
                 continue
+            if _CONDITIONAL.match(ref):
+                issues.append(_ref_issue(at, f"{ref!r} is a conditional reference; those are resolved only "
+                                             "inside a transaction Bundle",
+                                         "Villkorade referenser löses bara upp i en transaktion."))
+                continue
             parsed = parse_reference(ref, self._base)
             if parsed.id is None:
-                if "://" not in ref:
+                if not _ABSOLUTE.match(ref):
                     issues.append(_ref_issue(at, f"{ref!r} is not a valid reference; use Type/id",
                                              "Ogiltig referens; ange Typ/id."))
                 continue

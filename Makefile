@@ -1,0 +1,49 @@
+# Patientkontrakt — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PK_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+export PK_TEST_DATABASE_URL
+
+.PHONY: run test lint bench fhir-core postgres clean
+
+## make run: set up, migrate an SQLite database and serve on http://127.0.0.1:8000
+run: $(STAMP)
+	$(BIN)/patientkontrakt migrate
+	$(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
+
+## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
+test: $(STAMP) postgres
+	$(BIN)/ruff check patientkontrakt api tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check patientkontrakt api tests bench
+	$(BIN)/mypy
+
+## make bench: load synthetic agreements into PostgreSQL and measure a live server
+bench: $(STAMP) postgres
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# Start the local PostgreSQL cluster if it is installed here but not running.
+postgres:
+	@if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		echo "starting local PostgreSQL"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	fi
+
+## make fhir-core: re-extract fhir_profiles/core and search from the official R4 package (needs npm)
+fhir-core: $(STAMP)
+	rm -rf build/fhir-package && mkdir -p build/fhir-package
+	cd build/fhir-package && npm pack --silent hl7.fhir.r4.examples@4.0.1 && tar xzf hl7.fhir.r4.examples-4.0.1.tgz
+	$(BIN)/python -m patientkontrakt.fhir.extract_core build/fhir-package/package
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
