@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import errors, fhir
 from api.limits import BodySizeLimit
@@ -18,6 +19,8 @@ from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.storage.database import create_engine, ensure_migrated
 from patientkontrakt.storage.repository import Store
+
+log = logging.getLogger("patientkontrakt.api")
 
 _HOME = """<!doctype html>
 <html lang="sv"><head><meta charset="utf-8"><title>Patientkontrakt</title></head>
@@ -68,6 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> Response:
+        """Liveness and readiness: 200 when the database answers, else 503."""
+        try:
+            await app.state.service.store.ping()
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("health check failed: %s", exc)
+            return Response('{"status":"database unavailable"}', status_code=503, media_type="application/json")
         return Response('{"status":"ok"}', media_type="application/json")
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

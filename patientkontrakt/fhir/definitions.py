@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ class Definitions:
 
     # -- terminology -----------------------------------------------------------------------
 
-    @lru_cache(maxsize=None)  # noqa: B019 - the instance lives for the whole process
+    @cache  # noqa: B019 - the instance lives for the whole process
     def value_set_codes(self, url: str) -> frozenset[tuple[str, str]] | None:
         """All (system, code) pairs of a value set, or None when it cannot be enumerated.
 

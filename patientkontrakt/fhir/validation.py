@@ -15,7 +15,7 @@ Two passes, both reported with FHIRPath-style ``expression`` locations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -43,7 +43,7 @@ class Validator:
     def __init__(self, defs: Definitions) -> None:
         self._defs = defs
 
-    @lru_cache(maxsize=None)  # noqa: B019 - one validator per process
+    @cache  # noqa: B019 - one validator per process
     def _slots(self, type_name: str, path: str) -> dict[str, _Slot]:
         slots: dict[str, _Slot] = {}
         for element in self._defs.children(type_name, path):

@@ -279,5 +279,10 @@ class Store:
             async with conn.begin():
                 yield Unit(conn)
 
+    async def ping(self) -> None:
+        """Raise if the database cannot answer (health checks)."""
+        async with self.reading() as unit:
+            await unit.conn.execute(sa.text("SELECT 1"))
+
     async def dispose(self) -> None:
         await self.engine.dispose()
