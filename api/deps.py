@@ -1,4 +1,8 @@
-"""Injected things as ``Annotated`` aliases (style.md)."""
+"""Injected things as ``Annotated`` aliases (style.md).
+
+The providers are ``async def`` although they do not await: FastAPI runs a plain ``def``
+dependency in the thread pool, a thread hop on every request (docs/performance.md).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,17 @@ from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.service import FhirService, Preferences
 
 
-def get_service(request: Request) -> FhirService:
+async def get_service(request: Request) -> FhirService:
     service: FhirService = request.app.state.service
     return service
 
 
-def get_bundles(request: Request) -> BundleProcessor:
+async def get_bundles(request: Request) -> BundleProcessor:
     bundles: BundleProcessor = request.app.state.bundles
     return bundles
 
 
-def get_prefer(request: Request) -> Preferences:
+async def get_prefer(request: Request) -> Preferences:
     return Preferences.parse(request.headers.get("prefer"))
 
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from patientkontrakt.fhir.errors import (
     BadRequest,
@@ -19,6 +20,7 @@ from patientkontrakt.fhir.errors import (
 from patientkontrakt.fhir.rendering import dumps
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 log = logging.getLogger("patientkontrakt.api")
 
 
@@ -43,11 +45,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                     details_sv="Adressen finns inte.")
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not supported on {request.url.path}",
-                                 details_sv="Metoden stöds inte här.")
+                                 details_sv="Metoden stöds inte här.", headers={"Allow": _allowed(request)})
     else:
         body = dumps(BadRequest(str(exc.detail)).outcome())
         return Response(body, status_code=exc.status_code, media_type=FHIR_JSON)
     return outcome_response(error)
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves at this path: a 405 carries ``Allow`` (RFC 9110 §15.5.6)."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes))
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

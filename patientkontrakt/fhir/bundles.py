@@ -21,7 +21,7 @@ from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import searchset
 from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, new_id
-from patientkontrakt.storage.repository import Unit
+from patientkontrakt.storage.repository import StoredResource, Unit
 
 if TYPE_CHECKING:
     from patientkontrakt.fhir.service import FhirService, Preferences
@@ -139,6 +139,9 @@ class BundleProcessor:
         if len(segments) > 2 and version is None or len(segments) > 4:
             raise BadRequest(f"request.url {request['url']!r} is not supported", expression=("request.url",),
                              details_sv="Adressen stöds inte.")
+        if method == "PUT" and id_ is not None and not ID_PATTERN.match(id_):
+            raise BadRequest(f"request.url {request['url']!r}: {id_!r} is not a valid FHIR id",
+                             expression=("request.url",), details_sv="Ogiltigt id.")
         resource = raw.get("resource")
         if method in ("POST", "PUT"):
             if not isinstance(resource, dict):
@@ -175,12 +178,16 @@ class BundleProcessor:
         async with self.service.store.writing() as unit:
             ids: dict[str, str] = {}
             written: list[dict[str, Any]] = []
+            claimed: dict[tuple[str, str], int] = {}
+            deleted: list[tuple[_Entry, StoredResource]] = []
             for entry in ordered:
                 try:
                     if entry.method == "DELETE":
-                        responses[entry.index] = await self._delete(unit, entry)
+                        responses[entry.index] = await self._delete(unit, entry, deleted)
                     elif entry.method in ("POST", "PUT"):
                         await self._assign(unit, entry, ids)
+                    if entry.method in ("DELETE", "PUT"):
+                        self._claim(claimed, entry)
                 except FhirError as error:
                     raise _entry_error(entry.index, error) from None
             for entry in ordered:
@@ -206,7 +213,21 @@ class BundleProcessor:
                 except FhirError as error:
                     index = next(e.index for e in entries if e.resource is resource)
                     raise _entry_error(index, error) from None
+            for entry, stored in deleted:
+                try:
+                    await self.service.writer.check_referrers(unit, stored.type, stored.id, stored.pk)
+                except FhirError as error:
+                    raise _entry_error(entry.index, error) from None
         return [responses[i] for i in range(len(entries))]
+
+    @staticmethod
+    def _claim(claimed: dict[tuple[str, str], int], entry: _Entry) -> None:
+        """R4 http.html#trules: identities, including those conditional URLs resolve to, may not overlap."""
+        assert entry.id is not None
+        first = claimed.setdefault((entry.type, entry.id), entry.index)
+        if first != entry.index:
+            raise BadRequest(f"{entry.type}/{entry.id} is changed by entry {first} too; a transaction may "
+                             "change a resource only once", details_sv="Samma resurs förekommer två gånger.")
 
     def _check_duplicates(self, entries: list[_Entry]) -> None:
         seen: dict[tuple[str, str], int] = {}
@@ -281,12 +302,18 @@ class BundleProcessor:
         entry.resource = resource
         return self._from_outcome(outcome, prefer), (None if entry.version == "existing" else resource)
 
-    async def _delete(self, unit: Unit, entry: _Entry) -> _Response:
+    async def _delete(self, unit: Unit, entry: _Entry,
+                      deferred: list[tuple[_Entry, StoredResource]] | None = None) -> _Response:
+        """Delete; with ``deferred``, leave the referrer check to the caller (after every write)."""
         writer = self.service.writer
+        check = deferred is None
         if entry.id is None:
-            outcome = await writer.conditional_delete(unit, entry.type, entry.query or "")
+            outcome = await writer.conditional_delete(unit, entry.type, entry.query or "", check_referrers=check)
         else:
-            outcome = await writer.delete(unit, entry.type, entry.id, if_match=entry.if_match)
+            outcome = await writer.delete(unit, entry.type, entry.id, if_match=entry.if_match, check_referrers=check)
+        entry.id = outcome.resource.id
+        if deferred is not None:
+            deferred.append((entry, outcome.resource))
         return _Response(204, version_id=outcome.resource.version_id)
 
     async def _get(self, unit: Unit, entry: _Entry) -> _Response:
@@ -297,7 +324,7 @@ class BundleProcessor:
             return _Response(200, body=searchset(service.base, query, page, service.subsetter))
         if entry.version is not None:
             found = await unit.get_version(entry.type, entry.id, int(entry.version)) \
-                if entry.version.isdigit() and len(entry.version) < 10 else None
+                if entry.version.isascii() and entry.version.isdigit() and len(entry.version) < 10 else None
             if found is None or found.body is None:
                 raise NotFound(f"{entry.type}/{entry.id} has no version {entry.version}",
                                details_sv="Versionen finns inte.")

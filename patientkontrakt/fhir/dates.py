@@ -17,7 +17,8 @@ MAX = datetime(9999, 12, 31, 23, 59, 59, 999999)
 _DATE_RE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<f>\.\d+)?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$",
+    re.ASCII,  # int() would read other scripts' digits: "٢٠٢٤" is not a FHIR date
 )
 
 
@@ -27,7 +28,7 @@ class DateFormatError(ValueError):
 
 def parse_range(text: str) -> tuple[datetime, datetime]:
     """Parse a FHIR date/dateTime/instant into its inclusive UTC range."""
-    match = _DATE_RE.match(text)
+    match = _DATE_RE.fullmatch(text)  # not match: "$" also matches before a final newline
     if not match:
         raise DateFormatError(f"{text!r} is not a FHIR date or dateTime")
     g = match.groupdict()
@@ -51,6 +52,8 @@ def parse_range(text: str) -> tuple[datetime, datetime]:
         low = datetime(year, month, day, int(g["H"]), int(g["M"]), second, micro)
         tz = g["tz"]
         if tz and tz != "Z":
+            if int(tz[4:6]) > 59 or tz[1:] > "14:00":
+                raise ValueError(f"time zone offset {tz} is not between -14:00 and +14:00")
             sign = 1 if tz[0] == "+" else -1
             low = low - sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
         if g["S"] is None:
@@ -59,7 +62,7 @@ def parse_range(text: str) -> tuple[datetime, datetime]:
             span = timedelta(seconds=1)
         else:
             span = timedelta(microseconds=10 ** (6 - min(len(frac) - 1, 6)))
-        return low, low + span - timedelta(microseconds=1)
+        return low, low + (span - timedelta(microseconds=1))  # no overflow in 9999-12-31T23:59:59
     except (ValueError, OverflowError) as exc:
         raise DateFormatError(f"{text!r} is not a valid date: {exc}") from None
 
@@ -72,7 +75,7 @@ def now_utc() -> datetime:
 
 def format_instant(value: datetime) -> str:
     """Render a naive UTC datetime as a FHIR instant with milliseconds."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def format_http(value: datetime) -> str:

@@ -7,6 +7,7 @@ reference, uri. The storage layer writes these rows in the same transaction as t
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from patientkontrakt.fhir.paths import CompiledExpression, compile_expression
 
 # Index values longer than this are cut; search values are cut the same way.
 MAX_INDEX_LENGTH = 500
+# ... and to this many UTF-8 bytes, so that a token's code and system fit one PostgreSQL btree
+# index row (at most 2704 bytes) whatever characters they hold.
+MAX_INDEX_BYTES = 1000
 
 # Parameters answered from columns of the resource table, not from index rows.
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
@@ -32,7 +36,15 @@ def normalize_string(value: str) -> str:
 
 
 def cut(value: str) -> str:
-    return value[:MAX_INDEX_LENGTH]
+    value = value[:MAX_INDEX_LENGTH]
+    if len(value) * 4 <= MAX_INDEX_BYTES:
+        return value
+    return value.encode("utf-8", "surrogatepass")[:MAX_INDEX_BYTES].decode("utf-8", "ignore")
+
+
+# The shapes of a resource type name and an id (R4 datatypes.html#id); they fit the index columns.
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -60,9 +72,9 @@ def parse_reference(reference: str, local_base: str) -> ParsedReference:
     parts = text.split("/")
     if len(parts) == 4 and parts[2] == "_history":
         parts = parts[:2]
-    if local and len(parts) == 2 and parts[0][:1].isupper() and parts[1]:
+    if local and len(parts) == 2 and _TYPE_NAME.fullmatch(parts[0]) and _ID.fullmatch(parts[1]):
         return ParsedReference(parts[0], parts[1], None)
-    type_ = parts[-2] if len(parts) >= 2 and parts[-2][:1].isupper() else None
+    type_ = parts[-2] if len(parts) >= 2 and _TYPE_NAME.fullmatch(parts[-2]) else None
     return ParsedReference(type_, None, cut(reference))
 
 
@@ -133,6 +145,11 @@ def _walk_references(node: Any, where: str, out: list[tuple[str, dict[str, Any]]
             _walk_references(item, f"{where}[{i}]", out)
 
 
+def _system(value: dict[str, Any]) -> str | None:
+    system = value.get("system")
+    return cut(system) if isinstance(system, str) else None
+
+
 def _token(value: Any, type_: str, _base: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if type_ == "CodeableConcept" and isinstance(value, dict):
@@ -140,13 +157,13 @@ def _token(value: Any, type_: str, _base: str) -> list[dict[str, Any]]:
             rows.extend(_token(coding, "Coding", _base))
     elif type_ == "Coding" and isinstance(value, dict):
         if isinstance(value.get("code"), str):
-            rows.append({"system": value.get("system"), "code": cut(value["code"])})
+            rows.append({"system": _system(value), "code": cut(value["code"])})
     elif type_ == "Identifier" and isinstance(value, dict):
         if isinstance(value.get("value"), str):
-            rows.append({"system": value.get("system"), "code": cut(value["value"])})
+            rows.append({"system": _system(value), "code": cut(value["value"])})
     elif type_ == "ContactPoint" and isinstance(value, dict):
         if isinstance(value.get("value"), str):
-            rows.append({"system": value.get("system"), "code": cut(value["value"])})
+            rows.append({"system": _system(value), "code": cut(value["value"])})
     elif type_ == "boolean" and isinstance(value, bool):
         rows.append({"system": None, "code": "true" if value else "false"})
     elif isinstance(value, str):

@@ -21,7 +21,7 @@ from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, searchset
-from patientkontrakt.fhir.search.params import SearchParser, SearchQuery
+from patientkontrakt.fhir.search.params import MAX_OFFSET, SearchParser, SearchQuery
 from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.fhir.validation import Validator
 from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, Writer
@@ -74,7 +74,34 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object (a FHIR resource)",
                          details_sv="Innehållet ska vara en FHIR-resurs.")
+    _check_json(data, nul_possible=b"\\u0000" in raw)
     return data
+
+
+# Deepest nesting of objects and arrays a body may have. FHIR resources stay far below it;
+# deeper documents would exhaust the recursion of the validator and the Bundle processor.
+MAX_BODY_DEPTH = 100
+
+
+def _check_json(data: dict[str, Any], *, nul_possible: bool) -> None:
+    """Refuse what no FHIR JSON needs and the server cannot process: nesting deeper than
+    ``MAX_BODY_DEPTH``, and U+0000 in a string or name (PostgreSQL cannot store it)."""
+    root = data.get("resourceType") if isinstance(data.get("resourceType"), str) else "$"
+    stack: list[tuple[dict[str, Any] | list[Any], str, int]] = [(data, str(root), 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            raise BadRequest(f"The body nests objects and arrays deeper than {MAX_BODY_DEPTH} levels",
+                             details_sv="Innehållet är för djupt nästlat.")
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            at = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
+            if nul_possible and (isinstance(key, str) and "\x00" in key
+                                 or isinstance(value, str) and "\x00" in value):
+                raise BadRequest(f"{at!r} contains U+0000, which FHIR strings cannot hold",
+                                 expression=(at,), details_sv="Innehållet har ett otillåtet tecken (U+0000).")
+            if isinstance(value, dict | list):
+                stack.append((value, at, depth + 1))
 
 
 class FhirService:
@@ -175,7 +202,7 @@ class FhirService:
         """R4 http.html#vread."""
         self.check_type(type_)
         self.check_id(type_, id_)
-        if not version.isdigit() or len(version) > 9:
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:
             raise NotFound(f"{type_}/{id_} has no version {version!r}", details_sv="Versionen finns inte.")
         async with self.store.reading() as unit:
             found = await unit.get_version(type_, id_, int(version))
@@ -259,7 +286,7 @@ class FhirService:
                                       offset=args["offset"], count=args["count"])
             has_next = len(rows) > args["count"]
             rows = rows[: args["count"]]
-            if id_ is not None and not rows and args["offset"] == 0 and args["since"] is None:
+            if id_ is not None and type_ is not None and not rows and await unit.get(type_, id_) is None:
                 raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
             total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"])
         path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
@@ -303,10 +330,10 @@ def _history_args(pairs: list[tuple[str, str]], default_count: int, max_count: i
             except DateFormatError:
                 raise BadRequest(f"{key} must be a FHIR instant, not {value!r}", expression=(key,),
                                  details_sv="Ogiltig tidpunkt.") from None
-            args["since" if key == "_since" else "at"] = low if key == "_since" else high
+            args["since" if key == "_since" else "at"] = low if key == "_since" else (low, high)
         elif key in ("_count", "_offset"):
-            if not value.isdigit():
-                raise BadRequest(f"{key} must be a non-negative integer", expression=(key,),
+            if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_OFFSET:
+                raise BadRequest(f"{key} must be a non-negative integer (at most {MAX_OFFSET})", expression=(key,),
                                  details_sv=f"{key} ska vara ett heltal.")
             number = int(value)
             args["count" if key == "_count" else "offset"] = min(number, max_count) if key == "_count" else number

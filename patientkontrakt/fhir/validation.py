@@ -65,8 +65,7 @@ class Validator:
             )
         issues: list[Issue] = []
         self._walk_resource(resource, type_name, type_name, issues)
-        if not issues:
-            issues.extend(_model_issues(resource, type_name))
+        issues.extend(i for i in _model_issues(resource, type_name) if not _covered(i, issues))
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
 
@@ -133,6 +132,9 @@ class Validator:
                 issues.append(_issue("structure", at, "a resource must be a JSON object", "Ska vara en resurs."))
                 return
             inner = value.get("resourceType")
+            if slot.element.name == "contained" and "contained" in value:
+                issues.append(_issue("invariant", f"{at}.contained", "a contained resource must not contain "
+                                      "resources (dom-2)", "En inbäddad resurs får inte själv innehålla resurser."))
             if isinstance(inner, str) and inner in self._defs.structures:
                 self._walk_resource(value, inner, at, issues)
             elif not _known_model(inner):
@@ -177,6 +179,14 @@ class Validator:
         if not ok:
             shown = next((c.get("code") for c in codings if isinstance(c, dict)), None)
             issues.append(_code_issue(at, shown, url, codes))
+
+
+def _covered(issue: Issue, found: list[Issue]) -> bool:
+    """Whether the first pass already reported this element or one that contains it."""
+    at = issue.expression[0] if issue.expression else ""
+    if found and issue.code == "structure" and "." not in at:
+        return True  # the model could not parse at all what the first pass already rejected
+    return any(at == e or at.startswith((e + ".", e + "[")) for i in found for e in i.expression)
 
 
 def _known_model(type_name: Any) -> bool:

@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -68,6 +69,22 @@ def without_version_meta(resource: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def versioned_body(resource: dict[str, Any], version: int, now: datetime) -> dict[str, Any]:
+    """The stored form of ``resource`` as ``version``: type, id, then ``meta`` with the server's
+    ``versionId``/``lastUpdated`` (other meta kept), then the other elements in their order.
+
+    Public so that bulk loaders (bench/) store exactly what a write through the API stores.
+    """
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    body: dict[str, Any] = {
+        "resourceType": resource["resourceType"],
+        "id": resource["id"],
+        "meta": {"versionId": str(version), "lastUpdated": format_instant(now), **meta},
+    }
+    body.update((k, v) for k, v in resource.items() if k not in body)
+    return body
+
+
 class Writer:
     def __init__(self, indexer: Indexer, local_base: str, served_types: frozenset[str], matcher: Matcher) -> None:
         self._indexer = indexer
@@ -92,13 +109,7 @@ class Writer:
             await self.check_references(unit, resource)
         version = existing.version_id + 1 if existing else 1
         now = now_utc()
-        meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-        body: dict[str, Any] = {
-            "resourceType": type_,
-            "id": id_,
-            "meta": {"versionId": str(version), "lastUpdated": format_instant(now), **meta},
-        }
-        body.update((k, v) for k, v in resource.items() if k not in body)
+        body = versioned_body(resource, version, now)
         text = orjson.dumps(body).decode()
         if existing is not None:
             await unit.update(existing.pk, version, now, text)
@@ -246,8 +257,13 @@ class Writer:
             )
         return await self.update(unit, {**resource, "id": found.id}, if_match=if_match)
 
-    async def delete(self, unit: Unit, type_: str, id_: str, *, if_match: str | None = None) -> WriteOutcome:
-        """R4 http.html#delete: a new, deleted version; reads then answer 410."""
+    async def delete(self, unit: Unit, type_: str, id_: str, *, if_match: str | None = None,
+                     check_referrers: bool = True) -> WriteOutcome:
+        """R4 http.html#delete: a new, deleted version; reads then answer 410.
+
+        A transaction passes ``check_referrers=False`` and calls ``check_referrers`` once every
+        entry is written, so that its outcome does not depend on the order of its entries.
+        """
         existing = await unit.get(type_, id_, lock=True)
         if existing is None:
             raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
@@ -256,25 +272,31 @@ class Writer:
                                      details_sv="Resursen har ändrats sedan du läste den.")
         if existing.deleted:
             return WriteOutcome(204, existing)
-        referrers = await unit.referrers(type_, id_, exclude_pk=existing.pk)
-        if referrers:
-            names = ", ".join(f"{t}/{i}" for t, i in referrers)
-            raise Conflict(
-                f"{type_}/{id_} is referenced by {names}; change or delete those first",
-                details_sv=f"Resursen används av {names} och kan inte tas bort.",
-            )
+        if check_referrers:
+            await self.check_referrers(unit, type_, id_, existing.pk)
         version, now = existing.version_id + 1, now_utc()
         await unit.update(existing.pk, version, now, existing.body, deleted=True)
         await unit.add_version(type_, id_, version, now, "DELETE", None)
         await unit.clear_index(existing.pk)
         return WriteOutcome(204, StoredResource(existing.pk, type_, id_, version, now, True, existing.body))
 
-    async def conditional_delete(self, unit: Unit, type_: str, criteria: str) -> WriteOutcome:
+    async def check_referrers(self, unit: Unit, type_: str, id_: str, pk: int) -> None:
+        """A resource that current resources still reference cannot be deleted (409)."""
+        referrers = await unit.referrers(type_, id_, exclude_pk=pk)
+        if referrers:
+            names = ", ".join(f"{t}/{i}" for t, i in referrers)
+            raise Conflict(
+                f"{type_}/{id_} is referenced by {names}; change or delete those first",
+                details_sv=f"Resursen används av {names} och kan inte tas bort.",
+            )
+
+    async def conditional_delete(self, unit: Unit, type_: str, criteria: str, *,
+                                 check_referrers: bool = True) -> WriteOutcome:
         """R4 http.html#cdelete (single match); no match is 404, several 412."""
         found = await self.find_one(unit, type_, criteria, "Conditional delete")
         if found is None:
             raise NotFound(f"No {type_} matches {criteria!r}", details_sv="Ingen resurs matchar villkoret.")
-        return await self.delete(unit, type_, found.id)
+        return await self.delete(unit, type_, found.id, check_referrers=check_referrers)
 
 
 def _same_content(stored_body: str, resource: dict[str, Any]) -> bool:

@@ -48,6 +48,10 @@ class StoredVersion:
 
 _CURRENT_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body)
 _VERSION_COLUMNS = (V.res_type, V.res_id, V.version_id, V.last_updated, V.method, V.deleted, V.body)
+# Read by id is the hottest statement: built once, so a call only binds values instead of
+# constructing a Select and generating its cache key every time (docs/performance.md).
+_GET = sa.select(*_CURRENT_COLUMNS).where(R.res_type == sa.bindparam("type_"), R.res_id == sa.bindparam("id_"))
+_GET_LOCKED = _GET.with_for_update()
 
 
 def _current(row: Sequence[Any]) -> StoredResource:
@@ -56,6 +60,17 @@ def _current(row: Sequence[Any]) -> StoredResource:
 
 def _version(row: Sequence[Any]) -> StoredVersion:
     return StoredVersion(*row)
+
+
+def _current_during(at: datetime | tuple[datetime, datetime]) -> tuple[sa.ColumnElement[bool], ...]:
+    """Versions current at some time in [low, high]: written by its end, not replaced by its start."""
+    low, high = at if isinstance(at, tuple) else (at, at)
+    later = RESOURCE_VERSION.alias("later")
+    replaced = sa.exists().where(
+        later.c.res_type == V.res_type, later.c.res_id == V.res_id,
+        later.c.version_id > V.version_id, later.c.last_updated <= low,
+    )
+    return V.last_updated <= high, ~replaced
 
 
 class Unit:
@@ -68,10 +83,8 @@ class Unit:
     # -- current resources -----------------------------------------------------------------
 
     async def get(self, type_: str, id_: str, *, lock: bool = False) -> StoredResource | None:
-        query = sa.select(*_CURRENT_COLUMNS).where(R.res_type == type_, R.res_id == id_)
-        if lock:
-            query = query.with_for_update()
-        row = (await self.conn.execute(query)).first()
+        query = _GET_LOCKED if lock else _GET
+        row = (await self.conn.execute(query, {"type_": type_, "id_": id_})).first()
         return _current(row) if row else None
 
     async def get_many(self, keys: Iterable[tuple[str, str]]) -> list[StoredResource]:
@@ -149,11 +162,14 @@ class Unit:
         type_: str | None,
         id_: str | None,
         since: datetime | None,
-        at: datetime | None,
+        at: datetime | tuple[datetime, datetime] | None,
         offset: int,
         count: int,
     ) -> list[StoredVersion]:
-        """Versions newest first (R4 http.html#history), ``count + 1`` rows to detect a next page."""
+        """Versions newest first (R4 http.html#history), ``count + 1`` rows to detect a next page.
+
+        ``at`` is an instant or an inclusive period: only versions current at some time in it.
+        """
         query = sa.select(*_VERSION_COLUMNS)
         if type_ is not None:
             query = query.where(V.res_type == type_)
@@ -162,12 +178,13 @@ class Unit:
         if since is not None:
             query = query.where(V.last_updated >= since)
         if at is not None:
-            query = query.where(V.last_updated <= at)
+            query = query.where(*_current_during(at))
         query = query.order_by(V.last_updated.desc(), V.seq.desc()).offset(offset).limit(count + 1)
         return [_version(r) for r in (await self.conn.execute(query)).all()]
 
     async def history_count(
-        self, *, type_: str | None, id_: str | None, since: datetime | None, at: datetime | None
+        self, *, type_: str | None, id_: str | None, since: datetime | None,
+        at: datetime | tuple[datetime, datetime] | None
     ) -> int:
         query = sa.select(sa.func.count()).select_from(RESOURCE_VERSION)
         if type_ is not None:
@@ -177,7 +194,7 @@ class Unit:
         if since is not None:
             query = query.where(V.last_updated >= since)
         if at is not None:
-            query = query.where(V.last_updated <= at)
+            query = query.where(*_current_during(at))
         total: int = (await self.conn.execute(query)).scalar_one()
         return total
 

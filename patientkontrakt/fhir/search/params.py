@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from patientkontrakt.fhir.definitions import Definitions, SearchParam
@@ -13,6 +14,8 @@ RESULT_PARAMS = frozenset({
     "_format", "_pretty",
 })
 SUMMARY_VALUES = frozenset({"true", "false", "count", "data", "text"})
+# The databases take a signed 64-bit OFFSET; a larger _offset is an error, not a crash.
+MAX_OFFSET = 2**63 - 1
 TOTAL_VALUES = frozenset({"none", "estimate", "accurate"})
 
 _MODIFIERS = {
@@ -71,12 +74,16 @@ class SearchQuery:
         ]
 
 
-def split_values(raw: str) -> list[str]:
-    """Split at unescaped commas (R4 search.html#escaping)."""
+def split_values(raw: str, *, keep_bar: bool = False) -> list[str]:
+    """Split at unescaped commas (R4 search.html#escaping).
+
+    ``keep_bar`` leaves ``\\|`` and ``\\\\`` escaped for ``split_token``, which must tell a literal
+    bar from the system separator.
+    """
     values, current, escaped = [], [], False
     for ch in raw:
         if escaped:
-            if ch not in ",|$\\":
+            if ch not in ",|$\\" or (keep_bar and ch in "|\\"):
                 current.append("\\")
             current.append(ch)
             escaped = False
@@ -105,9 +112,13 @@ def split_token(value: str) -> tuple[str | None, str | None, bool]:
             index = i
             break
     if index < 0:
-        return None, value.replace("\\|", "|"), False
-    system, code = value[:index], value[index + 1:].replace("\\|", "|")
+        return None, _unescape_token(value), False
+    system, code = _unescape_token(value[:index]), _unescape_token(value[index + 1:])
     return (system or None), (code or None), True
+
+
+def _unescape_token(text: str) -> str:
+    return re.sub(r"\\([|\\])", r"\1", text)
 
 
 def _int(name: str, value: str, low: int, high: int | None) -> int:
@@ -137,6 +148,9 @@ class SearchParser:
         for name, raw in pairs:
             if raw == "":
                 continue  # R4: a parameter with an empty value is ignored
+            if "\x00" in name or "\x00" in raw:
+                raise BadRequest(f"Search parameter {name!r} contains U+0000, which no FHIR value can hold",
+                                 expression=(name,), details_sv="Sökparametern innehåller ett otillåtet tecken.")
             base, _, _ = name.partition(":")
             if base in RESULT_PARAMS or name.startswith("_include") or name.startswith("_revinclude"):
                 self._result_param(query, name, raw)
@@ -160,7 +174,10 @@ class SearchParser:
         head, dot, rest = name.partition(".")
         code, _, modifier = head.partition(":")
         param = params[code]
-        values = tuple(split_values(raw))
+        values = tuple(split_values(raw, keep_bar=param.type == "token"))
+        if not values:
+            raise BadRequest(f"{name}={raw!r} has no value between its commas", expression=(name,),
+                             details_sv="Sökparametern saknar värde.")
         if dot:
             if param.type != "reference":
                 raise BadRequest(f"{code} is a {param.type} parameter and cannot be chained",
@@ -168,6 +185,9 @@ class SearchParser:
             if "." in rest:
                 raise BadRequest("Only one level of chaining is supported", expression=(name,),
                                  details_sv="Bara en nivå av kedjad sökning stöds.")
+            if modifier and param.targets and modifier not in param.targets:
+                raise BadRequest(f"{code} cannot refer to a {modifier}; its targets are {', '.join(param.targets)}",
+                                 expression=(name,), details_sv=f"{code} kan inte peka på {modifier}.")
             targets = [modifier] if modifier else list(param.targets)
             chain = []
             child_code = rest.partition(":")[0]
@@ -211,6 +231,9 @@ class SearchParser:
             query.count = _int("_count", raw, 0, self._max_count)
         elif name == "_offset":
             query.offset = _int("_offset", raw, 0, None)
+            if query.offset > MAX_OFFSET:
+                raise BadRequest(f"_offset must be at most {MAX_OFFSET}", expression=("_offset",),
+                                 details_sv=f"_offset får vara högst {MAX_OFFSET}.")
         elif name == "_sort":
             params = self._defs.params_for(query.type)
             for part in raw.split(","):

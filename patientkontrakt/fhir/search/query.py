@@ -90,7 +90,7 @@ class QueryBuilder:
         if code is not None:
             parts.append(table.c.code == cut(code))
         if system_given:
-            parts.append(table.c.system.is_(None) if system is None else table.c.system == system)
+            parts.append(table.c.system.is_(None) if system is None else table.c.system == cut(system))
         if not parts:
             raise _bad_value(criterion, value, "a token needs a code or a system", "Ange en kod eller ett system.")
         return sa.and_(*parts)
@@ -107,7 +107,9 @@ class QueryBuilder:
         if criterion.modifier == "below":
             return table.c.uri.like(f"{_escape_like(value)}%", escape="\\")
         if criterion.modifier == "above":
-            return sa.literal(cut(value)).like(table.c.uri + "%")
+            # The stored URI is a prefix of the value; IN over the prefixes keeps '_' and '%' literal.
+            text = cut(value)
+            return table.c.uri.in_([text[:end] for end in range(1, len(text) + 1)])
         return table.c.uri == cut(value)
 
     def _reference(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:

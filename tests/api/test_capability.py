@@ -1,0 +1,269 @@
+"""The CapabilityStatement at /fhir/metadata says what the server really does (R4 http.html#capabilities)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from fhir.resources.R4B import get_fhir_model_class
+
+from patientkontrakt.fhir.definitions import SearchParam
+from patientkontrakt.fhir.indexing import COLUMN_PARAMS
+from patientkontrakt.fhir.service import RESOURCE_TYPES, FhirService
+from tests.factories import care_plan, care_team, create, goal, organization, patient, practitioner
+
+TYPE_INTERACTIONS = {"read", "vread", "update", "delete", "history-instance", "history-type", "create",
+                     "search-type"}
+STRICT = {"Prefer": "handling=strict"}
+
+
+def metadata(client: TestClient) -> dict[str, Any]:
+    response = client.get("/fhir/metadata")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def service(client: TestClient) -> FhirService:
+    found: FhirService = client.app.state.service  # type: ignore[attr-defined]
+    return found
+
+
+def rest_resources(client: TestClient) -> dict[str, dict[str, Any]]:
+    statement = metadata(client)
+    assert len(statement["rest"]) == 1
+    return {r["type"]: r for r in statement["rest"][0]["resource"]}
+
+
+def test_statement_basics(client: TestClient) -> None:
+    statement = metadata(client)
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert statement["fhirVersion"] == "4.0.1"
+    assert statement["status"] == "active"
+    assert statement["kind"] == "instance"
+    assert statement["date"]
+    assert statement["implementation"]["url"] == "http://testserver/fhir"
+    assert "application/fhir+json" in statement["format"]
+    assert not any("xml" in f for f in statement["format"])  # we answer XML with 406
+    rest = statement["rest"][0]
+    assert rest["mode"] == "server"
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+
+
+def test_statement_is_a_valid_resource(client: TestClient) -> None:
+    statement = metadata(client)
+    model = get_fhir_model_class("CapabilityStatement").model_validate(statement)
+    assert model.fhirVersion == "4.0.1"
+
+
+def test_every_served_type_is_listed_once_with_its_interactions(client: TestClient) -> None:
+    resources = rest_resources(client)
+    statement = metadata(client)
+    assert len(statement["rest"][0]["resource"]) == len(resources)  # no duplicates
+    assert set(resources) == set(service(client).types)
+    for type_, resource in resources.items():
+        assert {i["code"] for i in resource["interaction"]} == TYPE_INTERACTIONS, type_
+        assert resource["versioning"] == "versioned-update"
+        assert resource["readHistory"] is True
+        assert resource["updateCreate"] is True
+        assert resource["conditionalCreate"] is True
+        assert resource["conditionalUpdate"] is True
+        assert resource["conditionalDelete"] == "single"
+        assert resource["profile"] == f"http://hl7.org/fhir/StructureDefinition/{type_}"
+
+
+def test_every_type_lists_exactly_the_search_parameters_it_implements(client: TestClient) -> None:
+    defs = service(client).defs
+    for type_, resource in rest_resources(client).items():
+        implemented: dict[str, SearchParam] = defs.params_for(type_)
+        listed = {p["name"]: p for p in resource["searchParam"]}
+        assert set(listed) == set(implemented), type_
+        for code, param in implemented.items():
+            assert listed[code]["type"] == param.type, (type_, code)
+            assert listed[code]["definition"] == param.url, (type_, code)
+        for common in ("_id", "_lastUpdated"):
+            assert common in listed, (type_, common)
+
+
+def test_includes_are_the_reference_parameters(client: TestClient) -> None:
+    defs = service(client).defs
+    resources = rest_resources(client)
+    for type_, resource in resources.items():
+        references = {code for code, p in defs.params_for(type_).items() if p.type == "reference"}
+        assert set(resource["searchInclude"]) == {f"{type_}:{code}" for code in references} | {"*"}
+        for revinclude in resource["searchRevInclude"]:
+            source, _, code = revinclude.partition(":")
+            assert source in resources
+            assert defs.params_for(source)[code].type == "reference"
+    assert "CarePlan:subject" in resources["Patient"]["searchRevInclude"]
+    assert "CarePlan:care-team" in resources["CareTeam"]["searchRevInclude"]
+    assert "CarePlan:care-team" not in resources["Patient"]["searchRevInclude"]
+
+
+# -- what is advertised works --------------------------------------------------------------
+
+MINIMAL: dict[str, dict[str, Any]] = {
+    "Patient": patient(),
+    "Practitioner": practitioner(),
+    "PractitionerRole": {"resourceType": "PractitionerRole", "active": True},
+    "Organization": organization(),
+    "CarePlan": {"resourceType": "CarePlan", "status": "draft", "intent": "plan",
+                 "subject": {"reference": "Patient/{patient}"}},
+    "CareTeam": {"resourceType": "CareTeam", "status": "active", "name": "Team Norr"},
+    "Goal": {"resourceType": "Goal", "lifecycleStatus": "proposed", "description": {"text": "Gå ut varje dag"},
+             "subject": {"reference": "Patient/{patient}"}},
+    "Appointment": {"resourceType": "Appointment", "status": "proposed",
+                    "participant": [{"actor": {"reference": "Patient/{patient}"}, "status": "needs-action"}]},
+    "Provenance": {"resourceType": "Provenance", "target": [{"reference": "Patient/{patient}"}],
+                   "recorded": "2024-03-01T10:00:00Z", "agent": [{"who": {"display": "Lisa Läkare"}}]},
+}
+
+
+def _minimal(type_: str, patient_id: str) -> dict[str, Any]:
+    return dict(orjson.loads(orjson.dumps(MINIMAL[type_]).replace(b"{patient}", patient_id.encode())))
+
+
+def test_minimal_resources_cover_every_served_type(client: TestClient) -> None:
+    assert set(MINIMAL) == set(service(client).types)
+
+
+@pytest.mark.parametrize("type_", sorted(MINIMAL))
+def test_every_advertised_interaction_works(client: TestClient, type_: str) -> None:
+    pid = create(client, patient(pnr="195001011234"))["id"]
+    body = _minimal(type_, pid)
+    created = client.post(f"/fhir/{type_}", json=body)  # create
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    assert client.get(f"/fhir/{type_}/{rid}").status_code == 200  # read
+    assert client.get(f"/fhir/{type_}/{rid}/_history/1").status_code == 200  # vread
+    updated = client.put(f"/fhir/{type_}/{rid}", json={**created.json(), "meta": {"tag": [{"code": "x"}]}})
+    assert updated.status_code == 200, updated.text  # update
+    assert updated.json()["meta"]["versionId"] == "2"
+    assert client.put(f"/fhir/{type_}/client-{type_.lower()}", json={**body, "id": f"client-{type_.lower()}"}
+                      ).status_code == 201  # updateCreate
+    assert client.get(f"/fhir/{type_}/{rid}/_history").json()["total"] == 2  # history-instance
+    assert client.get(f"/fhir/{type_}/_history").json()["total"] == 3 + (type_ == "Patient")  # history-type
+    found = client.get(f"/fhir/{type_}", params={"_id": rid})  # search-type
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [rid]
+    assert client.delete(f"/fhir/{type_}/{rid}").status_code == 204  # delete
+    assert client.get(f"/fhir/{type_}/{rid}").status_code == 410
+
+
+def test_conditional_interactions_work(client: TestClient) -> None:
+    criteria = "identifier=http://electronichealth.se/identifier/personnummer|191212121212"
+    first = client.post("/fhir/Patient", json=patient(), headers={"If-None-Exist": criteria})
+    assert first.status_code == 201
+    assert client.post("/fhir/Patient", json=patient(), headers={"If-None-Exist": criteria}).status_code == 200
+    updated = client.put(f"/fhir/Patient?{criteria}", json={**patient(), "gender": "female"})
+    assert updated.status_code == 200 and updated.json()["id"] == first.json()["id"]
+    assert client.delete(f"/fhir/Patient?{criteria}").status_code == 204
+    assert client.get(f"/fhir/Patient/{first.json()['id']}").status_code == 410
+
+
+def test_system_interactions_work(client: TestClient) -> None:
+    for kind in ("transaction", "batch"):
+        response = client.post("/fhir", json={"resourceType": "Bundle", "type": kind, "entry": [
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}}]})
+        assert response.status_code == 200, response.text
+        assert response.json()["type"] == f"{kind}-response"
+    history = client.get("/fhir/_history")
+    assert history.status_code == 200
+    assert history.json()["total"] == 2
+
+
+def _value(client: TestClient, type_: str, code: str, param: SearchParam) -> str:
+    """A well-formed value for a parameter of this type."""
+    if param.type == "token":
+        return "http://example.org/codes|x" if code != "_id" else "x"
+    if param.type == "string":
+        return "Tolv"
+    if param.type == "date":
+        return "ge2024-01-01"
+    if param.type == "uri":
+        return "http://hl7.org/fhir/StructureDefinition/Patient"
+    assert param.type == "reference", (type_, code, param.type)
+    served = [t for t in param.targets if t in service(client).types]
+    return f"{served[0]}/x" if served else "x"
+
+
+def _seed(client: TestClient) -> None:
+    pid = create(client, patient())["id"]
+    team = create(client, care_team(pid, [f"Practitioner/{create(client, practitioner())['id']}"]))
+    create(client, care_plan(pid, team["id"]))
+    create(client, goal(pid))
+    create(client, organization())
+
+
+@pytest.mark.parametrize("type_", RESOURCE_TYPES)
+def test_every_advertised_search_parameter_is_understood(client: TestClient, type_: str) -> None:
+    """Under ``handling=strict`` an unknown parameter is a 400; none of the advertised ones is."""
+    _seed(client)
+    listed = [p["name"] for p in rest_resources(client)[type_]["searchParam"]]
+    params = service(client).defs.params_for(type_)
+    assert listed
+    for code in listed:
+        value = _value(client, type_, code, params[code])
+        # Every resource has an id and a lastUpdated: :missing is only offered on indexed parameters.
+        missing = () if code in COLUMN_PARAMS else ((f"{code}:missing", "true"), (f"{code}:missing", "false"))
+        for name, given in ((code, value), *missing):
+            response = client.get(f"/fhir/{type_}", params={name: given}, headers=STRICT)
+            assert response.status_code == 200, (name, given, response.text)
+            body = response.json()
+            assert body["type"] == "searchset"
+            assert all(e["search"]["mode"] == "match" for e in body.get("entry", []))
+        posted = client.post(f"/fhir/{type_}/_search", data={code: value},
+                             headers={**STRICT, "content-type": "application/x-www-form-urlencoded"})
+        assert posted.status_code == 200, (code, posted.text)
+
+
+def test_missing_splits_every_search(client: TestClient) -> None:
+    """:missing=true and :missing=false partition the resources of a type, for every parameter."""
+    _seed(client)
+    svc = service(client)
+    for type_ in ("Patient", "CarePlan", "CareTeam", "Goal", "Organization", "Practitioner"):
+        everything = client.get(f"/fhir/{type_}", params={"_count": "100"}).json()["total"]
+        for code in set(svc.defs.params_for(type_)) - COLUMN_PARAMS:
+            counts = [client.get(f"/fhir/{type_}", params={f"{code}:missing": flag}, headers=STRICT).json()["total"]
+                      for flag in ("true", "false")]
+            assert sum(counts) == everything, (type_, code, counts)
+
+
+@pytest.mark.parametrize("type_", sorted(MINIMAL))
+def test_every_advertised_include_is_understood(client: TestClient, type_: str) -> None:
+    _seed(client)
+    resource = rest_resources(client)[type_]
+    for include in resource["searchInclude"]:
+        response = client.get(f"/fhir/{type_}", params={"_include": include}, headers=STRICT)
+        assert response.status_code == 200, (include, response.text)
+    for revinclude in resource["searchRevInclude"]:
+        response = client.get(f"/fhir/{type_}", params={"_revinclude": revinclude}, headers=STRICT)
+        assert response.status_code == 200, (revinclude, response.text)
+
+
+def test_documented_result_parameters_are_understood(client: TestClient) -> None:
+    _seed(client)
+    documentation = metadata(client)["rest"][0]["documentation"]
+    checks = {
+        "_count": ("Patient", {"_count": "1"}),
+        "_offset": ("Patient", {"_count": "1", "_offset": "1"}),
+        "_sort": ("Patient", {"_sort": "-_lastUpdated,family"}),
+        "_include": ("CarePlan", {"_include": "CarePlan:subject"}),
+        "_revinclude": ("Patient", {"_revinclude": "CarePlan:subject"}),
+        "_total": ("Patient", {"_total": "accurate"}),
+        "_summary": ("Patient", {"_summary": "count"}),
+        "_elements": ("Patient", {"_elements": "identifier"}),
+    }
+    for name, (type_, params) in checks.items():
+        assert name in documentation
+        response = client.get(f"/fhir/{type_}", params=params, headers=STRICT)
+        assert response.status_code == 200, (name, response.text)
+    iterate = client.get("/fhir/CarePlan", params={"_include": "CarePlan:care-team",
+                                                   "_include:iterate": "CareTeam:participant"}, headers=STRICT)
+    assert iterate.status_code == 200, iterate.text
+    assert {e["resource"]["resourceType"] for e in iterate.json()["entry"]} == {"CarePlan", "CareTeam", "Practitioner"}
+    included = client.get("/fhir/Patient", params={"_revinclude": "CarePlan:subject"}).json()
+    assert {e["search"]["mode"] for e in included["entry"]} == {"match", "include"}
+    assert client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 1

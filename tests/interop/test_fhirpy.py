@@ -1,0 +1,183 @@
+"""Interop: the ``fhirpy`` client against the real server process (uvicorn on a free port).
+
+The server is started the way an operator starts it (``python -m patientkontrakt.cli serve``)
+on the session's PostgreSQL database; each test gets that database emptied (``clean_pg``).
+
+fhirpy 2.x cannot send ``If-Match`` from ``save()``/``update()``; the version-checked update
+goes through ``SyncFHIRClient._do_request(..., extra_headers={"If-Match": ...})``, the method
+every fhirpy call ends in, so status mapping and error handling are still fhirpy's own (it
+reports 412 as ``MultipleResourcesFound``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fhirpy import SyncFHIRClient
+from fhirpy.base.exceptions import MultipleResourcesFound, ResourceNotFound
+from fhirpy.lib import SyncFHIRResource
+
+from patientkontrakt.config import PROJECT_ROOT
+from tests.factories import PNR, care_plan, care_team, organization, patient
+
+pytestmark = pytest.mark.slow
+
+STARTUP_SECONDS = 30
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def fhir_base(self) -> str:
+        return f"{self.base_url}/fhir"
+
+    def log(self, since: int = 0) -> str:
+        return self.log_path.read_bytes()[since:].decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_ready(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"the server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.fhir_base}/metadata", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"the server did not answer /fhir/metadata within {STARTUP_SECONDS} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``patientkontrakt serve`` in a subprocess; always terminated, however the tests end."""
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_LOG_LEVEL": "info"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "patientkontrakt.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--access-log"],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    running = Server(base_url, process, log_path)
+    try:
+        _wait_until_ready(running)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture
+def fhir(server: Server, clean_pg: str) -> Iterator[SyncFHIRClient]:
+    """A fhirpy client on an empty database; the server's log of this test is printed at the
+    end, so a failing test shows it (pytest shows captured output of failures only)."""
+    start = server.log_size()
+    yield SyncFHIRClient(server.fhir_base)
+    print(f"--- server log ({server.base_url}) ---\n{server.log(start)}")
+    assert server.process.poll() is None, "the server died during the test"
+
+
+def _new(client: SyncFHIRClient, data: dict[str, Any]) -> SyncFHIRResource:
+    body = {k: v for k, v in data.items() if k != "resourceType"}
+    return client.resource(data["resourceType"], **body)
+
+
+def _outcome(error: Exception) -> dict[str, Any]:
+    """The OperationOutcome fhirpy put in an exception's message."""
+    outcome: dict[str, Any] = json.loads(str(error))
+    assert outcome["resourceType"] == "OperationOutcome"
+    return outcome
+
+
+def test_metadata_names_the_configured_base(fhir: SyncFHIRClient, server: Server) -> None:
+    statement = fhir.execute("metadata", method="get")
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert statement["fhirVersion"] == "4.0.1"
+    assert statement["implementation"]["url"] == server.fhir_base
+
+
+def test_create_read_search_include_update_delete(fhir: SyncFHIRClient) -> None:
+    org = _new(fhir, organization())
+    org.save()
+    assert org.id and org["meta"]["versionId"] == "1"
+
+    pat = _new(fhir, patient(managingOrganization={"reference": f"Organization/{org.id}"}))
+    pat.save()
+    team = _new(fhir, care_team(pat.id, [f"Organization/{org.id}"]))
+    team.save()
+    plan = _new(fhir, care_plan(pat.id, team.id, author={"reference": f"Organization/{org.id}"}))
+    plan.save()
+
+    # read: by reference and by type/id
+    read = fhir.reference("Patient", pat.id).to_resource()
+    assert read["name"][0]["family"] == "Tolvansson"
+    assert read["managingOrganization"]["reference"] == f"Organization/{org.id}"
+    assert fhir.get("CarePlan", plan.id)["careTeam"][0]["reference"] == f"CareTeam/{team.id}"
+
+    # search: token, and reference with _include
+    found = fhir.resources("Patient").search(identifier=f"{PNR}|191212121212").get()
+    assert found.id == pat.id
+    plans = fhir.resources("CarePlan").search(patient=pat).include("CarePlan", "care-team")
+    assert [p.id for p in plans.fetch()] == [plan.id]
+    bundle = plans.fetch_raw()
+    modes = {(e["resource"]["resourceType"], e["resource"]["id"]): e["search"]["mode"] for e in bundle["entry"]}
+    assert modes == {("CarePlan", plan.id): "match", ("CareTeam", team.id): "include"}
+
+    # update: fhirpy's save() is unconditional; version 1 becomes 2
+    stale = dict(plan.serialize())
+    plan["title"] = "Patientkontrakt, reviderat"
+    plan.save()
+    assert plan["meta"]["versionId"] == "2"
+
+    # a version-checked update with the stale version is refused (412) and changes nothing
+    stale["title"] = "Lost update"
+    with pytest.raises(MultipleResourcesFound) as refused:
+        fhir._do_request("put", f"CarePlan/{plan.id}", data=stale, extra_headers={"If-Match": 'W/"1"'})
+    assert _outcome(refused.value)["issue"][0]["code"] == "conflict"
+    current = fhir.get("CarePlan", plan.id)
+    assert (current["title"], current["meta"]["versionId"]) == ("Patientkontrakt, reviderat", "2")
+
+    # ... and with the current version it is accepted
+    current["title"] = "Patientkontrakt, version 3"
+    updated = fhir._do_request("put", f"CarePlan/{plan.id}", data=dict(current), extra_headers={"If-Match": 'W/"2"'})
+    assert updated["meta"]["versionId"] == "3"
+
+    # delete, then read: gone (410, reported by fhirpy as ResourceNotFound)
+    plan.delete()
+    with pytest.raises(ResourceNotFound) as gone:
+        fhir.reference("CarePlan", plan.id).to_resource()
+    assert _outcome(gone.value)["issue"][0]["code"] == "deleted"
+    assert fhir.resources("CarePlan").search(patient=pat).fetch() == []
