@@ -14,7 +14,7 @@ run: $(STAMP)
 	$(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
-test: $(STAMP) postgres
+test: $(STAMP) postgres fhir_profiles/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -44,6 +44,16 @@ fhir-core: $(STAMP)
 	rm -rf build/fhir-package && mkdir -p build/fhir-package
 	cd build/fhir-package && npm pack --silent hl7.fhir.r4.examples@4.0.1 && tar xzf hl7.fhir.r4.examples-4.0.1.tgz
 	$(BIN)/python -m patientkontrakt.fhir.extract_core build/fhir-package/package
+
+## make profiles: compile fhir_profiles/fsh (FSH) with SUSHI, add snapshots, write fhir_profiles/profiles (needs npm)
+PROFILES_OUT ?= $(CURDIR)/fhir_profiles/profiles
+.PHONY: profiles
+profiles: fhir_profiles/node_modules/.installed
+	cd fhir_profiles && npm run --silent build -- --out "$(PROFILES_OUT)"
+
+fhir_profiles/node_modules/.installed: fhir_profiles/package.json fhir_profiles/package-lock.json
+	cd fhir_profiles && npm ci --no-audit --no-fund
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

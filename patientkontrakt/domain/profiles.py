@@ -11,7 +11,8 @@ rules, and a resource is walked along it, checking
 * FHIRPath invariants (fhirpathpy with the R4 model, so choice types resolve). The universal
   core invariants (``ele-*``, ``ext-*``, ``dom-*``) are left out: the structural validator in
   ``patientkontrakt.fhir.validation`` already enforces what they say, and evaluating them on
-  every element with fhirpathpy costs milliseconds per resource.
+  every element with fhirpathpy costs milliseconds per resource. Invariants that call
+  ``resolve()`` are left out too: fhirpathpy cannot follow references (R4's ctm-1 is one).
 
 Every problem becomes an ``Issue`` with a FHIRPath-style ``expression``; all are reported.
 """
@@ -128,6 +129,7 @@ def _compile(sd: dict[str, Any], profile_types: dict[str, str]) -> Profile:
                 Constraint(c["key"], c.get("severity", "error"), c.get("human", ""), c["expression"])
                 for c in element.get("constraint", [])
                 if "expression" in c and not c["key"].startswith(_SKIPPED_INVARIANT_PREFIXES)
+                and "resolve()" not in c["expression"]
             ),
             discriminators=tuple(Discriminator(d["type"], d["path"]) for d in slicing.get("discriminator", [])),
             closed=slicing.get("rules") == "closed",
@@ -168,6 +170,15 @@ def _values_at(value: Any, path: str) -> list[Any]:
                 nxt.extend(got if isinstance(got, list) else [got])
         items = nxt
     return items
+
+
+def _reference_type(value: Any) -> str | None:
+    if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
+        return None
+    parts = value["reference"].split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return parts[-2] if len(parts) >= 2 else None
 
 
 def _rule_at(rule: ElementRule, path: str) -> ElementRule | None:
@@ -265,6 +276,13 @@ class ProfileValidator:
                     return False
             elif disc.type == "exists":
                 if target is None or (target.min > 0) != bool(found):
+                    return False
+            elif disc.type in ("type", "profile") and disc.path.endswith("resolve()"):
+                # The type of what a reference points at, read from the reference itself.
+                ref_path = disc.path[: -len("resolve()")].rstrip(".") or "$this"
+                ref_rule = _rule_at(slice_, ref_path)
+                allowed = set(ref_rule.target_types) if ref_rule else set()
+                if not any(_reference_type(v) in allowed for v in _values_at(value, ref_path)):
                     return False
             elif disc.type == "type":
                 wanted = {t for t in (target.types if target else ())}

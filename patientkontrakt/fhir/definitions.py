@@ -112,6 +112,8 @@ class Definitions:
         self._value_sets: dict[str, dict[str, Any]] = {}
         self._code_systems: dict[str, dict[str, Any]] = {}
         self.search_params: dict[str, dict[str, SearchParam]] = {}
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.conformance: list[dict[str, Any]] = []
         self._load()
 
     # -- loading ---------------------------------------------------------------------------
@@ -130,6 +132,16 @@ class Definitions:
                 self._value_sets[res["url"]] = res
             elif kind == "CodeSystem":
                 self._code_systems[res["url"]] = res
+        for res in self._resources(self.profiles_dir / "profiles"):
+            kind = res.get("resourceType")
+            if kind == "StructureDefinition" and res.get("derivation") == "constraint":
+                self.profiles[res["url"]] = res
+            elif kind == "ValueSet":
+                self._value_sets[res["url"]] = res
+            elif kind == "CodeSystem":
+                self._code_systems[res["url"]] = res
+            if "url" in res:
+                self.conformance.append(res)
         for res in self._resources(self.profiles_dir / "search"):
             if res.get("resourceType") != "SearchParameter" or res.get("status") == "retired":
                 continue
