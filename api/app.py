@@ -14,8 +14,10 @@ from api import errors, fhir
 from api.limits import BodySizeLimit
 from patientkontrakt import __version__
 from patientkontrakt.config import Settings, get_settings
+from patientkontrakt.domain.rules import PatientkontraktRules
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.fhir.definitions import load_definitions
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.storage.database import create_engine, ensure_migrated
 from patientkontrakt.storage.repository import Store
@@ -35,7 +37,8 @@ _HOME = """<!doctype html>
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, domain_rules: bool = True) -> FastAPI:
+    """The application. ``domain_rules=False`` gives the bare FHIR R4 engine (for its own tests)."""
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper())
 
@@ -48,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             raise
         store = Store(engine)
-        service = FhirService(settings, store)
+        defs = load_definitions(settings.profiles_dir)
+        service = FhirService(settings, store, defs, hooks=PatientkontraktRules(defs) if domain_rules else None)
         app.state.service = service
         app.state.bundles = BundleProcessor(service)
         app.state.started = format_instant(now_utc())

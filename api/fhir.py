@@ -106,8 +106,9 @@ async def create(type_: str, request: Request, service: ServiceDep, prefer: Pref
     _negotiate(request)
     service.check_type(type_)
     body = await _json_body(request)
+    context = service.write_context(request.headers.get("x-provenance"))
     return _respond(await service.create(type_, body, if_none_exist=request.headers.get("if-none-exist"),
-                                         prefer=prefer))
+                                         prefer=prefer, context=context))
 
 
 @router.put("/{type_}")
@@ -115,8 +116,9 @@ async def conditional_update(type_: str, request: Request, service: ServiceDep, 
     _negotiate(request)
     service.check_type(type_)
     body = await _json_body(request)
+    context = service.write_context(request.headers.get("x-provenance"))
     return _respond(await service.conditional_update(
-        type_, request.url.query, body, if_match=request.headers.get("if-match"), prefer=prefer))
+        type_, request.url.query, body, if_match=request.headers.get("if-match"), prefer=prefer, context=context))
 
 
 @router.delete("/{type_}")
@@ -141,8 +143,9 @@ async def update(type_: str, id_: str, request: Request, service: ServiceDep, pr
     _negotiate(request)
     service.check_type(type_)
     body = await _json_body(request)
+    context = service.write_context(request.headers.get("x-provenance"))
     return _respond(await service.update(type_, id_, body, if_match=request.headers.get("if-match"),
-                                         prefer=prefer))
+                                         prefer=prefer, context=context))
 
 
 @router.delete("/{type_}/{id_}")

@@ -105,7 +105,18 @@ def settings(clean_pg: str) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    """The API over HTTP semantics (in-process), on a clean PostgreSQL database."""
+    """The bare FHIR R4 engine over HTTP (in-process), on a clean PostgreSQL database.
+
+    No Patientkontrakt rules: tests of generic FHIR behaviour use plain R4 resources.
+    """
+    with TestClient(create_app(settings, domain_rules=False), base_url=BASE_URL) as test_client:
+        test_client.headers.update({"content-type": "application/fhir+json"})
+        yield test_client
+
+
+@pytest.fixture
+def pk_client(settings: Settings) -> Iterator[TestClient]:
+    """The service as deployed: the FHIR engine with the Patientkontrakt profiles and rules."""
     with TestClient(create_app(settings), base_url=BASE_URL) as test_client:
         test_client.headers.update({"content-type": "application/fhir+json"})
         yield test_client

@@ -166,7 +166,7 @@ class BundleProcessor:
         for entry in entries:
             if entry.resource is not None:
                 try:
-                    self.service.prepare(entry.type, entry.resource)
+                    self.service.check_structure(entry.type, entry.resource)
                     if entry.method == "PUT" and entry.id is not None and entry.resource.get("id") != entry.id:
                         raise BadRequest("resource.id must equal the id in request.url",
                                          expression=(f"{entry.type}.id",),
@@ -194,6 +194,7 @@ class BundleProcessor:
                 if entry.resource is not None:
                     try:
                         await self._resolve_references(unit, entry, ids)
+                        entry.resource = self.service.apply_rules(entry.resource)
                     except FhirError as error:
                         raise _entry_error(entry.index, error) from None
             for entry in ordered:
@@ -209,7 +210,7 @@ class BundleProcessor:
                     raise _entry_error(entry.index, error) from None
             for resource in written:
                 try:
-                    await self.service.writer.check_references(unit, resource)
+                    await self.service.writer.verify(unit, resource)
                 except FhirError as error:
                     index = next(e.index for e in entries if e.resource is resource)
                     raise _entry_error(index, error) from None
@@ -358,7 +359,7 @@ class BundleProcessor:
     async def _batch_entry(self, entry: _Entry, prefer: Preferences) -> _Response:
         service = self.service
         if entry.resource is not None:
-            service.prepare(entry.type, entry.resource)
+            entry.resource = service.prepare(entry.type, entry.resource)
             for _, element in reference_elements(entry.resource):
                 if element["reference"].startswith("urn:uuid:"):
                     raise BadRequest("A batch cannot resolve urn:uuid references between entries; use a transaction",

@@ -17,6 +17,7 @@ from patientkontrakt.config import Settings
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
 from patientkontrakt.fhir.errors import BadRequest, Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.results import Result
@@ -105,7 +106,8 @@ def _check_json(data: dict[str, Any], *, nul_possible: bool) -> None:
 
 
 class FhirService:
-    def __init__(self, settings: Settings, store: Store, defs: Definitions | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, defs: Definitions | None = None,
+                 hooks: WriteHooks | None = None) -> None:
         self.settings = settings
         self.store = store
         self.base = settings.fhir_base
@@ -116,7 +118,8 @@ class FhirService:
         self.parser = SearchParser(self.defs, self.types, settings.default_page_size, settings.max_page_size)
         self.search_engine = SearchEngine(self.defs, QueryBuilder(self.base))
         self.subsetter = Subsetter(self.defs)
-        self.writer = Writer(self.indexer, self.base, self.types, self.matches)
+        self.hooks: WriteHooks = hooks or NoHooks()
+        self.writer = Writer(self.indexer, self.base, self.types, self.matches, self.hooks)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -129,7 +132,15 @@ class FhirService:
             raise NotFound(f"{type_}/{id_} is not known: not a valid FHIR id", details_sv="Resursen finns inte.")
 
     def prepare(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Validate a body for a write to ``type_``."""
+        """Validate a body for a write to ``type_``: FHIR structure, then the domain rules."""
+        return self.apply_rules(self.check_structure(type_, body))
+
+    def apply_rules(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """The domain's normalisation and profile validation (``WriteHooks.prepare``)."""
+        return self.hooks.prepare(resource)
+
+    def check_structure(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The body is a valid FHIR R4 resource of ``type_``."""
         declared = body.get("resourceType")
         if declared != type_:
             raise BadRequest(
@@ -139,6 +150,22 @@ class FhirService:
             )
         self.validator.validate(body)
         return body
+
+    def write_context(self, x_provenance: str | None) -> WriteContext:
+        """The context of a write; ``X-Provenance`` must be a valid Provenance without target."""
+        if x_provenance is None:
+            return NO_CONTEXT
+        try:
+            provenance = orjson.loads(x_provenance)
+        except orjson.JSONDecodeError:
+            raise BadRequest("X-Provenance is not valid JSON", expression=("X-Provenance",),
+                             details_sv="X-Provenance är inte giltig JSON.") from None
+        if not isinstance(provenance, dict) or provenance.get("resourceType") != "Provenance":
+            raise BadRequest("X-Provenance must be a Provenance resource", expression=("X-Provenance",),
+                             details_sv="X-Provenance ska vara en Provenance-resurs.")
+        placeholder = {"target": [{"reference": "Provenance/placeholder"}], "recorded": "2000-01-01T00:00:00Z"}
+        self.check_structure("Provenance", {**placeholder, **provenance})
+        return WriteContext(provenance=provenance)
 
     def full_url(self, type_: str, id_: str) -> str:
         return f"{self.base}/{type_}/{id_}"
@@ -215,15 +242,15 @@ class FhirService:
     # -- writes ----------------------------------------------------------------------------
 
     async def create(self, type_: str, body: dict[str, Any], *, if_none_exist: str | None,
-                     prefer: Preferences) -> Result:
+                     prefer: Preferences, context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
         resource = self.prepare(type_, body)
         async with self.store.writing() as unit:
-            outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist)
+            outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist, context=context)
         return self.write_result(outcome, prefer)
 
     async def update(self, type_: str, id_: str, body: dict[str, Any], *, if_match: str | None,
-                     prefer: Preferences) -> Result:
+                     prefer: Preferences, context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
         if not ID_PATTERN.match(id_):
             raise BadRequest(f"{id_!r} is not a valid FHIR id", details_sv="Ogiltigt id.")
@@ -235,15 +262,17 @@ class FhirService:
             )
         resource = self.prepare(type_, body)
         async with self.store.writing() as unit:
-            outcome = await self.writer.update(unit, resource, if_match=if_match)
+            outcome = await self.writer.update(unit, resource, if_match=if_match, context=context)
         return self.write_result(outcome, prefer)
 
     async def conditional_update(self, type_: str, criteria: str, body: dict[str, Any], *,
-                                 if_match: str | None, prefer: Preferences) -> Result:
+                                 if_match: str | None, prefer: Preferences,
+                                 context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
         resource = self.prepare(type_, body)
         async with self.store.writing() as unit:
-            outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match)
+            outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match,
+                                                           context=context)
         return self.write_result(outcome, prefer)
 
     async def delete(self, type_: str, id_: str, *, if_match: str | None) -> Result:

@@ -14,6 +14,7 @@ Two passes, both reported with FHIRPath-style ``expression`` locations:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -28,6 +29,8 @@ _BOOLEAN = {"boolean"}
 _INTEGER = {"integer", "positiveInt", "unsignedInt"}
 _DECIMAL = {"decimal"}
 _SKIP_DEEP = {"Extension", "Narrative", "xhtml"}
+# R4 datatypes.html#string: no characters below U+0020 but tab, CR and LF (PostgreSQL JSONB refuses U+0000).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Validator:
             )
         issues: list[Issue] = []
         self._walk_resource(resource, type_name, type_name, issues)
+        _control_characters(resource, type_name, issues)
         issues.extend(i for i in _model_issues(resource, type_name) if not _covered(i, issues))
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
@@ -179,6 +183,19 @@ class Validator:
         if not ok:
             shown = next((c.get("code") for c in codings if isinstance(c, dict)), None)
             issues.append(_code_issue(at, shown, url, codes))
+
+
+def _control_characters(node: Any, where: str, issues: list[Issue]) -> None:
+    """Every string, extensions and unknown elements included, against the FHIR string rule."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _control_characters(value, f"{where}.{key}", issues)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _control_characters(item, f"{where}[{i}]", issues)
+    elif isinstance(node, str) and _CONTROL.search(node):
+        issues.append(_issue("value", where, "control characters other than tab, CR and LF are not allowed",
+                             "Texten innehåller otillåtna kontrolltecken."))
 
 
 def _covered(issue: Issue, found: list[Issue]) -> bool:

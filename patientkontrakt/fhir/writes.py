@@ -29,6 +29,7 @@ from patientkontrakt.fhir.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer, parse_reference, reference_elements
 from patientkontrakt.fhir.results import parse_etag
 from patientkontrakt.storage.repository import StoredResource, Unit
@@ -86,11 +87,17 @@ def versioned_body(resource: dict[str, Any], version: int, now: datetime) -> dic
 
 
 class Writer:
-    def __init__(self, indexer: Indexer, local_base: str, served_types: frozenset[str], matcher: Matcher) -> None:
+    def __init__(self, indexer: Indexer, local_base: str, served_types: frozenset[str], matcher: Matcher,
+                 hooks: WriteHooks | None = None) -> None:
         self._indexer = indexer
         self._base = local_base
         self._types = served_types
         self._match = matcher
+        self.hooks: WriteHooks = hooks or NoHooks()
+
+    async def match(self, unit: Unit, type_: str, pairs: list[tuple[str, str]], limit: int) -> list[StoredResource]:
+        """Current resources of ``type_`` matching search criteria (for rules)."""
+        return await self._match(unit, type_, pairs, limit)
 
     # -- primitives ------------------------------------------------------------------------
 
@@ -102,11 +109,17 @@ class Writer:
         method: str,
         *,
         check_references: bool = True,
+        context: WriteContext = NO_CONTEXT,
     ) -> StoredResource:
-        """Store ``resource`` as the next version after ``existing`` (or as version 1)."""
+        """Store ``resource`` as the next version after ``existing`` (or as version 1).
+
+        ``check_references=False`` defers ``verify`` to the caller (a transaction verifies every
+        entry once all are written).
+        """
         type_, id_ = resource["resourceType"], resource["id"]
+        resource = await self.hooks.before_store(unit, resource, existing, context)
         if check_references:
-            await self.check_references(unit, resource)
+            await self.verify(unit, resource)
         version = existing.version_id + 1 if existing else 1
         now = now_utc()
         body = versioned_body(resource, version, now)
@@ -119,7 +132,23 @@ class Writer:
         await unit.add_version(type_, id_, version, now, method, text)
         rows = self._indexer.extract(body, self._base)
         await unit.write_index(pk, type_, rows.tables(), replace=existing is not None)
-        return StoredResource(pk, type_, id_, version, now, False, text)
+        stored = StoredResource(pk, type_, id_, version, now, False, text)
+        if context.provenance is not None:
+            await self._provenance(unit, context.provenance, stored)
+        await self.hooks.after_store(unit, stored, existing, context, self)
+        return stored
+
+    async def verify(self, unit: Unit, resource: dict[str, Any]) -> None:
+        """References resolve and the domain rules across resources hold."""
+        await self.check_references(unit, resource)
+        await self.hooks.verify(unit, resource, self)
+
+    async def _provenance(self, unit: Unit, provenance: dict[str, Any], stored: StoredResource) -> None:
+        """R4 http.html#provenance: the ``X-Provenance`` resource, targeting the new version."""
+        target = {"reference": f"{stored.type}/{stored.id}/_history/{stored.version_id}"}
+        record = {**provenance, "target": [target], "recorded": provenance.get("recorded") or format_instant(now_utc())}
+        record.pop("id", None)
+        await self.create(unit, record)
 
     async def check_references(self, unit: Unit, resource: dict[str, Any]) -> None:
         """Literal references must be well formed, and local ones must point at live resources."""
@@ -187,6 +216,7 @@ class Writer:
         if_none_exist: str | None = None,
         assigned_id: str | None = None,
         check_references: bool = True,
+        context: WriteContext = NO_CONTEXT,
     ) -> WriteOutcome:
         """R4 http.html#create, with ``If-None-Exist`` (#ccreate)."""
         type_ = resource["resourceType"]
@@ -195,7 +225,7 @@ class Writer:
             if found is not None:
                 return WriteOutcome(200, found)
         resource = {**resource, "id": assigned_id or new_id()}
-        stored = await self.store(unit, resource, None, "POST", check_references=check_references)
+        stored = await self.store(unit, resource, None, "POST", check_references=check_references, context=context)
         return WriteOutcome(201, stored, created=True)
 
     async def find_one(self, unit: Unit, type_: str, criteria: str, what: str) -> StoredResource | None:
@@ -219,6 +249,7 @@ class Writer:
         *,
         if_match: str | None = None,
         check_references: bool = True,
+        context: WriteContext = NO_CONTEXT,
     ) -> WriteOutcome:
         """R4 http.html#update: update, or create with the client's id; ``If-Match`` → 412."""
         type_, id_ = resource["resourceType"], resource["id"]
@@ -236,26 +267,28 @@ class Writer:
             )
         if existing is not None and not existing.deleted and _same_content(existing.body, resource):
             return WriteOutcome(200, existing)
-        stored = await self.store(unit, resource, existing, "PUT", check_references=check_references)
+        stored = await self.store(unit, resource, existing, "PUT", check_references=check_references,
+                                  context=context)
         created = existing is None or existing.deleted
         return WriteOutcome(201 if created else 200, stored, created=created)
 
     async def conditional_update(
-        self, unit: Unit, type_: str, criteria: str, resource: dict[str, Any], *, if_match: str | None = None
+        self, unit: Unit, type_: str, criteria: str, resource: dict[str, Any], *, if_match: str | None = None,
+        context: WriteContext = NO_CONTEXT,
     ) -> WriteOutcome:
         """R4 http.html#cond-update."""
         found = await self.find_one(unit, type_, criteria, "Conditional update")
         if found is None:
             if "id" in resource and not ID_PATTERN.match(str(resource["id"])):
                 raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
-            return await self.create(unit, resource, assigned_id=resource.get("id"))
+            return await self.create(unit, resource, assigned_id=resource.get("id"), context=context)
         if resource.get("id", found.id) != found.id:
             raise InvalidResource(
                 f"The body's id {resource['id']!r} differs from the matched {type_}/{found.id}",
                 expression=(f"{type_}.id",),
                 details_sv="Id i innehållet stämmer inte med den matchade resursen.",
             )
-        return await self.update(unit, {**resource, "id": found.id}, if_match=if_match)
+        return await self.update(unit, {**resource, "id": found.id}, if_match=if_match, context=context)
 
     async def delete(self, unit: Unit, type_: str, id_: str, *, if_match: str | None = None,
                      check_referrers: bool = True) -> WriteOutcome:

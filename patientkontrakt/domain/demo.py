@@ -1,0 +1,362 @@
+"""A small, realistic and plainly fictional Swedish region, for demos and the benchmark.
+
+``Region Exempel`` has three vårdcentraler and a hospital clinic; two kommuner run home care.
+Staff have HSA-ids and commissions (PractitionerRole) at their units; patients have
+personnummer that are valid in form (correct check digit, real dates) and are marked as test
+data: every resource carries the HL7 ``HTEST`` tag and the names are invented. Skatteverket's
+list of official test personnummer is not available through the package registries this
+project may use, so the numbers are generated.
+
+Agreements come in every state (draft, active, on hold, completed, revoked), with a CareTeam
+(fast vårdkontakt, fast läkarkontakt at the vårdcentral, a kommun contact), goals (one stated by
+the patient), and planned activities across region, hospital and kommun, past and upcoming.
+Some agreements have changed fast vårdkontakt, so the history of contacts shows.
+
+Everything is deterministic for a seed and ``today``; ids are stable, so loading twice
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stdnum import luhn
+
+from patientkontrakt.domain import codes
+from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
+
+FIRST_NAMES_F = ("Anna", "Maria", "Karin", "Kerstin", "Ingrid", "Margareta", "Birgitta", "Elsa", "Astrid", "Sigrid",
+                 "Gunilla", "Eva", "Britt", "Ulla", "Agneta", "Marianne", "Lena", "Inger", "Solveig", "Märta")
+FIRST_NAMES_M = ("Lars", "Karl", "Erik", "Anders", "Johan", "Per", "Nils", "Gunnar", "Sven", "Bengt",
+                 "Åke", "Göran", "Olof", "Stig", "Rolf", "Lennart", "Bertil", "Håkan", "Ingvar", "Torsten")
+FAMILY_NAMES = ("Testsson", "Exempelsson", "Provberg", "Demodotter", "Fiktivsson", "Påhittad", "Testlund",
+                "Låtsasberg", "Prövström", "Exempeldahl")
+
+GOALS_PATIENT = (
+    "Kunna gå till affären själv",
+    "Sova bättre på nätterna",
+    "Träffa barnbarnen varje vecka",
+    "Klara trapporna hemma",
+    "Veta vem jag ska ringa när jag blir sämre",
+    "Slippa åka till akuten",
+)
+GOALS_CARE = (
+    ("Stabilt blodsocker, HbA1c under 60", "Medicinsk uppföljning"),
+    ("Färre sjukhusinläggningar för hjärtsvikt", "Hjärtsviktsuppföljning"),
+    ("Säker läkemedelsanvändning", "Läkemedelsgenomgång"),
+    ("Bibehållen rörlighet i hemmet", "Rehabilitering"),
+)
+ACTIVITIES = (
+    ("besok", "Besök hos fast läkarkontakt", "vardcentral"),
+    ("telefonkontakt", "Telefonuppföljning med fast vårdkontakt", "vardcentral"),
+    ("provtagning", "Provtagning inför uppföljning", "vardcentral"),
+    ("behandling", "Återbesök på medicinmottagningen", "sjukhusklinik"),
+    ("hembesok", "Hembesök av distriktssköterska", "hemsjukvard"),
+    ("hemtjanstinsats", "Hemtjänst: hjälp med inköp och städning", "hemtjanst"),
+    ("rehabilitering", "Fysioterapi i hemmet", "hemsjukvard"),
+    ("sip-mote", "SIP-möte med region och kommun", "vardcentral"),
+    ("uppfoljning", "Uppföljning av patientkontraktet", "vardcentral"),
+)
+PLAN_STATES = ("active", "active", "active", "active", "draft", "on-hold", "completed", "revoked")
+
+
+def _orgnr(prefix: str) -> str:
+    return prefix + luhn.calc_check_digit(prefix)
+
+
+def _tagged(resource: dict[str, Any]) -> dict[str, Any]:
+    resource["meta"] = {"tag": [dict(codes.TEST_DATA_TAG)]}
+    return resource
+
+
+def _coding(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code, "display": display}]}
+
+
+def _ref(resource: dict[str, Any], display: str | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"reference": f"{resource['resourceType']}/{resource['id']}"}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+@dataclass
+class Unit:
+    organization: dict[str, Any]
+    unit_type: str
+    staff: list[tuple[dict[str, Any], dict[str, Any], str]] = field(default_factory=list)  # practitioner, role, kind
+
+
+@dataclass
+class Region:
+    """Organisations and staff shared by every agreement."""
+
+    organizations: list[dict[str, Any]]
+    practitioners: list[dict[str, Any]]
+    roles: list[dict[str, Any]]
+    units: dict[str, list[Unit]]
+
+    def resources(self) -> list[dict[str, Any]]:
+        return [*self.organizations, *self.practitioners, *self.roles]
+
+
+class DemoGenerator:
+    """Generates the demo region and agreements; ``today`` anchors past and upcoming times."""
+
+    def __init__(self, seed: int = 1, today: datetime.date | None = None) -> None:
+        self.random = random.Random(seed)
+        self.today = today or datetime.date.today()
+        self._serial = 0
+        self._org_keys: list[str] = []
+        self.region = self._region()
+
+    # -- identifiers -----------------------------------------------------------------------
+
+    def personnummer(self, birth: datetime.date, female: bool) -> str:
+        self._serial += 1
+        serial = self._serial % 500
+        digits = (serial * 2 + (0 if female else 1)) % 1000  # the last serial digit is odd for men
+        body = f"{birth:%Y%m%d}{digits:03d}"
+        return body + luhn.calc_check_digit(body[2:])
+
+    # -- the region ------------------------------------------------------------------------
+
+    def _organization(self, key: str, orgnr: str, name: str, kind: str, unit_type: str | None,
+                      part_of: dict[str, Any] | None, phone: str) -> dict[str, Any]:
+        self._org_keys.append(key)
+        org: dict[str, Any] = _tagged({
+            "resourceType": "Organization",
+            "id": f"demo-org-{key}",
+            "identifier": [{"system": HSA_ID, "value": f"SE{orgnr}-E{len(self._org_keys):03d}"}],
+            "active": True,
+            "type": [_coding(codes.ORGANIZATION_KIND, kind, {"region": "Region", "kommun": "Kommun"}.get(kind, kind))],
+            "name": name,
+            "telecom": [{"system": "phone", "value": phone, "use": "work"}],
+        })
+        if unit_type:
+            org["type"].append(_coding(codes.CARE_UNIT_TYPE, unit_type, unit_type.capitalize()))
+        if part_of:
+            org["partOf"] = _ref(part_of, part_of["name"])
+        return org
+
+    def _region(self) -> Region:
+        region_nr = _orgnr("232199000")
+        kommun_a, kommun_b = _orgnr("212199000"), _orgnr("212199100")
+        region = self._organization("region", region_nr, "Region Exempel", "region", None, None, "010-100 00 00")
+        kommun1 = self._organization("kommun-exempelstad", kommun_a, "Exempelstads kommun", "kommun", None, None,
+                                     "0123-100 00")
+        kommun2 = self._organization("kommun-sjovik", kommun_b, "Sjöviks kommun", "kommun", None, None, "0124-200 00")
+        unit_specs = (
+            ("vc-bjorkbacken", "Vårdcentralen Björkbacken", region, region_nr, "vardcentral", "0123-101 10"),
+            ("vc-strandvagen", "Vårdcentralen Strandvägen", region, region_nr, "vardcentral", "0123-101 20"),
+            ("vc-ekdalen", "Vårdcentralen Ekdalen", region, region_nr, "vardcentral", "0124-101 30"),
+            ("med-lanssjukhuset", "Medicinkliniken, Länssjukhuset Exempelstad", region, region_nr, "sjukhusklinik",
+             "0123-102 00"),
+            ("hemsjukvard-exempelstad", "Hemsjukvården Exempelstad", kommun1, kommun_a, "hemsjukvard", "0123-103 00"),
+            ("hemtjanst-exempelstad", "Hemtjänsten Exempelstad", kommun1, kommun_a, "hemtjanst", "0123-104 00"),
+            ("hemtjanst-sjovik", "Hemtjänsten Sjövik", kommun2, kommun_b, "hemtjanst", "0124-104 00"),
+        )
+        organizations = [region, kommun1, kommun2]
+        units: dict[str, list[Unit]] = {}
+        practitioners: list[dict[str, Any]] = []
+        roles: list[dict[str, Any]] = []
+        staff_plan = {
+            "vardcentral": (("sjukskoterska", 3), ("lakare", 2)),
+            "sjukhusklinik": (("sjukskoterska", 1), ("lakare", 2)),
+            "hemsjukvard": (("sjukskoterska", 2), ("fysioterapeut", 1)),
+            "hemtjanst": (("bistandshandlaggare", 1), ("underskoterska", 1)),
+        }
+        titles = {
+            "sjukskoterska": ("Sjuksköterska", "nurse"), "lakare": ("Läkare", "doctor"),
+            "fysioterapeut": ("Fysioterapeut", "ict"), "bistandshandlaggare": ("Biståndshandläggare", "ict"),
+            "underskoterska": ("Undersköterska", "nurse"),
+        }
+        person = 0
+        for key, name, parent, orgnr, unit_type, phone in unit_specs:
+            kind = "kommun" if parent["id"].startswith("demo-org-kommun") else "region"
+            org = self._organization(key, orgnr, name, kind, unit_type, parent, phone)
+            organizations.append(org)
+            unit = Unit(org, unit_type)
+            for staff_kind, count in staff_plan[unit_type]:
+                for _ in range(count):
+                    person += 1
+                    female = self.random.random() < 0.6
+                    given = self.random.choice(FIRST_NAMES_F if female else FIRST_NAMES_M)
+                    family = self.random.choice(FAMILY_NAMES)
+                    hsa = f"SE{orgnr}-P{person:04d}"
+                    practitioner = _tagged({
+                        "resourceType": "Practitioner",
+                        "id": f"demo-prac-{person:04d}",
+                        "identifier": [{"system": HSA_ID, "value": hsa}],
+                        "active": True,
+                        "name": [{"family": family, "given": [given]}],
+                        "gender": "female" if female else "male",
+                    })
+                    title, code = titles[staff_kind]
+                    role = _tagged({
+                        "resourceType": "PractitionerRole",
+                        "id": f"demo-role-{person:04d}",
+                        "identifier": [{"system": HSA_ID, "value": f"SE{orgnr}-U{person:04d}"}],
+                        "active": True,
+                        "practitioner": _ref(practitioner, f"{given} {family}"),
+                        "organization": _ref(org, name),
+                        "code": [{"coding": [{"system": codes.PRACTITIONER_ROLE, "code": code}], "text": title}],
+                        "telecom": [{"system": "phone", "value": phone, "use": "work"}],
+                    })
+                    practitioners.append(practitioner)
+                    roles.append(role)
+                    unit.staff.append((practitioner, role, staff_kind))
+            units.setdefault(unit_type, []).append(unit)
+        return Region(organizations, practitioners, roles, units)
+
+    # -- agreements ------------------------------------------------------------------------
+
+    def agreements(self, count: int, start: int = 0) -> Iterator[list[dict[str, Any]]]:
+        """``count`` agreements, each as the list of resources it adds (Patient first)."""
+        for number in range(start, start + count):
+            yield self.agreement(number)
+
+    def agreement(self, number: int) -> list[dict[str, Any]]:
+        rnd = self.random
+        female = rnd.random() < 0.55
+        age = rnd.randint(45, 96)
+        birth = self.today.replace(year=self.today.year - age, day=1) + datetime.timedelta(days=rnd.randint(0, 360))
+        birth = min(birth, self.today - datetime.timedelta(days=365 * 18))
+        given = rnd.choice(FIRST_NAMES_F if female else FIRST_NAMES_M)
+        family = rnd.choice(FAMILY_NAMES)
+        key = f"{number:06d}"
+        patient = _tagged({
+            "resourceType": "Patient",
+            "id": f"demo-pat-{key}",
+            "identifier": [{"system": PERSONNUMMER, "value": self.personnummer(birth, female)}],
+            "active": True,
+            "name": [{"family": family, "given": [given]}],
+            "gender": "female" if female else "male",
+            "birthDate": birth.isoformat(),
+            "telecom": [{"system": "phone", "value": f"070-{rnd.randint(1000000, 9999999)}", "use": "mobile"}],
+        })
+        vc = rnd.choice(self.region.units["vardcentral"])
+        hospital = rnd.choice(self.region.units["sjukhusklinik"])
+        homecare = rnd.choice(self.region.units["hemsjukvard"])
+        kommun = rnd.choice(self.region.units["hemtjanst"])
+        nurses = [s for s in vc.staff if s[2] == "sjukskoterska"]
+        doctors = [s for s in vc.staff if s[2] == "lakare"]
+        status = PLAN_STATES[number % len(PLAN_STATES)]
+        started = self.today - datetime.timedelta(days=rnd.randint(30, 700))
+        ended = self.today - datetime.timedelta(days=rnd.randint(1, 25)) if status in ("completed", "revoked") else None
+        nurse = rnd.choice(nurses)
+        participants = []
+        if rnd.random() < 0.3 and len(nurses) > 1:
+            previous = next(n for n in nurses if n is not nurse)
+            changed = started + (self.today - started) / 2
+            participants.append(self._participant(codes.FAST_VARDKONTAKT, "Fast vårdkontakt", previous[1], vc,
+                                                  started, changed))
+            participants.append(self._participant(codes.FAST_VARDKONTAKT, "Fast vårdkontakt", nurse[1], vc,
+                                                  changed, ended))
+        else:
+            participants.append(self._participant(codes.FAST_VARDKONTAKT, "Fast vårdkontakt", nurse[1], vc,
+                                                  started, ended))
+        participants.append(self._participant(codes.FAST_LAKARKONTAKT, "Fast läkarkontakt", rnd.choice(doctors)[1], vc,
+                                              started, ended))
+        kommun_contact = next(s for s in kommun.staff if s[2] == "bistandshandlaggare")
+        participants.append(self._participant("kontaktperson-kommun", "Kontaktperson i kommunen", kommun_contact[1],
+                                              kommun, started, ended))
+        participants.append({
+            "role": [_coding(codes.CARETEAM_ROLE, "patient", "Patient")],
+            "member": _ref(patient, f"{given} {family}"),
+            "period": {"start": started.isoformat()},
+        })
+        team = _tagged({
+            "resourceType": "CareTeam",
+            "id": f"demo-team-{key}",
+            "status": {"active": "active", "draft": "proposed", "on-hold": "suspended"}.get(status, "inactive"),
+            "name": f"Vårdteam för {given} {family}",
+            "subject": _ref(patient),
+            "participant": participants,
+            "managingOrganization": [_ref(vc.organization, vc.organization["name"])],
+        })
+        goals = [self._goal(key, 0, patient, rnd.choice(GOALS_PATIENT), expressed_by=_ref(patient), status=status)]
+        for index, (text, _category) in enumerate(rnd.sample(GOALS_CARE, 2), start=1):
+            goals.append(self._goal(key, index, patient, text, expressed_by=_ref(nurse[1]), status=status))
+        activities = self._activities(vc, hospital, homecare, kommun, started, status)
+        plan = _tagged({
+            "resourceType": "CarePlan",
+            "id": f"demo-plan-{key}",
+            "status": status,
+            "intent": "plan",
+            "category": [_coding(codes.CAREPLAN_CATEGORY, codes.PATIENTKONTRAKT, "Patientkontrakt")],
+            "title": f"Patientkontrakt för {given} {family}",
+            "description": (
+                "Överenskommelse mellan dig och vården om vad som ska hända, när, och vem du vänder dig till. "
+                f"Din fasta vårdkontakt finns på {vc.organization['name']}."
+            ),
+            "subject": _ref(patient, f"{given} {family}"),
+            "period": {"start": started.isoformat(), **({"end": ended.isoformat()} if ended else {})},
+            "created": started.isoformat(),
+            "author": _ref(vc.organization, vc.organization["name"]),
+            "contributor": [_ref(u.organization, u.organization["name"]) for u in (hospital, homecare, kommun)],
+            "careTeam": [_ref(team)],
+            "goal": [_ref(g) for g in goals],
+            "activity": activities,
+        })
+        return [patient, team, *goals, plan]
+
+    def _participant(self, code: str, display: str, role: dict[str, Any], unit: Unit,
+                     start: datetime.date | datetime.datetime, end: datetime.date | None) -> dict[str, Any]:
+        period: dict[str, str] = {"start": _day(start)}
+        if end is not None:
+            period["end"] = _day(end)
+        return {
+            "role": [_coding(codes.CARETEAM_ROLE, code, display)],
+            "member": _ref(role, f"{role['practitioner']['display']}, {unit.organization['name']}"),
+            "period": period,
+        }
+
+    def _goal(self, key: str, index: int, patient: dict[str, Any], text: str, expressed_by: dict[str, Any],
+              status: str) -> dict[str, Any]:
+        due = self.today + datetime.timedelta(days=self.random.randint(30, 300))
+        return _tagged({
+            "resourceType": "Goal",
+            "id": f"demo-goal-{key}-{index}",
+            "lifecycleStatus": {"completed": "completed", "revoked": "cancelled", "draft": "proposed"}.get(
+                status, "active"),
+            "description": {"text": text},
+            "subject": _ref(patient),
+            "startDate": (self.today - datetime.timedelta(days=60)).isoformat(),
+            "target": [{"dueDate": due.isoformat()}],
+            "expressedBy": expressed_by,
+        })
+
+    def _activities(self, vc: Unit, hospital: Unit, homecare: Unit, kommun: Unit, started: datetime.date,
+                    status: str) -> list[dict[str, Any]]:
+        by_type = {"vardcentral": vc, "sjukhusklinik": hospital, "hemsjukvard": homecare, "hemtjanst": kommun}
+        chosen = self.random.sample(ACTIVITIES, 4)
+        out = []
+        for offset, (kind, text, unit_type) in zip((-45, -10, 7, 30), chosen, strict=True):
+            when = datetime.datetime.combine(self.today + datetime.timedelta(days=offset + self.random.randint(0, 5)),
+                                             datetime.time(hour=self.random.choice((8, 9, 10, 13, 14, 15))))
+            unit = by_type[unit_type]
+            done = offset < 0 or status in ("completed", "revoked")
+            out.append({
+                "detail": {
+                    "kind": "Appointment",
+                    "code": _coding(codes.ACTIVITY_KIND, kind, text.split(":")[0]),
+                    "status": "completed" if done and status != "revoked" else (
+                        "cancelled" if status == "revoked" else "scheduled"),
+                    "scheduledPeriod": {
+                        "start": when.strftime("%Y-%m-%dT%H:%M:00+01:00"),
+                        "end": (when + datetime.timedelta(minutes=45)).strftime("%Y-%m-%dT%H:%M:00+01:00"),
+                    },
+                    "performer": [_ref(unit.organization, unit.organization["name"])],
+                    "description": text,
+                }
+            })
+        return out
+
+
+def _day(value: datetime.date | datetime.datetime) -> str:
+    return value.date().isoformat() if isinstance(value, datetime.datetime) else value.isoformat()

@@ -1,0 +1,297 @@
+"""The Patientkontrakt rules, plugged into the write pipeline as ``WriteHooks``.
+
+* Swedish identifiers are normalised (personnummer/samordningsnummer to 12 digits under the HL7
+  Sweden systems, OID forms mapped) and invalid ones refused, naming the field.
+* Every write of a type we profile is validated against our profile and stamped with it.
+* A Patientkontrakt (CarePlan) that is active or on hold has a CareTeam for the same patient with
+  exactly one fast vårdkontakt whose period is current; when the responsible unit (``author``)
+  is a vårdcentral, also a current fast läkarkontakt who is a physician (PractitionerRole coded
+  ``doctor``).
+* At most one active Patientkontrakt per patient per responsible care unit.
+* A change of fast vårdkontakt closes the previous contact's period instead of dropping it, and
+  is recorded in a Provenance (who, when, why), so the patient's history of contacts stays.
+* Patient-stated goals (``Goal.expressedBy`` = the patient) belong to the goal's own patient
+  and stay patient-stated; professionals' goals stay professional.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import orjson
+
+from patientkontrakt.domain import codes
+from patientkontrakt.domain.identifiers import (
+    HSA_ID,
+    PERSONNUMMER,
+    SAMORDNINGSNUMMER,
+    SYSTEM_ALIASES,
+    IdentifierError,
+    parse_person_number,
+    validate_hsa_id,
+)
+from patientkontrakt.domain.profiles import ProfileValidator
+from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
+from patientkontrakt.fhir.definitions import Definitions
+from patientkontrakt.fhir.errors import Conflict, Issue, Unprocessable
+from patientkontrakt.fhir.hooks import NO_CONTEXT, WriteContext
+from patientkontrakt.fhir.writes import Writer
+from patientkontrakt.storage.repository import StoredResource, Unit
+
+_PERSON_SYSTEMS = {PERSONNUMMER, SAMORDNINGSNUMMER, *SYSTEM_ALIASES}
+_OPEN_STATES = ("active", "on-hold")
+
+
+def _ref_key(reference: Any) -> tuple[str, str] | None:
+    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+        return None
+    parts = reference["reference"].split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return (parts[-2], parts[-1]) if len(parts) >= 2 else None
+
+
+def _has_code(concepts: Any, system: str, code: str) -> bool:
+    for concept in concepts if isinstance(concepts, list) else [concepts]:
+        if isinstance(concept, dict):
+            for coding in concept.get("coding", []) or []:
+                if isinstance(coding, dict) and coding.get("system") == system and coding.get("code") == code:
+                    return True
+    return False
+
+
+def is_current(period: Any, today: datetime.date) -> bool:
+    """A role's period is current when it has started and has no end, or ends today or later."""
+    if not isinstance(period, dict):
+        return False
+    try:
+        if "start" in period and parse_range(period["start"])[0].date() > today:
+            return False
+        return "end" not in period or parse_range(period["end"])[1].date() >= today
+    except DateFormatError:
+        return False
+
+
+def current_members(team: dict[str, Any], role: str, today: datetime.date) -> list[dict[str, Any]]:
+    return [
+        p for p in team.get("participant", [])
+        if _has_code(p.get("role"), codes.CARETEAM_ROLE, role) and is_current(p.get("period"), today)
+    ]
+
+
+def _issue(code: str, expression: str, english: str, swedish: str) -> Issue:
+    return Issue(code=code, diagnostics=f"{expression}: {english}", expression=(expression,), details_sv=swedish)
+
+
+class PatientkontraktRules:
+    """``WriteHooks`` for the Patientkontrakt service."""
+
+    def __init__(self, defs: Definitions) -> None:
+        self.profiles = ProfileValidator(defs)
+
+    # -- prepare: normalise and validate against the profile -------------------------------
+
+    def prepare(self, resource: dict[str, Any]) -> dict[str, Any]:
+        issues: list[Issue] = []
+        self._normalise_identifiers(resource, resource.get("resourceType", ""), issues)
+        if issues:
+            raise Unprocessable(issues[0].diagnostics, issues=issues)
+        profile = self.profiles.profile_for_type(resource["resourceType"])
+        if profile is None:
+            return resource
+        meta = dict(resource.get("meta") or {})
+        if profile.url not in meta.get("profile", []):
+            meta["profile"] = [*meta.get("profile", []), profile.url]
+            resource = {**resource, "meta": meta}
+        issues = [i for i in self.profiles.validate(resource, profile) if i.severity == "error"]
+        if issues:
+            raise Unprocessable(issues[0].diagnostics, issues=issues)
+        return resource
+
+    def _normalise_identifiers(self, node: Any, where: str, issues: list[Issue]) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                self._normalise_identifiers(item, f"{where}[{i}]", issues)
+            return
+        if not isinstance(node, dict):
+            return
+        system, value = node.get("system"), node.get("value")
+        if isinstance(system, str) and isinstance(value, str):
+            if system in _PERSON_SYSTEMS:
+                try:
+                    identity = parse_person_number(value)
+                except IdentifierError as exc:
+                    issues.append(_issue("value", f"{where}.value", exc.english, exc.swedish))
+                else:
+                    node["system"], node["value"] = identity.system, identity.value
+            elif system == HSA_ID:
+                try:
+                    validate_hsa_id(value)
+                except IdentifierError as exc:
+                    issues.append(_issue("value", f"{where}.value", exc.english, exc.swedish))
+        for key, child in node.items():
+            if isinstance(child, dict | list):
+                self._normalise_identifiers(child, f"{where}.{key}", issues)
+
+    # -- before_store: keep the history of fast vårdkontakt --------------------------------
+
+    async def before_store(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None,
+                           context: WriteContext) -> dict[str, Any]:
+        if existing is None or existing.deleted:
+            return resource
+        previous = orjson.loads(existing.body)
+        if resource["resourceType"] == "CareTeam":
+            return self._keep_closed_contacts(previous, resource)
+        if resource["resourceType"] == "Goal":
+            self._goal_kind_unchanged(previous, resource)
+        return resource
+
+    def _keep_closed_contacts(self, previous: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+        today = now_utc().date()
+        kept = {(_ref_key(p.get("member")), p.get("period", {}).get("start"))
+                for p in resource.get("participant", [])}
+        closing = []
+        for participant in current_members(previous, codes.FAST_VARDKONTAKT, today):
+            key = (_ref_key(participant.get("member")), participant.get("period", {}).get("start"))
+            if key not in kept:
+                closed = dict(participant)
+                closed["period"] = {**participant.get("period", {}), "end": today.isoformat()}
+                closing.append(closed)
+        if not closing:
+            return resource
+        return {**resource, "participant": [*resource.get("participant", []), *closing]}
+
+    def _goal_kind_unchanged(self, previous: dict[str, Any], resource: dict[str, Any]) -> None:
+        def kind(goal: dict[str, Any]) -> str | None:
+            key = _ref_key(goal.get("expressedBy"))
+            return None if key is None else ("patient" if key[0] == "Patient" else "professional")
+
+        before, after = kind(previous), kind(resource)
+        if before is not None and after != before:
+            raise Unprocessable(
+                "Goal.expressedBy: a patient-stated goal cannot become a professional goal or the other way round",
+                expression=("Goal.expressedBy",),
+                details_sv="Ett mål som patienten har satt kan inte bli vårdens mål, eller tvärtom. "
+                           "Skapa ett nytt mål.",
+            )
+
+    # -- verify: rules across resources ----------------------------------------------------
+
+    async def verify(self, unit: Unit, resource: dict[str, Any], writer: Writer) -> None:
+        kind = resource["resourceType"]
+        if kind == "CarePlan":
+            await self._verify_plan(unit, resource, writer)
+        elif kind == "CareTeam":
+            await self._verify_team(unit, resource, writer)
+        elif kind == "Goal":
+            self._verify_goal(resource)
+
+    async def _verify_plan(self, unit: Unit, plan: dict[str, Any], writer: Writer,
+                           team: dict[str, Any] | None = None) -> None:
+        if not _has_code(plan.get("category"), codes.CAREPLAN_CATEGORY, codes.PATIENTKONTRAKT):
+            return
+        subject = _ref_key(plan.get("subject"))
+        team_key = _ref_key((plan.get("careTeam") or [None])[0])
+        if team is None and team_key is not None:
+            found = await unit.get_many([team_key])
+            team = orjson.loads(found[0].body) if found else None
+        if team is not None and _ref_key(team.get("subject")) != subject:
+            raise Unprocessable(
+                "CarePlan.careTeam: the CareTeam is for another patient than the CarePlan's subject",
+                expression=("CarePlan.careTeam[0]",),
+                details_sv="Vårdteamet gäller en annan patient än patientkontraktet.",
+            )
+        if plan.get("status") not in _OPEN_STATES:
+            return
+        today = now_utc().date()
+        contacts = current_members(team or {}, codes.FAST_VARDKONTAKT, today)
+        if len(contacts) != 1:
+            raise Unprocessable(
+                f"An active Patientkontrakt needs exactly one current fast vårdkontakt in its CareTeam; "
+                f"found {len(contacts)}",
+                expression=("CarePlan.careTeam[0]",),
+                details_sv="Ett gällande patientkontrakt ska ha precis en fast vårdkontakt med giltig period.",
+            )
+        if await self._author_is_vardcentral(unit, plan):
+            await self._require_physician(unit, team or {})
+        if plan.get("status") == "active" and subject is not None:
+            await self._one_active_per_unit(unit, plan, writer)
+
+    async def _author_is_vardcentral(self, unit: Unit, plan: dict[str, Any]) -> bool:
+        key = _ref_key(plan.get("author"))
+        if key is None or key[0] != "Organization":
+            return False
+        found = await unit.get_many([key])
+        return bool(found) and _has_code(orjson.loads(found[0].body).get("type"), codes.CARE_UNIT_TYPE, "vardcentral")
+
+    async def _require_physician(self, unit: Unit, team: dict[str, Any]) -> None:
+        doctors = current_members(team, codes.FAST_LAKARKONTAKT, now_utc().date())
+        keys = [k for k in (_ref_key(p.get("member")) for p in doctors) if k and k[0] == "PractitionerRole"]
+        roles = [orjson.loads(r.body) for r in await unit.get_many(keys)]
+        if not any(_has_code(r.get("code"), codes.PRACTITIONER_ROLE, "doctor") and r.get("practitioner")
+                   for r in roles):
+            raise Unprocessable(
+                "In primary care the CareTeam needs a current fast läkarkontakt who is a physician "
+                "(a PractitionerRole coded doctor with a Practitioner)",
+                expression=("CarePlan.careTeam[0]",),
+                details_sv="På vårdcentralen ska vårdteamet ha en fast läkarkontakt som är läkare.",
+            )
+
+    async def _one_active_per_unit(self, unit: Unit, plan: dict[str, Any], writer: Writer) -> None:
+        subject, author = plan["subject"]["reference"], (plan.get("author") or {}).get("reference", "")
+        await unit.lock_key(f"patientkontrakt:{subject}:{author}")
+        pairs = [
+            ("subject", subject), ("author", author), ("status", "active"),
+            ("category", f"{codes.CAREPLAN_CATEGORY}|{codes.PATIENTKONTRAKT}"),
+        ]
+        others = [r for r in await writer.match(unit, "CarePlan", pairs, 2) if r.id != plan.get("id")]
+        if others:
+            raise Conflict(
+                f"{subject} already has an active Patientkontrakt with {author}: CarePlan/{others[0].id}",
+                expression=("CarePlan.status",),
+                details_sv="Patienten har redan ett gällande patientkontrakt med den här vårdenheten.",
+            )
+
+    async def _verify_team(self, unit: Unit, team: dict[str, Any], writer: Writer) -> None:
+        if "id" not in team:
+            return
+        pks = await unit.referencing("CarePlan", "care-team", [("CareTeam", team["id"])], 50)
+        for stored in await unit.get_by_pks(pks):
+            if not stored.deleted:
+                await self._verify_plan(unit, orjson.loads(stored.body), writer, team=team)
+
+    def _verify_goal(self, goal: dict[str, Any]) -> None:
+        expressed = _ref_key(goal.get("expressedBy"))
+        if expressed is not None and expressed[0] == "Patient" and expressed != _ref_key(goal.get("subject")):
+            raise Unprocessable(
+                "Goal.expressedBy: a patient-stated goal must be stated by the goal's own patient",
+                expression=("Goal.expressedBy",),
+                details_sv="Ett eget mål kan bara sättas av patienten själv.",
+            )
+
+    # -- after_store: record a change of fast vårdkontakt ----------------------------------
+
+    async def after_store(self, unit: Unit, stored: StoredResource, existing: StoredResource | None,
+                          context: WriteContext, writer: Writer) -> None:
+        if stored.type != "CareTeam" or existing is None or existing.deleted or context.provenance is not None:
+            return
+        today = now_utc().date()
+        before = {_ref_key(p.get("member")) for p in current_members(orjson.loads(existing.body),
+                                                                      codes.FAST_VARDKONTAKT, today)}
+        team = orjson.loads(stored.body)
+        after = {_ref_key(p.get("member")) for p in current_members(team, codes.FAST_VARDKONTAKT, today)}
+        if before == after:
+            return
+        agent = (team.get("managingOrganization") or [None])[0]
+        provenance: dict[str, Any] = {
+            "resourceType": "Provenance",
+            "target": [{"reference": f"CareTeam/{stored.id}/_history/{stored.version_id}"}],
+            "recorded": format_instant(now_utc()),
+            "activity": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE",
+            }]},
+            "reason": [{"text": "Byte av fast vårdkontakt"}],
+            "agent": [{"who": agent}] if agent else [{"who": {"display": "Patientkontrakt"}}],
+        }
+        await writer.create(unit, provenance, context=NO_CONTEXT)

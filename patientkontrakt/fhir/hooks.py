@@ -1,0 +1,65 @@
+"""Extension points of the write pipeline, so domain rules stay out of the generic FHIR engine.
+
+``patientkontrakt.fhir`` knows nothing of Patientkontrakt; ``patientkontrakt.domain`` implements
+``WriteHooks`` and the application passes it to ``FhirService``. Every write (single
+interaction, batch entry or transaction entry) goes through the same hooks:
+
+1. ``prepare`` — after the structural validation, before any database work: normalise
+   (e.g. identifier forms), stamp profiles, validate against profiles. No database.
+2. ``before_store`` — inside the transaction, with the current stored version: may transform
+   the resource (e.g. keep a closed participant instead of losing it).
+3. ``verify`` — rules across resources (e.g. one active agreement per patient and unit); the
+   writer is passed for its search. In a transaction Bundle it runs once every entry is
+   written, like the reference check.
+4. ``after_store`` — inside the same transaction: follow-up writes (e.g. a Provenance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from patientkontrakt.storage.repository import StoredResource, Unit
+
+if TYPE_CHECKING:
+    from patientkontrakt.fhir.writes import Writer
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """Per-request facts a write may need: the ``X-Provenance`` header (R4 http.html#provenance)."""
+
+    provenance: dict[str, Any] | None = None
+
+
+NO_CONTEXT = WriteContext()
+
+
+class WriteHooks(Protocol):
+    def prepare(self, resource: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def before_store(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None,
+                           context: WriteContext) -> dict[str, Any]: ...
+
+    async def verify(self, unit: Unit, resource: dict[str, Any], writer: Writer) -> None: ...
+
+    async def after_store(self, unit: Unit, stored: StoredResource, existing: StoredResource | None,
+                          context: WriteContext, writer: Writer) -> None: ...
+
+
+class NoHooks:
+    """The generic FHIR server: no domain rules."""
+
+    def prepare(self, resource: dict[str, Any]) -> dict[str, Any]:
+        return resource
+
+    async def before_store(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None,
+                           context: WriteContext) -> dict[str, Any]:
+        return resource
+
+    async def verify(self, unit: Unit, resource: dict[str, Any], writer: Writer) -> None:
+        return None
+
+    async def after_store(self, unit: Unit, stored: StoredResource, existing: StoredResource | None,
+                          context: WriteContext, writer: Writer) -> None:
+        return None
