@@ -8,9 +8,10 @@ export PK_TEST_DATABASE_URL
 
 .PHONY: run test lint bench fhir-core postgres clean
 
-## make run: set up, migrate an SQLite database and serve on http://127.0.0.1:8000
+## make run: set up, migrate an SQLite database, load the demo region and serve on http://127.0.0.1:8000
 run: $(STAMP)
 	$(BIN)/patientkontrakt migrate
+	$(BIN)/patientkontrakt demo
 	$(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)

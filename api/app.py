@@ -14,11 +14,11 @@ from api import errors, fhir
 from api.limits import BodySizeLimit
 from patientkontrakt import __version__
 from patientkontrakt.config import Settings, get_settings
-from patientkontrakt.domain.rules import PatientkontraktRules
+from patientkontrakt.domain.codes import CANONICAL
+from patientkontrakt.domain.overview import AgreementOverview
+from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.dates import format_instant, now_utc
-from patientkontrakt.fhir.definitions import load_definitions
-from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.storage.database import create_engine, ensure_migrated
 from patientkontrakt.storage.repository import Store
 
@@ -51,10 +51,13 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True) -
             await engine.dispose()
             raise
         store = Store(engine)
-        defs = load_definitions(settings.profiles_dir)
-        service = FhirService(settings, store, defs, hooks=PatientkontraktRules(defs) if domain_rules else None)
+        service = build_service(settings, store, domain_rules=domain_rules)
         app.state.service = service
         app.state.bundles = BundleProcessor(service)
+        if domain_rules:
+            app.state.overview = AgreementOverview(store, service.base)
+            operation = ("patientkontrakt", f"{CANONICAL}/OperationDefinition/patientkontrakt")
+            app.state.operations = {"Patient": [operation], "CarePlan": [operation]}
         app.state.started = format_instant(now_utc())
         yield
         await store.dispose()

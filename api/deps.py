@@ -10,7 +10,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from patientkontrakt.domain.overview import AgreementOverview
 from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.fhir.errors import NotFound
 from patientkontrakt.fhir.service import FhirService, Preferences
 
 
@@ -24,10 +26,18 @@ async def get_bundles(request: Request) -> BundleProcessor:
     return bundles
 
 
+async def get_overview(request: Request) -> AgreementOverview:
+    overview: AgreementOverview | None = getattr(request.app.state, "overview", None)
+    if overview is None:
+        raise NotFound("$patientkontrakt is not available on this server", details_sv="Operationen finns inte här.")
+    return overview
+
+
 async def get_prefer(request: Request) -> Preferences:
     return Preferences.parse(request.headers.get("prefer"))
 
 
 ServiceDep = Annotated[FhirService, Depends(get_service)]
 BundlesDep = Annotated[BundleProcessor, Depends(get_bundles)]
+OverviewDep = Annotated[AgreementOverview, Depends(get_overview)]
 PreferDep = Annotated[Preferences, Depends(get_prefer)]

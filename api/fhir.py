@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.deps import BundlesDep, PreferDep, ServiceDep
+from api.deps import BundlesDep, OverviewDep, PreferDep, ServiceDep
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import capability_statement
 from patientkontrakt.fhir.errors import BadRequest, NotAcceptable, UnsupportedMediaType
@@ -59,7 +59,8 @@ def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
 @router.get("/metadata")
 async def metadata(request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    statement = capability_statement(service.defs, service.types, service.base, request.app.state.started)
+    statement = capability_statement(service.defs, service.types, service.base, request.app.state.started,
+                                     getattr(request.app.state, "operations", None))
     return Response(dumps(statement), media_type=FHIR_JSON)
 
 
@@ -79,6 +80,35 @@ async def history_system(request: Request, service: ServiceDep) -> Response:
 async def search(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
     _negotiate(request)
     return _respond(await service.search(type_, request.query_params.multi_items(), prefer))
+
+
+@router.post("/{type_}/$validate")
+async def validate_type(type_: str, request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    service.check_type(type_)
+    body = await _json_body(request)
+    return _respond(await service.validate(type_, None, body, request.query_params.multi_items()))
+
+
+@router.post("/{type_}/{id_}/$validate")
+async def validate_instance(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
+    _negotiate(request)
+    service.check_type(type_)
+    body = await _json_body(request) if await request.body() else None
+    return _respond(await service.validate(type_, id_, body, request.query_params.multi_items()))
+
+
+@router.get("/Patient/{id_}/$patientkontrakt")
+async def patientkontrakt_for_patient(id_: str, request: Request, overview: OverviewDep) -> Response:
+    """The whole Patientkontrakt as one Bundle (fhir_profiles OperationDefinition patientkontrakt)."""
+    _negotiate(request)
+    return _respond(Result(200, await overview.for_patient(id_)))
+
+
+@router.get("/CarePlan/{id_}/$patientkontrakt")
+async def patientkontrakt_for_plan(id_: str, request: Request, overview: OverviewDep) -> Response:
+    _negotiate(request)
+    return _respond(Result(200, await overview.for_plan(id_)))
 
 
 @router.post("/{type_}/_search")

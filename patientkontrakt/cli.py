@@ -11,8 +11,9 @@ import asyncio
 import os
 import sys
 
-from patientkontrakt.config import get_settings
+from patientkontrakt.config import Settings, get_settings
 from patientkontrakt.storage.database import DatabaseNotMigrated, create_engine, ensure_migrated, migrate
+from patientkontrakt.storage.repository import Store
 
 _EPILOG = """\
 environment:
@@ -23,6 +24,7 @@ environment:
 
 examples:
   patientkontrakt migrate
+  patientkontrakt demo --agreements 50
   patientkontrakt serve --host 127.0.0.1 --port 8000
 """
 
@@ -59,6 +61,35 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    try:
+        count = asyncio.run(_load_demo(settings, args.agreements, args.seed))
+    except DatabaseNotMigrated as exc:
+        print(f"patientkontrakt: {exc}", file=sys.stderr)
+        return 1
+    base = settings.fhir_base
+    print(f"demo region loaded: {count} resources ({args.agreements} agreements, all tagged HTEST as test data)")
+    print(f"  FHIR base:            {base}")
+    print(f"  a Patientkontrakt:    {base}/Patient/demo-pat-000000/$patientkontrakt")
+    print(f"  all agreements:       {base}/CarePlan?_include=CarePlan:care-team")
+    return 0
+
+
+async def _load_demo(settings: Settings, agreements: int, seed: int) -> int:
+    from patientkontrakt.domain.demo import load_demo
+    from patientkontrakt.domain.setup import build_service
+    from patientkontrakt.fhir.bundles import BundleProcessor
+
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        await ensure_migrated(engine)
+        service = build_service(settings, Store(engine))
+        return await load_demo(BundleProcessor(service), agreements, seed)
+    finally:
+        await engine.dispose()
+
+
 async def _check_schema(url: str) -> None:
     engine = create_engine(url, pool_size=1)
     try:
@@ -93,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate_cmd = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate_cmd.set_defaults(func=_cmd_migrate)
+
+    demo = commands.add_parser("demo", help="load the fictional demo region (idempotent; test data, tagged HTEST)")
+    demo.add_argument("--agreements", type=int, default=50, help="number of agreements (default 50)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -28,6 +28,8 @@ from stdnum import luhn
 
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
+from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.fhir.service import Preferences
 
 FIRST_NAMES_F = ("Anna", "Maria", "Karin", "Kerstin", "Ingrid", "Margareta", "Birgitta", "Elsa", "Astrid", "Sigrid",
                  "Gunilla", "Eva", "Britt", "Ulla", "Agneta", "Marianne", "Lena", "Inger", "Solveig", "Märta")
@@ -360,3 +362,27 @@ class DemoGenerator:
 
 def _day(value: datetime.date | datetime.datetime) -> str:
     return value.date().isoformat() if isinstance(value, datetime.datetime) else value.isoformat()
+
+
+def _transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+
+
+async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 1) -> int:
+    """Load the region and ``agreements`` agreements through the full write path (validation and
+    rules), one transaction each, with PUT and stable ids: loading twice adds no versions."""
+    generator = DemoGenerator(seed=seed)
+    minimal = Preferences(return_="minimal")
+    await bundles.process(_transaction(generator.region.resources()), minimal)
+    count = len(generator.region.resources())
+    for resources in generator.agreements(agreements):
+        await bundles.process(_transaction(resources), minimal)
+        count += len(resources)
+    return count

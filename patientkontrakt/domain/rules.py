@@ -109,6 +109,16 @@ class PatientkontraktRules:
             raise Unprocessable(issues[0].diagnostics, issues=issues)
         return resource
 
+    def profile_issues(self, resource: dict[str, Any], profile_url: str) -> list[Issue] | None:
+        profile = self.profiles.profiles.get(profile_url.split("|", 1)[0])
+        if profile is None:
+            return None
+        if profile.type != resource.get("resourceType"):
+            return [_issue("invalid", str(resource.get("resourceType")),
+                           f"the profile {profile_url} is for {profile.type}",
+                           f"Profilen gäller {profile.type}.")]
+        return self.profiles.validate(resource, profile)
+
     def _normalise_identifiers(self, node: Any, where: str, issues: list[Issue]) -> None:
         if isinstance(node, list):
             for i, item in enumerate(node):

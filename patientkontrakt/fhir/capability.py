@@ -14,13 +14,26 @@ TYPE_INTERACTIONS = (
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
 
-def capability_statement(defs: Definitions, types: frozenset[str], base: str, published: str) -> dict[str, Any]:
+VALIDATE = ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")
+
+
+def capability_statement(
+    defs: Definitions,
+    types: frozenset[str],
+    base: str,
+    published: str,
+    operations: dict[str, list[tuple[str, str]]] | None = None,
+) -> dict[str, Any]:
+    """``operations`` maps a type to extra (name, OperationDefinition URL) it supports."""
     resources = []
+    profiles = {sd["type"]: url for url, sd in defs.profiles.items()}
     for type_ in sorted(types):
         params = defs.params_for(type_)
+        extra = (operations or {}).get(type_, [])
         resources.append({
             "type": type_,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{type_}",
+            **({"supportedProfile": [profiles[type_]]} if type_ in profiles and operations else {}),
             "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
             "versioning": "versioned-update",
             "readHistory": True,
@@ -48,6 +61,7 @@ def capability_statement(defs: Definitions, types: frozenset[str], base: str, pu
                 }
                 for code, p in sorted(params.items())
             ],
+            "operation": [{"name": name, "definition": url} for name, url in (VALIDATE, *extra)],
         })
     return {
         "resourceType": "CapabilityStatement",

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from patientkontrakt.fhir.errors import Issue
 from patientkontrakt.storage.repository import StoredResource, Unit
 
 if TYPE_CHECKING:
@@ -38,6 +39,10 @@ NO_CONTEXT = WriteContext()
 class WriteHooks(Protocol):
     def prepare(self, resource: dict[str, Any]) -> dict[str, Any]: ...
 
+    def profile_issues(self, resource: dict[str, Any], profile_url: str) -> list[Issue] | None:
+        """Issues against a named profile (``$validate?profile=``); None for a profile we don't know."""
+        ...
+
     async def before_store(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None,
                            context: WriteContext) -> dict[str, Any]: ...
 
@@ -52,6 +57,9 @@ class NoHooks:
 
     def prepare(self, resource: dict[str, Any]) -> dict[str, Any]:
         return resource
+
+    def profile_issues(self, resource: dict[str, Any], profile_url: str) -> list[Issue] | None:
+        return None
 
     async def before_store(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None,
                            context: WriteContext) -> dict[str, Any]:

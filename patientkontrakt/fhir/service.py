@@ -16,7 +16,7 @@ import orjson
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
-from patientkontrakt.fhir.errors import BadRequest, Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.errors import BadRequest, FhirError, Gone, Issue, NotFound, operation_outcome
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
@@ -210,8 +210,7 @@ class FhirService:
         """R4 http.html#read: the stored JSON as it was written; deleted → 410."""
         self.check_type(type_)
         self.check_id(type_, id_)
-        async with self.store.reading() as unit:
-            stored = await unit.get(type_, id_)
+        stored = await self.store.read_current(type_, id_)
         return self.read_result(stored, type_, id_, summary, elements)
 
     def read_result(self, stored: StoredResource | None, type_: str, id_: str,
@@ -288,6 +287,57 @@ class FhirService:
             outcome = await self.writer.conditional_delete(unit, type_, criteria)
         return Result(204, version_id=outcome.resource.version_id)
 
+    # -- $validate --------------------------------------------------------------------------
+
+    async def validate(self, type_: str, id_: str | None, body: dict[str, Any] | None,
+                       pairs: list[tuple[str, str]]) -> Result:
+        """R4 operation-resource-validate: 200 with an OperationOutcome whether or not the content is valid.
+
+        ``mode=create|update|delete`` tries the real write in a transaction that is rolled back, so
+        references and the rules across resources are checked too.
+        """
+        self.check_type(type_)
+        resource, mode, profile = _validate_args(body, pairs)
+        if mode not in (None, "create", "update", "delete"):
+            raise BadRequest(f"mode must be create, update or delete, not {mode!r}", expression=("mode",))
+        if mode in ("update", "delete") and id_ is None:
+            raise BadRequest(f"mode={mode} needs the instance: POST [base]/{type_}/[id]/$validate",
+                             expression=("mode",))
+        if id_ is not None:
+            self.check_id(type_, id_)
+        if resource is None and mode != "delete":
+            raise BadRequest("$validate needs a resource (the body, or a Parameters 'resource')",
+                             details_sv="Ange resursen som ska kontrolleras.")
+        if profile is not None and resource is not None and self.hooks.profile_issues(resource, profile) is None:
+            raise BadRequest(f"Unknown profile {profile}", expression=("profile",), details_sv="Okänd profil.")
+        issues: list[Issue] = []
+        try:
+            if mode == "delete":
+                assert id_ is not None
+                async with self.store.trial() as unit:
+                    await self.writer.delete(unit, type_, id_)
+            else:
+                assert resource is not None
+                checked = self.check_structure(type_, resource)
+                if profile is not None:
+                    issues.extend(self.hooks.profile_issues(checked, profile) or [])
+                checked = self.apply_rules(checked)
+                if mode == "update" and checked.get("id") != id_:
+                    raise BadRequest(f"The resource's id must be {id_!r} for mode=update",
+                                     expression=(f"{type_}.id",))
+                if mode in ("create", "update") and not issues:
+                    async with self.store.trial() as unit:
+                        if mode == "create":
+                            await self.writer.create(unit, checked)
+                        else:
+                            await self.writer.update(unit, checked)
+        except FhirError as error:
+            issues.extend(error.issues)
+        if not issues:
+            issues = [Issue(code="informational", severity="information", diagnostics="All OK",
+                            details_sv="Inga fel hittades.")]
+        return Result(200, dumps(operation_outcome(issues)))
+
     # -- search ----------------------------------------------------------------------------
 
     def parse_search(self, type_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> SearchQuery:
@@ -348,6 +398,27 @@ class FhirService:
             }
             entries.append(({"fullUrl": self.full_url(row.type, row.id)}, row.body, after))
         return render_bundle(head, entries)
+
+
+def _validate_args(body: dict[str, Any] | None, pairs: list[tuple[str, str]]
+                   ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """(resource, mode, profile) from a Parameters body or a plain resource plus query parameters."""
+    query = dict(pairs)
+    mode, profile = query.get("mode"), query.get("profile")
+    if body is not None and body.get("resourceType") == "Parameters":
+        resource = None
+        for parameter in body.get("parameter") or []:
+            if not isinstance(parameter, dict):
+                continue
+            name = parameter.get("name")
+            if name == "resource" and isinstance(parameter.get("resource"), dict):
+                resource = parameter["resource"]
+            elif name == "mode":
+                mode = parameter.get("valueCode", mode)
+            elif name == "profile":
+                profile = parameter.get("valueUri") or parameter.get("valueCanonical") or profile
+        return resource, mode, profile
+    return body, mode, profile
 
 
 def _history_args(pairs: list[tuple[str, str]], default_count: int, max_count: int) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""``$patientkontrakt``: the whole agreement in one Bundle (OperationDefinition in fhir_profiles).
+
+One round trip for the patient view and for an EHR: the Patient, the agreement (CarePlan) with
+its activities in time order, its CareTeam (with the history of fast vårdkontakt), the goals
+(the patient's own first), booked Appointments in time order, the PractitionerRoles,
+Practitioners and Organizations all of these name, and the Provenance of changes to the team.
+
+``Patient/{id}/$patientkontrakt`` gives every agreement that is active or on hold; when there is
+none, the Bundle holds the Patient and an OperationOutcome saying so. ``CarePlan/{id}/$patientkontrakt``
+gives that agreement whatever its status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from patientkontrakt.domain import codes
+from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
+from patientkontrakt.fhir.errors import Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.indexing import parse_reference, reference_elements
+from patientkontrakt.fhir.rendering import dumps, render_bundle
+from patientkontrakt.storage.repository import Store, StoredResource, Unit
+
+_ORDER = {"Patient": 0, "CarePlan": 1, "CareTeam": 2, "Goal": 3, "Appointment": 4, "PractitionerRole": 5,
+          "Practitioner": 6, "Organization": 7, "Provenance": 8}
+_FOLLOWED = frozenset({"Patient", "CareTeam", "Goal", "Appointment", "PractitionerRole", "Practitioner",
+                       "Organization"})
+MAX_RESOURCES = 500
+
+
+def _start(value: Any) -> str:
+    """Sort key: the start of a Period/Timing/dateTime as an ISO instant; no time sorts last."""
+    try:
+        if isinstance(value, str):
+            return format_instant(parse_range(value)[0])
+        if isinstance(value, dict):
+            if "start" in value:
+                return _start(value["start"])
+            events = value.get("event") or []
+            if events:
+                return _start(events[0])
+            bounds = (value.get("repeat") or {}).get("boundsPeriod")
+            if bounds:
+                return _start(bounds)
+    except DateFormatError:
+        pass
+    return "9999"
+
+
+def _activity_start(activity: dict[str, Any], appointments: dict[str, dict[str, Any]]) -> str:
+    detail = activity.get("detail") or {}
+    for key in ("scheduledPeriod", "scheduledTiming", "scheduledString"):
+        if key in detail:
+            return _start(detail[key])
+    reference = (activity.get("reference") or {}).get("reference", "")
+    appointment = appointments.get(reference.split("/_history", 1)[0])
+    return _start(appointment.get("start")) if appointment else "9999"
+
+
+class AgreementOverview:
+    def __init__(self, store: Store, base: str) -> None:
+        self._store = store
+        self._base = base
+
+    async def for_patient(self, patient_id: str) -> bytes:
+        async with self._store.reading() as unit:
+            return await self._for_patient(unit, patient_id)
+
+    async def for_plan(self, plan_id: str) -> bytes:
+        async with self._store.reading() as unit:
+            return await self._for_plan(unit, plan_id)
+
+    async def _for_patient(self, unit: Unit, patient_id: str) -> bytes:
+        patient = await unit.get("Patient", patient_id)
+        if patient is None:
+            raise NotFound(f"Patient/{patient_id} is not known", details_sv="Patienten finns inte.")
+        if patient.deleted:
+            raise Gone(f"Patient/{patient_id} was deleted", details_sv="Patienten har tagits bort.")
+        pks = await unit.referencing("CarePlan", "subject", [("Patient", patient_id)], 50)
+        plans = [
+            p for p in await unit.get_by_pks(pks)
+            if not p.deleted and self._is_open_agreement(orjson.loads(p.body))
+        ]
+        if not plans:
+            note = Issue(code="not-found", severity="information",
+                         diagnostics=f"Patient/{patient_id} has no active Patientkontrakt",
+                         details_sv="Du har inget gällande patientkontrakt just nu.")
+            return self._bundle([patient], outcome=note)
+        return self._bundle(await self._collect(unit, [patient, *plans]))
+
+    async def _for_plan(self, unit: Unit, plan_id: str) -> bytes:
+        plan = await unit.get("CarePlan", plan_id)
+        if plan is None:
+            raise NotFound(f"CarePlan/{plan_id} is not known", details_sv="Patientkontraktet finns inte.")
+        if plan.deleted:
+            raise Gone(f"CarePlan/{plan_id} was deleted", details_sv="Patientkontraktet har tagits bort.")
+        return self._bundle(await self._collect(unit, [plan]))
+
+    @staticmethod
+    def _is_open_agreement(plan: dict[str, Any]) -> bool:
+        categories = plan.get("category") or []
+        is_agreement = any(
+            c.get("system") == codes.CAREPLAN_CATEGORY and c.get("code") == codes.PATIENTKONTRAKT
+            for concept in categories for c in concept.get("coding", [])
+        )
+        return is_agreement and plan.get("status") in ("active", "on-hold")
+
+    async def _collect(self, unit: Unit, start: list[StoredResource]) -> list[StoredResource]:
+        """Everything the agreement reaches, following references among the types we hold."""
+        found = {(r.type, r.id): r for r in start}
+        frontier = list(start)
+        while frontier and len(found) < MAX_RESOURCES:
+            wanted: set[tuple[str, str]] = set()
+            for resource in frontier:
+                for _, element in reference_elements(orjson.loads(resource.body)):
+                    parsed = parse_reference(element["reference"], self._base)
+                    if parsed.type in _FOLLOWED and parsed.id and (parsed.type, parsed.id) not in found:
+                        wanted.add((parsed.type, parsed.id))
+            frontier = await unit.get_many(wanted)
+            found.update(((r.type, r.id), r) for r in frontier)
+        teams = [key for key in found if key[0] == "CareTeam"]
+        if teams:
+            pks = await unit.referencing("Provenance", "target", teams, 100)
+            found.update(((r.type, r.id), r) for r in await unit.get_by_pks(pks) if not r.deleted)
+        return list(found.values())
+
+    def _bundle(self, resources: Iterable[StoredResource], outcome: Issue | None = None) -> bytes:
+        parsed = {(r.type, r.id): orjson.loads(r.body) for r in resources}
+        appointments = {f"Appointment/{i}": body for (t, i), body in parsed.items() if t == "Appointment"}
+        entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = []
+
+        def sort_key(item: tuple[tuple[str, str], dict[str, Any]]) -> tuple[Any, ...]:
+            (type_, id_), body = item
+            if type_ == "Goal":
+                own = ((body.get("expressedBy") or {}).get("reference", "")).startswith("Patient/")
+                return (_ORDER[type_], 0 if own else 1, id_)
+            if type_ == "Appointment":
+                return (_ORDER[type_], _start(body.get("start")), id_)
+            return (_ORDER.get(type_, 9), "", id_)
+
+        for (type_, id_), body in sorted(parsed.items(), key=sort_key):
+            if type_ == "CarePlan" and body.get("activity"):
+                body = {**body, "activity": sorted(body["activity"], key=lambda a: _activity_start(a, appointments))}
+            entries.append(({"fullUrl": f"{self._base}/{type_}/{id_}"}, dumps(body), {}))
+        if outcome is not None:
+            entries.append(({}, dumps(operation_outcome([outcome])), {}))
+        head = {
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "meta": {"lastUpdated": format_instant(now_utc())},
+            "type": "collection",
+            "timestamp": format_instant(now_utc()),
+        }
+        return render_bundle(head, entries)
