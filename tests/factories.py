@@ -13,7 +13,9 @@ PNR = "http://electronichealth.se/identifier/personnummer"
 HSA = "urn:oid:1.2.752.29.4.19"
 
 
-def patient(pnr: str = "191212121212", family: str = "Tolvansson", given: str = "Tolvan", **extra: Any) -> dict[str, Any]:
+def patient(
+    pnr: str = "191212121212", family: str = "Tolvansson", given: str = "Tolvan", **extra: Any
+) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
         "identifier": [{"system": PNR, "value": pnr}],

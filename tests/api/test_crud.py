@@ -70,7 +70,8 @@ def test_update_creates_with_client_id(client: TestClient) -> None:
 def test_update_id_must_match_url(client: TestClient) -> None:
     assert client.put("/fhir/Patient/a", json={**patient(), "id": "b"}).status_code == 400
     assert client.put("/fhir/Patient/a", json=patient()).status_code == 400
-    assert client.put("/fhir/Patient/a", json={**patient(), "resourceType": "Practitioner", "id": "a"}).status_code == 400
+    wrong_type = {**patient(), "resourceType": "Practitioner", "id": "a"}
+    assert client.put("/fhir/Patient/a", json=wrong_type).status_code == 400
 
 
 def test_if_match_mismatch_is_412_and_changes_nothing(client: TestClient) -> None:

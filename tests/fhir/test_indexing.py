@@ -321,7 +321,8 @@ def test_reference_rows_from_resources() -> None:
         ("Patient/", ParsedReference("Patient", None, "Patient/")),
         ("Patient/a b", ParsedReference("Patient", None, "Patient/a b")),
         ("Patient/" + "a" * 65, ParsedReference("Patient", None, "Patient/" + "a" * 65)),
-        ("http://other.example/" + "A" * 70 + "/1", ParsedReference(None, None, "http://other.example/" + "A" * 70 + "/1")),
+        ("http://other.example/" + "A" * 70 + "/1",
+         ParsedReference(None, None, "http://other.example/" + "A" * 70 + "/1")),
     ],
 )
 def test_parse_reference_forms(reference: str, expected: ParsedReference) -> None:

@@ -195,7 +195,12 @@ def test_choice_element_yields_each_json_name_with_its_type() -> None:
 
 @pytest.mark.parametrize(
     "expression",
-    ["(Goal.target.due as date)", "Goal.target.due as date", "Goal.target.due.as(date)", "Goal.target.due.ofType(date)"],
+    [
+        "(Goal.target.due as date)",
+        "Goal.target.due as date",
+        "Goal.target.due.as(date)",
+        "Goal.target.due.ofType(date)",
+    ],
 )
 def test_cast_forms_narrow_a_choice_to_one_type(expression: str) -> None:
     got = compile_expression(DEFS, "Goal", expression).evaluate(RESOURCES["goal-walk"])

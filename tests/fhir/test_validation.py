@@ -339,3 +339,22 @@ def test_validation_does_not_change_the_resource() -> None:
     before = copy.deepcopy(resource)
     VALIDATOR.validate(resource)
     assert resource == before
+
+
+@pytest.mark.parametrize("bad", ["a\u0000b", "a\u0007b", "\u001b[31m", "a\u000bb"])
+def test_control_characters_are_refused_in_every_string(bad: str) -> None:
+    resource = example("patient-tolvan")
+    resource["name"][0]["family"] = bad
+    resource["extension"][0]["valueString"] = bad
+    resource["contained"] = [{"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": bad}}]
+    assert where(issues_of(resource)) == {
+        "Patient.name[0].family": "value",
+        "Patient.extension[0].valueString": "value",
+        "Patient.contained[0].code.text": "value",
+    }
+
+
+def test_tab_carriage_return_and_line_feed_are_allowed() -> None:
+    resource = example("patient-tolvan")
+    resource["name"][0]["text"] = "Tolvan\tÅke\r\nTolvansson"
+    VALIDATOR.validate(resource)
