@@ -11,6 +11,8 @@ import asyncio
 import os
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from patientkontrakt.config import Settings, get_settings
 from patientkontrakt.storage.database import DatabaseNotMigrated, create_engine, ensure_migrated, migrate
 from patientkontrakt.storage.repository import Store
@@ -31,7 +33,11 @@ examples:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     url = get_settings().database_url
-    migrate(url)
+    try:
+        migrate(url)
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"patientkontrakt: cannot migrate {_safe(url)}: {exc}", file=sys.stderr)
+        return 1
     print(f"database is up to date: {_safe(url)}")
     return 0
 

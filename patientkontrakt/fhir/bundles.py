@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from patientkontrakt.fhir.dates import format_instant
 from patientkontrakt.fhir.errors import BadRequest, FhirError, Issue, NotFound
 from patientkontrakt.fhir.indexing import reference_elements
 from patientkontrakt.fhir.rendering import render_bundle
@@ -341,6 +342,7 @@ class BundleProcessor:
             body=result.body,
             location=self.service.location(stored) if outcome.status == 201 else None,
             version_id=stored.version_id,
+            last_modified=format_instant(stored.last_updated),
         )
 
     # -- batch -----------------------------------------------------------------------------
@@ -393,6 +395,8 @@ class BundleProcessor:
                 out["location"] = response.location
             if response.version_id is not None:
                 out["etag"] = f'W/"{response.version_id}"'
+            if response.last_modified is not None:
+                out["lastModified"] = response.last_modified
             if response.outcome is not None:
                 out["outcome"] = response.outcome
             entries.append(({}, response.body, {"response": out}))

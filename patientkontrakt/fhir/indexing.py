@@ -234,8 +234,12 @@ def _reference(value: Any, type_: str, base: str) -> list[dict[str, Any]]:
     return []
 
 
-def _uri(value: Any, _type: str, _base: str) -> list[dict[str, Any]]:
-    return [{"uri": cut(value)}] if isinstance(value, str) else []
+def _uri(value: Any, type_: str, _base: str) -> list[dict[str, Any]]:
+    if not isinstance(value, str):
+        return []
+    if type_ == "canonical":
+        value = value.split("|", 1)[0]  # canonical|version: search by the canonical URL
+    return [{"uri": cut(value)}]
 
 
 _EXTRACTORS = {

@@ -359,7 +359,7 @@ def test_uri_rows() -> None:
     assert extract("uri", {"not": "a uri"}, "uri") == []
     assert rows(example("patient-tolvan"), "uri", "_profile") == [
         {"uri": "https://patientkontrakt.se/fhir/StructureDefinition/pk-patient"},
-        {"uri": "http://hl7.se/fhir/ig/base/StructureDefinition/SEBasePatient|1.0.0"},
+        {"uri": "http://hl7.se/fhir/ig/base/StructureDefinition/SEBasePatient"},
     ]
 
 
