@@ -61,22 +61,27 @@ def _has_code(concepts: Any, system: str, code: str) -> bool:
     return False
 
 
-def is_current(period: Any, today: datetime.date) -> bool:
-    """A role's period is current when it has started and has no end, or ends today or later."""
+def is_current(period: Any, now: datetime.datetime) -> bool:
+    """A role's period is current when it has started (today or earlier) and has not ended. A date-only
+    ``end`` is the last day the role is held; an ``end`` with a time is the instant the role passed to
+    someone else (what ``_keep_closed_contacts`` writes), so the successor alone is current from then."""
     if not isinstance(period, dict):
         return False
     try:
-        if "start" in period and parse_range(period["start"])[0].date() > today:
+        if "start" in period and parse_range(period["start"])[0].date() > now.date():
             return False
-        return "end" not in period or parse_range(period["end"])[1].date() >= today
+        if "end" not in period:
+            return True
+        low, high = parse_range(period["end"])
+        return low > now if "T" in period["end"] else high.date() >= now.date()
     except DateFormatError:
         return False
 
 
-def current_members(team: dict[str, Any], role: str, today: datetime.date) -> list[dict[str, Any]]:
+def current_members(team: dict[str, Any], role: str, now: datetime.datetime) -> list[dict[str, Any]]:
     return [
         p for p in team.get("participant", [])
-        if _has_code(p.get("role"), codes.CARETEAM_ROLE, role) and is_current(p.get("period"), today)
+        if _has_code(p.get("role"), codes.CARETEAM_ROLE, role) and is_current(p.get("period"), now)
     ]
 
 
@@ -158,15 +163,15 @@ class PatientkontraktRules:
         return resource
 
     def _keep_closed_contacts(self, previous: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
-        today = now_utc().date()
+        now = now_utc()
         kept = {(_ref_key(p.get("member")), p.get("period", {}).get("start"))
                 for p in resource.get("participant", [])}
         closing = []
-        for participant in current_members(previous, codes.FAST_VARDKONTAKT, today):
+        for participant in current_members(previous, codes.FAST_VARDKONTAKT, now):
             key = (_ref_key(participant.get("member")), participant.get("period", {}).get("start"))
             if key not in kept:
                 closed = dict(participant)
-                closed["period"] = {**participant.get("period", {}), "end": today.isoformat()}
+                closed["period"] = {**participant.get("period", {}), "end": format_instant(now)}
                 closing.append(closed)
         if not closing:
             return resource
@@ -199,8 +204,12 @@ class PatientkontraktRules:
 
     async def _verify_plan(self, unit: Unit, plan: dict[str, Any], writer: Writer,
                            team: dict[str, Any] | None = None) -> None:
+        """The agreement's rules; ``team`` is given when the write is the CareTeam's, and the issues
+        then point at the CareTeam's elements."""
         if not _has_code(plan.get("category"), codes.CAREPLAN_CATEGORY, codes.PATIENTKONTRAKT):
             return
+        team_write = team is not None
+        where = "CareTeam.participant" if team_write else "CarePlan.careTeam[0]"
         subject = _ref_key(plan.get("subject"))
         team_key = _ref_key((plan.get("careTeam") or [None])[0])
         if team is None and team_key is not None:
@@ -208,23 +217,23 @@ class PatientkontraktRules:
             team = orjson.loads(found[0].body) if found else None
         if team is not None and _ref_key(team.get("subject")) != subject:
             raise Unprocessable(
-                "CarePlan.careTeam: the CareTeam is for another patient than the CarePlan's subject",
-                expression=("CarePlan.careTeam[0]",),
+                f"CareTeam.subject: the CareTeam is for another patient than CarePlan/{plan.get('id')}'s subject"
+                if team_write else "CarePlan.careTeam: the CareTeam is for another patient than the CarePlan's subject",
+                expression=("CareTeam.subject" if team_write else "CarePlan.careTeam[0]",),
                 details_sv="Vårdteamet gäller en annan patient än patientkontraktet.",
             )
         if plan.get("status") not in _OPEN_STATES:
             return
-        today = now_utc().date()
-        contacts = current_members(team or {}, codes.FAST_VARDKONTAKT, today)
+        contacts = current_members(team or {}, codes.FAST_VARDKONTAKT, now_utc())
         if len(contacts) != 1:
             raise Unprocessable(
                 f"An active Patientkontrakt needs exactly one current fast vårdkontakt in its CareTeam; "
                 f"found {len(contacts)}",
-                expression=("CarePlan.careTeam[0]",),
+                expression=(where,),
                 details_sv="Ett gällande patientkontrakt ska ha precis en fast vårdkontakt med giltig period.",
             )
         if await self._author_is_vardcentral(unit, plan):
-            await self._require_physician(unit, team or {})
+            await self._require_physician(unit, team or {}, where)
         if plan.get("status") == "active" and subject is not None:
             await self._one_active_per_unit(unit, plan, writer)
 
@@ -235,8 +244,8 @@ class PatientkontraktRules:
         found = await unit.get_many([key])
         return bool(found) and _has_code(orjson.loads(found[0].body).get("type"), codes.CARE_UNIT_TYPE, "vardcentral")
 
-    async def _require_physician(self, unit: Unit, team: dict[str, Any]) -> None:
-        doctors = current_members(team, codes.FAST_LAKARKONTAKT, now_utc().date())
+    async def _require_physician(self, unit: Unit, team: dict[str, Any], where: str) -> None:
+        doctors = current_members(team, codes.FAST_LAKARKONTAKT, now_utc())
         keys = [k for k in (_ref_key(p.get("member")) for p in doctors) if k and k[0] == "PractitionerRole"]
         roles = [orjson.loads(r.body) for r in await unit.get_many(keys)]
         if not any(_has_code(r.get("code"), codes.PRACTITIONER_ROLE, "doctor") and r.get("practitioner")
@@ -244,7 +253,7 @@ class PatientkontraktRules:
             raise Unprocessable(
                 "In primary care the CareTeam needs a current fast läkarkontakt who is a physician "
                 "(a PractitionerRole coded doctor with a Practitioner)",
-                expression=("CarePlan.careTeam[0]",),
+                expression=(where,),
                 details_sv="På vårdcentralen ska vårdteamet ha en fast läkarkontakt som är läkare.",
             )
 
@@ -286,11 +295,11 @@ class PatientkontraktRules:
                           context: WriteContext, writer: Writer) -> None:
         if stored.type != "CareTeam" or existing is None or existing.deleted or context.provenance is not None:
             return
-        today = now_utc().date()
+        now = now_utc()
         before = {_ref_key(p.get("member")) for p in current_members(orjson.loads(existing.body),
-                                                                      codes.FAST_VARDKONTAKT, today)}
+                                                                      codes.FAST_VARDKONTAKT, now)}
         team = orjson.loads(stored.body)
-        after = {_ref_key(p.get("member")) for p in current_members(team, codes.FAST_VARDKONTAKT, today)}
+        after = {_ref_key(p.get("member")) for p in current_members(team, codes.FAST_VARDKONTAKT, now)}
         if before == after:
             return
         agent = (team.get("managingOrganization") or [None])[0]

@@ -332,7 +332,8 @@ class FhirService:
                         else:
                             await self.writer.update(unit, checked)
         except FhirError as error:
-            issues.extend(error.issues)
+            # The type's own profile may be the one named in ``profile``: report each issue once.
+            issues.extend(i for i in error.issues if i not in issues)
         if not issues:
             issues = [Issue(code="informational", severity="information", diagnostics="All OK",
                             details_sv="Inga fel hittades.")]
