@@ -17,6 +17,7 @@ run: $(STAMP)
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
 test: $(STAMP) postgres fhir_profiles/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

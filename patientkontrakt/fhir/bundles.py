@@ -387,7 +387,7 @@ class BundleProcessor:
     # -- rendering -------------------------------------------------------------------------
 
     def _render(self, kind: str, responses: list[_Response]) -> bytes:
-        entries = []
+        entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = []
         for response in responses:
             status = _STATUS.get(response.status, str(response.status))
             out: dict[str, Any] = {"status": status}

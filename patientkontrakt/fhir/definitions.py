@@ -229,7 +229,7 @@ class Definitions:
             nested = self.value_set_codes(vs_url)
             if nested is None:
                 return None
-            result = nested if result is None else result & nested
+            result = set(nested) if result is None else result & nested
         return result
 
 

@@ -114,7 +114,7 @@ class Unit:
         )
         if share_lock:
             query = query.with_for_update(read=True)
-        return {(t, i) for t, i in (await self.conn.execute(query)).all()}
+        return {(str(t), str(i)) for t, i in (await self.conn.execute(query)).all()}
 
     async def insert(
         self, type_: str, id_: str, version_id: int, last_updated: datetime, body: str
@@ -225,7 +225,7 @@ class Unit:
             .where(REF.target_type == type_, REF.target_id == id_, REF.resource_pk != exclude_pk)
             .limit(limit)
         )
-        return [(t, i) for t, i in (await self.conn.execute(query)).all()]
+        return [(str(t), str(i)) for t, i in (await self.conn.execute(query)).all()]
 
     async def references_from(self, pks: Sequence[int], params: Sequence[tuple[str, str]] | None,
                               target_type: str | None = None) -> list[tuple[str, str]]:
@@ -239,7 +239,7 @@ class Unit:
             query = query.where(sa.tuple_(REF.res_type, REF.param).in_(list(params)))
         if target_type is not None:
             query = query.where(REF.target_type == target_type)
-        return [(t, i) for t, i in (await self.conn.execute(query)).all()]
+        return [(str(t), str(i)) for t, i in (await self.conn.execute(query)).all()]
 
     async def referencing(self, source_type: str, param: str | None, targets: Sequence[tuple[str, str]],
                           limit: int) -> list[int]:
@@ -253,7 +253,8 @@ class Unit:
         )
         if param is not None:
             query = query.where(REF.param == param)
-        return [pk for (pk,) in (await self.conn.execute(query)).all()]
+        pks: list[int] = list((await self.conn.execute(query)).scalars())
+        return pks
 
     # -- search ----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ R = RESOURCE.c
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 Condition = ColumnElement[bool]
+Column = ColumnElement[Any]
 
 
 def _escape_like(value: str) -> str:
@@ -48,7 +49,7 @@ class QueryBuilder:
             conditions.append(self._criterion(query.type, criterion, R.pk, R.res_id, R.last_updated))
         return conditions
 
-    def _criterion(self, type_: str, criterion: Criterion, pk: Any, res_id: Any, updated: Any) -> Condition:
+    def _criterion(self, type_: str, criterion: Criterion, pk: Column, res_id: Column, updated: Column) -> Condition:
         param = criterion.param
         if criterion.chain:
             return self._chain(type_, criterion, pk)
@@ -69,7 +70,7 @@ class QueryBuilder:
             return pk.not_in(subquery)
         return pk.in_(subquery)
 
-    def _chain(self, type_: str, criterion: Criterion, pk: Any) -> Condition:
+    def _chain(self, type_: str, criterion: Criterion, pk: Column) -> Condition:
         ref = INDEX_TABLES["reference"]
         target = RESOURCE.alias("chained")
         options = []
@@ -133,7 +134,7 @@ class QueryBuilder:
     def _date(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:
         return self._date_condition(criterion, value, table.c.low, table.c.high)
 
-    def _date_condition(self, criterion: Criterion, value: str, low: Any, high: Any) -> Condition:
+    def _date_condition(self, criterion: Criterion, value: str, low: Column, high: Column) -> Condition:
         prefix = value[:2] if value[:2] in _PREFIXES else "eq"
         text = value[2:] if value[:2] in _PREFIXES else value
         try:
