@@ -281,6 +281,13 @@ class Writer:
         if found is None:
             if "id" in resource and not ID_PATTERN.match(str(resource["id"])):
                 raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
+            existing = await unit.get(type_, str(resource["id"]), lock=True) if "id" in resource else None
+            if existing is not None and not existing.deleted:
+                raise Conflict(f"No {type_} matches {criteria!r}, but the body's id names the existing "
+                               f"{type_}/{existing.id}", expression=(f"{type_}.id",),
+                               details_sv="Villkoret matchar ingen resurs, men id i innehållet finns redan.")
+            if existing is not None:
+                return await self.update(unit, resource, if_match=if_match, context=context)
             return await self.create(unit, resource, assigned_id=resource.get("id"), context=context)
         if resource.get("id", found.id) != found.id:
             raise InvalidResource(

@@ -1,7 +1,9 @@
 """Interop: the ``fhirpy`` client against the real server process (uvicorn on a free port).
 
 The server is started the way an operator starts it (``python -m patientkontrakt.cli serve``)
-on the session's PostgreSQL database; each test gets that database emptied (``clean_pg``).
+on the session's PostgreSQL database; each test gets that database emptied (``clean_pg``). The
+server enforces the Patientkontrakt profiles and rules, so the resources are our profile
+examples, created through fhirpy (the server assigns the ids; references are rewritten).
 
 fhirpy 2.x cannot send ``If-Match`` from ``save()``/``update()``; the version-checked update
 goes through ``SyncFHIRClient._do_request(..., extra_headers={"If-Match": ...})``, the method
@@ -29,11 +31,12 @@ from fhirpy.base.exceptions import MultipleResourcesFound, ResourceNotFound
 from fhirpy.lib import SyncFHIRResource
 
 from patientkontrakt.config import PROJECT_ROOT
-from tests.factories import PNR, care_plan, care_team, organization, patient
 
 pytestmark = pytest.mark.slow
 
 STARTUP_SECONDS = 30
+# Creation order of the examples: every reference points at something created before.
+_ORDER = ["Organization", "Practitioner", "PractitionerRole", "Patient", "CareTeam", "Goal", "Appointment", "CarePlan"]
 
 
 @dataclass
@@ -110,9 +113,35 @@ def fhir(server: Server, clean_pg: str) -> Iterator[SyncFHIRClient]:
     assert server.process.poll() is None, "the server died during the test"
 
 
-def _new(client: SyncFHIRClient, data: dict[str, Any]) -> SyncFHIRResource:
-    body = {k: v for k, v in data.items() if k != "resourceType"}
-    return client.resource(data["resourceType"], **body)
+def _examples() -> list[dict[str, Any]]:
+    examples = [json.loads(path.read_text()) for path in
+                (PROJECT_ROOT / "fhir_profiles" / "profiles").glob("*-pk-example-*.json")]
+    return sorted((e for e in examples if e["resourceType"] in _ORDER),
+                  key=lambda e: (_ORDER.index(e["resourceType"]), "partOf" in e, e["id"]))
+
+
+def _rewrite(node: Any, ids: dict[str, str]) -> Any:
+    """``node`` with every reference to an example replaced by the created resource."""
+    if isinstance(node, dict):
+        return {k: ids.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, ids)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite(item, ids) for item in node]
+    return node
+
+
+def _create_examples(client: SyncFHIRClient) -> dict[str, SyncFHIRResource]:
+    """Every example, POSTed by fhirpy; keyed by the example's ``Type/id``."""
+    created: dict[str, SyncFHIRResource] = {}
+    ids: dict[str, str] = {}
+    for example in _examples():
+        key = f"{example['resourceType']}/{example['id']}"
+        body = {k: v for k, v in _rewrite(example, ids).items() if k not in ("resourceType", "id")}
+        resource = client.resource(example["resourceType"], **body)
+        resource.save()
+        assert resource.id and resource.id != example["id"] and resource["meta"]["versionId"] == "1"
+        created[key], ids[key] = resource, f"{example['resourceType']}/{resource.id}"
+    return created
 
 
 def _outcome(error: Exception) -> dict[str, Any]:
@@ -130,25 +159,23 @@ def test_metadata_names_the_configured_base(fhir: SyncFHIRClient, server: Server
 
 
 def test_create_read_search_include_update_delete(fhir: SyncFHIRClient) -> None:
-    org = _new(fhir, organization())
-    org.save()
-    assert org.id and org["meta"]["versionId"] == "1"
-
-    pat = _new(fhir, patient(managingOrganization={"reference": f"Organization/{org.id}"}))
-    pat.save()
-    team = _new(fhir, care_team(pat.id, [f"Organization/{org.id}"]))
-    team.save()
-    plan = _new(fhir, care_plan(pat.id, team.id, author={"reference": f"Organization/{org.id}"}))
-    plan.save()
+    created = _create_examples(fhir)
+    org = created["Organization/pk-example-org-vc-norr"]
+    pat = created["Patient/pk-example-patient-tolvan"]
+    team = created["CareTeam/pk-example-vardteam-tolvan"]
+    plan = created["CarePlan/pk-example-patientkontrakt-tolvan"]
 
     # read: by reference and by type/id
     read = fhir.reference("Patient", pat.id).to_resource()
     assert read["name"][0]["family"] == "Tolvansson"
-    assert read["managingOrganization"]["reference"] == f"Organization/{org.id}"
-    assert fhir.get("CarePlan", plan.id)["careTeam"][0]["reference"] == f"CareTeam/{team.id}"
+    assert read["generalPractitioner"][0]["reference"] == f"Organization/{org.id}"
+    stored_plan = fhir.get("CarePlan", plan.id)
+    assert stored_plan["careTeam"][0]["reference"] == f"CareTeam/{team.id}"
+    assert stored_plan["author"]["reference"] == f"Organization/{org.id}"
 
     # search: token, and reference with _include
-    found = fhir.resources("Patient").search(identifier=f"{PNR}|191212121212").get()
+    identifier = read["identifier"][0]
+    found = fhir.resources("Patient").search(identifier=f"{identifier['system']}|{identifier['value']}").get()
     assert found.id == pat.id
     plans = fhir.resources("CarePlan").search(patient=pat).include("CarePlan", "care-team")
     assert [p.id for p in plans.fetch()] == [plan.id]
