@@ -1,0 +1,66 @@
+"""EXPLAIN (ANALYZE, BUFFERS) of the SQL the server runs for the search scenario.
+
+The statements are not written by hand: the search runs through the server's own code
+(``FhirService.parse_search`` and ``search_engine.find``, the same calls ``FhirService.search``
+makes) against the benchmark database, and every statement SQLAlchemy executes on the way is
+captured (``before_execute``) and compiled for PostgreSQL with literal binds. Each is then run
+once to warm the cache and explained with ANALYZE and BUFFERS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+
+from bench.database import asyncpg_dsn
+from patientkontrakt.config import Settings
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.repository import Store
+
+
+def compile_literal(statement: Any) -> str:
+    return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """The statements one search executes, in order, as literal PostgreSQL SQL."""
+    engine = create_engine(database_url, pool_size=1)
+    store = Store(engine)
+    captured: list[str] = []
+
+    def capture(_conn: Any, clauseelement: Any, *_args: Any) -> None:
+        if isinstance(clauseelement, sa.sql.ClauseElement) and not isinstance(clauseelement, sa.TextClause):
+            captured.append(compile_literal(clauseelement))
+
+    try:
+        service = build_service(Settings(database_url=database_url), store)
+        query = service.parse_search(type_, pairs, Preferences())
+        event.listen(engine.sync_engine, "before_execute", capture)
+        async with store.reading() as unit:
+            page = await service.search_engine.find(unit, query)
+        event.remove(engine.sync_engine, "before_execute", capture)
+        if not page.matches:
+            raise RuntimeError(f"the search {type_}?{pairs} found nothing: the data is not what the bench expects")
+    finally:
+        await store.dispose()
+    return captured
+
+
+async def explain(database_url: str, type_: str, pairs: list[tuple[str, str]], header: str) -> str:
+    statements = await search_sql(database_url, type_, pairs)
+    parts = [header]
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        for number, sql in enumerate(statements, 1):
+            await conn.fetch(sql)
+            plan = [row[0] for row in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")]
+            parts.append(f"-- statement {number} of {len(statements)}\n{sql};\n\n" + "\n".join(plan))
+    finally:
+        await conn.close()
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,252 @@
+"""Bulk loading of synthetic agreements, storing exactly what the server stores.
+
+A resource reaches the database through the server's own code: the domain's ``prepare`` hook
+(profile validation, identifier normalisation, the profile stamp in ``meta``; run for real on
+every ``VERIFY_EVERY``-th agreement, whose result must equal the fast path byte for byte),
+``writes.versioned_body`` (``meta.versionId``/``lastUpdated``, as ``Writer.store`` builds the
+body), ``orjson`` for the text, and ``Indexer.extract`` for the search index rows. Only the
+transport differs: rows are streamed with ``COPY`` (asyncpg ``copy_records_to_table``) instead
+of one INSERT per row. Worker processes build the rows while the main process copies them in;
+secondary indexes and foreign keys are dropped for the load and rebuilt from their own catalog
+definitions afterwards, then VACUUM ANALYZE.
+
+``bench.checks.verify_against_writer`` proves the equivalence end to end on one agreement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench import synthetic
+from patientkontrakt.config import Settings
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.fhir.indexing import Indexer
+from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.fhir.writes import versioned_body
+from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.repository import Store
+from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION
+
+CHUNK = 1000  # agreements per COPY batch
+RESOURCE_COLUMNS = [c.name for c in RESOURCE.c]
+VERSION_COLUMNS = [c.name for c in RESOURCE_VERSION.c]
+INDEX_COLUMNS = {name: [c.name for c in table.c if c.name != "id"] for name, table in INDEX_TABLES.items()}
+TABLES = [RESOURCE.name, RESOURCE_VERSION.name, *(t.name for t in INDEX_TABLES.values())]
+
+Records = dict[str, list[tuple[Any, ...]]]
+_EPOCH = datetime(2026, 1, 1)
+
+# Every VERIFY_EVERY-th agreement goes through the domain's prepare hook for real (profile
+# validation, identifier normalisation, profile stamp) and must come out byte-identical to the
+# fast path; the others get the ``meta`` that hook gave the same kind of resource in agreement 0.
+VERIFY_EVERY = 100
+
+_service: FhirService | None = None
+_base = ""
+_meta: dict[str, dict[str, Any]] = {}
+
+
+def local_base() -> str:
+    """The FHIR base the rows are extracted with (all bench references are relative)."""
+    return Settings().fhir_base
+
+
+def offline_service(base_url: str | None = None) -> FhirService:
+    """The server's FhirService with its domain rules, on an engine that is never connected."""
+    url = "postgresql+asyncpg://bench@127.0.0.1/unused"
+    settings = Settings(database_url=url, **({"base_url": base_url} if base_url else {}))
+    return build_service(settings, Store(create_engine(url, pool_size=1)))
+
+
+def _init_worker(base: str) -> None:
+    global _service, _base, _meta
+    _service = offline_service()
+    _base = base
+    _meta = {}
+    for resource in synthetic.agreement(0):
+        prepared = _service.apply_rules(copy.deepcopy(resource))
+        _meta.setdefault(resource["resourceType"], prepared.get("meta", {}))
+
+
+def _text(resource: dict[str, Any]) -> bytes:
+    return orjson.dumps(versioned_body(resource, 1, _EPOCH))
+
+
+def prepared_agreement(i: int) -> list[dict[str, Any]]:
+    """Agreement ``i`` as the server's ``prepare`` leaves it (see VERIFY_EVERY)."""
+    assert _service is not None
+    resources = synthetic.agreement(i)
+    fast = [{**r, "meta": _meta[r["resourceType"]]} for r in resources]
+    if i % VERIFY_EVERY:
+        return fast
+    real = [_service.apply_rules(copy.deepcopy(r)) for r in resources]
+    for mine, theirs in zip(fast, real, strict=True):
+        if _text(mine) != _text(theirs):
+            raise AssertionError(f"{mine['resourceType']}/{mine['id']}: the bulk form differs from what the "
+                                 f"server's prepare hook makes of it:\n{_text(mine)!r}\n{_text(theirs)!r}")
+    return real
+
+
+def stored_form(resource: dict[str, Any], indexer: Indexer, base: str
+                ) -> tuple[datetime, str, dict[str, list[dict[str, Any]]]]:
+    """(last_updated, body text, index rows by table) of a prepared ``resource`` as version 1."""
+    now = now_utc()
+    body = versioned_body(resource, 1, now)
+    rows = indexer.extract(body, base)
+    return now, orjson.dumps(body).decode(), dict(rows.tables())
+
+
+def build_chunk(bounds: tuple[int, int]) -> Records:
+    """COPY records for agreements ``start..stop-1``; pk and seq are ``11 * i + k + 1``."""
+    assert _service is not None
+    start, stop = bounds
+    out: Records = {name: [] for name in TABLES}
+    resources, versions = out[RESOURCE.name], out[RESOURCE_VERSION.name]
+    for i in range(start, stop):
+        for k, resource in enumerate(prepared_agreement(i)):
+            pk = synthetic.RESOURCES_PER_AGREEMENT * i + k + 1
+            type_, id_ = resource["resourceType"], resource["id"]
+            now, text, tables = stored_form(resource, _service.indexer, _base)
+            resources.append((pk, type_, id_, 1, now, False, text))
+            versions.append((pk, type_, id_, 1, now, "POST", False, text))
+            for name, rows in tables.items():
+                columns = INDEX_COLUMNS[name]
+                target = out[INDEX_TABLES[name].name]
+                for row in rows:
+                    full = {**row, "resource_pk": pk, "res_type": type_}
+                    target.append(tuple(full.get(c) for c in columns))
+    return out
+
+
+def _chunks(agreements: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, agreements, CHUNK):
+        yield start, min(agreements, start + CHUNK)
+
+
+@dataclass
+class _Ddl:
+    drop: list[str]
+    create_first: list[str]  # unique constraints and plain indexes
+    create_last: list[str]  # foreign keys
+
+
+async def _secondary_ddl(conn: asyncpg.Connection) -> _Ddl:
+    """Drop/recreate statements for everything but primary keys, from the catalog itself."""
+    ddl = _Ddl([], [], [])
+    constraints = await conn.fetch(
+        """SELECT c.conrelid::regclass::text AS tbl, c.conname, c.contype, pg_get_constraintdef(c.oid) AS def
+           FROM pg_constraint c WHERE c.conrelid::regclass::text = ANY($1::text[]) AND c.contype IN ('u', 'f')
+           ORDER BY c.contype DESC, c.conname""",
+        TABLES,
+    )
+    for row in constraints:
+        ddl.drop.append(f'ALTER TABLE {row["tbl"]} DROP CONSTRAINT "{row["conname"]}"')
+        target = ddl.create_last if row["contype"] == "f" else ddl.create_first
+        target.append(f'ALTER TABLE {row["tbl"]} ADD CONSTRAINT "{row["conname"]}" {row["def"]}')
+    indexes = await conn.fetch(
+        """SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def
+           FROM pg_index i WHERE i.indrelid::regclass::text = ANY($1::text[])
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+           ORDER BY 1""",
+        TABLES,
+    )
+    for row in indexes:
+        ddl.drop.append(f'DROP INDEX "{row["name"]}"')
+        ddl.create_first.append(row["def"])
+    return ddl
+
+
+async def _run_parallel(dsn: str, statements: list[str], connections: int) -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for statement in statements:
+        queue.put_nowait(statement)
+
+    async def worker() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("SET maintenance_work_mem = '256MB'")
+            while not queue.empty():
+                await conn.execute(queue.get_nowait())
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+
+
+@dataclass
+class LoadStats:
+    agreements: int
+    resources: int
+    index_rows: int
+    seconds_generate_copy: float
+    seconds_indexes: float
+    seconds_vacuum: float
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_generate_copy + self.seconds_indexes + self.seconds_vacuum
+
+
+async def load(dsn: str, agreements: int, jobs: int, progress: bool = True) -> LoadStats:
+    """Load agreements ``0..agreements-1`` into the migrated, empty database at ``dsn``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET synchronous_commit = off")
+        ddl = await _secondary_ddl(conn)
+        for statement in ddl.drop:
+            await conn.execute(statement)
+        started = time.perf_counter()
+        resources = index_rows = 0
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(max(1, jobs), initializer=_init_worker, initargs=(local_base(),)) as pool:
+            for records in pool.imap(build_chunk, _chunks(agreements)):
+                for table, rows in records.items():
+                    if not rows:
+                        continue
+                    columns = (RESOURCE_COLUMNS if table == RESOURCE.name else VERSION_COLUMNS
+                               if table == RESOURCE_VERSION.name else INDEX_COLUMNS[_index_name(table)])
+                    await conn.copy_records_to_table(table, records=rows, columns=columns)
+                resources += len(records[RESOURCE.name])
+                index_rows += sum(len(r) for t, r in records.items() if t.startswith("idx_"))
+                if progress and (resources // synthetic.RESOURCES_PER_AGREEMENT) % 10_000 == 0:
+                    done = resources // synthetic.RESOURCES_PER_AGREEMENT
+                    rate = resources / (time.perf_counter() - started)
+                    print(f"  loaded {done:,}/{agreements:,} agreements ({rate:,.0f} resources/s)", flush=True)
+        copied = time.perf_counter()
+        for table, column in ((RESOURCE.name, "pk"), (RESOURCE_VERSION.name, "seq")):
+            await conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                f"(SELECT coalesce(max({column}), 1) FROM {table}))"
+            )
+    finally:
+        await conn.close()
+    await _run_parallel(dsn, ddl.create_first, connections=2)
+    await _run_parallel(dsn, ddl.create_last, connections=2)
+    indexed = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+    finally:
+        await conn.close()
+    vacuumed = time.perf_counter()
+    return LoadStats(agreements, resources, index_rows, copied - started, indexed - copied, vacuumed - indexed)
+
+
+def _index_name(table: str) -> str:
+    return next(name for name, t in INDEX_TABLES.items() if t.name == table)
+
+
+def default_jobs() -> int:
+    return max(1, (os.cpu_count() or 2))

@@ -1,0 +1,150 @@
+"""Machine facts, target checks, the printed table and ``bench/results/latest.json``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+TARGET_READ_RATIO = 0.70
+TARGET_SEARCH_P99_MS = 50.0
+TARGET_SEARCH_GROWTH = 2.0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+async def machine_info(dsn: str, wrk: str | None) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        pg_version = await conn.fetchval("SELECT version()")
+        settings = {name: await conn.fetchval(f"SHOW {name}") for name in
+                    ("shared_buffers", "work_mem", "effective_cache_size", "max_connections", "synchronous_commit")}
+    finally:
+        await conn.close()
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), "0")
+    import fastapi
+    import uvicorn
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": round(int(memory) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+        "postgresql_settings": settings,
+        "uvicorn": uvicorn.__version__,
+        "fastapi": fastapi.__version__,
+        "load_generator": wrk or "python httpx client",
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def ratios(run: dict[str, Any]) -> dict[str, float]:
+    ours, base = run.get("scenarios", {}), run.get("baselines", {})
+    out: dict[str, float] = {}
+    pairs = (("read_vs_fastapi", "read", "fastapi_read"), ("read_compare_vs_fastapi", "read_compare", "fastapi_read"),
+             ("read_vs_db_select", "read", "db_select"),
+             ("create_vs_db_insert", "create", "db_insert"))
+    for key, mine, theirs in pairs:
+        if mine in ours and theirs in base and base[theirs]["rps"]:
+            out[key] = round(ours[mine]["rps"] / base[theirs]["rps"], 3)
+    return out
+
+
+def targets(runs: dict[str, dict[str, Any]], main_n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    main = runs.get(str(main_n), {})
+    read_ratio = main.get("ratios", {}).get("read_vs_fastapi")
+    if read_ratio is not None:
+        out["read_vs_fastapi"] = {"target": f">= {TARGET_READ_RATIO:.0%} of the bare FastAPI req/s",
+                                  "value": read_ratio, "met": read_ratio >= TARGET_READ_RATIO}
+    at_10k = runs.get("10000", {}).get("scenarios", {})
+    for key, label in (("search", "search_p99_at_10000"), ("search_1conn", "search_p99_at_10000_1conn")):
+        if key in at_10k:
+            value = at_10k[key]["p99_ms"]
+            out[label] = {"target": f"< {TARGET_SEARCH_P99_MS:.0f} ms", "value": value,
+                          "met": value < TARGET_SEARCH_P99_MS}
+    for key in ("search", "search_1conn"):
+        sizes = sorted(int(n) for n, run in runs.items() if key in run.get("scenarios", {}))
+        if len(sizes) < 2:
+            continue
+        first = runs[str(sizes[0])]["scenarios"][key]
+        for n in sizes[1:]:
+            other = runs[str(n)]["scenarios"][key]
+            growth = {
+                "p50": round(other["p50_ms"] / first["p50_ms"], 2) if first["p50_ms"] else None,
+                "p99": round(other["p99_ms"] / first["p99_ms"], 2) if first["p99_ms"] else None,
+                "1/throughput": round(first["rps"] / other["rps"], 2) if other["rps"] else None,
+            }
+            values = [v for v in growth.values() if v is not None]
+            out[f"{key}_growth_{sizes[0]}_to_{n}"] = {
+                "target": f"< {TARGET_SEARCH_GROWTH:.0f}x",
+                "value": growth,
+                "met": bool(values) and all(v < TARGET_SEARCH_GROWTH for v in values),
+            }
+    return out
+
+
+_ROWS = (
+    ("scenarios", "read", "read CarePlan/{id}", "fastapi_read"),
+    ("scenarios", "read_compare", "read, --compare-root", "fastapi_read"),
+    ("scenarios", "search", "search ?patient&_include", None),
+    ("scenarios", "search_1conn", "search, 1 connection", None),
+    ("scenarios", "create", "create CarePlan", "db_insert"),
+    ("scenarios", "update", "update CarePlan", None),
+    ("scenarios", "transaction", "transaction (10 entries)", None),
+    ("baselines", "fastapi_read", "baseline: bare FastAPI read", None),
+    ("baselines", "db_select", "baseline: asyncpg SELECT", None),
+    ("baselines", "db_insert", "baseline: asyncpg INSERT", None),
+)
+
+
+def table(n: int, run: dict[str, Any]) -> str:
+    lines = [
+        f"N = {n:,} agreements ({run.get('resources', 0):,} resources loaded)",
+        f"{'scenario':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} {'vs baseline':>16} {'errors':>6}"
+        f" {'srv CPU':>7} {'srv us/req':>10} {'client CPU':>10}",
+    ]
+    for group, key, label, baseline in _ROWS:
+        row = run.get(group, {}).get(key)
+        if row is None:
+            continue
+        ratio = ""
+        if baseline and baseline in run.get("baselines", {}) and run["baselines"][baseline]["rps"]:
+            ratio = f"{row['rps'] / run['baselines'][baseline]['rps']:.0%}"
+            ratio += " of FastAPI" if baseline == "fastapi_read" else " of INSERT"
+        server = f"{row['server_cpu_pct']:.0f}%" if row.get("server_cpu_pct") is not None else "-"
+        per_request = f"{row['server_cpu_us_per_req']:,}" if row.get("server_cpu_us_per_req") is not None else "-"
+        client = f"{row['client_cpu_pct']:.0f}%"
+        lines.append(f"{label:<30} {row['rps']:>8,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>8.2f} {ratio:>16}"
+                     f" {row['errors']:>6} {server:>7} {per_request:>10} {client:>10}")
+    return "\n".join(lines)
+
+
+def target_lines(checks: dict[str, Any]) -> str:
+    lines = ["targets (checked, not asserted):"]
+    for name, check in checks.items():
+        mark = "met" if check["met"] else "NOT met"
+        lines.append(f"  {name:<34} {check['target']:<38} value {check['value']}  -> {mark}")
+    return "\n".join(lines)

@@ -1,0 +1,372 @@
+"""The benchmark run: databases, servers, scenarios, baselines, report.
+
+For the main size (``--agreements``) every scenario and baseline is measured; for the other
+``--scales`` only the search (for the growth check). Each measurement is a warm-up run and a
+measured run with the same load generator, connections and duration, started when the machine
+is quiet. Servers are measured one at a time (an idle one costs nothing), and read by id
+alternates with the bare FastAPI baseline in rounds, so drift on a shared machine hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import checks, dbloops, report, synthetic
+from bench.database import Admin, asyncpg_dsn, fingerprint, pristine_name, relative, run_name, sqlalchemy_url
+from bench.explain import explain
+from bench.load import LoadResult, ensure_wrk, run_python, run_wrk, write_request_file, wrk_version
+from bench.loader import default_jobs, load, offline_service
+from bench.scenarios import SCENARIOS, Scenario
+from bench.servers import Server, baseline_server, machine_busy, patientkontrakt_server
+from patientkontrakt.config import PROJECT_ROOT, Settings
+from patientkontrakt.storage.database import migrate
+
+MAX_AGREEMENTS = 1_000_000
+QUIET_BELOW = 0.30  # machine busy share under which a measurement may start
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.admin = Admin(args.database_url)
+        self.wrk = None if args.client == "python" else ensure_wrk()
+        if args.client == "wrk" and self.wrk is None:
+            raise SystemExit("--client wrk: wrk is not installed and could not be installed")
+        if self.wrk is None:
+            print("load generator: Python httpx client (wrk unavailable)", flush=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="pk-bench-"))
+        self.output = Path(args.output)
+
+    # -- databases -------------------------------------------------------------------------
+
+    async def prepare(self, n: int) -> tuple[str, dict[str, Any]]:
+        """A fresh run database holding ``n`` agreements; the load info for the report."""
+        pristine, run = pristine_name(n), run_name(n)
+        expected = fingerprint(n)
+        info: dict[str, Any] = {"database": pristine, "fingerprint": expected}
+        await self.admin.drop(run)
+        if not self.args.reload and await self.admin.comment(pristine) == expected:
+            print(f"[{n:,}] reusing loaded database {pristine}", flush=True)
+            info["reused"] = True
+        else:
+            info.update(await self._load(n, pristine))
+        started = time.perf_counter()
+        await self.admin.create(run, template=pristine)
+        info["clone_seconds"] = round(time.perf_counter() - started, 1)
+        info["size_bytes"] = await self.admin.size(run)
+        print(f"[{n:,}] run database {run}: clone of {pristine} ({info['size_bytes'] / 2**30:.2f} GiB) "
+              f"in {info['clone_seconds']} s", flush=True)
+        return sqlalchemy_url(self.args.database_url, run), info
+
+    async def _load(self, n: int, pristine: str) -> dict[str, Any]:
+        print(f"[{n:,}] creating and loading {pristine}", flush=True)
+        await self.admin.drop(pristine)
+        await self.admin.create(pristine)
+        url = sqlalchemy_url(self.args.database_url, pristine)
+        await asyncio.to_thread(migrate, url)
+        stats = await load(asyncpg_dsn(url), n, self.args.jobs)
+        print(f"[{n:,}] loaded {stats.resources:,} resources and {stats.index_rows:,} index rows in "
+              f"{stats.seconds:.0f} s (generate+COPY {stats.seconds_generate_copy:.0f} s, indexes "
+              f"{stats.seconds_indexes:.0f} s, VACUUM ANALYZE {stats.seconds_vacuum:.0f} s)", flush=True)
+        sample = sorted({0, n // 2, n - 1, *range(0, n, max(1, n // 20))})
+        extra = [_body(line) for line in SCENARIOS["create"].lines(n)[:20]]
+        extra += [_body(line) for line in SCENARIOS["update"].lines(n)[:20]]
+        extra += [entry["resource"] for entry in synthetic.transaction_bundle(n, 0)["entry"]]
+        validated = checks.validate_sample(offline_service(), sample, extra)
+        compared = await checks.verify_against_writer(url, n // 2)
+        print(f"[{n:,}] validated {validated} resources through the server's prepare (FHIR validator, profiles, "
+              f"rules); agreement {n // 2} matches the server's write path ({compared} index rows compared)",
+              flush=True)
+        await self.admin.set_comment(pristine, fingerprint(n))
+        return {
+            "reused": False,
+            "resources": stats.resources,
+            "index_rows": stats.index_rows,
+            "load_seconds": round(stats.seconds, 1),
+            "generate_copy_seconds": round(stats.seconds_generate_copy, 1),
+            "index_build_seconds": round(stats.seconds_indexes, 1),
+            "vacuum_analyze_seconds": round(stats.seconds_vacuum, 1),
+            "resources_per_second": round(stats.resources / stats.seconds_generate_copy),
+            "validated_resources": validated,
+            "writer_equivalence_index_rows": compared,
+        }
+
+    # -- measuring -------------------------------------------------------------------------
+
+    def _request_file(self, n: int, scenario: Scenario) -> Path:
+        return write_request_file(self.workdir / f"{scenario.name}-{n}.txt", scenario.lines(n))
+
+    def _generate(self, url: str, request_file: Path, mode: str, duration: float, connections: int) -> LoadResult:
+        if self.wrk:
+            return run_wrk(self.wrk, url, request_file, mode=mode, connections=connections,
+                           threads=min(self.args.threads, connections), duration=duration)
+        return run_python(url, request_file, mode=mode, connections=connections, duration=duration)
+
+    def _quiet(self) -> float:
+        """Wait (up to ``--quiet-wait`` s) until the machine is mostly idle; the busy share seen last.
+
+        Other processes on a shared machine skew a measurement more than anything in it.
+        """
+        deadline = time.monotonic() + self.args.quiet_wait
+        while True:
+            busy_before, total_before = machine_busy()
+            time.sleep(1.0)
+            busy_after, total_after = machine_busy()
+            busy = (busy_after - busy_before) / max(1.0, total_after - total_before)
+            if busy < QUIET_BELOW or time.monotonic() >= deadline:
+                return busy
+
+    def measure_http(self, server: Server, request_file: Path, mode: str, label: str,
+                     connections: int | None = None) -> dict[str, Any]:
+        connections = connections or self.args.connections
+        if self.args.warmup > 0:
+            self._generate(server.url, request_file, mode, self.args.warmup, connections)
+        idle = self._quiet()
+        cpu_before, (busy_before, total_before) = server.cpu_seconds(), machine_busy()
+        result = self._generate(server.url, request_file, mode, self.args.duration, connections)
+        cpu_after, (busy_after, total_after) = server.cpu_seconds(), machine_busy()
+        row = _row(result, server_cpu=cpu_after - cpu_before,
+                   busy=(busy_after - busy_before) / max(1.0, total_after - total_before), busy_before=idle)
+        print(f"  {label:<34} {row['rps']:>8,.0f} req/s  p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:7.2f} ms"
+              f"  server {row['server_cpu_us_per_req'] or 0:5.0f} us CPU/req  errors {row['errors']}"
+              f"  (machine {100 * idle:.0f}% busy before)", flush=True)
+        return row
+
+    async def measure_db(self, label: str, run: Any) -> dict[str, Any]:
+        if self.args.warmup > 0:
+            await run(self.args.warmup)
+        idle = self._quiet()
+        busy_before, total_before = machine_busy()
+        result = await run(self.args.duration)
+        busy_after, total_after = machine_busy()
+        row = _row(result, server_cpu=None, busy=(busy_after - busy_before) / max(1.0, total_after - total_before),
+                   busy_before=idle)
+        print(f"  {label:<34} {row['rps']:>8,.0f} ops/s  p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:7.2f} ms"
+              f"  (machine {100 * idle:.0f}% busy before)", flush=True)
+        return row
+
+    async def run_size(self, n: int, full: bool) -> dict[str, Any]:
+        url, info = await self.prepare(n)
+        out: dict[str, Any] = {"agreements": n, "resources": n * synthetic.RESOURCES_PER_AGREEMENT,
+                               "database": info, "scenarios": {}, "baselines": {}}
+        try:
+            await self._explain(n, url, out)
+            names = [s for s in self.args.scenarios if full or s == "search"]
+            files = {name: self._request_file(n, SCENARIOS[name]) for name in names}
+            paired = full and "read" in names
+            print(f"[{n:,}] patientkontrakt serve ({self.args.workers} worker(s))"
+                  + (" and the bare FastAPI baseline (bench/baseline_app.py), both idle but the one measured"
+                     if paired else ""), flush=True)
+            with contextlib.ExitStack() as stack:
+                ours = stack.enter_context(patientkontrakt_server(url, self.args.workers, Path(self.args.server_root)))
+                base = stack.enter_context(baseline_server(asyncpg_dsn(url), self.args.workers,
+                                                           Settings().db_pool_size)) if paired else None
+                other = stack.enter_context(patientkontrakt_server(url, self.args.workers, Path(
+                    self.args.compare_root))) if paired and self.args.compare_root else None
+                for name in names:
+                    SCENARIOS[name].preflight(ours.url, _first_line(files[name]))
+                if base is not None:
+                    SCENARIOS["read"].preflight(base.url, _first_line(files["read"]))
+                    sides = [("fastapi_read", base, "baseline: bare FastAPI read"),
+                             ("read", ours, SCENARIOS["read"].title)]
+                    if other is not None:
+                        sides.append(("read_compare", other, f"{SCENARIOS['read'].title} (--compare-root)"))
+                    # Interleaved rounds: drift on a shared machine hits every side alike.
+                    rounds: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in sides}
+                    for number in range(1, self.args.rounds + 1):
+                        for key, server, title in sides:
+                            rounds[key].append(self.measure_http(server, files["read"], "random",
+                                                                 f"{title} [{number}]"))
+                    out["baselines"]["fastapi_read"] = _best(rounds.pop("fastapi_read"))
+                    for key, values in rounds.items():
+                        out["scenarios"][key] = _best(values)
+                for name in names:
+                    if name in out["scenarios"]:
+                        continue
+                    scenario = SCENARIOS[name]
+                    out["scenarios"][name] = self.measure_http(ours, files[name], scenario.mode, scenario.title)
+                    if name == "search" and self.args.connections > 1:
+                        # Service time without queueing: what the data size does, apart from the load.
+                        out["scenarios"]["search_1conn"] = self.measure_http(
+                            ours, files[name], scenario.mode, f"{scenario.title}, 1 connection", connections=1)
+            if full:
+                await self._db_baselines(n, url, out)
+            out["ratios"] = report.ratios(out)
+        finally:
+            if not self.args.keep:
+                await self.admin.drop(run_name(n))
+        return out
+
+    async def _explain(self, n: int, url: str, out: dict[str, Any]) -> None:
+        patient = synthetic.patient_id(n // 3)
+        pairs = [("patient", patient), ("_include", "CarePlan:care-team")]
+        header = (f"-- EXPLAIN (ANALYZE, BUFFERS) of the statements the server runs for\n"
+                  f"-- GET /fhir/CarePlan?patient={patient}&_include=CarePlan:care-team\n"
+                  f"-- N = {n:,} agreements ({n * synthetic.RESOURCES_PER_AGREEMENT:,} resources); built by "
+                  f"FhirService.parse_search + search_engine.find, compiled with literal binds (bench/explain.py)\n"
+                  f"-- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, command: {_command()}")
+        text = await explain(url, "CarePlan", pairs, header)
+        path = self.output / f"explain-{n}.txt"
+        path.write_text(text, encoding="utf-8")
+        out["explain"] = relative(path)
+        print(f"[{n:,}] wrote {relative(path)}", flush=True)
+
+    async def _db_baselines(self, n: int, url: str, out: dict[str, Any]) -> None:
+        dsn = asyncpg_dsn(url)
+        ids = [line[1].rsplit("/", 1)[1] for line in SCENARIOS["read"].lines(n)]
+        bodies = [_body_text(i) for i in range(min(n, 200))]
+        connections = self.args.connections
+        print(f"[{n:,}] baseline: raw asyncpg loops, {connections} connections, no HTTP", flush=True)
+        out["baselines"]["db_select"] = await self.measure_db(
+            "baseline: asyncpg SELECT", lambda d: dbloops.select_loop(dsn, ids, connections, d))
+        out["baselines"]["db_insert"] = await self.measure_db(
+            "baseline: asyncpg INSERT", lambda d: dbloops.insert_loop(dsn, bodies, connections, d))
+
+
+def _body(line: tuple[str, str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(line[2].replace("__REV__", "check"))
+    return data
+
+
+def _body_text(i: int) -> str:
+    return orjson.dumps(synthetic.care_plan(i)).decode()
+
+
+def _first_line(path: Path) -> tuple[str, str, str]:
+    method, target, body = path.read_text(encoding="utf-8").split("\n", 1)[0].split("\t", 2)
+    return method, target, body
+
+
+def _row(result: LoadResult, *, server_cpu: float | None, busy: float, busy_before: float) -> dict[str, Any]:
+    row = result.as_dict()
+    seconds = result.seconds or 1.0
+    done = max(1, result.requests - result.errors)
+    row["client_cpu_pct"] = round(100 * result.client_cpu_s / seconds, 1)
+    row["server_cpu_s"] = None if server_cpu is None else round(server_cpu, 2)
+    row["server_cpu_pct"] = None if server_cpu is None else round(100 * server_cpu / seconds, 1)
+    row["server_cpu_us_per_req"] = None if server_cpu is None else round(1e6 * server_cpu / done)
+    row["machine_busy_pct"] = round(100 * busy, 1)
+    row["machine_busy_before_pct"] = round(100 * busy_before, 1)
+    return row
+
+
+def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the highest throughput (interference only ever slows a round down)."""
+    best = dict(max(rounds, key=lambda r: r["rps"]))
+    best["rounds"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req")} for r in rounds]
+    return best
+
+
+def _command() -> str:
+    return shlex.join(getattr(sys, "orig_argv", sys.argv))
+
+
+def _sizes(text: str) -> list[int]:
+    values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    for value in values:
+        if not 1 <= value <= MAX_AGREEMENTS:
+            raise argparse.ArgumentTypeError(f"sizes must be between 1 and {MAX_AGREEMENTS:,}")
+    return values
+
+
+def _agreements(text: str) -> int:
+    return _sizes(text)[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Load synthetic Patientkontrakt agreements into PostgreSQL and measure a live server "
+                    "against a bare FastAPI app and raw asyncpg (see docs/performance.md).",
+    )
+    parser.add_argument("--agreements", type=_agreements, default=10_000,
+                        help="agreements (11 resources each) for the full run, up to 1,000,000 (default 10,000)")
+    parser.add_argument("--scales", type=_sizes, default=[],
+                        help="comma-separated sizes at which to run the search scenario too, for the growth "
+                             "check (e.g. 10000,100000)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each (default 2)")
+    parser.add_argument("--connections", type=int, default=10,
+                        help="concurrent connections of the load generator and the DB loops (default 10)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of read vs the bare FastAPI baseline; the best of each is "
+                             "reported (default 3)")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="before each measurement wait up to this many seconds for the machine to be "
+                             f"under {QUIET_BELOW:.0%} busy (default 30)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for both servers (default 1)")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
+                        help="load generator: wrk (installed with apt-get if missing) or the Python httpx client")
+    parser.add_argument("--scenarios", type=lambda s: [x for x in s.split(",") if x], default=list(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL,
+                        help=f"PostgreSQL server and maintenance database (default {DEFAULT_ADMIN_URL})")
+    parser.add_argument("--server-root", default=str(PROJECT_ROOT),
+                        help="run `patientkontrakt serve` from this source tree (e.g. an older checkout, for "
+                             "before/after comparisons; default: this one)")
+    parser.add_argument("--compare-root", default=None,
+                        help="also measure read by id on a server run from this source tree, in the same "
+                             "interleaved rounds (before/after comparisons)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="loader processes (default: nproc)")
+    parser.add_argument("--reload", action="store_true", help="reload even if a loaded database matches")
+    parser.add_argument("--keep", action="store_true", help="keep the run database (pk_bench_<N>_run)")
+    parser.add_argument("--output", default=str(PROJECT_ROOT / "bench" / "results"), help="results directory")
+    return parser
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
+    bench = Bench(args)
+    bench.output.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    results: dict[str, Any] = {
+        "command": _command(),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": await report.machine_info(asyncpg_dsn(args.database_url),
+                                             wrk_version(bench.wrk) if bench.wrk else None),
+        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
+                     "rounds": args.rounds, "quiet_wait_s": args.quiet_wait, "server_root": args.server_root,
+                     "compare_root": args.compare_root,
+                     "wrk_threads": args.threads, "uvicorn_workers": args.workers,
+                     "client": "wrk" if bench.wrk else "python", "scenarios": args.scenarios},
+        "agreements": args.agreements,
+        "runs": {},
+    }
+    sizes = [args.agreements] + [n for n in args.scales if n != args.agreements]
+    for n in sizes:
+        results["runs"][str(n)] = await bench.run_size(n, full=(n == args.agreements))
+    results["targets"] = report.targets(results["runs"], args.agreements)
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path = bench.output / "latest.json"
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print()
+    for n in sizes:
+        print(report.table(n, results["runs"][str(n)]))
+        print()
+    print(report.target_lines(results["targets"]))
+    print(f"\nwrote {relative(path)}")
+    shutil.rmtree(bench.workdir, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    asyncio.run(run(args))
+    return 0

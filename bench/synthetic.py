@@ -1,0 +1,255 @@
+"""Synthetic Patientkontrakt agreements: deterministic, valid against our profiles, plainly test data.
+
+Agreement ``i`` is eleven resources: the Patient; the Organization (a vårdcentral, the
+responsible care unit); two Practitioners with their PractitionerRoles (medarbetaruppdrag: a
+nurse who is the fast vårdkontakt, a physician who is the fast läkarkontakt; the profiles make
+CareTeam members PractitionerRoles); the CareTeam; the CarePlan (category patientkontrakt,
+period, three activities with scheduled periods and the unit as performer, careTeam, goal and
+author references); and three Goals (one stated by the patient, two by the nurse). Everything
+is a pure function of ``i``, so the loader, the request files and a reused database agree.
+
+Ids are UUID-shaped like the server's own (``uuid4``) but computable: the first group names the
+resource kind, the last the agreement (``00000006-0000-4000-8000-000000000042`` is the CarePlan
+of agreement 42). Personnummer are a birth date, a serial number in 900–999 and a correct Luhn
+check digit; HSA-ids use the fictional organisationsnummer of the demo region. Names
+(``Testperson``, ``Testvårdare``) and the HL7 ``HTEST`` tag on every resource mark the data as
+test data (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from patientkontrakt.domain import codes
+from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
+
+ORGNR = "2321990000"  # the demo region's fictional organisationsnummer (valid check digit)
+
+# Resource kinds of an agreement; the position (1-based) is the first group of the id.
+KINDS = ("Patient", "Organization", "Practitioner", "Practitioner", "CareTeam", "CarePlan",
+         "Goal", "Goal", "Goal", "PractitionerRole", "PractitionerRole")
+RESOURCES_PER_AGREEMENT = len(KINDS)
+
+_FIRST_BIRTH = date(1930, 1, 1)
+_BIRTH_DAYS = (date(2005, 12, 31) - _FIRST_BIRTH).days + 1
+_GIVEN = ("Anna", "Bo", "Cecilia", "David", "Eva", "Filip", "Greta", "Hugo", "Ingrid", "Johan")
+_PATIENT_GOAL = "Kunna gå till affären själv"
+_CARE_GOALS = ("Stabilt blodsocker, HbA1c under 60", "Bibehållen rörlighet i hemmet")
+_ACTIVITIES = (
+    ("besok", "Besök hos fast läkarkontakt"),
+    ("telefonkontakt", "Telefonuppföljning med fast vårdkontakt"),
+    ("uppfoljning", "Uppföljning av patientkontraktet"),
+)
+
+
+def resource_id(kind: int, agreement: int) -> str:
+    """The id of kind ``kind`` (1-based position in ``KINDS``) of agreement ``agreement``."""
+    return f"{kind:08d}-0000-4000-8000-{agreement:012d}"
+
+
+def patient_id(i: int) -> str:
+    return resource_id(1, i)
+
+
+def organization_id(i: int) -> str:
+    return resource_id(2, i)
+
+
+def careplan_id(i: int) -> str:
+    return resource_id(6, i)
+
+
+def luhn_digit(digits: str) -> int:
+    """The check digit that makes ``digits`` + digit pass the Luhn test (as on a personnummer)."""
+    total = 0
+    for position, char in enumerate(digits):
+        value = int(char) * (2 if position % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return (10 - total % 10) % 10
+
+
+def personnummer(i: int) -> str:
+    """Twelve digits ``YYYYMMDDNNNC``: birth date, serial 900–999, Luhn check over the last ten."""
+    born = _FIRST_BIRTH + timedelta(days=i % _BIRTH_DAYS)
+    serial = 900 + (i // _BIRTH_DAYS) % 100
+    ten = f"{born:%y%m%d}{serial:03d}"
+    return f"{born:%Y%m%d}{serial:03d}{luhn_digit(ten)}"
+
+
+def luhn_ok(pnr: str) -> bool:
+    ten = pnr[-10:]
+    return ten.isdigit() and luhn_digit(ten[:9]) == int(ten[9])
+
+
+def hsa_id(kind: str, i: int) -> str:
+    return f"SE{ORGNR}-B{kind}{i:010d}"
+
+
+def _ref(kind: int, i: int, type_: str, display: str | None = None) -> dict[str, str]:
+    ref = {"reference": f"{type_}/{resource_id(kind, i)}"}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def _tag() -> dict[str, Any]:
+    return {"tag": [dict(codes.TEST_DATA_TAG)]}
+
+
+def _coding(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code, "display": display}]}
+
+
+def agreement(i: int, organization: int | None = None) -> list[dict[str, Any]]:
+    """The eleven resources of agreement ``i``, with ids, without version ``meta``.
+
+    ``organization`` makes the agreement use agreement ``organization``'s unit instead of its
+    own (the Organization is then still in the list, but nothing refers to it).
+    """
+    unit = i if organization is None else organization
+    pnr = personnummer(i)
+    male = int(pnr[10]) % 2 == 1
+    given = _GIVEN[i % len(_GIVEN)]
+    start = date(2024 + i % 2, 1 + i % 12, 1 + i % 28)
+    end = start + timedelta(days=730)
+    org = _ref(2, unit, "Organization", f"Testvårdcentralen {unit}")
+    nurse_role, doctor_role = _ref(10, i, "PractitionerRole"), _ref(11, i, "PractitionerRole")
+    patient = {
+        "resourceType": "Patient",
+        "id": resource_id(1, i),
+        "meta": _tag(),
+        "identifier": [{"system": PERSONNUMMER, "value": pnr}],
+        "active": True,
+        "name": [{"use": "official", "family": "Testperson", "given": [given, f"Nr{i}"]}],
+        "gender": "male" if male else "female",
+        "birthDate": f"{pnr[:4]}-{pnr[4:6]}-{pnr[6:8]}",
+        "address": [{"use": "home", "city": "Testby", "postalCode": f"{10000 + i % 90000}", "country": "SE"}],
+    }
+    organization_resource = {
+        "resourceType": "Organization",
+        "id": resource_id(2, i),
+        "meta": _tag(),
+        "identifier": [{"system": HSA_ID, "value": hsa_id("E", i)}],
+        "active": True,
+        "type": [_coding(codes.ORGANIZATION_KIND, "region", "Region"),
+                 _coding(codes.CARE_UNIT_TYPE, "vardcentral", "Vårdcentral")],
+        "name": f"Testvårdcentralen {i}",
+        "telecom": [{"system": "phone", "value": "010-100 00 00", "use": "work"}],
+    }
+    staff = (("Sara", "nurse", "Sjuksköterska"), ("Lars", "doctor", "Läkare"))
+    practitioners = [
+        {
+            "resourceType": "Practitioner",
+            "id": resource_id(3 + n, i),
+            "meta": _tag(),
+            "identifier": [{"system": HSA_ID, "value": hsa_id("P", i * 2 + n)}],
+            "active": True,
+            "name": [{"family": "Testvårdare", "given": [name, f"Nr{i}"]}],
+        }
+        for n, (name, _code, _title) in enumerate(staff)
+    ]
+    roles = [
+        {
+            "resourceType": "PractitionerRole",
+            "id": resource_id(10 + n, i),
+            "meta": _tag(),
+            "identifier": [{"system": HSA_ID, "value": hsa_id("U", i * 2 + n)}],
+            "active": True,
+            "practitioner": _ref(3 + n, i, "Practitioner", f"{name} Testvårdare"),
+            "organization": org,
+            "code": [{"coding": [{"system": codes.PRACTITIONER_ROLE, "code": code}], "text": title}],
+        }
+        for n, (name, code, title) in enumerate(staff)
+    ]
+    care_team = {
+        "resourceType": "CareTeam",
+        "id": resource_id(5, i),
+        "meta": _tag(),
+        "status": "active",
+        "name": f"Vårdteam för {given} Testperson",
+        "subject": _ref(1, i, "Patient"),
+        "participant": [
+            {"role": [_coding(codes.CARETEAM_ROLE, codes.FAST_VARDKONTAKT, "Fast vårdkontakt")],
+             "member": nurse_role, "period": {"start": start.isoformat()}},
+            {"role": [_coding(codes.CARETEAM_ROLE, codes.FAST_LAKARKONTAKT, "Fast läkarkontakt")],
+             "member": doctor_role, "period": {"start": start.isoformat()}},
+            {"role": [_coding(codes.CARETEAM_ROLE, "patient", "Patient")],
+             "member": _ref(1, i, "Patient"), "period": {"start": start.isoformat()}},
+        ],
+        "managingOrganization": [org],
+    }
+    goals = [
+        {
+            "resourceType": "Goal",
+            "id": resource_id(7 + n, i),
+            "meta": _tag(),
+            "lifecycleStatus": "active",
+            "description": {"text": text},
+            "subject": _ref(1, i, "Patient"),
+            "startDate": start.isoformat(),
+            "target": [{"dueDate": (start + timedelta(days=120 * (n + 1))).isoformat()}],
+            "expressedBy": _ref(1, i, "Patient") if n == 0 else nurse_role,
+        }
+        for n, text in enumerate((_PATIENT_GOAL, *_CARE_GOALS))
+    ]
+    activities = []
+    for n, (code, text) in enumerate(_ACTIVITIES):
+        day = (start + timedelta(days=14 * (n + 1))).isoformat()
+        activities.append({"detail": {
+            "kind": "Appointment",
+            "code": _coding(codes.ACTIVITY_KIND, code, text),
+            "status": "scheduled",
+            "scheduledPeriod": {"start": f"{day}T09:00:00+01:00", "end": f"{day}T09:45:00+01:00"},
+            "performer": [org],
+            "description": text,
+        }})
+    care_plan = {
+        "resourceType": "CarePlan",
+        "id": careplan_id(i),
+        "meta": _tag(),
+        "status": "active",
+        "intent": "plan",
+        "category": [_coding(codes.CAREPLAN_CATEGORY, codes.PATIENTKONTRAKT, "Patientkontrakt")],
+        "title": f"Patientkontrakt för {given} Testperson",
+        "description": "Överenskommelse om vad som ska hända, när och vem du vänder dig till (testdata).",
+        "subject": _ref(1, i, "Patient", f"{given} Testperson"),
+        "period": {"start": start.isoformat(), "end": end.isoformat()},
+        "author": org,
+        "careTeam": [_ref(5, i, "CareTeam")],
+        "goal": [_ref(7 + n, i, "Goal") for n in range(3)],
+        "activity": activities,
+    }
+    return [patient, organization_resource, *practitioners, care_team, care_plan, *goals, *roles]
+
+
+def care_plan(i: int) -> dict[str, Any]:
+    """Agreement ``i``'s CarePlan as loaded."""
+    return agreement(i)[5]
+
+
+def transaction_bundle(i: int, organization: int) -> dict[str, Any]:
+    """New agreement ``i`` at the existing unit of agreement ``organization``, as a 10-entry
+    transaction: Patient, two Practitioners and PractitionerRoles, CareTeam, CarePlan and three
+    Goals, with ``urn:uuid`` full URLs and references between the entries (R4 http.html#trules)."""
+    resources = [r for r in agreement(i, organization) if r["resourceType"] != "Organization"]
+    urns = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['id']}" for r in resources}
+    entries = []
+    for resource in resources:
+        entries.append({
+            "fullUrl": urns[f"{resource['resourceType']}/{resource['id']}"],
+            "resource": _rewrite_references({k: v for k, v in resource.items() if k != "id"}, urns),
+            "request": {"method": "POST", "url": resource["resourceType"]},
+        })
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _rewrite_references(node: Any, urns: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {k: _rewrite_references(v, urns) for k, v in node.items()}
+        if isinstance(out.get("reference"), str) and out["reference"] in urns:
+            out["reference"] = urns[out["reference"]]
+        return out
+    if isinstance(node, list):
+        return [_rewrite_references(v, urns) for v in node]
+    return node
