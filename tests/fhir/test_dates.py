@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+import email.utils
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -160,6 +161,11 @@ def test_format_instant_renders_milliseconds_in_utc(value: datetime, text: str) 
 
 def test_format_http_is_an_rfc9110_date() -> None:
     assert format_http(datetime(2024, 3, 5, 9, 7, 3)) == "Tue, 05 Mar 2024 09:07:03 GMT"
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_format_http_agrees_with_the_standard_library(value: datetime) -> None:
+    assert format_http(value) == email.utils.format_datetime(value.replace(tzinfo=UTC), usegmt=True)
 
 
 # -- properties ------------------------------------------------------------------------------
