@@ -6,21 +6,34 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import errors, fhir
+from api import errors, fhir, oauth
+from api.auth import RequireToken
 from api.limits import BodySizeLimit
+from api.oidc import ExternalIdP
+from api.templating import LANGUAGE_COOKIE, LANGUAGES
 from patientkontrakt import __version__
+from patientkontrakt.audit.events import AuditEvents
+from patientkontrakt.audit.log import AuditLog
 from patientkontrakt.config import Settings, get_settings
 from patientkontrakt.domain.codes import CANONICAL
 from patientkontrakt.domain.overview import AgreementOverview
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.security.authenticate import Authenticator
+from patientkontrakt.security.identity import Directory
+from patientkontrakt.security.keys import SigningKeys
+from patientkontrakt.security.oauth import AuthorizationServer
+from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
+from patientkontrakt.storage.oauth import OAuthStore
 from patientkontrakt.storage.repository import Store
 
 log = logging.getLogger("patientkontrakt.api")
@@ -38,10 +51,22 @@ _HOME = """<!doctype html>
 """
 
 
-def create_app(settings: Settings | None = None, *, domain_rules: bool = True) -> FastAPI:
-    """The application. ``domain_rules=False`` gives the bare FHIR R4 engine (for its own tests)."""
+def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
+               unit_rules: bool | None = None) -> FastAPI:
+    """The application as deployed: the FHIR engine with the Patientkontrakt rules, SMART
+    authorization with the care-unit and patient access rules, and the access log.
+
+    For the tests of the layers underneath (not reachable from configuration):
+    ``domain_rules=False`` gives the bare FHIR R4 engine, and ``unit_rules=False`` (the default
+    without domain rules) checks tokens and scopes but no care units, so those tests can write
+    resources of any unit. Every FHIR request still needs a valid token.
+    """
     settings = settings or get_settings()
+    unit_rules = domain_rules if unit_rules is None else unit_rules
     logging.basicConfig(level=settings.log_level.upper())
+    keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
+    if settings.test_idp:
+        log.warning("PK_TEST_IDP is on: anyone can sign in as any demo user. Never use it with real data.")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,11 +77,21 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True) -
             await engine.dispose()
             raise
         store = Store(engine)
-        service = build_service(settings, store, domain_rules=domain_rules)
+        audit = AuditLog(store)
+        service = build_service(settings, store, domain_rules=domain_rules, log=audit)
+        tokens = AccessTokens(keys, settings.base_url.rstrip("/"), settings.fhir_base, settings.access_token_lifetime)
+        app.state.settings = settings
         app.state.service = service
+        app.state.audit = audit
+        app.state.audit_events = AuditEvents(store, service.base)
         app.state.bundles = BundleProcessor(service)
+        app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
+                                                unit_rules=unit_rules)
+        app.state.oauth = AuthorizationServer(settings, keys, tokens, OAuthStore(store), Directory(service))
+        app.state.external_idp = ExternalIdP(settings, keys) if settings.oidc_issuer and settings.oidc_client_id \
+            else None
         if domain_rules:
-            app.state.overview = AgreementOverview(store, service.base)
+            app.state.overview = AgreementOverview(store, service.base, audit)
             operation = ("patientkontrakt", f"{CANONICAL}/OperationDefinition/patientkontrakt")
             app.state.operations = {"Patient": [operation], "CarePlan": [operation]}
         app.state.started = format_instant(now_utc())
@@ -76,7 +111,19 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True) -
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    app.include_router(oauth.router)
     app.include_router(fhir.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
+
+    @app.get("/lang", include_in_schema=False)
+    async def switch_language(to: str = "sv", next: str = "/") -> RedirectResponse:
+        """The language switch on every page: remembered in a cookie for a year."""
+        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        response = RedirectResponse(target, status_code=303)
+        if to in LANGUAGES:
+            response.set_cookie(LANGUAGE_COOKIE, to, max_age=365 * 24 * 3600, samesite="lax", httponly=True,
+                                secure=settings.base_url.startswith("https://"))
+        return response
 
     @app.get("/", include_in_schema=False)
     async def home() -> HTMLResponse:
@@ -92,5 +139,6 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True) -
             return Response('{"status":"database unavailable"}', status_code=503, media_type="application/json")
         return Response('{"status":"ok"}', media_type="application/json")
 
+    app.add_middleware(RequireToken)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from patientkontrakt.audit.events import AuditEvents
 from patientkontrakt.domain.overview import AgreementOverview
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.errors import NotFound
@@ -33,6 +34,11 @@ async def get_overview(request: Request) -> AgreementOverview:
     return overview
 
 
+async def get_audit_events(request: Request) -> AuditEvents:
+    events: AuditEvents = request.app.state.audit_events
+    return events
+
+
 async def get_prefer(request: Request) -> Preferences:
     return Preferences.parse(request.headers.get("prefer"))
 
@@ -41,3 +47,4 @@ ServiceDep = Annotated[FhirService, Depends(get_service)]
 BundlesDep = Annotated[BundleProcessor, Depends(get_bundles)]
 OverviewDep = Annotated[AgreementOverview, Depends(get_overview)]
 PreferDep = Annotated[Preferences, Depends(get_prefer)]
+AuditEventsDep = Annotated[AuditEvents, Depends(get_audit_events)]

@@ -7,10 +7,11 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.deps import BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
+from api.auth import access_of
+from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import capability_statement
-from patientkontrakt.fhir.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.service import parse_body
@@ -56,12 +57,32 @@ def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
     return summary, elements
 
 
+# The access log as AuditEvent: read and search only, served from the log itself (audit/events.py).
+@router.get("/AuditEvent")
+async def audit_search(request: Request, events: AuditEventsDep) -> Response:
+    _negotiate(request)
+    return _respond(await events.search(access_of(request), request.query_params.multi_items()))
+
+
+@router.get("/AuditEvent/{id_}")
+async def audit_read(id_: str, request: Request, events: AuditEventsDep) -> Response:
+    _negotiate(request)
+    return _respond(await events.read(access_of(request), id_))
+
+
+@router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE"], include_in_schema=False)
+@router.api_route("/AuditEvent/{id_}", methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
+async def audit_write(request: Request) -> Response:
+    raise MethodNotAllowed("AuditEvent is written by the server only: the access log cannot be changed",
+                           details_sv="Loggen kan inte ändras.", headers={"Allow": "GET"})
+
+
 # Read by id is the most frequent interaction and routes are tried in order, so it comes first;
 # the type history must precede it, or "_history" would be taken for an id (docs/performance.md).
 @router.get("/{type_}/_history")
 async def history_type(type_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.history(type_, None, request.query_params.multi_items()))
+    return _respond(await service.history(access_of(request), type_, None, request.query_params.multi_items()))
 
 
 @router.get("/{type_}/{id_}")
@@ -72,10 +93,10 @@ async def read(type_: str, id_: str, request: Request) -> Response:
     if request.query_params:
         _negotiate(request)
         summary, elements = _subset_args(request)
-        return _respond(await service.read(type_, id_, summary=summary, elements=elements))
+        return _respond(await service.read(access_of(request), type_, id_, summary=summary, elements=elements))
     if "accept" in request.headers:
         _negotiate(request)
-    return _respond(await service.read(type_, id_))
+    return _respond(await service.read(access_of(request), type_, id_))
 
 
 @router.get("/metadata")
@@ -89,19 +110,19 @@ async def metadata(request: Request, service: ServiceDep) -> Response:
 @router.post("")
 async def bundle(request: Request, bundles: BundlesDep, prefer: PreferDep) -> Response:
     _negotiate(request)
-    return _respond(await bundles.process(await _json_body(request), prefer))
+    return _respond(await bundles.process(access_of(request), await _json_body(request), prefer))
 
 
 @router.get("/_history")
 async def history_system(request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.history(None, None, request.query_params.multi_items()))
+    return _respond(await service.history(access_of(request), None, None, request.query_params.multi_items()))
 
 
 @router.get("/{type_}")
 async def search(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
     _negotiate(request)
-    return _respond(await service.search(type_, request.query_params.multi_items(), prefer))
+    return _respond(await service.search(access_of(request), type_, request.query_params.multi_items(), prefer))
 
 
 @router.post("/{type_}/$validate")
@@ -109,7 +130,7 @@ async def validate_type(type_: str, request: Request, service: ServiceDep) -> Re
     _negotiate(request)
     service.check_type(type_)
     body = await _json_body(request)
-    return _respond(await service.validate(type_, None, body, request.query_params.multi_items()))
+    return _respond(await service.validate(access_of(request), type_, None, body, request.query_params.multi_items()))
 
 
 @router.post("/{type_}/{id_}/$validate")
@@ -117,20 +138,20 @@ async def validate_instance(type_: str, id_: str, request: Request, service: Ser
     _negotiate(request)
     service.check_type(type_)
     body = await _json_body(request) if await request.body() else None
-    return _respond(await service.validate(type_, id_, body, request.query_params.multi_items()))
+    return _respond(await service.validate(access_of(request), type_, id_, body, request.query_params.multi_items()))
 
 
 @router.get("/Patient/{id_}/$patientkontrakt")
 async def patientkontrakt_for_patient(id_: str, request: Request, overview: OverviewDep) -> Response:
     """The whole Patientkontrakt as one Bundle (fhir_profiles OperationDefinition patientkontrakt)."""
     _negotiate(request)
-    return _respond(Result(200, await overview.for_patient(id_)))
+    return _respond(Result(200, await overview.for_patient(access_of(request), id_)))
 
 
 @router.get("/CarePlan/{id_}/$patientkontrakt")
 async def patientkontrakt_for_plan(id_: str, request: Request, overview: OverviewDep) -> Response:
     _negotiate(request)
-    return _respond(Result(200, await overview.for_plan(id_)))
+    return _respond(Result(200, await overview.for_plan(access_of(request), id_)))
 
 
 @router.post("/{type_}/_search")
@@ -144,7 +165,8 @@ async def search_post(type_: str, request: Request, service: ServiceDep, prefer:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
     except UnicodeDecodeError:
         raise BadRequest("The form body is not UTF-8") from None
-    return _respond(await service.search(type_, [*request.query_params.multi_items(), *form], prefer))
+    pairs = [*request.query_params.multi_items(), *form]
+    return _respond(await service.search(access_of(request), type_, pairs, prefer))
 
 
 @router.post("/{type_}")
@@ -153,8 +175,9 @@ async def create(type_: str, request: Request, service: ServiceDep, prefer: Pref
     service.check_type(type_)
     body = await _json_body(request)
     context = service.write_context(request.headers.get("x-provenance"))
-    return _respond(await service.create(type_, body, if_none_exist=request.headers.get("if-none-exist"),
-                                         prefer=prefer, context=context))
+    return _respond(await service.create(access_of(request), type_, body,
+                                         if_none_exist=request.headers.get("if-none-exist"), prefer=prefer,
+                                         context=context))
 
 
 @router.put("/{type_}")
@@ -164,13 +187,14 @@ async def conditional_update(type_: str, request: Request, service: ServiceDep, 
     body = await _json_body(request)
     context = service.write_context(request.headers.get("x-provenance"))
     return _respond(await service.conditional_update(
-        type_, request.url.query, body, if_match=request.headers.get("if-match"), prefer=prefer, context=context))
+        access_of(request), type_, request.url.query, body, if_match=request.headers.get("if-match"),
+        prefer=prefer, context=context))
 
 
 @router.delete("/{type_}")
 async def conditional_delete(type_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.conditional_delete(type_, request.url.query))
+    return _respond(await service.conditional_delete(access_of(request), type_, request.url.query))
 
 
 @router.put("/{type_}/{id_}")
@@ -179,23 +203,23 @@ async def update(type_: str, id_: str, request: Request, service: ServiceDep, pr
     service.check_type(type_)
     body = await _json_body(request)
     context = service.write_context(request.headers.get("x-provenance"))
-    return _respond(await service.update(type_, id_, body, if_match=request.headers.get("if-match"),
+    return _respond(await service.update(access_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
                                          prefer=prefer, context=context))
 
 
 @router.delete("/{type_}/{id_}")
 async def delete(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.delete(type_, id_, if_match=request.headers.get("if-match")))
+    return _respond(await service.delete(access_of(request), type_, id_, if_match=request.headers.get("if-match")))
 
 
 @router.get("/{type_}/{id_}/_history")
 async def history_instance(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.history(type_, id_, request.query_params.multi_items()))
+    return _respond(await service.history(access_of(request), type_, id_, request.query_params.multi_items()))
 
 
 @router.get("/{type_}/{id_}/_history/{version}")
 async def vread(type_: str, id_: str, version: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.vread(type_, id_, version))
+    return _respond(await service.vread(access_of(request), type_, id_, version))

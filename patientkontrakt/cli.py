@@ -10,36 +10,78 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from patientkontrakt.config import Settings, get_settings
+from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.security.keys import SigningKeyError, SigningKeys, generate_key
 from patientkontrakt.storage.database import DatabaseNotMigrated, create_engine, ensure_migrated, migrate
 from patientkontrakt.storage.repository import Store
 
+T = TypeVar("T")
+
 _EPILOG = """\
-environment:
+environment (all in docs/operations.md):
   PK_DATABASE_URL   database (default sqlite+aiosqlite:///./patientkontrakt.db;
                     production: postgresql+asyncpg://user@host:5432/db)
   PK_BASE_URL       public base URL of the service (default http://127.0.0.1:8000)
+  PK_SIGNING_KEY    PEM file of the token signing key (default ./patientkontrakt-signing-key.pem)
+  PK_TEST_IDP       true: sign in through the built-in test IdP (demo data only)
+  PK_OIDC_ISSUER    external OpenID Connect provider for sign-in (with PK_OIDC_CLIENT_ID, ...)
   PK_LOG_LEVEL      debug, info, warning, error (default info)
 
 examples:
   patientkontrakt migrate
   patientkontrakt demo --agreements 50
-  patientkontrakt serve --host 127.0.0.1 --port 8000
+  PK_TEST_IDP=true patientkontrakt serve --host 127.0.0.1 --port 8000
+  patientkontrakt token demo-ehr --key demo-ehr-key.pem
+  patientkontrakt audit verify
 """
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    url = get_settings().database_url
+    settings = get_settings()
+    url = settings.database_url
     try:
         migrate(url)
+        reindexed = asyncio.run(_with_service(settings, _ensure_index))
     except (OSError, SQLAlchemyError) as exc:
         print(f"patientkontrakt: cannot migrate {_safe(url)}: {exc}", file=sys.stderr)
         return 1
+    if reindexed:
+        print(f"search index rebuilt for changed search parameters: {reindexed} resources")
     print(f"database is up to date: {_safe(url)}")
     return 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    from patientkontrakt.fhir.reindex import reindex
+
+    count = asyncio.run(_with_service(get_settings(), reindex))
+    print(f"reindexed {count} resources")
+    return 0
+
+
+async def _ensure_index(service: FhirService) -> int | None:
+    from patientkontrakt.fhir.reindex import ensure_current
+
+    return await ensure_current(service)
+
+
+async def _with_service(settings: Settings, work: Callable[[FhirService], Awaitable[T]]) -> T:
+    """Run ``work`` with the service as the service itself (no access rules, no access log)."""
+    from patientkontrakt.domain.setup import build_service
+
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        await ensure_migrated(engine)
+        return await work(build_service(settings, Store(engine)))
+    finally:
+        await engine.dispose()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -48,7 +90,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     try:
         asyncio.run(_check_schema(settings.database_url))
-    except DatabaseNotMigrated as exc:
+        SigningKeys.load(settings.signing_key, settings.previous_keys)
+    except (DatabaseNotMigrated, SigningKeyError) as exc:
         print(f"patientkontrakt: refusing to start: {exc}", file=sys.stderr)
         return 1
     if args.base_url is None and "PK_BASE_URL" not in os.environ:
@@ -68,32 +111,98 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from patientkontrakt.security.demo_clients import register_demo_clients
+
     settings = get_settings()
+    if not settings.signing_key.exists():
+        generate_key(settings.signing_key)
+        print(f"generated the token signing key {settings.signing_key}")
     try:
-        count = asyncio.run(_load_demo(settings, args.agreements, args.seed))
+        count = asyncio.run(_with_service(settings, lambda service: _load_demo(service, args.agreements, args.seed)))
+        ehr_key = asyncio.run(_with_service(settings, lambda service: register_demo_clients(service, settings)))
     except DatabaseNotMigrated as exc:
         print(f"patientkontrakt: {exc}", file=sys.stderr)
         return 1
     base = settings.fhir_base
     print(f"demo region loaded: {count} resources ({args.agreements} agreements, all tagged HTEST as test data)")
-    print(f"  FHIR base:            {base}")
-    print(f"  a Patientkontrakt:    {base}/Patient/demo-pat-000000/$patientkontrakt")
-    print(f"  all agreements:       {base}/CarePlan?_include=CarePlan:care-team")
+    print(f"  FHIR base:            {base}   (every request needs a token)")
+    print(f"  demo EHR client:      demo-ehr, private key {ehr_key}, acting for Vårdcentralen Björkbacken")
+    print("  a token for curl:     TOKEN=$(.venv/bin/patientkontrakt token demo-ehr)")
+    print(f"  a Patientkontrakt:    curl -H \"Authorization: Bearer $TOKEN\" '{base}/CarePlan?_count=1'")
     return 0
 
 
-async def _load_demo(settings: Settings, agreements: int, seed: int) -> int:
+async def _load_demo(service: FhirService, agreements: int, seed: int) -> int:
     from patientkontrakt.domain.demo import load_demo
-    from patientkontrakt.domain.setup import build_service
     from patientkontrakt.fhir.bundles import BundleProcessor
 
-    engine = create_engine(settings.database_url, pool_size=2)
+    return await load_demo(BundleProcessor(service), agreements, seed)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    path = Path(args.out) if args.out else settings.signing_key
+    if path.exists() and not args.force:
+        print(f"patientkontrakt: {path} exists; use --force to replace it (see docs/security.md on rollover)",
+              file=sys.stderr)
+        return 1
+    generate_key(path)
+    print(f"wrote a new RSA signing key to {path} (kid {SigningKeys.load(path).kid})")
+    return 0
+
+
+def _cmd_clients(args: argparse.Namespace) -> int:
+    from patientkontrakt.security.clients import ClientError, Clients
+
+    settings = get_settings()
+
+    async def run(service: FhirService) -> int:
+        clients = Clients(service.store)
+        if args.action == "list":
+            for row in await clients.registered():
+                print(f"{row.client_id}\t{row.kind}\t{row.care_unit or '-'}\t{row.scope}\t{row.name}")
+            return 0
+        if args.action == "remove":
+            removed = await clients.remove(args.client_id)
+            print(f"removed {args.client_id}" if removed else f"no client {args.client_id}")
+            return 0 if removed else 1
+        jwks = Path(args.jwks).read_text() if args.jwks else None
+        await clients.add(args.client_id, name=args.name or args.client_id, kind=args.kind,
+                          redirect_uris=args.redirect_uri or [], jwks=jwks, jwks_uri=args.jwks_uri,
+                          scope=args.scope, care_unit=args.care_unit)
+        print(f"registered {args.kind} client {args.client_id}")
+        return 0
+
     try:
-        await ensure_migrated(engine)
-        service = build_service(settings, Store(engine))
-        return await load_demo(BundleProcessor(service), agreements, seed)
-    finally:
-        await engine.dispose()
+        return asyncio.run(_with_service(settings, run))
+    except ClientError as exc:
+        print(f"patientkontrakt: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from patientkontrakt.audit.log import verify
+
+    count, broken, why = asyncio.run(_with_service(get_settings(), lambda service: verify(service.store)))
+    if broken is None:
+        print(f"access log intact: {count} entries, hash chain verified")
+        return 0
+    print(f"access log BROKEN at entry {broken}: {why} ({count} entries before it verified)")
+    return 1
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from patientkontrakt.security.client_assertion import TokenRequestError, request_token
+
+    settings = get_settings()
+    key = Path(args.key) if args.key else settings.signing_key.parent / f"{args.client_id}-key.pem"
+    try:
+        token = request_token(settings.base_url, args.client_id, key, args.scope)
+    except TokenRequestError as exc:
+        print(f"patientkontrakt: {exc}", file=sys.stderr)
+        return 1
+    print(token)
+    return 0
 
 
 async def _check_schema(url: str) -> None:
@@ -131,10 +240,52 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_cmd = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate_cmd.set_defaults(func=_cmd_migrate)
 
-    demo = commands.add_parser("demo", help="load the fictional demo region (idempotent; test data, tagged HTEST)")
+    demo = commands.add_parser("demo", help="load the fictional demo region and register its demo clients "
+                                            "(idempotent; test data, tagged HTEST)")
     demo.add_argument("--agreements", type=int, default=50, help="number of agreements (default 50)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     demo.set_defaults(func=_cmd_demo)
+
+    reindex = commands.add_parser("reindex", help="rebuild the search index of every resource")
+    reindex.set_defaults(func=_cmd_reindex)
+
+    keys = commands.add_parser("keys", help="token signing keys")
+    keys_actions = keys.add_subparsers(dest="action", required=True, metavar="action")
+    generate = keys_actions.add_parser("generate", help="write a new RSA signing key (PEM)")
+    generate.add_argument("--out", default=None, help="where (default: PK_SIGNING_KEY)")
+    generate.add_argument("--force", action="store_true", help="replace an existing file")
+    keys.set_defaults(func=_cmd_keys)
+
+    clients = commands.add_parser("clients", help="register, list and remove OAuth clients")
+    client_actions = clients.add_subparsers(dest="action", required=True, metavar="action")
+    add = client_actions.add_parser("add", help="register (or replace) a client")
+    add.add_argument("client_id")
+    add.add_argument("--name", help="shown on the sign-in page")
+    add.add_argument("--kind", choices=("public", "confidential", "backend"), required=True,
+                     help="public: PKCE only (apps in a browser or on a phone); confidential: PKCE and "
+                          "private_key_jwt; backend: client credentials (SMART Backend Services)")
+    add.add_argument("--redirect-uri", action="append", help="allowed redirect URI (repeat for several)")
+    add.add_argument("--jwks", help="file with the client's public JWK Set (confidential, backend)")
+    add.add_argument("--jwks-uri", help="URL of the client's public JWK Set (instead of --jwks)")
+    add.add_argument("--scope", required=True, help='the scopes it may be granted, e.g. "system/*.rs"')
+    add.add_argument("--care-unit", help="HSA-id of the care unit a backend client acts for")
+    client_actions.add_parser("list", help="list the registered clients")
+    remove = client_actions.add_parser("remove", help="remove a client and revoke its refresh tokens")
+    remove.add_argument("client_id")
+    clients.set_defaults(func=_cmd_clients)
+
+    audit = commands.add_parser("audit", help="the access log")
+    audit_actions = audit.add_subparsers(dest="action", required=True, metavar="action")
+    audit_actions.add_parser("verify", help="check the hash chain; reports the first broken link")
+    audit.set_defaults(func=_cmd_audit)
+
+    token = commands.add_parser("token", help="get an access token for a backend client from the running server "
+                                              "(SMART Backend Services), e.g. for curl")
+    token.add_argument("client_id")
+    token.add_argument("--key", help="the client's private key, PEM (default: <client_id>-key.pem next to the "
+                                     "signing key)")
+    token.add_argument("--scope", default="system/*.rs", help="scopes to ask for (default system/*.rs)")
+    token.set_defaults(func=_cmd_token)
     return parser
 
 

@@ -29,9 +29,36 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     db_pool_size: int = 20
 
+    # -- authorization (design §5; docs/security.md) ----------------------------------------
+    signing_key: Path = Field(
+        default=Path("patientkontrakt-signing-key.pem"),
+        description="PEM file of the active RSA key that signs tokens (`patientkontrakt keys generate`).",
+    )
+    signing_keys_previous: str = Field(
+        default="", description="Comma-separated PEM files of keys still accepted and published (rollover).")
+    access_token_lifetime: int = Field(default=600, description="Seconds an access token lives (at most 900).")
+    refresh_token_lifetime: int = Field(default=8 * 3600, description="Seconds a refresh token lives.")
+    test_idp: bool = Field(
+        default=False,
+        description="Sign in through the built-in test identity provider (demo users; never in production).")
+    oidc_issuer: str | None = Field(default=None, description="External OpenID Connect provider (its issuer URL).")
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_scope: str = "openid profile"
+    oidc_staff_claim: str = Field(default="employeeHsaId", description="Claim with a staff member's HSA-id.")
+    oidc_commission_claim: str = Field(default="commissionHsaId",
+                                       description="Claim with the chosen commission's HSA-id, if the IdP sends one.")
+    oidc_patient_claims: str = Field(
+        default="https://id.oidc.se/claim/personalIdentityNumber,https://id.oidc.se/claim/coordinationNumber",
+        description="Claims with a patient's personnummer or samordningsnummer (12 digits), in order.")
+
     @property
     def fhir_base(self) -> str:
         return self.base_url.rstrip("/") + "/fhir"
+
+    @property
+    def previous_keys(self) -> list[Path]:
+        return [Path(p.strip()) for p in self.signing_keys_previous.split(",") if p.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -28,6 +28,7 @@ from stdnum import luhn
 
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
+from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.service import Preferences
 
@@ -380,9 +381,9 @@ async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 
     rules), one transaction each, with PUT and stable ids: loading twice adds no versions."""
     generator = DemoGenerator(seed=seed)
     minimal = Preferences(return_="minimal")
-    await bundles.process(_transaction(generator.region.resources()), minimal)
+    await bundles.process(INTERNAL, _transaction(generator.region.resources()), minimal)
     count = len(generator.region.resources())
     for resources in generator.agreements(agreements):
-        await bundles.process(_transaction(resources), minimal)
+        await bundles.process(INTERNAL, _transaction(resources), minimal)
         count += len(resources)
     return count

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from patientkontrakt.domain import codes
+from patientkontrakt.fhir.access import Access, AccessLog, NoLog, access_of, visible
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
-from patientkontrakt.fhir.errors import Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.errors import FhirError, Gone, Issue, NotFound, operation_outcome
 from patientkontrakt.fhir.indexing import parse_reference, reference_elements
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.storage.repository import Store, StoredResource, Unit
@@ -51,6 +52,15 @@ def _start(value: Any) -> str:
     return "9999"
 
 
+def _allowed(unit: Unit, type_: str) -> bool:
+    """Whether the caller's scopes let them read ``type_`` (what they may not is left out)."""
+    try:
+        access_of(unit).require(type_, "read")
+    except FhirError:
+        return False
+    return True
+
+
 def _activity_start(activity: dict[str, Any], appointments: dict[str, dict[str, Any]]) -> str:
     detail = activity.get("detail") or {}
     for key in ("scheduledPeriod", "scheduledTiming", "scheduledString"):
@@ -62,43 +72,59 @@ def _activity_start(activity: dict[str, Any], appointments: dict[str, dict[str, 
 
 
 class AgreementOverview:
-    def __init__(self, store: Store, base: str) -> None:
+    """The operation, under the caller's access: it holds only what they may see, and what it
+    returns is logged like any read."""
+
+    def __init__(self, store: Store, base: str, log: AccessLog | None = None) -> None:
         self._store = store
         self._base = base
+        self._log: AccessLog = log or NoLog()
 
-    async def for_patient(self, patient_id: str) -> bytes:
-        async with self._store.reading() as unit:
-            return await self._for_patient(unit, patient_id)
+    async def for_patient(self, access: Access, patient_id: str) -> bytes:
+        return await self._run(access, "Patient", patient_id, self._for_patient)
 
-    async def for_plan(self, plan_id: str) -> bytes:
-        async with self._store.reading() as unit:
-            return await self._for_plan(unit, plan_id)
+    async def for_plan(self, access: Access, plan_id: str) -> bytes:
+        return await self._run(access, "CarePlan", plan_id, self._for_plan)
 
-    async def _for_patient(self, unit: Unit, patient_id: str) -> bytes:
-        patient = await unit.get("Patient", patient_id)
-        if patient is None:
-            raise NotFound(f"Patient/{patient_id} is not known", details_sv="Patienten finns inte.")
+    async def _run(self, access: Access, type_: str, id_: str, body: Any) -> bytes:
+        access.require(type_, "operation")
+        access.require("CarePlan", "operation")
+        request = f"{type_}/{id_}/$patientkontrakt"
+        async with self._store.reading(access) as unit:
+            start = await unit.get(type_, id_)
+            if start is not None and not await visible(unit, [start]):
+                await self._log.refused(access, "operation", request, 404, start)
+                start = None
+            if start is None:
+                raise NotFound(f"{type_}/{id_} is not known",
+                               details_sv="Patienten finns inte." if type_ == "Patient"
+                               else "Patientkontraktet finns inte.")
+            result, resources = await body(unit, start)
+        await self._log.record(access, "operation", request, resources)
+        return bytes(result)
+
+    async def _for_patient(self, unit: Unit, patient: StoredResource) -> tuple[bytes, list[StoredResource]]:
+        patient_id = patient.id
         if patient.deleted:
             raise Gone(f"Patient/{patient_id} was deleted", details_sv="Patienten har tagits bort.")
         pks = await unit.referencing("CarePlan", "subject", [("Patient", patient_id)], 50)
         plans = [
-            p for p in await unit.get_by_pks(pks)
+            p for p in await visible(unit, await unit.get_by_pks(pks))
             if not p.deleted and self._is_open_agreement(orjson.loads(p.body))
         ]
         if not plans:
             note = Issue(code="not-found", severity="information",
                          diagnostics=f"Patient/{patient_id} has no active Patientkontrakt",
                          details_sv="Du har inget gällande patientkontrakt just nu.")
-            return self._bundle([patient], outcome=note)
-        return self._bundle(await self._collect(unit, [patient, *plans]))
+            return self._bundle([patient], outcome=note), [patient]
+        resources = await self._collect(unit, [patient, *plans])
+        return self._bundle(resources), resources
 
-    async def _for_plan(self, unit: Unit, plan_id: str) -> bytes:
-        plan = await unit.get("CarePlan", plan_id)
-        if plan is None:
-            raise NotFound(f"CarePlan/{plan_id} is not known", details_sv="Patientkontraktet finns inte.")
+    async def _for_plan(self, unit: Unit, plan: StoredResource) -> tuple[bytes, list[StoredResource]]:
         if plan.deleted:
-            raise Gone(f"CarePlan/{plan_id} was deleted", details_sv="Patientkontraktet har tagits bort.")
-        return self._bundle(await self._collect(unit, [plan]))
+            raise Gone(f"CarePlan/{plan.id} was deleted", details_sv="Patientkontraktet har tagits bort.")
+        resources = await self._collect(unit, [plan])
+        return self._bundle(resources), resources
 
     @staticmethod
     def _is_open_agreement(plan: dict[str, Any]) -> bool:
@@ -120,12 +146,13 @@ class AgreementOverview:
                     parsed = parse_reference(element["reference"], self._base)
                     if parsed.type in _FOLLOWED and parsed.id and (parsed.type, parsed.id) not in found:
                         wanted.add((parsed.type, parsed.id))
-            frontier = await unit.get_many(wanted)
+            frontier = await visible(unit, [r for r in await unit.get_many(wanted) if _allowed(unit, r.type)])
             found.update(((r.type, r.id), r) for r in frontier)
         teams = [key for key in found if key[0] == "CareTeam"]
-        if teams:
+        if teams and _allowed(unit, "Provenance"):
             pks = await unit.referencing("Provenance", "target", teams, 100)
-            found.update(((r.type, r.id), r) for r in await unit.get_by_pks(pks) if not r.deleted)
+            provenance = [r for r in await unit.get_by_pks(pks) if not r.deleted]
+            found.update(((r.type, r.id), r) for r in await visible(unit, provenance))
         return list(found.values())
 
     def _bundle(self, resources: Iterable[StoredResource], outcome: Issue | None = None) -> bytes:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.rules import PatientkontraktRules
+from patientkontrakt.fhir.access import AccessLog
 from patientkontrakt.fhir.definitions import load_definitions
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.storage.repository import Store
 
 
-def build_service(settings: Settings, store: Store, *, domain_rules: bool = True) -> FhirService:
-    """The FHIR service; ``domain_rules=False`` gives the bare R4 engine."""
+def build_service(settings: Settings, store: Store, *, domain_rules: bool = True,
+                  log: AccessLog | None = None) -> FhirService:
+    """The FHIR service; ``domain_rules=False`` gives the bare R4 engine. ``log`` is the access
+    log (none for tools that act as the service itself)."""
     defs = load_definitions(settings.profiles_dir)
-    return FhirService(settings, store, defs, hooks=PatientkontraktRules(defs) if domain_rules else None)
+    return FhirService(settings, store, defs, hooks=PatientkontraktRules(defs) if domain_rules else None, log=log)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import format_instant
 from patientkontrakt.fhir.errors import BadRequest, FhirError, Issue, NotFound
 from patientkontrakt.fhir.indexing import reference_elements
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 _CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?.")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
 _STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
 
 
 @dataclass
@@ -55,6 +57,18 @@ class _Response:
     version_id: int | None = None
     last_modified: str | None = None
     outcome: dict[str, Any] | None = None
+
+
+def _interaction(entry: _Entry) -> str:
+    if entry.method == "DELETE":
+        return "delete"
+    if entry.method == "POST":
+        return "create"
+    if entry.method == "PUT":
+        return "update"
+    if entry.id is None:
+        return "search-type"
+    return "vread" if entry.version is not None else "read"
 
 
 def _entry_error(index: int, error: FhirError) -> FhirError:
@@ -86,7 +100,7 @@ class BundleProcessor:
     def __init__(self, service: FhirService) -> None:
         self.service = service
 
-    async def process(self, body: dict[str, Any], prefer: Preferences) -> Result:
+    async def process(self, access: Access, body: dict[str, Any], prefer: Preferences) -> Result:
         if body.get("resourceType") != "Bundle":
             raise BadRequest("POST to the base needs a Bundle", expression=("resourceType",),
                              details_sv="Innehållet ska vara en Bundle.")
@@ -100,10 +114,23 @@ class BundleProcessor:
                              details_sv="Bundle.entry ska vara en lista.")
         if kind == "transaction":
             entries = [self._parse_entry(i, e) for i, e in enumerate(raw_entries)]
-            responses = await self._transaction(entries, prefer)
+            for index, entry in enumerate(entries):
+                try:
+                    self._require(access, entry)
+                except FhirError as error:
+                    raise _entry_error(index, error) from None
+            responses = await self._transaction(access, entries, prefer)
         else:
-            responses = await self._batch(raw_entries, prefer)
+            responses = await self._batch(access, raw_entries, prefer)
         return Result(200, self._render(f"{kind}-response", responses))
+
+    @staticmethod
+    def _require(access: Access, entry: _Entry) -> None:
+        """The caller's scopes allow the entry's interaction (403 otherwise)."""
+        interaction = _interaction(entry)
+        access.require(entry.type, interaction)
+        if entry.method in ("PUT", "DELETE") and entry.id is None or entry.if_none_exist:
+            access.require(entry.type, "search-type")
 
     # -- parsing ---------------------------------------------------------------------------
 
@@ -160,7 +187,7 @@ class BundleProcessor:
 
     # -- transaction -----------------------------------------------------------------------
 
-    async def _transaction(self, entries: list[_Entry], prefer: Preferences) -> list[_Response]:
+    async def _transaction(self, access: Access, entries: list[_Entry], prefer: Preferences) -> list[_Response]:
         for i, entry in enumerate(entries):
             entry.index = i
         self._check_duplicates(entries)
@@ -176,7 +203,7 @@ class BundleProcessor:
                     raise _entry_error(entry.index, error) from None
         responses: dict[int, _Response] = {}
         ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
-        async with self.service.store.writing() as unit:
+        async with self.service.store.writing(access) as unit:
             ids: dict[str, str] = {}
             written: list[dict[str, Any]] = []
             claimed: dict[tuple[str, str], int] = {}
@@ -220,6 +247,9 @@ class BundleProcessor:
                     await self.service.writer.check_referrers(unit, stored.type, stored.id, stored.pk)
                 except FhirError as error:
                     raise _entry_error(entry.index, error) from None
+            await access.confirm(unit, unit.written)
+            await self.service.log.record(access, "transaction", f"transaction of {len(entries)} entries",
+                                          unit.touched, unit=unit)
         return [responses[i] for i in range(len(entries))]
 
     @staticmethod
@@ -323,15 +353,22 @@ class BundleProcessor:
         if entry.id is None:
             query = service.parser.parse(entry.type, entry.pairs, strict=False)
             page = await service.search_engine.find(unit, query)
+            unit.touched.extend(page.matches + page.included)
             return _Response(200, body=searchset(service.base, query, page, service.subsetter))
+        current = await service.writer.visible_existing(unit, entry.type, entry.id, lock=False)
         if entry.version is not None:
             found = await unit.get_version(entry.type, entry.id, int(entry.version)) \
-                if entry.version.isascii() and entry.version.isdigit() and len(entry.version) < 10 else None
+                if current is not None and entry.version.isascii() and entry.version.isdigit() \
+                and len(entry.version) < 10 else None
             if found is None or found.body is None:
                 raise NotFound(f"{entry.type}/{entry.id} has no version {entry.version}",
                                details_sv="Versionen finns inte.")
+            assert current is not None
+            unit.touched.append(current)
             return _Response(200, body=found.body, version_id=found.version_id)
-        result = service.read_result(await unit.get(entry.type, entry.id), entry.type, entry.id)
+        result = service.read_result(current, entry.type, entry.id)
+        assert current is not None
+        unit.touched.append(current)
         return _Response(200, body=result.body, version_id=result.version_id)
 
     def _from_outcome(self, outcome: WriteOutcome, prefer: Preferences) -> _Response:
@@ -347,18 +384,31 @@ class BundleProcessor:
 
     # -- batch -----------------------------------------------------------------------------
 
-    async def _batch(self, raw_entries: list[Any], prefer: Preferences) -> list[_Response]:
+    async def _batch(self, access: Access, raw_entries: list[Any], prefer: Preferences) -> list[_Response]:
         responses = []
         for index, raw in enumerate(raw_entries):
             try:
                 entry = self._parse_entry_inner(raw)
                 entry.index = index
-                responses.append(await self._batch_entry(entry, prefer))
+                self._require(access, entry)
+                responses.append(await self._batch_entry(access, entry, prefer))
             except FhirError as error:
                 responses.append(_Response(error.status, outcome=error.outcome()))
         return responses
 
-    async def _batch_entry(self, entry: _Entry, prefer: Preferences) -> _Response:
+    async def _batch_entry(self, access: Access, entry: _Entry, prefer: Preferences) -> _Response:
+        """One entry in a transaction of its own, logged with it (reads: once it has returned)."""
+        async with self.service.store.writing(access) as unit:
+            response = await self._batch_entry_in(unit, entry, prefer)
+            if entry.method not in ("GET", "HEAD"):
+                await access.confirm(unit, unit.written)
+                await self.service.log.record(access, _interaction(entry), f"batch entry {entry.index}",
+                                              unit.touched, unit=unit)
+        if entry.method in ("GET", "HEAD"):
+            await self.service.log.record(access, _interaction(entry), f"batch entry {entry.index}", unit.touched)
+        return response
+
+    async def _batch_entry_in(self, unit: Unit, entry: _Entry, prefer: Preferences) -> _Response:
         service = self.service
         if entry.resource is not None:
             entry.resource = service.prepare(entry.type, entry.resource)
@@ -366,23 +416,22 @@ class BundleProcessor:
                 if element["reference"].startswith("urn:uuid:"):
                     raise BadRequest("A batch cannot resolve urn:uuid references between entries; use a transaction",
                                      details_sv="Använd en transaktion för referenser mellan poster.")
-        async with service.store.writing() as unit:
-            if entry.method == "DELETE":
-                return await self._delete(unit, entry)
-            if entry.method in ("GET", "HEAD"):
-                return await self._get(unit, entry)
-            assert entry.resource is not None
-            if entry.method == "POST":
-                outcome = await service.writer.create(unit, entry.resource, if_none_exist=entry.if_none_exist)
-            elif entry.id is None:
-                outcome = await service.writer.conditional_update(unit, entry.type, entry.query or "",
-                                                                  entry.resource, if_match=entry.if_match)
-            else:
-                if entry.resource.get("id") != entry.id:
-                    raise BadRequest("resource.id must equal the id in request.url",
-                                     details_sv="Id i resursen ska vara samma som i adressen.")
-                outcome = await service.writer.update(unit, entry.resource, if_match=entry.if_match)
-            return self._from_outcome(outcome, prefer)
+        if entry.method == "DELETE":
+            return await self._delete(unit, entry)
+        if entry.method in ("GET", "HEAD"):
+            return await self._get(unit, entry)
+        assert entry.resource is not None
+        if entry.method == "POST":
+            outcome = await service.writer.create(unit, entry.resource, if_none_exist=entry.if_none_exist)
+        elif entry.id is None:
+            outcome = await service.writer.conditional_update(unit, entry.type, entry.query or "",
+                                                              entry.resource, if_match=entry.if_match)
+        else:
+            if entry.resource.get("id") != entry.id:
+                raise BadRequest("resource.id must equal the id in request.url",
+                                 details_sv="Id i resursen ska vara samma som i adressen.")
+            outcome = await service.writer.update(unit, entry.resource, if_match=entry.if_match)
+        return self._from_outcome(outcome, prefer)
 
     # -- rendering -------------------------------------------------------------------------
 

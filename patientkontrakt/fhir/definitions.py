@@ -114,6 +114,9 @@ class Definitions:
         self.search_params: dict[str, dict[str, SearchParam]] = {}
         self.profiles: dict[str, dict[str, Any]] = {}
         self.conformance: list[dict[str, Any]] = []
+        # Per resource type, the search parameters that put it in a patient's compartment
+        # (R4 CompartmentDefinition-patient).
+        self.patient_compartment: dict[str, tuple[str, ...]] = {}
         self._load()
 
     # -- loading ---------------------------------------------------------------------------
@@ -132,6 +135,8 @@ class Definitions:
                 self._value_sets[res["url"]] = res
             elif kind == "CodeSystem":
                 self._code_systems[res["url"]] = res
+            elif kind == "CompartmentDefinition" and res.get("code") == "Patient":
+                self.patient_compartment = {r["code"]: tuple(r.get("param", [])) for r in res.get("resource", [])}
         for res in self._resources(self.profiles_dir / "profiles"):
             kind = res.get("resourceType")
             if kind == "StructureDefinition" and res.get("derivation") == "constraint":

@@ -11,7 +11,9 @@ What is written, unchanged from the package:
   complex datatype reachable from them;
 * ``fhir_profiles/core/ValueSet-*.json`` and ``CodeSystem-*.json``: the value sets bound with
   strength *required* anywhere in those structures, and the code systems they draw on;
-* ``fhir_profiles/search/SearchParameter-*.json``: the core search parameters we register.
+* ``fhir_profiles/search/SearchParameter-*.json``: the core search parameters we register;
+* ``fhir_profiles/core/CompartmentDefinition-patient.json``: which parameters put a resource in
+  a patient's compartment (access rules and the access log).
 
 Our own search parameters (the ones core R4 lacks) live beside them with our canonical URL and
 are not touched by this script.
@@ -44,13 +46,13 @@ RESOURCE_TYPES = (
 # Search parameters by (base type, code). "Resource" ones apply to every type.
 SEARCH_PARAMETERS: dict[str, tuple[str, ...]] = {
     "Resource": ("_id", "_lastUpdated", "_profile", "_tag", "_security"),
-    "Patient": ("identifier", "name", "family", "given", "birthdate", "gender", "active"),
+    "Patient": ("identifier", "name", "family", "given", "birthdate", "gender", "active", "organization"),
     "Practitioner": ("identifier", "name", "family", "given", "active"),
     "Organization": ("identifier", "name", "type", "partof", "active"),
     "PractitionerRole": ("practitioner", "organization", "identifier", "role", "active"),
     "CarePlan": (
         "patient", "subject", "status", "category", "intent", "date", "care-team", "goal",
-        "activity-date", "identifier",
+        "activity-date", "identifier", "activity-reference",
     ),
     "CareTeam": ("patient", "subject", "status", "category", "participant", "identifier"),
     "Goal": ("patient", "subject", "lifecycle-status", "target-date", "identifier"),
@@ -145,6 +147,8 @@ def extract(package: Path, out: Path) -> list[str]:
         if url in index["CodeSystem"]:
             cs = _load(package, index["CodeSystem"][url])
             write(core, cs, f"CodeSystem-{cs['id']}.json")
+
+    write(core, _load(package, "CompartmentDefinition-patient.json"), "CompartmentDefinition-patient.json")
 
     wanted = {(base, code) for base, codes in SEARCH_PARAMETERS.items() for code in codes}
     for path in sorted(package.glob("SearchParameter-*.json")):

@@ -14,9 +14,10 @@ from urllib.parse import urlencode
 import orjson
 
 from patientkontrakt.config import Settings
+from patientkontrakt.fhir.access import Access, AccessLog, NoLog, access_of, bound
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
-from patientkontrakt.fhir.errors import BadRequest, FhirError, Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.errors import BadRequest, FhirError, Forbidden, Gone, Issue, NotFound, operation_outcome
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
@@ -107,7 +108,7 @@ def _check_json(data: dict[str, Any], *, nul_possible: bool) -> None:
 
 class FhirService:
     def __init__(self, settings: Settings, store: Store, defs: Definitions | None = None,
-                 hooks: WriteHooks | None = None) -> None:
+                 hooks: WriteHooks | None = None, log: AccessLog | None = None) -> None:
         self.settings = settings
         self.store = store
         self.base = settings.fhir_base
@@ -119,7 +120,9 @@ class FhirService:
         self.search_engine = SearchEngine(self.defs, QueryBuilder(self.base))
         self.subsetter = Subsetter(self.defs)
         self.hooks: WriteHooks = hooks or NoHooks()
-        self.writer = Writer(self.indexer, self.base, self.types, self.matches, self.hooks)
+        self.writer = Writer(self.indexer, self.base, self.types, self.matches, self.hooks,
+                             self.defs.patient_compartment)
+        self.log: AccessLog = log or NoLog()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -205,13 +208,24 @@ class FhirService:
 
     # -- read ------------------------------------------------------------------------------
 
-    async def read(self, type_: str, id_: str, *, summary: str | None = None,
+    async def read(self, access: Access, type_: str, id_: str, *, summary: str | None = None,
                    elements: tuple[str, ...] = ()) -> Result:
-        """R4 http.html#read: the stored JSON as it was written; deleted → 410."""
+        """R4 http.html#read: the stored JSON as it was written; deleted → 410.
+
+        A resource the caller may not see is answered exactly like one that does not exist.
+        """
         self.check_type(type_)
+        access.require(type_, "read")
         self.check_id(type_, id_)
-        stored = await self.store.read_current(type_, id_)
-        return self.read_result(stored, type_, id_, summary, elements)
+        stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
+        request = f"{type_}/{id_}"
+        if stored is not None and not visible:
+            await self.log.refused(access, "read", request, 404, stored)
+            stored = None
+        result = self.read_result(stored, type_, id_, summary, elements)
+        assert stored is not None
+        await self.log.record(access, "read", request, [stored])
+        return result
 
     def read_result(self, stored: StoredResource | None, type_: str, id_: str,
                     summary: str | None = None, elements: tuple[str, ...] = ()) -> Result:
@@ -224,33 +238,52 @@ class FhirService:
         return Result(200, body.encode() if isinstance(body, str) else body,
                       version_id=stored.version_id, last_updated=stored.last_updated)
 
-    async def vread(self, type_: str, id_: str, version: str) -> Result:
-        """R4 http.html#vread."""
+    async def vread(self, access: Access, type_: str, id_: str, version: str) -> Result:
+        """R4 http.html#vread; the caller must be able to see the resource as it is now."""
         self.check_type(type_)
+        access.require(type_, "vread")
         self.check_id(type_, id_)
         if not (version.isascii() and version.isdigit()) or len(version) > 9:
             raise NotFound(f"{type_}/{id_} has no version {version!r}", details_sv="Versionen finns inte.")
-        async with self.store.reading() as unit:
-            found = await unit.get_version(type_, id_, int(version))
+        stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
+        request = f"{type_}/{id_}/_history/{version}"
+        if stored is not None and not visible:
+            await self.log.refused(access, "vread", request, 404, stored)
+        found = None
+        if stored is not None and visible:
+            async with self.store.reading(access) as unit:
+                found = await unit.get_version(type_, id_, int(version))
         if found is None:
             raise NotFound(f"{type_}/{id_} has no version {version}", details_sv="Versionen finns inte.")
         if found.deleted or found.body is None:
             raise Gone(f"{type_}/{id_} version {version} is a deletion", details_sv="Versionen är en borttagning.")
+        assert stored is not None
+        await self.log.record(access, "vread", request, [stored])
         return Result(200, found.body.encode(), version_id=found.version_id, last_updated=found.last_updated)
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def create(self, type_: str, body: dict[str, Any], *, if_none_exist: str | None,
+    async def _write_done(self, unit: Unit, interaction: str, request: str) -> None:
+        """The end of every write unit: the caller may keep what was written, and it is logged
+        in the same transaction."""
+        access = access_of(unit)
+        await access.confirm(unit, unit.written)
+        await self.log.record(access, interaction, request, unit.touched, unit=unit)
+
+    async def create(self, access: Access, type_: str, body: dict[str, Any], *, if_none_exist: str | None,
                      prefer: Preferences, context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
+        access.require(type_, "create")
         resource = self.prepare(type_, body)
-        async with self.store.writing() as unit:
+        async with self.store.writing(access) as unit:
             outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist, context=context)
+            await self._write_done(unit, "create", type_)
         return self.write_result(outcome, prefer)
 
-    async def update(self, type_: str, id_: str, body: dict[str, Any], *, if_match: str | None,
+    async def update(self, access: Access, type_: str, id_: str, body: dict[str, Any], *, if_match: str | None,
                      prefer: Preferences, context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
+        access.require(type_, "update")
         if not ID_PATTERN.match(id_):
             raise BadRequest(f"{id_!r} is not a valid FHIR id", details_sv="Ogiltigt id.")
         if body.get("id") != id_:
@@ -260,36 +293,45 @@ class FhirService:
                 details_sv="Id i innehållet ska vara samma som i adressen.",
             )
         resource = self.prepare(type_, body)
-        async with self.store.writing() as unit:
+        async with self.store.writing(access) as unit:
             outcome = await self.writer.update(unit, resource, if_match=if_match, context=context)
+            await self._write_done(unit, "update", f"{type_}/{id_}")
         return self.write_result(outcome, prefer)
 
-    async def conditional_update(self, type_: str, criteria: str, body: dict[str, Any], *,
+    async def conditional_update(self, access: Access, type_: str, criteria: str, body: dict[str, Any], *,
                                  if_match: str | None, prefer: Preferences,
                                  context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
+        access.require(type_, "update")
+        access.require(type_, "search-type")
         resource = self.prepare(type_, body)
-        async with self.store.writing() as unit:
+        async with self.store.writing(access) as unit:
             outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match,
                                                            context=context)
+            await self._write_done(unit, "update", f"{type_}?{criteria}")
         return self.write_result(outcome, prefer)
 
-    async def delete(self, type_: str, id_: str, *, if_match: str | None) -> Result:
+    async def delete(self, access: Access, type_: str, id_: str, *, if_match: str | None) -> Result:
         self.check_type(type_)
+        access.require(type_, "delete")
         self.check_id(type_, id_)
-        async with self.store.writing() as unit:
+        async with self.store.writing(access) as unit:
             outcome = await self.writer.delete(unit, type_, id_, if_match=if_match)
+            await self._write_done(unit, "delete", f"{type_}/{id_}")
         return Result(204, version_id=outcome.resource.version_id)
 
-    async def conditional_delete(self, type_: str, criteria: str) -> Result:
+    async def conditional_delete(self, access: Access, type_: str, criteria: str) -> Result:
         self.check_type(type_)
-        async with self.store.writing() as unit:
+        access.require(type_, "delete")
+        access.require(type_, "search-type")
+        async with self.store.writing(access) as unit:
             outcome = await self.writer.conditional_delete(unit, type_, criteria)
+            await self._write_done(unit, "delete", f"{type_}?{criteria}")
         return Result(204, version_id=outcome.resource.version_id)
 
     # -- $validate --------------------------------------------------------------------------
 
-    async def validate(self, type_: str, id_: str | None, body: dict[str, Any] | None,
+    async def validate(self, access: Access, type_: str, id_: str | None, body: dict[str, Any] | None,
                        pairs: list[tuple[str, str]]) -> Result:
         """R4 operation-resource-validate: 200 with an OperationOutcome whether or not the content is valid.
 
@@ -297,6 +339,7 @@ class FhirService:
         references and the rules across resources are checked too.
         """
         self.check_type(type_)
+        access.require(type_, "validate")
         resource, mode, profile = _validate_args(body, pairs)
         if mode not in (None, "create", "update", "delete"):
             raise BadRequest(f"mode must be create, update or delete, not {mode!r}", expression=("mode",))
@@ -314,8 +357,10 @@ class FhirService:
         try:
             if mode == "delete":
                 assert id_ is not None
-                async with self.store.trial() as unit:
+                access.require(type_, "delete")
+                async with self.store.trial(access) as unit:
                     await self.writer.delete(unit, type_, id_)
+                    await access.confirm(unit, unit.written)
             else:
                 assert resource is not None
                 checked = self.check_structure(type_, resource)
@@ -326,11 +371,13 @@ class FhirService:
                     raise BadRequest(f"The resource's id must be {id_!r} for mode=update",
                                      expression=(f"{type_}.id",))
                 if mode in ("create", "update") and not issues:
-                    async with self.store.trial() as unit:
+                    access.require(type_, mode)
+                    async with self.store.trial(access) as unit:
                         if mode == "create":
                             await self.writer.create(unit, checked)
                         else:
                             await self.writer.update(unit, checked)
+                        await access.confirm(unit, unit.written)
         except FhirError as error:
             # The type's own profile may be the one named in ``profile``: report each issue once.
             issues.extend(i for i in error.issues if i not in issues)
@@ -345,32 +392,62 @@ class FhirService:
         self.check_type(type_)
         return self.parser.parse(type_, pairs, strict=prefer.strict)
 
-    async def search(self, type_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> Result:
-        """R4 http.html#search (GET and POST _search)."""
+    async def search(self, access: Access, type_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> Result:
+        """R4 http.html#search (GET and POST _search); only what the caller may see, filtered in
+        the query before paging (and the same for what ``_include`` adds)."""
+        self.check_type(type_)
+        access.require(type_, "search-type")
         query = self.parse_search(type_, pairs, prefer)
-        async with self.store.reading() as unit:
+        for include in query.includes:
+            for included_type in (include.source_type, include.target_type):
+                if included_type is not None and included_type != type_:
+                    access.require(included_type, "search-type")
+        async with self.store.reading(access) as unit:
             page = await self.search_engine.find(unit, query)
-        return Result(200, searchset(self.base, query, page, self.subsetter))
+        body = searchset(self.base, query, page, self.subsetter)
+        await self.log.record(access, "search-type", f"{type_}?{urlencode(query.used)}", page.matches + page.included)
+        return Result(200, body)
 
     # -- history ---------------------------------------------------------------------------
 
-    async def history(self, type_: str | None, id_: str | None, pairs: list[tuple[str, str]]) -> Result:
-        """R4 http.html#history: instance, type or system level; newest first."""
+    async def history(self, access: Access, type_: str | None, id_: str | None,
+                      pairs: list[tuple[str, str]]) -> Result:
+        """R4 http.html#history: instance, type or system level; newest first. The caller sees
+        the history of the resources they may see as they are now."""
+        interaction = "history-system" if type_ is None else "history-type" if id_ is None else "history-instance"
+        types = sorted(self.types) if type_ is None else [type_]
         if type_ is not None:
             self.check_type(type_)
+        if type_ is None:
+            types = [t for t in types if _allowed(access, t, interaction)]
+            if not types:
+                raise Forbidden("The access token grants no history of any type",
+                                details_sv="Du har inte behörighet att läsa historik.")
+        else:
+            access.require(type_, interaction)
         if id_ is not None and type_ is not None:
             self.check_id(type_, id_)
         args = _history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
-        async with self.store.reading() as unit:
+        restrictions = {t: bound(access.restriction(t)) for t in types}
+        async with self.store.reading(access) as unit:
+            if id_ is not None and type_ is not None:
+                current = await unit.get(type_, id_)
+                if current is None or (restrictions[type_] is not None
+                                       and not await unit.visible_pks([current.pk], restrictions[type_])):
+                    if current is not None:
+                        await self.log.refused(access, interaction, f"{type_}/{id_}/_history", 404, current)
+                    raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
             rows = await unit.history(type_=type_, id_=id_, since=args["since"], at=args["at"],
-                                      offset=args["offset"], count=args["count"])
+                                      offset=args["offset"], count=args["count"], restrictions=restrictions)
             has_next = len(rows) > args["count"]
             rows = rows[: args["count"]]
-            if id_ is not None and type_ is not None and not rows and await unit.get(type_, id_) is None:
-                raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
-            total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"])
+            total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"],
+                                             restrictions=restrictions)
+            seen = await unit.get_many({(r.type, r.id) for r in rows})
         path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
-        return Result(200, self._history_bundle(path, pairs, rows, total, has_next, args))
+        body = self._history_bundle(path, pairs, rows, total, has_next, args)
+        await self.log.record(access, interaction, path, seen)
+        return Result(200, body)
 
     def _history_bundle(self, path: str, pairs: list[tuple[str, str]], rows: list[StoredVersion],
                         total: int, has_next: bool, args: dict[str, Any]) -> bytes:
@@ -399,6 +476,14 @@ class FhirService:
             }
             entries.append(({"fullUrl": self.full_url(row.type, row.id)}, row.body, after))
         return render_bundle(head, entries)
+
+
+def _allowed(access: Access, type_: str, interaction: str) -> bool:
+    try:
+        access.require(type_, interaction)
+    except FhirError:
+        return False
+    return True
 
 
 def _validate_args(body: dict[str, Any] | None, pairs: list[tuple[str, str]]

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from patientkontrakt.fhir.access import access_of, bound, visible
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.errors import (
     Conflict,
@@ -88,12 +89,13 @@ def versioned_body(resource: dict[str, Any], version: int, now: datetime) -> dic
 
 class Writer:
     def __init__(self, indexer: Indexer, local_base: str, served_types: frozenset[str], matcher: Matcher,
-                 hooks: WriteHooks | None = None) -> None:
+                 hooks: WriteHooks | None = None, compartment: dict[str, tuple[str, ...]] | None = None) -> None:
         self._indexer = indexer
         self._base = local_base
         self._types = served_types
         self._match = matcher
         self.hooks: WriteHooks = hooks or NoHooks()
+        self._compartment = compartment or {}
 
     async def match(self, unit: Unit, type_: str, pairs: list[tuple[str, str]], limit: int) -> list[StoredResource]:
         """Current resources of ``type_`` matching search criteria (for rules)."""
@@ -117,6 +119,7 @@ class Writer:
         entry once all are written).
         """
         type_, id_ = resource["resourceType"], resource["id"]
+        resource = await access_of(unit).admit(unit, resource, existing)
         resource = await self.hooks.before_store(unit, resource, existing, context)
         if check_references:
             await self.verify(unit, resource)
@@ -124,19 +127,42 @@ class Writer:
         now = now_utc()
         body = versioned_body(resource, version, now)
         text = orjson.dumps(body).decode()
+        rows = self._indexer.extract(body, self._base)
+        patient_id = await self.patient_of(unit, type_, id_, rows.tables())
         if existing is not None:
-            await unit.update(existing.pk, version, now, text)
+            await unit.update(existing.pk, version, now, text, patient_id=patient_id)
             pk = existing.pk
         else:
-            pk = await unit.insert(type_, id_, version, now, text)
+            pk = await unit.insert(type_, id_, version, now, text, patient_id=patient_id)
         await unit.add_version(type_, id_, version, now, method, text)
-        rows = self._indexer.extract(body, self._base)
         await unit.write_index(pk, type_, rows.tables(), replace=existing is not None)
-        stored = StoredResource(pk, type_, id_, version, now, False, text)
+        stored = StoredResource(pk, type_, id_, version, now, False, text, patient_id)
+        unit.written.append(stored)
+        unit.touched.append(stored)
         if context.provenance is not None:
             await self._provenance(unit, context.provenance, stored)
         await self.hooks.after_store(unit, stored, existing, context, self)
         return stored
+
+    async def patient_of(self, unit: Unit, type_: str, id_: str, tables: Any) -> str | None:
+        """The patient whose compartment the resource is in (R4 CompartmentDefinition-patient):
+        a Patient is its own; a Provenance that names no patient is about its targets' patient."""
+        if type_ == "Patient":
+            return id_
+        params = self._compartment.get(type_, ())
+        targets: list[tuple[str, str]] = []
+        for name, rows in tables:
+            if name != "reference":
+                continue
+            for row in rows:
+                if row.get("target_type") == "Patient" and row.get("param") in params and row.get("target_id"):
+                    return str(row["target_id"])
+                if row.get("param") == "target" and row.get("target_type") and row.get("target_id"):
+                    targets.append((row["target_type"], row["target_id"]))
+        if type_ == "Provenance" and targets:
+            patients = await unit.patients_of(targets)
+            return patients[0] if patients else None
+        return None
 
     async def verify(self, unit: Unit, resource: dict[str, Any]) -> None:
         """References resolve and the domain rules across resources hold."""
@@ -190,6 +216,7 @@ class Writer:
         if not wanted:
             return
         found = await unit.existing(wanted, share_lock=True)
+        found = await self._visible_keys(unit, found)
         missing = [(key, at) for key, at in wanted.items() if key not in found]
         if missing:
             (t0, i0), at0 = missing[0]
@@ -205,6 +232,27 @@ class Writer:
                     for (t, i), at in missing
                 ],
             )
+
+    @staticmethod
+    async def _visible_keys(unit: Unit, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The keys the caller may see: a reference to what they may not is treated as one to
+        nothing (no existence leaks through a write's answer)."""
+        access = access_of(unit)
+        if all(access.restriction(t) is None for t, _ in keys):
+            return keys
+        resources = await unit.get_many(keys)
+        return {(r.type, r.id) for r in await visible(unit, resources)}
+
+    async def visible_existing(self, unit: Unit, type_: str, id_: str, *, lock: bool) -> StoredResource | None:
+        """The current row of Type/id if the caller may see it (or it is deleted and was theirs
+        to see before: then the restriction is checked on what is left), else None."""
+        existing = await unit.get(type_, id_, lock=lock)
+        if existing is None:
+            return None
+        restriction = access_of(unit).restriction(type_)
+        if restriction is None or await unit.visible_pks([existing.pk], bound(restriction)):
+            return existing
+        return None
 
     # -- interactions ----------------------------------------------------------------------
 
@@ -257,6 +305,11 @@ class Writer:
         if existing is None:
             await unit.lock_key(f"{type_}/{id_}")
             existing = await unit.get(type_, id_, lock=True)
+        if existing is not None and await self.visible_existing(unit, type_, id_, lock=False) is None:
+            # Another care unit's resource (or a deleted one no longer visible): as if unknown,
+            # but it cannot be created anew under the same id.
+            raise NotFound(f"{type_}/{id_} is not known to you; it cannot be written",
+                           details_sv="Resursen finns inte eller får inte ändras av dig.")
         if if_match is not None and (
             existing is None or existing.deleted or parse_etag(if_match) != str(existing.version_id)
         ):
@@ -265,6 +318,8 @@ class Writer:
                 f"If-Match {if_match} does not match the current version of {type_}/{id_} ({current})",
                 details_sv="Resursen har ändrats av någon annan sedan du läste den. Läs in den igen.",
             )
+        if existing is None or existing.deleted:
+            access_of(unit).require(type_, "create")  # an update that creates needs both permissions
         if existing is not None and not existing.deleted and _same_content(existing.body, resource):
             return WriteOutcome(200, existing)
         stored = await self.store(unit, resource, existing, "PUT", check_references=check_references,
@@ -282,6 +337,9 @@ class Writer:
             if "id" in resource and not ID_PATTERN.match(str(resource["id"])):
                 raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
             existing = await unit.get(type_, str(resource["id"]), lock=True) if "id" in resource else None
+            if existing is not None and await self.visible_existing(unit, type_, existing.id, lock=False) is None:
+                raise NotFound(f"{type_}/{existing.id} is not known to you; it cannot be written",
+                               details_sv="Resursen finns inte eller får inte ändras av dig.")
             if existing is not None and not existing.deleted:
                 raise Conflict(f"No {type_} matches {criteria!r}, but the body's id names the existing "
                                f"{type_}/{existing.id}", expression=(f"{type_}.id",),
@@ -305,7 +363,7 @@ class Writer:
         entry is written, so that its outcome does not depend on the order of its entries.
         """
         existing = await unit.get(type_, id_, lock=True)
-        if existing is None:
+        if existing is None or await self.visible_existing(unit, type_, id_, lock=False) is None:
             raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
         if if_match is not None and parse_etag(if_match) != str(existing.version_id):
             raise PreconditionFailed(f"If-Match {if_match} does not match {type_}/{id_}",
@@ -318,13 +376,16 @@ class Writer:
         await unit.update(existing.pk, version, now, existing.body, deleted=True)
         await unit.add_version(type_, id_, version, now, "DELETE", None)
         await unit.clear_index(existing.pk)
-        return WriteOutcome(204, StoredResource(existing.pk, type_, id_, version, now, True, existing.body))
+        gone = StoredResource(existing.pk, type_, id_, version, now, True, existing.body, existing.patient_id)
+        unit.touched.append(gone)
+        return WriteOutcome(204, gone)
 
     async def check_referrers(self, unit: Unit, type_: str, id_: str, pk: int) -> None:
         """A resource that current resources still reference cannot be deleted (409)."""
         referrers = await unit.referrers(type_, id_, exclude_pk=pk)
         if referrers:
-            names = ", ".join(f"{t}/{i}" for t, i in referrers)
+            shown = await self._visible_keys(unit, set(referrers))
+            names = ", ".join(f"{t}/{i}" if (t, i) in shown else "a resource you cannot see" for t, i in referrers)
             raise Conflict(
                 f"{type_}/{id_} is referenced by {names}; change or delete those first",
                 details_sv=f"Resursen används av {names} och kan inte tas bort.",

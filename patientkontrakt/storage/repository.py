@@ -8,7 +8,7 @@ FHIR engine composes into interactions; it knows tables and SQL, not FHIR rules.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION
+from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 
 R = RESOURCE.c
 V = RESOURCE_VERSION.c
@@ -33,6 +33,7 @@ class StoredResource:
     last_updated: datetime
     deleted: bool
     body: str
+    patient_id: str | None = None  # the Patient compartment it is in (see tables.Resource)
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,16 @@ class StoredVersion:
     body: str | None
 
 
-_CURRENT_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body)
+CURRENT_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id)
 _VERSION_COLUMNS = (V.res_type, V.res_id, V.version_id, V.last_updated, V.method, V.deleted, V.body)
 # Read by id is the hottest statement: built once, so a call only binds values instead of
 # constructing a Select and generating its cache key every time (docs/performance.md).
-_GET = sa.select(*_CURRENT_COLUMNS).where(R.res_type == sa.bindparam("type_"), R.res_id == sa.bindparam("id_"))
+_GET = sa.select(*CURRENT_COLUMNS).where(R.res_type == sa.bindparam("type_"), R.res_id == sa.bindparam("id_"))
 _GET_LOCKED = _GET.with_for_update()
 
 
-def _current(row: Sequence[Any]) -> StoredResource:
+def current(row: Sequence[Any]) -> StoredResource:
+    """A row of ``CURRENT_COLUMNS`` as a ``StoredResource``."""
     return StoredResource(*row)
 
 
@@ -73,35 +75,78 @@ def _current_during(at: datetime | tuple[datetime, datetime]) -> tuple[sa.Column
     return V.last_updated <= high, ~replaced
 
 
-class Unit:
-    """Primitive storage operations on one connection (and, when writing, one transaction)."""
+def _history_filter(type_: str | None, id_: str | None, since: datetime | None,
+                    at: datetime | tuple[datetime, datetime] | None,
+                    restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    if type_ is not None:
+        where.append(V.res_type == type_)
+    if id_ is not None:
+        where.append(V.res_id == id_)
+    if since is not None:
+        where.append(V.last_updated >= since)
+    if at is not None:
+        where.extend(_current_during(at))
+    if restrictions is not None:
+        options = []
+        for name, condition in restrictions.items():
+            if condition is None:
+                options.append(V.res_type == name)
+            else:
+                # ``condition`` is written over ``resource``; here it correlates to the row of
+                # the version's resource.
+                options.append(sa.and_(V.res_type == name, sa.exists().where(
+                    R.res_type == V.res_type, R.res_id == V.res_id, condition)))
+        where.append(sa.or_(*options) if options else sa.false())
+    return where
 
-    def __init__(self, conn: AsyncConnection) -> None:
+
+class Unit:
+    """Primitive storage operations on one connection (and, when writing, one transaction).
+
+    ``access`` is whoever the work is done for (``patientkontrakt.fhir.access``): the storage
+    layer only carries it, so that every step of an interaction that is handed the unit also
+    knows on whose behalf it runs. ``touched`` collects what the unit read or wrote for the
+    access log.
+    """
+
+    def __init__(self, conn: AsyncConnection, access: Any = None) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
+        self.access = access
+        self.touched: list[StoredResource] = []
+        self.written: list[StoredResource] = []
 
     # -- current resources -----------------------------------------------------------------
 
     async def get(self, type_: str, id_: str, *, lock: bool = False) -> StoredResource | None:
         query = _GET_LOCKED if lock else _GET
         row = (await self.conn.execute(query, {"type_": type_, "id_": id_})).first()
-        return _current(row) if row else None
+        return current(row) if row else None
 
     async def get_many(self, keys: Iterable[tuple[str, str]]) -> list[StoredResource]:
         """Current, not deleted resources for (type, id) keys, in no particular order."""
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return []
-        query = sa.select(*_CURRENT_COLUMNS).where(
+        query = sa.select(*CURRENT_COLUMNS).where(
             sa.tuple_(R.res_type, R.res_id).in_(wanted), R.deleted.is_(False)
         )
-        return [_current(r) for r in (await self.conn.execute(query)).all()]
+        return [current(r) for r in (await self.conn.execute(query)).all()]
+
+    async def visible_pks(self, pks: Sequence[int], condition: sa.ColumnElement[bool]) -> set[int]:
+        """Which of ``pks`` satisfy ``condition`` (a restriction with its values bound)."""
+        if not pks:
+            return set()
+        query = sa.select(R.pk).where(R.pk.in_(list(pks)), condition)
+        found: list[Any] = list((await self.conn.execute(query)).scalars())
+        return {int(pk) for pk in found}
 
     async def get_by_pks(self, pks: Sequence[int]) -> list[StoredResource]:
         if not pks:
             return []
-        query = sa.select(*_CURRENT_COLUMNS).where(R.pk.in_(list(pks)))
-        by_pk = {r[0]: _current(r) for r in (await self.conn.execute(query)).all()}
+        query = sa.select(*CURRENT_COLUMNS).where(R.pk.in_(list(pks)))
+        by_pk = {r[0]: current(r) for r in (await self.conn.execute(query)).all()}
         return [by_pk[pk] for pk in pks if pk in by_pk]
 
     async def existing(self, keys: Iterable[tuple[str, str]], *, share_lock: bool = False) -> set[tuple[str, str]]:
@@ -117,25 +162,39 @@ class Unit:
         return {(str(t), str(i)) for t, i in (await self.conn.execute(query)).all()}
 
     async def insert(
-        self, type_: str, id_: str, version_id: int, last_updated: datetime, body: str
+        self, type_: str, id_: str, version_id: int, last_updated: datetime, body: str,
+        patient_id: str | None = None,
     ) -> int:
         result = await self.conn.execute(
             sa.insert(RESOURCE)
             .values(res_type=type_, res_id=id_, version_id=version_id, last_updated=last_updated,
-                    deleted=False, body=body)
+                    deleted=False, body=body, patient_id=patient_id)
             .returning(R.pk)
         )
         pk: int = result.scalar_one()
         return pk
 
     async def update(
-        self, pk: int, version_id: int, last_updated: datetime, body: str, *, deleted: bool = False
+        self, pk: int, version_id: int, last_updated: datetime, body: str, *, deleted: bool = False,
+        patient_id: str | None = None,
     ) -> None:
-        await self.conn.execute(
-            sa.update(RESOURCE)
-            .where(R.pk == pk)
-            .values(version_id=version_id, last_updated=last_updated, body=body, deleted=deleted)
+        """Replace the current row; a deletion keeps the row's ``patient_id``."""
+        values: dict[str, Any] = {"version_id": version_id, "last_updated": last_updated, "body": body,
+                                  "deleted": deleted}
+        if not deleted:
+            values["patient_id"] = patient_id
+        await self.conn.execute(sa.update(RESOURCE).where(R.pk == pk).values(**values))
+
+    async def patients_of(self, keys: Iterable[tuple[str, str]]) -> list[str]:
+        """The patients of the given resources (for a Provenance, the patient of its targets)."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return []
+        query = sa.select(R.patient_id).distinct().where(
+            sa.tuple_(R.res_type, R.res_id).in_(wanted), R.patient_id.is_not(None)
         )
+        found: list[Any] = list((await self.conn.execute(query)).scalars())
+        return [str(patient) for patient in found]
 
     # -- versions --------------------------------------------------------------------------
 
@@ -165,36 +224,25 @@ class Unit:
         at: datetime | tuple[datetime, datetime] | None,
         offset: int,
         count: int,
+        restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
     ) -> list[StoredVersion]:
         """Versions newest first (R4 http.html#history), ``count + 1`` rows to detect a next page.
 
         ``at`` is an instant or an inclusive period: only versions current at some time in it.
+        ``restrictions`` limits the result to those types, and to the versions of resources whose
+        current row meets the type's condition (None: every resource of the type).
         """
-        query = sa.select(*_VERSION_COLUMNS)
-        if type_ is not None:
-            query = query.where(V.res_type == type_)
-        if id_ is not None:
-            query = query.where(V.res_id == id_)
-        if since is not None:
-            query = query.where(V.last_updated >= since)
-        if at is not None:
-            query = query.where(*_current_during(at))
+        query = sa.select(*_VERSION_COLUMNS).where(*_history_filter(type_, id_, since, at, restrictions))
         query = query.order_by(V.last_updated.desc(), V.seq.desc()).offset(offset).limit(count + 1)
         return [_version(r) for r in (await self.conn.execute(query)).all()]
 
     async def history_count(
         self, *, type_: str | None, id_: str | None, since: datetime | None,
-        at: datetime | tuple[datetime, datetime] | None
+        at: datetime | tuple[datetime, datetime] | None,
+        restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
     ) -> int:
-        query = sa.select(sa.func.count()).select_from(RESOURCE_VERSION)
-        if type_ is not None:
-            query = query.where(V.res_type == type_)
-        if id_ is not None:
-            query = query.where(V.res_id == id_)
-        if since is not None:
-            query = query.where(V.last_updated >= since)
-        if at is not None:
-            query = query.where(*_current_during(at))
+        query = sa.select(sa.func.count()).select_from(RESOURCE_VERSION).where(
+            *_history_filter(type_, id_, since, at, restrictions))
         total: int = (await self.conn.execute(query)).scalar_one()
         return total
 
@@ -259,10 +307,26 @@ class Unit:
     # -- search ----------------------------------------------------------------------------
 
     async def search(self, query: sa.Select[Any]) -> list[StoredResource]:
-        return [_current(r) for r in (await self.conn.execute(query)).all()]
+        return [current(r) for r in (await self.conn.execute(query)).all()]
 
     async def scalar(self, query: sa.Select[Any]) -> Any:
         return (await self.conn.execute(query)).scalar_one()
+
+    async def current_batch(self, after_pk: int, limit: int) -> list[StoredResource]:
+        """Current, not deleted resources with ``pk`` above ``after_pk``, in ``pk`` order (reindexing)."""
+        query = sa.select(*CURRENT_COLUMNS).where(R.pk > after_pk, R.deleted.is_(False)).order_by(R.pk).limit(limit)
+        return [current(r) for r in (await self.conn.execute(query)).all()]
+
+    async def set_patient(self, pk: int, patient_id: str | None) -> None:
+        await self.conn.execute(sa.update(RESOURCE).where(R.pk == pk).values(patient_id=patient_id))
+
+    async def state(self, key: str) -> str | None:
+        row = (await self.conn.execute(sa.select(SERVER_STATE.c.value).where(SERVER_STATE.c.key == key))).first()
+        return str(row[0]) if row else None
+
+    async def set_state(self, key: str, value: str) -> None:
+        await self.conn.execute(sa.delete(SERVER_STATE).where(SERVER_STATE.c.key == key))
+        await self.conn.execute(sa.insert(SERVER_STATE).values(key=key, value=value))
 
     async def lock_key(self, key: str) -> None:
         """Serialise writers on ``key`` until the transaction ends (conditional create/update).
@@ -274,6 +338,20 @@ class Unit:
             await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
+@dataclass(frozen=True)
+class Restriction:
+    """An extra condition on ``resource`` rows: what the caller may see (access rules).
+
+    ``condition`` is built over the ``resource`` table with named bind parameters whose values
+    are in ``values``; ``key`` names its shape (e.g. ``"care-unit:CarePlan"``) so that a statement
+    using it is compiled once per shape, not per request.
+    """
+
+    key: str
+    condition: sa.ColumnElement[bool]
+    values: dict[str, Any]
+
+
 class Store:
     """The engine plus the unit-of-work factories."""
 
@@ -283,51 +361,71 @@ class Store:
         self._read_engine = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else engine
         )
-        self._get_sql = str(_GET.compile(dialect=engine.dialect)) if self.dialect == "postgresql" else None
+        self._compiled: dict[str | None, Any] = {}
 
-    async def read_current(self, type_: str, id_: str) -> StoredResource | None:
-        """The current row of Type/id for the read interaction: ``Unit.get`` without a unit.
+    def _read_statement(self, restriction: Restriction | None) -> sa.Select[Any]:
+        visible = restriction.condition if restriction is not None else sa.true()
+        return sa.select(*CURRENT_COLUMNS, visible.label("visible")).where(
+            R.res_type == sa.bindparam("type_"), R.res_id == sa.bindparam("id_"))
 
-        On PostgreSQL the same statement, compiled once, goes straight to the pooled asyncpg
-        connection, outside any transaction as in ``reading()``. On a read by id SQLAlchemy's
-        per-execution work (connection wrapper, autobegin/rollback, execution context, result
-        metadata) costs about twice the CPU of the driver call itself (docs/performance.md).
+    async def read_current(self, type_: str, id_: str, restriction: Restriction | None = None
+                           ) -> tuple[StoredResource | None, bool]:
+        """The current row of Type/id for the read interaction, and whether ``restriction`` lets
+        the caller see it (the row is returned either way, so that a refused read can be logged
+        with its patient). ``Unit.get`` without a unit.
+
+        On PostgreSQL the statement, compiled once per restriction shape, goes straight to the
+        pooled asyncpg connection, outside any transaction as in ``reading()``. On a read by id
+        SQLAlchemy's per-execution work (connection wrapper, autobegin/rollback, execution
+        context, result metadata) costs about twice the CPU of the driver call itself
+        (docs/performance.md).
         """
-        if self._get_sql is None:
+        values = {"type_": type_, "id_": id_, **(restriction.values if restriction else {})}
+        key = restriction.key if restriction else None
+        if self.dialect != "postgresql":
             async with self.reading() as unit:
-                return await unit.get(type_, id_)
-        pooled = await self.engine.raw_connection()
-        driver: Any = pooled.driver_connection
-        try:
-            row = await driver.fetchrow(self._get_sql, type_, id_)
-        except BaseException:
-            pooled.invalidate()  # a failed or cancelled query leaves the connection unusable
-            raise
-        pooled.close()
-        return _current(row) if row else None
+                row = (await unit.conn.execute(self._read_statement(restriction), values)).first()
+        else:
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                compiled = self._read_statement(restriction).compile(dialect=self.engine.dialect)
+                self._compiled[key] = compiled
+            params = compiled.construct_params(values)
+            args = [params[name] for name in compiled.positiontup or ()]
+            pooled = await self.engine.raw_connection()
+            driver: Any = pooled.driver_connection
+            try:
+                row = await driver.fetchrow(str(compiled), *args)
+            except BaseException:
+                pooled.invalidate()  # a failed or cancelled query leaves the connection unusable
+                raise
+            pooled.close()
+        if row is None:
+            return None, False
+        return current(row[:-1]), bool(row[-1])
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[Unit]:
+    async def reading(self, access: Any = None) -> AsyncIterator[Unit]:
         async with self._read_engine.connect() as conn:
-            yield Unit(conn)
+            yield Unit(conn, access)
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[Unit]:
+    async def writing(self, access: Any = None) -> AsyncIterator[Unit]:
         async with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
             async with conn.begin():
-                yield Unit(conn)
+                yield Unit(conn, access)
 
     @asynccontextmanager
-    async def trial(self) -> AsyncIterator[Unit]:
+    async def trial(self, access: Any = None) -> AsyncIterator[Unit]:
         """A write transaction that is always rolled back: ``$validate`` tries the real write."""
         async with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
             transaction = await conn.begin()
             try:
-                yield Unit(conn)
+                yield Unit(conn, access)
             finally:
                 await transaction.rollback()
 

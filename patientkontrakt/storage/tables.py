@@ -44,6 +44,7 @@ class Resource(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
         sa.Index("ix_resource_type_updated", "res_type", "last_updated"),
+        sa.Index("ix_resource_patient", "patient_id", "res_type"),
     )
 
     pk: int | None = Field(default=None, sa_column=sa.Column(BigKey, primary_key=True, autoincrement=True))
@@ -53,6 +54,9 @@ class Resource(SQLModel, table=True):
     last_updated: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
     deleted: bool = Field(default=False, nullable=False)
     body: str = Field(sa_column=sa.Column(JsonText(), nullable=False))
+    # The id of the Patient whose compartment the resource is in (its own id for a Patient), set
+    # at write time: access rules and the access log read it without parsing the body.
+    patient_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
 
 
 class ResourceVersion(SQLModel, table=True):
@@ -160,6 +164,114 @@ class IdxUri(SQLModel, table=True):
     uri: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
 
 
+class ServerState(SQLModel, table=True):
+    """Small facts about the database itself, e.g. which search parameters its index was built with."""
+
+    __tablename__ = "server_state"
+
+    key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    value: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+
+
+class AuditLog(SQLModel, table=True):
+    """The access log of Patientdatalagen (4 kap 3 §): append-only, one row per patient touched.
+
+    ``seq`` is assigned by the writer (previous + 1) under a lock, and ``hash`` is the SHA-256 of
+    the previous row's hash and this row's content, so any change or gap breaks the chain
+    (``patientkontrakt audit verify``). The migration adds triggers that refuse UPDATE and DELETE.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_patient", "patient_id", "seq"),
+        sa.Index("ix_audit_recorded", "recorded"),
+        sa.Index("ix_audit_user", "user_id", "seq"),
+        sa.Index("ix_audit_care_unit", "care_unit", "seq"),
+    )
+
+    seq: int = Field(sa_column=sa.Column(BigKey, primary_key=True, autoincrement=False))
+    recorded: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    user_id: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    user_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    user_kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    role: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    fhir_user: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    care_unit: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    care_unit_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    care_provider: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    client_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    interaction: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    request: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    resources: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON array of "Type/id"
+    patient_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    outcome: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    status: int = Field(nullable=False)
+    purpose: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    prev_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+
+
+class OAuthClient(SQLModel, table=True):
+    """A registered OAuth client (SMART app, the pages, an EHR backend)."""
+
+    __tablename__ = "oauth_client"
+
+    client_id: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # public | confidential | backend
+    redirect_uris: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON array
+    jwks: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))  # JSON JWK Set
+    jwks_uri: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    scope: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # the scopes it may be granted
+    care_unit: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))  # HSA-id
+    created: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+
+
+class OAuthCode(SQLModel, table=True):
+    """An authorization code: stored as its SHA-256, usable once, for about a minute."""
+
+    __tablename__ = "oauth_code"
+
+    code_hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    client_id: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    redirect_uri: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    scope: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    grant: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON: identity and launch context
+    code_challenge: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    nonce: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    family_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+
+
+class RefreshToken(SQLModel, table=True):
+    """A refresh token (its SHA-256). Each use rotates it; reuse of a used one revokes its family."""
+
+    __tablename__ = "refresh_token"
+    __table_args__ = (sa.Index("ix_refresh_family", "family_id"),)
+
+    token_hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    family_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    client_id: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    scope: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    grant: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    issued_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+
+
+class UsedJti(SQLModel, table=True):
+    """``jti`` values already seen: client assertions (replay refused) and revoked access tokens."""
+
+    __tablename__ = "used_jti"
+
+    kind: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))  # assertion | revoked
+    issuer: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
+    jti: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
+    expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+
+
 INDEX_TABLES: dict[str, sa.Table] = {
     "token": IdxToken.__table__,  # type: ignore[attr-defined]
     "string": IdxString.__table__,  # type: ignore[attr-defined]
@@ -169,3 +281,9 @@ INDEX_TABLES: dict[str, sa.Table] = {
 }
 RESOURCE: sa.Table = Resource.__table__  # type: ignore[attr-defined]
 RESOURCE_VERSION: sa.Table = ResourceVersion.__table__  # type: ignore[attr-defined]
+SERVER_STATE: sa.Table = ServerState.__table__  # type: ignore[attr-defined]
+AUDIT_LOG: sa.Table = AuditLog.__table__  # type: ignore[attr-defined]
+OAUTH_CLIENT: sa.Table = OAuthClient.__table__  # type: ignore[attr-defined]
+OAUTH_CODE: sa.Table = OAuthCode.__table__  # type: ignore[attr-defined]
+REFRESH_TOKEN: sa.Table = RefreshToken.__table__  # type: ignore[attr-defined]
+USED_JTI: sa.Table = UsedJti.__table__  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
+from patientkontrakt.fhir.access import access_of, bound, visible
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.errors import Issue, operation_outcome
@@ -19,7 +20,7 @@ from patientkontrakt.storage.repository import StoredResource, Unit
 from patientkontrakt.storage.tables import RESOURCE
 
 R = RESOURCE.c
-_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body)
+_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id)
 MAX_INCLUDED = 1000
 MAX_ITERATIONS = 4
 
@@ -35,10 +36,22 @@ class SearchPage:
 class SearchEngine:
     def __init__(self, defs: Definitions, builder: QueryBuilder) -> None:
         self._defs = defs
-        self._builder = builder
+        self.builder = builder
+
+    def _conditions(self, unit: Unit, query: SearchQuery) -> list[Any]:
+        """The query's criteria and what the unit's caller may see (of the searched type and of
+        every type a chain passes through), so the database filters before paging."""
+        access = access_of(unit)
+
+        def restrict(type_: str) -> Any:
+            return bound(access.restriction(type_))
+
+        conditions = self.builder.conditions(query, restrict)
+        own = restrict(query.type)
+        return conditions if own is None else [*conditions, own]
 
     async def count(self, unit: Unit, query: SearchQuery) -> int:
-        select = sa.select(sa.func.count()).select_from(RESOURCE).where(*self._builder.conditions(query))
+        select = sa.select(sa.func.count()).select_from(RESOURCE).where(*self._conditions(unit, query))
         total: int = await unit.scalar(select)
         return total
 
@@ -48,8 +61,8 @@ class SearchEngine:
         params = self._defs.params_for(query.type)
         select = (
             sa.select(*_COLUMNS)
-            .where(*self._builder.conditions(query))
-            .order_by(*self._builder.order_by(query, params))
+            .where(*self._conditions(unit, query))
+            .order_by(*self.builder.order_by(query, params))
             .offset(query.offset)
             .limit(query.count + 1)
         )
@@ -91,13 +104,13 @@ class SearchEngine:
         pks = [r.pk for r in sources if r.type == inc.source_type or inc.param is None]
         params = None if inc.param is None else [(inc.source_type, inc.param)]
         targets = await unit.references_from(pks, params, inc.target_type)
-        return await unit.get_many(targets)
+        return await visible(unit, await unit.get_many(targets))
 
     async def _reverse(self, unit: Unit, inc: Include, targets: list[StoredResource]) -> list[StoredResource]:
         keys = [(r.type, r.id) for r in targets]
         pks = await unit.referencing(inc.source_type, inc.param, keys, MAX_INCLUDED)
         found = await unit.get_by_pks(pks)
-        return [r for r in found if not r.deleted]
+        return await visible(unit, [r for r in found if not r.deleted])
 
 
 def searchset(

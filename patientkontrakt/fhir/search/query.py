@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.elements import ColumnElement
 
 from patientkontrakt.fhir.dates import MAX, MIN, DateFormatError, now_utc, parse_range
@@ -25,6 +26,7 @@ _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 Condition = ColumnElement[bool]
 Column = ColumnElement[Any]
+Restrict = Callable[[str], Any]
 
 
 def _escape_like(value: str) -> str:
@@ -43,16 +45,20 @@ class QueryBuilder:
 
     # -- criteria --------------------------------------------------------------------------
 
-    def conditions(self, query: SearchQuery) -> list[Condition]:
+    def conditions(self, query: SearchQuery, restrict: Restrict | None = None) -> list[Condition]:
+        """The WHERE of a search. ``restrict(type)`` is what the caller may see of a type (a
+        condition over ``resource``, or None); it is applied to the targets of chained
+        parameters, so a chain cannot probe resources the caller may not see."""
         conditions: list[Condition] = [R.res_type == query.type, R.deleted.is_(False)]
         for criterion in query.criteria:
-            conditions.append(self._criterion(query.type, criterion, R.pk, R.res_id, R.last_updated))
+            conditions.append(self._criterion(query.type, criterion, R.pk, R.res_id, R.last_updated, restrict))
         return conditions
 
-    def _criterion(self, type_: str, criterion: Criterion, pk: Column, res_id: Column, updated: Column) -> Condition:
+    def _criterion(self, type_: str, criterion: Criterion, pk: Column, res_id: Column, updated: Column,
+                   restrict: Restrict | None = None) -> Condition:
         param = criterion.param
         if criterion.chain:
-            return self._chain(type_, criterion, pk)
+            return self._chain(type_, criterion, pk, restrict)
         if param.code == "_id":
             match = res_id.in_(list(criterion.values))
             return sa.not_(match) if criterion.modifier == "not" else match
@@ -70,15 +76,17 @@ class QueryBuilder:
             return pk.not_in(subquery)
         return pk.in_(subquery)
 
-    def _chain(self, type_: str, criterion: Criterion, pk: Column) -> Condition:
+    def _chain(self, type_: str, criterion: Criterion, pk: Column, restrict: Restrict | None) -> Condition:
         ref = INDEX_TABLES["reference"]
         target = RESOURCE.alias("chained")
         options = []
         for target_type, inner in criterion.chain:
             inner_condition = self._criterion(target_type, inner, target.c.pk, target.c.res_id, target.c.last_updated)
-            ids = sa.select(target.c.res_id).where(
-                target.c.res_type == target_type, target.c.deleted.is_(False), inner_condition
-            )
+            where: list[Any] = [target.c.res_type == target_type, target.c.deleted.is_(False), inner_condition]
+            seen = restrict(target_type) if restrict is not None else None
+            if seen is not None:
+                where.append(sql_util.ClauseAdapter(target).traverse(seen))  # the restriction, on the alias
+            ids = sa.select(target.c.res_id).where(*where)
             options.append(sa.and_(ref.c.target_type == target_type, ref.c.target_id.in_(ids)))
         subquery = sa.select(ref.c.resource_pk).where(
             ref.c.res_type == type_, ref.c.param == criterion.param.code, sa.or_(*options)

@@ -1,0 +1,59 @@
+"""Every FHIR endpoint requires a valid access token, checked in one place.
+
+``RequireToken`` is ASGI middleware in front of the whole app: a request under ``/fhir``
+(except the CapabilityStatement and the SMART discovery document) gets a 401
+OperationOutcome with ``WWW-Authenticate`` unless its bearer token verifies; otherwise the
+``Access`` built from the token is put on the request, and the routes hand it to the core. A
+route added later cannot forget authentication, and the core cannot be called without an
+``Access``. Refused requests are written to the access log.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import outcome_response
+from patientkontrakt.fhir.access import Access, Principal
+from patientkontrakt.fhir.errors import FhirError
+from patientkontrakt.security.authenticate import Authenticator
+
+PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})
+
+
+class Anonymous:
+    """The caller of a request without a valid token, as the access log records it."""
+
+    principal = Principal(kind="anonymous", id="anonymous", purpose="TREAT")
+    logged = True
+
+
+class RequireToken:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")) and path not in PUBLIC:
+            state = scope["app"].state
+            authenticator: Authenticator = state.authenticator
+            header = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            try:
+                access = authenticator.access(header)
+            except FhirError as error:
+                await state.audit.refused(Anonymous(), "request",  # type: ignore[arg-type]
+                                          f"{scope['method']} {path}", error.status)
+                await outcome_response(error)(scope, receive, send)
+                return
+            scope.setdefault("state", {})["access"] = access
+        await self.app(scope, receive, send)
+
+
+def access_of(request: Request) -> Access:
+    """The caller of a FHIR request (set by ``RequireToken``)."""
+    access: Access = request.state.access
+    return access

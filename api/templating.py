@@ -1,0 +1,92 @@
+"""Server-rendered pages: Jinja2 templates, Swedish first, English on request.
+
+Every string people read is in the message catalogues (``api/locale/<lang>/LC_MESSAGES/
+messages.po``, gettext, managed with Babel: ``make messages``); templates only hold
+``{{ _("…") }}``. The message ids are English, so English needs no catalogue; Swedish is the
+default. The language is the ``pk_lang`` cookie if set (the switch on every page), else the
+best of ``Accept-Language``, else Swedish. Catalogues are compiled in memory at start-up, so
+there is no build step and no binary in the repository.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+HERE = Path(__file__).resolve().parent
+LOCALES = HERE / "locale"
+LANGUAGES = ("sv", "en")
+DEFAULT_LANGUAGE = "sv"
+LANGUAGE_COOKIE = "pk_lang"
+
+
+def _load(language: str) -> NullTranslations:
+    po = LOCALES / language / "LC_MESSAGES" / "messages.po"
+    if not po.exists():
+        return NullTranslations()
+    with po.open("rb") as handle:
+        catalog = read_po(handle, locale=language)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(fp=buffer)
+
+
+_TRANSLATIONS = {language: _load(language) for language in LANGUAGES}
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                      extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
+    return env
+
+
+ENV = _environment()
+
+
+def language_of(request: Request) -> str:
+    chosen = request.cookies.get(LANGUAGE_COOKIE)
+    if chosen in LANGUAGES:
+        return chosen
+    best: tuple[float, str] = (0.0, DEFAULT_LANGUAGE)
+    for part in request.headers.get("accept-language", "").split(","):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-")[0]
+        try:
+            quality = float(params.strip()[2:]) if params.strip().startswith("q=") else 1.0
+        except ValueError:
+            quality = 0.0
+        if primary in LANGUAGES and quality > best[0]:
+            best = (quality, primary)
+    return best[1]
+
+
+def translator(language: str) -> NullTranslations:
+    return _TRANSLATIONS.get(language, _TRANSLATIONS[DEFAULT_LANGUAGE])
+
+
+def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200,
+           headers: dict[str, str] | None = None) -> HTMLResponse:
+    language = language_of(request)
+    translations = translator(language)
+    template = ENV.get_template(name)
+    html = template.render(
+        **context,
+        _=translations.gettext, gettext=translations.gettext, ngettext=translations.ngettext,
+        lang=language, request=request, path=request.url.path,
+    )
+    response = HTMLResponse(html, status_code=status_code, headers=headers)
+    response.headers.setdefault("Content-Security-Policy",
+                                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "frame-ancestors 'none'; form-action 'self' http: https:")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response

@@ -1,0 +1,198 @@
+"""The access log as read-only FHIR ``AuditEvent`` resources (read and search).
+
+Each log entry is rendered as an R4 AuditEvent on the fly (the log row is the record; nothing is
+stored twice). Search parameters: ``patient``, ``agent`` (HSA-id, personnummer, client id or
+``fhirUser`` reference), ``entity`` (``Type/id``), ``date`` (with prefixes), ``_count`` and
+``_offset``; newest first.
+
+Who sees what: a patient the entries about themselves (the *loggutdrag*, PDL 8 kap 5 §); staff
+and systems the entries of the care unit they act for (the unit's own log review); each needs
+an AuditEvent read/search scope.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
+from patientkontrakt.fhir.access import Access
+from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
+from patientkontrakt.fhir.errors import BadRequest, Forbidden, NotFound
+from patientkontrakt.fhir.rendering import dumps, render_bundle
+from patientkontrakt.fhir.results import Result
+from patientkontrakt.storage import audit as sql
+from patientkontrakt.storage.audit import AuditQuery, AuditRow
+from patientkontrakt.storage.repository import Store
+
+SEARCH_PARAMS = ("patient", "agent", "entity", "date")
+_ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "history-instance": "R",
+            "history-type": "E", "history-system": "E", "update": "U", "delete": "D", "operation": "E",
+            "transaction": "E", "validate": "E"}
+_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+MAX_COUNT = 200
+
+
+def render(row: AuditRow, base: str) -> dict[str, Any]:
+    """One log entry as an R4 AuditEvent."""
+    who_system = PERSONNUMMER if row.user_kind == "patient" else HSA_ID if row.user_kind == "staff" else None
+    user: dict[str, Any] = {"identifier": {"value": row.user_id, **({"system": who_system} if who_system else {})}}
+    if row.fhir_user:
+        user["reference"] = row.fhir_user
+    if row.user_name:
+        user["display"] = row.user_name
+    agents: list[dict[str, Any]] = [{
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                             "code": "humanuser" if row.user_kind in ("staff", "patient") else "dataprocessor",
+                             "display": "human user" if row.user_kind in ("staff", "patient") else "data processor"}]},
+        "who": user,
+        "requestor": True,
+        **({"role": [{"text": row.role}]} if row.role else {}),
+        "purposeOfUse": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                                      "code": row.purpose}]}],
+    }]
+    if row.care_unit:
+        agents.append({
+            "type": {"text": "vårdenhet"},
+            "who": {"identifier": {"system": HSA_ID, "value": row.care_unit},
+                    **({"display": row.care_unit_name} if row.care_unit_name else {})},
+            "requestor": False,
+        })
+    if row.client_id:
+        agents.append({
+            "type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110150",
+                                 "display": "Application"}]},
+            "who": {"identifier": {"value": row.client_id}},
+            "requestor": False,
+        })
+    entities: list[dict[str, Any]] = []
+    if row.patient_id:
+        entities.append({
+            "what": {"reference": f"Patient/{row.patient_id}"},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1",
+                     "display": "Person"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1",
+                     "display": "Patient"},
+        })
+    for name in orjson.loads(row.resources):
+        if name != f"Patient/{row.patient_id}":
+            entities.append({
+                "what": {"reference": name},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
+                         "display": "System Object"},
+            })
+    entities.append({"name": "request", "description": row.request})
+    return {
+        "resourceType": "AuditEvent",
+        "id": str(row.seq),
+        "meta": {"lastUpdated": format_instant(row.recorded)},
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+                 "display": "RESTful Operation"},
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": row.interaction}]
+        if row.interaction in _ACTIONS and row.interaction not in ("transaction", "validate", "operation")
+        else [{"system": "http://hl7.org/fhir/restful-interaction",
+               "code": {"transaction": "transaction", "validate": "operation", "operation": "operation"}.get(
+                   row.interaction, "operation")}],
+        "action": _ACTIONS.get(row.interaction, "E"),
+        "recorded": format_instant(row.recorded),
+        "outcome": "0" if row.outcome == "success" else "4",
+        "outcomeDesc": f"{row.status} {row.outcome}",
+        "purposeOfEvent": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                                        "code": row.purpose}]}],
+        "agent": agents,
+        "source": {
+            "observer": {"display": f"Patientkontrakt {base}"},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
+                      "display": "Application Server"}],
+        },
+        "entity": entities,
+    }
+
+
+class AuditEvents:
+    def __init__(self, store: Store, base: str) -> None:
+        self._store = store
+        self._base = base
+
+    def _scope(self, access: Access, interaction: str) -> AuditQuery:
+        """What the caller may see of the log, as filters; refuses callers with no share in it."""
+        access.require("AuditEvent", interaction)
+        who = access.principal
+        patient = getattr(access, "patient_id", None)
+        if who.kind == "patient" and patient:
+            return AuditQuery(patient_ids=[patient])
+        if who.kind in ("staff", "system") and who.care_unit:
+            return AuditQuery(care_unit=who.care_unit)
+        raise Forbidden("Only a patient (about themselves) or a care unit (its own entries) may read the log",
+                        details_sv="Du har inte behörighet att läsa loggen.")
+
+    async def read(self, access: Access, id_: str) -> Result:
+        query = self._scope(access, "read")
+        if not (id_.isascii() and id_.isdigit()) or len(id_) > 18:
+            raise NotFound(f"AuditEvent/{id_} is not known", details_sv="Loggposten finns inte.")
+        query.seq = int(id_)
+        rows, _ = await sql.search(self._store, query, 0, 1)
+        if not rows:
+            raise NotFound(f"AuditEvent/{id_} is not known", details_sv="Loggposten finns inte.")
+        return Result(200, dumps(render(rows[0], self._base)), version_id=1, last_updated=rows[0].recorded)
+
+    async def search(self, access: Access, pairs: list[tuple[str, str]]) -> Result:
+        query = self._scope(access, "search-type")
+        count, offset = 50, 0
+        used: list[tuple[str, str]] = []
+        for key, value in pairs:
+            if key in ("_count", "_offset"):
+                if not (value.isascii() and value.isdigit()) or len(value) > 9:
+                    raise BadRequest(f"{key} must be a non-negative integer", expression=(key,))
+                count, offset = (min(int(value), MAX_COUNT), offset) if key == "_count" else (count, int(value))
+                continue
+            if key in ("_format", "_pretty"):
+                continue
+            values = [v for v in value.split(",") if v]
+            if key == "patient":
+                ids = [v.rsplit("/", 1)[-1] for v in values]
+                query.patient_ids = [i for i in ids if query.patient_ids is None or i in query.patient_ids]
+            elif key == "agent":
+                query.agents = [v.split("|", 1)[-1] for v in values]
+            elif key == "entity":
+                query.entity = [v.split(self._base + "/", 1)[-1] for v in values]
+            elif key == "date":
+                query.recorded = [*(query.recorded or []), *(_date(v) for v in values[:1])]
+            else:
+                raise BadRequest(f"Unknown AuditEvent search parameter {key!r}; use {', '.join(SEARCH_PARAMS)}",
+                                 expression=(key,), details_sv=f"Okänd sökparameter {key!r}.")
+            used.append((key, value))
+        rows, total = await sql.search(self._store, query, offset, max(count, 1))
+        has_next = len(rows) > count
+        rows = rows[:count]
+
+        def url(at: int) -> str:
+            return f"{self._base}/AuditEvent?" + urlencode([*used, ("_count", str(count)), ("_offset", str(at))])
+
+        links = [{"relation": "self", "url": url(offset)}]
+        if offset:
+            links.append({"relation": "previous", "url": url(max(0, offset - count))})
+        if has_next:
+            links.append({"relation": "next", "url": url(offset + count)})
+        head = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"lastUpdated": format_instant(now_utc())},
+                "type": "searchset", "total": total, "link": links}
+        entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = [
+            ({"fullUrl": f"{self._base}/AuditEvent/{row.seq}"}, dumps(render(row, self._base)),
+             {"search": {"mode": "match"}})
+            for row in rows
+        ]
+        return Result(200, render_bundle(head, entries))
+
+
+def _date(value: str) -> tuple[str, Any, Any]:
+    prefix = value[:2] if value[:2] in _PREFIXES else "eq"
+    text = value[2:] if value[:2] in _PREFIXES else value
+    try:
+        low, high = parse_range(text)
+    except DateFormatError:
+        raise BadRequest(f"date={value!r} is not a FHIR date or instant", expression=("date",),
+                         details_sv="Ogiltigt datum.") from None
+    return prefix, low, high

@@ -1,0 +1,163 @@
+"""Writing the access log (Patientdatalagen 4 kap 3 §, HSLF-FS 2016:40; design §6).
+
+Every request that reads or writes patient data leaves one entry per patient it touched: when,
+who (HSA-id or personnummer, name, role), for which care unit, through which client, what
+(interaction, request, the resources), which patient, the outcome and the purpose. Refused
+attempts are logged too.
+
+* **Writes** are logged inside the write's own transaction: no write without its entry.
+* **Reads** are logged before the response is sent, and the read fails if that fails. Concurrent
+  reads share a transaction (*group commit*): each request hands its entries to the writer and
+  waits until the transaction holding them has committed; while one transaction is being
+  written the next batch gathers. The cost of a commit is paid once per batch, not per read.
+
+Entries form a SHA-256 hash chain: each row's ``hash`` covers the previous row's hash and every
+field of its own, and ``seq`` has no gaps, so a changed, removed or inserted row breaks the chain
+at that point (``verify``; ``patientkontrakt audit verify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from patientkontrakt.fhir.access import Access
+from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.fhir.errors import ServerError
+from patientkontrakt.storage import audit as sql
+from patientkontrakt.storage.repository import Store, StoredResource, Unit
+
+log = logging.getLogger("patientkontrakt.audit")
+MAX_RESOURCES_PER_ENTRY = 200
+_FIELDS = ("seq", "recorded", "user_id", "user_name", "user_kind", "role", "fhir_user", "care_unit",
+           "care_unit_name", "care_provider", "client_id", "interaction", "request", "resources",
+           "patient_id", "outcome", "status", "purpose")
+
+
+def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    """The chain link: SHA-256 over the previous hash and the row's fields in a fixed order."""
+    content = {name: row[name] for name in _FIELDS}
+    content["recorded"] = row["recorded"].isoformat(timespec="microseconds")
+    return hashlib.sha256(prev_hash.encode() + b"\n" + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _entries(access: Access, interaction: str, request: str, resources: Iterable[StoredResource],
+             status: int, outcome: str, recorded: datetime) -> list[dict[str, Any]]:
+    """One entry per patient among ``resources`` (the order of first appearance)."""
+    by_patient: dict[str, list[str]] = {}
+    for resource in resources:
+        if resource.patient_id is not None:
+            names = by_patient.setdefault(resource.patient_id, [])
+            name = f"{resource.type}/{resource.id}"
+            if name not in names and len(names) < MAX_RESOURCES_PER_ENTRY:
+                names.append(name)
+    return [_entry(access, interaction, request, names, patient, status, outcome, recorded)
+            for patient, names in by_patient.items()]
+
+
+def _entry(access: Access, interaction: str, request: str, resources: list[str], patient_id: str | None,
+           status: int, outcome: str, recorded: datetime) -> dict[str, Any]:
+    who = access.principal
+    return {
+        "recorded": recorded, "user_id": who.id, "user_name": who.name, "user_kind": who.kind, "role": who.role,
+        "fhir_user": who.fhir_user, "care_unit": who.care_unit, "care_unit_name": who.care_unit_name,
+        "care_provider": who.care_provider, "client_id": who.client_id, "interaction": interaction,
+        "request": request[:2000], "resources": orjson.dumps(resources).decode(), "patient_id": patient_id,
+        "outcome": outcome, "status": status, "purpose": who.purpose,
+    }
+
+
+async def _append(unit: Unit, entries: list[dict[str, Any]]) -> None:
+    seq, prev = await sql.chain_head(unit)
+    rows = []
+    for entry in entries:
+        seq += 1
+        row = {**entry, "seq": seq, "prev_hash": prev}
+        row["hash"] = prev = entry_hash(prev, row)
+        rows.append(row)
+    await sql.append(unit, rows)
+
+
+class AuditLog:
+    """The engine's ``AccessLog`` for this service."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, access: Access, interaction: str, request: str, resources: list[StoredResource],
+                     *, status: int = 200, unit: Unit | None = None) -> None:
+        if not access.logged:
+            return
+        entries = _entries(access, interaction, request, resources, status, "success", now_utc())
+        if not entries:
+            return
+        if unit is not None:
+            await _append(unit, entries)
+        else:
+            await self._commit(entries)
+
+    async def refused(self, access: Access, interaction: str, request: str, status: int,
+                      resource: StoredResource | None = None) -> None:
+        """A refused attempt (401, 403, or 404 for what the caller may not see)."""
+        if not access.logged:
+            return
+        names = [f"{resource.type}/{resource.id}"] if resource is not None else []
+        patient = resource.patient_id if resource is not None else None
+        await self._commit([_entry(access, interaction, request, names, patient, status, "refused", now_utc())])
+
+    # -- group commit ----------------------------------------------------------------------
+
+    async def _commit(self, entries: list[dict[str, Any]]) -> None:
+        """Return once ``entries`` are committed; raise (503-like 500) if they cannot be."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((entries, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches())
+        try:
+            await asyncio.shield(done)
+        except ServerError:
+            raise
+        except Exception as exc:  # the database failed: no log, no data
+            log.error("access log write failed: %s", exc)
+            raise ServerError("The access log could not be written, so nothing is shown",
+                              details_sv="Åtkomstloggen kunde inte skrivas, därför visas ingenting.") from None
+
+    async def _write_batches(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._store.writing() as unit:
+                    await _append(unit, [entry for entries, _ in batch for entry in entries])
+            except Exception as exc:  # handed to every waiter; the writer itself goes on
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
+async def verify(store: Store) -> tuple[int, int | None, str]:
+    """Walk the chain: (rows checked, seq of the first broken link or None, what is wrong)."""
+    expected_seq, prev = 1, sql.GENESIS
+    count = 0
+    async for row in sql.walk(store):
+        values = {name: getattr(row, name) for name in _FIELDS}
+        if row.seq != expected_seq:
+            return count, row.seq, f"seq {row.seq} follows {expected_seq - 1}: rows are missing"
+        if row.prev_hash != prev:
+            return count, row.seq, "prev_hash does not match the previous row's hash"
+        if entry_hash(prev, values) != row.hash:
+            return count, row.seq, "the row's content does not match its hash"
+        prev, expected_seq = row.hash, expected_seq + 1
+        count += 1
+    return count, None, "intact"

@@ -1,0 +1,52 @@
+"""From the ``Authorization`` header of a request to the ``Access`` it runs under."""
+
+from __future__ import annotations
+
+from patientkontrakt.fhir.access import Access, Principal
+from patientkontrakt.fhir.search.params import SearchParser
+from patientkontrakt.fhir.search.query import QueryBuilder
+from patientkontrakt.security.rules import CareUnitAccess, PatientAccess, ScopedAccess
+from patientkontrakt.security.scopes import Scopes
+from patientkontrakt.security.tokens import AccessTokens, Grant, invalid_token, missing_token
+
+_ROLE = {"patient": "patient", "system": "system"}
+_PURPOSE = {"patient": "PATRQT", "staff": "TREAT", "system": "TREAT"}
+
+
+class Authenticator:
+    """``unit_rules=False`` gives the scopes-only rules of the bare FHIR engine (no care units)."""
+
+    def __init__(self, tokens: AccessTokens, parser: SearchParser, builder: QueryBuilder, *,
+                 unit_rules: bool = True) -> None:
+        self.tokens = tokens
+        self._parser = parser
+        self._builder = builder
+        self._unit_rules = unit_rules
+
+    def access(self, authorization: str | None) -> Access:
+        """Raises ``Unauthorized`` (401 with ``WWW-Authenticate``) without a valid bearer token."""
+        if not authorization:
+            raise missing_token()
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise invalid_token("use the Bearer scheme")
+        claims = self.tokens.verify(token.strip())
+        grant = Grant.from_claims(claims)
+        principal = Principal(
+            kind=grant.kind, id=grant.sub, name=grant.name, role=grant.title or _ROLE.get(grant.kind),
+            fhir_user=grant.fhir_user, care_unit=grant.care_unit, care_unit_name=grant.care_unit_name,
+            care_provider=grant.care_provider, client_id=str(claims["client_id"]),
+            purpose=_PURPOSE.get(grant.kind, "TREAT"),
+        )
+        scopes = Scopes.parse(str(claims["scope"]))
+        if not self._unit_rules:
+            return ScopedAccess(principal, scopes, self._parser, self._builder)
+        if grant.kind == "patient":
+            if not grant.patient:
+                raise invalid_token("a patient's token must name the patient")
+            return PatientAccess(principal, scopes, self._parser, self._builder, grant.patient)
+        if grant.kind in ("staff", "system"):
+            if not grant.care_unit_org:
+                raise invalid_token("the token names no care unit to act for")
+            return CareUnitAccess(principal, scopes, self._parser, self._builder, grant.care_unit_org)
+        raise invalid_token(f"unknown kind of user {grant.kind!r}")

@@ -1,0 +1,184 @@
+"""Who signs in, as the directory in our own FHIR data knows them.
+
+Staff are Practitioners (HSA-id) with commissions, *medarbetaruppdrag*: PractitionerRoles whose
+identifier is the commission's HSA-id and whose ``organization`` is the care unit (domain.md).
+A staff member signs in as one commission and acts for its care unit. Patients are Patients
+with a personnummer or samordningsnummer. The care provider (*vårdgivare*) of a unit is the top
+of its ``partOf`` chain (the region or kommun).
+
+The test IdP lists these; an external OpenID Connect provider names the person by HSA-id or
+personnummer, and the directory turns that into the same ``Grant``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER, SAMORDNINGSNUMMER
+from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.security.tokens import Grant
+from patientkontrakt.storage.repository import StoredResource, Unit
+
+_PARTOF_DEPTH = 10
+
+
+@dataclass(frozen=True)
+class StaffChoice:
+    grant: Grant
+    role_id: str
+    practitioner_name: str
+    title: str
+    unit_name: str
+
+
+@dataclass(frozen=True)
+class PatientChoice:
+    grant: Grant
+    patient_id: str
+    name: str
+    personnummer: str
+
+
+def _name(resource: dict[str, Any]) -> str:
+    for name in resource.get("name") or []:
+        if isinstance(name, dict):
+            if name.get("text"):
+                return str(name["text"])
+            parts = [*(name.get("given") or []), name.get("family") or ""]
+            return " ".join(p for p in parts if p).strip()
+    return str(resource.get("name") or resource.get("id"))
+
+
+def identifier_value(resource: dict[str, Any], *systems: str) -> str | None:
+    for identifier in resource.get("identifier") or []:
+        if isinstance(identifier, dict) and identifier.get("system") in systems and identifier.get("value"):
+            return str(identifier["value"])
+    return None
+
+
+def _ref_id(reference: Any, type_: str) -> str | None:
+    if isinstance(reference, dict) and isinstance(reference.get("reference"), str):
+        parts = str(reference["reference"]).split("/")
+        if len(parts) >= 2 and parts[-2] == type_:
+            return parts[-1]
+    return None
+
+
+class Directory:
+    def __init__(self, service: FhirService) -> None:
+        self._service = service
+
+    async def _search(self, unit: Unit, type_: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        query = self._service.parser.parse(type_, pairs, strict=True)
+        page = await self._service.search_engine.find(unit, query)
+        return [orjson.loads(r.body) for r in page.matches]
+
+    @staticmethod
+    async def _get(unit: Unit, type_: str, id_: str | None) -> dict[str, Any] | None:
+        if id_ is None:
+            return None
+        stored: StoredResource | None = await unit.get(type_, id_)
+        return orjson.loads(stored.body) if stored is not None and not stored.deleted else None
+
+    async def _provider(self, unit: Unit, org: dict[str, Any]) -> str | None:
+        for _ in range(_PARTOF_DEPTH):
+            parent = await self._get(unit, "Organization", _ref_id(org.get("partOf"), "Organization"))
+            if parent is None:
+                break
+            org = parent
+        return identifier_value(org, HSA_ID)
+
+    async def _staff_grant(self, unit: Unit, role: dict[str, Any]) -> StaffChoice | None:
+        practitioner = await self._get(unit, "Practitioner", _ref_id(role.get("practitioner"), "Practitioner"))
+        org = await self._get(unit, "Organization", _ref_id(role.get("organization"), "Organization"))
+        if practitioner is None or org is None or role.get("active") is False:
+            return None
+        person_hsa = identifier_value(practitioner, HSA_ID)
+        if person_hsa is None:
+            return None
+        codes = role.get("code") or []
+        title = str(codes[0].get("text") or "") if codes and isinstance(codes[0], dict) else ""
+        grant = Grant(
+            kind="staff", sub=person_hsa, name=_name(practitioner), title=title or None,
+            fhir_user=f"PractitionerRole/{role['id']}", care_unit=identifier_value(org, HSA_ID),
+            care_unit_name=str(org.get("name") or ""), care_unit_org=str(org["id"]),
+            commission=identifier_value(role, HSA_ID), care_provider=await self._provider(unit, org),
+        )
+        return StaffChoice(grant, str(role["id"]), _name(practitioner), title, str(org.get("name") or ""))
+
+    @staticmethod
+    def _patient_grant(patient: dict[str, Any]) -> PatientChoice | None:
+        number = identifier_value(patient, PERSONNUMMER, SAMORDNINGSNUMMER)
+        if number is None:
+            return None
+        grant = Grant(kind="patient", sub=number, name=_name(patient), fhir_user=f"Patient/{patient['id']}",
+                      patient=str(patient["id"]))
+        return PatientChoice(grant, str(patient["id"]), _name(patient), number)
+
+    # -- the test IdP's lists --------------------------------------------------------------
+
+    async def staff(self, limit: int = 200) -> list[StaffChoice]:
+        """Every active commission, by name then unit."""
+        async with self._service.store.reading() as unit:
+            roles = await self._search(unit, "PractitionerRole", [("active", "true"), ("_count", str(limit))])
+            choices = []
+            for role in roles:
+                choice = await self._staff_grant(unit, role)
+                if choice is not None:
+                    choices.append(choice)
+        return sorted(choices, key=lambda c: (c.practitioner_name, c.unit_name))
+
+    async def patients(self, limit: int = 60) -> list[PatientChoice]:
+        async with self._service.store.reading() as unit:
+            patients = await self._search(unit, "Patient", [("_sort", "family"), ("_count", str(limit))])
+        return [c for p in patients if (c := self._patient_grant(p)) is not None]
+
+    # -- one person ------------------------------------------------------------------------
+
+    async def commission(self, role_id: str) -> Grant | None:
+        async with self._service.store.reading() as unit:
+            role = await self._get(unit, "PractitionerRole", role_id)
+            choice = await self._staff_grant(unit, role) if role is not None else None
+        return choice.grant if choice else None
+
+    async def commissions_of(self, person_hsa: str) -> list[StaffChoice]:
+        """The commissions of the practitioner with this HSA-id (an external IdP's staff login)."""
+        async with self._service.store.reading() as unit:
+            people = await self._search(unit, "Practitioner", [("identifier", f"{HSA_ID}|{person_hsa}")])
+            choices: list[StaffChoice] = []
+            for person in people:
+                roles = await self._search(unit, "PractitionerRole",
+                                           [("practitioner", f"Practitioner/{person['id']}"), ("active", "true")])
+                for role in roles:
+                    choice = await self._staff_grant(unit, role)
+                    if choice is not None:
+                        choices.append(choice)
+        return choices
+
+    async def patient(self, patient_id: str) -> Grant | None:
+        async with self._service.store.reading() as unit:
+            patient = await self._get(unit, "Patient", patient_id)
+        choice = self._patient_grant(patient) if patient is not None else None
+        return choice.grant if choice else None
+
+    async def patient_by_number(self, number: str) -> Grant | None:
+        """The patient with this personnummer or samordningsnummer (12 digits)."""
+        async with self._service.store.reading() as unit:
+            for system in (PERSONNUMMER, SAMORDNINGSNUMMER):
+                found = await self._search(unit, "Patient", [("identifier", f"{system}|{number}")])
+                if found:
+                    choice = self._patient_grant(found[0])
+                    return choice.grant if choice else None
+        return None
+
+    async def care_unit(self, hsa_id: str) -> tuple[str, str, str | None] | None:
+        """(Organization id, name, care provider HSA-id) of the unit with this HSA-id."""
+        async with self._service.store.reading() as unit:
+            found = await self._search(unit, "Organization", [("identifier", f"{HSA_ID}|{hsa_id}")])
+            if not found:
+                return None
+            provider = await self._provider(unit, found[0])
+            return str(found[0]["id"]), str(found[0].get("name") or ""), provider

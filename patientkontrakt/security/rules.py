@@ -1,0 +1,396 @@
+"""The access rules of the service (design §5), in one place. Deny by default.
+
+Three kinds of caller, each an ``Access`` (``patientkontrakt.fhir.access``) built from a
+verified token:
+
+* ``ScopedAccess``: the SMART scopes alone (v2 ``cruds`` or v1 ``read/write``, with ``?param=``
+  narrowing). The base of the other two, and the whole of the rules for the bare FHIR engine,
+  which knows no care units.
+* ``CareUnitAccess`` — staff (``user/`` scopes) and backend systems (``system/`` scopes) acting
+  for a care unit. They see the agreements (CarePlans) their unit takes part in — as author,
+  contributor, the CareTeam's managing organisation, or through a team member whose
+  PractitionerRole is at the unit — and what those reach: the CareTeams, the goals and
+  Appointments the agreements name (and those of the agreements' patients that no agreement
+  names, such as the goals patients state themselves), the patients, the Provenance of the
+  teams and agreements; plus patients the unit registered (``Patient.managingOrganization``).
+  The directory (Organization, Practitioner, PractitionerRole) is not patient data: every
+  care unit may read it; only systems may write it. A new agreement gets the caller's unit as
+  author, a new patient the unit as managing organisation, and whatever is written must stay
+  within what the unit sees.
+* ``PatientAccess`` — the patient (``patient/`` scopes): their own compartment (their Patient
+  record and the agreements, teams, goals, activities and Provenance about them) and the
+  practitioners, roles and organisations those name. They may add and change only goals they
+  state themselves (``Goal.expressedBy`` = them) for themselves, and only when they have an
+  agreement.
+
+What a caller may see is a SQL condition on the ``resource`` row (``Restriction``), so searches
+filter before paging and a read of something outside answers 404, like something absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from patientkontrakt.fhir.access import PERMISSIONS, Principal
+from patientkontrakt.fhir.errors import Forbidden, NotFound
+from patientkontrakt.fhir.search.params import SearchParser
+from patientkontrakt.fhir.search.query import QueryBuilder
+from patientkontrakt.security.scopes import ResourceScope, Scopes
+from patientkontrakt.storage.repository import Restriction, StoredResource, Unit
+from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
+
+R = RESOURCE.c
+REF = INDEX_TABLES["reference"]
+DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole"})
+PATIENT_DATA = frozenset({"Patient", "CarePlan", "CareTeam", "Goal", "Appointment", "Provenance"})
+_CONTEXTS = {"staff": frozenset({"user"}), "system": frozenset({"system"}), "patient": frozenset({"patient"})}
+_ORG = sa.bindparam("acc_org", type_=sa.String())
+_PATIENT = sa.bindparam("acc_patient", type_=sa.String())
+
+Condition = sa.ColumnElement[bool]
+
+
+class ScopedAccess:
+    """What the token's SMART scopes allow; no rule beyond them."""
+
+    logged = True
+
+    def __init__(self, principal: Principal, scopes: Scopes, parser: SearchParser, builder: QueryBuilder) -> None:
+        self.principal = principal
+        self.scopes = scopes
+        self.contexts = _CONTEXTS.get(principal.kind, frozenset())
+        self._parser = parser
+        self._builder = builder
+        self._narrowing: dict[str, Restriction | None] = {}
+
+    # -- scopes ----------------------------------------------------------------------------
+
+    def _granting(self, type_: str, permission: str) -> list[ResourceScope]:
+        return self.scopes.granting(self.contexts, type_, permission)
+
+    def require(self, type_: str, interaction: str) -> None:
+        permission = PERMISSIONS[interaction]
+        if not self._granting(type_, permission):
+            contexts = "/".join(sorted(self.contexts)) or "(none)"
+            raise Forbidden(
+                f"The access token does not grant {interaction} on {type_}: it needs a scope such as "
+                f"{next(iter(sorted(self.contexts)), 'user')}/{type_}.{permission} (the token's contexts: {contexts})",
+                details_sv="Du har inte behörighet till detta.",
+            )
+
+    def _scope_restriction(self, type_: str) -> Restriction | None:
+        """``?param=`` narrowing of the read scopes: the resources matching any of the granted
+        scopes' queries (a scope without a query grants them all)."""
+        if type_ in self._narrowing:
+            return self._narrowing[type_]
+        scopes = self._granting(type_, "r") or self._granting(type_, "s")
+        restriction: Restriction | None = None
+        if scopes and all(s.query for s in scopes):
+            options = []
+            for scope in scopes:
+                query = self._parser.parse(type_, list(scope.query), strict=True)
+                options.append(sa.and_(*self._builder.conditions(query)[2:]))
+            key = "scope:" + type_ + ":" + "|".join(sorted("&".join(f"{k}={v}" for k, v in s.query) for s in scopes))
+            restriction = Restriction(key, sa.or_(*options), {})
+        self._narrowing[type_] = restriction
+        return restriction
+
+    # -- Access ----------------------------------------------------------------------------
+
+    def restriction(self, type_: str) -> Restriction | None:
+        return _both(self._rule(type_), self._scope_restriction(type_))
+
+    def _rule(self, type_: str) -> Restriction | None:
+        return None
+
+    async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
+        return resource
+
+    async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
+        """Whatever was written must be visible to its writer (scope narrowing, care unit, own
+        compartment); otherwise the whole unit of work is refused and rolled back."""
+        for stored in written:
+            restriction = self.restriction(stored.type)
+            if restriction is None:
+                continue
+            condition = restriction.condition.params(restriction.values)
+            if not await unit.visible_pks([stored.pk], condition):
+                raise Forbidden(
+                    f"{stored.type}/{stored.id} would be outside what you may see; the write is refused",
+                    details_sv="Ändringen skulle hamna utanför det du har behörighet till och avvisades.",
+                )
+
+
+def _both(first: Restriction | None, second: Restriction | None) -> Restriction | None:
+    if first is None or second is None:
+        return first or second
+    return Restriction(f"{first.key}+{second.key}", sa.and_(first.condition, second.condition),
+                       {**first.values, **second.values})
+
+
+# -- care units ------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> Any:
+    return REF.alias(name)
+
+
+def _one_of(column: Any, *values: str) -> Condition:
+    """``column`` equals one of ``values``, as ORs: no expanding IN, so the statement compiles
+    to plain positional parameters for the raw read path (``Store.read_current``)."""
+    return sa.or_(*(column == v for v in values))
+
+
+def _role_at_unit(role_id: Any) -> Condition:
+    """The PractitionerRole ``role_id`` is at the unit (its ``organization``)."""
+    role = RESOURCE.alias("acc_role")
+    ref = _ref("acc_role_org")
+    return sa.exists().where(
+        role.c.res_type == "PractitionerRole", role.c.res_id == role_id,
+        ref.c.resource_pk == role.c.pk, ref.c.param == "organization",
+        ref.c.target_type == "Organization", ref.c.target_id == _ORG,
+    )
+
+
+def _team_takes_part(team_pk: Any) -> Condition:
+    """The CareTeam row ``team_pk`` is managed by the unit or has a member from it."""
+    ref = _ref("acc_team_ref")
+    return sa.exists().where(
+        ref.c.resource_pk == team_pk, ref.c.res_type == "CareTeam",
+        sa.or_(
+            sa.and_(_one_of(ref.c.param, "managing-organization", "participant"),
+                    ref.c.target_type == "Organization", ref.c.target_id == _ORG),
+            sa.and_(ref.c.param == "participant", ref.c.target_type == "PractitionerRole",
+                    _role_at_unit(ref.c.target_id)),
+        ),
+    )
+
+
+def _plan_takes_part(plan_pk: Any) -> Condition:
+    """The CarePlan row ``plan_pk`` is an agreement the unit takes part in."""
+    ref = _ref("acc_plan_ref")
+    team = RESOURCE.alias("acc_team")
+    return sa.exists().where(
+        ref.c.resource_pk == plan_pk, ref.c.res_type == "CarePlan",
+        sa.or_(
+            sa.and_(_one_of(ref.c.param, "author", "contributor"),
+                    ref.c.target_type == "Organization", ref.c.target_id == _ORG),
+            sa.and_(ref.c.param == "care-team", ref.c.target_type == "CareTeam",
+                    sa.exists().where(team.c.res_type == "CareTeam", team.c.res_id == ref.c.target_id,
+                                      team.c.deleted.is_(False), _team_takes_part(team.c.pk))),
+        ),
+    )
+
+
+def _named_by_visible_plan(param: str, target_type: str, target_id: Any) -> Condition:
+    """A visible agreement names ``target_type/target_id`` through ``param``."""
+    ref = _ref("acc_named")
+    return sa.exists().where(
+        ref.c.res_type == "CarePlan", ref.c.param == param,
+        ref.c.target_type == target_type, ref.c.target_id == target_id,
+        _plan_takes_part(ref.c.resource_pk),
+    )
+
+
+def _named_by_any_plan(param: str, target_type: str, target_id: Any) -> Condition:
+    ref = _ref("acc_any_plan")
+    return sa.exists().where(
+        ref.c.res_type == "CarePlan", ref.c.param == param,
+        ref.c.target_type == target_type, ref.c.target_id == target_id,
+    )
+
+
+def _patient_visible(patient_id: Any) -> Condition:
+    """The unit has an agreement or a team with the patient, or registered them."""
+    plan = RESOURCE.alias("acc_pat_plan")
+    team = RESOURCE.alias("acc_pat_team")
+    patient = RESOURCE.alias("acc_pat")
+    ref = _ref("acc_pat_org")
+    return sa.or_(
+        sa.exists().where(plan.c.patient_id == patient_id, plan.c.res_type == "CarePlan",
+                          plan.c.deleted.is_(False), _plan_takes_part(plan.c.pk)),
+        sa.exists().where(team.c.patient_id == patient_id, team.c.res_type == "CareTeam",
+                          team.c.deleted.is_(False), _team_takes_part(team.c.pk)),
+        sa.exists().where(patient.c.res_type == "Patient", patient.c.res_id == patient_id,
+                          ref.c.resource_pk == patient.c.pk, ref.c.param == "organization",
+                          ref.c.target_type == "Organization", ref.c.target_id == _ORG),
+    )
+
+
+def _team_visible(team_pk: Any, team_id: Any) -> Condition:
+    return sa.or_(_team_takes_part(team_pk), _named_by_visible_plan("care-team", "CareTeam", team_id))
+
+
+def _part_of_agreement(type_: str, param: str) -> Condition:
+    """A goal or Appointment: named by a visible agreement, or named by none and about a patient
+    the unit may see (the patient's own goals, activities not yet planned in)."""
+    return sa.or_(
+        _named_by_visible_plan(param, type_, R.res_id),
+        sa.and_(sa.not_(_named_by_any_plan(param, type_, R.res_id)), _patient_visible(R.patient_id)),
+    )
+
+
+def _provenance_visible() -> Condition:
+    ref = _ref("acc_prov_target")
+    plan = RESOURCE.alias("acc_prov_plan")
+    team = RESOURCE.alias("acc_prov_team")
+    return sa.exists().where(
+        ref.c.resource_pk == R.pk, ref.c.param == "target",
+        sa.or_(
+            sa.and_(ref.c.target_type == "CarePlan", sa.exists().where(
+                plan.c.res_type == "CarePlan", plan.c.res_id == ref.c.target_id, _plan_takes_part(plan.c.pk))),
+            sa.and_(ref.c.target_type == "CareTeam", sa.exists().where(
+                team.c.res_type == "CareTeam", team.c.res_id == ref.c.target_id,
+                _team_visible(team.c.pk, team.c.res_id))),
+        ),
+    )
+
+
+def _care_unit_condition(type_: str) -> Condition | None:
+    if type_ in DIRECTORY:
+        return None
+    if type_ == "CarePlan":
+        return _plan_takes_part(R.pk)
+    if type_ == "CareTeam":
+        return _team_visible(R.pk, R.res_id)
+    if type_ == "Patient":
+        return _patient_visible(R.res_id)
+    if type_ == "Goal":
+        return _part_of_agreement("Goal", "goal")
+    if type_ == "Appointment":
+        ref = _ref("acc_actor")
+        acts = sa.exists().where(
+            ref.c.resource_pk == R.pk, ref.c.param == "actor",
+            sa.or_(sa.and_(ref.c.target_type == "Organization", ref.c.target_id == _ORG),
+                   sa.and_(ref.c.target_type == "PractitionerRole", _role_at_unit(ref.c.target_id))))
+        return sa.or_(acts, _part_of_agreement("Appointment", "activity-reference"))
+    if type_ == "Provenance":
+        return _provenance_visible()
+    return sa.false()  # a type these rules do not know: nothing
+
+
+_CARE_UNIT_CONDITIONS: dict[str, Condition | None] = {}
+
+
+class CareUnitAccess(ScopedAccess):
+    """Staff and systems acting for a care unit (``unit_org``: the unit's Organization id)."""
+
+    def __init__(self, principal: Principal, scopes: Scopes, parser: SearchParser, builder: QueryBuilder,
+                 unit_org: str) -> None:
+        super().__init__(principal, scopes, parser, builder)
+        self.unit_org = unit_org
+
+    def _rule(self, type_: str) -> Restriction | None:
+        if type_ not in _CARE_UNIT_CONDITIONS:
+            _CARE_UNIT_CONDITIONS[type_] = _care_unit_condition(type_)
+        condition = _CARE_UNIT_CONDITIONS[type_]
+        if condition is None:
+            return None
+        return Restriction(f"care-unit:{type_}", condition, {"acc_org": self.unit_org})
+
+    async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
+        type_ = resource["resourceType"]
+        if type_ in DIRECTORY and self.principal.kind != "system":
+            raise Forbidden(f"Staff may not change {type_} resources: the directory is kept by the region's "
+                            "systems (HSA)", details_sv="Katalogen (HSA) kan inte ändras härifrån.")
+        unit_ref = {"reference": f"Organization/{self.unit_org}"}
+        if self.principal.care_unit_name:
+            unit_ref["display"] = self.principal.care_unit_name
+        if existing is None and type_ == "CarePlan":
+            # "Creating an agreement makes the caller's care unit its author."
+            resource = {**resource, "author": unit_ref}
+        if existing is None and type_ == "Patient" and "managingOrganization" not in resource:
+            resource = {**resource, "managingOrganization": unit_ref}
+        return resource
+
+
+# -- the patient -----------------------------------------------------------------------------
+
+
+def _named_by_compartment(target_type: str, target_id: Any) -> Condition:
+    """A resource in the patient's compartment names ``target_type/target_id``."""
+    ref = _ref("acc_comp_ref")
+    source = RESOURCE.alias("acc_comp_src")
+    return sa.exists().where(
+        ref.c.target_type == target_type, ref.c.target_id == target_id,
+        source.c.pk == ref.c.resource_pk, source.c.patient_id == _PATIENT, source.c.deleted.is_(False),
+    )
+
+
+def _role_named_by_compartment_with(param: str, target_type: str, target_id: Any) -> Condition:
+    """A PractitionerRole the compartment names points at ``target`` through ``param``."""
+    ref = _ref("acc_role_ref")
+    role = RESOURCE.alias("acc_comp_role")
+    return sa.exists().where(
+        ref.c.res_type == "PractitionerRole", ref.c.param == param,
+        ref.c.target_type == target_type, ref.c.target_id == target_id,
+        role.c.pk == ref.c.resource_pk, _named_by_compartment("PractitionerRole", role.c.res_id),
+    )
+
+
+def _patient_condition(type_: str) -> Condition:
+    if type_ == "Patient":
+        return R.res_id == _PATIENT
+    if type_ in PATIENT_DATA:
+        return R.patient_id == _PATIENT
+    if type_ == "PractitionerRole":
+        return _named_by_compartment("PractitionerRole", R.res_id)
+    if type_ == "Practitioner":
+        return sa.or_(_named_by_compartment("Practitioner", R.res_id),
+                      _role_named_by_compartment_with("practitioner", "Practitioner", R.res_id))
+    if type_ == "Organization":
+        return sa.or_(_named_by_compartment("Organization", R.res_id),
+                      _role_named_by_compartment_with("organization", "Organization", R.res_id))
+    return sa.false()
+
+
+_PATIENT_CONDITIONS: dict[str, Condition] = {}
+
+
+class PatientAccess(ScopedAccess):
+    """The patient ``patient_id`` (a FHIR Patient id), signed in to the e-service or a SMART app."""
+
+    def __init__(self, principal: Principal, scopes: Scopes, parser: SearchParser, builder: QueryBuilder,
+                 patient_id: str) -> None:
+        super().__init__(principal, scopes, parser, builder)
+        self.patient_id = patient_id
+
+    def require(self, type_: str, interaction: str) -> None:
+        if PERMISSIONS[interaction] in "cud" and type_ != "Goal" or interaction == "delete":
+            raise Forbidden(f"A patient may not {interaction} {type_} resources; only add and change "
+                            "their own goals", details_sv="Som patient kan du bara lägga till och ändra dina egna mål.")
+        super().require(type_, interaction)
+
+    def _rule(self, type_: str) -> Restriction | None:
+        if type_ not in _PATIENT_CONDITIONS:
+            _PATIENT_CONDITIONS[type_] = _patient_condition(type_)
+        return Restriction(f"patient:{type_}", _PATIENT_CONDITIONS[type_], {"acc_patient": self.patient_id})
+
+    async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
+        me = f"Patient/{self.patient_id}"
+        if resource["resourceType"] != "Goal":
+            raise Forbidden("A patient may only write their own goals",
+                            details_sv="Som patient kan du bara lägga till och ändra dina egna mål.")
+        if _reference(resource.get("subject")) != me or _reference(resource.get("expressedBy")) != me:
+            raise Forbidden(f"A goal you write must be about you and stated by you: subject and expressedBy {me}",
+                            details_sv="Ett mål du skriver ska gälla dig och vara uttryckt av dig.")
+        if existing is not None and _reference(orjson.loads(existing.body).get("expressedBy")) != me:
+            raise Forbidden("Only goals you stated yourself can be changed by you",
+                            details_sv="Du kan bara ändra mål som du själv har skrivit.")
+        plan = RESOURCE.alias("acc_own_plan")
+        has_agreement = await unit.scalar(sa.select(sa.exists().where(
+            plan.c.res_type == "CarePlan", plan.c.patient_id == self.patient_id, plan.c.deleted.is_(False))))
+        if not has_agreement:
+            raise NotFound("You have no Patientkontrakt to add goals to",
+                           details_sv="Du har inget patientkontrakt att lägga till mål i.")
+        return resource
+
+
+def _reference(value: Any) -> str | None:
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        ref: str = value["reference"]
+        return ref.split("/_history", 1)[0]
+    return None

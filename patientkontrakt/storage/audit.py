@@ -1,0 +1,134 @@
+"""The SQL of the access log (``audit_log``): append under a lock, read, walk the chain.
+
+There is no statement here that changes or removes a row, and the database refuses them
+anyway (triggers from migration 0002).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from patientkontrakt.storage.repository import Store, Unit
+from patientkontrakt.storage.tables import AUDIT_LOG
+
+A = AUDIT_LOG.c
+GENESIS = "0" * 64
+_CHAIN_LOCK = 0x504B_4155_4449_54  # "PKAUDIT": the advisory lock serialising appends
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    recorded: datetime
+    user_id: str
+    user_name: str | None
+    user_kind: str
+    role: str | None
+    fhir_user: str | None
+    care_unit: str | None
+    care_unit_name: str | None
+    care_provider: str | None
+    client_id: str | None
+    interaction: str
+    request: str
+    resources: str
+    patient_id: str | None
+    outcome: str
+    status: int
+    purpose: str
+    prev_hash: str
+    hash: str
+
+
+_COLUMNS = tuple(A[name] for name in AuditRow.__dataclass_fields__)
+
+
+async def chain_head(unit: Unit) -> tuple[int, str]:
+    """Lock the chain until the unit's transaction ends and return its last (seq, hash)."""
+    if unit.dialect == "postgresql":
+        await unit.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
+    row = (await unit.conn.execute(sa.select(A.seq, A.hash).order_by(A.seq.desc()).limit(1))).first()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+async def append(unit: Unit, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows whose ``seq`` and hashes the caller computed after ``chain_head``."""
+    if rows:
+        await unit.conn.execute(sa.insert(AUDIT_LOG), list(rows))
+
+
+@dataclass
+class AuditQuery:
+    """Filters of an AuditEvent search; every one given must hold."""
+
+    patient_ids: list[str] | None = None  # any of
+    care_unit: str | None = None
+    agents: list[str] | None = None  # user id, fhirUser reference or client id; any of
+    entity: list[str] | None = None  # "Type/id"; any of
+    since: datetime | None = None
+    until: datetime | None = None
+    recorded: list[tuple[str, datetime, datetime]] | None = None  # (prefix, low, high) per date value
+    seq: int | None = None
+
+
+def _where(query: AuditQuery) -> list[Any]:
+    where: list[Any] = []
+    if query.patient_ids is not None:
+        where.append(A.patient_id.in_(query.patient_ids) if query.patient_ids else sa.false())
+    if query.care_unit is not None:
+        where.append(A.care_unit == query.care_unit)
+    if query.agents:
+        where.append(sa.or_(A.user_id.in_(query.agents), A.fhir_user.in_(query.agents),
+                            A.client_id.in_(query.agents)))
+    if query.entity:
+        where.append(sa.or_(*(A.resources.like(f'%"{_escape(e)}"%', escape="\\") for e in query.entity)))
+    for prefix, low, high in query.recorded or []:
+        where.append(_date(prefix, low, high))
+    if query.seq is not None:
+        where.append(A.seq == query.seq)
+    return where
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace('"', "")
+
+
+def _date(prefix: str, low: datetime, high: datetime) -> Any:
+    """R4 search prefixes on an instant (``recorded`` has no range of its own)."""
+    column = A.recorded
+    return {
+        "eq": sa.and_(column >= low, column <= high),
+        "ne": sa.or_(column < low, column > high),
+        "gt": column > high, "sa": column > high,
+        "lt": column < low, "eb": column < low,
+        "ge": column >= low, "le": column <= high,
+    }.get(prefix, sa.and_(column >= low, column <= high))
+
+
+async def search(store: Store, query: AuditQuery, offset: int, count: int) -> tuple[list[AuditRow], int]:
+    """Newest first: one page (``count + 1`` rows to tell whether there is a next) and the total."""
+    where = _where(query)
+    async with store.reading() as unit:
+        rows = (await unit.conn.execute(
+            sa.select(*_COLUMNS).where(*where).order_by(A.seq.desc()).offset(offset).limit(count + 1))).all()
+        total = (await unit.conn.execute(sa.select(sa.func.count()).select_from(AUDIT_LOG).where(*where))).scalar_one()
+    return [AuditRow(**r._mapping) for r in rows], int(total)
+
+
+async def walk(store: Store, batch: int = 5000) -> AsyncIterator[AuditRow]:
+    """Every row in ``seq`` order (``patientkontrakt audit verify``)."""
+    last = 0
+    while True:
+        async with store.reading() as unit:
+            rows = (await unit.conn.execute(
+                sa.select(*_COLUMNS).where(A.seq > last).order_by(A.seq).limit(batch))).all()
+        if not rows:
+            return
+        for row in rows:
+            yield AuditRow(**row._mapping)
+        last = int(rows[-1][0])

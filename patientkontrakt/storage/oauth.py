@@ -1,0 +1,166 @@
+"""The SQL of the authorization server: clients, codes, refresh tokens and seen ``jti`` values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from patientkontrakt.storage.repository import Store
+from patientkontrakt.storage.tables import OAUTH_CLIENT, OAUTH_CODE, REFRESH_TOKEN, USED_JTI
+
+C = OAUTH_CLIENT.c
+K = OAUTH_CODE.c
+T = REFRESH_TOKEN.c
+J = USED_JTI.c
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    client_id: str
+    name: str
+    kind: str
+    redirect_uris: str
+    jwks: str | None
+    jwks_uri: str | None
+    scope: str
+    care_unit: str | None
+    created: datetime
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    grant: str
+    code_challenge: str
+    nonce: str | None
+    expires_at: datetime
+    used_at: datetime | None
+    family_id: str | None
+
+
+@dataclass(frozen=True)
+class RefreshRow:
+    token_hash: str
+    family_id: str
+    client_id: str
+    scope: str
+    grant: str
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class OAuthStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def client(self, client_id: str) -> ClientRow | None:
+        async with self._store.reading() as unit:
+            row = (await unit.conn.execute(sa.select(*OAUTH_CLIENT.c).where(C.client_id == client_id))).first()
+        return ClientRow(**row._mapping) if row else None
+
+    async def clients(self) -> list[ClientRow]:
+        async with self._store.reading() as unit:
+            rows = (await unit.conn.execute(sa.select(*OAUTH_CLIENT.c).order_by(C.client_id))).all()
+        return [ClientRow(**r._mapping) for r in rows]
+
+    async def save_client(self, values: dict[str, Any]) -> None:
+        """Insert or replace a client registration."""
+        async with self._store.writing() as unit:
+            await unit.conn.execute(sa.delete(OAUTH_CLIENT).where(C.client_id == values["client_id"]))
+            await unit.conn.execute(sa.insert(OAUTH_CLIENT).values(**values))
+
+    async def remove_client(self, client_id: str) -> bool:
+        async with self._store.writing() as unit:
+            result = await unit.conn.execute(sa.delete(OAUTH_CLIENT).where(C.client_id == client_id))
+            await unit.conn.execute(sa.update(REFRESH_TOKEN).where(T.client_id == client_id, T.revoked_at.is_(None))
+                                    .values(revoked_at=sa.func.current_timestamp()))
+        return bool(result.rowcount)
+
+    # -- codes -----------------------------------------------------------------------------
+
+    async def add_code(self, values: dict[str, Any]) -> None:
+        async with self._store.writing() as unit:
+            await unit.conn.execute(sa.insert(OAUTH_CODE).values(**values))
+
+    async def use_code(self, code_hash: str, now: datetime, family_id: str) -> CodeRow | None:
+        """Mark the code used and return it as it was before; a code can be used once (a second
+        use finds ``used_at`` set). Returns None for an unknown code."""
+        async with self._store.writing() as unit:
+            row = (await unit.conn.execute(
+                sa.select(*OAUTH_CODE.c).where(K.code_hash == code_hash).with_for_update())).first()
+            if row is None:
+                return None
+            code = CodeRow(**row._mapping)
+            if code.used_at is None:
+                await unit.conn.execute(sa.update(OAUTH_CODE).where(K.code_hash == code_hash)
+                                        .values(used_at=now, family_id=family_id))
+        return code
+
+    # -- refresh tokens --------------------------------------------------------------------
+
+    async def add_refresh(self, values: dict[str, Any]) -> None:
+        async with self._store.writing() as unit:
+            await unit.conn.execute(sa.insert(REFRESH_TOKEN).values(**values))
+
+    async def rotate_refresh(self, token_hash: str, now: datetime, successor: dict[str, Any] | None
+                             ) -> RefreshRow | None:
+        """Use a refresh token: if it is live, mark it used and store ``successor`` (same family)
+        in one transaction; if it was used before, revoke its whole family (a stolen token was
+        replayed). Returns the row as it was, or None if unknown."""
+        async with self._store.writing() as unit:
+            row = (await unit.conn.execute(
+                sa.select(*REFRESH_TOKEN.c).where(T.token_hash == token_hash).with_for_update())).first()
+            if row is None:
+                return None
+            token = RefreshRow(**row._mapping)
+            if token.used_at is not None:
+                await unit.conn.execute(sa.update(REFRESH_TOKEN).where(
+                    T.family_id == token.family_id, T.revoked_at.is_(None)).values(revoked_at=now))
+            elif token.revoked_at is None and token.expires_at > now and successor is not None:
+                await unit.conn.execute(sa.update(REFRESH_TOKEN).where(T.token_hash == token_hash).values(used_at=now))
+                await unit.conn.execute(sa.insert(REFRESH_TOKEN).values(**successor))
+        return token
+
+    async def refresh(self, token_hash: str) -> RefreshRow | None:
+        async with self._store.reading() as unit:
+            row = (await unit.conn.execute(sa.select(*REFRESH_TOKEN.c).where(T.token_hash == token_hash))).first()
+        return RefreshRow(**row._mapping) if row else None
+
+    async def revoke_family(self, family_id: str, now: datetime) -> None:
+        async with self._store.writing() as unit:
+            await unit.conn.execute(sa.update(REFRESH_TOKEN).where(
+                T.family_id == family_id, T.revoked_at.is_(None)).values(revoked_at=now))
+
+    # -- jti -------------------------------------------------------------------------------
+
+    async def remember_jti(self, kind: str, issuer: str, jti: str, expires_at: datetime, now: datetime) -> bool:
+        """Record a ``jti``; False if it was already recorded and has not expired (a replay)."""
+        try:
+            async with self._store.writing() as unit:
+                await unit.conn.execute(sa.delete(USED_JTI).where(J.expires_at < now))
+                seen = (await unit.conn.execute(sa.select(J.jti).where(
+                    J.kind == kind, J.issuer == issuer, J.jti == jti))).first()
+                if seen is not None:
+                    return False
+                await unit.conn.execute(sa.insert(USED_JTI).values(kind=kind, issuer=issuer, jti=jti,
+                                                                   expires_at=expires_at))
+        except IntegrityError:  # the same jti, recorded at the same moment by another request
+            return False
+        return True
+
+    async def is_jti_recorded(self, kind: str, issuer: str, jti: str) -> bool:
+        async with self._store.reading() as unit:
+            seen = (await unit.conn.execute(sa.select(J.jti).where(
+                J.kind == kind, J.issuer == issuer, J.jti == jti))).first()
+        return seen is not None
