@@ -18,7 +18,7 @@ from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.security.authenticate import Authenticator
 
-PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})
+PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})  # for GET and HEAD
 
 
 class Anonymous:
@@ -34,7 +34,8 @@ class RequireToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")) and path not in PUBLIC:
+        public = path in PUBLIC and scope.get("method") in ("GET", "HEAD")
+        if scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")) and not public:
             state = scope["app"].state
             authenticator: Authenticator = state.authenticator
             header = None

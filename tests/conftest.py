@@ -21,12 +21,18 @@ from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from patientkontrakt.config import Settings
+from patientkontrakt.security.keys import SigningKeys, generate_key
+from patientkontrakt.security.tokens import AccessTokens, Grant
 from patientkontrakt.storage.database import create_engine, migrate
 from patientkontrakt.storage.repository import Store
 
 TEST_URL = os.environ.get("PK_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 BASE_URL = "http://testserver"
-TABLES = ("idx_token", "idx_string", "idx_date", "idx_reference", "idx_uri", "resource_version", "resource")
+TABLES = ("idx_token", "idx_string", "idx_date", "idx_reference", "idx_uri", "resource_version", "resource",
+          "audit_log", "oauth_client", "oauth_code", "refresh_token", "used_jti", "server_state")
+# Every FHIR request needs a token: the engine's and the rules' own tests use one for a backend
+# system with every scope (their apps check scopes but no care units; tests/security/ test those).
+ENGINE_SCOPES = "system/*.cruds system/AuditEvent.rs"
 
 
 def _dsn(url: str) -> str:
@@ -94,8 +100,33 @@ async def store(db_url: str) -> AsyncIterator[Store]:
     await store.dispose()
 
 
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real RSA key for the session's tokens."""
+    return generate_key(tmp_path_factory.mktemp("keys") / "signing.pem")
+
+
+_KEY: list[Path] = []
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _remember_key(signing_key: Path) -> None:
+    _KEY.append(signing_key)
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    return Settings(database_url=database_url, base_url=BASE_URL, **overrides)
+    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE_URL, "signing_key": _KEY[0]}
+    return Settings(**{**values, **overrides})
+
+
+def issue_token(settings: Settings, grant: Grant, scope: str, client_id: str = "test-client") -> str:
+    """A token as the server's authorization server would issue it, signed with the session key."""
+    tokens = AccessTokens(SigningKeys.load(settings.signing_key), settings.base_url, settings.fhir_base)
+    return tokens.issue(grant, scope, client_id)[0]
+
+
+def engine_token(settings: Settings) -> str:
+    return issue_token(settings, Grant(kind="system", sub="test-client", name="Test system"), ENGINE_SCOPES)
 
 
 @pytest.fixture
@@ -107,16 +138,21 @@ def settings(clean_pg: str) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     """The bare FHIR R4 engine over HTTP (in-process), on a clean PostgreSQL database.
 
-    No Patientkontrakt rules: tests of generic FHIR behaviour use plain R4 resources.
+    No Patientkontrakt rules: tests of generic FHIR behaviour use plain R4 resources. Requests
+    carry a token with every ``system/`` scope (scopes are checked; care units are not).
     """
     with TestClient(create_app(settings, domain_rules=False), base_url=BASE_URL) as test_client:
-        test_client.headers.update({"content-type": "application/fhir+json"})
+        test_client.headers.update({"content-type": "application/fhir+json",
+                                    "authorization": f"Bearer {engine_token(settings)}"})
         yield test_client
 
 
 @pytest.fixture
 def pk_client(settings: Settings) -> Iterator[TestClient]:
-    """The service as deployed: the FHIR engine with the Patientkontrakt profiles and rules."""
-    with TestClient(create_app(settings), base_url=BASE_URL) as test_client:
-        test_client.headers.update({"content-type": "application/fhir+json"})
+    """The FHIR engine with the Patientkontrakt profiles and rules, for the tests of those rules:
+    a token with every ``system/`` scope, and no care-unit rules (tests/security/ test the
+    service with them)."""
+    with TestClient(create_app(settings, unit_rules=False), base_url=BASE_URL) as test_client:
+        test_client.headers.update({"content-type": "application/fhir+json",
+                                    "authorization": f"Bearer {engine_token(settings)}"})
         yield test_client

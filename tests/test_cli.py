@@ -109,11 +109,13 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """PK_* variables changed by a test (or by ``main``) are restored, and the settings re-read."""
+def fresh_settings(monkeypatch: pytest.MonkeyPatch, signing_key: Path) -> Iterator[None]:
+    """PK_* variables changed by a test (or by ``main``) are restored, and the settings re-read;
+    the session's signing key is configured."""
     for name in ("PK_DATABASE_URL", "PK_BASE_URL"):
         monkeypatch.setenv(name, "placeholder")
         monkeypatch.delenv(name)
+    monkeypatch.setenv("PK_SIGNING_KEY", str(signing_key))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -156,6 +158,20 @@ def test_serve_base_url_option_wins(
     assert cli.main(["migrate"]) == 0
     assert cli.main(["serve", "--base-url", "https://pk.example.se"]) == 0
     assert uvicorn_calls[0]["base_url"] == "https://pk.example.se"
+
+
+@pytest.mark.usefixtures("fresh_settings")
+def test_serve_refuses_without_a_signing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
+    monkeypatch.setenv("PK_SIGNING_KEY", str(tmp_path / "missing.pem"))
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["serve"]) == 1
+    assert uvicorn_calls == []
+    error = capsys.readouterr().err
+    assert "refusing to start" in error and "missing.pem" in error and "keys generate" in error
 
 
 @pytest.mark.usefixtures("fresh_settings")

@@ -375,7 +375,8 @@ class Writer:
         version, now = existing.version_id + 1, now_utc()
         await unit.update(existing.pk, version, now, existing.body, deleted=True)
         await unit.add_version(type_, id_, version, now, "DELETE", None)
-        await unit.clear_index(existing.pk)
+        # The index rows stay: searches skip deleted resources anyway, and the access rules still
+        # see whose the resource was, so its owners get 410 and everyone else 404.
         gone = StoredResource(existing.pk, type_, id_, version, now, True, existing.body, existing.patient_id)
         unit.touched.append(gone)
         return WriteOutcome(204, gone)

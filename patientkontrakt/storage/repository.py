@@ -270,7 +270,8 @@ class Unit:
             sa.select(R.res_type, R.res_id)
             .distinct()
             .select_from(INDEX_TABLES["reference"].join(RESOURCE, R.pk == REF.resource_pk))
-            .where(REF.target_type == type_, REF.target_id == id_, REF.resource_pk != exclude_pk)
+            .where(REF.target_type == type_, REF.target_id == id_, REF.resource_pk != exclude_pk,
+                   R.deleted.is_(False))
             .limit(limit)
         )
         return [(str(t), str(i)) for t, i in (await self.conn.execute(query)).all()]

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from api.app import create_app
-from tests.conftest import BASE_URL, make_settings
+from tests.conftest import BASE_URL, engine_token, make_settings
 from tests.factories import care_plan, create, patient
 
 
@@ -256,8 +256,10 @@ LIMIT = 2000
 @pytest.fixture
 def small_client(clean_pg: str) -> Iterator[TestClient]:
     """The app with a 2000-byte body limit."""
-    with TestClient(create_app(make_settings(clean_pg, max_body_bytes=LIMIT)), base_url=BASE_URL) as test_client:
-        test_client.headers.update({"content-type": "application/fhir+json"})
+    settings = make_settings(clean_pg, max_body_bytes=LIMIT)
+    with TestClient(create_app(settings, unit_rules=False), base_url=BASE_URL) as test_client:
+        test_client.headers.update({"content-type": "application/fhir+json",
+                                    "authorization": f"Bearer {engine_token(settings)}"})
         yield test_client
 
 

@@ -21,7 +21,7 @@ from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.service import RESOURCE_TYPES
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import BASE_URL, make_settings
+from tests.conftest import BASE_URL, engine_token, make_settings
 from tests.domain.support import search, versions_stored
 
 HTEST = f"{codes.TEST_DATA_TAG['system']}|{codes.TEST_DATA_TAG['code']}"
@@ -99,6 +99,7 @@ def sqlite_database(tmp_path: Path) -> str:
 def _run(*args: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
     environment["PK_DATABASE_URL"] = url
+    environment["PK_SIGNING_KEY"] = str(cwd / "signing.pem")
     return subprocess.run([*COMMAND, *args], cwd=cwd, env=environment, capture_output=True, text=True,
                           timeout=180, check=False)
 
@@ -110,7 +111,13 @@ def test_demo_command_loads_a_sqlite_database(sqlite_database: str, tmp_path: Pa
     assert demo.returncode == 0, demo.stderr
     region = len(DemoGenerator(seed=1).region.resources())
     assert f"demo region loaded: {region + 3 * 6} resources (3 agreements" in demo.stdout
-    with TestClient(create_app(make_settings(sqlite_database)), base_url=BASE_URL) as client:
+    # the demo made the signing key and the demo EHR's key, and registered the demo clients
+    assert (tmp_path / "signing.pem").exists() and (tmp_path / "demo-ehr-key.pem").exists()
+    clients = _run("clients", "list", url=sqlite_database, cwd=tmp_path)
+    assert sorted(line.split("\t")[0] for line in clients.stdout.splitlines()) == ["demo-ehr", "pk-mitt", "pk-personal"]
+    settings = make_settings(sqlite_database, signing_key=tmp_path / "signing.pem")
+    with TestClient(create_app(settings, unit_rules=False), base_url=BASE_URL,
+                    headers={"authorization": f"Bearer {engine_token(settings)}"}) as client:
         assert versions_stored(client) == region + 3 * 6
         assert count(client, "CarePlan") == 3
         entries = client.get("/fhir/Patient/demo-pat-000000/$patientkontrakt").json()["entry"]

@@ -30,7 +30,9 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import MultipleResourcesFound, ResourceNotFound
 from fhirpy.lib import SyncFHIRResource
 
-from patientkontrakt.config import PROJECT_ROOT
+from patientkontrakt.config import PROJECT_ROOT, Settings
+from patientkontrakt.security.tokens import Grant
+from tests.conftest import issue_token, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -78,12 +80,13 @@ def _wait_until_ready(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``patientkontrakt serve`` in a subprocess; always terminated, however the tests end."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_LOG_LEVEL": "info"}
+    env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_LOG_LEVEL": "info",
+           "PK_SIGNING_KEY": str(signing_key)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "patientkontrakt.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -103,12 +106,33 @@ def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
             process.wait(timeout=5)
 
 
+@dataclass
+class Clients:
+    """fhirpy clients of the directory system and of an EHR acting for the example care unit."""
+
+    server: Server
+    settings: Settings
+    directory: SyncFHIRClient
+    ehr: SyncFHIRClient | None = None
+
+    def act_for(self, organization_id: str) -> SyncFHIRClient:
+        grant = Grant(kind="system", sub="interop-ehr", name="Interop EHR", care_unit="SE2321000016-E001",
+                      care_unit_name="Vårdcentralen Norr", care_unit_org=organization_id)
+        token = issue_token(self.settings, grant, "system/*.cruds", client_id="interop-ehr")
+        self.ehr = SyncFHIRClient(self.server.fhir_base, authorization=f"Bearer {token}")
+        return self.ehr
+
+
 @pytest.fixture
-def fhir(server: Server, clean_pg: str) -> Iterator[SyncFHIRClient]:
-    """A fhirpy client on an empty database; the server's log of this test is printed at the
-    end, so a failing test shows it (pytest shows captured output of failures only)."""
+def clients(server: Server, clean_pg: str) -> Iterator[Clients]:
+    """fhirpy clients with tokens signed by the server's key, on an empty database; the server's
+    log of this test is printed at the end, so a failing test shows it (pytest shows captured
+    output of failures only)."""
     start = server.log_size()
-    yield SyncFHIRClient(server.fhir_base)
+    settings = make_settings(clean_pg, base_url=server.base_url)
+    directory_token = issue_token(settings, Grant(kind="system", sub="hsa-sync", name="HSA sync",
+                                                  care_unit_org="-"), "system/*.cruds", client_id="hsa-sync")
+    yield Clients(server, settings, SyncFHIRClient(server.fhir_base, authorization=f"Bearer {directory_token}"))
     print(f"--- server log ({server.base_url}) ---\n{server.log(start)}")
     assert server.process.poll() is None, "the server died during the test"
 
@@ -130,11 +154,18 @@ def _rewrite(node: Any, ids: dict[str, str]) -> Any:
     return node
 
 
-def _create_examples(client: SyncFHIRClient) -> dict[str, SyncFHIRResource]:
-    """Every example, POSTed by fhirpy; keyed by the example's ``Type/id``."""
+_DIRECTORY = ("Organization", "Practitioner", "PractitionerRole")
+
+
+def _create_examples(clients: Clients) -> dict[str, SyncFHIRResource]:
+    """Every example, POSTed by fhirpy (the directory by the directory system, the rest by the
+    EHR acting for the example vårdcentral); keyed by the example's ``Type/id``."""
     created: dict[str, SyncFHIRResource] = {}
     ids: dict[str, str] = {}
+    client = clients.directory
     for example in _examples():
+        if example["resourceType"] not in _DIRECTORY and client is clients.directory:
+            client = clients.act_for(created["Organization/pk-example-org-vc-norr"].id)
         key = f"{example['resourceType']}/{example['id']}"
         body = {k: v for k, v in _rewrite(example, ids).items() if k not in ("resourceType", "id")}
         resource = client.resource(example["resourceType"], **body)
@@ -151,15 +182,17 @@ def _outcome(error: Exception) -> dict[str, Any]:
     return outcome
 
 
-def test_metadata_names_the_configured_base(fhir: SyncFHIRClient, server: Server) -> None:
-    statement = fhir.execute("metadata", method="get")
+def test_metadata_names_the_configured_base(clients: Clients, server: Server) -> None:
+    statement = SyncFHIRClient(server.fhir_base).execute("metadata", method="get")
     assert statement["resourceType"] == "CapabilityStatement"
     assert statement["fhirVersion"] == "4.0.1"
     assert statement["implementation"]["url"] == server.fhir_base
 
 
-def test_create_read_search_include_update_delete(fhir: SyncFHIRClient) -> None:
-    created = _create_examples(fhir)
+def test_create_read_search_include_update_delete(clients: Clients) -> None:
+    created = _create_examples(clients)
+    fhir = clients.ehr
+    assert fhir is not None
     org = created["Organization/pk-example-org-vc-norr"]
     pat = created["Patient/pk-example-patient-tolvan"]
     team = created["CareTeam/pk-example-vardteam-tolvan"]
