@@ -182,3 +182,11 @@ class Directory:
                 return None
             provider = await self._provider(unit, found[0])
             return str(found[0]["id"]), str(found[0].get("name") or ""), provider
+
+    async def care_unit_by_id(self, org_id: str) -> tuple[str | None, str, str | None]:
+        """(HSA-id, name, care provider HSA-id) of the unit ``Organization/org_id``."""
+        async with self._service.store.reading() as unit:
+            org = await self._get(unit, "Organization", org_id)
+            if org is None:
+                raise LookupError(f"no Organization/{org_id}")
+            return identifier_value(org, HSA_ID), str(org.get("name") or ""), await self._provider(unit, org)

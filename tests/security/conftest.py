@@ -1,0 +1,144 @@
+"""Fixtures for the security tests: the demo region in the database, the service as deployed
+(care-unit and patient rules, access log), and real tokens for its people.
+
+Tokens are issued by the server's own ``AccessTokens`` with grants built by its ``Directory``
+from the loaded demo data, exactly what signing in through the test IdP yields (the OAuth flows
+themselves are tested in ``test_oauth.py`` and over a live server in ``tests/interop``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from patientkontrakt.config import Settings
+from patientkontrakt.domain.demo import DemoGenerator, load_demo
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.security.identity import Directory
+from patientkontrakt.security.tokens import Grant
+from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.repository import Store
+from tests.conftest import BASE_URL, issue_token
+
+AGREEMENTS = 16
+STAFF_SCOPES = "openid fhirUser user/*.cruds user/AuditEvent.rs"
+PATIENT_SCOPES = "openid fhirUser launch/patient patient/*.rs patient/Goal.cu patient/AuditEvent.rs"
+SYSTEM_SCOPES = "system/*.cruds system/AuditEvent.rs"
+
+
+@dataclass
+class Agreement:
+    number: int
+    patient: str
+    plan: str
+    team: str
+    goals: list[str]
+    author: str  # Organization id of the responsible vårdcentral
+    contributors: list[str]
+    status: str
+    staff_roles: list[str]  # PractitionerRole ids in the team
+
+    @property
+    def patient_goal(self) -> str:
+        return self.goals[0]
+
+
+@dataclass
+class World:
+    """The loaded demo region as the tests need it."""
+
+    settings: Settings
+    generator: DemoGenerator
+    agreements: list[Agreement]
+    roles_by_unit: dict[str, list[str]] = field(default_factory=dict)  # org id -> PractitionerRole ids
+
+    def by_author(self, org: str) -> list[Agreement]:
+        return [a for a in self.agreements if a.author == org]
+
+    def not_involving(self, org: str) -> list[Agreement]:
+        return [a for a in self.agreements if a.author != org and org not in a.contributors]
+
+    def vardcentraler(self) -> list[str]:
+        return [u.organization["id"] for u in self.generator.region.units["vardcentral"]]
+
+    def role_at(self, org: str, title: str | None = None) -> str:
+        roles = [r for r in self.generator.region.roles if r["organization"]["reference"] == f"Organization/{org}"]
+        if title:
+            roles = [r for r in roles if r["code"][0]["coding"][0]["code"] == title]
+        return str(roles[0]["id"])
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def _run(self, coro: Any) -> Any:
+        async def go() -> Any:
+            store = Store(create_engine(self.settings.database_url, pool_size=2))
+            try:
+                return await coro(Directory(build_service(self.settings, store)))
+            finally:
+                await store.dispose()
+        return asyncio.run(go())
+
+    def staff(self, role_id: str, scope: str = STAFF_SCOPES) -> dict[str, str]:
+        """Headers of a staff member signed in with the commission ``role_id``."""
+        grant: Grant | None = self._run(lambda d: d.commission(role_id))
+        assert grant is not None, role_id
+        return {"authorization": f"Bearer {issue_token(self.settings, grant, scope, 'pk-personal')}"}
+
+    def patient(self, patient_id: str, scope: str = PATIENT_SCOPES) -> dict[str, str]:
+        grant: Grant | None = self._run(lambda d: d.patient(patient_id))
+        assert grant is not None, patient_id
+        return {"authorization": f"Bearer {issue_token(self.settings, grant, scope, 'pk-mitt')}"}
+
+    def system(self, org: str, scope: str = SYSTEM_SCOPES) -> dict[str, str]:
+        """Headers of a backend system acting for the unit ``org`` (an Organization id)."""
+        unit = self._run(lambda d: d.care_unit_by_id(org))
+        grant = Grant(kind="system", sub="test-ehr", name="Test EHR", care_unit=unit[0], care_unit_name=unit[1],
+                      care_unit_org=org, care_provider=unit[2])
+        return {"authorization": f"Bearer {issue_token(self.settings, grant, scope, 'test-ehr')}"}
+
+
+def _agreements(generator: DemoGenerator) -> list[Agreement]:
+    out = []
+    for number, resources in enumerate(generator.agreements(AGREEMENTS)):
+        plan = resources[-1]
+        team = resources[1]
+        out.append(Agreement(
+            number=number, patient=resources[0]["id"], plan=plan["id"], team=team["id"],
+            goals=[r["id"] for r in resources if r["resourceType"] == "Goal"],
+            author=plan["author"]["reference"].split("/")[1],
+            contributors=[c["reference"].split("/")[1] for c in plan["contributor"]],
+            status=plan["status"],
+            staff_roles=[p["member"]["reference"].split("/")[1] for p in team["participant"]
+                         if p["member"]["reference"].startswith("PractitionerRole/")],
+        ))
+    return out
+
+
+@pytest.fixture
+def world(settings: Settings) -> World:
+    """The demo region with 16 agreements, loaded through the full write path."""
+    async def load() -> None:
+        store = Store(create_engine(settings.database_url, pool_size=2))
+        try:
+            await load_demo(BundleProcessor(build_service(settings, store)), AGREEMENTS)
+        finally:
+            await store.dispose()
+
+    asyncio.run(load())
+    generator = DemoGenerator(seed=1)
+    return World(settings, DemoGenerator(seed=1), _agreements(generator))
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[TestClient]:
+    """The service as deployed, in-process; requests send their own ``authorization``."""
+    with TestClient(create_app(settings), base_url=BASE_URL) as client:
+        client.headers.update({"content-type": "application/fhir+json"})
+        yield client
