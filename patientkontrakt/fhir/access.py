@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sqlalchemy.sql import visitors
+
 from patientkontrakt.storage.repository import Restriction, StoredResource, Unit
 
 # Interactions (R4 http.html) and the SMART v2 permission each needs.
@@ -78,6 +80,10 @@ class Access(Protocol):
         """After the unit's writes, in the same transaction: raise if any may not stand."""
         ...
 
+    async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
+        """Before deleting ``existing`` (already known to be visible): raise if the caller may not."""
+        ...
+
     @property
     def logged(self) -> bool:
         """Whether what this caller reads and writes goes to the access log."""
@@ -102,6 +108,9 @@ class Internal:
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
         return None
 
+    async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
+        return None
+
 
 INTERNAL: Access = Internal()
 
@@ -113,8 +122,18 @@ def access_of(unit: Unit) -> Access:
 
 
 def bound(restriction: Restriction | None) -> Any:
-    """The restriction's condition with its values bound, for a statement executed as is."""
-    return None if restriction is None else restriction.condition.params(restriction.values)
+    """The restriction's condition with its values bound, for a statement executed as is (a
+    copy: the cached condition keeps its unbound parameters)."""
+    if restriction is None:
+        return None
+    values = restriction.values
+
+    def bind(parameter: Any) -> None:
+        if parameter.key in values:
+            parameter.value = values[parameter.key]
+            parameter.required = False
+
+    return visitors.cloned_traverse(restriction.condition, {}, {"bindparam": bind})
 
 
 async def visible(unit: Unit, resources: list[StoredResource]) -> list[StoredResource]:

@@ -404,6 +404,8 @@ class FhirService:
                     access.require(included_type, "search-type")
         async with self.store.reading(access) as unit:
             page = await self.search_engine.find(unit, query)
+        # What an include reaches without naming its type is left out if the scopes do not cover it.
+        page.included = [r for r in page.included if _allowed(access, r.type, "search-type")]
         body = searchset(self.base, query, page, self.subsetter)
         await self.log.record(access, "search-type", f"{type_}?{urlencode(query.used)}", page.matches + page.included)
         return Result(200, body)

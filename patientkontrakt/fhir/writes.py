@@ -370,6 +370,7 @@ class Writer:
                                      details_sv="Resursen har ändrats sedan du läste den.")
         if existing.deleted:
             return WriteOutcome(204, existing)
+        await access_of(unit).admit_delete(unit, existing)
         if check_referrers:
             await self.check_referrers(unit, type_, id_, existing.pk)
         version, now = existing.version_id + 1, now_utc()

@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from patientkontrakt.fhir.access import PERMISSIONS, Principal
+from patientkontrakt.fhir.access import PERMISSIONS, Principal, bound
 from patientkontrakt.fhir.errors import Forbidden, NotFound
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.fhir.search.query import QueryBuilder
@@ -109,6 +109,9 @@ class ScopedAccess:
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         return resource
 
+    async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
+        return None
+
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
         """Whatever was written must be visible to its writer (scope narrowing, care unit, own
         compartment); otherwise the whole unit of work is refused and rolled back."""
@@ -116,8 +119,7 @@ class ScopedAccess:
             restriction = self.restriction(stored.type)
             if restriction is None:
                 continue
-            condition = restriction.condition.params(restriction.values)
-            if not await unit.visible_pks([stored.pk], condition):
+            if not await unit.visible_pks([stored.pk], bound(restriction)):
                 raise Forbidden(
                     f"{stored.type}/{stored.id} would be outside what you may see; the write is refused",
                     details_sv="Ändringen skulle hamna utanför det du har behörighet till och avvisades.",
@@ -291,11 +293,17 @@ class CareUnitAccess(ScopedAccess):
             return None
         return Restriction(f"care-unit:{type_}", condition, {"acc_org": self.unit_org})
 
-    async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
-        type_ = resource["resourceType"]
+    def _directory_guard(self, type_: str) -> None:
         if type_ in DIRECTORY and self.principal.kind != "system":
             raise Forbidden(f"Staff may not change {type_} resources: the directory is kept by the region's "
                             "systems (HSA)", details_sv="Katalogen (HSA) kan inte ändras härifrån.")
+
+    async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
+        self._directory_guard(existing.type)
+
+    async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
+        type_ = resource["resourceType"]
+        self._directory_guard(type_)
         unit_ref = {"reference": f"Organization/{self.unit_org}"}
         if self.principal.care_unit_name:
             unit_ref["display"] = self.principal.care_unit_name
