@@ -60,13 +60,13 @@ async def _snapshot(unit: Unit, resources: list[dict[str, Any]]) -> dict[str, An
     out: dict[str, Any] = {}
     for type_, id_ in keys:
         row = (await unit.conn.execute(
-            sa.select(R.pk, R.version_id, R.deleted, R.body).where(R.res_type == type_, R.res_id == id_)
+            sa.select(R.pk, R.version_id, R.deleted, R.body, R.patient_id).where(R.res_type == type_, R.res_id == id_)
         )).one()
         versions = (await unit.conn.execute(
             sa.select(V.version_id, V.method, V.deleted, V.body).where(V.res_type == type_, V.res_id == id_)
         )).all()
         entry: dict[str, Any] = {
-            "resource": (row.version_id, row.deleted, _without_updated(row.body)),
+            "resource": (row.version_id, row.deleted, _without_updated(row.body), row.patient_id),
             "versions": [(v.version_id, v.method, v.deleted, _without_updated(v.body)) for v in versions],
         }
         for name, table in INDEX_TABLES.items():

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.storage.database import head_revision
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 # What decides the stored bodies and index rows: a change here means a reload.
 _FINGERPRINT_FILES = (

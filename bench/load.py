@@ -90,10 +90,10 @@ def wrk_version(binary: str) -> str:
 
 
 def run_wrk(binary: str, url: str, request_file: Path, *, mode: str, connections: int, threads: int,
-            duration: float) -> LoadResult:
+            duration: float, token: str | None = None) -> LoadResult:
     command = [
         binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-        "-s", str(LUA_SCRIPT), url, "--", str(request_file), mode,
+        "-s", str(LUA_SCRIPT), url, "--", str(request_file), mode, token or "",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -145,7 +145,8 @@ def summarize(latencies_s: list[float], seconds: float, errors: dict[str, int], 
     )
 
 
-def run_python(url: str, request_file: Path, *, mode: str, connections: int, duration: float) -> LoadResult:
+def run_python(url: str, request_file: Path, *, mode: str, connections: int, duration: float,
+               token: str | None = None) -> LoadResult:
     """The fallback client: httpx on asyncio, one task per connection."""
     import httpx
 
@@ -154,7 +155,9 @@ def run_python(url: str, request_file: Path, *, mode: str, connections: int, dur
         method, target, body = line.split("\t", 2)
         entries.append((method, target, body))
     headers_get = {"Accept": "application/fhir+json"}
-    headers_body = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
+    if token:
+        headers_get["Authorization"] = f"Bearer {token}"
+    headers_body = {**headers_get, "Content-Type": "application/fhir+json"}
 
     async def main() -> tuple[list[float], dict[str, int], float]:
         latencies: list[float] = []

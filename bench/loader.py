@@ -34,7 +34,7 @@ from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.service import FhirService
-from patientkontrakt.fhir.writes import versioned_body
+from patientkontrakt.fhir.writes import patient_from_index, versioned_body
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION
@@ -108,25 +108,43 @@ def stored_form(resource: dict[str, Any], indexer: Indexer, base: str
     return now, orjson.dumps(body).decode(), dict(rows.tables())
 
 
-def build_chunk(bounds: tuple[int, int]) -> Records:
-    """COPY records for agreements ``start..stop-1``; pk and seq are ``11 * i + k + 1``."""
+def _patient(resource: dict[str, Any], tables: dict[str, list[dict[str, Any]]]) -> str | None:
     assert _service is not None
+    return patient_from_index(resource["resourceType"], resource["id"], tables.items(),
+                              _service.defs.patient_compartment)
+
+
+def prepared_shared() -> list[dict[str, Any]]:
+    """The resources every agreement shares (the regional clinic), through the real prepare."""
+    assert _service is not None
+    return [_service.apply_rules(copy.deepcopy(r)) for r in synthetic.shared()]
+
+
+def _add(out: Records, pk: int, resource: dict[str, Any]) -> None:
+    assert _service is not None
+    type_, id_ = resource["resourceType"], resource["id"]
+    now, text, tables = stored_form(resource, _service.indexer, _base)
+    out[RESOURCE.name].append((pk, type_, id_, 1, now, False, text, _patient(resource, tables)))
+    out[RESOURCE_VERSION.name].append((pk, type_, id_, 1, now, "POST", False, text))
+    for name, rows in tables.items():
+        columns = INDEX_COLUMNS[name]
+        target = out[INDEX_TABLES[name].name]
+        for row in rows:
+            full = {**row, "resource_pk": pk, "res_type": type_}
+            target.append(tuple(full.get(c) for c in columns))
+
+
+def build_chunk(bounds: tuple[int, int]) -> Records:
+    """COPY records for agreements ``start..stop-1``; pk and seq are ``11 * i + k + 1``, and the
+    shared resources (in the first chunk) get ``-1, -2, …`` so they never collide."""
     start, stop = bounds
     out: Records = {name: [] for name in TABLES}
-    resources, versions = out[RESOURCE.name], out[RESOURCE_VERSION.name]
+    if start == 0:
+        for k, resource in enumerate(prepared_shared()):
+            _add(out, -(k + 1), resource)
     for i in range(start, stop):
         for k, resource in enumerate(prepared_agreement(i)):
-            pk = synthetic.RESOURCES_PER_AGREEMENT * i + k + 1
-            type_, id_ = resource["resourceType"], resource["id"]
-            now, text, tables = stored_form(resource, _service.indexer, _base)
-            resources.append((pk, type_, id_, 1, now, False, text))
-            versions.append((pk, type_, id_, 1, now, "POST", False, text))
-            for name, rows in tables.items():
-                columns = INDEX_COLUMNS[name]
-                target = out[INDEX_TABLES[name].name]
-                for row in rows:
-                    full = {**row, "resource_pk": pk, "res_type": type_}
-                    target.append(tuple(full.get(c) for c in columns))
+            _add(out, synthetic.RESOURCES_PER_AGREEMENT * i + k + 1, resource)
     return out
 
 

@@ -32,6 +32,8 @@ from bench.loader import default_jobs, load, offline_service
 from bench.scenarios import SCENARIOS, Scenario
 from bench.servers import Server, baseline_server, machine_busy, patientkontrakt_server
 from patientkontrakt.config import PROJECT_ROOT, Settings
+from patientkontrakt.security.keys import SigningKeys, generate_key
+from patientkontrakt.security.tokens import AccessTokens, Grant
 from patientkontrakt.storage.database import migrate
 
 MAX_AGREEMENTS = 1_000_000
@@ -50,6 +52,18 @@ class Bench:
             print("load generator: Python httpx client (wrk unavailable)", flush=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="pk-bench-"))
         self.output = Path(args.output)
+        self.signing_key = generate_key(self.workdir / "signing.pem")
+
+    def token(self, server: Server) -> str | None:
+        """A fresh access token for ``server``: a system acting for the regional clinic that takes
+        part in every synthetic agreement (``bench.synthetic.shared``), with every system scope.
+        Signed with the key the server was started with; the no-auth server needs none."""
+        if server.name.endswith("-noauth") or not server.name.startswith("patientkontrakt"):
+            return None
+        tokens = AccessTokens(SigningKeys.load(self.signing_key), server.url, f"{server.url}/fhir", lifetime=900)
+        grant = Grant(kind="system", sub="bench", name="Benchmark", care_unit=synthetic.CLINIC_HSA_ID,
+                      care_unit_name="Regionkliniken (test)", care_unit_org=synthetic.CLINIC_ID)
+        return tokens.issue(grant, "system/*.cruds", "bench")[0]
 
     # -- databases -------------------------------------------------------------------------
 
@@ -110,11 +124,12 @@ class Bench:
     def _request_file(self, n: int, scenario: Scenario) -> Path:
         return write_request_file(self.workdir / f"{scenario.name}-{n}.txt", scenario.lines(n))
 
-    def _generate(self, url: str, request_file: Path, mode: str, duration: float, connections: int) -> LoadResult:
+    def _generate(self, url: str, request_file: Path, mode: str, duration: float, connections: int,
+                  token: str | None) -> LoadResult:
         if self.wrk:
             return run_wrk(self.wrk, url, request_file, mode=mode, connections=connections,
-                           threads=min(self.args.threads, connections), duration=duration)
-        return run_python(url, request_file, mode=mode, connections=connections, duration=duration)
+                           threads=min(self.args.threads, connections), duration=duration, token=token)
+        return run_python(url, request_file, mode=mode, connections=connections, duration=duration, token=token)
 
     def _quiet(self) -> float:
         """Wait (up to ``--quiet-wait`` s) until the machine is mostly idle; the busy share seen last.
@@ -133,11 +148,12 @@ class Bench:
     def measure_http(self, server: Server, request_file: Path, mode: str, label: str,
                      connections: int | None = None) -> dict[str, Any]:
         connections = connections or self.args.connections
+        token = self.token(server)
         if self.args.warmup > 0:
-            self._generate(server.url, request_file, mode, self.args.warmup, connections)
+            self._generate(server.url, request_file, mode, self.args.warmup, connections, token)
         idle = self._quiet()
         cpu_before, (busy_before, total_before) = server.cpu_seconds(), machine_busy()
-        result = self._generate(server.url, request_file, mode, self.args.duration, connections)
+        result = self._generate(server.url, request_file, mode, self.args.duration, connections, token)
         cpu_after, (busy_after, total_after) = server.cpu_seconds(), machine_busy()
         row = _row(result, server_cpu=cpu_after - cpu_before,
                    busy=(busy_after - busy_before) / max(1.0, total_after - total_before), busy_before=idle)
@@ -169,19 +185,25 @@ class Bench:
             files = {name: self._request_file(n, SCENARIOS[name]) for name in names}
             paired = full and "read" in names
             print(f"[{n:,}] patientkontrakt serve ({self.args.workers} worker(s))"
-                  + (" and the bare FastAPI baseline (bench/baseline_app.py), both idle but the one measured"
+                  + (", the same without authentication and access log (bench/noauth_app.py) and the bare "
+                     "FastAPI baseline (bench/baseline_app.py), all idle but the one measured"
                      if paired else ""), flush=True)
+            root = Path(self.args.server_root)
             with contextlib.ExitStack() as stack:
-                ours = stack.enter_context(patientkontrakt_server(url, self.args.workers, Path(self.args.server_root)))
+                ours = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root))
                 base = stack.enter_context(baseline_server(asyncpg_dsn(url), self.args.workers,
                                                            Settings().db_pool_size)) if paired else None
-                other = stack.enter_context(patientkontrakt_server(url, self.args.workers, Path(
+                noauth = stack.enter_context(patientkontrakt_server(
+                    url, self.args.workers, self.signing_key, root, auth=False)) if paired else None
+                other = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, Path(
                     self.args.compare_root))) if paired and self.args.compare_root else None
                 for name in names:
-                    SCENARIOS[name].preflight(ours.url, _first_line(files[name]))
-                if base is not None:
+                    SCENARIOS[name].preflight(ours.url, _first_line(files[name]), self.token(ours))
+                if base is not None and noauth is not None:
                     SCENARIOS["read"].preflight(base.url, _first_line(files["read"]))
+                    SCENARIOS["read"].preflight(noauth.url, _first_line(files["read"]))
                     sides = [("fastapi_read", base, "baseline: bare FastAPI read"),
+                             ("read_noauth", noauth, f"{SCENARIOS['read'].title}, no auth/log"),
                              ("read", ours, SCENARIOS["read"].title)]
                     if other is not None:
                         sides.append(("read_compare", other, f"{SCENARIOS['read'].title} (--compare-root)"))

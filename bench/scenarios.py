@@ -88,10 +88,12 @@ class Scenario:
     status: int
     check: Callable[[httpx.Response], str | None] | None = None
 
-    def preflight(self, base_url: str, line: Line) -> None:
+    def preflight(self, base_url: str, line: Line, token: str | None = None) -> None:
         """One request before measuring: the right status and shape, or the run stops here."""
         method, target, body = line
         headers = {"Accept": "application/fhir+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         if body:
             headers["Content-Type"] = "application/fhir+json"
         response = httpx.request(method, base_url + target, headers=headers, timeout=30.0,

@@ -123,17 +123,22 @@ class Server:
             print(f"{self.name} log: {self.log_path}", flush=True)
 
 
-def patientkontrakt_server(database_url: str, workers: int, root: Path = PROJECT_ROOT) -> Server:
+def patientkontrakt_server(database_url: str, workers: int, signing_key: Path, root: Path = PROJECT_ROOT,
+                           *, auth: bool = True) -> Server:
     """The real service: ``python -m patientkontrakt.cli serve`` on a free loopback port, from
-    the source tree ``root`` (another checkout can be compared with this one)."""
+    the source tree ``root`` (another checkout can be compared with this one).
+
+    ``auth=False`` serves the same app without authentication, access rules or access log
+    (``bench.noauth_app``), for the cost of those on a read; the service itself has no such mode.
+    """
     port = free_port()
     root = root.resolve()
+    serve = ["-m", "patientkontrakt.cli", "serve"] if auth else ["-m", "bench.noauth_app"]
     return Server(
-        name="patientkontrakt",
-        command=[sys.executable, "-m", "patientkontrakt.cli", "serve", "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", str(workers)],
+        name="patientkontrakt" if auth else "patientkontrakt-noauth",
+        command=[sys.executable, *serve, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env={"PK_DATABASE_URL": database_url, "PK_LOG_LEVEL": "warning", "PK_BASE_URL": f"http://127.0.0.1:{port}",
-             "PYTHONPATH": str(root)},
+             "PK_SIGNING_KEY": str(signing_key), "PYTHONPATH": f"{root}:{PROJECT_ROOT}"},
         port=port,
         cwd=root,
     )

@@ -5,8 +5,12 @@ responsible care unit); two Practitioners with their PractitionerRoles (medarbet
 nurse who is the fast vårdkontakt, a physician who is the fast läkarkontakt; the profiles make
 CareTeam members PractitionerRoles); the CareTeam; the CarePlan (category patientkontrakt,
 period, three activities with scheduled periods and the unit as performer, careTeam, goal and
-author references); and three Goals (one stated by the patient, two by the nurse). Everything
-is a pure function of ``i``, so the loader, the request files and a reused database agree.
+author references; the regional clinic as contributor); and three Goals (one stated by the
+patient, two by the nurse). Everything is a pure function of ``i``, so the loader, the request
+files and a reused database agree. Besides the agreements there is one shared resource: the
+regional clinic (``shared()``), which takes part in every agreement, so the benchmark's token,
+acting for that clinic, may read and write all of them through the same access rules as any
+care unit.
 
 Ids are UUID-shaped like the server's own (``uuid4``) but computable: the first group names the
 resource kind, the last the agreement (``00000006-0000-4000-8000-000000000042`` is the CarePlan
@@ -46,6 +50,25 @@ _ACTIVITIES = (
 def resource_id(kind: int, agreement: int) -> str:
     """The id of kind ``kind`` (1-based position in ``KINDS``) of agreement ``agreement``."""
     return f"{kind:08d}-0000-4000-8000-{agreement:012d}"
+
+
+CLINIC_ID = resource_id(99, 0)
+CLINIC_HSA_ID = f"SE{ORGNR}-BKLINIK"
+
+
+def shared() -> list[dict[str, Any]]:
+    """The regional clinic that contributes to every synthetic agreement."""
+    return [{
+        "resourceType": "Organization",
+        "id": CLINIC_ID,
+        "meta": _tag(),
+        "identifier": [{"system": HSA_ID, "value": CLINIC_HSA_ID}],
+        "active": True,
+        "type": [_coding(codes.ORGANIZATION_KIND, "region", "Region"),
+                 _coding(codes.CARE_UNIT_TYPE, "sjukhusklinik", "Sjukhusklinik")],
+        "name": "Regionkliniken (test)",
+        "telecom": [{"system": "phone", "value": "010-100 00 01", "use": "work"}],
+    }]
 
 
 def patient_id(i: int) -> str:
@@ -216,6 +239,7 @@ def agreement(i: int, organization: int | None = None) -> list[dict[str, Any]]:
         "subject": _ref(1, i, "Patient", f"{given} Testperson"),
         "period": {"start": start.isoformat(), "end": end.isoformat()},
         "author": org,
+        "contributor": [{"reference": f"Organization/{CLINIC_ID}", "display": "Regionkliniken (test)"}],
         "careTeam": [_ref(5, i, "CareTeam")],
         "goal": [_ref(7 + n, i, "Goal") for n in range(3)],
         "activity": activities,

@@ -1,13 +1,15 @@
 -- Replays a request file for wrk (bench/load.py writes it): one request per line,
--- "METHOD<TAB>PATH<TAB>BODY" (BODY may be empty). Arguments after "--": the file, and
+-- "METHOD<TAB>PATH<TAB>BODY" (BODY may be empty). Arguments after "--": the file,
 -- "random" (pick a line at random) or "sequence" (go through the lines in order, each
--- thread from its own offset). In a body, every "__REV__" becomes a value unique to the
+-- thread from its own offset), and an access token for the Authorization header (may be empty). In a body, every "__REV__" becomes a value unique to the
 -- request, so an update always changes the content. done() prints one JSON line.
 
 local entries = {}
 local sequential = false
 local counter = 0
 local next_thread = 0
+local get_headers = { ["Accept"] = "application/fhir+json" }
+local body_headers = { ["Accept"] = "application/fhir+json", ["Content-Type"] = "application/fhir+json" }
 
 function setup(thread)
   next_thread = next_thread + 1
@@ -23,12 +25,14 @@ function init(args)
       entries[#entries + 1] = { method, target, body }
     end
   end
+  if args[3] and args[3] ~= "" then
+    get_headers["Authorization"] = "Bearer " .. args[3]
+    body_headers["Authorization"] = "Bearer " .. args[3]
+  end
   math.randomseed(os.time() + (tid or 0) * 7919)
   counter = (tid or 0) * 100003
 end
 
-local get_headers = { ["Accept"] = "application/fhir+json" }
-local body_headers = { ["Accept"] = "application/fhir+json", ["Content-Type"] = "application/fhir+json" }
 
 function request()
   counter = counter + 1

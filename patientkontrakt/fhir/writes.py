@@ -147,22 +147,14 @@ class Writer:
     async def patient_of(self, unit: Unit, type_: str, id_: str, tables: Any) -> str | None:
         """The patient whose compartment the resource is in (R4 CompartmentDefinition-patient):
         a Patient is its own; a Provenance that names no patient is about its targets' patient."""
-        if type_ == "Patient":
-            return id_
-        params = self._compartment.get(type_, ())
-        targets: list[tuple[str, str]] = []
-        for name, rows in tables:
-            if name != "reference":
-                continue
-            for row in rows:
-                if row.get("target_type") == "Patient" and row.get("param") in params and row.get("target_id"):
-                    return str(row["target_id"])
-                if row.get("param") == "target" and row.get("target_type") and row.get("target_id"):
-                    targets.append((row["target_type"], row["target_id"]))
-        if type_ == "Provenance" and targets:
-            patients = await unit.patients_of(targets)
+        patient = patient_from_index(type_, id_, tables, self._compartment)
+        if patient is None and type_ == "Provenance":
+            targets = [(row["target_type"], row["target_id"]) for name, rows in tables if name == "reference"
+                       for row in rows if row.get("param") == "target" and row.get("target_type")
+                       and row.get("target_id")]
+            patients = await unit.patients_of(targets) if targets else []
             return patients[0] if patients else None
-        return None
+        return patient
 
     async def verify(self, unit: Unit, resource: dict[str, Any]) -> None:
         """References resolve and the domain rules across resources hold."""
@@ -400,6 +392,20 @@ class Writer:
         if found is None:
             raise NotFound(f"No {type_} matches {criteria!r}", details_sv="Ingen resurs matchar villkoret.")
         return await self.delete(unit, type_, found.id, check_referrers=check_referrers)
+
+
+def patient_from_index(type_: str, id_: str, tables: Any, compartment: dict[str, tuple[str, ...]]) -> str | None:
+    """The patient a resource's own index rows name through the compartment's parameters (a
+    Patient is its own). Public so that bulk loaders (bench/) store what a write stores."""
+    if type_ == "Patient":
+        return id_
+    params = compartment.get(type_, ())
+    for name, rows in tables:
+        if name == "reference":
+            for row in rows:
+                if row.get("target_type") == "Patient" and row.get("param") in params and row.get("target_id"):
+                    return str(row["target_id"])
+    return None
 
 
 def _same_content(stored_body: str, resource: dict[str, Any]) -> bool:
