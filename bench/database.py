@@ -39,6 +39,7 @@ _FINGERPRINT_FILES = (
 def fingerprint(agreements: int) -> str:
     digest = hashlib.sha256()
     paths = [PROJECT_ROOT / p for p in _FINGERPRINT_FILES]
+    paths += sorted((PROJECT_ROOT / "patientkontrakt" / "storage" / "migrations" / "versions").glob("*.py"))
     paths += sorted((PROJECT_ROOT / "fhir_profiles" / "search").glob("*.json"))
     paths += sorted((PROJECT_ROOT / "fhir_profiles" / "profiles").glob("*.json"))
     for path in paths:

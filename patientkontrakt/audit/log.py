@@ -19,7 +19,6 @@ at that point (``verify``; ``patientkontrakt audit verify``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -35,16 +34,6 @@ from patientkontrakt.storage.repository import Store, StoredResource, Unit
 
 log = logging.getLogger("patientkontrakt.audit")
 MAX_RESOURCES_PER_ENTRY = 200
-_FIELDS = ("seq", "recorded", "user_id", "user_name", "user_kind", "role", "fhir_user", "care_unit",
-           "care_unit_name", "care_provider", "client_id", "interaction", "request", "resources",
-           "patient_id", "outcome", "status", "purpose")
-
-
-def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    """The chain link: SHA-256 over the previous hash and the row's fields in a fixed order."""
-    content = {name: row[name] for name in _FIELDS}
-    content["recorded"] = row["recorded"].isoformat(timespec="microseconds")
-    return hashlib.sha256(prev_hash.encode() + b"\n" + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _entries(access: Access, interaction: str, request: str, resources: Iterable[StoredResource],
@@ -68,20 +57,10 @@ def _entry(access: Access, interaction: str, request: str, resources: list[str],
         "recorded": recorded, "user_id": who.id, "user_name": who.name, "user_kind": who.kind, "role": who.role,
         "fhir_user": who.fhir_user, "care_unit": who.care_unit, "care_unit_name": who.care_unit_name,
         "care_provider": who.care_provider, "client_id": who.client_id, "interaction": interaction,
-        "request": request[:2000], "resources": orjson.dumps(resources).decode(), "patient_id": patient_id,
+        "request": request[:2000].replace("\x00", "\\0"), "resources": orjson.dumps(resources).decode(),
+        "patient_id": patient_id,
         "outcome": outcome, "status": status, "purpose": who.purpose,
     }
-
-
-async def _append(unit: Unit, entries: list[dict[str, Any]]) -> None:
-    seq, prev = await sql.chain_head(unit)
-    rows = []
-    for entry in entries:
-        seq += 1
-        row = {**entry, "seq": seq, "prev_hash": prev}
-        row["hash"] = prev = entry_hash(prev, row)
-        rows.append(row)
-    await sql.append(unit, rows)
 
 
 class AuditLog:
@@ -100,7 +79,7 @@ class AuditLog:
         if not entries:
             return
         if unit is not None:
-            await _append(unit, entries)
+            await sql.append(unit, entries)
         else:
             await self._commit(entries)
 
@@ -134,8 +113,7 @@ class AuditLog:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                async with self._store.writing() as unit:
-                    await _append(unit, [entry for entries, _ in batch for entry in entries])
+                await sql.append_committed(self._store, [entry for entries, _ in batch for entry in entries])
             except Exception as exc:  # handed to every waiter; the writer itself goes on
                 for _, done in batch:
                     if not done.done():
@@ -151,12 +129,12 @@ async def verify(store: Store) -> tuple[int, int | None, str]:
     expected_seq, prev = 1, sql.GENESIS
     count = 0
     async for row in sql.walk(store):
-        values = {name: getattr(row, name) for name in _FIELDS}
+        values = {name: getattr(row, name) for name in sql.FIELDS}
         if row.seq != expected_seq:
             return count, row.seq, f"seq {row.seq} follows {expected_seq - 1}: rows are missing"
         if row.prev_hash != prev:
             return count, row.seq, "prev_hash does not match the previous row's hash"
-        if entry_hash(prev, values) != row.hash:
+        if sql.entry_hash(prev, values) != row.hash:
             return count, row.seq, "the row's content does not match its hash"
         prev, expected_seq = row.hash, expected_seq + 1
         count += 1

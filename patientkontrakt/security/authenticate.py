@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from typing import Any
+
 from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.security.rules import CareUnitAccess, PatientAccess, ScopedAccess
 from patientkontrakt.security.scopes import Scopes
-from patientkontrakt.security.tokens import AccessTokens, Grant, invalid_token, missing_token
+from patientkontrakt.security.tokens import LEEWAY, AccessTokens, Grant, invalid_token, missing_token
 
 _ROLE = {"patient": "patient", "system": "system"}
+_CACHE_SIZE = 4096
 _PURPOSE = {"patient": "PATRQT", "staff": "TREAT", "system": "TREAT"}
 
 
@@ -22,15 +27,31 @@ class Authenticator:
         self._parser = parser
         self._builder = builder
         self._unit_rules = unit_rules
+        self._built: OrderedDict[str, tuple[float, Access]] = OrderedDict()
 
     def access(self, authorization: str | None) -> Access:
-        """Raises ``Unauthorized`` (401 with ``WWW-Authenticate``) without a valid bearer token."""
+        """Raises ``Unauthorized`` (401 with ``WWW-Authenticate``) without a valid bearer token.
+
+        The ``Access`` of a token depends on the token alone, so it is built once and reused
+        (bounded, per process) until the token expires.
+        """
         if not authorization:
             raise missing_token()
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise invalid_token("use the Bearer scheme")
-        claims = self.tokens.verify(token.strip())
+        cached = self._built.get(token)
+        if cached is not None and cached[0] > time.time():
+            return cached[1]
+        claims = self.tokens.verify(token)
+        access = self._build(claims)
+        self._built[token] = (float(claims["exp"]) + LEEWAY, access)
+        if len(self._built) > _CACHE_SIZE:
+            self._built.popitem(last=False)
+        return access
+
+    def _build(self, claims: dict[str, Any]) -> Access:
         grant = Grant.from_claims(claims)
         principal = Principal(
             kind=grant.kind, id=grant.sub, name=grant.name, role=grant.title or _ROLE.get(grant.kind),

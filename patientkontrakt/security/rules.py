@@ -140,49 +140,50 @@ def _ref(name: str) -> Any:
     return REF.alias(name)
 
 
-def _one_of(column: Any, *values: str) -> Condition:
-    """``column`` equals one of ``values``, as ORs: no expanding IN, so the statement compiles
-    to plain positional parameters for the raw read path (``Store.read_current``)."""
-    return sa.or_(*(column == v for v in values))
+def _refers(source_pk: Any, params: tuple[str, ...], target_type: str, target_id: Any, name: str,
+            *extra: Condition) -> Condition:
+    """The resource ``source_pk`` references ``target_type/target_id`` through one of ``params``.
+
+    One EXISTS per parameter, each an equality probe of ``ix_reference_source``: an OR inside
+    one EXISTS makes the planner scan every reference of the parameter instead.
+    """
+    options = []
+    for param in params:
+        ref = _ref(name)
+        options.append(sa.exists().where(ref.c.resource_pk == source_pk, ref.c.param == param,
+                                         ref.c.target_type == target_type, ref.c.target_id == target_id, *extra))
+    return sa.or_(*options)
 
 
 def _role_at_unit(role_id: Any) -> Condition:
     """The PractitionerRole ``role_id`` is at the unit (its ``organization``)."""
     role = RESOURCE.alias("acc_role")
-    ref = _ref("acc_role_org")
     return sa.exists().where(
         role.c.res_type == "PractitionerRole", role.c.res_id == role_id,
-        ref.c.resource_pk == role.c.pk, ref.c.param == "organization",
-        ref.c.target_type == "Organization", ref.c.target_id == _ORG,
+        _refers(role.c.pk, ("organization",), "Organization", _ORG, "acc_role_org"),
     )
 
 
 def _team_takes_part(team_pk: Any) -> Condition:
     """The CareTeam row ``team_pk`` is managed by the unit or has a member from it."""
-    ref = _ref("acc_team_ref")
-    return sa.exists().where(
-        ref.c.resource_pk == team_pk, ref.c.res_type == "CareTeam",
-        sa.or_(
-            sa.and_(_one_of(ref.c.param, "managing-organization", "participant"),
-                    ref.c.target_type == "Organization", ref.c.target_id == _ORG),
-            sa.and_(ref.c.param == "participant", ref.c.target_type == "PractitionerRole",
-                    _role_at_unit(ref.c.target_id)),
-        ),
+    member = _ref("acc_team_member")
+    return sa.or_(
+        _refers(team_pk, ("managing-organization", "participant"), "Organization", _ORG, "acc_team_org"),
+        sa.exists().where(member.c.resource_pk == team_pk, member.c.param == "participant",
+                          member.c.target_type == "PractitionerRole", _role_at_unit(member.c.target_id)),
     )
 
 
 def _plan_takes_part(plan_pk: Any) -> Condition:
     """The CarePlan row ``plan_pk`` is an agreement the unit takes part in."""
-    ref = _ref("acc_plan_ref")
+    ref = _ref("acc_plan_team")
     team = RESOURCE.alias("acc_team")
-    return sa.exists().where(
-        ref.c.resource_pk == plan_pk, ref.c.res_type == "CarePlan",
-        sa.or_(
-            sa.and_(_one_of(ref.c.param, "author", "contributor"),
-                    ref.c.target_type == "Organization", ref.c.target_id == _ORG),
-            sa.and_(ref.c.param == "care-team", ref.c.target_type == "CareTeam",
-                    sa.exists().where(team.c.res_type == "CareTeam", team.c.res_id == ref.c.target_id,
-                                      team.c.deleted.is_(False), _team_takes_part(team.c.pk))),
+    return sa.or_(
+        _refers(plan_pk, ("author", "contributor"), "Organization", _ORG, "acc_plan_org"),
+        sa.exists().where(
+            ref.c.resource_pk == plan_pk, ref.c.param == "care-team", ref.c.target_type == "CareTeam",
+            sa.exists().where(team.c.res_type == "CareTeam", team.c.res_id == ref.c.target_id,
+                              team.c.deleted.is_(False), _team_takes_part(team.c.pk)),
         ),
     )
 
@@ -210,15 +211,13 @@ def _patient_visible(patient_id: Any) -> Condition:
     plan = RESOURCE.alias("acc_pat_plan")
     team = RESOURCE.alias("acc_pat_team")
     patient = RESOURCE.alias("acc_pat")
-    ref = _ref("acc_pat_org")
     return sa.or_(
         sa.exists().where(plan.c.patient_id == patient_id, plan.c.res_type == "CarePlan",
                           plan.c.deleted.is_(False), _plan_takes_part(plan.c.pk)),
         sa.exists().where(team.c.patient_id == patient_id, team.c.res_type == "CareTeam",
                           team.c.deleted.is_(False), _team_takes_part(team.c.pk)),
         sa.exists().where(patient.c.res_type == "Patient", patient.c.res_id == patient_id,
-                          ref.c.resource_pk == patient.c.pk, ref.c.param == "organization",
-                          ref.c.target_type == "Organization", ref.c.target_id == _ORG),
+                          _refers(patient.c.pk, ("organization",), "Organization", _ORG, "acc_pat_org")),
     )
 
 
@@ -264,10 +263,10 @@ def _care_unit_condition(type_: str) -> Condition | None:
         return _part_of_agreement("Goal", "goal")
     if type_ == "Appointment":
         ref = _ref("acc_actor")
-        acts = sa.exists().where(
-            ref.c.resource_pk == R.pk, ref.c.param == "actor",
-            sa.or_(sa.and_(ref.c.target_type == "Organization", ref.c.target_id == _ORG),
-                   sa.and_(ref.c.target_type == "PractitionerRole", _role_at_unit(ref.c.target_id))))
+        acts = sa.or_(
+            _refers(R.pk, ("actor",), "Organization", _ORG, "acc_actor_org"),
+            sa.exists().where(ref.c.resource_pk == R.pk, ref.c.param == "actor",
+                              ref.c.target_type == "PractitionerRole", _role_at_unit(ref.c.target_id)))
         return sa.or_(acts, _part_of_agreement("Appointment", "activity-reference"))
     if type_ == "Provenance":
         return _provenance_visible()

@@ -2,15 +2,22 @@
 
 There is no statement here that changes or removes a row, and the database refuses them
 anyway (triggers from migration 0002).
+
+Appending computes each row's ``seq`` (previous + 1) and ``hash`` (``entry_hash``) under a lock
+on the chain. On PostgreSQL that is one statement, the ``audit_append(jsonb)`` function of
+migration 0002, so a batch of entries costs one round trip (and, outside a transaction, one
+commit); on SQLite the same computation runs here.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from patientkontrakt.storage.repository import Store, Unit
@@ -18,7 +25,30 @@ from patientkontrakt.storage.tables import AUDIT_LOG
 
 A = AUDIT_LOG.c
 GENESIS = "0" * 64
-_CHAIN_LOCK = 0x504B_4155_4449_54  # "PKAUDIT": the advisory lock serialising appends
+CHAIN_LOCK = 0x504B_4155_4449_54  # "PKAUDIT": the advisory lock serialising appends (also in audit_append)
+# The fields a link covers, in order (audit_append in migration 0002 lists the same).
+FIELDS = ("seq", "recorded", "user_id", "user_name", "user_kind", "role", "fhir_user", "care_unit",
+          "care_unit_name", "care_provider", "client_id", "interaction", "request", "resources",
+          "patient_id", "outcome", "status", "purpose")
+
+
+def canonical(row: dict[str, Any]) -> str:
+    """The row's fields as ``<length>:<text>`` (NULL as ``~``) joined by ``|``: unambiguous,
+    and as easy to build in SQL as here."""
+    parts = []
+    for name in FIELDS:
+        value = row[name]
+        if value is None:
+            parts.append("~")
+            continue
+        text = value.isoformat(timespec="microseconds") if isinstance(value, datetime) else str(value)
+        parts.append(f"{len(text)}:{text}")
+    return "|".join(parts)
+
+
+def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    """The chain link of ``row`` after the link ``prev_hash``."""
+    return hashlib.sha256(f"{prev_hash}\n{canonical(row)}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -48,18 +78,51 @@ class AuditRow:
 _COLUMNS = tuple(A[name] for name in AuditRow.__dataclass_fields__)
 
 
-async def chain_head(unit: Unit) -> tuple[int, str]:
-    """Lock the chain until the unit's transaction ends and return its last (seq, hash)."""
-    if unit.dialect == "postgresql":
-        await unit.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
+async def _chain_head(unit: Unit) -> tuple[int, str]:
+    """The last (seq, hash); the caller's write transaction holds the chain (SQLite writers
+    are serialised by BEGIN IMMEDIATE)."""
     row = (await unit.conn.execute(sa.select(A.seq, A.hash).order_by(A.seq.desc()).limit(1))).first()
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
-async def append(unit: Unit, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows whose ``seq`` and hashes the caller computed after ``chain_head``."""
-    if rows:
-        await unit.conn.execute(sa.insert(AUDIT_LOG), list(rows))
+def _as_json(entries: Sequence[dict[str, Any]]) -> str:
+    return orjson.dumps([{**e, "recorded": e["recorded"].isoformat(timespec="microseconds")}
+                         for e in entries]).decode()
+
+
+async def append(unit: Unit, entries: Sequence[dict[str, Any]]) -> None:
+    """Append ``entries`` (every field but seq and the hashes) in the unit's transaction."""
+    if not entries:
+        return
+    if unit.dialect == "postgresql":
+        await unit.conn.execute(sa.text("SELECT audit_append(CAST(:entries AS jsonb))"),
+                                {"entries": _as_json(entries)})
+        return
+    seq, prev = await _chain_head(unit)
+    rows = []
+    for entry in entries:
+        seq += 1
+        row = {**entry, "seq": seq, "prev_hash": prev}
+        row["hash"] = prev = entry_hash(prev, row)
+        rows.append(row)
+    await unit.conn.execute(sa.insert(AUDIT_LOG), rows)
+
+
+async def append_committed(store: Store, entries: Sequence[dict[str, Any]]) -> None:
+    """Append ``entries`` in a transaction of their own; return once it has committed. On
+    PostgreSQL a single statement on a pooled connection, outside any open transaction."""
+    if store.dialect != "postgresql":
+        async with store.writing() as unit:
+            await append(unit, entries)
+        return
+    pooled = await store.engine.raw_connection()
+    driver: Any = pooled.driver_connection
+    try:
+        await driver.execute("SELECT audit_append($1::jsonb)", _as_json(entries))
+    except BaseException:
+        pooled.invalidate()
+        raise
+    pooled.close()
 
 
 @dataclass

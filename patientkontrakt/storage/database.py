@@ -44,6 +44,11 @@ def create_engine(url: str, pool_size: int = 20, echo: bool = False) -> AsyncEng
         pool_pre_ping=False,
         json_serializer=_json_text,
         json_deserializer=_json_text,
+        # Statements are prepared once per connection; PostgreSQL would still re-plan the access
+        # rules' nested conditions on every execution (about 2.6 ms each) whenever it estimates
+        # the generic plan dearer than a custom one. Our statements are equality and range
+        # lookups on indexed columns, for which the generic plan is the same plan.
+        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan"}},
     )
 
 

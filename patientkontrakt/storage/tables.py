@@ -138,7 +138,8 @@ class IdxReference(SQLModel, table=True):
         sa.Index("ix_reference_lookup", "res_type", "param", "target_id", "target_type", "resource_pk"),
         sa.Index("ix_reference_target", "target_type", "target_id"),
         sa.Index("ix_reference_url", "res_type", "param", "url"),
-        sa.Index("ix_reference_resource", "resource_pk"),
+        # What a resource references, by parameter: the access rules probe it row by row.
+        sa.Index("ix_reference_source", "resource_pk", "param", "target_type", "target_id"),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigKey, primary_key=True, autoincrement=True))

@@ -106,8 +106,14 @@ def upgrade() -> None:
     with op.batch_alter_table('resource', schema=None) as batch_op:
         batch_op.add_column(sa.Column('patient_id', sa.String(length=64), nullable=True))
         batch_op.create_index('ix_resource_patient', ['patient_id', 'res_type'], unique=False)
+    with op.batch_alter_table('idx_reference', schema=None) as batch_op:
+        batch_op.drop_index('ix_reference_resource')
+        batch_op.create_index('ix_reference_source', ['resource_pk', 'param', 'target_type', 'target_id'],
+                              unique=False)
     _fill_patient_ids()
     _append_only('audit_log')
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute(AUDIT_APPEND)
 
 
 
@@ -137,6 +143,53 @@ def _fill_patient_ids() -> None:
     )
 
 
+# Appends log entries in one statement: takes the chain lock, reads the last link, and inserts
+# each entry with its seq and SHA-256 link. The link is computed exactly as
+# patientkontrakt.audit.log.entry_hash does (which SQLite uses, and `audit verify` checks):
+# sha256(prev_hash || '\n' || canonical), canonical being every field as "<length>:<text>"
+# (NULL as "~") joined by "|", the timestamp as YYYY-MM-DDTHH:MM:SS.ffffff.
+AUDIT_APPEND = r"""
+CREATE FUNCTION audit_append(entries jsonb) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    prev text;
+    last_seq bigint;
+    e jsonb;
+    r timestamp;
+    content text;
+    link text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(22600742112348500);  -- storage.audit.CHAIN_LOCK
+    SELECT seq, hash INTO last_seq, prev FROM audit_log ORDER BY seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        last_seq := 0;
+        prev := repeat('0', 64);
+    END IF;
+    FOR e IN SELECT value FROM jsonb_array_elements(entries) LOOP
+        last_seq := last_seq + 1;
+        r := (e->>'recorded')::timestamp;
+        SELECT string_agg(CASE WHEN v IS NULL THEN '~' ELSE length(v)::text || ':' || v END, '|' ORDER BY n)
+          INTO content
+          FROM unnest(ARRAY[
+              last_seq::text, to_char(r, 'YYYY-MM-DD"T"HH24:MI:SS.US'), e->>'user_id', e->>'user_name',
+              e->>'user_kind', e->>'role', e->>'fhir_user', e->>'care_unit', e->>'care_unit_name',
+              e->>'care_provider', e->>'client_id', e->>'interaction', e->>'request', e->>'resources',
+              e->>'patient_id', e->>'outcome', e->>'status', e->>'purpose'
+          ]) WITH ORDINALITY AS f(v, n);
+        link := encode(sha256(convert_to(prev || E'\n' || content, 'UTF8')), 'hex');
+        INSERT INTO audit_log (seq, recorded, user_id, user_name, user_kind, role, fhir_user, care_unit,
+                               care_unit_name, care_provider, client_id, interaction, request, resources,
+                               patient_id, outcome, status, purpose, prev_hash, hash)
+        VALUES (last_seq, r, e->>'user_id', e->>'user_name', e->>'user_kind', e->>'role', e->>'fhir_user',
+                e->>'care_unit', e->>'care_unit_name', e->>'care_provider', e->>'client_id', e->>'interaction',
+                e->>'request', e->>'resources', e->>'patient_id', e->>'outcome', (e->>'status')::integer,
+                e->>'purpose', prev, link);
+        prev := link;
+    END LOOP;
+    RETURN last_seq;
+END $$
+"""
+
+
 def _append_only(table: str) -> None:
     """Refuse UPDATE and DELETE on ``table`` in the database itself, whoever connects."""
     if op.get_bind().dialect.name == 'postgresql':
@@ -154,7 +207,11 @@ def _append_only(table: str) -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('idx_reference', schema=None) as batch_op:
+        batch_op.drop_index('ix_reference_source')
+        batch_op.create_index('ix_reference_resource', ['resource_pk'], unique=False)
     if op.get_bind().dialect.name == 'postgresql':
+        op.execute("DROP FUNCTION audit_append(jsonb)")
         op.execute("DROP TRIGGER audit_log_no_update ON audit_log")
         op.execute("DROP FUNCTION audit_log_append_only()")
     with op.batch_alter_table('resource', schema=None) as batch_op:
