@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from api.auth import access_of
 from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
 from api.errors import FHIR_JSON
-from patientkontrakt.fhir.capability import capability_statement
+from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
 from patientkontrakt.fhir.results import Result
@@ -103,7 +103,9 @@ async def read(type_: str, id_: str, request: Request) -> Response:
 async def metadata(request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
     statement = capability_statement(service.defs, service.types, service.base, request.app.state.started,
-                                     getattr(request.app.state, "operations", None))
+                                     getattr(request.app.state, "operations", None),
+                                     security=smart_security(request.app.state.oauth.endpoints()),
+                                     extra_resources=[AUDIT_EVENT])
     return Response(dumps(statement), media_type=FHIR_JSON)
 
 

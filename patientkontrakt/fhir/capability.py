@@ -17,14 +17,51 @@ SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 VALIDATE = ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")
 
 
+def smart_security(endpoints: dict[str, str]) -> dict[str, Any]:
+    """``rest.security`` of a server protected with SMART on FHIR (App Launch 2.x: the
+    ``oauth-uris`` extension, besides ``.well-known/smart-configuration``)."""
+    names = {"token": "token_endpoint", "authorize": "authorization_endpoint",
+             "introspect": "introspection_endpoint", "revoke": "revocation_endpoint"}
+    return {
+        "cors": False,
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}]}],
+        "description": "OAuth 2.0 with SMART on FHIR scopes (v2 cruds, v1 read/write): authorization code with "
+                       "PKCE S256, client credentials with private_key_jwt (Backend Services). Every request "
+                       "but this CapabilityStatement and the discovery document needs a bearer token.",
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": short, "valueUri": endpoints[key]} for short, key in names.items()
+                          if key in endpoints],
+        }],
+    }
+
+
+AUDIT_EVENT = {
+    "type": "AuditEvent",
+    "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+    "documentation": "The access log (Patientdatalagen): read-only, written by the server. A patient sees "
+                     "entries about themselves, a care unit its own entries.",
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
+    "searchParam": [
+        {"name": name, "definition": f"http://hl7.org/fhir/SearchParameter/AuditEvent-{name}", "type": kind}
+        for name, kind in (("patient", "reference"), ("agent", "reference"), ("entity", "reference"),
+                           ("date", "date"))
+    ],
+}
+
+
 def capability_statement(
     defs: Definitions,
     types: frozenset[str],
     base: str,
     published: str,
     operations: dict[str, list[tuple[str, str]]] | None = None,
+    security: dict[str, Any] | None = None,
+    extra_resources: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``operations`` maps a type to extra (name, OperationDefinition URL) it supports."""
+    """``operations`` maps a type to extra (name, OperationDefinition URL) it supports;
+    ``security`` is ``rest.security``; ``extra_resources`` are served besides ``types``."""
     resources = []
     profiles = {sd["type"]: url for url, sd in defs.profiles.items()}
     for type_ in sorted(types):
@@ -63,6 +100,8 @@ def capability_statement(
             ],
             "operation": [{"name": name, "definition": url} for name, url in (VALIDATE, *extra)],
         })
+    resources.extend(extra_resources or [])
+    resources.sort(key=lambda r: str(r["type"]))
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -76,6 +115,7 @@ def capability_statement(
         "patchFormat": [],
         "rest": [{
             "mode": "server",
+            **({"security": security} if security else {}),
             "documentation": "Search result parameters: _count, _offset, _sort, _include, _revinclude "
                              "(incl. :iterate), _total, _summary, _elements. Prefer: handling=strict|lenient.",
             "resource": resources,

@@ -38,6 +38,11 @@ def rest_resources(client: TestClient) -> dict[str, dict[str, Any]]:
     return {r["type"]: r for r in statement["rest"][0]["resource"]}
 
 
+def engine_resources(client: TestClient) -> dict[str, dict[str, Any]]:
+    """The types the FHIR engine stores (AuditEvent is served from the access log)."""
+    return {t: r for t, r in rest_resources(client).items() if t in service(client).types}
+
+
 def test_statement_basics(client: TestClient) -> None:
     statement = metadata(client)
     assert statement["resourceType"] == "CapabilityStatement"
@@ -63,7 +68,10 @@ def test_every_served_type_is_listed_once_with_its_interactions(client: TestClie
     resources = rest_resources(client)
     statement = metadata(client)
     assert len(statement["rest"][0]["resource"]) == len(resources)  # no duplicates
-    assert set(resources) == set(service(client).types)
+    assert set(resources) == set(service(client).types) | {"AuditEvent"}
+    audit = resources.pop("AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} == {"read", "search-type"}  # the log is read-only
+    assert {p["name"] for p in audit["searchParam"]} == {"patient", "agent", "entity", "date"}
     for type_, resource in resources.items():
         assert {i["code"] for i in resource["interaction"]} == TYPE_INTERACTIONS, type_
         assert resource["versioning"] == "versioned-update"
@@ -77,7 +85,7 @@ def test_every_served_type_is_listed_once_with_its_interactions(client: TestClie
 
 def test_every_type_lists_exactly_the_search_parameters_it_implements(client: TestClient) -> None:
     defs = service(client).defs
-    for type_, resource in rest_resources(client).items():
+    for type_, resource in engine_resources(client).items():
         implemented: dict[str, SearchParam] = defs.params_for(type_)
         listed = {p["name"]: p for p in resource["searchParam"]}
         assert set(listed) == set(implemented), type_
@@ -90,7 +98,7 @@ def test_every_type_lists_exactly_the_search_parameters_it_implements(client: Te
 
 def test_includes_are_the_reference_parameters(client: TestClient) -> None:
     defs = service(client).defs
-    resources = rest_resources(client)
+    resources = engine_resources(client)
     for type_, resource in resources.items():
         references = {code for code, p in defs.params_for(type_).items() if p.type == "reference"}
         assert set(resource["searchInclude"]) == {f"{type_}:{code}" for code in references} | {"*"}
@@ -267,3 +275,13 @@ def test_documented_result_parameters_are_understood(client: TestClient) -> None
     included = client.get("/fhir/Patient", params={"_revinclude": "CarePlan:subject"}).json()
     assert {e["search"]["mode"] for e in included["entry"]} == {"match", "include"}
     assert client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 1
+
+
+def test_security_names_smart_and_the_oauth_endpoints(client: TestClient) -> None:
+    security = metadata(client)["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    [uris] = [e for e in security["extension"]
+              if e["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"]
+    urls = {e["url"]: e["valueUri"] for e in uris["extension"]}
+    assert urls["token"].endswith("/oauth/token") and urls["authorize"].endswith("/oauth/authorize")
+    assert set(urls) == {"token", "authorize", "introspect", "revoke"}
