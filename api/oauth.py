@@ -8,6 +8,7 @@ FHIR endpoints: their errors are OAuth's, not OperationOutcomes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from typing import Any
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from joserfc.errors import JoseError
 
-from api.oidc import ExternalIdP, OidcError
+from api.oidc import ExternalIdP, OidcError, ProviderRefused
 from api.templating import render
 from patientkontrakt.security.oauth import AuthorizationServer, AuthorizeRequest, OAuthError
 from patientkontrakt.security.tokens import Grant
@@ -88,7 +89,11 @@ async def authorize(request: Request) -> Response:
                                     "tillbaka till är inte registrerad.", error.description)
     external: ExternalIdP | None = request.app.state.external_idp
     if external is not None:
-        response: Response = await external.start(request, server.seal(auth_request))
+        try:
+            response: Response = await external.start(request, server.seal(auth_request))
+        except OidcError as error:
+            log.warning("external sign-in cannot start: %s", error)
+            return _page_error(request, "Inloggningstjänsten svarar inte. Försök igen om en stund.", str(error), 502)
     elif request.app.state.settings.test_idp:
         response = await _test_idp_page(request, auth_request, server.seal(auth_request))
     else:
@@ -147,6 +152,8 @@ async def oidc_callback(request: Request) -> Response:
         sealed, claims = await external.finish(request)
         auth_request = server.unseal(sealed, request.cookies.get(BINDING_COOKIE))
         choices = await external.grants(claims, server.directory)
+    except ProviderRefused as refusal:
+        return _refused_by_provider(request, refusal)
     except (OAuthError, OidcError) as error:
         log.warning("external sign-in failed: %s", error)
         return _page_error(request, "Inloggningen misslyckades. Börja om från appen.", str(error))
@@ -155,10 +162,31 @@ async def oidc_callback(request: Request) -> Response:
                                     "din identitet).", "The signed-in person is not known to this service", 403)
     if len(choices) == 1:
         return RedirectResponse(await server.issue_code(auth_request, choices[0].grant), status_code=303)
-    commissions = [(server.keys.sign({"aud": "pk-commission", "grant": c.grant.claims(),
-                                      "req": auth_request.binding}, typ="pk-commission"), c) for c in choices]
+    # each choice is signed for this sign-in only: it cannot finish another one without the provider
+    commissions = [(server.keys.sign({"aud": "pk-commission", "grant": c.grant.claims(), "req": _digest(sealed)},
+                                     typ="pk-commission"), c) for c in choices]
     return render(request, "oauth/commission.html", {"sealed": sealed, "commissions": commissions},
                   headers=_NO_STORE)
+
+
+def _digest(sealed: str) -> str:
+    return hashlib.sha256(sealed.encode()).hexdigest()
+
+
+def _refused_by_provider(request: Request, refusal: ProviderRefused) -> Response:
+    """The person cancelled at the provider, or it refused: the app hears it from us, as the
+    authorization server's own answer to its request (RFC 6749 §4.1.2.1)."""
+    server = _server(request)
+    log.info("external sign-in ended at the provider: %s", refusal)
+    try:
+        auth_request = server.unseal(refusal.sealed, request.cookies.get(BINDING_COOKIE))
+    except OAuthError as error:
+        return _page_error(request, "Inloggningen misslyckades. Börja om från appen.", str(error))
+    if refusal.error == "access_denied":
+        error = OAuthError("access_denied", "the sign-in was cancelled or refused at the identity provider")
+    else:
+        error = OAuthError("server_error", "the identity provider refused the sign-in")
+    return RedirectResponse(server.error_redirect(auth_request, {}, error), status_code=303)
 
 
 @router.post("/oauth/commission", include_in_schema=False)
@@ -166,15 +194,15 @@ async def choose_commission(request: Request) -> Response:
     """A staff member with several commissions chose the one (and its care unit) to act for."""
     server = _server(request)
     form = await request.form()
-    binding = request.cookies.get(BINDING_COOKIE)
+    sealed = str(form.get("request", ""))
     try:
-        auth_request = server.unseal(str(form.get("request", "")), binding)
+        auth_request = server.unseal(sealed, request.cookies.get(BINDING_COOKIE))
         token = server.keys.decode(str(form.get("commission", "")))
     except (OAuthError, JoseError, ValueError, TypeError) as error:  # a forged or stale form
         log.warning("commission choice refused: %s", error)
         return _page_error(request, "Valet gick inte att slutföra. Börja om från appen.", "invalid choice")
     claims = token.claims
-    if token.header.get("typ") != "pk-commission" or claims.get("req") != auth_request.binding:
+    if token.header.get("typ") != "pk-commission" or claims.get("req") != _digest(sealed):
         return _page_error(request, "Valet gick inte att slutföra. Börja om från appen.", "invalid choice")
     return RedirectResponse(await server.issue_code(auth_request, Grant.from_claims(claims["grant"])),
                             status_code=303)

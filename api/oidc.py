@@ -32,10 +32,23 @@ from patientkontrakt.security.tokens import Grant
 
 FLOW_COOKIE = "pk_oidc"
 _FLOW_LIFETIME = 600
+# ID tokens must carry an asymmetric signature by the provider's published keys, whatever its
+# discovery document offers: never "none" (which OpenID Connect allows in the code flow), no MAC.
+_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 
 class OidcError(Exception):
     """The external sign-in failed; the message says why (for the log and the error page)."""
+
+
+class ProviderRefused(OidcError):
+    """The provider answered the sign-in this browser started with an error (the person cancelled,
+    or the provider refused); ``sealed`` is our authorization request, so the app can be told."""
+
+    def __init__(self, sealed: str, error: str, description: str) -> None:
+        super().__init__(f"the provider refused: {error} {description}".strip())
+        self.sealed = sealed
+        self.error = error
 
 
 class ExternalIdP:
@@ -57,12 +70,8 @@ class ExternalIdP:
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            async with httpx.AsyncClient(timeout=10.0) as http:
-                response = await http.get(f"{self.issuer}/.well-known/openid-configuration")
-            if response.status_code != 200:
-                raise OidcError(f"the provider's discovery document answered {response.status_code}")
-            data = response.json()
-            if data.get("issuer", "").rstrip("/") != self.issuer:
+            data = await _get_json(f"{self.issuer}/.well-known/openid-configuration", "discovery document")
+            if not isinstance(data.get("issuer"), str) or data["issuer"].rstrip("/") != self.issuer:
                 raise OidcError("the provider's discovery document names another issuer")
             self._metadata = data
         return self._metadata
@@ -85,8 +94,6 @@ class ExternalIdP:
         """The provider sent the browser back: exchange the code, verify the ID token; returns our
         sealed request and the ID token's claims."""
         params = request.query_params
-        if "error" in params:
-            raise OidcError(f"the provider refused: {params.get('error')} {params.get('error_description', '')}")
         try:
             flow = self._keys.decode(request.cookies.get(FLOW_COOKIE, "")).claims
         except (JoseError, ValueError, TypeError):
@@ -95,6 +102,8 @@ class ExternalIdP:
             raise OidcError("the sign-in took too long")
         if params.get("state") != flow.get("s"):
             raise OidcError("state does not match the sign-in this browser started")
+        if "error" in params:
+            raise ProviderRefused(str(flow["s"]), params["error"], params.get("error_description", ""))
         metadata = await self.metadata()
         try:
             token = await self._client().fetch_token(metadata["token_endpoint"], code=params.get("code", ""),
@@ -108,12 +117,11 @@ class ExternalIdP:
 
     async def _verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
         metadata = await self.metadata()
-        async with httpx.AsyncClient(timeout=10.0) as http:
-            response = await http.get(metadata["jwks_uri"])
+        offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+        algorithms = [a for a in _ID_TOKEN_ALGORITHMS if a in offered] or ["RS256"]
         try:
-            keys = KeySet.import_key_set(response.json())
-            claims = jwt.decode(id_token, keys, algorithms=metadata.get("id_token_signing_alg_values_supported")
-                                or ["RS256"]).claims
+            keys = KeySet.import_key_set(await _get_json(str(metadata["jwks_uri"]), "keys (JWKS)"))
+            claims = jwt.decode(id_token, keys, algorithms=algorithms).claims
         except (JoseError, ValueError, TypeError, KeyError):
             raise OidcError("the ID token's signature does not verify with the provider's keys") from None
         audience = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
@@ -147,6 +155,20 @@ class ExternalIdP:
                 grant = await directory.patient_by_number(number)
                 return [_PatientChoice(grant)] if grant else []
         raise OidcError("the ID token names neither a staff member nor a patient")
+
+
+async def _get_json(url: str, what: str) -> dict[str, Any]:
+    """A JSON object from the provider; an unreachable provider or a wrong answer is an ``OidcError``."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            response = await http.get(url)
+        response.raise_for_status()
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise OidcError(f"the provider's {what} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise OidcError(f"the provider's {what} is not a JSON object")
+    return data
 
 
 class _PatientChoice:

@@ -2,7 +2,8 @@
 
 Staff are Practitioners (HSA-id) with commissions, *medarbetaruppdrag*: PractitionerRoles whose
 identifier is the commission's HSA-id and whose ``organization`` is the care unit (domain.md).
-A staff member signs in as one commission and acts for its care unit. Patients are Patients
+A staff member signs in as one commission and acts for its care unit; a commission counts while
+it and its Practitioner are active and within its validity ``period``. Patients are Patients
 with a personnummer or samordningsnummer. The care provider (*vårdgivare*) of a unit is the top
 of its ``partOf`` chain (the region or kommun).
 
@@ -13,11 +14,13 @@ personnummer, and the directory turns that into the same ``Grant``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER, SAMORDNINGSNUMMER
+from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.security.tokens import Grant
 from patientkontrakt.storage.repository import StoredResource, Unit
@@ -67,6 +70,20 @@ def _ref_id(reference: Any, type_: str) -> str | None:
     return None
 
 
+def _current(period: Any, now: datetime) -> bool:
+    """Whether a validity ``period`` includes ``now`` (no period, or an open end, is open)."""
+    if not isinstance(period, dict):
+        return True
+    try:
+        if period.get("start") and parse_range(str(period["start"]))[0] > now:
+            return False
+        if period.get("end") and parse_range(str(period["end"]))[1] < now:
+            return False
+    except DateFormatError:
+        return False
+    return True
+
+
 class Directory:
     def __init__(self, service: FhirService) -> None:
         self._service = service
@@ -94,7 +111,8 @@ class Directory:
     async def _staff_grant(self, unit: Unit, role: dict[str, Any]) -> StaffChoice | None:
         practitioner = await self._get(unit, "Practitioner", _ref_id(role.get("practitioner"), "Practitioner"))
         org = await self._get(unit, "Organization", _ref_id(role.get("organization"), "Organization"))
-        if practitioner is None or org is None or role.get("active") is False:
+        if practitioner is None or org is None or role.get("active") is False \
+                or practitioner.get("active") is False or not _current(role.get("period"), now_utc()):
             return None
         person_hsa = identifier_value(practitioner, HSA_ID)
         if person_hsa is None:
