@@ -10,6 +10,8 @@ there is no build step and no binary in the repository.
 
 from __future__ import annotations
 
+import contextvars
+import datetime
 import io
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,10 @@ from babel.support import NullTranslations, Translations
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+
+from api.pages import labels
+from patientkontrakt.domain import codes
 
 HERE = Path(__file__).resolve().parent
 LOCALES = HERE / "locale"
@@ -73,15 +79,62 @@ def translator(language: str) -> NullTranslations:
     return _TRANSLATIONS.get(language, _TRANSLATIONS[DEFAULT_LANGUAGE])
 
 
+def _format_date(value: Any) -> str:
+    """2026-12-03 → 3 december 2026 (sv) / 3 December 2026 (en), from a date, datetime or ISO text."""
+    if isinstance(value, str):
+        try:
+            value = datetime.date.fromisoformat(value[:10])
+        except ValueError:
+            return value
+    if isinstance(value, datetime.datetime | datetime.date):
+        return f"{value.day} {_MONTHS[_LANG.get()][value.month - 1]} {value.year}"
+    return ""
+
+
+def _format_datetime(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, datetime.datetime):
+        local = value.replace(tzinfo=datetime.UTC).astimezone() if value.tzinfo is None else value.astimezone()
+        return f"{_format_date(local)} {local:%H:%M}"
+    return ""
+
+
+_MONTHS = {
+    "sv": ("januari", "februari", "mars", "april", "maj", "juni", "juli", "augusti", "september", "oktober",
+           "november", "december"),
+    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December"),
+}
+_LANG: contextvars.ContextVar[str] = contextvars.ContextVar("page_language", default=DEFAULT_LANGUAGE)
+
+
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200,
            headers: dict[str, str] | None = None) -> HTMLResponse:
     language = language_of(request)
+    _LANG.set(language)
     translations = translator(language)
     template = ENV.get_template(name)
+    defs = getattr(getattr(request.app.state, "service", None), "defs", None)
+    def gettext(message: str, **values: Any) -> str:
+        """Jinja's "newstyle" gettext: ``_("Hello %(name)s", name=x)``, values escaped."""
+        text = translations.gettext(message)
+        return Markup(escape(text)) % values if values else text
+
+    def ngettext(singular: str, plural: str, number: int, **values: Any) -> str:
+        text = translations.ngettext(singular, plural, number)
+        return Markup(escape(text)) % {"num": number, **values}
+
     html = template.render(
         **context,
-        _=translations.gettext, gettext=translations.gettext, ngettext=translations.ngettext,
-        lang=language, request=request, path=request.url.path,
+        _=gettext, gettext=gettext, ngettext=ngettext,
+        lang=language, request=request, path=request.url.path, labels=labels,
+        role_labels=defs.code_displays(codes.CARETEAM_ROLE, language) if defs else {},
+        kind_labels=defs.code_displays(codes.ACTIVITY_KIND, language) if defs else {},
+        date=_format_date, datetime=_format_datetime,
     )
     response = HTMLResponse(html, status_code=status_code, headers=headers)
     response.headers.setdefault("Content-Security-Policy",

@@ -2,8 +2,9 @@
 
 One round trip for the patient view and for an EHR: the Patient, the agreement (CarePlan) with
 its activities in time order, its CareTeam (with the history of fast vårdkontakt), the goals
-(the patient's own first), booked Appointments in time order, the PractitionerRoles,
-Practitioners and Organizations all of these name, and the Provenance of changes to the team.
+(the patient's own first, including those the patient added that no agreement names yet),
+booked Appointments in time order, the PractitionerRoles, Practitioners and Organizations all
+of these name, and the Provenance of changes to the team.
 
 ``Patient/{id}/$patientkontrakt`` gives every agreement that is active or on hold; when there is
 none, the Bundle holds the Patient and an OperationOutcome saying so. ``CarePlan/{id}/$patientkontrakt``
@@ -50,6 +51,11 @@ def _start(value: Any) -> str:
     except DateFormatError:
         pass
     return "9999"
+
+
+def _stated_by_patient(goal: StoredResource) -> bool:
+    expressed = (orjson.loads(goal.body).get("expressedBy") or {}).get("reference", "")
+    return isinstance(expressed, str) and expressed.startswith("Patient/")
 
 
 def _allowed(unit: Unit, type_: str) -> bool:
@@ -148,6 +154,14 @@ class AgreementOverview:
                         wanted.add((parsed.type, parsed.id))
             frontier = await visible(unit, [r for r in await unit.get_many(wanted) if _allowed(unit, r.type)])
             found.update(((r.type, r.id), r) for r in frontier)
+        patients = [key for key in found if key[0] == "Patient"]
+        if patients and _allowed(unit, "Goal"):
+            # The patient's own goals ("Det här är viktigt för mig") belong to the agreement even
+            # before the care names them in it.
+            pks = await unit.referencing("Goal", "patient", patients, 100)
+            goals = [r for r in await unit.get_by_pks(pks) if not r.deleted and (r.type, r.id) not in found
+                     and _stated_by_patient(r)]
+            found.update(((r.type, r.id), r) for r in await visible(unit, goals))
         teams = [key for key in found if key[0] == "CareTeam"]
         if teams and _allowed(unit, "Provenance"):
             pks = await unit.referencing("Provenance", "target", teams, 100)

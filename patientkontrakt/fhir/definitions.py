@@ -217,6 +217,21 @@ class Definitions:
                 codes -= got
         return frozenset(codes)
 
+    def code_displays(self, system: str, language: str = "sv") -> dict[str, str]:
+        """code -> display of a code system we hold: the display (Swedish in ours), or the
+        designation in ``language`` when there is one."""
+        out: dict[str, str] = {}
+        stack = list((self._code_systems.get(system) or {}).get("concept", []))
+        while stack:
+            concept = stack.pop()
+            stack.extend(concept.get("concept", []))
+            label = str(concept.get("display") or concept["code"])
+            for designation in concept.get("designation", []):
+                if designation.get("language") == language and designation.get("value"):
+                    label = str(designation["value"])
+            out[str(concept["code"])] = label
+        return out
+
     def _include(self, part: dict[str, Any]) -> set[tuple[str, str]] | None:
         system = part.get("system")
         result: set[tuple[str, str]] | None = None

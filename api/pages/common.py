@@ -1,0 +1,89 @@
+"""What every page handler shares: the signed-in session, its ``Access``, rendering, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api.pages import session as sessions
+from api.pages.session import Area, NotSignedIn, Session
+from api.templating import render
+from patientkontrakt.fhir.access import Access
+from patientkontrakt.fhir.errors import FhirError
+from patientkontrakt.fhir.results import Result
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass
+class Page:
+    """A signed-in request: who, with what access, and a session to save if it was renewed."""
+
+    request: Request
+    area: Area
+    session: Session
+    access: Access
+    renewed: Session | None
+
+    def render(self, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+        response = render(self.request, name, {"session": self.session, "area": self.area,
+                                               "csrf": self.session.csrf, **context},
+                          status_code=status_code, headers=_NO_STORE)
+        return self.finish(response)
+
+    def finish(self, response: Response) -> Response:
+        if self.renewed is not None:
+            sessions.save(self.request, response, self.area, self.renewed)
+        return response
+
+    def redirect(self, path: str) -> Response:
+        return self.finish(RedirectResponse(path, status_code=303))
+
+    async def form(self) -> dict[str, Any]:
+        """The posted form, after the CSRF check (``NotSignedIn`` when it fails: sign in again)."""
+        form = await self.request.form()
+        data: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                data.setdefault(key, []).append(value)
+        flat = {k: (v[0] if len(v) == 1 else v) for k, v in data.items()}
+        if not sessions.check_csrf(self.session, flat.get("csrf") if isinstance(flat.get("csrf"), str) else None):
+            raise CsrfError()
+        return flat
+
+
+class CsrfError(Exception):
+    """A form posted without this session's CSRF token."""
+
+
+def body(result: Result) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(result.body or b"{}")
+    return data
+
+
+Handler = Callable[[Page], Awaitable[Response]]
+
+
+async def signed_in(request: Request, area: Area, handler: Handler) -> Response:
+    """Run ``handler`` for a signed-in user of ``area``; otherwise go to sign-in and come back."""
+    try:
+        current = sessions.current(request, area)
+        access, renewed = await sessions.access(request, area, current)
+    except NotSignedIn:
+        if request.method == "GET":
+            return sessions.start_login(request, area, request.url.path)
+        return RedirectResponse(area.path, status_code=303)
+    page = Page(request, area, renewed or current, access, renewed)
+    try:
+        return await handler(page)
+    except CsrfError:
+        return page.render("pages/error.html", {"code": 403, "message": "form-expired"}, status_code=403)
+    except FhirError as error:
+        status = error.status if error.status in (403, 404, 409, 410) else 400
+        return page.render("pages/error.html", {"code": status, "message": "fhir", "error": error},
+                           status_code=status)

@@ -1,0 +1,220 @@
+"""Sign-in and sessions of the pages (``/personal``, ``/mitt``).
+
+The pages are OAuth clients of the service's own authorization server, like any SMART app:
+authorization code with PKCE (clients ``pk-personal`` and ``pk-mitt``), signed in through the
+same identity provider. The code is exchanged in-process (``AuthorizationServer.token``, the
+same code as ``/oauth/token``), and every page then calls the FHIR core with the ``Access`` of
+its access token, so the pages obey the same access rules and access log as the API.
+
+The session is an encrypted cookie (JWE ``dir``/``A256GCM``; the key is derived from the
+signing key), ``HttpOnly``, ``SameSite=Lax``, ``Secure`` on https, limited to its area's path.
+It holds the access and refresh tokens and a CSRF token that every form carries. Nothing is
+kept in the process, so any number of processes can serve the pages. An expired access token is
+renewed with the refresh token (which rotates); logging out revokes the refresh token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+from joserfc import jwe
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from patientkontrakt.fhir.access import Access
+from patientkontrakt.fhir.errors import FhirError
+from patientkontrakt.security.demo_clients import PATIENT_SCOPES, STAFF_SCOPES
+from patientkontrakt.security.oauth import AuthorizationServer, OAuthError
+
+SESSION_LIFETIME = 12 * 3600
+LOGIN_LIFETIME = 600
+
+
+@dataclass(frozen=True)
+class Area:
+    """One set of pages: its path, OAuth client, scopes and the kind of user it is for."""
+
+    path: str  # "/personal" or "/mitt"
+    client_id: str
+    scope: str
+    kind: str  # staff | patient
+
+    @property
+    def cookie(self) -> str:
+        return f"pk_session_{self.path.strip('/')}"
+
+    @property
+    def login_cookie(self) -> str:
+        return f"pk_login_{self.path.strip('/')}"
+
+
+STAFF = Area("/personal", "pk-personal", STAFF_SCOPES, "staff")
+PATIENT = Area("/mitt", "pk-mitt", PATIENT_SCOPES, "patient")
+
+
+@dataclass
+class Session:
+    access_token: str
+    refresh_token: str | None
+    expires_at: float
+    csrf: str
+    name: str
+    unit: str | None  # the care unit acted for (staff)
+    fhir_user: str | None
+    patient: str | None
+    started: float
+
+
+class NotSignedIn(Exception):
+    """The page needs a signed-in user of the area (the handler redirects to sign-in)."""
+
+
+def _key(request: Request) -> OctKey:
+    """A 256-bit key derived from the server's signing key (HKDF-like, labelled)."""
+    server: AuthorizationServer = request.app.state.oauth
+    material = server.keys.active.as_pem(private=True)
+    return OctKey.import_key(hashlib.sha256(b"patientkontrakt page session\n" + material).digest())
+
+
+def _seal(request: Request, data: dict[str, Any]) -> str:
+    return jwe.encrypt_compact({"alg": "dir", "enc": "A256GCM"}, orjson.dumps(data), _key(request))
+
+
+def _open(request: Request, token: str | None) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        data = orjson.loads(jwe.decrypt_compact(token, _key(request)).plaintext)
+    except (JoseError, ValueError, TypeError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _secure(request: Request) -> bool:
+    return str(request.app.state.settings.base_url).startswith("https://")
+
+
+def _set(request: Request, response: Response, name: str, value: str, area: Area, max_age: int) -> None:
+    response.set_cookie(name, value, httponly=True, samesite="lax", secure=_secure(request), path=area.path,
+                        max_age=max_age)
+
+
+def _base(request: Request) -> str:
+    return str(request.app.state.settings.base_url).rstrip("/")
+
+
+def redirect_uri(request: Request, area: Area) -> str:
+    return f"{_base(request)}{area.path}/callback"
+
+
+def start_login(request: Request, area: Area, next_path: str = "") -> Response:
+    """Redirect to the authorization server with a fresh PKCE verifier and state."""
+    verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = urlencode({
+        "response_type": "code", "client_id": area.client_id, "redirect_uri": redirect_uri(request, area),
+        "scope": area.scope, "state": state, "code_challenge": challenge, "code_challenge_method": "S256",
+        "aud": request.app.state.settings.fhir_base,
+    })
+    response = RedirectResponse(f"/oauth/authorize?{query}", status_code=303)
+    target = next_path if next_path.startswith(area.path) else area.path
+    _set(request, response, area.login_cookie,
+         _seal(request, {"v": verifier, "s": state, "n": target, "exp": time.time() + LOGIN_LIFETIME}),
+         area, LOGIN_LIFETIME)
+    return response
+
+
+async def finish_login(request: Request, area: Area) -> Response:
+    """The authorization server sent the browser back: exchange the code, start the session."""
+    login = _open(request, request.cookies.get(area.login_cookie))
+    params = request.query_params
+    if login is None or login.get("exp", 0) < time.time() or params.get("state") != login.get("s"):
+        raise OAuthError("invalid_request", "the sign-in was not started here, or took too long")
+    if "error" in params:
+        raise OAuthError(params.get("error", "access_denied"), params.get("error_description", ""))
+    server: AuthorizationServer = request.app.state.oauth
+    tokens = await server.token({
+        "grant_type": "authorization_code", "client_id": area.client_id, "code": params.get("code", ""),
+        "code_verifier": login["v"], "redirect_uri": redirect_uri(request, area),
+    })
+    claims = server.tokens.verify(tokens["access_token"])
+    if claims.get("pk_kind") != area.kind:
+        await server.revoke({"client_id": area.client_id, "token": tokens.get("refresh_token", "")}) \
+            if tokens.get("refresh_token") else None
+        raise OAuthError("access_denied", f"these pages are for {area.kind} users")
+    session = Session(
+        access_token=tokens["access_token"], refresh_token=tokens.get("refresh_token"),
+        expires_at=float(claims["exp"]), csrf=secrets.token_urlsafe(24), name=str(claims.get("name") or ""),
+        unit=claims.get("care_unit_name"), fhir_user=claims.get("fhirUser"), patient=claims.get("patient"),
+        started=time.time(),
+    )
+    response = RedirectResponse(str(login.get("n") or area.path), status_code=303)
+    save(request, response, area, session)
+    response.delete_cookie(area.login_cookie, path=area.path)
+    return response
+
+
+def save(request: Request, response: Response, area: Area, session: Session) -> None:
+    _set(request, response, area.cookie, _seal(request, asdict(session)), area, SESSION_LIFETIME)
+
+
+def current(request: Request, area: Area) -> Session:
+    data = _open(request, request.cookies.get(area.cookie))
+    if data is None or data.get("started", 0) + SESSION_LIFETIME < time.time():
+        raise NotSignedIn()
+    try:
+        return Session(**data)
+    except TypeError:
+        raise NotSignedIn() from None
+
+
+async def access(request: Request, area: Area, session: Session) -> tuple[Access, Session | None]:
+    """The caller's ``Access``; renews the access token when it is about to expire (the new
+    session must then be saved on the response, which is why it is returned)."""
+    renewed: Session | None = None
+    if session.expires_at - 30 < time.time():
+        if not session.refresh_token:
+            raise NotSignedIn()
+        server: AuthorizationServer = request.app.state.oauth
+        try:
+            tokens = await server.token({"grant_type": "refresh_token", "client_id": area.client_id,
+                                         "refresh_token": session.refresh_token})
+        except OAuthError:
+            raise NotSignedIn() from None
+        claims = server.tokens.verify(tokens["access_token"])
+        renewed = session = Session(**{**asdict(session), "access_token": tokens["access_token"],
+                                       "refresh_token": tokens.get("refresh_token"),
+                                       "expires_at": float(claims["exp"])})
+    try:
+        return request.app.state.authenticator.access(f"Bearer {session.access_token}"), renewed
+    except FhirError:
+        raise NotSignedIn() from None
+
+
+async def logout(request: Request, area: Area) -> Response:
+    response = RedirectResponse(area.path, status_code=303)
+    try:
+        session = current(request, area)
+    except NotSignedIn:
+        session = None
+    if session is not None and session.refresh_token:
+        server: AuthorizationServer = request.app.state.oauth
+        try:
+            await server.revoke({"client_id": area.client_id, "token": session.refresh_token})
+        except OAuthError:
+            pass  # already gone: the session ends anyway
+    response.delete_cookie(area.cookie, path=area.path)
+    return response
+
+
+def check_csrf(session: Session, submitted: str | None) -> bool:
+    return bool(submitted) and secrets.compare_digest(session.csrf, str(submitted))
