@@ -150,8 +150,8 @@ async def _directory(page: Page) -> dict[str, Any]:
     service = page.request.app.state.service
     unit_org = getattr(page.access, "unit_org", "")
     roles = body(await service.search(page.access, "PractitionerRole", [
-        ("active", "true"), ("_include", "PractitionerRole:practitioner"), ("_include", "PractitionerRole:organization"),
-        ("_count", "500")], _PREFER))
+        ("active", "true"), ("_include", "PractitionerRole:practitioner"),
+        ("_include", "PractitionerRole:organization"), ("_count", "500")], _PREFER))
     resources = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
                  for e in roles.get("entry", [])}
     own, others = [], []
@@ -159,8 +159,9 @@ async def _directory(page: Page) -> dict[str, Any]:
         practitioner = resources.get(str((role.get("practitioner") or {}).get("reference")), {})
         org_ref = str((role.get("organization") or {}).get("reference"))
         org = resources.get(org_ref, {})
-        code = ((role.get("code") or [{}])[0].get("coding") or [{}])[0].get("code", "")
-        entry = {"id": role["id"], "name": name_of(practitioner), "title": (role.get("code") or [{}])[0].get("text", ""),
+        concept = (role.get("code") or [{}])[0]
+        code = (concept.get("coding") or [{}])[0].get("code", "")
+        entry = {"id": role["id"], "name": name_of(practitioner), "title": concept.get("text", ""),
                  "unit": name_of(org), "doctor": code == "doctor", "org": org_ref.split("/")[-1]}
         (own if org_ref == f"Organization/{unit_org}" else others).append(entry)
     orgs = body(await service.search(page.access, "Organization", [("_count", "500"), ("_sort", "name")], _PREFER))
