@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PK_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 export PK_TEST_DATABASE_URL
 
-.PHONY: run test lint bench fhir-core postgres clean
+.PHONY: run test lint bench fhir-core postgres chromium clean
 
 ## make run: set up, migrate an SQLite database, load the demo region and serve on http://127.0.0.1:8000
 run: $(STAMP)
@@ -15,7 +15,7 @@ run: $(STAMP)
 	$(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
-test: $(STAMP) postgres fhir_profiles/node_modules/.installed
+test: $(STAMP) postgres chromium fhir_profiles/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -33,6 +33,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
+
+# The browser tests (tests/browser) drive Debian's Chromium with Playwright for Python, never a
+# browser that Playwright downloads (no `playwright install`): install the `chromium` package when
+# /usr/bin/chromium is missing (refreshing the package lists first if that fails), and make sure
+# the playwright package is in the venv.
+CHROMIUM := /usr/bin/chromium
+APT_GET  := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+chromium: $(STAMP)
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		$(APT_GET) install -y chromium \
+		|| { $(APT_GET) update && $(APT_GET) install -y chromium; } \
+		|| { echo "could not install Debian's chromium, which tests/browser need" >&2; exit 1; }; \
+	fi
+	@$(BIN)/python -c "import playwright.sync_api" 2>/dev/null || $(BIN)/pip install --quiet 'playwright>=1.45,<2'
 
 # Start the local PostgreSQL cluster if it is installed here but not running.
 postgres:

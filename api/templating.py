@@ -128,9 +128,15 @@ def render(request: Request, name: str, context: dict[str, Any], *, status_code:
         text = translations.ngettext(singular, plural, number)
         return Markup(escape(text)) % {"num": number, **values}
 
+    def say(message: Any) -> str:
+        """A page's message: a message id, or a core message in both languages."""
+        if hasattr(message, "sv") and hasattr(message, "en"):
+            return str(message.sv if language == "sv" else message.en)
+        return gettext(str(message))
+
     html = template.render(
         **context,
-        _=gettext, gettext=gettext, ngettext=ngettext,
+        _=gettext, gettext=gettext, ngettext=ngettext, say=say,
         lang=language, request=request, path=request.url.path, labels=labels,
         role_labels=defs.code_displays(codes.CARETEAM_ROLE, language) if defs else {},
         kind_labels=defs.code_displays(codes.ACTIVITY_KIND, language) if defs else {},

@@ -57,6 +57,22 @@ class Page:
         return flat
 
 
+@dataclass(frozen=True)
+class Bilingual:
+    """A message the core gives in Swedish and English (identifier errors, OperationOutcomes):
+    the page shows the one of its language (``say`` in the templates)."""
+
+    sv: str
+    en: str
+
+    def __str__(self) -> str:
+        return self.sv
+
+
+def bilingual(sv: str, en: str) -> Bilingual:
+    return Bilingual(sv, en)
+
+
 class CsrfError(Exception):
     """A form posted without this session's CSRF token."""
 

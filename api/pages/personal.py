@@ -21,7 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.pages import session as sessions
-from api.pages.common import Page, body, signed_in
+from api.pages.common import Page, bilingual, body, signed_in
+from api.pages.labels import N_
 from api.pages.session import STAFF
 from api.pages.views import agreement_view, name_of, person_number
 from api.templating import language_of, render
@@ -94,7 +95,7 @@ async def _list(page: Page) -> Response:
             pairs.append(("patient.identifier", f"{PERSONNUMMER}|{number}"))
         except IdentifierError as exc:
             if any(ch.isdigit() for ch in query):
-                error = exc.swedish
+                error = bilingual(exc.swedish, exc.english)
             pairs.append(("patient.name", query))
     bundle = body(await page.request.app.state.service.search(page.access, "CarePlan", pairs, _PREFER)) \
         if error is None else {"entry": [], "total": 0}
@@ -199,7 +200,7 @@ async def create(request: Request) -> Response:
         data = await page.form()
         form = _read_form(data)
         directory = await _directory(page)
-        errors: dict[str, str] = {}
+        errors: dict[str, Any] = {}
         patient = await _find_or_describe_patient(page, form, errors)
         _check_people(form, directory, errors)
         activities = _activities(form, errors)
@@ -237,12 +238,12 @@ def _read_form(data: dict[str, Any]) -> dict[str, Any]:
     return form
 
 
-async def _find_or_describe_patient(page: Page, form: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+async def _find_or_describe_patient(page: Page, form: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
     """The patient by personnummer (one the unit may see), or the one to register."""
     try:
         identity = parse_person_number(form["personnummer"])
     except IdentifierError as exc:
-        errors["personnummer"] = exc.swedish
+        errors["personnummer"] = bilingual(exc.swedish, exc.english)
         return {}
     form["personnummer"] = identity.value
     found = body(await page.request.app.state.service.search(
@@ -251,9 +252,9 @@ async def _find_or_describe_patient(page: Page, form: dict[str, Any], errors: di
     if existing:
         return existing[0]
     if not form["family"]:
-        errors["family"] = "Ange efternamn för en ny patient."
+        errors["family"] = N_("Enter the last name of a new patient.")
     if not form["given"]:
-        errors["given"] = "Ange förnamn för en ny patient."
+        errors["given"] = N_("Enter the first name of a new patient.")
     patient: dict[str, Any] = {"resourceType": "Patient", "identifier": [{"system": identity.system,
                                                                            "value": identity.value}],
                                "name": [{"family": form["family"], "given": [form["given"]]}]}
@@ -262,37 +263,37 @@ async def _find_or_describe_patient(page: Page, form: dict[str, Any], errors: di
     return patient
 
 
-def _check_people(form: dict[str, Any], directory: dict[str, Any], errors: dict[str, str]) -> None:
+def _check_people(form: dict[str, Any], directory: dict[str, Any], errors: dict[str, Any]) -> None:
     own = {r["id"]: r for r in directory["own_staff"]}
     if form["vardkontakt"] not in own:
-        errors["vardkontakt"] = "Välj fast vårdkontakt bland enhetens medarbetare."
+        errors["vardkontakt"] = N_("Choose the fast vårdkontakt among the unit's staff.")
     if directory["primary_care"]:
         chosen = own.get(form["lakarkontakt"])
         if chosen is None or not chosen["doctor"]:
-            errors["lakarkontakt"] = "På en vårdcentral ska patienten ha en fast läkarkontakt som är läkare."
+            errors["lakarkontakt"] = N_("At a vårdcentral the patient has a fast läkarkontakt who is a physician.")
     elif form["lakarkontakt"] and form["lakarkontakt"] not in own:
-        errors["lakarkontakt"] = "Välj fast läkarkontakt bland enhetens läkare."
+        errors["lakarkontakt"] = N_("Choose the fast läkarkontakt among the unit's physicians.")
     known = {r["id"] for r in directory["other_staff"]} | set(own)
     if any(p not in known for p in form["participants"]):
-        errors["participants"] = "Välj deltagare ur listan."
+        errors["participants"] = N_("Choose participants from the list.")
 
 
-def _activities(form: dict[str, Any], errors: dict[str, str]) -> list[dict[str, Any]]:
+def _activities(form: dict[str, Any], errors: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for i, row in enumerate(form["activities"]):
         if not (row["description"] or row["kind"] or row["date"]):
             continue
         if not row["description"]:
-            errors[f"activity-{i}-description"] = "Beskriv aktiviteten."
+            errors[f"activity-{i}-description"] = N_("Describe the activity.")
         if not row["performer"]:
-            errors[f"activity-{i}-performer"] = "Välj vem som ansvarar för aktiviteten."
+            errors[f"activity-{i}-performer"] = N_("Choose the unit responsible for the activity.")
         when = None
         try:
             day = datetime.date.fromisoformat(row["date"])
             hour, _, minute = (row["time"] or "09:00").partition(":")
             when = datetime.datetime.combine(day, datetime.time(int(hour), int(minute or 0)))
         except ValueError:
-            errors[f"activity-{i}-date"] = "Ange datum (ÅÅÅÅ-MM-DD) och tid (TT:MM)."
+            errors[f"activity-{i}-date"] = N_("Enter a date (YYYY-MM-DD) and a time (HH:MM).")
         if when is not None and row["description"] and row["performer"]:
             out.append({"kind": row["kind"] or "besok", "description": row["description"], "when": when,
                         "performer": row["performer"]})
@@ -398,11 +399,11 @@ _FIELDS = (
 )
 
 
-def _field_errors(issues: list[Issue], errors: dict[str, str]) -> list[str]:
+def _field_errors(issues: list[Issue], errors: dict[str, Any]) -> list[Any]:
     """Put the core's issues next to the fields their ``expression`` names; the rest in general."""
     general = []
     for issue in issues:
-        text = issue.details_sv or issue.diagnostics
+        text = bilingual(issue.details_sv or issue.diagnostics, issue.diagnostics)
         expression = " ".join(issue.expression)
         field = next((f for prefix, f in _FIELDS if prefix in expression.replace("Bundle.entry", "")
                       or prefix.split(".", 1)[1] in expression and prefix.split(".")[0] in issue.diagnostics), None)
@@ -432,16 +433,16 @@ async def edit(request: Request, plan_id: str) -> Response:
         data = await page.form()
         view = await _agreement(page, plan_id)
         form = {k: str(data.get(k, "")).strip() for k in ("title", "description", "status", "end", "version")}
-        errors: dict[str, str] = {}
+        errors: dict[str, Any] = {}
         if not form["title"]:
-            errors["title"] = "Ange en rubrik."
+            errors["title"] = N_("Enter a title.")
         if form["status"] not in ("draft", "active", "on-hold"):
-            errors["status"] = "Välj status."
+            errors["status"] = N_("Choose a status.")
         if form["end"]:
             try:
                 datetime.date.fromisoformat(form["end"])
             except ValueError:
-                errors["end"] = "Ange slutdatum som ÅÅÅÅ-MM-DD."
+                errors["end"] = N_("Enter the end date as YYYY-MM-DD.")
         if errors:
             return page.render("personal/edit.html", {"a": view, "f": form, "errors": errors, "conflict": None},
                                status_code=422)
@@ -522,14 +523,14 @@ async def change_contact(request: Request, plan_id: str) -> Response:
         directory = await _directory(page)
         form = {"new": str(data.get("new", "")), "reason": str(data.get("reason", "")).strip(),
                 "version": str(data.get("version", ""))}
-        errors: dict[str, str] = {}
+        errors: dict[str, Any] = {}
         current = view.contact(codes.FAST_VARDKONTAKT)
         if form["new"] not in {r["id"] for r in directory["own_staff"]}:
-            errors["new"] = "Välj den nya fasta vårdkontakten bland enhetens medarbetare."
+            errors["new"] = N_("Choose the new fast vårdkontakt among the unit's staff.")
         elif current is not None and current.person.reference == f"PractitionerRole/{form['new']}":
-            errors["new"] = "Det är redan patientens fasta vårdkontakt."
+            errors["new"] = N_("That is already the patient's fast vårdkontakt.")
         if not form["reason"]:
-            errors["reason"] = "Ange varför den fasta vårdkontakten byts."
+            errors["reason"] = N_("Say why the fast vårdkontakt changes.")
         if errors:
             return page.render("personal/contact.html", {"a": view, "errors": errors, "f": form, **directory},
                                status_code=422)
@@ -550,7 +551,7 @@ async def change_contact(request: Request, plan_id: str) -> Response:
                 page.access, "CareTeam", view.team_id, team, if_match=f'W/"{form["version"] or view.team_version}"',
                 prefer=_PREFER, context=WriteContext(provenance=provenance))
         except PreconditionFailed:
-            errors["new"] = "Vårdteamet har ändrats av någon annan sedan du öppnade sidan. Ladda om och försök igen."
+            errors["new"] = N_("Someone else changed the care team since you opened the page. Reload it and try again.")
             return page.render("personal/contact.html", {"a": view, "errors": errors, "f": form, **directory},
                                status_code=409)
         return page.redirect(f"/personal/avtal/{plan_id}?sparat=1")

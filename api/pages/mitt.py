@@ -1,0 +1,185 @@
+"""The patient e-service, ``/mitt`` ("Mitt patientkontrakt", 1177-style).
+
+The patient signs in (the test IdP, or BankID/Freja through the region's IdP) and sees their
+agreement in plain language: their fast vårdkontakt and fast läkarkontakt and how to reach
+them, what matters to them (they add and change their own goals here), the care's goals, the
+planned activities across region and kommun (upcoming first, past folded away), the plan, and
+who has read their agreement: the access log entries about them (PDL 8 kap 5 §). Everything
+through the FHIR core with the patient's own token, like any SMART app.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.pages import session as sessions
+from api.pages.common import Page, bilingual, body, signed_in
+from api.pages.labels import N_
+from api.pages.session import PATIENT
+from api.pages.views import AgreementView, agreement_view
+from api.templating import render
+from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
+from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.security.oauth import OAuthError
+
+router = APIRouter(prefix="/mitt", include_in_schema=False)
+_PREFER = Preferences()
+MAX_GOAL_LENGTH = 500
+LOG_ENTRIES = 50
+
+
+@router.get("/logga-in")
+async def login(request: Request) -> Response:
+    return sessions.start_login(request, PATIENT)
+
+
+@router.get("/callback")
+async def callback(request: Request) -> Response:
+    try:
+        return await sessions.finish_login(request, PATIENT)
+    except (OAuthError, FhirError) as error:
+        return render(request, "pages/login_failed.html", {"area": PATIENT, "detail": str(error)}, status_code=400)
+
+
+@router.post("/logga-ut")
+async def logout(request: Request) -> Response:
+    async def run(page: Page) -> Response:
+        await page.form()
+        return await sessions.logout(request, PATIENT)
+    return await signed_in(request, PATIENT, run)
+
+
+async def _mine(page: Page) -> list[AgreementView]:
+    """The patient's open agreements (active or on hold), newest first."""
+    assert page.session.patient is not None
+    bundle = orjson.loads(await page.request.app.state.overview.for_patient(page.access, page.session.patient))
+    plans = [e["resource"]["id"] for e in bundle.get("entry", []) if e["resource"]["resourceType"] == "CarePlan"]
+    views = [v for plan in plans if (v := agreement_view(bundle, plan)) is not None]
+    return sorted(views, key=lambda v: v.start, reverse=True)
+
+
+async def _who_has_read(page: Page) -> list[dict[str, str]]:
+    """Care units and staff who read or changed the patient's data (not the patient themselves)."""
+    log = body(await page.request.app.state.audit_events.search(
+        page.access, [("patient", str(page.session.patient)), ("_count", str(LOG_ENTRIES))]))
+    rows = []
+    for entry in log.get("entry", []):
+        event = entry["resource"]
+        agents = event.get("agent", [])
+        who = agents[0]["who"] if agents else {}
+        if str(who.get("reference", "")).startswith("Patient/"):
+            continue
+        unit = next((a["who"].get("display", a["who"]["identifier"]["value"]) for a in agents[1:]
+                     if a.get("type", {}).get("text") == "vårdenhet"), "")
+        rows.append({
+            "when": event.get("recorded", ""), "unit": unit, "name": who.get("display", ""),
+            "role": (agents[0].get("role") or [{}])[0].get("text", "") if agents else "",
+            "what": event["subtype"][0]["code"] if event.get("subtype") else "",
+            "refused": event.get("outcome") != "0",
+        })
+    return rows
+
+
+@router.get("")
+async def home(request: Request) -> Response:
+    try:
+        sessions.current(request, PATIENT)
+    except sessions.NotSignedIn:
+        return render(request, "mitt/landing.html", {"area": PATIENT})
+
+    async def run(page: Page) -> Response:
+        agreements = await _mine(page)
+        readers = await _who_has_read(page)
+        template = "mitt/print.html" if page.request.query_params.get("utskrift") else "mitt/agreement.html"
+        return page.render(template, {"agreements": agreements, "readers": readers, "errors": {}, "f": {},
+                                      "saved": page.request.query_params.get("sparat")})
+    return await signed_in(request, PATIENT, run)
+
+
+def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    form = {k: str(data.get(k, "")).strip() for k in ("text", "due", "status", "version")}
+    errors: dict[str, Any] = {}
+    if not form["text"]:
+        errors["text"] = N_("Write what is important to you.")
+    elif len(form["text"]) > MAX_GOAL_LENGTH:
+        errors["text"] = N_("Write at most 500 characters.")
+    if form["due"]:
+        try:
+            datetime.date.fromisoformat(form["due"])
+        except ValueError:
+            errors["due"] = N_("Write the date as YYYY-MM-DD.")
+    return form, errors
+
+
+def _goal(patient: str, form: dict[str, str], existing: dict[str, Any] | None = None) -> dict[str, Any]:
+    goal: dict[str, Any] = {k: v for k, v in (existing or {}).items() if k != "meta"} or {
+        "resourceType": "Goal", "subject": {"reference": f"Patient/{patient}"},
+        "expressedBy": {"reference": f"Patient/{patient}"}, "startDate": datetime.date.today().isoformat(),
+    }
+    goal["description"] = {"text": form["text"]}
+    goal["lifecycleStatus"] = "completed" if form.get("status") == "completed" else "active"
+    if goal["lifecycleStatus"] == "completed":
+        goal["achievementStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/goal-achievement",
+                                                 "code": "achieved"}]}
+    else:
+        goal.pop("achievementStatus", None)
+    if form["due"]:
+        goal["target"] = [{"dueDate": form["due"]}]
+    else:
+        goal.pop("target", None)
+    return goal
+
+
+@router.post("/mal")
+async def add_goal(request: Request) -> Response:
+    async def run(page: Page) -> Response:
+        form, errors = _goal_form(await page.form())
+        if not errors:
+            try:
+                await page.request.app.state.service.create(page.access, "Goal", _goal(str(page.session.patient), form),
+                                                            if_none_exist=None, prefer=_PREFER)
+                return page.redirect("/mitt?sparat=1#mina-mal")
+            except FhirError as error:
+                errors["text"] = bilingual(error.issues[0].details_sv or error.diagnostics, error.issues[0].diagnostics)
+        agreements = await _mine(page)
+        return page.render("mitt/agreement.html", {"agreements": agreements, "readers": await _who_has_read(page),
+                                                   "errors": errors, "f": form}, status_code=422)
+    return await signed_in(request, PATIENT, run)
+
+
+@router.get("/mal/{goal_id}")
+async def goal_form(request: Request, goal_id: str) -> Response:
+    async def run(page: Page) -> Response:
+        goal = body(await page.request.app.state.service.read(page.access, "Goal", goal_id))
+        form = {"text": goal.get("description", {}).get("text", ""), "version": goal["meta"]["versionId"],
+                "due": ((goal.get("target") or [{}])[0].get("dueDate") or ""),
+                "status": "completed" if goal.get("lifecycleStatus") == "completed" else "active"}
+        own = str((goal.get("expressedBy") or {}).get("reference")) == f"Patient/{page.session.patient}"
+        return page.render("mitt/goal.html", {"goal_id": goal_id, "f": form, "errors": {}, "own": own})
+    return await signed_in(request, PATIENT, run)
+
+
+@router.post("/mal/{goal_id}")
+async def edit_goal(request: Request, goal_id: str) -> Response:
+    async def run(page: Page) -> Response:
+        form, errors = _goal_form(await page.form())
+        existing = body(await page.request.app.state.service.read(page.access, "Goal", goal_id))
+        if not errors:
+            try:
+                await page.request.app.state.service.update(
+                    page.access, "Goal", goal_id, {**_goal(str(page.session.patient), form, existing), "id": goal_id},
+                    if_match=f'W/"{form["version"]}"', prefer=_PREFER)
+                return page.redirect("/mitt?sparat=1#mina-mal")
+            except PreconditionFailed:
+                errors["text"] = N_("The goal was changed since you opened it. Reload the page.")
+            except FhirError as error:
+                errors["text"] = bilingual(error.issues[0].details_sv or error.diagnostics, error.issues[0].diagnostics)
+        return page.render("mitt/goal.html", {"goal_id": goal_id, "f": form, "errors": errors, "own": True},
+                           status_code=422)
+    return await signed_in(request, PATIENT, run)
+

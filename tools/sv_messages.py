@@ -1,0 +1,205 @@
+"""Swedish translations of the pages' message ids: ``python -m tools.sv_messages`` (run by
+``make messages``) extracts the ids from the templates and page modules, fills in these and
+writes ``api/locale/sv/LC_MESSAGES/messages.po``. An id without a translation here stops it,
+naming the id: every string people read is in the catalogue.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.pofile import read_po, write_po
+
+ROOT = Path(__file__).resolve().parents[1]
+PO = ROOT / "api" / "locale" / "sv" / "LC_MESSAGES" / "messages.po"
+POT = ROOT / "build" / "messages.pot"
+
+SV: dict[str | tuple[str, str], str | tuple[str, str]] = {
+    "Draft": "Utkast", "Active": "Gällande", "On hold": "Vilande", "Completed": "Avslutat",
+    "Ended early": "Avbrutet", "Entered in error": "Felregistrerat", "Unknown": "Okänd",
+    "Proposed": "Föreslaget", "Planned": "Planerat", "Accepted": "Godkänt", "Ongoing": "Pågår",
+    "Achieved": "Uppnått", "Cancelled": "Avbrutet", "Rejected": "Avböjt",
+    "Last changed": "Senast ändrat", "Start date": "Startdatum", "Status": "Status",
+    "read": "läste", "read an earlier version": "läste en tidigare version", "searched": "sökte",
+    "read the history": "läste historiken", "read the agreement": "läste patientkontraktet",
+    "created": "skapade", "changed": "ändrade", "removed": "tog bort",
+    "Title": "Rubrik", "The plan in plain language": "Planen i klartext", "End date": "Slutdatum",
+    "Patientkontrakt": "Patientkontrakt", "Skip to content": "Hoppa till innehållet", "Language": "Språk",
+    "Patientkontrakt – the agreement between you and your care.":
+        "Patientkontrakt – överenskommelsen mellan dig och vården.",
+    "My Patientkontrakt": "Mitt patientkontrakt", "Saved.": "Sparat.",
+    "Printable version": "Utskriftsvänlig version",
+    "You have no Patientkontrakt right now": "Du har inget patientkontrakt just nu",
+    "A Patientkontrakt is written together with your care unit when you need care from several places, "
+    "for example the vårdcentral, the hospital and the kommun's home care.":
+        "Ett patientkontrakt skriver du tillsammans med din vårdenhet när du behöver vård från flera håll, "
+        "till exempel vårdcentralen, sjukhuset och kommunens hemtjänst.",
+    "If you want one, ask your vårdcentral. You can also ask for a fast vårdkontakt: someone who helps "
+    "you coordinate your care.":
+        "Vill du ha ett, fråga din vårdcentral. Du kan också be om en fast vårdkontakt: någon som hjälper dig "
+        "att samordna din vård.",
+    "Your agreement with %(unit)s": "Din överenskommelse med %(unit)s", "Since %(date)s": "Sedan %(date)s",
+    "Until %(date)s": "Till och med %(date)s", "Your contacts": "Dina kontakter", "The plan": "Planen",
+    "What is planned": "Det här är planerat", "Earlier (%(num)d)": "Tidigare (%(num)d)",
+    "The care's goals": "Vårdens mål", "This is important to me": "Det här är viktigt för mig",
+    "by %(date)s": "till %(date)s", "Change": "Ändra",
+    "You have not written anything yet.": "Du har inte skrivit något ännu.",
+    "Add what is important to you": "Skriv vad som är viktigt för dig", "By when (optional)": "Till när (frivilligt)",
+    "Add": "Lägg till", "Who has read my Patientkontrakt": "Vem har läst mitt patientkontrakt",
+    "Every time someone in the care reads or changes your information, it is logged. You can see it here.":
+        "Varje gång någon i vården läser eller ändrar dina uppgifter loggas det. Här kan du se det.",
+    "When": "När", "Care unit": "Vårdenhet", "Who": "Vem", "What": "Vad", "tried, not allowed": "försökte, fick inte",
+    "No one has read your information yet.": "Ingen har läst dina uppgifter ännu.",
+    "Change goal": "Ändra mål", "Breadcrumb": "Du är här",
+    "Change what is important to you": "Ändra det som är viktigt för dig",
+    "This goal was written by the care. You can only change goals you wrote yourself.":
+        "Det här målet har vården skrivit. Du kan bara ändra mål som du själv har skrivit.",
+    "What is important to you": "Det som är viktigt för dig", "I have reached this goal": "Jag har nått målet",
+    "Save": "Spara", "Cancel": "Avbryt",
+    "Your Patientkontrakt is the agreement between you and your care: who your fast vårdkontakt is, what "
+    "matters to you, and what is planned for you and when, in the region and the kommun.":
+        "Ditt patientkontrakt är överenskommelsen mellan dig och vården: vem som är din fasta vårdkontakt, vad "
+        "som är viktigt för dig och vad som är planerat för dig och när, i regionen och i kommunen.",
+    "Sign in": "Logga in", "You sign in with your e-identification (BankID or Freja+).":
+        "Du loggar in med din e-legitimation (BankID eller Freja+).",
+    "Back": "Tillbaka", "Use your browser's print command to print this page.":
+        "Använd webbläsarens utskriftskommando för att skriva ut sidan.",
+    "Choose commission": "Välj uppdrag", "Choose the commission to act for": "Välj vilket uppdrag du arbetar i",
+    "You have several commissions. The care unit of the one you choose decides what you can see.":
+        "Du har flera medarbetaruppdrag. Vårdenheten i det uppdrag du väljer avgör vad du kan se.",
+    "Staff": "Personal", "Sign-in failed": "Inloggningen misslyckades", "Test sign-in": "Testinloggning",
+    "TEST SIGN-IN – demo data only.": "TESTINLOGGNING – endast testdata.",
+    "This page stands in for SITHS (staff) and BankID/Freja (patients). Anyone can sign in as anyone here; "
+    "it must never be enabled with real patient data.":
+        "Sidan ersätter SITHS (personal) och BankID/Freja (patienter). Här kan vem som helst logga in som vem som "
+        "helst; den får aldrig vara påslagen med riktiga patientuppgifter.",
+    "Sign in to %(client)s": "Logga in i %(client)s",
+    "Staff: choose a commission (care unit to act for)": "Personal: välj uppdrag (vårdenheten du arbetar för)",
+    "HSA-id": "HSA-id",
+    "No staff in the directory yet: load the demo region with `patientkontrakt demo`.":
+        "Det finns ingen personal i katalogen ännu: läs in demoregionen med `patientkontrakt demo`.",
+    "Patients: choose who you are": "Patienter: välj vem du är", "Phone": "Telefon",
+    "No contacts are named yet.": "Inga kontakter är utsedda ännu.", "Earlier contacts": "Tidigare kontakter",
+    "None yet.": "Inga ännu.", "Recurring": "Återkommande", "Time not set": "Tid ej bestämd",
+    "Nothing planned.": "Inget planerat.", "Something went wrong": "Något gick fel", "Not found": "Finns inte",
+    "Not allowed": "Inte tillåtet",
+    "The form had expired. Go back, reload the page and try again.":
+        "Formuläret hade gått ut. Gå tillbaka, ladda om sidan och försök igen.",
+    "It does not exist, or you are not allowed to see it.": "Det finns inte, eller så får du inte se det.",
+    "You are not allowed to do that.": "Du får inte göra det.", "Back to the start page": "Tillbaka till startsidan",
+    "Patientkontrakt – staff": "Patientkontrakt – personal", "Sign out": "Logga ut", "Error:": "Fel:",
+    "Please correct the following": "Rätta följande",
+    "These pages are for staff. Sign in with your staff identity.":
+        "De här sidorna är för personal. Logga in med din tjänstelegitimation.",
+    "This e-service is for patients. Sign in with your own e-identification.":
+        "E-tjänsten är för patienter. Logga in med din egen e-legitimation.",
+    "Try again": "Försök igen", "The unit's agreements": "Enhetens patientkontrakt", "Responsible": "Ansvarig",
+    "From %(date)s": "Från %(date)s", "to %(date)s": "till %(date)s", "Taking part": "Deltar",
+    "Edit agreement": "Redigera patientkontraktet", "Change fast vårdkontakt": "Byt fast vårdkontakt",
+    "Contacts": "Kontakter", "What matters to the patient": "Det här är viktigt för patienten",
+    "Planned activities": "Planerade aktiviteter", "Earlier activities (%(num)d)": "Tidigare aktiviteter (%(num)d)",
+    "Changes of fast vårdkontakt": "Byten av fast vårdkontakt", "Close the agreement": "Avsluta patientkontraktet",
+    "Why is it closed?": "Varför avslutas det?", "It is fulfilled": "Det är genomfört",
+    "It ends early": "Det avbryts i förtid", "Now:": "Nu:", "none": "ingen",
+    "The current contact is kept in the agreement's history with an end date.":
+        "Den nuvarande kontakten finns kvar i patientkontraktets historik med ett slutdatum.",
+    "New fast vårdkontakt": "Ny fast vårdkontakt", "Choose": "Välj", "Why": "Varför",
+    "Someone else changed the agreement while you were editing":
+        "Någon annan ändrade patientkontraktet medan du redigerade",
+    "Changed by %(name)s (%(role)s, %(unit)s) at %(when)s.": "Ändrat av %(name)s (%(role)s, %(unit)s) %(when)s.",
+    "What they changed:": "Det här ändrades:", "Field": "Fält", "Before": "Före", "Now": "Nu",
+    "Your changes have not been saved. They are still in the form below: check them against the new version "
+    "and save again.":
+        "Dina ändringar har inte sparats. De finns kvar i formuläret nedan: jämför med den nya versionen och "
+        "spara igen.",
+    "End date (optional)": "Slutdatum (frivilligt)", "Patientkontrakt for staff": "Patientkontrakt för personal",
+    "Here you create and keep your care unit's patient agreements up to date: the fast vårdkontakt and fast "
+    "läkarkontakt, the goals and the planned activities across region and kommun.":
+        "Här skapar och uppdaterar du vårdenhetens patientkontrakt: fast vårdkontakt och fast läkarkontakt, "
+        "målen och de planerade aktiviteterna i region och kommun.",
+    "You sign in with your staff identity and choose the commission (care unit) you act for. Everything you "
+    "read and change is logged.":
+        "Du loggar in med din tjänstelegitimation och väljer det uppdrag (den vårdenhet) du arbetar för. Allt du "
+        "läser och ändrar loggas.",
+    "New agreement": "Nytt patientkontrakt", "Find agreements": "Sök patientkontrakt",
+    "Personnummer or name": "Personnummer eller namn", "All": "Alla", "Sort by": "Sortera efter", "Search": "Sök",
+    ("%(num)d agreement", "%(num)d agreements"): ("%(num)d patientkontrakt", "%(num)d patientkontrakt"),
+    "Patient": "Patient", "Personnummer": "Personnummer", "Pages": "Sidor", "Previous page": "Föregående sida",
+    "Page %(page)d of %(pages)d": "Sida %(page)d av %(pages)d", "Next page": "Nästa sida",
+    "No agreements found.": "Inga patientkontrakt hittades.", "The patient": "Patienten",
+    "Personnummer or samordningsnummer": "Personnummer eller samordningsnummer",
+    "YYYYMMDD-NNNN. If the patient is not registered at the unit, fill in the name too.":
+        "ÅÅÅÅMMDD-NNNN. Om patienten inte är registrerad på enheten, fyll också i namnet.",
+    "First name": "Förnamn", "Last name": "Efternamn", "Phone (optional)": "Telefon (frivilligt)",
+    "Fast vårdkontakt": "Fast vårdkontakt", "Fast läkarkontakt": "Fast läkarkontakt", "(optional)": "(frivilligt)",
+    "Others taking part, from region, hospital and kommun": "Andra som deltar, från region, sjukhus och kommun",
+    "Hold Ctrl (or Cmd) to choose several.": "Håll ned Ctrl (eller Cmd) för att välja flera.",
+    "What will happen, when, and whom the patient turns to. The patient reads this.":
+        "Vad som ska hända, när, och vem patienten vänder sig till. Patienten läser det här.",
+    "What matters to the patient (one goal per line)": "Det här är viktigt för patienten (ett mål per rad)",
+    "The care's goals (one per line)": "Vårdens mål (ett per rad)", "Activity %(num)d": "Aktivitet %(num)d",
+    "Kind": "Typ", "Date": "Datum", "Time": "Tid", "Responsible unit": "Ansvarig enhet",
+    "Create the agreement": "Skapa patientkontraktet",
+    "Enter the last name of a new patient.": "Ange efternamn för en ny patient.",
+    "Enter the first name of a new patient.": "Ange förnamn för en ny patient.",
+    "Choose the fast vårdkontakt among the unit's staff.": "Välj fast vårdkontakt bland enhetens medarbetare.",
+    "At a vårdcentral the patient has a fast läkarkontakt who is a physician.":
+        "På en vårdcentral ska patienten ha en fast läkarkontakt som är läkare.",
+    "Choose the fast läkarkontakt among the unit's physicians.": "Välj fast läkarkontakt bland enhetens läkare.",
+    "Choose participants from the list.": "Välj deltagare ur listan.", "Describe the activity.": "Beskriv aktiviteten.",
+    "Choose the unit responsible for the activity.": "Välj vilken enhet som ansvarar för aktiviteten.",
+    "Enter a date (YYYY-MM-DD) and a time (HH:MM).": "Ange datum (ÅÅÅÅ-MM-DD) och tid (TT:MM).",
+    "Enter a title.": "Ange en rubrik.", "Choose a status.": "Välj status.",
+    "Enter the end date as YYYY-MM-DD.": "Ange slutdatum som ÅÅÅÅ-MM-DD.",
+    "Choose the new fast vårdkontakt among the unit's staff.":
+        "Välj den nya fasta vårdkontakten bland enhetens medarbetare.",
+    "That is already the patient's fast vårdkontakt.": "Det är redan patientens fasta vårdkontakt.",
+    "Say why the fast vårdkontakt changes.": "Ange varför den fasta vårdkontakten byts.",
+    "Someone else changed the care team since you opened the page. Reload it and try again.":
+        "Någon annan har ändrat vårdteamet sedan du öppnade sidan. Ladda om och försök igen.",
+    "Write what is important to you.": "Skriv vad som är viktigt för dig.",
+    "Write at most 500 characters.": "Skriv högst 500 tecken.", "Write the date as YYYY-MM-DD.":
+        "Skriv datumet som ÅÅÅÅ-MM-DD.",
+    "The goal was changed since you opened it. Reload the page.":
+        "Målet har ändrats sedan du öppnade det. Läs in sidan igen.",
+}
+
+
+def extract() -> Catalog:
+    POT.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(ROOT / "babel.cfg"),
+                    "-k", "_", "-k", "N_", "-k", "gettext", "-k", "ngettext:1,2", "--no-location",
+                    "--omit-header", "-o", str(POT), str(ROOT)], check=True, capture_output=True)
+    with POT.open("rb") as handle:
+        return read_po(handle)
+
+
+def build() -> Catalog:
+    template = extract()
+    catalog = Catalog(locale="sv", project="Patientkontrakt", charset="utf-8")
+    missing = []
+    for message in template:
+        if not message.id:
+            continue
+        translation = SV.get(message.id)
+        if translation is None:
+            missing.append(message.id)
+            continue
+        catalog.add(message.id, translation)
+    if missing:
+        raise SystemExit("no Swedish for: " + "; ".join(repr(m) for m in missing))
+    return catalog
+
+
+def main() -> None:
+    PO.parent.mkdir(parents=True, exist_ok=True)
+    with PO.open("wb") as handle:
+        write_po(handle, build(), omit_header=False, sort_output=True, width=100)
+    print(f"wrote {PO.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
