@@ -154,7 +154,6 @@ def test_a_nurse_signs_in_through_the_test_idp_in_chromium(site: Site, browser: 
     authorize_url = discovery["authorization_endpoint"] + "?" + urlencode({
         "response_type": "code", "client_id": CLIENT_ID, "redirect_uri": site.app.redirect_uri, "scope": SCOPE,
         "state": state, "aud": server.fhir_base, "code_challenge": challenge, "code_challenge_method": "S256"})
-    known_bug: str | None = None
     # A browser that prefers a language the service does not offer (Finnish): Swedish by default.
     context = browser.new_context(locale="fi-FI")
     page = context.new_page()
