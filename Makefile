@@ -15,7 +15,7 @@ run: $(STAMP)
 	$(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
-test: $(STAMP) postgres chromium fhir_profiles/node_modules/.installed
+test: $(STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -67,6 +67,11 @@ PROFILES_OUT ?= $(CURDIR)/fhir_profiles/profiles
 .PHONY: profiles
 profiles: fhir_profiles/node_modules/.installed
 	cd fhir_profiles && npm run --silent build -- --out "$(PROFILES_OUT)"
+
+# axe-core for the accessibility checks of the browser tests (injected into the pages).
+tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
+	touch $@
 
 fhir_profiles/node_modules/.installed: fhir_profiles/package.json fhir_profiles/package-lock.json
 	cd fhir_profiles && npm ci --no-audit --no-fund

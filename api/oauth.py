@@ -19,6 +19,7 @@ from joserfc.errors import JoseError
 
 from api.oidc import ExternalIdP, OidcError, ProviderRefused
 from api.templating import render
+from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
 from patientkontrakt.security.oauth import AuthorizationServer, AuthorizeRequest, OAuthError
 from patientkontrakt.security.tokens import Grant
 
@@ -136,6 +137,12 @@ async def test_idp_login(request: Request) -> Response:
         grant = await server.directory.commission(ident)
     elif kind == "patient":
         grant = await server.directory.patient(ident)
+    elif kind == "pnr":
+        try:
+            number = parse_person_number(str(form.get("personnummer", ""))).value
+        except IdentifierError:
+            number = ""
+        grant = await server.directory.patient_by_number(number) if number else None
     if grant is None:
         return _page_error(request, "Välj en person i listan.", "Choose someone from the list")
     return RedirectResponse(await server.issue_code(auth_request, grant), status_code=303)

@@ -82,6 +82,7 @@ SV: dict[str | tuple[str, str], str | tuple[str, str]] = {
     "No staff in the directory yet: load the demo region with `patientkontrakt demo`.":
         "Det finns ingen personal i katalogen ännu: läs in demoregionen med `patientkontrakt demo`.",
     "Patients: choose who you are": "Patienter: välj vem du är", "Phone": "Telefon",
+    "Or give a personnummer": "Eller ange ett personnummer", "Sign in as this patient": "Logga in som patienten",
     "No contacts are named yet.": "Inga kontakter är utsedda ännu.", "Earlier contacts": "Tidigare kontakter",
     "None yet.": "Inga ännu.", "Recurring": "Återkommande", "Time not set": "Tid ej bestämd",
     "Nothing planned.": "Inget planerat.", "Something went wrong": "Något gick fel", "Not found": "Finns inte",
