@@ -17,7 +17,7 @@ from api import errors, fhir, oauth
 from api.auth import RequireToken
 from api.limits import BodySizeLimit
 from api.oidc import ExternalIdP
-from api.pages import personal
+from api.pages import mitt, personal
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
 from patientkontrakt import __version__
 from patientkontrakt.audit.events import AuditEvents
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     app.include_router(oauth.router)
     app.include_router(fhir.router)
     app.include_router(personal.router)
+    app.include_router(mitt.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
 
     @app.get("/lang", include_in_schema=False)
