@@ -64,6 +64,22 @@ async def audit_search(request: Request, events: AuditEventsDep) -> Response:
     return _respond(await events.search(access_of(request), request.query_params.multi_items()))
 
 
+@router.post("/AuditEvent/_search")
+async def audit_search_post(request: Request, events: AuditEventsDep) -> Response:
+    """Search by POST (R4 http.html#search: a server supporting search supports both forms), so
+    parameters need not be in the URL; otherwise ``/{type_}/_search`` would answer "no such type"."""
+    _negotiate(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if raw and content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
+    except UnicodeDecodeError:
+        raise BadRequest("The form body is not UTF-8") from None
+    return _respond(await events.search(access_of(request), [*request.query_params.multi_items(), *form]))
+
+
 @router.get("/AuditEvent/{id_}")
 async def audit_read(id_: str, request: Request, events: AuditEventsDep) -> Response:
     _negotiate(request)

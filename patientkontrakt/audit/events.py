@@ -2,8 +2,9 @@
 
 Each log entry is rendered as an R4 AuditEvent on the fly (the log row is the record; nothing is
 stored twice). Search parameters: ``patient``, ``agent`` (HSA-id, personnummer, client id or
-``fhirUser`` reference), ``entity`` (``Type/id``), ``date`` (with prefixes), ``_count`` and
-``_offset``; newest first.
+``fhirUser`` reference), ``entity`` (``Type/id``; ``Patient/id`` finds every entry about the
+patient), ``date`` (with prefixes), ``_count`` and ``_offset``; newest first. As in any R4 search, a
+repeated parameter must hold every time and a comma-separated value is any of its parts.
 
 Who sees what: a patient the entries about themselves (the *loggutdrag*, PDL 8 kap 5 §); staff
 and systems the entries of the care unit they act for (the unit's own log review); each needs
@@ -151,22 +152,26 @@ class AuditEvents:
                 continue
             if key in ("_format", "_pretty"):
                 continue
+            if key not in SEARCH_PARAMS:
+                raise BadRequest(f"Unknown AuditEvent search parameter {key!r}; use {', '.join(SEARCH_PARAMS)}",
+                                 expression=(key,), details_sv=f"Okänd sökparameter {key!r}.")
+            # A repeated parameter narrows the result (AND), a comma-separated list widens it (OR);
+            # an empty value is ignored (R4 search.html). Patient filters meet the caller's own.
             values = [v for v in value.split(",") if v]
+            if not values:
+                continue
             if key == "patient":
                 ids = [v.rsplit("/", 1)[-1] for v in values]
                 query.patient_ids = [i for i in ids if query.patient_ids is None or i in query.patient_ids]
             elif key == "agent":
-                query.agents = [v.split("|", 1)[-1] for v in values]
+                query.agents.append([v.split("|", 1)[-1].removeprefix(self._base + "/") for v in values])
             elif key == "entity":
-                query.entity = [v.split(self._base + "/", 1)[-1] for v in values]
-            elif key == "date":
-                query.recorded = [*(query.recorded or []), *(_date(v) for v in values[:1])]
+                query.entity.append([v.removeprefix(self._base + "/") for v in values])
             else:
-                raise BadRequest(f"Unknown AuditEvent search parameter {key!r}; use {', '.join(SEARCH_PARAMS)}",
-                                 expression=(key,), details_sv=f"Okänd sökparameter {key!r}.")
+                query.recorded.append([_date(v) for v in values])
             used.append((key, value))
         rows, total = await sql.search(self._store, query, offset, max(count, 1))
-        has_next = len(rows) > count
+        has_next = count > 0 and len(rows) > count  # _count=0 asks for the total only: no next page
         rows = rows[:count]
 
         def url(at: int) -> str:

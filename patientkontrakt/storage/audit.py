@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -127,15 +127,19 @@ async def append_committed(store: Store, entries: Sequence[dict[str, Any]]) -> N
 
 @dataclass
 class AuditQuery:
-    """Filters of an AuditEvent search; every one given must hold."""
+    """Filters of an AuditEvent search; every one given must hold.
+
+    ``agents``, ``entity`` and ``recorded`` hold one group per occurrence of the search
+    parameter: every group must hold, any value within a group (R4 search.html#combining:
+    repeating a parameter is AND, a comma-separated list is OR)."""
 
     patient_ids: list[str] | None = None  # any of
     care_unit: str | None = None
-    agents: list[str] | None = None  # user id, fhirUser reference or client id; any of
-    entity: list[str] | None = None  # "Type/id"; any of
-    since: datetime | None = None
-    until: datetime | None = None
-    recorded: list[tuple[str, datetime, datetime]] | None = None  # (prefix, low, high) per date value
+    agents: list[list[str]] = field(default_factory=list)  # user id, fhirUser reference or client id
+    entity: list[list[str]] = field(default_factory=list)  # "Type/id"
+    since: datetime | None = None  # recorded at or after
+    until: datetime | None = None  # recorded before
+    recorded: list[list[tuple[str, datetime, datetime]]] = field(default_factory=list)  # (prefix, low, high)
     seq: int | None = None
 
 
@@ -145,16 +149,29 @@ def _where(query: AuditQuery) -> list[Any]:
         where.append(A.patient_id.in_(query.patient_ids) if query.patient_ids else sa.false())
     if query.care_unit is not None:
         where.append(A.care_unit == query.care_unit)
-    if query.agents:
-        where.append(sa.or_(A.user_id.in_(query.agents), A.fhir_user.in_(query.agents),
-                            A.client_id.in_(query.agents)))
-    if query.entity:
-        where.append(sa.or_(*(A.resources.like(f'%"{_escape(e)}"%', escape="\\") for e in query.entity)))
-    for prefix, low, high in query.recorded or []:
-        where.append(_date(prefix, low, high))
+    for agents in query.agents:
+        where.append(sa.or_(A.user_id.in_(agents), A.fhir_user.in_(agents), A.client_id.in_(agents))
+                     if agents else sa.false())
+    for names in query.entity:
+        where.append(sa.or_(*(_entity(e) for e in names)) if names else sa.false())
+    for ranges in query.recorded:
+        where.append(sa.or_(*(_date(prefix, low, high) for prefix, low, high in ranges)) if ranges else sa.false())
+    if query.since is not None:
+        where.append(A.recorded >= query.since)
+    if query.until is not None:
+        where.append(A.recorded < query.until)
     if query.seq is not None:
         where.append(A.seq == query.seq)
     return where
+
+
+def _entity(name: str) -> Any:
+    """Entries whose rendered ``entity`` includes ``name``: the resources an entry lists, and for
+    ``Patient/id`` also every entry about that patient (``render`` always names the patient as an
+    entity, whether or not the Patient resource itself was read)."""
+    listed = A.resources.like(f'%"{_escape(name)}"%', escape="\\")
+    type_, _, id_ = name.partition("/")
+    return sa.or_(listed, A.patient_id == id_) if type_ == "Patient" and id_ else listed
 
 
 def _escape(value: str) -> str:
