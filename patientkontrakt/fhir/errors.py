@@ -101,6 +101,15 @@ class NotFound(FhirError):
     default_sv = "Det efterfrågade hittades inte."
 
 
+class HiddenResource(NotFound):
+    """404 for a resource that exists but that the caller may not see: answered exactly like an
+    absent one, while ``resource`` lets the access log record the refused attempt."""
+
+    def __init__(self, diagnostics: str, resource: Any, **kwargs: Any) -> None:
+        super().__init__(diagnostics, **kwargs)
+        self.resource = resource
+
+
 class MethodNotAllowed(FhirError):
     status = 405
     code = "not-supported"

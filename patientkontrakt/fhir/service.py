@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -17,7 +19,16 @@ from patientkontrakt.config import Settings
 from patientkontrakt.fhir.access import Access, AccessLog, NoLog, access_of, bound
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
-from patientkontrakt.fhir.errors import BadRequest, FhirError, Forbidden, Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.errors import (
+    BadRequest,
+    FhirError,
+    Forbidden,
+    Gone,
+    HiddenResource,
+    Issue,
+    NotFound,
+    operation_outcome,
+)
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
@@ -215,13 +226,16 @@ class FhirService:
         A resource the caller may not see is answered exactly like one that does not exist.
         """
         self.check_type(type_)
-        access.require(type_, "read")
+        request = f"{type_}/{id_}"
+        async with self._refusals_logged(access, "read", request):
+            access.require(type_, "read")
         self.check_id(type_, id_)
         stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
-        request = f"{type_}/{id_}"
         if stored is not None and not visible:
             await self.log.refused(access, "read", request, 404, stored)
             stored = None
+        if stored is not None and stored.deleted:
+            await self.log.record(access, "read", request, [stored], status=410)
         result = self.read_result(stored, type_, id_, summary, elements)
         assert stored is not None
         await self.log.record(access, "read", request, [stored])
@@ -263,27 +277,40 @@ class FhirService:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def _write_done(self, unit: Unit, interaction: str, request: str) -> None:
+    async def _write_done(self, unit: Unit, interaction: str, request: str, status: int) -> None:
         """The end of every write unit: the caller may keep what was written, and it is logged
-        in the same transaction."""
+        in the same transaction, with the status the interaction answers."""
         access = access_of(unit)
         await access.confirm(unit, unit.written)
-        await self.log.record(access, interaction, request, unit.touched, unit=unit)
+        await self.log.record(access, interaction, request, unit.touched, status=status, unit=unit)
+
+    @asynccontextmanager
+    async def _refusals_logged(self, access: Access, interaction: str, request: str) -> AsyncIterator[None]:
+        """Refused attempts go to the access log (after any transaction has rolled back): a
+        resource the caller may not see (404, with its patient), missing permission (403)."""
+        try:
+            yield
+        except HiddenResource as error:
+            await self.log.refused(access, interaction, request, 404, error.resource)
+            raise
+        except Forbidden:
+            await self.log.refused(access, interaction, request, 403)
+            raise
 
     async def create(self, access: Access, type_: str, body: dict[str, Any], *, if_none_exist: str | None,
                      prefer: Preferences, context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
-        access.require(type_, "create")
-        resource = self.prepare(type_, body)
-        async with self.store.writing(access) as unit:
-            outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist, context=context)
-            await self._write_done(unit, "create", type_)
+        async with self._refusals_logged(access, "create", type_):
+            access.require(type_, "create")
+            resource = self.prepare(type_, body)
+            async with self.store.writing(access) as unit:
+                outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist, context=context)
+                await self._write_done(unit, "create", type_, outcome.status)
         return self.write_result(outcome, prefer)
 
     async def update(self, access: Access, type_: str, id_: str, body: dict[str, Any], *, if_match: str | None,
                      prefer: Preferences, context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
-        access.require(type_, "update")
         if not ID_PATTERN.match(id_):
             raise BadRequest(f"{id_!r} is not a valid FHIR id", details_sv="Ogiltigt id.")
         if body.get("id") != id_:
@@ -292,41 +319,46 @@ class FhirService:
                 expression=(f"{type_}.id",),
                 details_sv="Id i innehållet ska vara samma som i adressen.",
             )
-        resource = self.prepare(type_, body)
-        async with self.store.writing(access) as unit:
-            outcome = await self.writer.update(unit, resource, if_match=if_match, context=context)
-            await self._write_done(unit, "update", f"{type_}/{id_}")
+        async with self._refusals_logged(access, "update", f"{type_}/{id_}"):
+            access.require(type_, "update")
+            resource = self.prepare(type_, body)
+            async with self.store.writing(access) as unit:
+                outcome = await self.writer.update(unit, resource, if_match=if_match, context=context)
+                await self._write_done(unit, "update", f"{type_}/{id_}", outcome.status)
         return self.write_result(outcome, prefer)
 
     async def conditional_update(self, access: Access, type_: str, criteria: str, body: dict[str, Any], *,
                                  if_match: str | None, prefer: Preferences,
                                  context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
-        access.require(type_, "update")
-        access.require(type_, "search-type")
-        resource = self.prepare(type_, body)
-        async with self.store.writing(access) as unit:
-            outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match,
-                                                           context=context)
-            await self._write_done(unit, "update", f"{type_}?{criteria}")
+        async with self._refusals_logged(access, "update", f"{type_}?{criteria}"):
+            access.require(type_, "update")
+            access.require(type_, "search-type")
+            resource = self.prepare(type_, body)
+            async with self.store.writing(access) as unit:
+                outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match,
+                                                               context=context)
+                await self._write_done(unit, "update", f"{type_}?{criteria}", outcome.status)
         return self.write_result(outcome, prefer)
 
     async def delete(self, access: Access, type_: str, id_: str, *, if_match: str | None) -> Result:
         self.check_type(type_)
-        access.require(type_, "delete")
         self.check_id(type_, id_)
-        async with self.store.writing(access) as unit:
-            outcome = await self.writer.delete(unit, type_, id_, if_match=if_match)
-            await self._write_done(unit, "delete", f"{type_}/{id_}")
+        async with self._refusals_logged(access, "delete", f"{type_}/{id_}"):
+            access.require(type_, "delete")
+            async with self.store.writing(access) as unit:
+                outcome = await self.writer.delete(unit, type_, id_, if_match=if_match)
+                await self._write_done(unit, "delete", f"{type_}/{id_}", 204)
         return Result(204, version_id=outcome.resource.version_id)
 
     async def conditional_delete(self, access: Access, type_: str, criteria: str) -> Result:
         self.check_type(type_)
-        access.require(type_, "delete")
-        access.require(type_, "search-type")
-        async with self.store.writing(access) as unit:
-            outcome = await self.writer.conditional_delete(unit, type_, criteria)
-            await self._write_done(unit, "delete", f"{type_}?{criteria}")
+        async with self._refusals_logged(access, "delete", f"{type_}?{criteria}"):
+            access.require(type_, "delete")
+            access.require(type_, "search-type")
+            async with self.store.writing(access) as unit:
+                outcome = await self.writer.conditional_delete(unit, type_, criteria)
+                await self._write_done(unit, "delete", f"{type_}?{criteria}", 204)
         return Result(204, version_id=outcome.resource.version_id)
 
     # -- $validate --------------------------------------------------------------------------
@@ -396,7 +428,8 @@ class FhirService:
         """R4 http.html#search (GET and POST _search); only what the caller may see, filtered in
         the query before paging (and the same for what ``_include`` adds)."""
         self.check_type(type_)
-        access.require(type_, "search-type")
+        async with self._refusals_logged(access, "search-type", type_):
+            access.require(type_, "search-type")
         query = self.parse_search(type_, pairs, prefer)
         for include in query.includes:
             for included_type in (include.source_type, include.target_type):
@@ -445,7 +478,7 @@ class FhirService:
             rows = rows[: args["count"]]
             total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"],
                                              restrictions=restrictions)
-            seen = await unit.get_many({(r.type, r.id) for r in rows})
+            seen = await unit.get_many({(r.type, r.id) for r in rows}, include_deleted=True)
         path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
         body = self._history_bundle(path, pairs, rows, total, has_next, args)
         await self.log.record(access, interaction, path, seen)

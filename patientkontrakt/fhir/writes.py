@@ -24,6 +24,7 @@ from patientkontrakt.fhir.access import access_of, bound, visible
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.errors import (
     Conflict,
+    HiddenResource,
     InvalidResource,
     Issue,
     NotFound,
@@ -300,8 +301,8 @@ class Writer:
         if existing is not None and await self.visible_existing(unit, type_, id_, lock=False) is None:
             # Another care unit's resource (or a deleted one no longer visible): as if unknown,
             # but it cannot be created anew under the same id.
-            raise NotFound(f"{type_}/{id_} is not known to you; it cannot be written",
-                           details_sv="Resursen finns inte eller får inte ändras av dig.")
+            raise HiddenResource(f"{type_}/{id_} is not known to you; it cannot be written", existing,
+                                 details_sv="Resursen finns inte eller får inte ändras av dig.")
         if if_match is not None and (
             existing is None or existing.deleted or parse_etag(if_match) != str(existing.version_id)
         ):
@@ -330,8 +331,8 @@ class Writer:
                 raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
             existing = await unit.get(type_, str(resource["id"]), lock=True) if "id" in resource else None
             if existing is not None and await self.visible_existing(unit, type_, existing.id, lock=False) is None:
-                raise NotFound(f"{type_}/{existing.id} is not known to you; it cannot be written",
-                               details_sv="Resursen finns inte eller får inte ändras av dig.")
+                raise HiddenResource(f"{type_}/{existing.id} is not known to you; it cannot be written", existing,
+                                     details_sv="Resursen finns inte eller får inte ändras av dig.")
             if existing is not None and not existing.deleted:
                 raise Conflict(f"No {type_} matches {criteria!r}, but the body's id names the existing "
                                f"{type_}/{existing.id}", expression=(f"{type_}.id",),
@@ -355,8 +356,10 @@ class Writer:
         entry is written, so that its outcome does not depend on the order of its entries.
         """
         existing = await unit.get(type_, id_, lock=True)
-        if existing is None or await self.visible_existing(unit, type_, id_, lock=False) is None:
+        if existing is None:
             raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+        if await self.visible_existing(unit, type_, id_, lock=False) is None:
+            raise HiddenResource(f"{type_}/{id_} is not known", existing, details_sv="Resursen finns inte.")
         if if_match is not None and parse_etag(if_match) != str(existing.version_id):
             raise PreconditionFailed(f"If-Match {if_match} does not match {type_}/{id_}",
                                      details_sv="Resursen har ändrats sedan du läste den.")

@@ -124,14 +124,16 @@ class Unit:
         row = (await self.conn.execute(query, {"type_": type_, "id_": id_})).first()
         return current(row) if row else None
 
-    async def get_many(self, keys: Iterable[tuple[str, str]]) -> list[StoredResource]:
-        """Current, not deleted resources for (type, id) keys, in no particular order."""
+    async def get_many(self, keys: Iterable[tuple[str, str]], *, include_deleted: bool = False
+                       ) -> list[StoredResource]:
+        """Current resources for (type, id) keys, in no particular order; not deleted ones
+        unless ``include_deleted``."""
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return []
-        query = sa.select(*CURRENT_COLUMNS).where(
-            sa.tuple_(R.res_type, R.res_id).in_(wanted), R.deleted.is_(False)
-        )
+        query = sa.select(*CURRENT_COLUMNS).where(sa.tuple_(R.res_type, R.res_id).in_(wanted))
+        if not include_deleted:
+            query = query.where(R.deleted.is_(False))
         return [current(r) for r in (await self.conn.execute(query)).all()]
 
     async def visible_pks(self, pks: Sequence[int], condition: sa.ColumnElement[bool]) -> set[int]:

@@ -393,8 +393,6 @@ def _created_and_deleted_goal(world: World, app: TestClient) -> str:
     return str(created.json()["id"])
 
 
-@pytest.mark.xfail(strict=True, reason="the engine logs every write with status 200 (fhir/service.py _write_done "
-                                       "passes no status): a create is logged as 200, a delete as 200")
 def test_a_write_is_logged_with_the_status_it_answered(world: World, app: TestClient) -> None:
     goal = _created_and_deleted_goal(world, app)
     entries = _log(world)
@@ -402,8 +400,6 @@ def test_a_write_is_logged_with_the_status_it_answered(world: World, app: TestCl
     assert {e["request"].split("/")[0] for e in entries} == {"Goal"} and goal in entries[1]["request"]
 
 
-@pytest.mark.xfail(strict=True, reason="fhir/service.py history logs Unit.get_many of the versions' resources, "
-                                       "which leaves out deleted ones: their old versions are shown unlogged")
 def test_reading_the_history_of_a_deleted_resource_is_logged(world: World, app: TestClient) -> None:
     target = world.agreements[TARGET]
     goal = _created_and_deleted_goal(world, app)
@@ -436,8 +432,6 @@ def test_a_read_of_another_units_agreement_is_logged_as_refused(world: World, ap
     assert len(_log(world, start)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="refused writes are not logged: an update or delete answered 404 because "
-                                       "the resource is another unit's leaves no entry (fhir/service.py, writes.py)")
 def test_a_write_to_another_units_agreement_is_logged_as_refused(world: World, app: TestClient) -> None:
     target = world.agreements[TARGET]
     plan = _plain(_get(app, world.system(AUTHOR), f"/fhir/CarePlan/{target.plan}"))
