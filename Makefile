@@ -9,10 +9,11 @@ export PK_TEST_DATABASE_URL
 .PHONY: run test lint bench fhir-core postgres chromium clean
 
 ## make run: set up, migrate an SQLite database, load the demo region and serve on http://127.0.0.1:8000
+## with the test sign-in (demo users only)
 run: $(STAMP)
 	$(BIN)/patientkontrakt migrate
 	$(BIN)/patientkontrakt demo
-	$(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
+	PK_TEST_IDP=true $(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
 test: $(STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed

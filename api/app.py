@@ -45,7 +45,10 @@ _HOME = """<!doctype html>
 <h1>Patientkontrakt</h1>
 <p>FHIR R4-tjänst för patientkontrakt. / FHIR R4 service for the Swedish Patientkontrakt.</p>
 <ul>
-<li>FHIR-bas / FHIR base: <a href="{base}">{base}</a></li>
+<li>Personal / staff: <a href="/personal">/personal</a></li>
+<li>Mitt patientkontrakt / patients: <a href="/mitt">/mitt</a></li>
+<li>FHIR-bas / FHIR base: <a href="{base}">{base}</a> (SMART on FHIR:
+<a href="{base}/.well-known/smart-configuration">{base}/.well-known/smart-configuration</a>)</li>
 <li>CapabilityStatement: <a href="{base}/metadata">{base}/metadata</a></li>
 </ul>
 </main></body></html>

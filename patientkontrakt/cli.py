@@ -97,6 +97,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.base_url is None and "PK_BASE_URL" not in os.environ:
         os.environ["PK_BASE_URL"] = f"http://{args.host}:{args.port}"
         get_settings.cache_clear()
+    base = get_settings().base_url.rstrip("/")
+    print(f"Patientkontrakt on {base}", flush=True)
+    print(f"  staff pages:        {base}/personal", flush=True)
+    print(f"  patient e-service:  {base}/mitt", flush=True)
+    print(f"  FHIR API:           {base}/fhir  (SMART: {base}/fhir/.well-known/smart-configuration)", flush=True)
+    if settings.test_idp:
+        print("  sign-in: the TEST IdP (PK_TEST_IDP): choose any demo staff member or patient; demo data only",
+              flush=True)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -123,12 +131,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except DatabaseNotMigrated as exc:
         print(f"patientkontrakt: {exc}", file=sys.stderr)
         return 1
-    base = settings.fhir_base
+    base = settings.base_url.rstrip("/")
     print(f"demo region loaded: {count} resources ({args.agreements} agreements, all tagged HTEST as test data)")
-    print(f"  FHIR base:            {base}   (every request needs a token)")
+    print(f"  staff pages:          {base}/personal   sign in as e.g. a nurse of Vårdcentralen Björkbacken")
+    print(f"  patient e-service:    {base}/mitt       sign in as e.g. any demo patient")
+    print(f"  FHIR base:            {base}/fhir   (every request needs a token)")
     print(f"  demo EHR client:      demo-ehr, private key {ehr_key}, acting for Vårdcentralen Björkbacken")
     print("  a token for curl:     TOKEN=$(.venv/bin/patientkontrakt token demo-ehr)")
-    print(f"  a Patientkontrakt:    curl -H \"Authorization: Bearer $TOKEN\" '{base}/CarePlan?_count=1'")
+    print(f"  agreements:           curl -H \"Authorization: Bearer $TOKEN\" '{base}/fhir/CarePlan?_count=1'")
     return 0
 
 
