@@ -36,6 +36,21 @@ def _check_redirect(uri: str) -> None:
         raise ClientError(f"redirect URI {uri!r} must use https (http only on loopback)")
 
 
+def _check_jwks(jwks: str) -> None:
+    """A client's keys are public RSA or EC keys (RFC 7517 §5, RFC 7523 §3): no private key and no
+    shared secret (``oct``), which the server must never hold."""
+    try:
+        keys = KeySet.import_key_set(json.loads(jwks))
+    except (ValueError, JoseError, TypeError, KeyError, AttributeError) as exc:
+        raise ClientError(f"the JWKS is not a valid JWK Set: {exc}") from None
+    if not keys.keys:
+        raise ClientError("the JWKS holds no keys")
+    if any(key.key_type not in ("RSA", "EC") for key in keys.keys):
+        raise ClientError("the JWKS may hold only RSA and EC public keys (no shared secrets)")
+    if any(key.is_private for key in keys.keys):
+        raise ClientError("the JWKS holds a private key; register only the public keys")
+
+
 class Clients:
     def __init__(self, store: Store) -> None:
         self._store = OAuthStore(store)
@@ -62,12 +77,7 @@ class Clients:
         if kind != "public" and not (jwks or jwks_uri):
             raise ClientError(f"a {kind} client needs its public keys: --jwks FILE or --jwks-uri URL")
         if jwks is not None:
-            try:
-                KeySet.import_key_set(json.loads(jwks))
-            except (ValueError, JoseError, TypeError, KeyError) as exc:
-                raise ClientError(f"the JWKS is not a valid JWK Set: {exc}") from None
-            if '"d"' in jwks:
-                raise ClientError("the JWKS holds a private key; register only the public keys")
+            _check_jwks(jwks)
         if kind == "backend":
             if not care_unit:
                 raise ClientError("a backend client acts for a care unit: --care-unit HSA-ID")

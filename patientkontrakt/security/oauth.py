@@ -13,7 +13,8 @@ Grants:
   ``iss`` = ``sub`` = the client, ``aud`` = the token endpoint, ``exp`` at most 5 minutes ahead,
   ``jti`` never seen before. The token acts for the care unit the client is registered for.
 * **refresh token**: opaque, stored as a hash, rotated on every use; presenting a used one
-  revokes its whole family (the legitimate holder and the thief both lose it).
+  revokes its whole family (the legitimate holder and the thief both lose it). It works only
+  while the staff member's commission (or the patient's record) still holds.
 
 Why not authlib's ``AuthorizationServer``: it is synchronous and calls its storage hooks
 synchronously, while our storage is async; the grant rules above are written here on top of
@@ -28,6 +29,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import secrets
 import time
 import urllib.request
@@ -57,6 +59,8 @@ PENDING_LIFETIME = 600
 MAX_ASSERTION_LIFETIME = 300
 _JWKS_MAX_BYTES = 256 * 1024
 _CONTEXT_OF = {"staff": "user", "patient": "patient", "system": "system"}
+# RFC 7636 §4.1, §4.2: code-verifier and code-challenge are 43*128 of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"
+_PKCE_VALUE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 
 class OAuthError(Exception):
@@ -181,7 +185,10 @@ class AuthorizationServer:
 
     async def authorize_request(self, params: dict[str, str], binding: str) -> AuthorizeRequest:
         """Check an authorization request. Errors about the client or redirect URI are shown to
-        the user (never redirected: RFC 6749 §4.1.2.1); the others go back to the client."""
+        the user (never redirected: RFC 6749 §4.1.2.1); the others go back to the client.
+
+        ``aud`` is required and must be this FHIR base (SMART App Launch 2.x, "Obtain
+        authorization code"): an app is never given a token meant for another server."""
         client_id = params.get("client_id", "")
         client = await self.store.client(client_id) if client_id else None
         if client is None or client.kind == "backend":
@@ -195,12 +202,13 @@ class AuthorizationServer:
         if not challenge or method != "S256":
             raise OAuthError("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256",
                              redirect=True)
-        if not 43 <= len(challenge) <= 128:
-            raise OAuthError("invalid_request", "code_challenge must be 43 to 128 characters", redirect=True)
+        if not _PKCE_VALUE.fullmatch(challenge):
+            raise OAuthError("invalid_request", "code_challenge must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ "
+                                                "(RFC 7636 §4.2)", redirect=True)
         aud = params.get("aud")
-        if aud is not None and aud.rstrip("/") != self.settings.fhir_base:
-            raise OAuthError("invalid_request", f"aud must be this FHIR server: {self.settings.fhir_base}",
-                             redirect=True)
+        if aud is None or aud.rstrip("/") != self.settings.fhir_base:
+            raise OAuthError("invalid_request", f"aud is required and must be this FHIR server: "
+                                                f"{self.settings.fhir_base}", redirect=True)
         scope = narrow(params.get("scope", ""), client.scope)
         if not scope:
             raise OAuthError("invalid_scope", "none of the requested scopes can be granted to this client",
@@ -233,7 +241,8 @@ class AuthorizationServer:
                 or not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
             raise OAuthError("invalid_request", "the sign-in took too long or is not valid; start again")
         request = AuthorizeRequest(**claims["req"])
-        if not binding or not secrets.compare_digest(binding, request.binding):
+        # bytes: a cookie may hold anything, and compare_digest refuses non-ASCII strings
+        if not binding or not secrets.compare_digest(binding.encode(), request.binding.encode()):
             raise OAuthError("invalid_request", "the sign-in was started in another browser; start again")
         return request
 
@@ -352,8 +361,7 @@ class AuthorizationServer:
             raise OAuthError("invalid_grant", "the code has expired")
         if form.get("redirect_uri") != row.redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
-        if not verifier or not 43 <= len(verifier) <= 128 or not secrets.compare_digest(_s256(verifier),
-                                                                                       row.code_challenge):
+        if not _PKCE_VALUE.fullmatch(verifier) or not secrets.compare_digest(_s256(verifier), row.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE S256)")
         grant = Grant.from_claims(orjson.loads(row.grant))
         return await self._respond(client, grant, row.scope, family, nonce=row.nonce)
@@ -378,8 +386,27 @@ class AuthorizationServer:
                                               "are revoked")
         if row.revoked_at is not None or row.expires_at <= now_utc():
             raise OAuthError("invalid_grant", "the refresh token has expired or was revoked")
-        grant = Grant.from_claims(orjson.loads(current.grant))
+        grant = await self._still_held(Grant.from_claims(orjson.loads(current.grant)))
+        if grant is None:
+            await self.store.revoke_family(current.family_id, now_utc())
+            raise OAuthError("invalid_grant", "the commission or patient record this sign-in was for is no longer "
+                                              "valid; sign in again")
         return await self._respond(client, grant, scope, current.family_id, refresh=token, openid=False)
+
+    async def _still_held(self, grant: Grant) -> Grant | None:
+        """The grant of a refresh as the directory knows it now, for the same person, or None.
+
+        A refresh issues a new access token without a sign-in (RFC 6749 §6), so it must not outlive
+        what the sign-in granted: a staff member's commission counts only while it and its
+        Practitioner are active and within its validity period (design §5), and a patient only
+        while their Patient record exists.
+        """
+        now: Grant | None = None
+        if grant.kind == "staff" and grant.fhir_user and grant.fhir_user.startswith("PractitionerRole/"):
+            now = await self.directory.commission(grant.fhir_user.removeprefix("PractitionerRole/"))
+        elif grant.kind == "patient" and grant.patient:
+            now = await self.directory.patient(grant.patient)
+        return now if now is not None and now.sub == grant.sub else None
 
     async def _client_credentials(self, form: dict[str, str]) -> dict[str, Any]:
         client = await self._client(form, backend=True)
@@ -455,8 +482,10 @@ class AuthorizationServer:
         if row is None or row.used_at is not None or row.revoked_at is not None or row.expires_at <= now_utc():
             return {"active": False}
         grant = orjson.loads(row.grant)
+        # stored times are naive UTC: ``exp`` counts seconds from the epoch in UTC (RFC 7662 §2.2),
+        # never in the server's local time zone
         return {"active": True, "token_type": "refresh_token", "client_id": row.client_id, "scope": row.scope,
-                "sub": grant.get("sub"), "exp": int(row.expires_at.timestamp())}
+                "sub": grant.get("sub"), "exp": int(row.expires_at.replace(tzinfo=UTC).timestamp())}
 
     async def revoke(self, form: dict[str, str]) -> None:
         """RFC 7009: a refresh token revokes its family; an access token is recorded as revoked
