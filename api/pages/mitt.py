@@ -76,12 +76,19 @@ async def _who_has_read(page: Page) -> list[dict[str, str]]:
             continue
         unit = next((a["who"].get("display", a["who"]["identifier"]["value"]) for a in agents[1:]
                      if a.get("type", {}).get("text") == "vårdenhet"), "")
-        rows.append({
+        row = {
             "when": event.get("recorded", ""), "unit": unit, "name": who.get("display", ""),
             "role": (agents[0].get("role") or [{}])[0].get("text", "") if agents else "",
             "what": event["subtype"][0]["code"] if event.get("subtype") else "",
-            "refused": event.get("outcome") != "0",
-        })
+            "refused": event.get("outcome") != "0", "times": 1,
+        }
+        # The same person doing the same thing the same day is one line, newest time first.
+        previous = rows[-1] if rows else None
+        if previous is not None and all(previous[k] == row[k] for k in ("unit", "name", "role", "what", "refused")) \
+                and previous["when"][:10] == row["when"][:10]:
+            previous["times"] += 1
+        else:
+            rows.append(row)
     return rows
 
 

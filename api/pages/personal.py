@@ -38,6 +38,7 @@ PAGE_SIZE = 20
 STATUSES = ("active", "draft", "on-hold", "completed", "revoked")
 SORTS = {"updated": "-_lastUpdated", "start": "-date", "status": "status"}
 ACTIVITY_ROWS = 3
+EDIT_ACTIVITY_ROWS = 2
 _PREFER = Preferences()
 
 
@@ -182,8 +183,22 @@ async def _directory(page: Page) -> dict[str, Any]:
 def _empty_form() -> dict[str, Any]:
     return {"personnummer": "", "given": "", "family": "", "phone": "", "vardkontakt": "", "lakarkontakt": "",
             "participants": [], "description": "", "own_goals": "", "care_goals": "", "status": "active",
-            "activities": [{"kind": "", "description": "", "date": "", "time": "", "performer": ""}
-                           for _ in range(ACTIVITY_ROWS)]}
+            "activities": _empty_activities(ACTIVITY_ROWS)}
+
+
+_ACTIVITY_FIELDS = ("kind", "description", "date", "time", "place", "performer")
+
+
+def _empty_activities(count: int) -> list[dict[str, str]]:
+    return [{k: "" for k in _ACTIVITY_FIELDS} for _ in range(count)]
+
+
+def _read_activities(data: dict[str, Any], count: int) -> list[dict[str, str]]:
+    def text(name: str) -> str:
+        value = data.get(name, "")
+        return str(value[0] if isinstance(value, list) else value).strip()
+
+    return [{k: text(f"activity-{i}-{k}") for k in _ACTIVITY_FIELDS} for i in range(count)]
 
 
 @router.get("/nytt")
@@ -233,8 +248,7 @@ def _read_form(data: dict[str, Any]) -> dict[str, Any]:
     form = {k: text(k) for k in ("personnummer", "given", "family", "phone", "vardkontakt", "lakarkontakt",
                                  "description", "own_goals", "care_goals", "status")}
     form["participants"] = many("participants")
-    form["activities"] = [{k: text(f"activity-{i}-{k}") for k in ("kind", "description", "date", "time", "performer")}
-                          for i in range(ACTIVITY_ROWS)]
+    form["activities"] = _read_activities(data, ACTIVITY_ROWS)
     return form
 
 
@@ -279,6 +293,7 @@ def _check_people(form: dict[str, Any], directory: dict[str, Any], errors: dict[
 
 
 def _activities(form: dict[str, Any], errors: dict[str, Any]) -> list[dict[str, Any]]:
+    """The filled-in activity rows, checked (empty rows are skipped)."""
     out = []
     for i, row in enumerate(form["activities"]):
         if not (row["description"] or row["kind"] or row["date"]):
@@ -296,7 +311,7 @@ def _activities(form: dict[str, Any], errors: dict[str, Any]) -> list[dict[str, 
             errors[f"activity-{i}-date"] = N_("Enter a date (YYYY-MM-DD) and a time (HH:MM).")
         if when is not None and row["description"] and row["performer"]:
             out.append({"kind": row["kind"] or "besok", "description": row["description"], "when": when,
-                        "performer": row["performer"]})
+                        "performer": row["performer"], "place": row.get("place", "")})
     return out
 
 
@@ -350,14 +365,7 @@ def _agreement_bundle(page: Page, form: dict[str, Any], patient: dict[str, Any],
     team_urn = add({"resourceType": "CareTeam", "status": "active", "name": f"Vårdteam för {name}",
                     "subject": {"reference": patient_ref}, "participant": participants,
                     "managingOrganization": [{"reference": f"Organization/{unit_org}"}]})
-    goal_refs = []
-    for text, expressed in ((form["own_goals"], {"reference": patient_ref}),
-                            (form["care_goals"], {"reference": page.session.fhir_user or ""})):
-        for line in (x.strip() for x in text.splitlines()):
-            if line:
-                goal_refs.append({"reference": add({
-                    "resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": line},
-                    "subject": {"reference": patient_ref}, "startDate": today, "expressedBy": expressed})})
+    goal_refs = [{"reference": add(goal)} for goal in _goals(page, form, patient_ref)]
     contributors = sorted({r["org"] for r in directory["other_staff"] if r["id"] in form["participants"]}
                           | {a["performer"] for a in activities} - {unit_org})
     plan = {
@@ -378,19 +386,36 @@ def _agreement_bundle(page: Page, form: dict[str, Any], patient: dict[str, Any],
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, plan_urn
 
 
+def _goals(page: Page, form: dict[str, Any], patient_ref: str) -> list[dict[str, Any]]:
+    """New Goals from the form's lines: the patient's own (expressed by the patient) and the
+    care's (expressed by the signed-in staff member's commission)."""
+    today = datetime.date.today().isoformat()
+    goals = []
+    for text, expressed in ((form.get("own_goals", ""), {"reference": patient_ref}),
+                            (form.get("care_goals", ""), {"reference": page.session.fhir_user or ""})):
+        for line in (x.strip() for x in text.splitlines()):
+            if line:
+                goals.append({"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": line},
+                              "subject": {"reference": patient_ref}, "startDate": today, "expressedBy": expressed})
+    return goals
+
+
 def _activity_resource(activity: dict[str, Any]) -> dict[str, Any]:
     start = activity["when"]
     end = start + datetime.timedelta(minutes=45)
     zone = datetime.datetime.now().astimezone().strftime("%z")
     offset = f"{zone[:3]}:{zone[3:]}" if zone else "+00:00"
-    return {"detail": {
+    detail: dict[str, Any] = {
         "code": {"coding": [{"system": codes.ACTIVITY_KIND, "code": activity["kind"]}]},
         "status": "scheduled",
         "scheduledPeriod": {"start": start.strftime("%Y-%m-%dT%H:%M:00") + offset,
                             "end": end.strftime("%Y-%m-%dT%H:%M:00") + offset},
         "performer": [{"reference": f"Organization/{activity['performer']}"}],
         "description": activity["description"],
-    }}
+    }
+    if activity.get("place"):
+        detail["location"] = {"display": activity["place"]}
+    return {"detail": detail}
 
 
 _FIELDS = (
@@ -422,17 +447,30 @@ async def edit_form(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         view = await _agreement(page, plan_id)
         form = {"title": view.title, "description": view.description, "status": view.status, "end": view.end,
-                "version": view.version}
-        return page.render("personal/edit.html", {"a": view, "f": form, "errors": {}, "conflict": None})
+                "version": view.version, "activities": _empty_activities(EDIT_ACTIVITY_ROWS)}
+        return await _edit_page(page, view, form, {}, None)
     return await signed_in(request, STAFF, run)
+
+
+async def _edit_page(page: Page, view: Any, form: dict[str, Any], errors: dict[str, Any], conflict: Any,
+                     general: list[Any] | None = None, status: int = 200) -> Response:
+    directory = await _directory(page)
+    return page.render("personal/edit.html", {"a": view, "f": form, "errors": errors, "conflict": conflict,
+                                              "general": general or [], "kinds": _activity_kinds(page),
+                                              "units": directory["units"]}, status_code=status)
 
 
 @router.post("/avtal/{plan_id}/redigera")
 async def edit(request: Request, plan_id: str) -> Response:
+    """Save the agreement's text, status and end, with new goals and activities, as one
+    transaction whose CarePlan entry carries ``If-Match``: a stale edit changes nothing."""
     async def run(page: Page) -> Response:
         data = await page.form()
         view = await _agreement(page, plan_id)
-        form = {k: str(data.get(k, "")).strip() for k in ("title", "description", "status", "end", "version")}
+        form: dict[str, Any] = {k: str(data.get(k, "")).strip()
+                                for k in ("title", "description", "status", "end", "version", "care_goals",
+                                          "own_goals")}
+        form["activities"] = _read_activities(data, EDIT_ACTIVITY_ROWS)
         errors: dict[str, Any] = {}
         if not form["title"]:
             errors["title"] = N_("Enter a title.")
@@ -443,9 +481,9 @@ async def edit(request: Request, plan_id: str) -> Response:
                 datetime.date.fromisoformat(form["end"])
             except ValueError:
                 errors["end"] = N_("Enter the end date as YYYY-MM-DD.")
+        activities = _activities(form, errors)
         if errors:
-            return page.render("personal/edit.html", {"a": view, "f": form, "errors": errors, "conflict": None},
-                               status_code=422)
+            return await _edit_page(page, view, form, errors, None, status=422)
         plan = {k: v for k, v in view.plan.items() if k != "meta"}
         plan.update(title=form["title"], description=form["description"], status=form["status"])
         period = dict(plan.get("period") or {})
@@ -454,17 +492,30 @@ async def edit(request: Request, plan_id: str) -> Response:
         else:
             period.pop("end", None)
         plan["period"] = period
+        plan["activity"] = [*plan.get("activity", []), *(_activity_resource(a) for a in activities)]
+        entries = []
+        for goal in _goals(page, form, f"Patient/{view.patient_id}"):
+            urn = f"urn:uuid:{uuid.uuid4()}"
+            entries.append({"fullUrl": urn, "resource": goal, "request": {"method": "POST", "url": "Goal"}})
+            plan["goal"] = [*plan.get("goal", []), {"reference": urn}]
+        unit_org = getattr(page.access, "unit_org", "")
+        new_performers = {a["performer"] for a in activities} - {unit_org, view.author_id}
+        known = {str(c.get("reference", "")).split("/")[-1] for c in plan.get("contributor", [])}
+        plan["contributor"] = [*plan.get("contributor", []),
+                               *({"reference": f"Organization/{org}"} for org in sorted(new_performers - known))]
+        if not plan["contributor"]:
+            plan.pop("contributor")
+        entries.append({"resource": plan, "request": {"method": "PUT", "url": f"CarePlan/{plan_id}",
+                                                      "ifMatch": f'W/"{form["version"]}"'}})
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         try:
-            await page.request.app.state.service.update(page.access, "CarePlan", plan_id, plan,
-                                                        if_match=f'W/"{form["version"]}"', prefer=_PREFER)
+            await page.request.app.state.bundles.process(page.access, bundle, _PREFER)
         except PreconditionFailed:
             conflict = await _conflict(page, plan_id, form["version"], view)
-            return page.render("personal/edit.html", {"a": view, "f": form, "errors": {}, "conflict": conflict},
-                               status_code=409)
+            return await _edit_page(page, view, form, {}, conflict, status=409)
         except FhirError as error:
             general = _field_errors(error.issues, errors)
-            return page.render("personal/edit.html", {"a": view, "f": form, "errors": errors, "conflict": None,
-                                                      "general": general}, status_code=422)
+            return await _edit_page(page, view, form, errors, None, general, status=422)
         return page.redirect(f"/personal/avtal/{plan_id}?sparat=1")
     return await signed_in(request, STAFF, run)
 
@@ -490,7 +541,8 @@ async def _conflict(page: Page, plan_id: str, base_version: str, current: Any) -
             page.access, [("entity", f"CarePlan/{plan_id}"), ("_count", "20")]))
         for entry in log.get("entry", []):
             event = entry["resource"]
-            if event.get("action") == "U":
+            codes_ = {c.get("code") for c in event.get("subtype", [])}
+            if event.get("outcome") == "0" and codes_ & {"update", "transaction"}:
                 agents = event.get("agent", [])
                 who = {"name": agents[0]["who"].get("display", agents[0]["who"]["identifier"]["value"]),
                        "role": (agents[0].get("role") or [{}])[0].get("text", ""),
