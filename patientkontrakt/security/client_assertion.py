@@ -44,7 +44,8 @@ def assertion(client_id: str, token_endpoint: str, key: ECKey | RSAKey, lifetime
     alg = "ES384" if isinstance(key, ECKey) else "RS384"
     claims = {"iss": client_id, "sub": client_id, "aud": token_endpoint, "iat": now, "exp": now + lifetime,
               "jti": str(uuid.uuid4())}
-    return jwt.encode({"alg": alg, "typ": "JWT", "kid": key.thumbprint()}, claims, key)
+    # joserfc refuses algorithms outside its "recommended" list unless they are named.
+    return jwt.encode({"alg": alg, "typ": "JWT", "kid": key.thumbprint()}, claims, key, algorithms=[alg])
 
 
 def request_token(base_url: str, client_id: str, key_path: Path, scope: str) -> str:

@@ -449,3 +449,30 @@ def test_authlib_backend_service_acts_for_its_care_unit(site: Site, tmp_path: Pa
                         headers={"content-type": first.headers["content-type"]})
     assert replay.status_code == 401, replay.text
     assert replay.json()["error"] == "invalid_client" and "replay" in replay.json()["error_description"]
+
+
+def test_the_token_command_gets_a_token_for_the_demo_ehr(site: Site, tmp_path: Path) -> None:
+    """``patientkontrakt token demo-ehr`` (the README's curl walk-through): a private_key_jwt token
+    request to the running server, with the key the demo wrote; the token acts for Björkbacken."""
+    key_folder = tmp_path / "keys"
+    key_folder.mkdir()
+    signing = key_folder / "signing.pem"
+    signing.write_bytes(site.signing_key.read_bytes())
+    demo = subprocess.run([*_command(), "demo", "--agreements", "0"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180, env=_environment(site.pg_url, signing, PK_BASE_URL=site.server.base_url))
+    assert demo.returncode == 0, demo.stderr
+    assert (key_folder / "demo-ehr-key.pem").exists()
+    done = subprocess.run([*_command(), "token", "demo-ehr"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env=_environment(site.pg_url, signing, PK_BASE_URL=site.server.base_url))
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    plans = httpx.get(f"{site.server.fhir_base}/CarePlan", params={"_count": "100"}, timeout=10,
+                      headers={"authorization": f"Bearer {token}"})
+    assert plans.status_code == 200, plans.text
+    seen = {e["resource"]["id"] for e in plans.json().get("entry", [])}
+    assert seen == _involving(site.world, "demo-org-vc-bjorkbacken")
+    # without the server's own key the command explains itself instead of a traceback
+    wrong = subprocess.run([*_command(), "token", "demo-ehr", "--key", str(tmp_path / "missing.pem")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           env=_environment(site.pg_url, signing, PK_BASE_URL=site.server.base_url))
+    assert wrong.returncode == 1 and "missing.pem" in wrong.stderr and "Traceback" not in wrong.stderr
