@@ -10,6 +10,8 @@ route added later cannot forget authentication, and the core cannot be called wi
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,6 +20,7 @@ from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.security.authenticate import Authenticator
 
+log = logging.getLogger("patientkontrakt.api")
 PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})  # for GET and HEAD
 
 
@@ -46,8 +49,12 @@ class RequireToken:
             try:
                 access = authenticator.access(header)
             except FhirError as error:
-                await state.audit.refused(Anonymous(), "request",  # type: ignore[arg-type]
-                                          f"{scope['method']} {path}", error.status)
+                try:
+                    await state.audit.refused(Anonymous(), "request",  # type: ignore[arg-type]
+                                              f"{scope['method']} {path}", error.status)
+                except FhirError:
+                    log.error("a refused request could not be written to the access log: %s %s",
+                              scope["method"], path)
                 await outcome_response(error)(scope, receive, send)
                 return
             scope.setdefault("state", {})["access"] = access

@@ -95,10 +95,12 @@ class ExternalIdP:
         sealed request and the ID token's claims."""
         params = request.query_params
         try:
-            flow = self._keys.decode(request.cookies.get(FLOW_COOKIE, "")).claims
+            decoded = self._keys.decode(request.cookies.get(FLOW_COOKIE, ""))
+            flow = decoded.claims if decoded.header.get("typ") == "pk-oidc" else {}
         except (JoseError, ValueError, TypeError):
             raise OidcError("the sign-in cookie is missing or invalid (cookies blocked, or too slow)") from None
-        if flow.get("aud") != "pk-oidc" or not isinstance(flow.get("exp"), int) or flow["exp"] < time.time():
+        if flow.get("aud") != "pk-oidc" or not isinstance(flow.get("exp"), int) or flow["exp"] < time.time() \
+                or not all(isinstance(flow.get(k), str) for k in ("v", "n", "s")):
             raise OidcError("the sign-in took too long")
         if params.get("state") != flow.get("s"):
             raise OidcError("state does not match the sign-in this browser started")

@@ -378,7 +378,8 @@ class AuthorizationServer:
             if not set(asked) <= set(scope.split()):
                 raise OAuthError("invalid_scope", "a refresh cannot add scopes")
             scope = " ".join(asked)
-        token, successor = self._new_refresh(current.family_id, client.client_id, current.scope, current.grant)
+        token, successor = self._new_refresh(current.family_id, client.client_id, current.scope, current.grant,
+                                             current.expires_at)
         row = await self.store.rotate_refresh(_hash(presented), now_utc(), successor)
         assert row is not None
         if row.used_at is not None:
@@ -425,13 +426,16 @@ class AuthorizationServer:
         return {"access_token": access_token, "token_type": "Bearer", "expires_in": self.tokens.lifetime,
                 "scope": scope}
 
-    def _new_refresh(self, family: str, client_id: str, scope: str, grant: str) -> tuple[str, dict[str, Any]]:
+    def _new_refresh(self, family: str, client_id: str, scope: str, grant: str,
+                     expires_at: datetime | None = None) -> tuple[str, dict[str, Any]]:
+        """A refresh token; a rotated one keeps its family's expiry, so a sign-in ends
+        ``refresh_token_lifetime`` after it began however often it is refreshed."""
         token = secrets.token_urlsafe(32)
         now = now_utc()
         return token, {
             "token_hash": _hash(token), "family_id": family, "client_id": client_id, "scope": scope,
             "grant": grant, "issued_at": now,
-            "expires_at": now + timedelta(seconds=self.settings.refresh_token_lifetime),
+            "expires_at": expires_at or now + timedelta(seconds=self.settings.refresh_token_lifetime),
             "used_at": None, "revoked_at": None,
         }
 
