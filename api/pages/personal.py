@@ -83,7 +83,8 @@ async def _list(page: Page) -> Response:
     query = params.get("q", "").strip()
     status = params.get("status", "")
     sort = params.get("sort", "updated")
-    page_number = max(1, int(params["sida"])) if params.get("sida", "").isdigit() else 1
+    raw_page = params.get("sida", "")
+    page_number = max(1, int(raw_page)) if raw_page.isascii() and raw_page.isdigit() and len(raw_page) < 7 else 1
     pairs = [("category", f"{codes.CAREPLAN_CATEGORY}|{codes.PATIENTKONTRAKT}"), ("_include", "CarePlan:subject"),
              ("_count", str(PAGE_SIZE)), ("_offset", str((page_number - 1) * PAGE_SIZE)),
              ("_sort", SORTS.get(sort, SORTS["updated"])), ("_total", "accurate")]

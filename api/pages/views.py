@@ -246,8 +246,9 @@ def agreement_view(bundle: dict[str, Any], plan_id: str | None = None) -> Agreem
             own=_ref(goal.get("expressedBy")).startswith("Patient/"),
             version=str((goal.get("meta") or {}).get("versionId", "")),
         ))
-    for goal in resources:  # the patient's own goals that the agreement does not name (yet)
-        if goal["resourceType"] == "Goal" and goal["id"] not in {g.id for g in goals}:
+    named = {_ref(g) for r in resources if r["resourceType"] == "CarePlan" for g in r.get("goal", [])}
+    for goal in resources:  # the patient's own goals that no agreement names (yet)
+        if goal["resourceType"] == "Goal" and f"Goal/{goal['id']}" not in named:
             target = (goal.get("target") or [{}])[0]
             goals.append(GoalView(goal["id"], str((goal.get("description") or {}).get("text", "")),
                                   _day(target.get("dueDate")), str(goal.get("lifecycleStatus", "")),
