@@ -96,16 +96,19 @@ class AgreementOverview:
         access.require(type_, "operation")
         access.require("CarePlan", "operation")
         request = f"{type_}/{id_}/$patientkontrakt"
+        hidden = None
         async with self._store.reading(access) as unit:
             start = await unit.get(type_, id_)
             if start is not None and not await visible(unit, [start]):
-                await self._log.refused(access, "operation", request, 404, start)
-                start = None
-            if start is None:
-                raise NotFound(f"{type_}/{id_} is not known",
-                               details_sv="Patienten finns inte." if type_ == "Patient"
-                               else "Patientkontraktet finns inte.")
-            result, resources = await body(unit, start)
+                hidden, start = start, None
+            if start is not None:
+                result, resources = await body(unit, start)
+        if start is None:
+            # logged once the connection is back in the pool: the log writer needs one of its own
+            if hidden is not None:
+                await self._log.refused(access, "operation", request, 404, hidden)
+            missing = "Patienten finns inte." if type_ == "Patient" else "Patientkontraktet finns inte."
+            raise NotFound(f"{type_}/{id_} is not known", details_sv=missing)
         await self._log.record(access, "operation", request, resources)
         return bytes(result)
 

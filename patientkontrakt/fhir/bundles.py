@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from patientkontrakt.fhir.access import Access
+from patientkontrakt.fhir.access import Access, access_of
 from patientkontrakt.fhir.dates import format_instant
-from patientkontrakt.fhir.errors import BadRequest, FhirError, Issue, NotFound
+from patientkontrakt.fhir.errors import BadRequest, FhirError, Forbidden, HiddenResource, Issue, NotFound
 from patientkontrakt.fhir.indexing import reference_elements
 from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import Result
@@ -114,15 +114,24 @@ class BundleProcessor:
                              details_sv="Bundle.entry ska vara en lista.")
         if kind == "transaction":
             entries = [self._parse_entry(i, e) for i, e in enumerate(raw_entries)]
-            for index, entry in enumerate(entries):
-                try:
-                    self._require(access, entry)
-                except FhirError as error:
-                    raise _entry_error(index, error) from None
-            responses = await self._transaction(access, entries, prefer)
+            try:
+                for index, entry in enumerate(entries):
+                    try:
+                        self._require(access, entry)
+                    except FhirError as error:
+                        raise _entry_error(index, error) from None
+                responses = await self._transaction(access, entries, prefer)
+            except (HiddenResource, Forbidden) as refusal:
+                await self._refused(access, "transaction", f"transaction of {len(entries)} entries", refusal)
+                raise
         else:
             responses = await self._batch(access, raw_entries, prefer)
         return Result(200, self._render(f"{kind}-response", responses))
+
+    async def _refused(self, access: Access, interaction: str, request: str, error: FhirError) -> None:
+        """A refused entry goes to the access log (with the hidden resource's patient)."""
+        resource = error.resource if isinstance(error, HiddenResource) else None
+        await self.service.log.refused(access, interaction, request, error.status, resource)
 
     @staticmethod
     def _require(access: Access, entry: _Entry) -> None:
@@ -326,6 +335,7 @@ class BundleProcessor:
             if entry.version == "existing":
                 stored = await unit.get(entry.type, entry.id)
                 assert stored is not None
+                unit.touched.append(stored)  # returned to the caller: logged as read
                 outcome = WriteOutcome(200, stored)
             else:
                 outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False)
@@ -350,12 +360,20 @@ class BundleProcessor:
 
     async def _get(self, unit: Unit, entry: _Entry) -> _Response:
         service = self.service
+        access = access_of(unit)
         if entry.id is None:
             query = service.parser.parse(entry.type, entry.pairs, strict=False)
+            service.require_includes(access, query)
             page = await service.search_engine.find(unit, query)
+            service.drop_unscoped_includes(access, page)
             unit.touched.extend(page.matches + page.included)
             return _Response(200, body=searchset(service.base, query, page, service.subsetter))
         current = await service.writer.visible_existing(unit, entry.type, entry.id, lock=False)
+        if current is None:
+            stored = await unit.get(entry.type, entry.id)
+            if stored is not None:
+                raise HiddenResource(f"{entry.type}/{entry.id} is not known", stored,
+                                     details_sv="Resursen finns inte.")
         if entry.version is not None:
             found = await unit.get_version(entry.type, entry.id, int(entry.version)) \
                 if current is not None and entry.version.isascii() and entry.version.isdigit() \
@@ -393,6 +411,8 @@ class BundleProcessor:
                 self._require(access, entry)
                 responses.append(await self._batch_entry(access, entry, prefer))
             except FhirError as error:
+                if isinstance(error, HiddenResource | Forbidden):
+                    await self._refused(access, "batch", f"batch entry {index}", error)
                 responses.append(_Response(error.status, outcome=error.outcome()))
         return responses
 

@@ -33,7 +33,7 @@ from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteH
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.results import Result
-from patientkontrakt.fhir.search.engine import SearchEngine, searchset
+from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
 from patientkontrakt.fhir.search.params import MAX_OFFSET, SearchParser, SearchQuery
 from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.fhir.validation import Validator
@@ -431,17 +431,27 @@ class FhirService:
         async with self._refusals_logged(access, "search-type", type_):
             access.require(type_, "search-type")
         query = self.parse_search(type_, pairs, prefer)
-        for include in query.includes:
-            for included_type in (include.source_type, include.target_type):
-                if included_type is not None and included_type != type_:
-                    access.require(included_type, "search-type")
+        async with self._refusals_logged(access, "search-type", type_):
+            self.require_includes(access, query)
         async with self.store.reading(access) as unit:
             page = await self.search_engine.find(unit, query)
-        # What an include reaches without naming its type is left out if the scopes do not cover it.
-        page.included = [r for r in page.included if _allowed(access, r.type, "search-type")]
+        self.drop_unscoped_includes(access, page)
         body = searchset(self.base, query, page, self.subsetter)
         await self.log.record(access, "search-type", f"{type_}?{urlencode(query.used)}", page.matches + page.included)
         return Result(200, body)
+
+    @staticmethod
+    def require_includes(access: Access, query: SearchQuery) -> None:
+        """An ``_include``/``_revinclude`` that names a type the scopes do not cover is 403."""
+        for include in query.includes:
+            for included_type in (include.source_type, include.target_type):
+                if included_type is not None and included_type != query.type:
+                    access.require(included_type, "search-type")
+
+    @staticmethod
+    def drop_unscoped_includes(access: Access, page: SearchPage) -> None:
+        """What an include reaches without naming its type is left out if the scopes do not cover it."""
+        page.included = [r for r in page.included if _allowed(access, r.type, "search-type")]
 
     # -- history ---------------------------------------------------------------------------
 
@@ -464,14 +474,17 @@ class FhirService:
             self.check_id(type_, id_)
         args = _history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
         restrictions = {t: bound(access.restriction(t)) for t in types}
-        async with self.store.reading(access) as unit:
+        async with self._refusals_logged(access, interaction, f"{type_}/{id_}/_history"), \
+                self.store.reading(access) as unit:
+            # The refusal is logged once the connection is back in the pool: the log writer
+            # needs one of its own.
             if id_ is not None and type_ is not None:
                 current = await unit.get(type_, id_)
-                if current is None or (restrictions[type_] is not None
-                                       and not await unit.visible_pks([current.pk], restrictions[type_])):
-                    if current is not None:
-                        await self.log.refused(access, interaction, f"{type_}/{id_}/_history", 404, current)
+                if current is None:
                     raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+                if restrictions[type_] is not None \
+                        and not await unit.visible_pks([current.pk], restrictions[type_]):
+                    raise HiddenResource(f"{type_}/{id_} is not known", current, details_sv="Resursen finns inte.")
             rows = await unit.history(type_=type_, id_=id_, since=args["since"], at=args["at"],
                                       offset=args["offset"], count=args["count"], restrictions=restrictions)
             has_next = len(rows) > args["count"]

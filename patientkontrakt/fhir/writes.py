@@ -264,6 +264,7 @@ class Writer:
         if if_none_exist:
             found = await self.find_one(unit, type_, if_none_exist, "If-None-Exist")
             if found is not None:
+                unit.touched.append(found)  # returned to the caller: a read of it, for the access log
                 return WriteOutcome(200, found)
         resource = {**resource, "id": assigned_id or new_id()}
         stored = await self.store(unit, resource, None, "POST", check_references=check_references, context=context)
@@ -314,6 +315,7 @@ class Writer:
         if existing is None or existing.deleted:
             access_of(unit).require(type_, "create")  # an update that creates needs both permissions
         if existing is not None and not existing.deleted and _same_content(existing.body, resource):
+            unit.touched.append(existing)
             return WriteOutcome(200, existing)
         stored = await self.store(unit, resource, existing, "PUT", check_references=check_references,
                                   context=context)
@@ -398,16 +400,17 @@ class Writer:
 
 
 def patient_from_index(type_: str, id_: str, tables: Any, compartment: dict[str, tuple[str, ...]]) -> str | None:
-    """The patient a resource's own index rows name through the compartment's parameters (a
-    Patient is its own). Public so that bulk loaders (bench/) store what a write stores."""
+    """The patient a resource's own index rows name through the compartment's parameters, in
+    the CompartmentDefinition's order (a CareTeam's ``patient`` before its ``participant``s); a
+    Patient is its own. Public so that bulk loaders (bench/) store what a write stores."""
     if type_ == "Patient":
         return id_
-    params = compartment.get(type_, ())
-    for name, rows in tables:
-        if name == "reference":
-            for row in rows:
-                if row.get("target_type") == "Patient" and row.get("param") in params and row.get("target_id"):
-                    return str(row["target_id"])
+    rows = [row for name, found in tables if name == "reference" for row in found
+            if row.get("target_type") == "Patient" and row.get("target_id")]
+    for param in compartment.get(type_, ()):
+        for row in rows:
+            if row.get("param") == param:
+                return str(row["target_id"])
     return None
 
 

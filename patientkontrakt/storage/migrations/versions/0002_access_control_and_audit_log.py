@@ -120,22 +120,21 @@ def upgrade() -> None:
 # Where a stored resource names its patient (the R4 Patient CompartmentDefinition's parameters
 # for the types this revision serves); Provenance takes the patient of what it targets.
 _PATIENT_PARAMS = {
-    'CarePlan': ('subject', 'patient', 'performer'),
-    'CareTeam': ('subject', 'patient', 'participant'),
-    'Goal': ('subject', 'patient'),
-    'Appointment': ('actor', 'patient'),
+    'CarePlan': ('patient', 'subject', 'performer'),
+    'CareTeam': ('patient', 'subject', 'participant'),
+    'Goal': ('patient', 'subject'),
+    'Appointment': ('patient', 'actor'),
 }
 
 
 def _fill_patient_ids() -> None:
     op.execute("UPDATE resource SET patient_id = res_id WHERE res_type = 'Patient'")
     for type_, params in _PATIENT_PARAMS.items():
-        names = ", ".join(f"'{p}'" for p in params)
-        op.execute(
-            "UPDATE resource SET patient_id = (SELECT min(r.target_id) FROM idx_reference r "
-            "WHERE r.resource_pk = resource.pk AND r.target_type = 'Patient' "
-            f"AND r.param IN ({names})) WHERE res_type = '{type_}'"
-        )
+        # the first parameter (in the order above) that names a patient decides
+        choices = ", ".join(
+            f"(SELECT min(r.target_id) FROM idx_reference r WHERE r.resource_pk = resource.pk "
+            f"AND r.target_type = 'Patient' AND r.param = '{p}')" for p in params)
+        op.execute(f"UPDATE resource SET patient_id = coalesce({choices}) WHERE res_type = '{type_}'")
     op.execute(
         "UPDATE resource SET patient_id = (SELECT min(t.patient_id) FROM idx_reference r "
         "JOIN resource t ON t.res_id = r.target_id AND t.res_type = r.target_type "
