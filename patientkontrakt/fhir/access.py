@@ -24,8 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy.sql import visitors
-
 from patientkontrakt.storage.repository import Restriction, StoredResource, Unit
 
 # Interactions (R4 http.html) and the SMART v2 permission each needs.
@@ -71,6 +69,12 @@ class Access(Protocol):
         """The resources of ``type_`` the caller may see, as a condition on ``resource``; None: all."""
         ...
 
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The values of the named parameters in this caller's restrictions (the ``values`` of
+        each): the unit passes them with every statement it executes."""
+        ...
+
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         """Before a write of ``resource`` (``existing``: the current version, already known to be
         visible): return it, possibly completed, or raise."""
@@ -95,6 +99,7 @@ class Internal:
 
     principal = Principal(kind="internal", id="patientkontrakt", name="Patientkontrakt", purpose="SYSADMIN")
     logged = False
+    parameters: dict[str, Any] = {}
 
     def require(self, type_: str, interaction: str) -> None:
         return None
@@ -122,18 +127,10 @@ def access_of(unit: Unit) -> Access:
 
 
 def bound(restriction: Restriction | None) -> Any:
-    """The restriction's condition with its values bound, for a statement executed as is (a
-    copy: the cached condition keeps its unbound parameters)."""
-    if restriction is None:
-        return None
-    values = restriction.values
-
-    def bind(parameter: Any) -> None:
-        if parameter.key in values:
-            parameter.value = values[parameter.key]
-            parameter.required = False
-
-    return visitors.cloned_traverse(restriction.condition, {}, {"bindparam": bind})
+    """The restriction's condition, to put in a statement that a unit of the same caller
+    executes: the unit passes the values of its named parameters (``Access.parameters``) at
+    execution, so the condition is neither copied nor compiled again per request."""
+    return None if restriction is None else restriction.condition
 
 
 async def visible(unit: Unit, resources: list[StoredResource]) -> list[StoredResource]:

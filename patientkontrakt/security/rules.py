@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from patientkontrakt.fhir.access import PERMISSIONS, Principal, bound
 from patientkontrakt.fhir.errors import Forbidden, NotFound
@@ -47,8 +49,13 @@ REF = INDEX_TABLES["reference"]
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole"})
 PATIENT_DATA = frozenset({"Patient", "CarePlan", "CareTeam", "Goal", "Appointment", "Provenance"})
 _CONTEXTS = {"staff": frozenset({"user"}), "system": frozenset({"system"}), "patient": frozenset({"patient"})}
-_ORG = sa.bindparam("acc_org", type_=sa.String())
+# The care unit's Organization id is written into the SQL text (``literal_execute``), so that
+# PostgreSQL plans each statement for the unit it is run for: one Organization can be named by
+# most agreements of a region and another by a handful, and a plan made without knowing which
+# (a generic plan) once scanned every reference to the unit on each read (docs/performance.md).
+_ORG = sa.bindparam("acc_org", type_=sa.String(), literal_execute=True)
 _PATIENT = sa.bindparam("acc_patient", type_=sa.String())
+_NAMED = ("acc_org", "acc_patient")
 
 Condition = sa.ColumnElement[bool]
 
@@ -65,6 +72,7 @@ class ScopedAccess:
         self._parser = parser
         self._builder = builder
         self._narrowing: dict[str, Restriction | None] = {}
+        self.parameters: dict[str, Any] = {}
 
     # -- scopes ----------------------------------------------------------------------------
 
@@ -140,62 +148,57 @@ def _ref(name: str) -> Any:
     return REF.alias(name)
 
 
-def _refers(source_pk: Any, params: tuple[str, ...], target_type: str, target_id: Any, name: str,
-            *extra: Condition) -> Condition:
-    """The resource ``source_pk`` references ``target_type/target_id`` through one of ``params``.
-
-    One EXISTS per parameter, each an equality probe of ``ix_reference_source``: an OR inside
-    one EXISTS makes the planner scan every reference of the parameter instead.
-    """
-    options = []
-    for param in params:
-        ref = _ref(name)
-        options.append(sa.exists().where(ref.c.resource_pk == source_pk, ref.c.param == param,
-                                         ref.c.target_type == target_type, ref.c.target_id == target_id, *extra))
-    return sa.or_(*options)
+# A *path* is the conditions of one way a resource is linked to the care unit: joined tables
+# in a single EXISTS. A rule is the OR of its paths, each an EXISTS one level deep, rather than
+# EXISTS nested in EXISTS: SQLite's parser refuses deep nesting (its stack holds about ten
+# levels), and on PostgreSQL every path is a chain of index probes, tried until one matches.
+Path = list[Condition]
 
 
-def _role_at_unit(role_id: Any) -> Condition:
-    """The PractitionerRole ``role_id`` is at the unit (its ``organization``)."""
-    role = RESOURCE.alias("acc_role")
-    return sa.exists().where(
-        role.c.res_type == "PractitionerRole", role.c.res_id == role_id,
-        _refers(role.c.pk, ("organization",), "Organization", _ORG, "acc_role_org"),
-    )
+def _any(paths: list[Path]) -> Condition:
+    return sa.or_(*(sa.exists().where(*path) for path in paths))
 
 
-def _team_takes_part(team_pk: Any) -> Condition:
+def _to_unit(source_pk: Any, param: str, name: str) -> Path:
+    """``source_pk`` references the unit's Organization through ``param``: an equality probe
+    of ``ix_reference_source`` (one path per parameter; an OR inside one probe made the
+    planner scan every reference of the parameter instead)."""
+    ref = _ref(name)
+    return [ref.c.resource_pk == source_pk, ref.c.param == param,
+            ref.c.target_type == "Organization", ref.c.target_id == _ORG]
+
+
+def _via_role(source_pk: Any, param: str, prefix: str) -> Path:
+    """``source_pk`` references, through ``param``, a PractitionerRole at the unit."""
+    link, role = _ref(f"{prefix}_role_link"), RESOURCE.alias(f"{prefix}_role")
+    return [link.c.resource_pk == source_pk, link.c.param == param, link.c.target_type == "PractitionerRole",
+            role.c.res_type == "PractitionerRole", role.c.res_id == link.c.target_id,
+            *_to_unit(role.c.pk, "organization", f"{prefix}_role_org")]
+
+
+def _team_paths(team_pk: Any) -> list[Path]:
     """The CareTeam row ``team_pk`` is managed by the unit or has a member from it."""
-    member = _ref("acc_team_member")
-    return sa.or_(
-        _refers(team_pk, ("managing-organization", "participant"), "Organization", _ORG, "acc_team_org"),
-        sa.exists().where(member.c.resource_pk == team_pk, member.c.param == "participant",
-                          member.c.target_type == "PractitionerRole", _role_at_unit(member.c.target_id)),
-    )
+    return [_to_unit(team_pk, "managing-organization", "acc_team_org"),
+            _to_unit(team_pk, "participant", "acc_team_org"),
+            _via_role(team_pk, "participant", "acc_team")]
 
 
-def _plan_takes_part(plan_pk: Any) -> Condition:
-    """The CarePlan row ``plan_pk`` is an agreement the unit takes part in."""
-    ref = _ref("acc_plan_team")
-    team = RESOURCE.alias("acc_team")
-    return sa.or_(
-        _refers(plan_pk, ("author", "contributor"), "Organization", _ORG, "acc_plan_org"),
-        sa.exists().where(
-            ref.c.resource_pk == plan_pk, ref.c.param == "care-team", ref.c.target_type == "CareTeam",
-            sa.exists().where(team.c.res_type == "CareTeam", team.c.res_id == ref.c.target_id,
-                              team.c.deleted.is_(False), _team_takes_part(team.c.pk)),
-        ),
-    )
+def _plan_paths(plan_pk: Any) -> list[Path]:
+    """The CarePlan row ``plan_pk`` is an agreement the unit takes part in: as author or
+    contributor, or through its (current) CareTeam."""
+    link, team = _ref("acc_plan_team"), RESOURCE.alias("acc_plan_team_row")
+    via_team = [link.c.resource_pk == plan_pk, link.c.param == "care-team", link.c.target_type == "CareTeam",
+                team.c.res_type == "CareTeam", team.c.res_id == link.c.target_id, team.c.deleted.is_(False)]
+    return [_to_unit(plan_pk, "author", "acc_plan_org"), _to_unit(plan_pk, "contributor", "acc_plan_org"),
+            *(via_team + path for path in _team_paths(team.c.pk))]
 
 
-def _named_by_visible_plan(param: str, target_type: str, target_id: Any) -> Condition:
+def _named_by_visible_plan(param: str, target_type: str, target_id: Any) -> list[Path]:
     """A visible agreement names ``target_type/target_id`` through ``param``."""
     ref = _ref("acc_named")
-    return sa.exists().where(
-        ref.c.res_type == "CarePlan", ref.c.param == param,
-        ref.c.target_type == target_type, ref.c.target_id == target_id,
-        _plan_takes_part(ref.c.resource_pk),
-    )
+    named = [ref.c.res_type == "CarePlan", ref.c.param == param,
+             ref.c.target_type == target_type, ref.c.target_id == target_id]
+    return [named + path for path in _plan_paths(ref.c.resource_pk)]
 
 
 def _named_by_any_plan(param: str, target_type: str, target_id: Any) -> Condition:
@@ -206,71 +209,78 @@ def _named_by_any_plan(param: str, target_type: str, target_id: Any) -> Conditio
     )
 
 
-def _patient_visible(patient_id: Any) -> Condition:
+def _patient_paths(patient_id: Any) -> list[Path]:
     """The unit has an agreement or a team with the patient, or registered them."""
     plan = RESOURCE.alias("acc_pat_plan")
     team = RESOURCE.alias("acc_pat_team")
     patient = RESOURCE.alias("acc_pat")
-    return sa.or_(
-        sa.exists().where(plan.c.patient_id == patient_id, plan.c.res_type == "CarePlan",
-                          plan.c.deleted.is_(False), _plan_takes_part(plan.c.pk)),
-        sa.exists().where(team.c.patient_id == patient_id, team.c.res_type == "CareTeam",
-                          team.c.deleted.is_(False), _team_takes_part(team.c.pk)),
-        sa.exists().where(patient.c.res_type == "Patient", patient.c.res_id == patient_id,
-                          _refers(patient.c.pk, ("organization",), "Organization", _ORG, "acc_pat_org")),
-    )
+    of_plan = [plan.c.patient_id == patient_id, plan.c.res_type == "CarePlan", plan.c.deleted.is_(False)]
+    of_team = [team.c.patient_id == patient_id, team.c.res_type == "CareTeam", team.c.deleted.is_(False)]
+    return [
+        *(of_plan + path for path in _plan_paths(plan.c.pk)),
+        *(of_team + path for path in _team_paths(team.c.pk)),
+        [patient.c.res_type == "Patient", patient.c.res_id == patient_id,
+         *_to_unit(patient.c.pk, "organization", "acc_pat_org")],
+    ]
 
 
-def _team_visible(team_pk: Any, team_id: Any) -> Condition:
-    return sa.or_(_team_takes_part(team_pk), _named_by_visible_plan("care-team", "CareTeam", team_id))
+def _team_visible_paths(team_pk: Any, team_id: Any) -> list[Path]:
+    return [*_team_paths(team_pk), *_named_by_visible_plan("care-team", "CareTeam", team_id)]
 
 
 def _part_of_agreement(type_: str, param: str) -> Condition:
     """A goal or Appointment: named by a visible agreement, or named by none and about a patient
     the unit may see (the patient's own goals, activities not yet planned in)."""
     return sa.or_(
-        _named_by_visible_plan(param, type_, R.res_id),
-        sa.and_(sa.not_(_named_by_any_plan(param, type_, R.res_id)), _patient_visible(R.patient_id)),
+        _any(_named_by_visible_plan(param, type_, R.res_id)),
+        sa.and_(sa.not_(_named_by_any_plan(param, type_, R.res_id)), _any(_patient_paths(R.patient_id))),
     )
 
 
-def _provenance_visible() -> Condition:
+def _provenance_paths() -> list[Path]:
+    """A Provenance of a visible agreement or team."""
     ref = _ref("acc_prov_target")
     plan = RESOURCE.alias("acc_prov_plan")
     team = RESOURCE.alias("acc_prov_team")
-    return sa.exists().where(
-        ref.c.resource_pk == R.pk, ref.c.param == "target",
-        sa.or_(
-            sa.and_(ref.c.target_type == "CarePlan", sa.exists().where(
-                plan.c.res_type == "CarePlan", plan.c.res_id == ref.c.target_id, _plan_takes_part(plan.c.pk))),
-            sa.and_(ref.c.target_type == "CareTeam", sa.exists().where(
-                team.c.res_type == "CareTeam", team.c.res_id == ref.c.target_id,
-                _team_visible(team.c.pk, team.c.res_id))),
-        ),
-    )
+
+    def target(type_: str, row: Any) -> Path:
+        return [ref.c.resource_pk == R.pk, ref.c.param == "target", ref.c.target_type == type_,
+                row.c.res_type == type_, row.c.res_id == ref.c.target_id]
+
+    return [*(target("CarePlan", plan) + path for path in _plan_paths(plan.c.pk)),
+            *(target("CareTeam", team) + path for path in _team_visible_paths(team.c.pk, team.c.res_id))]
 
 
 def _care_unit_condition(type_: str) -> Condition | None:
     if type_ in DIRECTORY:
         return None
     if type_ == "CarePlan":
-        return _plan_takes_part(R.pk)
+        return _any(_plan_paths(R.pk))
     if type_ == "CareTeam":
-        return _team_visible(R.pk, R.res_id)
+        return _any(_team_visible_paths(R.pk, R.res_id))
     if type_ == "Patient":
-        return _patient_visible(R.res_id)
+        return _any(_patient_paths(R.res_id))
     if type_ == "Goal":
         return _part_of_agreement("Goal", "goal")
     if type_ == "Appointment":
-        ref = _ref("acc_actor")
-        acts = sa.or_(
-            _refers(R.pk, ("actor",), "Organization", _ORG, "acc_actor_org"),
-            sa.exists().where(ref.c.resource_pk == R.pk, ref.c.param == "actor",
-                              ref.c.target_type == "PractitionerRole", _role_at_unit(ref.c.target_id)))
+        acts = _any([_to_unit(R.pk, "actor", "acc_actor_org"), _via_role(R.pk, "actor", "acc_actor")])
         return sa.or_(acts, _part_of_agreement("Appointment", "activity-reference"))
     if type_ == "Provenance":
-        return _provenance_visible()
+        return _any(_provenance_paths())
     return sa.false()  # a type these rules do not know: nothing
+
+
+def _inline_constants(condition: Condition) -> Condition:
+    """``condition`` with the constants of these rules (types, parameter names) as SQL
+    literals rather than bind parameters, so the planner sees them in a generic plan too."""
+
+    def literal(element: Any, **kw: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key not in _NAMED and isinstance(element.value, str):
+            return sa.literal_column("'" + element.value.replace("'", "''") + "'", element.type)
+        return None
+
+    inlined: Condition = visitors.replacement_traverse(condition, {}, literal)
+    return inlined
 
 
 _CARE_UNIT_CONDITIONS: dict[str, Condition | None] = {}
@@ -283,10 +293,12 @@ class CareUnitAccess(ScopedAccess):
                  unit_org: str) -> None:
         super().__init__(principal, scopes, parser, builder)
         self.unit_org = unit_org
+        self.parameters = {"acc_org": unit_org}
 
     def _rule(self, type_: str) -> Restriction | None:
         if type_ not in _CARE_UNIT_CONDITIONS:
-            _CARE_UNIT_CONDITIONS[type_] = _care_unit_condition(type_)
+            condition = _care_unit_condition(type_)
+            _CARE_UNIT_CONDITIONS[type_] = None if condition is None else _inline_constants(condition)
         condition = _CARE_UNIT_CONDITIONS[type_]
         if condition is None:
             return None
@@ -364,6 +376,7 @@ class PatientAccess(ScopedAccess):
                  patient_id: str) -> None:
         super().__init__(principal, scopes, parser, builder)
         self.patient_id = patient_id
+        self.parameters = {"acc_patient": patient_id}
 
     def require(self, type_: str, interaction: str) -> None:
         if PERMISSIONS[interaction] in "cud" and type_ != "Goal" or interaction == "delete":
@@ -373,7 +386,7 @@ class PatientAccess(ScopedAccess):
 
     def _rule(self, type_: str) -> Restriction | None:
         if type_ not in _PATIENT_CONDITIONS:
-            _PATIENT_CONDITIONS[type_] = _patient_condition(type_)
+            _PATIENT_CONDITIONS[type_] = _inline_constants(_patient_condition(type_))
         return Restriction(f"patient:{type_}", _PATIENT_CONDITIONS[type_], {"acc_patient": self.patient_id})
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:

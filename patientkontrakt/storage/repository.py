@@ -116,6 +116,9 @@ class Unit:
         self.access = access
         self.touched: list[StoredResource] = []
         self.written: list[StoredResource] = []
+        # The values of the access rules' named parameters, passed with every statement that
+        # may hold a restriction (``Restriction``).
+        self.parameters: dict[str, Any] = dict(getattr(access, "parameters", None) or {})
 
     # -- current resources -----------------------------------------------------------------
 
@@ -137,11 +140,11 @@ class Unit:
         return [current(r) for r in (await self.conn.execute(query)).all()]
 
     async def visible_pks(self, pks: Sequence[int], condition: sa.ColumnElement[bool]) -> set[int]:
-        """Which of ``pks`` satisfy ``condition`` (a restriction with its values bound)."""
+        """Which of ``pks`` satisfy ``condition`` (a restriction of the unit's caller)."""
         if not pks:
             return set()
         query = sa.select(R.pk).where(R.pk.in_(list(pks)), condition)
-        found: list[Any] = list((await self.conn.execute(query)).scalars())
+        found: list[Any] = list((await self.conn.execute(query, self.parameters)).scalars())
         return {int(pk) for pk in found}
 
     async def get_by_pks(self, pks: Sequence[int]) -> list[StoredResource]:
@@ -236,7 +239,7 @@ class Unit:
         """
         query = sa.select(*_VERSION_COLUMNS).where(*_history_filter(type_, id_, since, at, restrictions))
         query = query.order_by(V.last_updated.desc(), V.seq.desc()).offset(offset).limit(count + 1)
-        return [_version(r) for r in (await self.conn.execute(query)).all()]
+        return [_version(r) for r in (await self.conn.execute(query, self.parameters)).all()]
 
     async def history_count(
         self, *, type_: str | None, id_: str | None, since: datetime | None,
@@ -245,7 +248,7 @@ class Unit:
     ) -> int:
         query = sa.select(sa.func.count()).select_from(RESOURCE_VERSION).where(
             *_history_filter(type_, id_, since, at, restrictions))
-        total: int = (await self.conn.execute(query)).scalar_one()
+        total: int = (await self.conn.execute(query, self.parameters)).scalar_one()
         return total
 
     # -- search index ----------------------------------------------------------------------
@@ -310,10 +313,10 @@ class Unit:
     # -- search ----------------------------------------------------------------------------
 
     async def search(self, query: sa.Select[Any]) -> list[StoredResource]:
-        return [current(r) for r in (await self.conn.execute(query)).all()]
+        return [current(r) for r in (await self.conn.execute(query, self.parameters)).all()]
 
     async def scalar(self, query: sa.Select[Any]) -> Any:
-        return (await self.conn.execute(query)).scalar_one()
+        return (await self.conn.execute(query, self.parameters)).scalar_one()
 
     async def current_batch(self, after_pk: int, limit: int) -> list[StoredResource]:
         """Current, not deleted resources with ``pk`` above ``after_pk``, in ``pk`` order (reindexing)."""
@@ -341,6 +344,9 @@ class Unit:
             await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
+MAX_COMPILED_READS = 4096  # read statements kept compiled (restriction shapes x care units)
+
+
 @dataclass(frozen=True)
 class Restriction:
     """An extra condition on ``resource`` rows: what the caller may see (access rules).
@@ -364,7 +370,7 @@ class Store:
         self._read_engine = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else engine
         )
-        self._compiled: dict[str | None, Any] = {}
+        self._compiled: dict[tuple[Any, ...] | None, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 
     def _read_statement(self, restriction: Restriction | None) -> sa.Select[Any]:
         visible = restriction.condition if restriction is not None else sa.true()
@@ -384,21 +390,28 @@ class Store:
         (docs/performance.md).
         """
         values = {"type_": type_, "id_": id_, **(restriction.values if restriction else {})}
-        key = restriction.key if restriction else None
         if self.dialect != "postgresql":
             async with self.reading() as unit:
                 row = (await unit.conn.execute(self._read_statement(restriction), values)).first()
         else:
-            compiled = self._compiled.get(key)
-            if compiled is None:
+            # Parameters marked ``literal_execute`` (a care unit's id) are part of the SQL text:
+            # one statement per restriction shape and such values, kept as (SQL, the names of
+            # its positional parameters, the values the statement carries itself).
+            key = (restriction.key, *sorted(restriction.values.items())) if restriction else None
+            prepared = self._compiled.get(key)
+            if prepared is None:
                 compiled = self._read_statement(restriction).compile(dialect=self.engine.dialect)
-                self._compiled[key] = compiled
-            params = compiled.construct_params(values)
-            args = [params[name] for name in compiled.positiontup or ()]
+                expanded = compiled.construct_expanded_state(values)
+                prepared = (expanded.statement, tuple(expanded.positiontup or ()), dict(expanded.parameters))
+                if len(self._compiled) >= MAX_COMPILED_READS:
+                    self._compiled.clear()
+                self._compiled[key] = prepared
+            sql, names, fixed = prepared
+            args = [values[name] if name in values else fixed[name] for name in names]
             pooled = await self.engine.raw_connection()
             driver: Any = pooled.driver_connection
             try:
-                row = await driver.fetchrow(str(compiled), *args)
+                row = await driver.fetchrow(sql, *args)
             except BaseException:
                 pooled.invalidate()  # a failed or cancelled query leaves the connection unusable
                 raise

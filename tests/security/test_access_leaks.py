@@ -5,26 +5,39 @@ The setting: agreement 2 of the demo region (Vårdcentralen Björkbacken) is the
 agreement; the prober is a nurse at Vårdcentralen Strandvägen, which takes no part in it. Some
 tests give Strandvägen an agreement of its own with the same patient, so the patient is visible
 to both units while each unit's agreement stays its own.
+
+Every test runs on PostgreSQL and on SQLite (the embedded default), since the rules are SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from patientkontrakt.config import Settings
+from patientkontrakt.domain import codes
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.service import Preferences
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
+from tests.conftest import make_settings
 from tests.security.conftest import STAFF_SCOPES, World
 
 AUTHOR = "demo-org-vc-bjorkbacken"
 OTHER_UNIT = "demo-org-vc-strandvagen"
 TARGET = 2
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    url = request.getfixturevalue("clean_pg" if request.param == "postgresql" else "sqlite_url")
+    return make_settings(str(url))
 
 
 def _put(world: World, *resources: dict[str, Any]) -> None:
@@ -135,6 +148,41 @@ def test_history_shows_nothing_of_another_units_agreement(world: World, app: Tes
     system_history = app.get("/fhir/_history", params={"_count": "1000"}, headers=other).json()
     assert not any(f"{t}/{i}" in _ids(system_history) for t, i in
                    (("CarePlan", target.plan), ("CareTeam", target.team), ("Goal", target.goals[1])))
+
+
+def test_the_provenance_of_a_change_stays_with_the_agreement(world: World, app: TestClient) -> None:
+    """A change of fast vårdkontakt leaves a Provenance (here the one the client sends in
+    X-Provenance); the units of the agreement see it, no other unit does."""
+    target = world.agreements[TARGET]
+    author = world.staff(world.role_at(AUTHOR, "nurse"))
+    other = world.staff(world.role_at(OTHER_UNIT, "nurse"))
+    team = _get(app, world, "CareTeam", target.team)
+    nurses = [r["id"] for r in world.generator.region.roles
+              if r["organization"]["reference"] == f"Organization/{AUTHOR}"
+              and r["code"][0]["coding"][0]["code"] == "nurse"]
+    contact = next(p for p in team["participant"]
+                   if any(c["code"] == codes.FAST_VARDKONTAKT for r in p["role"] for c in r["coding"])
+                   and "end" not in p.get("period", {}))
+    new = next(n for n in nurses if f"PractitionerRole/{n}" != contact["member"]["reference"])
+    team["participant"] = [p for p in team["participant"] if p is not contact] + [
+        {**contact, "member": {"reference": f"PractitionerRole/{new}"}, "period": {"start": "2026-01-01"}}]
+    given = {"resourceType": "Provenance", "recorded": "2026-01-02T10:00:00Z",
+             "agent": [{"who": {"reference": f"PractitionerRole/{new}"}}],
+             "reason": [{"text": "Patienten bad om en ny fast vårdkontakt"}]}
+    changed = app.put(f"/fhir/CareTeam/{target.team}", json=team,
+                      headers={**author, "X-Provenance": json.dumps(given)})
+    assert changed.status_code == 200, changed.text
+    seen = app.get("/fhir/Provenance", params={"target": f"CareTeam/{target.team}"}, headers=author)
+    assert seen.status_code == 200, seen.text
+    [provenance] = [e["resource"] for e in seen.json()["entry"]]
+    assert provenance["reason"] == given["reason"]
+    assert app.get(f"/fhir/Provenance/{provenance['id']}", headers=author).status_code == 200
+    assert app.get(f"/fhir/Provenance/{provenance['id']}", headers=other).status_code == 404
+    assert f"Provenance/{provenance['id']}" not in _ids(app.get("/fhir/Provenance", headers=other).json())
+    assert f"Provenance/{provenance['id']}" not in _ids(
+        app.get("/fhir/_history", params={"_count": "1000"}, headers=other).json())
+    assert f"Provenance/{provenance['id']}" in _ids(
+        app.get("/fhir/_history", params={"_count": "1000"}, headers=author).json())
 
 
 def test_totals_count_only_what_the_caller_may_see(world: World, app: TestClient) -> None:
