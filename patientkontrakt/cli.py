@@ -271,9 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     add = client_actions.add_parser("add", help="register (or replace) a client")
     add.add_argument("client_id")
     add.add_argument("--name", help="shown on the sign-in page")
-    add.add_argument("--kind", choices=("public", "confidential", "backend"), required=True,
+    add.add_argument("--kind", choices=("public", "confidential", "backend", "directory"), required=True,
                      help="public: PKCE only (apps in a browser or on a phone); confidential: PKCE and "
-                          "private_key_jwt; backend: client credentials (SMART Backend Services)")
+                          "private_key_jwt; backend: client credentials (SMART Backend Services) acting for "
+                          "a care unit; directory: client credentials for the region's directory "
+                          "synchronisation, the only client that writes Organization, Practitioner and "
+                          "PractitionerRole")
     add.add_argument("--redirect-uri", action="append", help="allowed redirect URI (repeat for several)")
     add.add_argument("--jwks", help="file with the client's public JWK Set (confidential, backend)")
     add.add_argument("--jwks-uri", help="URL of the client's public JWK Set (instead of --jwks)")

@@ -9,13 +9,13 @@ from typing import Any
 from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.fhir.search.query import QueryBuilder
-from patientkontrakt.security.rules import CareUnitAccess, PatientAccess, ScopedAccess
+from patientkontrakt.security.rules import CareUnitAccess, DirectoryAccess, PatientAccess, ScopedAccess
 from patientkontrakt.security.scopes import Scopes
 from patientkontrakt.security.tokens import LEEWAY, AccessTokens, Grant, invalid_token, missing_token
 
-_ROLE = {"patient": "patient", "system": "system"}
+_ROLE = {"patient": "patient", "system": "system", "directory": "directory"}
 _CACHE_SIZE = 4096
-_PURPOSE = {"patient": "PATRQT", "staff": "TREAT", "system": "TREAT"}
+_PURPOSE = {"patient": "PATRQT", "staff": "TREAT", "system": "TREAT", "directory": "HSYSADMIN"}
 
 
 class Authenticator:
@@ -54,7 +54,8 @@ class Authenticator:
     def _build(self, claims: dict[str, Any]) -> Access:
         grant = Grant.from_claims(claims)
         principal = Principal(
-            kind=grant.kind, id=grant.sub, name=grant.name, role=grant.title or _ROLE.get(grant.kind),
+            kind="system" if grant.kind == "directory" else grant.kind, id=grant.sub, name=grant.name,
+            role=grant.title or _ROLE.get(grant.kind),
             fhir_user=grant.fhir_user, care_unit=grant.care_unit, care_unit_name=grant.care_unit_name,
             care_provider=grant.care_provider, client_id=str(claims["client_id"]),
             purpose=_PURPOSE.get(grant.kind, "TREAT"),
@@ -66,6 +67,8 @@ class Authenticator:
             if not grant.patient:
                 raise invalid_token("a patient's token must name the patient")
             return PatientAccess(principal, scopes, self._parser, self._builder, grant.patient)
+        if grant.kind == "directory":
+            return DirectoryAccess(principal, scopes, self._parser, self._builder)
         if grant.kind in ("staff", "system"):
             if not grant.care_unit_org:
                 raise invalid_token("the token names no care unit to act for")

@@ -20,7 +20,8 @@ from patientkontrakt.security.scopes import is_known
 from patientkontrakt.storage.oauth import ClientRow, OAuthStore
 from patientkontrakt.storage.repository import Store
 
-KINDS = ("public", "confidential", "backend")
+KINDS = ("public", "confidential", "backend", "directory")
+BACKEND_KINDS = ("backend", "directory")  # client credentials (SMART Backend Services)
 
 
 class ClientError(ValueError):
@@ -72,12 +73,14 @@ class Clients:
             raise ClientError(f"unknown scopes: {' '.join(unknown) or '(none given)'}")
         for uri in redirect_uris:
             _check_redirect(uri)
-        if kind != "backend" and not redirect_uris:
+        if kind not in BACKEND_KINDS and not redirect_uris:
             raise ClientError(f"a {kind} client needs at least one --redirect-uri")
         if kind != "public" and not (jwks or jwks_uri):
             raise ClientError(f"a {kind} client needs its public keys: --jwks FILE or --jwks-uri URL")
         if jwks is not None:
             _check_jwks(jwks)
+        if kind == "directory" and care_unit:
+            raise ClientError("a directory client acts for no care unit: leave out --care-unit")
         if kind == "backend":
             if not care_unit:
                 raise ClientError("a backend client acts for a care unit: --care-unit HSA-ID")

@@ -13,6 +13,7 @@ personnummer, and the directory turns that into the same ``Grant``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ from patientkontrakt.security.tokens import Grant
 from patientkontrakt.storage.repository import StoredResource, Unit
 
 _PARTOF_DEPTH = 10
+log = logging.getLogger("patientkontrakt.security")
 
 
 @dataclass(frozen=True)
@@ -193,10 +195,14 @@ class Directory:
         return None
 
     async def care_unit(self, hsa_id: str) -> tuple[str, str, str | None] | None:
-        """(Organization id, name, care provider HSA-id) of the unit with this HSA-id."""
+        """(Organization id, name, care provider HSA-id) of the unit with this HSA-id; None when no
+        Organization, or more than one, has it (an HSA-id names one unit: two records claiming it
+        are an error in the directory, and acting for either could be acting for the wrong one)."""
         async with self._service.store.reading() as unit:
             found = await self._search(unit, "Organization", [("identifier", f"{HSA_ID}|{hsa_id}")])
-            if not found:
+            if len(found) != 1:
+                if found:
+                    log.error("HSA-id %s is claimed by %d Organizations: no one may act for it", hsa_id, len(found))
                 return None
             provider = await self._provider(unit, found[0])
             return str(found[0]["id"]), str(found[0].get("name") or ""), provider

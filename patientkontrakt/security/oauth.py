@@ -46,6 +46,7 @@ from joserfc.jwk import KeySet
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.security.clients import BACKEND_KINDS
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.scopes import Scopes, narrow
@@ -191,7 +192,7 @@ class AuthorizationServer:
         authorization code"): an app is never given a token meant for another server."""
         client_id = params.get("client_id", "")
         client = await self.store.client(client_id) if client_id else None
-        if client is None or client.kind == "backend":
+        if client is None or client.kind in BACKEND_KINDS:
             raise OAuthError("invalid_client", f"Unknown client {client_id!r}")
         redirect_uri = params.get("redirect_uri", "")
         if redirect_uri not in _json_list(client.redirect_uris):
@@ -411,17 +412,20 @@ class AuthorizationServer:
 
     async def _client_credentials(self, form: dict[str, str]) -> dict[str, Any]:
         client = await self._client(form, backend=True)
-        if client.kind != "backend":
+        if client.kind not in BACKEND_KINDS:
             raise OAuthError("unauthorized_client", "client_credentials is for backend clients")
         scope = scopes_for("system", narrow(form.get("scope", ""), client.scope))
         if not scope:
             raise OAuthError("invalid_scope", "none of the requested scopes can be granted to this client")
-        unit = await self.directory.care_unit(client.care_unit) if client.care_unit else None
-        if unit is None:
-            raise OAuthError("unauthorized_client", "the client is not registered for a known care unit")
-        org_id, name, provider = unit
-        grant = Grant(kind="system", sub=client.client_id, name=client.name, care_unit=client.care_unit,
-                      care_unit_name=name, care_unit_org=org_id, care_provider=provider)
+        if client.kind == "directory":  # keeps the directory; acts for no care unit
+            grant = Grant(kind="directory", sub=client.client_id, name=client.name)
+        else:
+            unit = await self.directory.care_unit(client.care_unit) if client.care_unit else None
+            if unit is None:
+                raise OAuthError("unauthorized_client", "the client is not registered for a known care unit")
+            org_id, name, provider = unit
+            grant = Grant(kind="system", sub=client.client_id, name=client.name, care_unit=client.care_unit,
+                          care_unit_name=name, care_unit_org=org_id, care_provider=provider)
         access_token, claims = self.tokens.issue(grant, scope, client.client_id)
         return {"access_token": access_token, "token_type": "Bearer", "expires_in": self.tokens.lifetime,
                 "scope": scope}

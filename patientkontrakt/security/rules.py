@@ -1,10 +1,10 @@
 """The access rules of the service (design §5), in one place. Deny by default.
 
-Three kinds of caller, each an ``Access`` (``patientkontrakt.fhir.access``) built from a
+Four kinds of caller, each an ``Access`` (``patientkontrakt.fhir.access``) built from a
 verified token:
 
 * ``ScopedAccess``: the SMART scopes alone (v2 ``cruds`` or v1 ``read/write``, with ``?param=``
-  narrowing). The base of the other two, and the whole of the rules for the bare FHIR engine,
+  narrowing). The base of the others, and the whole of the rules for the bare FHIR engine,
   which knows no care units.
 * ``CareUnitAccess`` — staff (``user/`` scopes) and backend systems (``system/`` scopes) acting
   for a care unit. They see the agreements (CarePlans) their unit takes part in — as author,
@@ -14,9 +14,10 @@ verified token:
   names, such as the goals patients state themselves), the patients, the Provenance of the
   teams and agreements; plus patients the unit registered (``Patient.managingOrganization``).
   The directory (Organization, Practitioner, PractitionerRole) is not patient data: every
-  care unit may read it; only systems may write it. A new agreement gets the caller's unit as
+  care unit may read it; none may write it. A new agreement gets the caller's unit as
   author, a new patient the unit as managing organisation, and whatever is written must stay
   within what the unit sees.
+* ``DirectoryAccess`` — the region's directory client, the only one that writes the directory.
 * ``PatientAccess`` — the patient (``patient/`` scopes): their own compartment (their Patient
   record and the agreements, teams, goals, activities and Provenance about them) and the
   practitioners, roles and organisations those name. They may add and change only goals they
@@ -305,9 +306,12 @@ class CareUnitAccess(ScopedAccess):
         return Restriction(f"care-unit:{type_}", condition, {"acc_org": self.unit_org})
 
     def _directory_guard(self, type_: str) -> None:
-        if type_ in DIRECTORY and self.principal.kind != "system":
-            raise Forbidden(f"Staff may not change {type_} resources: the directory is kept by the region's "
-                            "systems (HSA)", details_sv="Katalogen (HSA) kan inte ändras härifrån.")
+        """The directory decides who acts for which unit (a PractitionerRole's organization makes
+        its holder staff of that unit), so no unit's staff or systems may change it."""
+        if type_ in DIRECTORY:
+            raise Forbidden(f"{type_} resources are the directory (HSA), kept by the region's directory "
+                            "client; a care unit's staff and systems may read them but not change them",
+                            details_sv="Katalogen (HSA) kan inte ändras härifrån.")
 
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         self._directory_guard(existing.type)
@@ -324,6 +328,24 @@ class CareUnitAccess(ScopedAccess):
         if existing is None and type_ == "Patient" and "managingOrganization" not in resource:
             resource = {**resource, "managingOrganization": unit_ref}
         return resource
+
+
+# -- the directory ---------------------------------------------------------------------------
+
+
+class DirectoryAccess(ScopedAccess):
+    """The region's directory client (an HSA synchronisation, registered as kind ``directory``):
+    it keeps Organization, Practitioner and PractitionerRole, acts for no care unit and sees no
+    patient data."""
+
+    def require(self, type_: str, interaction: str) -> None:
+        if type_ not in DIRECTORY:
+            raise Forbidden(f"A directory client reads and writes only the directory (Organization, Practitioner, "
+                            f"PractitionerRole), not {type_}", details_sv="Du har inte behörighet till detta.")
+        super().require(type_, interaction)
+
+    def _rule(self, type_: str) -> Restriction | None:
+        return None if type_ in DIRECTORY else Restriction("directory:none", sa.false(), {})
 
 
 # -- the patient -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ _REQUIRED = ("iss", "aud", "sub", "exp", "iat", "jti", "client_id", "scope", "pk
 class Grant:
     """Who a token is for, decided at sign-in (or, for a backend, by its registration)."""
 
-    kind: str  # staff | patient | system
+    kind: str  # staff | patient | system | directory
     sub: str  # HSA-id (staff), personnummer (patient), client id (system)
     name: str | None = None
     title: str | None = None  # the staff member's profession

@@ -130,8 +130,8 @@ def clients(server: Server, clean_pg: str) -> Iterator[Clients]:
     output of failures only)."""
     start = server.log_size()
     settings = make_settings(clean_pg, base_url=server.base_url)
-    directory_token = issue_token(settings, Grant(kind="system", sub="hsa-sync", name="HSA sync",
-                                                  care_unit_org="-"), "system/*.cruds", client_id="hsa-sync")
+    directory_token = issue_token(settings, Grant(kind="directory", sub="hsa-sync", name="HSA sync"),
+                                  "system/*.cruds", client_id="hsa-sync")
     yield Clients(server, settings, SyncFHIRClient(server.fhir_base, authorization=f"Bearer {directory_token}"))
     print(f"--- server log ({server.base_url}) ---\n{server.log(start)}")
     assert server.process.poll() is None, "the server died during the test"

@@ -103,6 +103,15 @@ class World:
                       care_unit_org=org, care_provider=unit[2])
         return {"authorization": f"Bearer {issue_token(self.settings, grant, scope, 'test-ehr')}"}
 
+    def directory(self, scope: str = SYSTEM_SCOPES) -> dict[str, str]:
+        """Headers of the region's directory client (it acts for no care unit)."""
+        return _directory_headers(self.settings, scope)
+
+
+def _directory_headers(settings: Settings, scope: str = SYSTEM_SCOPES) -> dict[str, str]:
+    grant = Grant(kind="directory", sub="hsa-sync", name="HSA-synk")
+    return {"authorization": f"Bearer {issue_token(settings, grant, scope, 'hsa-sync')}"}
+
 
 def _agreements(generator: DemoGenerator) -> list[Agreement]:
     out = []

@@ -53,6 +53,7 @@ ROLES = {
     "staff-team-member": "kommun staff member in the agreement's team",
     "staff-other": "nurse at another vårdcentral",
     "system-author": "EHR system acting for the responsible vårdcentral",
+    "system-directory": "the region's directory client (HSA synchronisation)",
     "patient-own": "the agreement's patient",
     "patient-other": "another patient",
 }
@@ -67,6 +68,7 @@ MATRIX: dict[tuple[str, str], tuple[str, ...]] = {
     ("staff-team-member", "read"): ("ok", "ok", "ok", "ok", "ok", "ok", "ok"),
     ("staff-other", "read"): ("404", "404", "404", "404", "404", "ok", "ok"),
     ("system-author", "read"): ("ok", "ok", "ok", "ok", "ok", "ok", "ok"),
+    ("system-directory", "read"): ("403", "403", "403", "403", "403", "ok", "ok"),
     ("patient-own", "read"): ("ok", "ok", "ok", "ok", "ok", "ok", "ok"),
     ("patient-other", "read"): ("404", "404", "404", "404", "404", "404", "404"),
     ("staff-author", "search"): ("found", "found", "found", "found", "found", "found", "found"),
@@ -74,20 +76,23 @@ MATRIX: dict[tuple[str, str], tuple[str, ...]] = {
     ("staff-team-member", "search"): ("found", "found", "found", "found", "found", "found", "found"),
     ("staff-other", "search"): ("hidden", "hidden", "hidden", "hidden", "hidden", "found", "found"),
     ("system-author", "search"): ("found", "found", "found", "found", "found", "found", "found"),
+    ("system-directory", "search"): ("403", "403", "403", "403", "403", "found", "found"),
     ("patient-own", "search"): ("found", "found", "found", "found", "found", "found", "found"),
     ("patient-other", "search"): ("hidden", "hidden", "hidden", "hidden", "hidden", "hidden", "hidden"),
     ("staff-author", "update"): ("ok", "ok", "ok", "ok", "ok", "403", "403"),
     ("staff-contributor", "update"): ("ok", "ok", "ok", "ok", "ok", "403", "403"),
     ("staff-team-member", "update"): ("ok", "ok", "ok", "ok", "ok", "403", "403"),
     ("staff-other", "update"): ("404", "404", "404", "404", "404", "403", "403"),
-    ("system-author", "update"): ("ok", "ok", "ok", "ok", "ok", "ok", "ok"),
+    ("system-author", "update"): ("ok", "ok", "ok", "ok", "ok", "403", "403"),
+    ("system-directory", "update"): ("403", "403", "403", "403", "403", "ok", "ok"),
     ("patient-own", "update"): ("403", "403", "403", "403", "ok", "403", "403"),
     ("patient-other", "update"): ("403", "403", "403", "404", "404", "403", "403"),
     ("staff-author", "create"): ("ok", "ok", "n/a", "ok", "n/a", "403", "403"),
     ("staff-contributor", "create"): ("ok", "ok", "n/a", "ok", "n/a", "403", "403"),
     ("staff-team-member", "create"): ("ok", "ok", "n/a", "ok", "n/a", "403", "403"),
     ("staff-other", "create"): ("ok", "422", "n/a", "422", "n/a", "403", "403"),
-    ("system-author", "create"): ("ok", "ok", "n/a", "ok", "n/a", "ok", "ok"),
+    ("system-author", "create"): ("ok", "ok", "n/a", "ok", "n/a", "403", "403"),
+    ("system-directory", "create"): ("403", "403", "n/a", "403", "n/a", "ok", "ok"),
     ("patient-own", "create"): ("403", "403", "n/a", "403", "ok", "403", "403"),
     ("patient-other", "create"): ("403", "403", "n/a", "403", "403", "403", "403"),
     ("staff-author", "delete"): ("n/a", "ok", "n/a", "ok", "n/a", "403", "403"),
@@ -95,6 +100,7 @@ MATRIX: dict[tuple[str, str], tuple[str, ...]] = {
     ("staff-team-member", "delete"): ("n/a", "ok", "n/a", "ok", "n/a", "403", "403"),
     ("staff-other", "delete"): ("n/a", "404", "n/a", "404", "n/a", "403", "403"),
     ("system-author", "delete"): ("n/a", "ok", "n/a", "ok", "n/a", "n/a", "n/a"),
+    ("system-directory", "delete"): ("n/a", "403", "n/a", "403", "n/a", "n/a", "n/a"),
     ("patient-own", "delete"): ("n/a", "403", "n/a", "403", "n/a", "403", "403"),
     ("patient-other", "delete"): ("n/a", "403", "n/a", "403", "n/a", "403", "403"),
 }
@@ -177,6 +183,8 @@ class Case:
             return w.staff(w.role_at(OTHER_UNIT, "nurse"))
         if role == "system-author":
             return w.system(AUTHOR)
+        if role == "system-directory":
+            return w.directory()
         if role == "patient-own":
             return w.patient(self.target.patient)
         if role == "patient-other":
@@ -299,6 +307,8 @@ def run_case(case: Case, role: str, interaction: str, column: str) -> str:
             return _outcome(app.get(f"/fhir/{type_}/{id_}", headers=headers))
         if interaction == "search":
             response = app.get(f"/fhir/{type_}", params={"_id": id_}, headers=headers)
+            if response.status_code == 403:
+                return _outcome(response)
             assert response.status_code == 200, response.text
             found = [e["resource"]["id"] for e in response.json().get("entry", [])]
             return "found" if found == [id_] else "hidden"

@@ -71,6 +71,7 @@ NARROW_SCOPE = "openid fhirUser user/CarePlan.rs"
 EHR_EC = "ehr-es384"  # backend at Björkbacken, EC P-384 key
 EHR_RSA = "ehr-rs384"  # backend at Björkbacken, RSA key
 PORTAL = "portal"  # a confidential client (private_key_jwt), may not use client credentials
+HSA_SYNC = "hsa-sync"  # the region's directory client (EC key)
 
 UNIT = "demo-org-vc-bjorkbacken"
 OTHER_UNIT = "demo-org-vc-strandvagen"
@@ -81,6 +82,7 @@ PATIENT_ASK = "openid fhirUser launch/patient offline_access patient/*.rs user/*
 EC_KEY = ECKey.generate_key("P-384", private=True)
 RSA_KEY = RSAKey.generate_key(2048, private=True)
 PORTAL_KEY = ECKey.generate_key("P-384", private=True)
+DIRECTORY_KEY = ECKey.generate_key("P-384", private=True)
 
 
 def _public_jwks(key: ECKey | RSAKey, alg: str) -> str:
@@ -183,10 +185,12 @@ def _register_clients(site: Site) -> None:
     hsa = site.unit_hsa(UNIT)
     site.register(EHR_EC, name="Journal (EC)", kind="backend", redirect_uris=[], scope="system/*.rs",
                   jwks=_public_jwks(EC_KEY, "ES384"), care_unit=hsa)
-    site.register(EHR_RSA, name="Journal (RSA)", kind="backend", redirect_uris=[], scope="system/*.rs",
+    site.register(EHR_RSA, name="Journal (RSA)", kind="backend", redirect_uris=[], scope="system/*.cruds",
                   jwks=_public_jwks(RSA_KEY, "RS384"), care_unit=hsa)
     site.register(PORTAL, name="Portalen", kind="confidential", redirect_uris=[APP_REDIRECT], scope=APP_SCOPE,
                   jwks=_public_jwks(PORTAL_KEY, "ES384"))
+    site.register(HSA_SYNC, name="HSA-synk", kind="directory", redirect_uris=[], scope="system/*.cruds",
+                  jwks=_public_jwks(DIRECTORY_KEY, "ES384"))
 
 
 @pytest.fixture
@@ -945,6 +949,42 @@ def test_a_backend_gets_only_the_system_scopes_it_is_registered_for(site: Site) 
     assert site.claims(token)["scope"] == "system/CarePlan.rs"
     assert site.fhir("Patient", token).status_code == 403
     assert oauth_error(client_credentials(site, assertion(), scope="user/*.rs openid")) == "invalid_scope"
+
+
+def test_only_the_directory_client_writes_the_directory(site: Site) -> None:
+    """A PractitionerRole's organization decides which unit its holder acts for, so a unit's own
+    EHR could otherwise make anyone staff of any unit; only the directory client may change it,
+    and it sees no patient data."""
+    role_id = site.world.role_at(UNIT, "nurse")
+    ehr = client_credentials(site, assertion(EHR_RSA, RSA_KEY, "RS384"), scope="system/*.cruds").json()["access_token"]
+    response = client_credentials(site, assertion(HSA_SYNC, DIRECTORY_KEY), scope="system/*.cruds")
+    assert response.status_code == 200, response.text
+    hsa_sync = response.json()["access_token"]
+    claims = site.claims(hsa_sync)
+    assert claims["pk_kind"] == "directory" and "care_unit_org" not in claims
+    role = site.fhir(f"PractitionerRole/{role_id}", ehr).json()
+    elsewhere = {"reference": f"Organization/{OTHER_UNIT}"}
+    moved = {**{k: v for k, v in role.items() if k != "meta"}, "organization": elsewhere}
+    for token, status in ((ehr, 403), (hsa_sync, 200)):
+        put = site.http.put(f"/fhir/PractitionerRole/{role_id}", json=moved,
+                            headers={"authorization": f"Bearer {token}", "content-type": "application/fhir+json"})
+        assert put.status_code == status, put.text
+    assert site.fhir(f"PractitionerRole/{role_id}", ehr).json()["organization"] == elsewhere
+    # the directory client sees no patient data
+    for path in ("CarePlan", "Patient", f"CarePlan/{site.world.by_author(UNIT)[0].plan}"):
+        assert site.fhir(path, hsa_sync).status_code == 403, path
+    assert site.fhir("Organization", hsa_sync).status_code == 200
+
+
+async def test_a_directory_client_acts_for_no_care_unit(clean_pg: str) -> None:
+    store = Store(create_engine(clean_pg, pool_size=2))
+    try:
+        with pytest.raises(ClientError, match="no care unit"):
+            await Clients(store).add(HSA_SYNC, name="HSA-synk", kind="directory", redirect_uris=[],
+                                     scope="system/*.cruds", jwks=_public_jwks(DIRECTORY_KEY, "ES384"),
+                                     care_unit="SE2321000016-E001")
+    finally:
+        await store.dispose()
 
 
 async def test_clients_register_public_rsa_or_ec_keys_only(clean_pg: str) -> None:
