@@ -313,12 +313,24 @@ class CareUnitAccess(ScopedAccess):
                             "client; a care unit's staff and systems may read them but not change them",
                             details_sv="Katalogen (HSA) kan inte ändras härifrån.")
 
+    def _responsible(self, existing: StoredResource, what: str, what_sv: str) -> None:
+        """Only the agreement's author, the unit responsible for it, may do ``what`` to it."""
+        author = _reference(orjson.loads(existing.body).get("author"))
+        if author != f"Organization/{self.unit_org}":
+            raise Forbidden(f"Only the unit responsible for the agreement ({author}) may {what}",
+                            details_sv=f"Bara den enhet som ansvarar för patientkontraktet kan {what_sv}.")
+
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         self._directory_guard(existing.type)
+        if existing.type == "CarePlan":
+            self._responsible(existing, "delete it", "ta bort det")
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         type_ = resource["resourceType"]
         self._directory_guard(type_)
+        if existing is not None and type_ == "CarePlan" \
+                and _reference(resource.get("author")) != _reference(orjson.loads(existing.body).get("author")):
+            self._responsible(existing, "hand it over", "lämna över det")
         unit_ref = {"reference": f"Organization/{self.unit_org}"}
         if self.principal.care_unit_name:
             unit_ref["display"] = self.principal.care_unit_name

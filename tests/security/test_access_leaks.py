@@ -183,6 +183,29 @@ def test_the_provenance_of_a_change_stays_with_the_agreement(world: World, app: 
         app.get("/fhir/_history", params={"_count": "1000"}, headers=other).json())
     assert f"Provenance/{provenance['id']}" in _ids(
         app.get("/fhir/_history", params={"_count": "1000"}, headers=author).json())
+    # a Provenance of a goal would not be the writer's to see: refused, and the goal unchanged
+    goal = _get(app, world, "Goal", target.goals[1])
+    changed = {**{k: v for k, v in goal.items() if k != "meta"}, "description": {"text": "Ändrat mål"}}
+    refused = app.put(f"/fhir/Goal/{goal['id']}", json=changed, headers={**author, "X-Provenance": json.dumps(given)})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert _get(app, world, "Goal", goal["id"])["meta"]["versionId"] == goal["meta"]["versionId"]
+
+
+def test_only_the_responsible_unit_hands_an_agreement_over(world: World, app: TestClient) -> None:
+    """A unit that takes part in an agreement may change it, but not make itself responsible."""
+    target = world.agreements[TARGET]
+    contributor = target.contributors[0]
+    plan = {k: v for k, v in _get(app, world, "CarePlan", target.plan).items() if k != "meta"}
+    taken = {**plan, "author": {"reference": f"Organization/{contributor}"}}
+    refused = app.put(f"/fhir/CarePlan/{target.plan}", json=taken, headers=world.system(contributor))
+    assert refused.status_code == 403, refused.text
+    assert "ansvarar" in refused.text
+    assert _get(app, world, "CarePlan", target.plan)["author"] == plan["author"]
+    handed = app.put(f"/fhir/CarePlan/{target.plan}", json=taken, headers=world.system(AUTHOR))
+    assert handed.status_code == 200, handed.text
+    assert app.get(f"/fhir/CarePlan/{target.plan}", headers=world.system(contributor)).json()["author"] == \
+        taken["author"]
 
 
 def test_totals_count_only_what_the_caller_may_see(world: World, app: TestClient) -> None:

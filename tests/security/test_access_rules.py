@@ -97,7 +97,7 @@ MATRIX: dict[tuple[str, str], tuple[str, ...]] = {
     ("patient-other", "create"): ("403", "403", "n/a", "403", "403", "403", "403"),
     ("staff-author", "delete"): ("n/a", "ok", "n/a", "ok", "n/a", "403", "403"),
     ("staff-contributor", "delete"): ("n/a", "404", "n/a", "ok", "n/a", "403", "403"),
-    ("staff-team-member", "delete"): ("n/a", "ok", "n/a", "ok", "n/a", "403", "403"),
+    ("staff-team-member", "delete"): ("n/a", "403", "n/a", "ok", "n/a", "403", "403"),
     ("staff-other", "delete"): ("n/a", "404", "n/a", "404", "n/a", "403", "403"),
     ("system-author", "delete"): ("n/a", "ok", "n/a", "ok", "n/a", "n/a", "n/a"),
     ("system-directory", "delete"): ("n/a", "403", "n/a", "403", "n/a", "n/a", "n/a"),
@@ -109,8 +109,9 @@ _NOTES = {
               "the target's patient and team (the caller's unit becomes its author); Goal a new goal for the "
               "target's patient; the patient's own goal one they state themselves.",
     "delete": "Delete: a draft agreement of the responsible unit with the target's team but no contributors "
-              "(so the clinic takes no part in it and the kommun member does, through the team), and a goal of "
-              "the target's patient that no agreement names, both made for the case.",
+              "(so the clinic takes no part in it and the kommun member does, through the team, but only the "
+              "responsible unit may delete it), and a goal of the target's patient that no agreement names, both "
+              "made for the case.",
 }
 
 
