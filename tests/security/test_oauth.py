@@ -976,6 +976,18 @@ def test_only_the_directory_client_writes_the_directory(site: Site) -> None:
     assert site.fhir("Organization", hsa_sync).status_code == 200
 
 
+def test_an_hsa_id_two_organizations_claim_names_no_unit(site: Site) -> None:
+    hsa_sync = client_credentials(site, assertion(HSA_SYNC, DIRECTORY_KEY), scope="system/*.cruds").json()
+    unit = site.fhir(f"Organization/{UNIT}", hsa_sync["access_token"]).json()
+    copy = {k: v for k, v in unit.items() if k not in ("meta", "id", "partOf")}
+    created = site.http.post("/fhir/Organization", json={**copy, "name": "Dubblett"},
+                             headers={"authorization": f"Bearer {hsa_sync['access_token']}",
+                                      "content-type": "application/fhir+json"})
+    assert created.status_code == 201, created.text
+    refused = client_credentials(site, assertion())
+    assert oauth_error(refused) == "unauthorized_client", refused.text
+
+
 async def test_a_directory_client_acts_for_no_care_unit(clean_pg: str) -> None:
     store = Store(create_engine(clean_pg, pool_size=2))
     try:
