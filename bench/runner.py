@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "reported (default 3)")
     parser.add_argument("--quiet-wait", type=float, default=30.0,
                         help="before each measurement wait up to this many seconds for the machine to be "
-                             f"under {QUIET_BELOW:.0%} busy (default 30)")
+                             f"under {QUIET_BELOW * 100:.0f}%% busy (default 30)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for both servers (default 1)")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
