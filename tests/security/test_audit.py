@@ -40,10 +40,11 @@ from fhir.resources.R4B.bundle import Bundle
 
 from api.app import create_app
 from patientkontrakt.audit.events import render
-from patientkontrakt.audit.log import AuditLog, verify
+from patientkontrakt.audit.log import AuditLog, _entry, verify
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.fhir.access import Principal
+from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store, StoredResource
@@ -698,6 +699,29 @@ async def test_several_processes_append_to_one_chain(clean_pg: str) -> None:
     finally:
         for s in stores:
             await s.dispose()
+
+
+async def test_an_append_finds_the_chain_head_without_reading_the_log(clean_pg: str) -> None:
+    """A pooled connection lives on while the log grows from empty: its appends must still find
+    the head by the primary key, not by a plan it cached when the log was empty (a full scan)."""
+    conn = await asyncpg.connect(_dsn(clean_pg))
+    try:
+        await conn.execute("VACUUM ANALYZE audit_log")  # the statistics of a new (or cloned) database: empty
+        entry = _entry(_Caller(NURSE), "read", "CarePlan/a", ["CarePlan/a"], "pat-a", 200, "success", now_utc())
+        await conn.execute("SELECT audit_append($1::jsonb)", sql._as_json([entry]))
+        await conn.execute("SELECT audit_append($1::jsonb)", sql._as_json([entry] * 3000))
+        scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'audit_log'"
+        async with conn.transaction():  # the counts of this backend not yet reported, which a transaction holds
+            before = await conn.fetchval(scans)
+            assert await conn.fetchval("SELECT audit_append($1::jsonb)", sql._as_json([entry])) == 3002
+            assert await conn.fetchval(scans) == before
+    finally:
+        await conn.close()
+    store = Store(create_engine(clean_pg, pool_size=1))
+    try:
+        assert await verify(store) == (3002, None, "intact")
+    finally:
+        await store.dispose()
 
 
 async def test_a_rolled_back_write_leaves_no_entry_and_no_gap(store: Store) -> None:
