@@ -42,6 +42,7 @@ from patientkontrakt.fhir.errors import Forbidden, NotFound
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.security.scopes import ResourceScope, Scopes
+from patientkontrakt.storage.conditions import SharedCondition
 from patientkontrakt.storage.repository import Restriction, StoredResource, Unit
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
 
@@ -299,7 +300,7 @@ class CareUnitAccess(ScopedAccess):
     def _rule(self, type_: str) -> Restriction | None:
         if type_ not in _CARE_UNIT_CONDITIONS:
             condition = _care_unit_condition(type_)
-            _CARE_UNIT_CONDITIONS[type_] = None if condition is None else _inline_constants(condition)
+            _CARE_UNIT_CONDITIONS[type_] = None if condition is None else SharedCondition(_inline_constants(condition))
         condition = _CARE_UNIT_CONDITIONS[type_]
         if condition is None:
             return None
@@ -420,7 +421,7 @@ class PatientAccess(ScopedAccess):
 
     def _rule(self, type_: str) -> Restriction | None:
         if type_ not in _PATIENT_CONDITIONS:
-            _PATIENT_CONDITIONS[type_] = _inline_constants(_patient_condition(type_))
+            _PATIENT_CONDITIONS[type_] = SharedCondition(_inline_constants(_patient_condition(type_)))
         return Restriction(f"patient:{type_}", _PATIENT_CONDITIONS[type_], {"acc_patient": self.patient_id})
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
