@@ -4,11 +4,14 @@ The statements are not written by hand: the search runs through the server's own
 (``FhirService.parse_search`` and ``search_engine.find``, the same calls ``FhirService.search``
 makes) against the benchmark database, and every statement SQLAlchemy executes on the way is
 captured (``before_execute``) and compiled for PostgreSQL with literal binds. Each is then run
-once to warm the cache and explained with ANALYZE and BUFFERS.
+once to warm the cache and explained with ANALYZE and BUFFERS. The search runs with the
+``Access`` the server builds for the benchmark's token (``synthetic.bench_grant``), so the plans
+include the care unit's access rules.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,10 +19,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 
+from bench import synthetic
 from bench.database import asyncpg_dsn
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.security.authenticate import Authenticator
+from patientkontrakt.security.keys import SigningKeys
+from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 
@@ -28,21 +35,27 @@ def compile_literal(statement: Any) -> str:
     return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 
-async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]]) -> list[str]:
-    """The statements one search executes, in order, as literal PostgreSQL SQL."""
+async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]], signing_key: Path) -> list[str]:
+    """The statements one search of the benchmark's caller executes, in order, as literal
+    PostgreSQL SQL."""
     engine = create_engine(database_url, pool_size=1)
     store = Store(engine)
     captured: list[str] = []
 
-    def capture(_conn: Any, clauseelement: Any, *_args: Any) -> None:
+    def capture(_conn: Any, clauseelement: Any, multiparams: Any, params: Any, *_args: Any) -> None:
         if isinstance(clauseelement, sa.sql.ClauseElement) and not isinstance(clauseelement, sa.TextClause):
-            captured.append(compile_literal(clauseelement))
+            values = params or (multiparams[0] if multiparams else {})  # the caller's, e.g. its unit
+            captured.append(compile_literal(clauseelement.params(values) if values else clauseelement))
 
     try:
         service = build_service(Settings(database_url=database_url), store)
+        tokens = AccessTokens(SigningKeys.load(signing_key), "https://bench.invalid", "https://bench.invalid/fhir",
+                              lifetime=60)
+        token = tokens.issue(synthetic.bench_grant(), synthetic.BENCH_SCOPE, "bench")[0]
+        access = Authenticator(tokens, service.parser, service.search_engine.builder).access(f"Bearer {token}")
         query = service.parse_search(type_, pairs, Preferences())
         event.listen(engine.sync_engine, "before_execute", capture)
-        async with store.reading() as unit:
+        async with store.reading(access) as unit:
             page = await service.search_engine.find(unit, query)
         event.remove(engine.sync_engine, "before_execute", capture)
         if not page.matches:
@@ -52,8 +65,9 @@ async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]]
     return captured
 
 
-async def explain(database_url: str, type_: str, pairs: list[tuple[str, str]], header: str) -> str:
-    statements = await search_sql(database_url, type_, pairs)
+async def explain(database_url: str, type_: str, pairs: list[tuple[str, str]], header: str,
+                  signing_key: Path) -> str:
+    statements = await search_sql(database_url, type_, pairs, signing_key)
     parts = [header]
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:

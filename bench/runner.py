@@ -33,7 +33,7 @@ from bench.scenarios import SCENARIOS, Scenario
 from bench.servers import Server, baseline_server, machine_busy, patientkontrakt_server
 from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.security.keys import SigningKeys, generate_key
-from patientkontrakt.security.tokens import AccessTokens, Grant
+from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import migrate
 
 MAX_AGREEMENTS = 1_000_000
@@ -61,9 +61,7 @@ class Bench:
         if server.name.endswith("-noauth") or not server.name.startswith("patientkontrakt"):
             return None
         tokens = AccessTokens(SigningKeys.load(self.signing_key), server.url, f"{server.url}/fhir", lifetime=900)
-        grant = Grant(kind="system", sub="bench", name="Benchmark", care_unit=synthetic.CLINIC_HSA_ID,
-                      care_unit_name="Regionkliniken (test)", care_unit_org=synthetic.CLINIC_ID)
-        return tokens.issue(grant, "system/*.cruds", "bench")[0]
+        return tokens.issue(synthetic.bench_grant(), synthetic.BENCH_SCOPE, "bench")[0]
 
     # -- databases -------------------------------------------------------------------------
 
@@ -99,7 +97,7 @@ class Bench:
         sample = sorted({0, n // 2, n - 1, *range(0, n, max(1, n // 20))})
         extra = [_body(line) for line in SCENARIOS["create"].lines(n)[:20]]
         extra += [_body(line) for line in SCENARIOS["update"].lines(n)[:20]]
-        extra += [entry["resource"] for entry in synthetic.transaction_bundle(n, 0)["entry"]]
+        extra += synthetic.transaction_resources(n, 0)
         validated = checks.validate_sample(offline_service(), sample, extra)
         compared = await checks.verify_against_writer(url, n // 2)
         print(f"[{n:,}] validated {validated} resources through the server's prepare (FHIR validator, profiles, "
@@ -239,9 +237,10 @@ class Bench:
         header = (f"-- EXPLAIN (ANALYZE, BUFFERS) of the statements the server runs for\n"
                   f"-- GET /fhir/CarePlan?patient={patient}&_include=CarePlan:care-team\n"
                   f"-- N = {n:,} agreements ({n * synthetic.RESOURCES_PER_AGREEMENT:,} resources); built by "
-                  f"FhirService.parse_search + search_engine.find, compiled with literal binds (bench/explain.py)\n"
+                  f"FhirService.parse_search + search_engine.find for the bench's token (a system of the regional "
+                  f"clinic, with its access rules), compiled with literal binds (bench/explain.py)\n"
                   f"-- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, command: {_command()}")
-        text = await explain(url, "CarePlan", pairs, header)
+        text = await explain(url, "CarePlan", pairs, header, self.signing_key)
         path = self.output / f"explain-{n}.txt"
         path.write_text(text, encoding="utf-8")
         out["explain"] = relative(path)

@@ -59,7 +59,8 @@ def update_lines(agreements: int) -> list[Line]:
 
 
 def transaction_lines(agreements: int) -> list[Line]:
-    """New agreements (numbers after the loaded ones) at existing units, as 10-entry transactions."""
+    """New agreements (numbers after the loaded ones) at existing units and with their staff, as
+    10-entry transactions (with four booked visits)."""
     return [("POST", "/fhir", _json(synthetic.transaction_bundle(agreements + k, k % agreements)))
             for k in range(TRANSACTIONS)]
 
@@ -74,8 +75,8 @@ def _check_search(response: httpx.Response) -> str | None:
 
 def _check_transaction(response: httpx.Response) -> str | None:
     statuses = [e["response"]["status"] for e in response.json().get("entry", [])]
-    if len(statuses) != 10 or any(not s.startswith("201") for s in statuses):
-        return f"expected 10 entries created, got {statuses}"
+    if len(statuses) != synthetic.TRANSACTION_ENTRIES or any(not s.startswith("201") for s in statuses):
+        return f"expected {synthetic.TRANSACTION_ENTRIES} entries created, got {statuses}"
     return None
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
+from patientkontrakt.security.tokens import Grant
 
 ORGNR = "2321990000"  # the demo region's fictional organisationsnummer (valid check digit)
 
@@ -54,6 +55,14 @@ def resource_id(kind: int, agreement: int) -> str:
 
 CLINIC_ID = resource_id(99, 0)
 CLINIC_HSA_ID = f"SE{ORGNR}-BKLINIK"
+BENCH_SCOPE = "system/*.cruds"
+
+
+def bench_grant() -> Grant:
+    """Who the benchmark's token is: a system acting for the regional clinic that takes part in
+    every synthetic agreement (``shared``), so every read and search passes the access rules."""
+    return Grant(kind="system", sub="bench", name="Benchmark", care_unit=CLINIC_HSA_ID,
+                 care_unit_name="Regionkliniken (test)", care_unit_org=CLINIC_ID)
 
 
 def shared() -> list[dict[str, Any]]:
@@ -124,6 +133,11 @@ def _coding(system: str, code: str, display: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code, "display": display}]}
 
 
+def _start(i: int) -> date:
+    """When agreement ``i`` begins."""
+    return date(2024 + i % 2, 1 + i % 12, 1 + i % 28)
+
+
 def agreement(i: int, organization: int | None = None) -> list[dict[str, Any]]:
     """The eleven resources of agreement ``i``, with ids, without version ``meta``.
 
@@ -134,7 +148,7 @@ def agreement(i: int, organization: int | None = None) -> list[dict[str, Any]]:
     pnr = personnummer(i)
     male = int(pnr[10]) % 2 == 1
     given = _GIVEN[i % len(_GIVEN)]
-    start = date(2024 + i % 2, 1 + i % 12, 1 + i % 28)
+    start = _start(i)
     end = start + timedelta(days=730)
     org = _ref(2, unit, "Organization", f"Testvårdcentralen {unit}")
     nurse_role, doctor_role = _ref(10, i, "PractitionerRole"), _ref(11, i, "PractitionerRole")
@@ -253,10 +267,12 @@ def care_plan(i: int) -> dict[str, Any]:
 
 
 def transaction_bundle(i: int, organization: int) -> dict[str, Any]:
-    """New agreement ``i`` at the existing unit of agreement ``organization``, as a 10-entry
-    transaction: Patient, two Practitioners and PractitionerRoles, CareTeam, CarePlan and three
-    Goals, with ``urn:uuid`` full URLs and references between the entries (R4 http.html#trules)."""
-    resources = [r for r in agreement(i, organization) if r["resourceType"] != "Organization"]
+    """New agreement ``i`` at the existing unit of agreement ``organization``, with that unit's
+    staff, as the 10-entry transaction an EHR sends: Patient, CareTeam, CarePlan, three Goals and
+    four booked visits (Appointment), with ``urn:uuid`` full URLs and references between the
+    entries (R4 http.html#trules). The directory (Organization, Practitioner, PractitionerRole)
+    is not the EHR's to write: the team's PractitionerRoles are those already at the unit."""
+    resources = transaction_resources(i, organization)
     urns = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['id']}" for r in resources}
     entries = []
     for resource in resources:
@@ -266,6 +282,44 @@ def transaction_bundle(i: int, organization: int) -> dict[str, Any]:
             "request": {"method": "POST", "url": resource["resourceType"]},
         })
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def transaction_resources(i: int, organization: int) -> list[dict[str, Any]]:
+    """The resources of ``transaction_bundle`` as stored once it has run: with their ids and
+    plain references (what the loader checks through the server's validation)."""
+    staff = {f"PractitionerRole/{resource_id(kind, i)}": f"PractitionerRole/{resource_id(kind, organization)}"
+             for kind in (10, 11)}
+    resources = [r for r in agreement(i, organization) if r["resourceType"] not in _DIRECTORY]
+    return [_rewrite_references(r, staff) for r in resources + appointments(i)]
+
+
+def appointments(i: int) -> list[dict[str, Any]]:
+    """The four visits booked for agreement ``i``'s patient with its fast vårdkontakt (ids of
+    kinds 12 to 15, after ``KINDS``): two weeks apart, the agreement's activity kinds in turn."""
+    start = _start(i)
+    booked = []
+    for n in range(4):
+        code, text = _ACTIVITIES[n % len(_ACTIVITIES)]
+        day = (start + timedelta(days=14 * (n + 1))).isoformat()
+        booked.append({
+            "resourceType": "Appointment",
+            "id": resource_id(len(KINDS) + 1 + n, i),
+            "meta": _tag(),
+            "status": "booked",
+            "serviceType": [_coding(codes.ACTIVITY_KIND, code, text)],
+            "description": text,
+            "start": f"{day}T10:00:00+01:00",
+            "end": f"{day}T10:30:00+01:00",
+            "participant": [
+                {"actor": _ref(1, i, "Patient"), "status": "accepted"},
+                {"actor": _ref(10, i, "PractitionerRole"), "status": "accepted"},
+            ],
+        })
+    return booked
+
+
+_DIRECTORY = ("Organization", "Practitioner", "PractitionerRole")
+TRANSACTION_ENTRIES = 10
 
 
 def _rewrite_references(node: Any, urns: dict[str, str]) -> Any:
