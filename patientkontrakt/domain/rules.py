@@ -41,6 +41,7 @@ from patientkontrakt.storage.repository import StoredResource, Unit
 
 _PERSON_SYSTEMS = {PERSONNUMMER, SAMORDNINGSNUMMER, *SYSTEM_ALIASES}
 _OPEN_STATES = ("active", "on-hold")
+_MAX_PLANS_PER_PATIENT = 10_000  # CarePlans of one patient read by the one-active rule
 
 
 def _ref_key(reference: Any) -> tuple[str, str] | None:
@@ -258,19 +259,27 @@ class PatientkontraktRules:
             )
 
     async def _one_active_per_unit(self, unit: Unit, plan: dict[str, Any], writer: Writer) -> None:
+        """The patient's other CarePlans, found through the subject (a few per patient), are read
+        and checked here. A search on subject, author, status and category together was planned
+        generically (the values unknown) and ran from the category, that is from every
+        agreement of the region: a second per CarePlan write at 10,000 agreements."""
         subject, author = plan["subject"]["reference"], (plan.get("author") or {}).get("reference", "")
         await unit.lock_key(f"patientkontrakt:{subject}:{author}")
-        pairs = [
-            ("subject", subject), ("author", author), ("status", "active"),
-            ("category", f"{codes.CAREPLAN_CATEGORY}|{codes.PATIENTKONTRAKT}"),
-        ]
-        others = [r for r in await writer.match(unit, "CarePlan", pairs, 2) if r.id != plan.get("id")]
-        if others:
-            raise Conflict(
-                f"{subject} already has an active Patientkontrakt with {author}: CarePlan/{others[0].id}",
-                expression=("CarePlan.status",),
-                details_sv="Patienten har redan ett gällande patientkontrakt med den här vårdenheten.",
-            )
+        patient, unit_key = _ref_key(plan.get("subject")), _ref_key(plan.get("author"))
+        if patient is None or unit_key is None:
+            return
+        pks = await unit.referencing("CarePlan", "subject", [patient], _MAX_PLANS_PER_PATIENT)
+        for other in await unit.get_by_pks(pks):
+            if other.deleted or other.id == plan.get("id"):
+                continue
+            body = orjson.loads(other.body)
+            if body.get("status") == "active" and _ref_key(body.get("author")) == unit_key \
+                    and _has_code(body.get("category"), codes.CAREPLAN_CATEGORY, codes.PATIENTKONTRAKT):
+                raise Conflict(
+                    f"{subject} already has an active Patientkontrakt with {author}: CarePlan/{other.id}",
+                    expression=("CarePlan.status",),
+                    details_sv="Patienten har redan ett gällande patientkontrakt med den här vårdenheten.",
+                )
 
     async def _verify_team(self, unit: Unit, team: dict[str, Any], writer: Writer) -> None:
         if "id" not in team:

@@ -368,6 +368,13 @@ def test_activating_a_draft_beside_an_active_agreement_is_a_conflict(pk_client: 
     assert read(pk_client, "CarePlan", "draft-plan")["status"] == "draft"
 
 
+def test_a_deleted_agreement_leaves_room_for_a_new_active_one(pk_client: TestClient) -> None:
+    agreement = prepare(pk_client)
+    assert pk_client.delete(f"/fhir/CarePlan/{agreement.plan['id']}").status_code in (200, 204)
+    created = put(pk_client, {**deep(agreement.plan), "id": "after-the-deleted"})
+    assert created.status_code == 201, created.text
+
+
 def test_other_unit_draft_and_update_of_the_same_agreement_pass(pk_client: TestClient) -> None:
     agreement = prepare(pk_client)
     other_unit = {**deep(agreement.plan), "id": "hospital-plan", "author": {"reference": HOSPITAL}}
