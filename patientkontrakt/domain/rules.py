@@ -236,7 +236,7 @@ class PatientkontraktRules:
         if await self._author_is_vardcentral(unit, plan):
             await self._require_physician(unit, team or {}, where)
         if plan.get("status") == "active" and subject is not None:
-            await self._one_active_per_unit(unit, plan, writer)
+            await self._one_active_per_unit(unit, plan)
 
     async def _author_is_vardcentral(self, unit: Unit, plan: dict[str, Any]) -> bool:
         key = _ref_key(plan.get("author"))
@@ -258,7 +258,7 @@ class PatientkontraktRules:
                 details_sv="På vårdcentralen ska vårdteamet ha en fast läkarkontakt som är läkare.",
             )
 
-    async def _one_active_per_unit(self, unit: Unit, plan: dict[str, Any], writer: Writer) -> None:
+    async def _one_active_per_unit(self, unit: Unit, plan: dict[str, Any]) -> None:
         """The patient's other CarePlans, found through the subject (a few per patient), are read
         and checked here. A search on subject, author, status and category together was planned
         generically (the values unknown) and ran from the category, that is from every

@@ -98,10 +98,6 @@ class Writer:
         self.hooks: WriteHooks = hooks or NoHooks()
         self._compartment = compartment or {}
 
-    async def match(self, unit: Unit, type_: str, pairs: list[tuple[str, str]], limit: int) -> list[StoredResource]:
-        """Current resources of ``type_`` matching search criteria (for rules)."""
-        return await self._match(unit, type_, pairs, limit)
-
     # -- primitives ------------------------------------------------------------------------
 
     async def store(
