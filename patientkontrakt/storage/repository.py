@@ -318,6 +318,9 @@ class Unit:
     async def scalar(self, query: sa.Select[Any]) -> Any:
         return (await self.conn.execute(query, self.parameters)).scalar_one()
 
+    async def row(self, query: sa.Select[Any]) -> Sequence[Any]:
+        return tuple((await self.conn.execute(query, self.parameters)).one())
+
     async def current_batch(self, after_pk: int, limit: int) -> list[StoredResource]:
         """Current, not deleted resources with ``pk`` above ``after_pk``, in ``pk`` order (reindexing)."""
         query = sa.select(*CURRENT_COLUMNS).where(R.pk > after_pk, R.deleted.is_(False)).order_by(R.pk).limit(limit)

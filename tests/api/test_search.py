@@ -15,6 +15,9 @@ from urllib.parse import urlencode
 import pytest
 from fastapi.testclient import TestClient
 
+from patientkontrakt.fhir.access import bound
+from patientkontrakt.fhir.search import engine
+from patientkontrakt.fhir.service import Preferences
 from tests.factories import PNR, care_plan, care_team, organization, practitioner
 
 SAMORDNING = "http://electronichealth.se/identifier/samordningsnummer"
@@ -1382,3 +1385,87 @@ def test_updated_reference_is_searched_by_its_new_target(client: TestClient) -> 
     bundle = get(client, "CareTeam", [("_revinclude", "CarePlan:care-team")])
     assert matches(bundle) == ["t1"] and included(bundle) == set()
 
+
+
+# -- which criterion a search with several starts from ---------------------------------------
+
+
+@pytest.fixture
+def crowd(client: TestClient) -> None:
+    """Eight patients with an active plan each; p1 also has a completed one and a team."""
+    for n in range(1, 9):
+        put(client, f"p{n}", person(f"p{n}", identifiers=[(PNR, f"19121212{n:04d}")]))
+        put(client, f"cp{n}", care_plan(f"p{n}"))
+    put(client, "t1", care_team("p1"))
+    put(client, "cp1-done", care_plan("p1", "t1", status="completed"))
+
+
+def chosen(client: TestClient, params: Params) -> str | None:
+    """The name of the criterion the engine starts ``CarePlan?params`` from, for this client's caller."""
+    app: Any = client.app
+    service = app.state.service
+    access = app.state.authenticator.access(client.headers["authorization"])
+    pairs = list(params.items()) if isinstance(params, dict) else params
+    query = service.parse_search("CarePlan", pairs, Preferences())
+
+    async def choose() -> int | None:
+        async with service.store.reading(access) as unit:
+            driver: int | None = await service.search_engine.driver(
+                unit, query, lambda type_: bound(access.restriction(type_)))
+            return driver
+
+    index = client.portal.call(choose)  # type: ignore[union-attr]
+    return None if index is None else query.criteria[index].name
+
+
+@pytest.mark.usefixtures("crowd")
+def test_a_search_starts_from_its_most_selective_criterion(client: TestClient,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generic plans cannot see the values searched for; the engine counts matches (up to a
+    limit, here 5 for eight active plans) and starts from the criterion with the fewest."""
+    monkeypatch.setattr(engine, "PROBE_LIMIT", 5)
+    assert chosen(client, [("status", "active"), ("subject", "Patient/p1")]) == "subject"
+    assert chosen(client, [("subject", "Patient/p1"), ("status", "active")]) == "subject"
+    assert chosen(client, [("intent", "plan"), ("status", "completed")]) == "status"
+    assert chosen(client, [("status", "active"), ("patient.identifier", f"{PNR}|191212120003")]) \
+        == "patient.identifier"
+    assert chosen(client, [("status", "active"), ("intent", "plan")]) == "status"  # both past the limit: the first
+    assert chosen(client, [("status", "active"), ("_id", "cp2")]) == "_id"
+    assert chosen(client, [("status:not", "completed"), ("subject", "Patient/p1")]) == "subject"
+    assert chosen(client, [("status", "active"), ("care-team:missing", "true")]) == "status"
+    assert chosen(client, [("status", "active")]) is None
+    assert chosen(client, [("status:not", "active"), ("care-team:missing", "false")]) is None
+
+
+@pytest.mark.usefixtures("crowd")
+def test_every_criterion_finds_the_same_matches_whichever_the_search_starts_from(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A criterion is a semi-join when the search starts from it and a row-by-row check when
+    not: both forms, for each kind of criterion, must select the same resources."""
+    cases: list[tuple[Params, set[str]]] = [
+        ([("subject", "Patient/p1"), ("status", "active")], {"cp1"}),
+        ([("subject", "Patient/p1,Patient/p2"), ("status", "active,completed")], {"cp1", "cp2", "cp1-done"}),
+        ([("subject", "Patient/p1"), ("status:not", "active")], {"cp1-done"}),
+        ([("subject", "Patient/p1"), ("care-team:missing", "true")], {"cp1"}),
+        ([("subject", "Patient/p1"), ("care-team:missing", "false")], {"cp1-done"}),
+        ([("patient.identifier", f"{PNR}|191212120001"), ("status", "completed")], {"cp1-done"}),
+        ([("status", "active"), ("care-team.status", "active")], set()),
+        ([("status", "completed"), ("care-team.status", "active")], {"cp1-done"}),
+        ([("status", "active"), ("intent", "plan"), ("subject", "Patient/p3")], {"cp3"}),
+        ([("status", "active"), ("date", "ge2024-01-01"), ("subject", "Patient/p4")], {"cp4"}),
+        ([("status", "active"), ("_id", "cp5,cp1-done")], {"cp5"}),
+        ([("subject", "Patient/p6"), ("_lastUpdated", "ge2000-01-01")], {"cp6"}),
+    ]
+    for params, expected in cases:
+        pairs = list(params.items()) if isinstance(params, dict) else params
+        for start in [None, *range(len(pairs))]:
+            monkeypatch.setattr(engine.SearchEngine, "driver", _always(start))
+            assert found(client, "CarePlan", params) == expected, (params, start)
+            total = get(client, "CarePlan", [*pairs, ("_summary", "count")])["total"]
+            assert total == len(expected), (params, start)
+
+
+def _always(index: int | None) -> Any:
+    async def driver(*_args: Any) -> int | None:
+        return index
+    return driver

@@ -15,7 +15,7 @@ from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.errors import Issue, operation_outcome
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.search.params import Include, SearchQuery
-from patientkontrakt.fhir.search.query import QueryBuilder
+from patientkontrakt.fhir.search.query import QueryBuilder, Restrict
 from patientkontrakt.storage.repository import StoredResource, Unit
 from patientkontrakt.storage.tables import RESOURCE
 
@@ -23,6 +23,9 @@ R = RESOURCE.c
 _COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id)
 MAX_INCLUDED = 1000
 MAX_ITERATIONS = 4
+# How far ``SearchEngine.driver`` counts a criterion's matches: enough to tell one patient's
+# resources from a whole status or category; beyond it the order of the criteria decides.
+PROBE_LIMIT = 1000
 
 
 @dataclass
@@ -38,7 +41,7 @@ class SearchEngine:
         self._defs = defs
         self.builder = builder
 
-    def _conditions(self, unit: Unit, query: SearchQuery) -> list[Any]:
+    async def _conditions(self, unit: Unit, query: SearchQuery) -> list[Any]:
         """The query's criteria and what the unit's caller may see (of the searched type and of
         every type a chain passes through), so the database filters before paging."""
         access = access_of(unit)
@@ -46,22 +49,44 @@ class SearchEngine:
         def restrict(type_: str) -> Any:
             return bound(access.restriction(type_))
 
-        conditions = self.builder.conditions(query, restrict)
+        driver = await self.driver(unit, query, restrict)
+        conditions = self.builder.conditions(query, restrict, driver=driver)
         own = restrict(query.type)
         return conditions if own is None else [*conditions, own]
 
-    async def count(self, unit: Unit, query: SearchQuery) -> int:
-        select = sa.select(sa.func.count()).select_from(RESOURCE).where(*self._conditions(unit, query))
-        total: int = await unit.scalar(select)
+    async def driver(self, unit: Unit, query: SearchQuery, restrict: Restrict) -> int | None:
+        """The criterion a search with several starts from (its index in ``query.criteria``), or
+        None for a search with one or none.
+
+        The generic plans our connections use cannot see the values searched for, so the choice
+        is made here, by counting: a positive ``_id`` (a primary-key look-up) if there is one,
+        else the only criterion an index lists, else the one of those with the fewest index
+        entries, each counted up to ``PROBE_LIMIT`` in one statement (ties: the first given).
+        """
+        if len(query.criteria) < 2:
+            return None
+        for index, criterion in enumerate(query.criteria):
+            if criterion.param.code == "_id" and criterion.modifier != "not":
+                return index
+        candidates = self.builder.candidates(query)
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
+        counts = await unit.row(self.builder.probe(query, candidates, restrict, PROBE_LIMIT))
+        return min(zip(counts, candidates, strict=True))[1]
+
+    @staticmethod
+    async def _count(unit: Unit, where: list[Any]) -> int:
+        total: int = await unit.scalar(sa.select(sa.func.count()).select_from(RESOURCE).where(*where))
         return total
 
     async def find(self, unit: Unit, query: SearchQuery) -> SearchPage:
+        where = await self._conditions(unit, query)
         if query.summary == "count" or query.count == 0:
-            return SearchPage([], [], await self.count(unit, query), False)
+            return SearchPage([], [], await self._count(unit, where), False)
         params = self._defs.params_for(query.type)
         select = (
             sa.select(*_COLUMNS)
-            .where(*self._conditions(unit, query))
+            .where(*where)
             .order_by(*self.builder.order_by(query, params))
             .offset(query.offset)
             .limit(query.count + 1)
@@ -70,7 +95,7 @@ class SearchEngine:
         has_next = len(rows) > query.count
         rows = rows[: query.count]
         if query.total in ("accurate", "estimate"):
-            total: int | None = await self.count(unit, query)
+            total: int | None = await self._count(unit, where)
         elif query.total != "none" and not has_next and (rows or query.offset == 0):
             total = query.offset + len(rows)
         else:

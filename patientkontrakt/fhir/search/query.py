@@ -3,6 +3,13 @@
 Each criterion becomes a semi-join ``resource.pk IN (SELECT resource_pk FROM idx_… WHERE …)``
 so that PostgreSQL can answer it from the covering indexes; values of one parameter are ORed,
 parameters are ANDed. ``_id`` and ``_lastUpdated`` read columns of the resource table.
+
+A search with several criteria names one of them its *driver* (``SearchEngine`` chooses it by
+counting, see ``probe``): that one stays a semi-join, and every other becomes a check of each
+row the driver finds, ``EXISTS (SELECT … WHERE resource_pk = resource.pk … OFFSET 0)``. The
+OFFSET keeps PostgreSQL from turning the check into a join it could start from. Our connections
+use generic plans (``storage/database.py``), which do not see the values searched for, and left
+to itself the planner started ``CarePlan?patient=…&status=active`` from every active agreement.
 """
 
 from __future__ import annotations
@@ -45,38 +52,65 @@ class QueryBuilder:
 
     # -- criteria --------------------------------------------------------------------------
 
-    def conditions(self, query: SearchQuery, restrict: Restrict | None = None) -> list[Condition]:
+    def conditions(self, query: SearchQuery, restrict: Restrict | None = None, *,
+                   driver: int | None = None) -> list[Condition]:
         """The WHERE of a search. ``restrict(type)`` is what the caller may see of a type (a
         condition over ``resource``, or None); it is applied to the targets of chained
-        parameters, so a chain cannot probe resources the caller may not see."""
+        parameters, so a chain cannot probe resources the caller may not see. ``driver`` is the
+        index in ``query.criteria`` of the criterion to start from; every other criterion is
+        then checked row by row (the module's docstring)."""
         conditions: list[Condition] = [R.res_type == query.type, R.deleted.is_(False)]
-        for criterion in query.criteria:
-            conditions.append(self._criterion(query.type, criterion, R.pk, R.res_id, R.last_updated, restrict))
+        for index, criterion in enumerate(query.criteria):
+            check = driver is not None and index != driver
+            conditions.append(self._criterion(query.type, criterion, R.pk, R.res_id, R.last_updated, restrict,
+                                              check=check))
         return conditions
 
+    @staticmethod
+    def candidates(query: SearchQuery) -> list[int]:
+        """The criteria a search can start from: those whose matches an index lists (not
+        ``_lastUpdated``, ``:not`` or ``:missing``), by their index in ``query.criteria``."""
+        return [index for index, criterion in enumerate(query.criteria)
+                if criterion.param.code not in ("_id", "_lastUpdated") and criterion.modifier not in ("not", "missing")]
+
+    def probe(self, query: SearchQuery, candidates: list[int], restrict: Restrict | None, limit: int
+              ) -> sa.Select[Any]:
+        """One row: for each candidate, how many index entries match it, counted up to ``limit``
+        (an index-only scan of at most ``limit`` entries each)."""
+        counts = []
+        for index in candidates:
+            matching = self._matching(query.type, query.criteria[index], restrict).limit(limit).subquery()
+            counts.append(sa.select(sa.func.count()).select_from(matching).scalar_subquery())
+        return sa.select(*counts)
+
     def _criterion(self, type_: str, criterion: Criterion, pk: Column, res_id: Column, updated: Column,
-                   restrict: Restrict | None = None) -> Condition:
+                   restrict: Restrict | None = None, *, check: bool = False) -> Condition:
         param = criterion.param
-        if criterion.chain:
-            return self._chain(type_, criterion, pk, restrict)
-        if param.code == "_id":
+        if param.code == "_id" and not criterion.chain:
             match = res_id.in_(list(criterion.values))
             return sa.not_(match) if criterion.modifier == "not" else match
         if param.code == "_lastUpdated":
             return sa.or_(*(self._date_condition(criterion, v, updated, updated) for v in criterion.values))
-        table = INDEX_TABLES[param.type]
-        base = [table.c.res_type == type_, table.c.param == param.code]
         if criterion.modifier == "missing":
-            present = pk.in_(sa.select(table.c.resource_pk).where(*base))
+            table = INDEX_TABLES[param.type]
+            every = sa.select(table.c.resource_pk).where(table.c.res_type == type_, table.c.param == param.code)
+            present = _among(pk, every, check)
             return sa.or_(*(sa.not_(present) if v == "true" else present for v in criterion.values))
+        among = _among(pk, self._matching(type_, criterion, restrict), check)
+        return sa.not_(among) if criterion.modifier == "not" else among
+
+    def _matching(self, type_: str, criterion: Criterion, restrict: Restrict | None) -> sa.Select[Any]:
+        """``SELECT resource_pk`` of the index entries that match ``criterion`` (the values of a
+        ``:not`` criterion: the caller negates)."""
+        if criterion.chain:
+            return self._chain(type_, criterion, restrict)
+        param = criterion.param
+        table = INDEX_TABLES[param.type]
         build: Callable[[Criterion, str, Any], Condition] = getattr(self, f"_{param.type}")
         matches = sa.or_(*(build(criterion, value, table) for value in criterion.values))
-        subquery = sa.select(table.c.resource_pk).where(*base, matches)
-        if criterion.modifier == "not":
-            return pk.not_in(subquery)
-        return pk.in_(subquery)
+        return sa.select(table.c.resource_pk).where(table.c.res_type == type_, table.c.param == param.code, matches)
 
-    def _chain(self, type_: str, criterion: Criterion, pk: Column, restrict: Restrict | None) -> Condition:
+    def _chain(self, type_: str, criterion: Criterion, restrict: Restrict | None) -> sa.Select[Any]:
         ref = INDEX_TABLES["reference"]
         target = RESOURCE.alias("chained")
         options = []
@@ -88,10 +122,9 @@ class QueryBuilder:
                 where.append(sql_util.ClauseAdapter(target).traverse(seen))  # the restriction, on the alias
             ids = sa.select(target.c.res_id).where(*where)
             options.append(sa.and_(ref.c.target_type == target_type, ref.c.target_id.in_(ids)))
-        subquery = sa.select(ref.c.resource_pk).where(
+        return sa.select(ref.c.resource_pk).where(
             ref.c.res_type == type_, ref.c.param == criterion.param.code, sa.or_(*options)
         )
-        return pk.in_(subquery)
 
     def _token(self, criterion: Criterion, value: str, table: sa.Table) -> Condition:
         system, code, system_given = split_token(value)
@@ -198,6 +231,14 @@ class QueryBuilder:
             order.append(key.desc().nulls_last() if descending else key.asc().nulls_last())
         order.append(R.pk.asc())
         return order
+
+
+def _among(pk: Column, matching: sa.Select[Any], check: bool) -> Condition:
+    """``pk`` is one of the ``resource_pk`` that ``matching`` selects: as a semi-join the database
+    may start from, or (``check``) as a test of the one row, which the OFFSET keeps a subplan."""
+    if not check:
+        return pk.in_(matching)
+    return matching.where(matching.selected_columns[0] == pk).offset(0).exists()
 
 
 def _shift(value: datetime, delta: timedelta) -> datetime:
