@@ -69,6 +69,12 @@ class Access(Protocol):
         """The resources of ``type_`` the caller may see, as a condition on ``resource``; None: all."""
         ...
 
+    def reach(self, type_: str) -> Restriction | None:
+        """A condition on ``resource`` that holds for every resource of ``type_`` the caller may
+        see (and maybe more: ``restriction`` still applies) and that the database answers from
+        the caller outward, so a search may start from it; None: none such."""
+        ...
+
     @property
     def parameters(self) -> dict[str, Any]:
         """The values of the named parameters in this caller's restrictions (the ``values`` of
@@ -105,6 +111,9 @@ class Internal:
         return None
 
     def restriction(self, type_: str) -> Restriction | None:
+        return None
+
+    def reach(self, type_: str) -> Restriction | None:
         return None
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:

@@ -116,6 +116,9 @@ class ScopedAccess:
     def _rule(self, type_: str) -> Restriction | None:
         return None
 
+    def reach(self, type_: str) -> Restriction | None:
+        return None
+
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         return resource
 
@@ -253,6 +256,38 @@ def _provenance_paths() -> list[Path]:
             *(target("CareTeam", team) + path for path in _team_visible_paths(team.c.pk, team.c.res_id))]
 
 
+def _naming_unit(type_: str, param: str, name: str) -> sa.Select[Any]:
+    """The pks of the ``type_`` resources that reference the unit's Organization through
+    ``param``: one range of ``ix_reference_lookup``."""
+    ref = _ref(name)
+    return sa.select(ref.c.resource_pk).where(ref.c.res_type == type_, ref.c.param == param,
+                                              ref.c.target_id == _ORG, ref.c.target_type == "Organization")
+
+
+def _plans_reached() -> Condition:
+    """``resource`` is a CarePlan found from the unit outward: one that names the unit as author
+    or contributor, or names a CareTeam that names the unit (managing organisation, participant,
+    or a participant PractitionerRole at the unit). Every agreement ``_plan_paths`` admits is
+    among them, found through the index entries that name the unit rather than by testing every
+    agreement of the region (``CareUnitAccess.reach``). UNION ALL: the IN removes duplicates,
+    and the engine's probe can stop counting early."""
+    role_link, role = _ref("reach_team_role_link"), RESOURCE.alias("reach_team_role")
+    teams_via_role = sa.select(role_link.c.resource_pk).where(
+        role_link.c.res_type == "CareTeam", role_link.c.param == "participant",
+        role_link.c.target_id == role.c.res_id, role_link.c.target_type == "PractitionerRole",
+        role.c.res_type == "PractitionerRole",
+        role.c.pk.in_(_naming_unit("PractitionerRole", "organization", "reach_role_org")))
+    teams = sa.union_all(_naming_unit("CareTeam", "managing-organization", "reach_team_org"),
+                         _naming_unit("CareTeam", "participant", "reach_team_member"), teams_via_role)
+    team_link, team = _ref("reach_plan_team"), RESOURCE.alias("reach_plan_team_row")
+    plans_via_team = sa.select(team_link.c.resource_pk).where(
+        team_link.c.res_type == "CarePlan", team_link.c.param == "care-team",
+        team_link.c.target_id == team.c.res_id, team_link.c.target_type == "CareTeam",
+        team.c.res_type == "CareTeam", team.c.pk.in_(teams))
+    return R.pk.in_(sa.union_all(_naming_unit("CarePlan", "author", "reach_plan_author"),
+                                 _naming_unit("CarePlan", "contributor", "reach_plan_contributor"), plans_via_team))
+
+
 def _care_unit_condition(type_: str) -> Condition | None:
     if type_ in DIRECTORY:
         return None
@@ -286,6 +321,7 @@ def _inline_constants(condition: Condition) -> Condition:
 
 
 _CARE_UNIT_CONDITIONS: dict[str, Condition | None] = {}
+_CARE_UNIT_REACH: dict[str, Condition] = {}
 
 
 class CareUnitAccess(ScopedAccess):
@@ -305,6 +341,15 @@ class CareUnitAccess(ScopedAccess):
         if condition is None:
             return None
         return Restriction(f"care-unit:{type_}", condition, {"acc_org": self.unit_org})
+
+    def reach(self, type_: str) -> Restriction | None:
+        """The unit's agreements found from the unit (``_plans_reached``), so that a search of
+        them need not test every agreement of the region; other types: None."""
+        if type_ != "CarePlan":
+            return None
+        if type_ not in _CARE_UNIT_REACH:
+            _CARE_UNIT_REACH[type_] = SharedCondition(_inline_constants(_plans_reached()))
+        return Restriction(f"care-unit-reach:{type_}", _CARE_UNIT_REACH[type_], {"acc_org": self.unit_org})
 
     def _directory_guard(self, type_: str) -> None:
         """The directory decides who acts for which unit (a PractitionerRole's organization makes

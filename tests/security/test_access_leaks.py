@@ -23,6 +23,7 @@ from patientkontrakt.domain import codes
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.fhir.search import engine
 from patientkontrakt.fhir.service import Preferences
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
@@ -414,3 +415,50 @@ def test_staff_scopes_are_those_of_the_demo_pages(world: World, app: TestClient)
     headers = world.staff(world.role_at(AUTHOR, "nurse"), scope=STAFF_SCOPES)
     assert app.get(f"/fhir/Patient/{target.patient}/$patientkontrakt", headers=headers).status_code == 200
     assert app.get("/fhir/AuditEvent", params={"patient": target.patient}, headers=headers).status_code == 200
+
+
+def test_a_search_of_a_units_agreements_starts_from_the_unit_and_finds_what_the_rule_admits(
+        world: World, app: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit's search of CarePlan starts from the index entries that name the unit
+    (``Access.reach``) instead of testing every agreement of the region against the rule. Both
+    ways must find the same agreements, for every unit and every way of taking part: author,
+    contributor, a team the unit manages or is a member of, a team member's PractitionerRole."""
+    target = world.agreements[TARGET]
+    plan = _get(app, world, "CarePlan", target.plan)
+    team = _get(app, world, "CareTeam", target.team)
+    member = world.role_at(OTHER_UNIT, "nurse")
+    via_role = {**{k: v for k, v in team.items() if k != "meta"}, "id": "team-with-a-member-from-strandvagen",
+                "managingOrganization": [{"reference": f"Organization/{AUTHOR}"}],
+                "participant": [*team["participant"], {**team["participant"][0],
+                                                        "member": {"reference": f"PractitionerRole/{member}"}}]}
+    _put(world, via_role, {**{k: v for k, v in plan.items() if k not in ("meta", "contributor")},
+                           "id": "plan-via-role", "status": "draft",
+                           "careTeam": [{"reference": "CareTeam/team-with-a-member-from-strandvagen"}]})
+    chosen: list[int | None] = []
+    choose = engine.SearchEngine.driver
+
+    async def recording(self: engine.SearchEngine, *args: Any) -> int | None:
+        chosen.append(await choose(self, *args))
+        return chosen[-1]
+
+    async def rule_only(self: engine.SearchEngine, *args: Any) -> int | None:
+        return None
+
+    units = sorted({a.author for a in world.agreements} | {c for a in world.agreements for c in a.contributors})
+    assert OTHER_UNIT in units and len(units) > 3
+    for org in units:
+        headers = world.system(org)
+        for params in ([("_count", "100")], [("status", "active"), ("_count", "100")],
+                       [("_summary", "count")]):
+            monkeypatch.setattr(engine.SearchEngine, "driver", recording)
+            chosen.clear()
+            reached = app.get("/fhir/CarePlan", params=params, headers=headers).json()
+            if params[0][0] != "status":
+                assert chosen == [engine.REACH], (org, params)
+            monkeypatch.setattr(engine.SearchEngine, "driver", rule_only)
+            tested = app.get("/fhir/CarePlan", params=params, headers=headers).json()
+            assert _ids(reached) == _ids(tested) and reached.get("total") == tested.get("total"), (org, params)
+        found = _ids(app.get("/fhir/CarePlan", params={"_count": "100"}, headers=headers).json())
+        assert {f"CarePlan/{a.plan}" for a in world.by_author(org)} <= found, org
+        if org == OTHER_UNIT:  # through its nurse's role only; the agreement copied stays hidden
+            assert "CarePlan/plan-via-role" in found and f"CarePlan/{target.plan}" not in found

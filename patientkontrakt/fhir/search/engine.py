@@ -26,6 +26,7 @@ MAX_ITERATIONS = 4
 # How far ``SearchEngine.driver`` counts a criterion's matches: enough to tell one patient's
 # resources from a whole status or category; beyond it the order of the criteria decides.
 PROBE_LIMIT = 1000
+REACH = -1  # ``SearchEngine.driver``: start from the caller's reach
 
 
 @dataclass
@@ -49,30 +50,41 @@ class SearchEngine:
         def restrict(type_: str) -> Any:
             return bound(access.restriction(type_))
 
-        driver = await self.driver(unit, query, restrict)
+        reach = bound(access.reach(query.type))
+        driver = await self.driver(unit, query, restrict, reach)
         conditions = self.builder.conditions(query, restrict, driver=driver)
+        if driver == REACH:
+            conditions.append(reach)
         own = restrict(query.type)
         return conditions if own is None else [*conditions, own]
 
-    async def driver(self, unit: Unit, query: SearchQuery, restrict: Restrict) -> int | None:
-        """The criterion a search with several starts from (its index in ``query.criteria``), or
-        None for a search with one or none.
+    async def driver(self, unit: Unit, query: SearchQuery, restrict: Restrict, reach: Any = None) -> int | None:
+        """What a search starts from: the index in ``query.criteria`` of one criterion, ``REACH``
+        (what the caller may see, found from the caller outward: ``Access.reach``), or None
+        (no choice to make, or none worth making: the database's).
 
         The generic plans our connections use cannot see the values searched for, so the choice
         is made here, by counting: a positive ``_id`` (a primary-key look-up) if there is one,
-        else the only criterion an index lists, else the one of those with the fewest index
-        entries, each counted up to ``PROBE_LIMIT`` in one statement (ties: the first given).
+        else of the criteria an index lists and the reach, the one with the fewest entries,
+        each counted up to ``PROBE_LIMIT`` in one statement (ties: the first criterion given,
+        the reach last). A search the reach does not narrow (its count reaches the limit) and
+        that has no criterion to start from is left to the database.
         """
-        if len(query.criteria) < 2:
-            return None
         for index, criterion in enumerate(query.criteria):
             if criterion.param.code == "_id" and criterion.modifier != "not":
                 return index
         candidates = self.builder.candidates(query)
-        if len(candidates) < 2:
-            return candidates[0] if candidates else None
-        counts = await unit.row(self.builder.probe(query, candidates, restrict, PROBE_LIMIT))
-        return min(zip(counts, candidates, strict=True))[1]
+        if reach is None and len(candidates) < 2:
+            return candidates[0] if candidates and len(query.criteria) > 1 else None
+        selects = [self.builder.matching(query, index, restrict) for index in candidates]
+        if reach is not None:
+            candidates.append(REACH)
+            selects.append(sa.select(R.pk).where(R.res_type == query.type, reach))
+        counts = await unit.row(self.builder.probe(selects, PROBE_LIMIT))
+        count, best = min(zip(counts, candidates, strict=True), key=lambda pair: pair[0])
+        if best == REACH and count >= PROBE_LIMIT:
+            return None
+        return best
 
     @staticmethod
     async def _count(unit: Unit, where: list[Any]) -> int:

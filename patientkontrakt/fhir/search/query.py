@@ -73,15 +73,16 @@ class QueryBuilder:
         return [index for index, criterion in enumerate(query.criteria)
                 if criterion.param.code not in ("_id", "_lastUpdated") and criterion.modifier not in ("not", "missing")]
 
-    def probe(self, query: SearchQuery, candidates: list[int], restrict: Restrict | None, limit: int
-              ) -> sa.Select[Any]:
-        """One row: for each candidate, how many index entries match it, counted up to ``limit``
-        (an index-only scan of at most ``limit`` entries each)."""
-        counts = []
-        for index in candidates:
-            matching = self._matching(query.type, query.criteria[index], restrict).limit(limit).subquery()
-            counts.append(sa.select(sa.func.count()).select_from(matching).scalar_subquery())
-        return sa.select(*counts)
+    def matching(self, query: SearchQuery, index: int, restrict: Restrict | None) -> sa.Select[Any]:
+        """``SELECT resource_pk`` of the index entries that match candidate ``index``."""
+        return self._matching(query.type, query.criteria[index], restrict)
+
+    @staticmethod
+    def probe(selects: list[sa.Select[Any]], limit: int) -> sa.Select[Any]:
+        """One row: for each of ``selects``, how many rows it gives, counted up to ``limit``
+        (an index scan of at most ``limit`` entries each)."""
+        return sa.select(*(sa.select(sa.func.count()).select_from(select.limit(limit).subquery()).scalar_subquery()
+                           for select in selects))
 
     def _criterion(self, type_: str, criterion: Criterion, pk: Column, res_id: Column, updated: Column,
                    restrict: Restrict | None = None, *, check: bool = False) -> Condition:
