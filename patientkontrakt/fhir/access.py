@@ -75,6 +75,10 @@ class Access(Protocol):
         the caller outward, so a search may start from it; None: none such."""
         ...
 
+    async def reach_size(self, unit: Unit, type_: str, limit: int) -> int | None:
+        """How many resources ``reach(type_)`` holds, counted up to ``limit`` (None: no reach)."""
+        ...
+
     @property
     def parameters(self) -> dict[str, Any]:
         """The values of the named parameters in this caller's restrictions (the ``values`` of
@@ -114,6 +118,9 @@ class Internal:
         return None
 
     def reach(self, type_: str) -> Restriction | None:
+        return None
+
+    async def reach_size(self, unit: Unit, type_: str, limit: int) -> int | None:
         return None
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:

@@ -119,6 +119,9 @@ class ScopedAccess:
     def reach(self, type_: str) -> Restriction | None:
         return None
 
+    async def reach_size(self, unit: Unit, type_: str, limit: int) -> int | None:
+        return None
+
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         return resource
 
@@ -264,8 +267,8 @@ def _naming_unit(type_: str, param: str, name: str) -> sa.Select[Any]:
                                               ref.c.target_id == _ORG, ref.c.target_type == "Organization")
 
 
-def _plans_reached() -> Condition:
-    """``resource`` is a CarePlan found from the unit outward: one that names the unit as author
+def _plans_reached() -> sa.CompoundSelect[int]:
+    """The pks of the CarePlans found from the unit outward: one that names the unit as author
     or contributor, or names a CareTeam that names the unit (managing organisation, participant,
     or a participant PractitionerRole at the unit). Every agreement ``_plan_paths`` admits is
     among them, found through the index entries that name the unit rather than by testing every
@@ -284,8 +287,8 @@ def _plans_reached() -> Condition:
         team_link.c.res_type == "CarePlan", team_link.c.param == "care-team",
         team_link.c.target_id == team.c.res_id, team_link.c.target_type == "CareTeam",
         team.c.res_type == "CareTeam", team.c.pk.in_(teams))
-    return R.pk.in_(sa.union_all(_naming_unit("CarePlan", "author", "reach_plan_author"),
-                                 _naming_unit("CarePlan", "contributor", "reach_plan_contributor"), plans_via_team))
+    return sa.union_all(_naming_unit("CarePlan", "author", "reach_plan_author"),
+                        _naming_unit("CarePlan", "contributor", "reach_plan_contributor"), plans_via_team)
 
 
 def _care_unit_condition(type_: str) -> Condition | None:
@@ -332,6 +335,7 @@ class CareUnitAccess(ScopedAccess):
         super().__init__(principal, scopes, parser, builder)
         self.unit_org = unit_org
         self.parameters = {"acc_org": unit_org}
+        self._reach_sizes: dict[str, int] = {}
 
     def _rule(self, type_: str) -> Restriction | None:
         if type_ not in _CARE_UNIT_CONDITIONS:
@@ -348,8 +352,18 @@ class CareUnitAccess(ScopedAccess):
         if type_ != "CarePlan":
             return None
         if type_ not in _CARE_UNIT_REACH:
-            _CARE_UNIT_REACH[type_] = SharedCondition(_inline_constants(_plans_reached()))
+            _CARE_UNIT_REACH[type_] = SharedCondition(_inline_constants(R.pk.in_(_plans_reached())))
         return Restriction(f"care-unit-reach:{type_}", _CARE_UNIT_REACH[type_], {"acc_org": self.unit_org})
+
+    async def reach_size(self, unit: Unit, type_: str, limit: int) -> int | None:
+        """How many resources ``reach(type_)`` finds, counted up to ``limit``: once per token
+        (an ``Access`` lives as long as its token), since it only guides where searches start."""
+        if type_ != "CarePlan":
+            return None
+        if type_ not in self._reach_sizes:
+            counted = sa.select(sa.func.count()).select_from(_plans_reached().limit(limit).subquery())
+            self._reach_sizes[type_] = int(await unit.scalar(counted))
+        return self._reach_sizes[type_]
 
     def _directory_guard(self, type_: str) -> None:
         """The directory decides who acts for which unit (a PractitionerRole's organization makes

@@ -51,40 +51,41 @@ class SearchEngine:
             return bound(access.restriction(type_))
 
         reach = bound(access.reach(query.type))
-        driver = await self.driver(unit, query, restrict, reach)
+        reach_size = await access.reach_size(unit, query.type, PROBE_LIMIT) if reach is not None else None
+        driver = await self.driver(unit, query, restrict, reach_size)
         conditions = self.builder.conditions(query, restrict, driver=driver)
         if driver == REACH:
             conditions.append(reach)
         own = restrict(query.type)
         return conditions if own is None else [*conditions, own]
 
-    async def driver(self, unit: Unit, query: SearchQuery, restrict: Restrict, reach: Any = None) -> int | None:
+    async def driver(self, unit: Unit, query: SearchQuery, restrict: Restrict, reach_size: int | None = None
+                     ) -> int | None:
         """What a search starts from: the index in ``query.criteria`` of one criterion, ``REACH``
-        (what the caller may see, found from the caller outward: ``Access.reach``), or None
-        (no choice to make, or none worth making: the database's).
+        (what the caller may see, found from the caller outward: ``Access.reach``, of
+        ``reach_size`` resources), or None (no choice to make: the database's).
 
         The generic plans our connections use cannot see the values searched for, so the choice
         is made here, by counting: a positive ``_id`` (a primary-key look-up) if there is one,
-        else of the criteria an index lists and the reach, the one with the fewest entries,
-        each counted up to ``PROBE_LIMIT`` in one statement (ties: the first criterion given,
-        the reach last). A search the reach does not narrow (its count reaches the limit) and
-        that has no criterion to start from is left to the database.
+        else of the criteria an index lists and a reach under ``PROBE_LIMIT``, the one with the
+        fewest entries, the criteria counted up to ``PROBE_LIMIT`` in one statement (ties: the
+        first criterion given, the reach last).
         """
         for index, criterion in enumerate(query.criteria):
             if criterion.param.code == "_id" and criterion.modifier != "not":
                 return index
         candidates = self.builder.candidates(query)
-        if reach is None and len(candidates) < 2:
-            return candidates[0] if candidates and len(query.criteria) > 1 else None
+        reach = reach_size is not None and reach_size < PROBE_LIMIT
+        if not candidates:
+            return REACH if reach else None
+        if len(candidates) == 1 and not reach:
+            return candidates[0] if len(query.criteria) > 1 else None
         selects = [self.builder.matching(query, index, restrict) for index in candidates]
-        if reach is not None:
+        counts = list(await unit.row(self.builder.probe(selects, PROBE_LIMIT)))
+        if reach:
             candidates.append(REACH)
-            selects.append(sa.select(R.pk).where(R.res_type == query.type, reach))
-        counts = await unit.row(self.builder.probe(selects, PROBE_LIMIT))
-        count, best = min(zip(counts, candidates, strict=True), key=lambda pair: pair[0])
-        if best == REACH and count >= PROBE_LIMIT:
-            return None
-        return best
+            counts.append(reach_size)
+        return min(zip(counts, candidates, strict=True), key=lambda pair: pair[0])[1]
 
     @staticmethod
     async def _count(unit: Unit, where: list[Any]) -> int:
