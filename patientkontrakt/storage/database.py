@@ -47,8 +47,11 @@ def create_engine(url: str, pool_size: int = 20, echo: bool = False) -> AsyncEng
         # Statements are prepared once per connection; PostgreSQL would still re-plan the access
         # rules' nested conditions on every execution (about 2.6 ms each) whenever it estimates
         # the generic plan dearer than a custom one. Our statements are equality and range
-        # lookups on indexed columns, for which the generic plan is the same plan.
-        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan"}},
+        # lookups on indexed columns, for which the generic plan is the same plan (the search
+        # engine chooses where a search with several criteria starts: search/engine.py).
+        # No JIT: a generic plan's estimates run high, past jit_above_cost, and compiling took
+        # 125 ms (900 ms with optimisation) for a page of a search that runs in 20 ms.
+        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan", "jit": "off"}},
     )
 
 
