@@ -273,7 +273,7 @@ def _plans_reached() -> sa.CompoundSelect[int]:
     or a participant PractitionerRole at the unit). Every agreement ``_plan_paths`` admits is
     among them, found through the index entries that name the unit rather than by testing every
     agreement of the region (``CareUnitAccess.reach``). UNION ALL: the IN removes duplicates,
-    and the engine's probe can stop counting early."""
+    and counting it (``reach_size``) stops at the limit instead of building the whole set."""
     role_link, role = _ref("reach_team_role_link"), RESOURCE.alias("reach_team_role")
     teams_via_role = sa.select(role_link.c.resource_pk).where(
         role_link.c.res_type == "CareTeam", role_link.c.param == "participant",

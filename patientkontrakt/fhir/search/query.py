@@ -4,8 +4,8 @@ Each criterion becomes a semi-join ``resource.pk IN (SELECT resource_pk FROM idx
 so that PostgreSQL can answer it from the covering indexes; values of one parameter are ORed,
 parameters are ANDed. ``_id`` and ``_lastUpdated`` read columns of the resource table.
 
-A search with several criteria names one of them its *driver* (``SearchEngine`` chooses it by
-counting, see ``probe``): that one stays a semi-join, and every other becomes a check of each
+A search with several criteria names one of them its *driver* (``SearchEngine.driver`` chooses
+it by counting, see ``probe``): that one stays a semi-join, and every other becomes a check of each
 row the driver finds, ``EXISTS (SELECT … WHERE resource_pk = resource.pk … OFFSET 0)``. The
 OFFSET keeps PostgreSQL from turning the check into a join it could start from. Our connections
 use generic plans (``storage/database.py``), which do not see the values searched for, and left
@@ -69,7 +69,8 @@ class QueryBuilder:
     @staticmethod
     def candidates(query: SearchQuery) -> list[int]:
         """The criteria a search can start from: those whose matches an index lists (not
-        ``_lastUpdated``, ``:not`` or ``:missing``), by their index in ``query.criteria``."""
+        ``_lastUpdated``, ``:not`` or ``:missing``; ``_id``, a primary-key look-up, the engine
+        takes before counting), by their index in ``query.criteria``."""
         return [index for index, criterion in enumerate(query.criteria)
                 if criterion.param.code not in ("_id", "_lastUpdated") and criterion.modifier not in ("not", "missing")]
 
