@@ -1386,7 +1386,6 @@ def test_updated_reference_is_searched_by_its_new_target(client: TestClient) -> 
     assert matches(bundle) == ["t1"] and included(bundle) == set()
 
 
-
 # -- which criterion a search with several starts from ---------------------------------------
 
 
