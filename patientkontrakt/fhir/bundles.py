@@ -234,6 +234,7 @@ class BundleProcessor:
                         entry.resource = self.service.apply_rules(entry.resource)
                     except FhirError as error:
                         raise _entry_error(entry.index, error) from None
+            await self._check_before_writing(unit, ordered)
             for entry in ordered:
                 try:
                     if entry.method in ("POST", "PUT"):
@@ -247,7 +248,7 @@ class BundleProcessor:
                     raise _entry_error(entry.index, error) from None
             for resource in written:
                 try:
-                    await self.service.writer.verify(unit, resource)
+                    await self.service.writer.hooks.verify(unit, resource, self.service.writer)
                 except FhirError as error:
                     index = next(e.index for e in entries if e.resource is resource)
                     raise _entry_error(index, error) from None
@@ -260,6 +261,43 @@ class BundleProcessor:
             await self.service.log.record(access, "transaction", f"transaction of {len(entries)} entries",
                                           unit.touched, unit=unit)
         return [responses[i] for i in range(len(entries))]
+
+    async def _check_before_writing(self, unit: Unit, entries: list[_Entry]) -> None:
+        """Every check that depends on what the caller may see, run before any entry is written
+        (only the deletions have run), so that it answers for what the caller could see before the
+        transaction, as each entry alone would be answered: an entry's write could otherwise make
+        another entry's target visible (a new agreement naming another unit's CareTeam makes the
+        team visible to its author, and a PUT of that team would then pass).
+
+        An entry may change only what the caller can see now (404 otherwise, as alone), and refer
+        only to what the caller can see now or to what the transaction itself creates (422 as for a
+        missing resource, as alone). The rules across resources (``WriteHooks.verify``) run once
+        every entry is written, since entries may depend on each other in any order.
+        """
+        writer = self.service.writer
+        created: set[tuple[str, str]] = set()
+        for entry in entries:
+            if entry.method not in ("POST", "PUT") or entry.version == "existing":
+                continue
+            assert entry.id is not None
+            if entry.method == "PUT":
+                try:
+                    existing = await unit.get(entry.type, entry.id, lock=True)
+                    if existing is not None and \
+                            await writer.visible_existing(unit, entry.type, entry.id, lock=False) is None:
+                        raise HiddenResource(f"{entry.type}/{entry.id} is not known to you; it cannot be written",
+                                             existing, details_sv="Resursen finns inte eller får inte ändras av dig.")
+                except FhirError as error:
+                    raise _entry_error(entry.index, error) from None
+                if existing is not None and not existing.deleted:
+                    continue
+            created.add((entry.type, entry.id))
+        for entry in entries:
+            if entry.resource is not None and entry.version != "existing":
+                try:
+                    await writer.check_references(unit, {**entry.resource, "id": entry.id}, created=created)
+                except FhirError as error:
+                    raise _entry_error(entry.index, error) from None
 
     @staticmethod
     def _claim(claimed: dict[tuple[str, str], int], entry: _Entry) -> None:

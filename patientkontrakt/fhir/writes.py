@@ -120,6 +120,10 @@ class Writer:
         resource = await self.hooks.before_store(unit, resource, existing, context)
         if check_references:
             await self.verify(unit, resource)
+            if context.provenance is not None:
+                # The X-Provenance is written after the resource it records: its references are
+                # checked now, against what the caller could see before this write.
+                await self.check_references(unit, {**context.provenance, "resourceType": "Provenance"})
         version = existing.version_id + 1 if existing else 1
         now = now_utc()
         body = versioned_body(resource, version, now)
@@ -165,8 +169,12 @@ class Writer:
         record.pop("id", None)
         await self.create(unit, record)
 
-    async def check_references(self, unit: Unit, resource: dict[str, Any]) -> None:
-        """Literal references must be well formed, and local ones must point at live resources."""
+    async def check_references(self, unit: Unit, resource: dict[str, Any],
+                               created: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()) -> None:
+        """Literal references must be well formed, and local ones must point at live resources the
+        caller may see. ``created``: what the caller's transaction is about to create, which its
+        entries may name. Called before the write it checks, so that the answer is about what the
+        caller could see before it (a write must not make its own targets visible)."""
         own = (resource["resourceType"], resource.get("id"))
         contained = {c.get("id") for c in resource.get("contained", []) if isinstance(c, dict)}
         wanted: dict[tuple[str, str], str] = {}
@@ -198,7 +206,8 @@ class Writer:
             if parsed.type is None or not _RELATIVE.match(f"{parsed.type}/{parsed.id}"):
                 issues.append(_ref_issue(at, f"{ref!r} is not a valid reference; use Type/id",
                                          "Ogiltig referens; ange Typ/id."))
-            elif parsed.type in self._types and (parsed.type, parsed.id) != own:
+            elif parsed.type in self._types and (parsed.type, parsed.id) != own \
+                    and (parsed.type, parsed.id) not in created:
                 wanted.setdefault((parsed.type, parsed.id), at)
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
