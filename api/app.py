@@ -32,6 +32,7 @@ from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.oauth import AuthorizationServer
+from patientkontrakt.security.rules import PATIENT_DATA
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
 from patientkontrakt.storage.oauth import OAuthStore
@@ -98,6 +99,10 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
             app.state.overview = AgreementOverview(store, service.base, audit)
             operation = ("patientkontrakt", f"{CANONICAL}/OperationDefinition/patientkontrakt")
             app.state.operations = {"Patient": [operation], "CarePlan": [operation]}
+        # Under the care-unit rules a caller may not see every resource of the patient data
+        # types, so new ones get server ids (Writer.client_ids): a hidden id and an unknown one
+        # must get the same answer to a PUT.
+        app.state.update_create = frozenset(service.types) - PATIENT_DATA if unit_rules else None
         app.state.started = format_instant(now_utc())
         # The definitions and compiled profiles are a large, long-lived object graph: moved out of
         # the collector's reach, full collections no longer scan them and stop adding tens of

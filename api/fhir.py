@@ -121,7 +121,8 @@ async def metadata(request: Request, service: ServiceDep) -> Response:
     statement = capability_statement(service.defs, service.types, service.base, request.app.state.started,
                                      getattr(request.app.state, "operations", None),
                                      security=smart_security(request.app.state.oauth.endpoints()),
-                                     extra_resources=[AUDIT_EVENT])
+                                     extra_resources=[AUDIT_EVENT],
+                                     update_create=getattr(request.app.state, "update_create", None))
     return Response(dumps(statement), media_type=FHIR_JSON)
 
 

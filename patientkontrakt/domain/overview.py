@@ -104,9 +104,9 @@ class AgreementOverview:
             if start is not None:
                 result, resources = await body(unit, start)
         if start is None:
-            # logged once the connection is back in the pool: the log writer needs one of its own
-            if hidden is not None:
-                await self._log.refused(access, "operation", request, 404, hidden)
+            # logged once the connection is back in the pool: the log writer needs one of its own;
+            # an absent resource like a hidden one, so that the log does not tell them apart
+            await self._log.refused(access, "operation", request, 404, hidden)
             missing = "Patienten finns inte." if type_ == "Patient" else "Patientkontraktet finns inte."
             raise NotFound(f"{type_}/{id_} is not known", details_sv=missing)
         await self._log.record(access, "operation", request, resources)

@@ -22,7 +22,7 @@ from patientkontrakt.fhir.indexing import reference_elements
 from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import searchset
-from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, new_id
+from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, new_id, not_writable
 from patientkontrakt.storage.repository import StoredResource, Unit
 
 if TYPE_CHECKING:
@@ -285,8 +285,9 @@ class BundleProcessor:
                     existing = await unit.get(entry.type, entry.id, lock=True)
                     if existing is not None and \
                             await writer.visible_existing(unit, entry.type, entry.id, lock=False) is None:
-                        raise HiddenResource(f"{entry.type}/{entry.id} is not known to you; it cannot be written",
-                                             existing, details_sv="Resursen finns inte eller får inte ändras av dig.")
+                        raise not_writable(entry.type, entry.id, existing)
+                    if existing is None and entry.version != "new" and not writer.client_ids(unit, entry.type):
+                        raise not_writable(entry.type, entry.id, None)
                 except FhirError as error:
                     raise _entry_error(entry.index, error) from None
                 if existing is not None and not existing.deleted:
@@ -338,10 +339,8 @@ class BundleProcessor:
             entry.id = found.id if found else new_id()
             entry.version = "existing" if found else None
         elif entry.id is None:
-            found = await writer.find_one(unit, entry.type, entry.query or "", "Conditional update")
-            entry.id = found.id if found else entry.resource.get("id") or new_id()
-            if not ID_PATTERN.match(entry.id):
-                raise BadRequest("resource.id is not a valid FHIR id", expression=(f"{entry.type}.id",))
+            entry.id, created = await writer.conditional_target(unit, entry.type, entry.query or "", entry.resource)
+            entry.version = "new" if created else None
         if entry.full_url:
             ids[entry.full_url] = f"{entry.type}/{entry.id}"
 
@@ -377,6 +376,8 @@ class BundleProcessor:
                 outcome = WriteOutcome(200, stored)
             else:
                 outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False)
+        elif entry.version == "new":  # a conditional update that matched nothing
+            outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False)
         else:
             outcome = await writer.update(unit, resource, if_match=entry.if_match, check_references=False)
         entry.resource = resource
@@ -409,9 +410,7 @@ class BundleProcessor:
         current = await service.writer.visible_existing(unit, entry.type, entry.id, lock=False)
         if current is None:
             stored = await unit.get(entry.type, entry.id)
-            if stored is not None:
-                raise HiddenResource(f"{entry.type}/{entry.id} is not known", stored,
-                                     details_sv="Resursen finns inte.")
+            raise HiddenResource(f"{entry.type}/{entry.id} is not known", stored, details_sv="Resursen finns inte.")
         if entry.version is not None:
             found = await unit.get_version(entry.type, entry.id, int(entry.version)) \
                 if current is not None and entry.version.isascii() and entry.version.isdigit() \

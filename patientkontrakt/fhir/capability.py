@@ -59,9 +59,11 @@ def capability_statement(
     operations: dict[str, list[tuple[str, str]]] | None = None,
     security: dict[str, Any] | None = None,
     extra_resources: list[dict[str, Any]] | None = None,
+    update_create: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """``operations`` maps a type to extra (name, OperationDefinition URL) it supports;
-    ``security`` is ``rest.security``; ``extra_resources`` are served besides ``types``."""
+    ``security`` is ``rest.security``; ``extra_resources`` are served besides ``types``;
+    ``update_create`` the types whose new resources may get an id of the client's (None: all)."""
     resources = []
     profiles = {sd["type"]: url for url, sd in defs.profiles.items()}
     for type_ in sorted(types):
@@ -74,7 +76,7 @@ def capability_statement(
             "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": True,
+            "updateCreate": update_create is None or type_ in update_create,
             "conditionalCreate": True,
             "conditionalRead": "not-supported",
             "conditionalUpdate": True,

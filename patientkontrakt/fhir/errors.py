@@ -102,8 +102,10 @@ class NotFound(FhirError):
 
 
 class HiddenResource(NotFound):
-    """404 for a resource that exists but that the caller may not see: answered exactly like an
-    absent one, while ``resource`` lets the access log record the refused attempt."""
+    """404 for a resource that exists but that the caller may not see, answered exactly like an
+    absent one — or for the absent one itself. Both go to the access log as refused attempts
+    (so that the log shows the same for both), ``resource`` (the hidden one, None when absent)
+    giving the entry its patient."""
 
     def __init__(self, diagnostics: str, resource: Any, **kwargs: Any) -> None:
         super().__init__(diagnostics, **kwargs)

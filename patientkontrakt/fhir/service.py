@@ -231,7 +231,8 @@ class FhirService:
             access.require(type_, "read")
         self.check_id(type_, id_)
         stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
-        if stored is not None and not visible:
+        if stored is None or not visible:
+            # a resource the caller may not see and an absent one: the same answer, the same entry
             await self.log.refused(access, "read", request, 404, stored)
             stored = None
         if stored is not None and stored.deleted:
@@ -261,7 +262,7 @@ class FhirService:
             raise NotFound(f"{type_}/{id_} has no version {version!r}", details_sv="Versionen finns inte.")
         stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
         request = f"{type_}/{id_}/_history/{version}"
-        if stored is not None and not visible:
+        if stored is None or not visible:
             await self.log.refused(access, "vread", request, 404, stored)
         found = None
         if stored is not None and visible:
@@ -481,7 +482,7 @@ class FhirService:
             if id_ is not None and type_ is not None:
                 current = await unit.get(type_, id_)
                 if current is None:
-                    raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+                    raise HiddenResource(f"{type_}/{id_} is not known", None, details_sv="Resursen finns inte.")
                 if restrictions[type_] is not None \
                         and not await unit.visible_pks([current.pk], restrictions[type_]):
                     raise HiddenResource(f"{type_}/{id_} is not known", current, details_sv="Resursen finns inte.")

@@ -241,6 +241,14 @@ class Writer:
         resources = await unit.get_many(keys)
         return {(r.type, r.id) for r in await visible(unit, resources)}
 
+    @staticmethod
+    def client_ids(unit: Unit, type_: str) -> bool:
+        """Whether the unit's caller may create ``type_`` resources with ids of their own (update
+        as create, R4 http.html#upsert): only where they may see every resource of the type.
+        Otherwise an id they cannot see and an unknown one would get different answers (404
+        against 201), telling them which ids exist; they create with POST instead."""
+        return access_of(unit).restriction(type_) is None
+
     async def visible_existing(self, unit: Unit, type_: str, id_: str, *, lock: bool) -> StoredResource | None:
         """The current row of Type/id if the caller may see it (or it is deleted and was theirs
         to see before: then the restriction is checked on what is left), else None."""
@@ -307,8 +315,9 @@ class Writer:
         if existing is not None and await self.visible_existing(unit, type_, id_, lock=False) is None:
             # Another care unit's resource (or a deleted one no longer visible): as if unknown,
             # but it cannot be created anew under the same id.
-            raise HiddenResource(f"{type_}/{id_} is not known to you; it cannot be written", existing,
-                                 details_sv="Resursen finns inte eller får inte ändras av dig.")
+            raise not_writable(type_, id_, existing)
+        if existing is None and not self.client_ids(unit, type_):
+            raise not_writable(type_, id_, None)
         if if_match is not None and (
             existing is None or existing.deleted or parse_etag(if_match) != str(existing.version_id)
         ):
@@ -332,28 +341,44 @@ class Writer:
         context: WriteContext = NO_CONTEXT,
     ) -> WriteOutcome:
         """R4 http.html#cond-update."""
+        id_, new = await self.conditional_target(unit, type_, criteria, resource)
+        if new:
+            return await self.create(unit, resource, assigned_id=id_, context=context)
+        return await self.update(unit, {**resource, "id": id_}, if_match=if_match, context=context)
+
+    async def conditional_target(self, unit: Unit, type_: str, criteria: str, resource: dict[str, Any]
+                                 ) -> tuple[str, bool]:
+        """The id a conditional update writes, and whether it creates a new resource (R4
+        http.html#cond-update): the single match; else the body's id (update as create, where the
+        caller may choose ids: ``client_ids``), or a new server id when the body has none."""
         found = await self.find_one(unit, type_, criteria, "Conditional update")
-        if found is None:
-            if "id" in resource and not ID_PATTERN.match(str(resource["id"])):
-                raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
-            existing = await unit.get(type_, str(resource["id"]), lock=True) if "id" in resource else None
-            if existing is not None and await self.visible_existing(unit, type_, existing.id, lock=False) is None:
-                raise HiddenResource(f"{type_}/{existing.id} is not known to you; it cannot be written", existing,
-                                     details_sv="Resursen finns inte eller får inte ändras av dig.")
-            if existing is not None and not existing.deleted:
-                raise Conflict(f"No {type_} matches {criteria!r}, but the body's id names the existing "
-                               f"{type_}/{existing.id}", expression=(f"{type_}.id",),
-                               details_sv="Villkoret matchar ingen resurs, men id i innehållet finns redan.")
-            if existing is not None:
-                return await self.update(unit, resource, if_match=if_match, context=context)
-            return await self.create(unit, resource, assigned_id=resource.get("id"), context=context)
-        if resource.get("id", found.id) != found.id:
-            raise InvalidResource(
-                f"The body's id {resource['id']!r} differs from the matched {type_}/{found.id}",
-                expression=(f"{type_}.id",),
-                details_sv="Id i innehållet stämmer inte med den matchade resursen.",
-            )
-        return await self.update(unit, {**resource, "id": found.id}, if_match=if_match, context=context)
+        if found is not None:
+            if resource.get("id", found.id) != found.id:
+                raise InvalidResource(
+                    f"The body's id {resource['id']!r} differs from the matched {type_}/{found.id}",
+                    expression=(f"{type_}.id",),
+                    details_sv="Id i innehållet stämmer inte med den matchade resursen.",
+                )
+            return found.id, False
+        if "id" not in resource:
+            return new_id(), True
+        id_ = str(resource["id"])
+        if not ID_PATTERN.match(id_):
+            raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
+        existing = await unit.get(type_, id_, lock=True)
+        if existing is not None and await self.visible_existing(unit, type_, id_, lock=False) is None:
+            raise not_writable(type_, id_, existing)
+        if existing is not None and not existing.deleted:
+            raise Conflict(f"No {type_} matches {criteria!r}, but the body's id names the existing "
+                           f"{type_}/{id_}", expression=(f"{type_}.id",),
+                           details_sv="Villkoret matchar ingen resurs, men id i innehållet finns redan.")
+        if existing is not None:
+            return id_, False  # a deleted resource of the caller's, written anew
+        if not self.client_ids(unit, type_):
+            # update as create, which this caller may not do (else a hidden id and an unknown one
+            # would get different answers)
+            raise not_writable(type_, id_, None)
+        return id_, True
 
     async def delete(self, unit: Unit, type_: str, id_: str, *, if_match: str | None = None,
                      check_referrers: bool = True) -> WriteOutcome:
@@ -364,7 +389,7 @@ class Writer:
         """
         existing = await unit.get(type_, id_, lock=True)
         if existing is None:
-            raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+            raise HiddenResource(f"{type_}/{id_} is not known", None, details_sv="Resursen finns inte.")
         if await self.visible_existing(unit, type_, id_, lock=False) is None:
             raise HiddenResource(f"{type_}/{id_} is not known", existing, details_sv="Resursen finns inte.")
         if if_match is not None and parse_etag(if_match) != str(existing.version_id):
@@ -402,6 +427,15 @@ class Writer:
         if found is None:
             raise NotFound(f"No {type_} matches {criteria!r}", details_sv="Ingen resurs matchar villkoret.")
         return await self.delete(unit, type_, found.id, check_referrers=check_referrers)
+
+
+def not_writable(type_: str, id_: str, existing: StoredResource | None) -> HiddenResource:
+    """The one answer to a write of Type/id that the caller may not see (``existing``) or that does
+    not exist and may not be created under that id: the two must not be told apart."""
+    return HiddenResource(
+        f"{type_}/{id_} is not known to you, and new {type_} resources get their id from the server "
+        "(create them with POST): it cannot be written", existing,
+        details_sv="Resursen finns inte eller får inte ändras av dig.")
 
 
 def patient_from_index(type_: str, id_: str, tables: Any, compartment: dict[str, tuple[str, ...]]) -> str | None:
