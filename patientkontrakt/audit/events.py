@@ -8,12 +8,17 @@ repeated parameter must hold every time and a comma-separated value is any of it
 
 Who sees what: a patient the entries about themselves (the *loggutdrag*, PDL 8 kap 5 §); staff
 and systems the entries of the care unit they act for (the unit's own log review); each needs
-an AuditEvent read/search scope.
+an AuditEvent read/search scope. A care unit's refused attempts (a read of what it may not see,
+or of what does not exist: the two are logged alike) are shown without the patient and resources
+the server recorded for the patient's log extract, and ``patient``/``entity`` find only its
+successful entries: otherwise its own log would tell it whose a hidden resource is, or that it
+exists.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,8 +42,11 @@ _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 MAX_COUNT = 200
 
 
-def render(row: AuditRow, base: str) -> dict[str, Any]:
-    """One log entry as an R4 AuditEvent."""
+def render(row: AuditRow, base: str, *, name_refused: bool = True) -> dict[str, Any]:
+    """One log entry as an R4 AuditEvent. ``name_refused=False``: a refused entry is shown
+    without its patient and resources (they are what its caller was not allowed to see)."""
+    if not name_refused and row.outcome != "success":
+        row = replace(row, patient_id=None, resources="[]")
     who_system = PERSONNUMMER if row.user_kind == "patient" else HSA_ID if row.user_kind == "staff" else None
     user: dict[str, Any] = {"identifier": {"value": row.user_id, **({"system": who_system} if who_system else {})}}
     if row.fhir_user:
@@ -126,7 +134,7 @@ class AuditEvents:
         if who.kind == "patient" and patient:
             return AuditQuery(patient_ids=[patient])
         if who.kind in ("staff", "system") and who.care_unit:
-            return AuditQuery(care_unit=who.care_unit)
+            return AuditQuery(care_unit=who.care_unit, names_of_successes_only=True)
         raise Forbidden("Only a patient (about themselves) or a care unit (its own entries) may read the log",
                         details_sv="Du har inte behörighet att läsa loggen.")
 
@@ -138,7 +146,8 @@ class AuditEvents:
         rows, _ = await sql.search(self._store, query, 0, 1)
         if not rows:
             raise NotFound(f"AuditEvent/{id_} is not known", details_sv="Loggposten finns inte.")
-        return Result(200, dumps(render(rows[0], self._base)), version_id=1, last_updated=rows[0].recorded)
+        event = render(rows[0], self._base, name_refused=not query.names_of_successes_only)
+        return Result(200, dumps(event), version_id=1, last_updated=rows[0].recorded)
 
     async def search(self, access: Access, pairs: list[tuple[str, str]]) -> Result:
         query = self._scope(access, "search-type")
@@ -185,7 +194,8 @@ class AuditEvents:
         head = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"lastUpdated": format_instant(now_utc())},
                 "type": "searchset", "total": total, "link": links}
         entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = [
-            ({"fullUrl": f"{self._base}/AuditEvent/{row.seq}"}, dumps(render(row, self._base)),
+            ({"fullUrl": f"{self._base}/AuditEvent/{row.seq}"},
+             dumps(render(row, self._base, name_refused=not query.names_of_successes_only)),
              {"search": {"mode": "match"}})
             for row in rows
         ]

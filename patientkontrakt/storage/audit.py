@@ -141,6 +141,9 @@ class AuditQuery:
     until: datetime | None = None  # recorded before
     recorded: list[list[tuple[str, datetime, datetime]]] = field(default_factory=list)  # (prefix, low, high)
     seq: int | None = None
+    # ``patient_ids``/``entity`` given by the caller match successful entries only: a refused
+    # entry names what its caller may not see (a care unit's view of its own log).
+    names_of_successes_only: bool = False
 
 
 def _where(query: AuditQuery) -> list[Any]:
@@ -162,6 +165,8 @@ def _where(query: AuditQuery) -> list[Any]:
         where.append(A.recorded < query.until)
     if query.seq is not None:
         where.append(A.seq == query.seq)
+    if query.names_of_successes_only and (query.entity or query.patient_ids is not None):
+        where.append(A.outcome == "success")
     return where
 
 
