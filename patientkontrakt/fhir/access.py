@@ -69,6 +69,13 @@ class Access(Protocol):
         """The resources of ``type_`` the caller may see, as a condition on ``resource``; None: all."""
         ...
 
+    def past_versions(self, type_: str) -> bool:
+        """Whether the caller may see past versions of ``type_`` resources (vread, history).
+        ``restriction`` is a condition on the current version; where it depends on the content
+        (a scope narrowed by a query), it says nothing about older versions, which have no index
+        rows to decide it on: then only current versions are shown."""
+        ...
+
     def reach(self, type_: str) -> Restriction | None:
         """A condition on ``resource`` that holds for every resource of ``type_`` the caller may
         see (and maybe more: ``restriction`` still applies) and that the database answers from
@@ -116,6 +123,9 @@ class Internal:
 
     def restriction(self, type_: str) -> Restriction | None:
         return None
+
+    def past_versions(self, type_: str) -> bool:
+        return True
 
     def reach(self, type_: str) -> Restriction | None:
         return None

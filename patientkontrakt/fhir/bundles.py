@@ -414,7 +414,8 @@ class BundleProcessor:
         if entry.version is not None:
             found = await unit.get_version(entry.type, entry.id, int(entry.version)) \
                 if current is not None and entry.version.isascii() and entry.version.isdigit() \
-                and len(entry.version) < 10 else None
+                and len(entry.version) < 10 and (access.past_versions(entry.type)
+                                                 or int(entry.version) == current.version_id) else None
             if found is None or found.body is None:
                 raise NotFound(f"{entry.type}/{entry.id} has no version {entry.version}",
                                details_sv="Versionen finns inte.")

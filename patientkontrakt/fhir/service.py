@@ -265,7 +265,7 @@ class FhirService:
         if stored is None or not visible:
             await self.log.refused(access, "vread", request, 404, stored)
         found = None
-        if stored is not None and visible:
+        if stored is not None and visible and (access.past_versions(type_) or int(version) == stored.version_id):
             async with self.store.reading(access) as unit:
                 found = await unit.get_version(type_, id_, int(version))
         if found is None:
@@ -475,6 +475,7 @@ class FhirService:
             self.check_id(type_, id_)
         args = _history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
         restrictions = {t: bound(access.restriction(t)) for t in types}
+        current_only = frozenset(t for t in types if not access.past_versions(t))
         async with self._refusals_logged(access, interaction, f"{type_}/{id_}/_history"), \
                 self.store.reading(access) as unit:
             # The refusal is logged once the connection is back in the pool: the log writer
@@ -487,11 +488,12 @@ class FhirService:
                         and not await unit.visible_pks([current.pk], restrictions[type_]):
                     raise HiddenResource(f"{type_}/{id_} is not known", current, details_sv="Resursen finns inte.")
             rows = await unit.history(type_=type_, id_=id_, since=args["since"], at=args["at"],
-                                      offset=args["offset"], count=args["count"], restrictions=restrictions)
+                                      offset=args["offset"], count=args["count"], restrictions=restrictions,
+                                      current_only=current_only)
             has_next = len(rows) > args["count"]
             rows = rows[: args["count"]]
             total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"],
-                                             restrictions=restrictions)
+                                             restrictions=restrictions, current_only=current_only)
             seen = await unit.get_many({(r.type, r.id) for r in rows}, include_deleted=True)
         path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
         body = self._history_bundle(path, pairs, rows, total, has_next, args)

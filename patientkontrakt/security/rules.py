@@ -116,6 +116,11 @@ class ScopedAccess:
     def _rule(self, type_: str) -> Restriction | None:
         return None
 
+    def past_versions(self, type_: str) -> bool:
+        """A scope narrowed by a query (``CarePlan.rs?status=active``) admits a resource by its
+        current content; an older version (a draft, say) is not shown."""
+        return self._scope_restriction(type_) is None
+
     def reach(self, type_: str) -> Restriction | None:
         return None
 

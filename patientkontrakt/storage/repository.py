@@ -98,7 +98,8 @@ def _current_during(at: datetime | tuple[datetime, datetime]) -> tuple[sa.Column
 
 def _history_filter(type_: str | None, id_: str | None, since: datetime | None,
                     at: datetime | tuple[datetime, datetime] | None,
-                    restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None) -> list[sa.ColumnElement[bool]]:
+                    restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None,
+                    current_only: frozenset[str] = frozenset()) -> list[sa.ColumnElement[bool]]:
     where: list[sa.ColumnElement[bool]] = []
     if type_ is not None:
         where.append(V.res_type == type_)
@@ -115,9 +116,10 @@ def _history_filter(type_: str | None, id_: str | None, since: datetime | None,
                 options.append(V.res_type == name)
             else:
                 # ``condition`` is written over ``resource``; here it correlates to the row of
-                # the version's resource.
+                # the version's resource (and, for ``current_only`` types, to that version only).
+                current = (R.version_id == V.version_id,) if name in current_only else ()
                 options.append(sa.and_(V.res_type == name, sa.exists().where(
-                    R.res_type == V.res_type, R.res_id == V.res_id, condition)))
+                    R.res_type == V.res_type, R.res_id == V.res_id, *current, condition)))
         where.append(sa.or_(*options) if options else sa.false())
     return where
 
@@ -248,14 +250,17 @@ class Unit:
         offset: int,
         count: int,
         restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
+        current_only: frozenset[str] = frozenset(),
     ) -> list[StoredVersion]:
         """Versions newest first (R4 http.html#history), ``count + 1`` rows to detect a next page.
 
         ``at`` is an instant or an inclusive period: only versions current at some time in it.
         ``restrictions`` limits the result to those types, and to the versions of resources whose
-        current row meets the type's condition (None: every resource of the type).
+        current row meets the type's condition (None: every resource of the type); of the types in
+        ``current_only`` (restricted ones), only the current versions.
         """
-        query = sa.select(*_VERSION_COLUMNS).where(*_history_filter(type_, id_, since, at, restrictions))
+        query = sa.select(*_VERSION_COLUMNS).where(
+            *_history_filter(type_, id_, since, at, restrictions, current_only))
         query = query.order_by(V.last_updated.desc(), V.seq.desc()).offset(offset).limit(count + 1)
         return [_version(r) for r in (await self.conn.execute(query, self.parameters)).all()]
 
@@ -263,9 +268,10 @@ class Unit:
         self, *, type_: str | None, id_: str | None, since: datetime | None,
         at: datetime | tuple[datetime, datetime] | None,
         restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
+        current_only: frozenset[str] = frozenset(),
     ) -> int:
         query = sa.select(sa.func.count()).select_from(RESOURCE_VERSION).where(
-            *_history_filter(type_, id_, since, at, restrictions))
+            *_history_filter(type_, id_, since, at, restrictions, current_only))
         total: int = (await self.conn.execute(query, self.parameters)).scalar_one()
         return total
 

@@ -392,6 +392,39 @@ def test_a_scope_narrowed_by_a_query_sees_only_matching_resources(world: World, 
     assert _get(app, world, "CarePlan", active[0].plan)["status"] == "active"
 
 
+def test_a_narrowed_scope_sees_no_version_outside_it(world: World, app: TestClient) -> None:
+    """The red team's finding: a ``CarePlan.rs?status=active`` token read a non-active older
+    version through ``_history/n``. A narrowed scope admits a resource by its current content,
+    so such a token sees current versions only: vread, instance, type and system history, and
+    a Bundle's GET of a version."""
+    role = world.role_at(AUTHOR, "nurse")
+    full = world.staff(role)
+    active_only = world.staff(role, scope="user/CarePlan.rs?status=active")
+    plan_id = next(a.plan for a in world.by_author(AUTHOR) if a.status == "active")
+    body = {k: v for k, v in _get(app, world, "CarePlan", plan_id).items() if k != "meta"}
+    for status in ("on-hold", "active"):  # version 2 is on hold, version 3 active again
+        assert app.put(f"/fhir/CarePlan/{plan_id}", json={**body, "status": status}, headers=full).status_code == 200
+    assert app.get(f"/fhir/CarePlan/{plan_id}/_history/2", headers=full).json()["status"] == "on-hold"
+    assert app.get(f"/fhir/CarePlan/{plan_id}/_history/3", headers=active_only).status_code == 200
+    for version in ("1", "2"):
+        refused = app.get(f"/fhir/CarePlan/{plan_id}/_history/{version}", headers=active_only)
+        assert refused.status_code == 404 and refused.json()["resourceType"] == "OperationOutcome"
+    for path in (f"/fhir/CarePlan/{plan_id}/_history", "/fhir/CarePlan/_history", "/fhir/_history"):
+        history = app.get(path, params={"_count": "1000"}, headers=active_only).json()
+        versions = [e["resource"]["meta"]["versionId"] for e in history["entry"]
+                    if e["resource"]["id"] == plan_id]
+        assert versions == ["3"], (path, versions)
+        assert all(e["resource"]["status"] == "active" for e in history["entry"]), path
+        assert history["total"] == len(history["entry"]), path
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"request": {"method": "GET", "url": f"CarePlan/{plan_id}/_history/{v}"}} for v in "23"]}
+    answers = app.post("/fhir", json=bundle, headers=active_only).json()["entry"]
+    assert [e["response"]["status"].split()[0] for e in answers] == ["404", "200"]
+    # the other side: without the narrowing every version is there
+    full_history = app.get(f"/fhir/CarePlan/{plan_id}/_history", headers=full).json()
+    assert [e["resource"]["meta"]["versionId"] for e in full_history["entry"]] == ["3", "2", "1"]
+
+
 def test_a_patient_without_an_agreement_cannot_add_goals(world: World, app: TestClient) -> None:
     lonely = {"resourceType": "Patient", "id": "utan-avtal", "active": True,
               "identifier": [{"system": "http://electronichealth.se/identifier/personnummer", "value": "191212121212"}],
