@@ -46,11 +46,12 @@ from joserfc.jwk import KeySet
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.security.claims import AUDIENCE, ClaimError, ClaimSet, date, text
 from patientkontrakt.security.clients import BACKEND_KINDS
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.scopes import Scopes, narrow
-from patientkontrakt.security.tokens import AccessTokens, Grant
+from patientkontrakt.security.tokens import LEEWAY, AccessTokens, Grant
 from patientkontrakt.storage.oauth import ClientRow, OAuthStore
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -62,6 +63,9 @@ _JWKS_MAX_BYTES = 256 * 1024
 _CONTEXT_OF = {"staff": "user", "patient": "patient", "system": "system"}
 # RFC 7636 §4.1, §4.2: code-verifier and code-challenge are 43*128 of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"
 _PKCE_VALUE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+# RFC 7523 §3: iss, sub, aud, exp and (SMART Backend Services) jti required
+ASSERTION_CLAIMS = ClaimSet(iss=text(required=True, max_length=128), sub=text(required=True, max_length=128),
+                            aud=AUDIENCE, exp=date(required=True), iat=date(), nbf=date(), jti=text(required=True))
 
 
 class OAuthError(Exception):
@@ -317,19 +321,21 @@ class AuthorizationServer:
             raise OAuthError("invalid_client", "client_assertion signature does not verify with the client's keys",
                              status=401) from None
         claims = verified.claims
-        aud = claims.get("aud")
-        audience = aud if isinstance(aud, list) else [aud]
+        try:
+            ASSERTION_CLAIMS.check(claims)
+        except ClaimError as error:
+            raise OAuthError("invalid_client", f"client_assertion: {error}", status=401) from None
+        audience = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if self.token_endpoint not in audience:
             raise OAuthError("invalid_client", f"client_assertion aud must be {self.token_endpoint}", status=401)
         now = time.time()
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp <= now:
-            raise OAuthError("invalid_client", "client_assertion has expired (or has no exp)", status=401)
+        exp, jti = claims["exp"], claims["jti"]
+        if exp <= now:
+            raise OAuthError("invalid_client", "client_assertion has expired", status=401)
         if exp > now + MAX_ASSERTION_LIFETIME + 5:
             raise OAuthError("invalid_client", "client_assertion exp must be at most 5 minutes ahead", status=401)
-        jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti or len(jti) > 255:
-            raise OAuthError("invalid_client", "client_assertion needs a jti", status=401)
+        if claims.get("nbf", now) > now + LEEWAY:
+            raise OAuthError("invalid_client", "client_assertion is not valid yet (nbf)", status=401)
         expires = datetime.fromtimestamp(exp, UTC).replace(tzinfo=None)
         if not await self.store.remember_jti("assertion", client_id, jti, expires, now_utc()):
             raise OAuthError("invalid_client", "client_assertion jti was used before (replay)", status=401)
