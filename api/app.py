@@ -32,6 +32,7 @@ from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.oauth import AuthorizationServer
+from patientkontrakt.security.revocation import Revocations
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
 from patientkontrakt.storage.oauth import OAuthStore
@@ -84,14 +85,17 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         audit = AuditLog(store)
         service = build_service(settings, store, domain_rules=domain_rules, log=audit)
         tokens = AccessTokens(keys, settings.base_url.rstrip("/"), settings.fhir_base, settings.access_token_lifetime)
+        revocations = Revocations(OAuthStore(store), settings.revocation_refresh_seconds)
         app.state.settings = settings
         app.state.service = service
         app.state.audit = audit
         app.state.audit_events = AuditEvents(store, service.base)
         app.state.bundles = BundleProcessor(service)
+        app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
-                                                unit_rules=unit_rules)
-        app.state.oauth = AuthorizationServer(settings, keys, tokens, OAuthStore(store), Directory(service))
+                                                unit_rules=unit_rules, revocations=revocations)
+        app.state.oauth = AuthorizationServer(settings, keys, tokens, OAuthStore(store), Directory(service),
+                                              revocations)
         app.state.external_idp = ExternalIdP(settings, keys) if settings.oidc_issuer and settings.oidc_client_id \
             else None
         if domain_rules:

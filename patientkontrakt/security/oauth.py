@@ -7,7 +7,7 @@ Grants:
   signs in at the identity provider (``api/oauth.py``: the test IdP or an external OpenID
   Connect provider) and ``issue_code`` binds the code to the client, redirect URI, PKCE
   challenge, granted scopes and the signed-in person. A code lasts 60 s and works once; a
-  second use also revokes the refresh tokens the first use produced (RFC 6749 §4.1.2).
+  second use also revokes the tokens the first use produced (RFC 6749 §4.1.2).
 * **client credentials** with a ``private_key_jwt`` client assertion (SMART Backend Services,
   RFC 7523): RS384 or ES384, signed with a key in the client's registered JWKS (or JWKS URL),
   ``iss`` = ``sub`` = the client, ``aud`` = the token endpoint, ``exp`` at most 5 minutes ahead,
@@ -15,6 +15,10 @@ Grants:
 * **refresh token**: opaque, stored as a hash, rotated on every use; presenting a used one
   revokes its whole family (the legitimate holder and the thief both lose it). It works only
   while the staff member's commission (or the patient's record) still holds.
+
+A sign-in is one family of refresh tokens; its access tokens name it as ``sid``. Whatever revokes
+the family (revocation, sign-out, a replayed refresh token or code, an ended commission) ends
+its access tokens too, on every process (``revocation.py``).
 
 Why not authlib's ``AuthorizationServer``: it is synchronous and calls its storage hooks
 synchronously, while our storage is async; the grant rules above are written here on top of
@@ -50,9 +54,10 @@ from patientkontrakt.security.claims import AUDIENCE, ClaimError, ClaimSet, date
 from patientkontrakt.security.clients import BACKEND_KINDS
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
+from patientkontrakt.security.revocation import Revocations, covers_until, keys_of
 from patientkontrakt.security.scopes import Scopes, narrow
 from patientkontrakt.security.tokens import LEEWAY, AccessTokens, Grant
-from patientkontrakt.storage.oauth import ClientRow, OAuthStore
+from patientkontrakt.storage.oauth import ClientRow, OAuthStore, Revoked
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["RS384", "ES384"]
@@ -129,12 +134,13 @@ def scopes_for(kind: str, scope: str) -> str:
 
 class AuthorizationServer:
     def __init__(self, settings: Settings, keys: SigningKeys, tokens: AccessTokens, store: OAuthStore,
-                 directory: Directory) -> None:
+                 directory: Directory, revocations: Revocations) -> None:
         self.settings = settings
         self.keys = keys
         self.tokens = tokens
         self.store = store
         self.directory = directory
+        self.revocations = revocations
         self.issuer = settings.base_url.rstrip("/")
         self.token_endpoint = f"{self.issuer}/oauth/token"
 
@@ -362,7 +368,7 @@ class AuthorizationServer:
             raise OAuthError("invalid_grant", "the code is not valid")
         if row.used_at is not None:
             if row.family_id:
-                await self.store.revoke_family(row.family_id, now_utc())
+                await self._end_sign_in(row.family_id)
             raise OAuthError("invalid_grant", "the code was used before; tokens issued with it are revoked")
         if row.expires_at < now_utc():
             raise OAuthError("invalid_grant", "the code has expired")
@@ -387,16 +393,18 @@ class AuthorizationServer:
             scope = " ".join(asked)
         token, successor = self._new_refresh(current.family_id, client.client_id, current.scope, current.grant,
                                              current.expires_at)
-        row = await self.store.rotate_refresh(_hash(presented), now_utc(), successor)
+        now = now_utc()
+        row = await self.store.rotate_refresh(_hash(presented), now, successor, covers_until(now))
         assert row is not None
         if row.used_at is not None:
+            self.revocations.add([("session", row.family_id)])  # rotate_refresh revoked the family
             raise OAuthError("invalid_grant", "the refresh token was used before; all tokens of this sign-in "
                                               "are revoked")
         if row.revoked_at is not None or row.expires_at <= now_utc():
             raise OAuthError("invalid_grant", "the refresh token has expired or was revoked")
         grant = await self._still_held(Grant.from_claims(orjson.loads(current.grant)))
         if grant is None:
-            await self.store.revoke_family(current.family_id, now_utc())
+            await self._end_sign_in(current.family_id)
             raise OAuthError("invalid_grant", "the commission or patient record this sign-in was for is no longer "
                                               "valid; sign in again")
         return await self._respond(client, grant, scope, current.family_id, refresh=token, openid=False)
@@ -451,7 +459,7 @@ class AuthorizationServer:
 
     async def _respond(self, client: ClientRow, grant: Grant, scope: str, family: str, *, nonce: str | None = None,
                        refresh: str | None = None, openid: bool = True) -> dict[str, Any]:
-        access_token, claims = self.tokens.issue(grant, scope, client.client_id)
+        access_token, claims = self.tokens.issue(grant, scope, client.client_id, session=family)
         granted = scope.split()
         response: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer",
                                     "expires_in": self.tokens.lifetime, "scope": scope}
@@ -489,7 +497,7 @@ class AuthorizationServer:
                 claims = self.tokens.verify(token)
             except Exception:  # any reason: not an active token (RFC 7662 §2.2)
                 return {"active": False}
-            if await self.store.is_jti_recorded("revoked", str(claims["client_id"]), str(claims["jti"])):
+            if await self.store.is_revoked(keys_of(claims), now_utc()):
                 return {"active": False}
             return {"active": True, "token_type": "Bearer", **claims}
         row = await self.store.refresh(_hash(token))
@@ -502,8 +510,8 @@ class AuthorizationServer:
                 "sub": grant.get("sub"), "exp": int(row.expires_at.replace(tzinfo=UTC).timestamp())}
 
     async def revoke(self, form: dict[str, str]) -> None:
-        """RFC 7009: a refresh token revokes its family; an access token is recorded as revoked
-        (introspection then reports it inactive; it expires within minutes anyway)."""
+        """RFC 7009: a refresh token revokes its sign-in (the family and its access tokens, §2.1);
+        an access token revokes itself. Either way, on every process of the service."""
         client = await self._client(form)
         token = form.get("token", "")
         if not token:
@@ -514,13 +522,41 @@ class AuthorizationServer:
             except Exception:  # an invalid token needs no revoking (RFC 7009 §2.2)
                 return
             if claims.get("client_id") == client.client_id:
-                await self.store.remember_jti("revoked", client.client_id, str(claims["jti"]),
-                                              now_utc() + timedelta(seconds=self.tokens.lifetime + 60), now_utc())
+                await self._revoke_access_token(claims)
             return
         row = await self.store.refresh(_hash(token))
         if row is not None and row.client_id == client.client_id:
-            await self.store.revoke_family(row.family_id, now_utc())
+            await self._end_sign_in(row.family_id)
 
+    async def end_session(self, client_id: str, access_token: str, refresh_token: str | None) -> None:
+        """Sign-out of the pages: the sign-in of these tokens ends (its refresh tokens and every
+        access token issued in it), and the access token itself, whatever the refresh token says."""
+        family: str | None = None
+        if refresh_token:
+            row = await self.store.refresh(_hash(refresh_token))
+            if row is not None and row.client_id == client_id:
+                family = row.family_id
+        try:
+            claims: dict[str, Any] | None = self.tokens.verify(access_token)
+        except Exception:  # expired or not ours: nothing left to revoke
+            claims = None
+        if claims is not None and claims.get("client_id") != client_id:
+            claims = None
+        if claims is not None:
+            await self._revoke_access_token(claims)
+            family = family or (str(claims["sid"]) if "sid" in claims else None)
+        if family is not None:
+            await self._end_sign_in(family)
+
+    async def _revoke_access_token(self, claims: dict[str, Any]) -> None:
+        expires = datetime.fromtimestamp(float(claims["exp"]) + LEEWAY, UTC).replace(tzinfo=None)
+        await self.store.revoke([Revoked("token", str(claims["jti"]), expires)], now_utc())
+        self.revocations.add([("token", str(claims["jti"]))])
+
+    async def _end_sign_in(self, family: str) -> None:
+        now = now_utc()
+        await self.store.revoke_family(family, now, covers_until(now))
+        self.revocations.add([("session", family)])
 
 def _fetch_json(url: str) -> Any:
     """A client's JWKS from its JWKS URL (https, or http on loopback for development)."""

@@ -6,7 +6,8 @@ Claims: ``iss`` (the service's base URL), ``aud`` (the FHIR base), ``sub``, ``ex
 vårdenhet acted for), ``commission`` and ``care_provider`` (HSA-ids of the medarbetaruppdrag
 and the vårdgivare), and the service's own ``pk_kind`` (staff | patient | system), ``name``,
 ``title``, ``care_unit_name`` and ``care_unit_org`` (the unit's Organization id, so the access
-rules need no lookup).
+rules need no lookup), and ``sid``: the sign-in the token belongs to (the family of its refresh
+tokens; absent for client credentials), so ending a sign-in ends its access tokens too.
 
 Every claim has a strict type (``claims.ClaimSet``): a token whose ``exp`` is the string
 ``"nan"`` is refused like any other malformed token, even when it carries our signature.
@@ -34,7 +35,7 @@ ACCESS_TOKEN_CLAIMS = ClaimSet(
     iss=text(required=True, max_length=2048), aud=AUDIENCE, sub=text(required=True),
     exp=date(required=True), iat=date(required=True), nbf=date(), jti=text(required=True),
     client_id=text(required=True, max_length=128), scope=text(required=True, max_length=4096, min_length=0),
-    pk_kind=choice(*KINDS, required=True),
+    pk_kind=choice(*KINDS, required=True), sid=text(max_length=64),
     fhirUser=text(max_length=256), patient=text(max_length=64), care_unit=text(max_length=64),
     care_unit_org=text(max_length=64), commission=text(max_length=64), care_provider=text(max_length=64),
     name=text(max_length=512, min_length=0), title=text(max_length=512, min_length=0),
@@ -108,11 +109,14 @@ class AccessTokens:
         self.lifetime = lifetime
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def issue(self, grant: Grant, scope: str, client_id: str) -> tuple[str, dict[str, Any]]:
+    def issue(self, grant: Grant, scope: str, client_id: str, session: str | None = None
+              ) -> tuple[str, dict[str, Any]]:
+        """A token for ``grant``; ``session``: the sign-in (refresh token family) it belongs to."""
         now = int(time.time())
         claims = {
             "iss": self.issuer, "aud": self.audience, "iat": now, "nbf": now, "exp": now + self.lifetime,
             "jti": str(uuid.uuid4()), "client_id": client_id, "scope": scope, **grant.claims(),
+            **({"sid": session} if session else {}),
         }
         return self.keys.sign(claims, typ="at+jwt"), claims
 

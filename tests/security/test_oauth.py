@@ -1141,7 +1141,7 @@ WRONG_CLAIMS: list[tuple[str, Any]] = [
     ("pk_kind", "admin"), ("pk_kind", 1), ("pk_kind", ["staff"]),
     ("care_unit_org", [UNIT]), ("care_unit_org", {"id": UNIT}), ("care_unit_org", 7),
     ("care_unit", 1), ("commission", ["x"]), ("care_provider", True), ("fhirUser", ["PractitionerRole/x"]),
-    ("name", 1), ("title", ["Sjuksköterska"]), ("care_unit_name", 2),
+    ("name", 1), ("title", ["Sjuksköterska"]), ("care_unit_name", 2), ("sid", 1), ("sid", "x" * 100),
 ]
 
 
