@@ -92,8 +92,12 @@ async def signed_in(request: Request, area: Area, handler: Handler) -> Response:
         access, renewed = await sessions.access(request, area, current)
     except NotSignedIn:
         if request.method == "GET":
-            return sessions.start_login(request, area, request.url.path)
-        return RedirectResponse(area.path, status_code=303)
+            response = sessions.start_login(request, area, request.url.path)
+        else:
+            response = RedirectResponse(area.path, status_code=303)
+        if area.cookie in request.cookies:
+            sessions.forget(response, area)  # a session that ended, or none of this area's
+        return response
     page = Page(request, area, renewed or current, access, renewed)
     try:
         return await handler(page)

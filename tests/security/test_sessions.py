@@ -9,16 +9,24 @@ shared but the PostgreSQL database) serve the same demo region with the test IdP
   or make happen on every request (the setting 0), never by waiting; the per-process caches of
   verified tokens do not outlive the revocation. Revoking a refresh token ends the access tokens
   of its sign-in (``sid``), and removing a client ends its tokens; other sign-ins keep working.
+* **signing out of the pages** (``/personal``, ``/mitt``) ends the sign-in on the server: the
+  old cookie, presented again to either instance, is no session (the sign-in page or the
+  landing page, never the pages behind it).
+* **a session belongs to its area**: a ``/mitt`` cookie presented as the ``/personal`` cookie
+  (and the reverse) is no session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -47,6 +55,7 @@ from tests.security.test_oauth import (
     nurse,
     plan_ids,
     refresh,
+    sealed_of,
     sign_in,
 )
 
@@ -202,3 +211,119 @@ def test_a_revoked_backend_token_and_a_removed_clients_tokens_are_refused(instan
     assert refused(fhir(instances.b, second))
     assert fhir(instances.b, nurse_token).status_code == 200, "another client's tokens are not affected"
     assert client_credentials(site, assertion(EHR_EC, EC_KEY)).status_code == 401
+
+
+# -- the pages: signing out, and sessions bound to their area ------------------------------------------
+
+
+def pages_sign_in(http: TestClient, area: str, who: str) -> str:
+    """Sign in to ``/personal`` or ``/mitt`` through the test IdP; returns the session cookie."""
+    start = http.get(f"{area}/logga-in", follow_redirects=False)
+    assert start.status_code == 303 and start.headers["location"].startswith("/oauth/authorize?")
+    chosen = http.post("/oauth/test-idp", data={"request": sealed_of(http.get(start.headers["location"])),
+                                                "as": who}, follow_redirects=False)
+    assert chosen.status_code == 303, chosen.text
+    back = http.get(chosen.headers["location"], follow_redirects=False)
+    assert back.status_code == 303 and back.headers["location"] == area, back.text
+    cookie = http.cookies.get(f"pk_session_{area.strip('/')}")
+    assert cookie
+    return str(cookie)
+
+
+def with_cookie(http: TestClient, method: str, path: str, name: str, value: str, **form: Any) -> httpx.Response:
+    """A request carrying only this cookie (what a copied or kept cookie is)."""
+    fresh = {"cookie": f"{name}={value}"}
+    return http.request(method, path, headers=fresh, data=form or None, follow_redirects=False)
+
+
+def signed_out(response: httpx.Response, area: str) -> bool:
+    """The answer to someone not signed in: sent to sign in, or the area's landing page."""
+    if response.status_code == 303:
+        return response.headers["location"].startswith(("/oauth/authorize?", area))
+    return response.status_code == 200 and f'href="{area}/logga-in"' in response.text \
+        and "logga-ut" not in response.text
+
+
+def csrf_of(page: httpx.Response) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text[:2000]
+    return match.group(1)
+
+
+async def _rows(url: str, sql: str) -> list[Any]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("area", ["/personal", "/mitt"])
+def test_signing_out_ends_the_session_on_every_instance(instances: Instances, area: str) -> None:
+    world = instances.world
+    agreement = world.agreements[0]
+    who = f"role:{world.role_at(agreement.author, 'nurse')}" if area == "/personal" else f"patient:{agreement.patient}"
+    name = f"pk_session_{area.strip('/')}"
+    page = f"/personal/avtal/{agreement.plan}" if area == "/personal" else "/mitt"
+    cookie = pages_sign_in(instances.a, area, who)
+    for http in (instances.a, instances.b, instances.eager):  # the session works on every instance
+        shown = with_cookie(http, "GET", page, name, cookie)
+        assert shown.status_code == 200 and "logga-ut" in shown.text, shown.text[:500]
+
+    signed_in_page = with_cookie(instances.a, "GET", page, name, cookie)
+    out = with_cookie(instances.a, "POST", f"{area}/logga-ut", name, cookie, csrf=csrf_of(signed_in_page))
+    assert out.status_code == 303 and out.headers["location"] == area
+    assert f'{name}=""' in out.headers["set-cookie"] and "max-age=0" in out.headers["set-cookie"].lower()
+
+    # the old cookie is no session: on this instance at once, on the others once they reload
+    assert signed_out(with_cookie(instances.a, "GET", page, name, cookie), area)
+    assert signed_out(with_cookie(instances.eager, "GET", page, name, cookie), area)
+    instances.pass_interval(instances.b)
+    for http in (instances.a, instances.b, instances.eager):
+        assert signed_out(with_cookie(http, "GET", page, name, cookie), area)
+        assert signed_out(with_cookie(http, "GET", area, name, cookie), area)
+        posted = with_cookie(http, "POST", f"{area}/logga-ut", name, cookie, csrf=csrf_of(signed_in_page))
+        assert posted.status_code == 303 and posted.headers["location"] == area
+
+    # the sign-in ended in the database: its refresh tokens, and its access tokens (sid)
+    client = "pk-personal" if area == "/personal" else "pk-mitt"
+    url = instances.settings.database_url
+    tokens = asyncio.run(_rows(url, f"SELECT family_id, revoked_at FROM refresh_token WHERE client_id = '{client}'"))
+    assert tokens and all(row["revoked_at"] is not None for row in tokens)
+    families = {row["family_id"] for row in tokens}
+    ended = asyncio.run(_rows(url, "SELECT kind, value FROM token_revocation"))
+    assert families <= {row["value"] for row in ended if row["kind"] == "session"}
+    assert any(row["kind"] == "token" for row in ended)
+    # and a new sign-in works
+    again = pages_sign_in(instances.b, area, who)
+    assert with_cookie(instances.a, "GET", page, name, again).status_code == 200
+
+
+def test_a_session_is_no_session_in_the_other_area(instances: Instances) -> None:
+    world, a = instances.world, instances.a
+    agreement = world.agreements[0]
+    patient_cookie = pages_sign_in(a, "/mitt", f"patient:{agreement.patient}")
+    staff_cookie = pages_sign_in(a, "/personal", f"role:{world.role_at(agreement.author, 'nurse')}")
+    plan = f"/personal/avtal/{agreement.plan}"
+
+    # each cookie works in its own area
+    assert "logga-ut" in with_cookie(a, "GET", plan, "pk_session_personal", staff_cookie).text
+    assert "logga-ut" in with_cookie(a, "GET", "/mitt", "pk_session_mitt", patient_cookie).text
+
+    # the patient's cookie as the staff pages' cookie: no session (the patient's own agreement
+    # was shown there, under the patient's rules)
+    for path in (plan, "/personal", "/personal/nytt"):
+        assert signed_out(with_cookie(a, "GET", path, "pk_session_personal", patient_cookie), "/personal"), path
+    # and the staff member's cookie at the e-service
+    for path in ("/mitt", f"/mitt/mal/{agreement.patient_goal}"):
+        assert signed_out(with_cookie(a, "GET", path, "pk_session_mitt", staff_cookie), "/mitt"), path
+    # a sign-in started in one area cannot be finished in the other
+    start = a.get("/mitt/logga-in", follow_redirects=False)
+    login_cookie = a.cookies.get("pk_login_mitt")
+    assert start.status_code == 303 and login_cookie
+    chosen = a.post("/oauth/test-idp", data={"request": sealed_of(a.get(start.headers["location"])),
+                                             "as": f"patient:{agreement.patient}"}, follow_redirects=False)
+    code_query = chosen.headers["location"].split("?", 1)[1]
+    crossed = a.get(f"/personal/callback?{code_query}", headers={"cookie": f"pk_login_personal={login_cookie}"},
+                    follow_redirects=False)
+    assert crossed.status_code == 400 and "pk_session_personal" not in crossed.headers.get("set-cookie", "")
