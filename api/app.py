@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import errors, fhir, oauth
+from api import docs, errors, fhir, oauth
 from api.auth import RequireToken
+from api.headers import SecurityHeaders
 from api.limits import BodySizeLimit
 from api.oidc import ExternalIdP
 from api.pages import mitt, personal
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         title="Patientkontrakt",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # api/docs.py: Swagger UI served by the service, under its CSP
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     errors.install(app)
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     app.include_router(fhir.router)
     app.include_router(personal.router)
     app.include_router(mitt.router)
+    docs.install(app)
     app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
 
     @app.get("/lang", include_in_schema=False)
@@ -151,4 +154,5 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
 
     app.add_middleware(RequireToken)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, refusals included
     return app

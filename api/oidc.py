@@ -82,6 +82,12 @@ class ExternalIdP:
             self._metadata = data
         return self._metadata
 
+    def sign_in_urls(self) -> list[str]:
+        """Where a sign-in sends the browser: the provider's authorization endpoint (its issuer
+        until the discovery document has been read), for the pages' ``form-action``."""
+        known = self._metadata.get("authorization_endpoint") if self._metadata else None
+        return [self.issuer, *([known] if isinstance(known, str) else [])]
+
     async def start(self, request: Request, sealed: str) -> Response:
         """Redirect to the provider; our sealed authorization request travels as ``state``, the
         PKCE verifier and nonce stay in an HttpOnly cookie (signed, so it cannot be swapped)."""

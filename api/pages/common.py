@@ -31,9 +31,11 @@ class Page:
     renewed: Session | None
 
     def render(self, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+        # a form posted after the session ended goes on to the sign-in (form-action: api/headers.py)
         response = render(self.request, name, {"session": self.session, "area": self.area,
                                                "csrf": self.session.csrf, **context},
-                          status_code=status_code, headers=_NO_STORE)
+                          status_code=status_code, headers=_NO_STORE,
+                          form_targets=sessions.sign_in_urls(self.request))
         return self.finish(response)
 
     def finish(self, response: Response) -> Response:

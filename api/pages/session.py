@@ -121,6 +121,12 @@ def _base(request: Request) -> str:
     return str(request.app.state.settings.base_url).rstrip("/")
 
 
+def sign_in_urls(request: Request) -> list[str]:
+    """Where signing in may take the browser besides the service: the external identity provider."""
+    external = request.app.state.external_idp
+    return list(external.sign_in_urls()) if external is not None else []
+
+
 def redirect_uri(request: Request, area: Area) -> str:
     return f"{_base(request)}{area.path}/callback"
 

@@ -80,15 +80,11 @@ class Instances:
         http.app.state.revocations.expire()  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def instances(world: World, clean_pg: str) -> Iterator[Instances]:
-    settings = make_settings(clean_pg, test_idp=True, revocation_refresh_seconds=RELOAD_NEVER)
-    eager = make_settings(clean_pg, test_idp=True, revocation_refresh_seconds=0)
-
+def register_pages_clients(database_url: str) -> None:
+    """The pages' clients as ``patientkontrakt demo`` registers them, for the test server's
+    address (which ``clients add`` refuses: http only on loopback)."""
     async def register() -> None:
-        """The pages' clients as ``patientkontrakt demo`` registers them, for the test server's
-        address (which ``clients add`` refuses: http only on loopback)."""
-        store = Store(create_engine(clean_pg, pool_size=2))
+        store = Store(create_engine(database_url, pool_size=2))
         try:
             for client_id, area, scope in (("pk-personal", "/personal", STAFF_SCOPES),
                                            ("pk-mitt", "/mitt", PATIENT_SCOPES)):
@@ -100,6 +96,14 @@ def instances(world: World, clean_pg: str) -> Iterator[Instances]:
             await store.dispose()
 
     asyncio.run(register())
+
+
+@pytest.fixture
+def instances(world: World, clean_pg: str) -> Iterator[Instances]:
+    settings = make_settings(clean_pg, test_idp=True, revocation_refresh_seconds=RELOAD_NEVER)
+    eager = make_settings(clean_pg, test_idp=True, revocation_refresh_seconds=0)
+
+    register_pages_clients(clean_pg)
     with ExitStack() as stack:
         a, b, c = (stack.enter_context(TestClient(create_app(s), base_url=BASE_URL))
                    for s in (settings, settings, eager))
