@@ -10,6 +10,8 @@ the e-service and the sign-in are exercised under the same policy by ``test_page
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,16 +19,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.security.demo_clients import register_demo_clients
+from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.repository import Store
 from tests.browser.test_login import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import make_settings
 from tests.interop.test_fhirpy import Server
 from tests.interop.test_smart_clients import live_server
+from tests.security import conftest as security
+from tests.security import test_external_idp as external
+from tests.security.conftest import World
+from tests.security.test_external_idp import Servers
 
 pytestmark = pytest.mark.slow
 
 FRAMED = ("/", "/docs", "/personal", "/mitt", "/oauth/authorize")
+world = security.world  # the fixture: the demo region loaded into the clean database
+servers = external.servers  # the fixture: the external test provider and the service signing in through it
 
 
 @pytest.fixture(scope="module")
@@ -123,5 +137,76 @@ def test_no_page_of_the_service_can_be_framed_by_another_site(server: Server, br
             assert len(refused) == len(FRAMED), shown
             for frame in refused:
                 assert "Patientkontrakt" not in frame.content()
+    finally:
+        context.close()
+
+
+# -- form-action and the external identity provider ------------------------------------------------
+
+
+@pytest.fixture
+def idp_site(servers: Servers, world: World, signing_key: Path) -> Iterator[Servers]:
+    """The service signing in through the external test provider (its own origin), the demo
+    region loaded and the pages' clients registered for the service's address."""
+    settings = make_settings(world.settings.database_url, base_url=servers.base, signing_key=signing_key)
+
+    async def register() -> None:
+        store = Store(create_engine(settings.database_url, pool_size=1))
+        try:
+            await register_demo_clients(build_service(settings, store), settings)
+        finally:
+            await store.dispose()
+
+    asyncio.run(register())
+    yield servers
+    assert servers.service.process.poll() is None, "the service died during the test"
+
+
+@pytest.fixture
+def idp_browser(idp_site: Servers) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's Chromium for the browser tests")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def test_a_form_posted_after_the_session_ended_goes_on_to_the_identity_provider(
+        idp_site: Servers, idp_browser: Browser) -> None:
+    """Chrome applies form-action to the redirects that follow a form's submission: the staff
+    pages' search form, submitted once the sign-in has ended, is redirected to the sign-in and on
+    to the provider's origin, which the pages' policy must name (and does: only that one)."""
+    base, provider = idp_site.base, idp_site.provider.base_url
+    context = idp_browser.new_context(base_url=base)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    problems = reported(page)
+    try:
+        page.goto("/personal")
+        page.get_by_role("link", name=re.compile("Logga in|Sign in")).click()
+        page.wait_for_url(f"{provider}/**")
+        page.locator('input[name="identity"][value="nurse"]').check()
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/personal")
+        response = page.reload()
+        assert response is not None
+        form_action = next(d for d in response.headers["content-security-policy"].split(";")
+                           if d.strip().startswith("form-action"))
+        assert form_action.split()[1:] == ["'self'", provider], form_action
+
+        # the sign-in ends elsewhere (another tab signs out); this page still shows its form
+        cookie = next(c["value"] for c in context.cookies() if c["name"] == "pk_session_personal")
+        with httpx.Client(base_url=base, cookies={"pk_session_personal": cookie}) as other_tab:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', other_tab.get("/personal").text)
+            assert csrf
+            assert other_tab.post("/personal/logga-ut", data={"csrf": csrf.group(1)}).status_code in (200, 303)
+        page.locator("form.filters input[name=q]").fill("Andersson")
+        page.locator("form.filters").evaluate("form => form.requestSubmit()")
+        page.wait_for_url(f"{provider}/**")
+        expect(page.get_by_role("heading", level=1)).to_contain_text("Sign in to")
+        assert not problems, f"the browser reported errors: {problems}"
     finally:
         context.close()
