@@ -24,7 +24,6 @@ import re
 from urllib.parse import urlsplit
 
 from fastapi import Request
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 POLICY = ("default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "font-src 'self'",
@@ -32,6 +31,9 @@ POLICY = ("default-src 'none'", "script-src 'self'", "style-src 'self'", "img-sr
           "frame-ancestors 'none'")
 _DOCUMENT_TYPES = (b"text/html", b"application/xhtml+xml", b"image/svg+xml")
 _FORM_TARGETS = "csp_form_targets"  # request.state: origins a form of this page may end at
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_DOCUMENT_HEADERS = ((b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"))
+_SET = frozenset({b"x-content-type-options", b"content-security-policy", b"x-frame-options", b"referrer-policy"})
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -71,13 +73,14 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Content-Type-Options"] = "nosniff"
-                content_type = headers.get("content-type", "").encode("latin-1").lower()
+                # raw header pairs (lower-case names): this runs for every response
+                headers = [(k, v) for k, v in message.get("headers", ()) if k not in _SET]
+                content_type = next((v for k, v in headers if k == b"content-type"), b"").lower()
+                headers.append(_NOSNIFF)
                 if content_type.startswith(_DOCUMENT_TYPES):
-                    headers["Content-Security-Policy"] = policy(list(state.get(_FORM_TARGETS, ())))
-                    headers["X-Frame-Options"] = "DENY"
-                    headers["Referrer-Policy"] = "same-origin"
+                    csp = policy(list(state.get(_FORM_TARGETS, ()))).encode("latin-1")
+                    headers += [(b"content-security-policy", csp), *_DOCUMENT_HEADERS]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
