@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import errors, fhir, oauth
+from api import docs, errors, fhir, oauth
 from api.auth import RequireToken
+from api.headers import SecurityHeaders
 from api.limits import BodySizeLimit
 from api.oidc import ExternalIdP
 from api.pages import mitt, personal
@@ -32,6 +33,7 @@ from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.oauth import AuthorizationServer
+from patientkontrakt.security.revocation import Revocations
 from patientkontrakt.security.rules import PATIENT_DATA
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
@@ -85,14 +87,17 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         audit = AuditLog(store)
         service = build_service(settings, store, domain_rules=domain_rules, log=audit)
         tokens = AccessTokens(keys, settings.base_url.rstrip("/"), settings.fhir_base, settings.access_token_lifetime)
+        revocations = Revocations(OAuthStore(store), settings.revocation_refresh_seconds)
         app.state.settings = settings
         app.state.service = service
         app.state.audit = audit
         app.state.audit_events = AuditEvents(store, service.base)
         app.state.bundles = BundleProcessor(service)
+        app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
-                                                unit_rules=unit_rules)
-        app.state.oauth = AuthorizationServer(settings, keys, tokens, OAuthStore(store), Directory(service))
+                                                unit_rules=unit_rules, revocations=revocations)
+        app.state.oauth = AuthorizationServer(settings, keys, tokens, OAuthStore(store), Directory(service),
+                                              revocations)
         app.state.external_idp = ExternalIdP(settings, keys) if settings.oidc_issuer and settings.oidc_client_id \
             else None
         if domain_rules:
@@ -116,7 +121,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         title="Patientkontrakt",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # api/docs.py: Swagger UI served by the service, under its CSP
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     errors.install(app)
@@ -124,6 +130,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     app.include_router(fhir.router)
     app.include_router(personal.router)
     app.include_router(mitt.router)
+    docs.install(app)
     app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
 
     @app.get("/lang", include_in_schema=False)
@@ -152,4 +159,5 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
 
     app.add_middleware(RequireToken)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, refusals included
     return app

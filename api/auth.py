@@ -2,7 +2,8 @@
 
 ``RequireToken`` is ASGI middleware in front of the whole app: a request under ``/fhir``
 (except the CapabilityStatement and the SMART discovery document) gets a 401
-OperationOutcome with ``WWW-Authenticate`` unless its bearer token verifies; otherwise the
+OperationOutcome with ``WWW-Authenticate`` unless its bearer token verifies and is not revoked
+(the revocation list is reloaded first when it is due); otherwise the
 ``Access`` built from the token is put on the request, and the routes hand it to the core. A
 route added later cannot forget authentication, and the core cannot be called without an
 ``Access``. Refused requests are written to the access log.
@@ -47,6 +48,8 @@ class RequireToken:
                     header = value.decode("latin-1")
                     break
             try:
+                if header is not None:
+                    await state.revocations.refresh_if_due()
                 access = authenticator.access(header)
             except FhirError as error:
                 try:

@@ -116,7 +116,7 @@ async def _test_idp_page(request: Request, auth_request: AuthorizeRequest, seale
         "client_name": auth_request.client_name, "sealed": sealed,
         "people": [(key.split("|")[0], key.split("|")[1], choices) for key, choices in by_person.items()],
         "patients": patients,
-    }, headers=_NO_STORE)
+    }, headers=_NO_STORE, form_targets=[auth_request.redirect_uri])
 
 
 @router.post("/oauth/test-idp", include_in_schema=False)
@@ -173,7 +173,7 @@ async def oidc_callback(request: Request) -> Response:
     commissions = [(server.keys.sign({"aud": "pk-commission", "grant": c.grant.claims(), "req": _digest(sealed)},
                                      typ="pk-commission"), c) for c in choices]
     return render(request, "oauth/commission.html", {"sealed": sealed, "commissions": commissions},
-                  headers=_NO_STORE)
+                  headers=_NO_STORE, form_targets=[auth_request.redirect_uri])
 
 
 def _digest(sealed: str) -> str:

@@ -26,15 +26,21 @@ from joserfc.jwk import KeySet
 
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
+from patientkontrakt.security.claims import AUDIENCE, ClaimError, ClaimSet, date, text
 from patientkontrakt.security.identity import Directory, StaffChoice
 from patientkontrakt.security.keys import SigningKeys
-from patientkontrakt.security.tokens import Grant
+from patientkontrakt.security.tokens import LEEWAY, Grant
 
 FLOW_COOKIE = "pk_oidc"
 _FLOW_LIFETIME = 600
 # ID tokens must carry an asymmetric signature by the provider's published keys, whatever its
 # discovery document offers: never "none" (which OpenID Connect allows in the code flow), no MAC.
 _ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+# OpenID Connect Core §2: iss, sub, aud, exp and iat required; the claims that name the person
+# (PK_OIDC_*_CLAIM) are checked where they are read
+ID_TOKEN_CLAIMS = ClaimSet(iss=text(required=True, max_length=2048), sub=text(required=True), aud=AUDIENCE,
+                           exp=date(required=True), iat=date(required=True), nbf=date(), auth_time=date(),
+                           nonce=text(max_length=512))
 
 
 class OidcError(Exception):
@@ -75,6 +81,12 @@ class ExternalIdP:
                 raise OidcError("the provider's discovery document names another issuer")
             self._metadata = data
         return self._metadata
+
+    def sign_in_urls(self) -> list[str]:
+        """Where a sign-in sends the browser: the provider's authorization endpoint (its issuer
+        until the discovery document has been read), for the pages' ``form-action``."""
+        known = self._metadata.get("authorization_endpoint") if self._metadata else None
+        return [self.issuer, *([known] if isinstance(known, str) else [])]
 
     async def start(self, request: Request, sealed: str) -> Response:
         """Redirect to the provider; our sealed authorization request travels as ``state``, the
@@ -126,13 +138,20 @@ class ExternalIdP:
             claims = jwt.decode(id_token, keys, algorithms=algorithms).claims
         except (JoseError, ValueError, TypeError, KeyError):
             raise OidcError("the ID token's signature does not verify with the provider's keys") from None
-        audience = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
-        if str(claims.get("iss", "")).rstrip("/") != self.issuer:
+        try:
+            ID_TOKEN_CLAIMS.check(claims)
+        except ClaimError as error:
+            raise OidcError(f"the ID token's claims are not valid: {error}") from None
+        audience = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if claims["iss"].rstrip("/") != self.issuer:
             raise OidcError("the ID token is from another issuer")
         if self.settings.oidc_client_id not in audience:
             raise OidcError("the ID token is not for this service")
-        if not isinstance(claims.get("exp"), int | float) or claims["exp"] < time.time() - 30:
+        now = time.time()
+        if claims["exp"] < now - LEEWAY:
             raise OidcError("the ID token has expired")
+        if claims.get("nbf", now) > now + LEEWAY:
+            raise OidcError("the ID token is not valid yet")
         if claims.get("nonce") != nonce:
             raise OidcError("the ID token's nonce does not match")
         return dict(claims)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import datetime
 import io
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from api.headers import allow_form_targets
 from api.pages import labels
 from patientkontrakt.domain import codes
 
@@ -113,7 +115,10 @@ _LANG: contextvars.ContextVar[str] = contextvars.ContextVar("page_language", def
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200,
-           headers: dict[str, str] | None = None) -> HTMLResponse:
+           headers: dict[str, str] | None = None, form_targets: Iterable[str] = ()) -> HTMLResponse:
+    """A page; ``form_targets``: URLs its forms may end at after redirects, besides the service
+    (its Content-Security-Policy is set by ``api/headers.py``, like every response's)."""
+    allow_form_targets(request, *form_targets)
     language = language_of(request)
     _LANG.set(language)
     translations = translator(language)
@@ -142,10 +147,4 @@ def render(request: Request, name: str, context: dict[str, Any], *, status_code:
         kind_labels=defs.code_displays(codes.ACTIVITY_KIND, language) if defs else {},
         date=_format_date, datetime=_format_datetime,
     )
-    response = HTMLResponse(html, status_code=status_code, headers=headers)
-    response.headers.setdefault("Content-Security-Policy",
-                                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "frame-ancestors 'none'; form-action 'self' http: https:")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    return response
+    return HTMLResponse(html, status_code=status_code, headers=headers)

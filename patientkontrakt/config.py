@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default="", description="Comma-separated PEM files of keys still accepted and published (rollover).")
     access_token_lifetime: int = Field(default=600, description="Seconds an access token lives (at most 900).")
     refresh_token_lifetime: int = Field(default=8 * 3600, description="Seconds a refresh token lives.")
+    revocation_refresh_seconds: float = Field(
+        default=5.0, ge=0,
+        description="Seconds a process keeps its copy of the revocation list before it reloads it (0: every "
+                    "request); a token revoked on another process is refused here within this time.")
     test_idp: bool = Field(
         default=False,
         description="Sign in through the built-in test identity provider (demo users; never in production).")

@@ -31,9 +31,11 @@ class Page:
     renewed: Session | None
 
     def render(self, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+        # a form posted after the session ended goes on to the sign-in (form-action: api/headers.py)
         response = render(self.request, name, {"session": self.session, "area": self.area,
                                                "csrf": self.session.csrf, **context},
-                          status_code=status_code, headers=_NO_STORE)
+                          status_code=status_code, headers=_NO_STORE,
+                          form_targets=sessions.sign_in_urls(self.request))
         return self.finish(response)
 
     def finish(self, response: Response) -> Response:
@@ -92,8 +94,12 @@ async def signed_in(request: Request, area: Area, handler: Handler) -> Response:
         access, renewed = await sessions.access(request, area, current)
     except NotSignedIn:
         if request.method == "GET":
-            return sessions.start_login(request, area, request.url.path)
-        return RedirectResponse(area.path, status_code=303)
+            response = sessions.start_login(request, area, request.url.path)
+        else:
+            response = RedirectResponse(area.path, status_code=303)
+        if area.cookie in request.cookies:
+            sessions.forget(response, area)  # a session that ended, or none of this area's
+        return response
     page = Page(request, area, renewed or current, access, renewed)
     try:
         return await handler(page)

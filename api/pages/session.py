@@ -7,10 +7,14 @@ same code as ``/oauth/token``), and every page then calls the FHIR core with the
 its access token, so the pages obey the same access rules and access log as the API.
 
 The session is an encrypted cookie (JWE ``dir``/``A256GCM``; the key is derived from the
-signing key), ``HttpOnly``, ``SameSite=Lax``, ``Secure`` on https, limited to its area's path.
-It holds the access and refresh tokens and a CSRF token that every form carries. Nothing is
-kept in the process, so any number of processes can serve the pages. An expired access token is
-renewed with the refresh token (which rotates); logging out revokes the refresh token.
+signing key and the area, and the area is sealed inside too, so a ``/mitt`` cookie is no session
+at ``/personal`` and the reverse), ``HttpOnly``, ``SameSite=Lax``, ``Secure`` on https, limited
+to its area's path. It holds the access and refresh tokens and a CSRF token that every form
+carries. Nothing is kept in the process, so any number of processes can serve the pages. An
+expired access token is renewed with the refresh token (which rotates). Signing out ends the
+sign-in on the server (``AuthorizationServer.end_session``: the refresh token family and every
+access token issued in it are revoked, in the database), so the cookie, if kept or copied, is
+no session any more on any process of the service.
 """
 
 from __future__ import annotations
@@ -78,25 +82,30 @@ class NotSignedIn(Exception):
     """The page needs a signed-in user of the area (the handler redirects to sign-in)."""
 
 
-def _key(request: Request) -> OctKey:
-    """A 256-bit key derived from the server's signing key (HKDF-like, labelled)."""
+def _key(request: Request, area: Area) -> OctKey:
+    """A 256-bit key derived from the server's signing key for one area (HKDF-like, labelled)."""
     server: AuthorizationServer = request.app.state.oauth
     material = server.keys.active.as_pem(private=True)
-    return OctKey.import_key(hashlib.sha256(b"patientkontrakt page session\n" + material).digest())
+    label = f"patientkontrakt page session\n{area.path}\n".encode()
+    return OctKey.import_key(hashlib.sha256(label + material).digest())
 
 
-def _seal(request: Request, data: dict[str, Any]) -> str:
-    return jwe.encrypt_compact({"alg": "dir", "enc": "A256GCM"}, orjson.dumps(data), _key(request))
+def _seal(request: Request, area: Area, data: dict[str, Any]) -> str:
+    return jwe.encrypt_compact({"alg": "dir", "enc": "A256GCM"}, orjson.dumps({**data, "area": area.path}),
+                               _key(request, area))
 
 
-def _open(request: Request, token: str | None) -> dict[str, Any] | None:
+def _open(request: Request, area: Area, token: str | None) -> dict[str, Any] | None:
+    """What ``_seal`` sealed for this area; None for anything else (another area's cookie too)."""
     if not token:
         return None
     try:
-        data = orjson.loads(jwe.decrypt_compact(token, _key(request)).plaintext)
+        data = orjson.loads(jwe.decrypt_compact(token, _key(request, area)).plaintext)
     except (JoseError, ValueError, TypeError, orjson.JSONDecodeError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.pop("area", None) != area.path:
+        return None
+    return data
 
 
 def _secure(request: Request) -> bool:
@@ -110,6 +119,12 @@ def _set(request: Request, response: Response, name: str, value: str, area: Area
 
 def _base(request: Request) -> str:
     return str(request.app.state.settings.base_url).rstrip("/")
+
+
+def sign_in_urls(request: Request) -> list[str]:
+    """Where signing in may take the browser besides the service: the external identity provider."""
+    external = request.app.state.external_idp
+    return list(external.sign_in_urls()) if external is not None else []
 
 
 def redirect_uri(request: Request, area: Area) -> str:
@@ -128,14 +143,14 @@ def start_login(request: Request, area: Area, next_path: str = "") -> Response:
     response = RedirectResponse(f"/oauth/authorize?{query}", status_code=303)
     target = next_path if next_path.startswith(area.path) else area.path
     _set(request, response, area.login_cookie,
-         _seal(request, {"v": verifier, "s": state, "n": target, "exp": time.time() + LOGIN_LIFETIME}),
+         _seal(request, area, {"v": verifier, "s": state, "n": target, "exp": time.time() + LOGIN_LIFETIME}),
          area, LOGIN_LIFETIME)
     return response
 
 
 async def finish_login(request: Request, area: Area) -> Response:
     """The authorization server sent the browser back: exchange the code, start the session."""
-    login = _open(request, request.cookies.get(area.login_cookie))
+    login = _open(request, area, request.cookies.get(area.login_cookie))
     params = request.query_params
     if login is None or login.get("exp", 0) < time.time() or params.get("state") != login.get("s"):
         raise OAuthError("invalid_request", "the sign-in was not started here, or took too long")
@@ -147,7 +162,7 @@ async def finish_login(request: Request, area: Area) -> Response:
         "code_verifier": login["v"], "redirect_uri": redirect_uri(request, area),
     })
     claims = server.tokens.verify(tokens["access_token"])
-    if claims.get("pk_kind") != area.kind:
+    if claims.get("pk_kind") != area.kind or claims.get("client_id") != area.client_id:
         await server.revoke({"client_id": area.client_id, "token": tokens.get("refresh_token", "")}) \
             if tokens.get("refresh_token") else None
         raise OAuthError("access_denied", f"these pages are for {area.kind} users")
@@ -164,11 +179,16 @@ async def finish_login(request: Request, area: Area) -> Response:
 
 
 def save(request: Request, response: Response, area: Area, session: Session) -> None:
-    _set(request, response, area.cookie, _seal(request, asdict(session)), area, SESSION_LIFETIME)
+    _set(request, response, area.cookie, _seal(request, area, asdict(session)), area, SESSION_LIFETIME)
+
+
+def forget(response: Response, area: Area) -> None:
+    """Drop the area's session cookie (signed out, or a session that ended)."""
+    response.delete_cookie(area.cookie, path=area.path)
 
 
 def current(request: Request, area: Area) -> Session:
-    data = _open(request, request.cookies.get(area.cookie))
+    data = _open(request, area, request.cookies.get(area.cookie))
     if data is None or data.get("started", 0) + SESSION_LIFETIME < time.time():
         raise NotSignedIn()
     try:
@@ -179,7 +199,8 @@ def current(request: Request, area: Area) -> Session:
 
 async def access(request: Request, area: Area, session: Session) -> tuple[Access, Session | None]:
     """The caller's ``Access``; renews the access token when it is about to expire (the new
-    session must then be saved on the response, which is why it is returned)."""
+    session must then be saved on the response, which is why it is returned). A session whose
+    sign-in was ended (signed out, revoked) is ``NotSignedIn``, as is one of another area."""
     renewed: Session | None = None
     if session.expires_at - 30 < time.time():
         if not session.refresh_token:
@@ -194,25 +215,27 @@ async def access(request: Request, area: Area, session: Session) -> tuple[Access
         renewed = session = Session(**{**asdict(session), "access_token": tokens["access_token"],
                                        "refresh_token": tokens.get("refresh_token"),
                                        "expires_at": float(claims["exp"])})
+    await request.app.state.revocations.refresh_if_due()
     try:
-        return request.app.state.authenticator.access(f"Bearer {session.access_token}"), renewed
+        caller: Access = request.app.state.authenticator.access(f"Bearer {session.access_token}")
     except FhirError:
         raise NotSignedIn() from None
+    if caller.principal.client_id != area.client_id:
+        raise NotSignedIn()
+    return caller, renewed
 
 
 async def logout(request: Request, area: Area) -> Response:
+    """Sign out: the sign-in ends on the server (every process), then the cookie goes."""
     response = RedirectResponse(area.path, status_code=303)
     try:
         session = current(request, area)
     except NotSignedIn:
         session = None
-    if session is not None and session.refresh_token:
+    if session is not None:
         server: AuthorizationServer = request.app.state.oauth
-        try:
-            await server.revoke({"client_id": area.client_id, "token": session.refresh_token})
-        except OAuthError:
-            pass  # already gone: the session ends anyway
-    response.delete_cookie(area.cookie, path=area.path)
+        await server.end_session(area.client_id, session.access_token, session.refresh_token)
+    forget(response, area)
     return response
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.fhir.search.query import QueryBuilder
+from patientkontrakt.security.revocation import Revocations, keys_of
 from patientkontrakt.security.rules import CareUnitAccess, DirectoryAccess, PatientAccess, ScopedAccess
 from patientkontrakt.security.scopes import Scopes
 from patientkontrakt.security.tokens import LEEWAY, AccessTokens, Grant, invalid_token, missing_token
@@ -19,21 +20,27 @@ _PURPOSE = {"patient": "PATRQT", "staff": "TREAT", "system": "TREAT", "directory
 
 
 class Authenticator:
-    """``unit_rules=False`` gives the scopes-only rules of the bare FHIR engine (no care units)."""
+    """``unit_rules=False`` gives the scopes-only rules of the bare FHIR engine (no care units).
+
+    ``revocations``: the revocation list every token is checked against (the caller reloads it
+    when due: ``Revocations.refresh_if_due``); without one, no token is taken as revoked.
+    """
 
     def __init__(self, tokens: AccessTokens, parser: SearchParser, builder: QueryBuilder, *,
-                 unit_rules: bool = True) -> None:
+                 unit_rules: bool = True, revocations: Revocations | None = None) -> None:
         self.tokens = tokens
         self._parser = parser
         self._builder = builder
         self._unit_rules = unit_rules
-        self._built: OrderedDict[str, tuple[float, Access]] = OrderedDict()
+        self._revocations = revocations
+        self._built: OrderedDict[str, tuple[float, Access, list[tuple[str, str]]]] = OrderedDict()
 
     def access(self, authorization: str | None) -> Access:
         """Raises ``Unauthorized`` (401 with ``WWW-Authenticate``) without a valid bearer token.
 
         The ``Access`` of a token depends on the token alone, so it is built once and reused
-        (bounded, per process) until the token expires.
+        (bounded, per process) until the token expires; whether the token was revoked is checked
+        on every call, so the reuse never outlives a revocation.
         """
         if not authorization:
             raise missing_token()
@@ -43,12 +50,16 @@ class Authenticator:
             raise invalid_token("use the Bearer scheme")
         cached = self._built.get(token)
         if cached is not None and cached[0] > time.time():
-            return cached[1]
-        claims = self.tokens.verify(token)
-        access = self._build(claims)
-        self._built[token] = (float(claims["exp"]) + LEEWAY, access)
-        if len(self._built) > _CACHE_SIZE:
-            self._built.popitem(last=False)
+            access, keys = cached[1], cached[2]
+        else:
+            claims = self.tokens.verify(token)
+            keys = keys_of(claims)
+            access = self._build(claims)
+            self._built[token] = (float(claims["exp"]) + LEEWAY, access, keys)
+            if len(self._built) > _CACHE_SIZE:
+                self._built.popitem(last=False)
+        if self._revocations is not None and self._revocations.revoked(keys):
+            raise invalid_token("revoked")
         return access
 
     def _build(self, claims: dict[str, Any]) -> Access:

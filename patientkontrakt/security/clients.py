@@ -16,6 +16,7 @@ from joserfc.jwk import KeySet
 
 from patientkontrakt.domain.identifiers import IdentifierError, validate_hsa_id
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.security.revocation import covers_until
 from patientkontrakt.security.scopes import is_known
 from patientkontrakt.storage.oauth import ClientRow, OAuthStore
 from patientkontrakt.storage.repository import Store
@@ -60,7 +61,10 @@ class Clients:
         return await self._store.clients()
 
     async def remove(self, client_id: str) -> bool:
-        return await self._store.remove_client(client_id)
+        """Remove a registration; its refresh and access tokens stop working (on every process
+        within ``PK_REVOCATION_REFRESH_SECONDS``)."""
+        now = now_utc()
+        return await self._store.remove_client(client_id, now, covers_until(now))
 
     async def add(self, client_id: str, *, name: str, kind: str, redirect_uris: list[str], scope: str,
                   jwks: str | None = None, jwks_uri: str | None = None, care_unit: str | None = None) -> None:

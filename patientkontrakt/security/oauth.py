@@ -7,7 +7,7 @@ Grants:
   signs in at the identity provider (``api/oauth.py``: the test IdP or an external OpenID
   Connect provider) and ``issue_code`` binds the code to the client, redirect URI, PKCE
   challenge, granted scopes and the signed-in person. A code lasts 60 s and works once; a
-  second use also revokes the refresh tokens the first use produced (RFC 6749 §4.1.2).
+  second use also revokes the tokens the first use produced (RFC 6749 §4.1.2).
 * **client credentials** with a ``private_key_jwt`` client assertion (SMART Backend Services,
   RFC 7523): RS384 or ES384, signed with a key in the client's registered JWKS (or JWKS URL),
   ``iss`` = ``sub`` = the client, ``aud`` = the token endpoint, ``exp`` at most 5 minutes ahead,
@@ -15,6 +15,10 @@ Grants:
 * **refresh token**: opaque, stored as a hash, rotated on every use; presenting a used one
   revokes its whole family (the legitimate holder and the thief both lose it). It works only
   while the staff member's commission (or the patient's record) still holds.
+
+A sign-in is one family of refresh tokens; its access tokens name it as ``sid``. Whatever revokes
+the family (revocation, sign-out, a replayed refresh token or code, an ended commission) ends
+its access tokens too, on every process (``revocation.py``).
 
 Why not authlib's ``AuthorizationServer``: it is synchronous and calls its storage hooks
 synchronously, while our storage is async; the grant rules above are written here on top of
@@ -46,12 +50,14 @@ from joserfc.jwk import KeySet
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.security.claims import AUDIENCE, ClaimError, ClaimSet, date, text
 from patientkontrakt.security.clients import BACKEND_KINDS
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
+from patientkontrakt.security.revocation import Revocations, covers_until, keys_of
 from patientkontrakt.security.scopes import Scopes, narrow
-from patientkontrakt.security.tokens import AccessTokens, Grant
-from patientkontrakt.storage.oauth import ClientRow, OAuthStore
+from patientkontrakt.security.tokens import LEEWAY, AccessTokens, Grant
+from patientkontrakt.storage.oauth import ClientRow, OAuthStore, Revoked
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["RS384", "ES384"]
@@ -62,6 +68,9 @@ _JWKS_MAX_BYTES = 256 * 1024
 _CONTEXT_OF = {"staff": "user", "patient": "patient", "system": "system"}
 # RFC 7636 §4.1, §4.2: code-verifier and code-challenge are 43*128 of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"
 _PKCE_VALUE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+# RFC 7523 §3: iss, sub, aud, exp and (SMART Backend Services) jti required
+ASSERTION_CLAIMS = ClaimSet(iss=text(required=True, max_length=128), sub=text(required=True, max_length=128),
+                            aud=AUDIENCE, exp=date(required=True), iat=date(), nbf=date(), jti=text(required=True))
 
 
 class OAuthError(Exception):
@@ -125,12 +134,13 @@ def scopes_for(kind: str, scope: str) -> str:
 
 class AuthorizationServer:
     def __init__(self, settings: Settings, keys: SigningKeys, tokens: AccessTokens, store: OAuthStore,
-                 directory: Directory) -> None:
+                 directory: Directory, revocations: Revocations) -> None:
         self.settings = settings
         self.keys = keys
         self.tokens = tokens
         self.store = store
         self.directory = directory
+        self.revocations = revocations
         self.issuer = settings.base_url.rstrip("/")
         self.token_endpoint = f"{self.issuer}/oauth/token"
 
@@ -317,19 +327,21 @@ class AuthorizationServer:
             raise OAuthError("invalid_client", "client_assertion signature does not verify with the client's keys",
                              status=401) from None
         claims = verified.claims
-        aud = claims.get("aud")
-        audience = aud if isinstance(aud, list) else [aud]
+        try:
+            ASSERTION_CLAIMS.check(claims)
+        except ClaimError as error:
+            raise OAuthError("invalid_client", f"client_assertion: {error}", status=401) from None
+        audience = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if self.token_endpoint not in audience:
             raise OAuthError("invalid_client", f"client_assertion aud must be {self.token_endpoint}", status=401)
         now = time.time()
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp <= now:
-            raise OAuthError("invalid_client", "client_assertion has expired (or has no exp)", status=401)
+        exp, jti = claims["exp"], claims["jti"]
+        if exp <= now:
+            raise OAuthError("invalid_client", "client_assertion has expired", status=401)
         if exp > now + MAX_ASSERTION_LIFETIME + 5:
             raise OAuthError("invalid_client", "client_assertion exp must be at most 5 minutes ahead", status=401)
-        jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti or len(jti) > 255:
-            raise OAuthError("invalid_client", "client_assertion needs a jti", status=401)
+        if claims.get("nbf", now) > now + LEEWAY:
+            raise OAuthError("invalid_client", "client_assertion is not valid yet (nbf)", status=401)
         expires = datetime.fromtimestamp(exp, UTC).replace(tzinfo=None)
         if not await self.store.remember_jti("assertion", client_id, jti, expires, now_utc()):
             raise OAuthError("invalid_client", "client_assertion jti was used before (replay)", status=401)
@@ -356,7 +368,7 @@ class AuthorizationServer:
             raise OAuthError("invalid_grant", "the code is not valid")
         if row.used_at is not None:
             if row.family_id:
-                await self.store.revoke_family(row.family_id, now_utc())
+                await self._end_sign_in(row.family_id)
             raise OAuthError("invalid_grant", "the code was used before; tokens issued with it are revoked")
         if row.expires_at < now_utc():
             raise OAuthError("invalid_grant", "the code has expired")
@@ -381,16 +393,18 @@ class AuthorizationServer:
             scope = " ".join(asked)
         token, successor = self._new_refresh(current.family_id, client.client_id, current.scope, current.grant,
                                              current.expires_at)
-        row = await self.store.rotate_refresh(_hash(presented), now_utc(), successor)
+        now = now_utc()
+        row = await self.store.rotate_refresh(_hash(presented), now, successor, covers_until(now))
         assert row is not None
         if row.used_at is not None:
+            self.revocations.add([("session", row.family_id)])  # rotate_refresh revoked the family
             raise OAuthError("invalid_grant", "the refresh token was used before; all tokens of this sign-in "
                                               "are revoked")
         if row.revoked_at is not None or row.expires_at <= now_utc():
             raise OAuthError("invalid_grant", "the refresh token has expired or was revoked")
         grant = await self._still_held(Grant.from_claims(orjson.loads(current.grant)))
         if grant is None:
-            await self.store.revoke_family(current.family_id, now_utc())
+            await self._end_sign_in(current.family_id)
             raise OAuthError("invalid_grant", "the commission or patient record this sign-in was for is no longer "
                                               "valid; sign in again")
         return await self._respond(client, grant, scope, current.family_id, refresh=token, openid=False)
@@ -445,7 +459,7 @@ class AuthorizationServer:
 
     async def _respond(self, client: ClientRow, grant: Grant, scope: str, family: str, *, nonce: str | None = None,
                        refresh: str | None = None, openid: bool = True) -> dict[str, Any]:
-        access_token, claims = self.tokens.issue(grant, scope, client.client_id)
+        access_token, claims = self.tokens.issue(grant, scope, client.client_id, session=family)
         granted = scope.split()
         response: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer",
                                     "expires_in": self.tokens.lifetime, "scope": scope}
@@ -483,7 +497,7 @@ class AuthorizationServer:
                 claims = self.tokens.verify(token)
             except Exception:  # any reason: not an active token (RFC 7662 §2.2)
                 return {"active": False}
-            if await self.store.is_jti_recorded("revoked", str(claims["client_id"]), str(claims["jti"])):
+            if await self.store.is_revoked(keys_of(claims), now_utc()):
                 return {"active": False}
             return {"active": True, "token_type": "Bearer", **claims}
         row = await self.store.refresh(_hash(token))
@@ -496,8 +510,8 @@ class AuthorizationServer:
                 "sub": grant.get("sub"), "exp": int(row.expires_at.replace(tzinfo=UTC).timestamp())}
 
     async def revoke(self, form: dict[str, str]) -> None:
-        """RFC 7009: a refresh token revokes its family; an access token is recorded as revoked
-        (introspection then reports it inactive; it expires within minutes anyway)."""
+        """RFC 7009: a refresh token revokes its sign-in (the family and its access tokens, §2.1);
+        an access token revokes itself. Either way, on every process of the service."""
         client = await self._client(form)
         token = form.get("token", "")
         if not token:
@@ -508,13 +522,41 @@ class AuthorizationServer:
             except Exception:  # an invalid token needs no revoking (RFC 7009 §2.2)
                 return
             if claims.get("client_id") == client.client_id:
-                await self.store.remember_jti("revoked", client.client_id, str(claims["jti"]),
-                                              now_utc() + timedelta(seconds=self.tokens.lifetime + 60), now_utc())
+                await self._revoke_access_token(claims)
             return
         row = await self.store.refresh(_hash(token))
         if row is not None and row.client_id == client.client_id:
-            await self.store.revoke_family(row.family_id, now_utc())
+            await self._end_sign_in(row.family_id)
 
+    async def end_session(self, client_id: str, access_token: str, refresh_token: str | None) -> None:
+        """Sign-out of the pages: the sign-in of these tokens ends (its refresh tokens and every
+        access token issued in it), and the access token itself, whatever the refresh token says."""
+        family: str | None = None
+        if refresh_token:
+            row = await self.store.refresh(_hash(refresh_token))
+            if row is not None and row.client_id == client_id:
+                family = row.family_id
+        try:
+            claims: dict[str, Any] | None = self.tokens.verify(access_token)
+        except Exception:  # expired or not ours: nothing left to revoke
+            claims = None
+        if claims is not None and claims.get("client_id") != client_id:
+            claims = None
+        if claims is not None:
+            await self._revoke_access_token(claims)
+            family = family or (str(claims["sid"]) if "sid" in claims else None)
+        if family is not None:
+            await self._end_sign_in(family)
+
+    async def _revoke_access_token(self, claims: dict[str, Any]) -> None:
+        expires = datetime.fromtimestamp(float(claims["exp"]) + LEEWAY, UTC).replace(tzinfo=None)
+        await self.store.revoke([Revoked("token", str(claims["jti"]), expires)], now_utc())
+        self.revocations.add([("token", str(claims["jti"]))])
+
+    async def _end_sign_in(self, family: str) -> None:
+        now = now_utc()
+        await self.store.revoke_family(family, now, covers_until(now))
+        self.revocations.add([("session", family)])
 
 def _fetch_json(url: str) -> Any:
     """A client's JWKS from its JWKS URL (https, or http on loopback for development)."""

@@ -6,7 +6,11 @@ Claims: ``iss`` (the service's base URL), ``aud`` (the FHIR base), ``sub``, ``ex
 vårdenhet acted for), ``commission`` and ``care_provider`` (HSA-ids of the medarbetaruppdrag
 and the vårdgivare), and the service's own ``pk_kind`` (staff | patient | system), ``name``,
 ``title``, ``care_unit_name`` and ``care_unit_org`` (the unit's Organization id, so the access
-rules need no lookup).
+rules need no lookup), and ``sid``: the sign-in the token belongs to (the family of its refresh
+tokens; absent for client credentials), so ending a sign-in ends its access tokens too.
+
+Every claim has a strict type (``claims.ClaimSet``): a token whose ``exp`` is the string
+``"nan"`` is refused like any other malformed token, even when it carries our signature.
 """
 
 from __future__ import annotations
@@ -20,12 +24,23 @@ from typing import Any
 from joserfc.errors import JoseError
 
 from patientkontrakt.fhir.errors import Unauthorized
+from patientkontrakt.security.claims import AUDIENCE, ClaimError, ClaimSet, choice, date, text
 from patientkontrakt.security.keys import SigningKeys
 
 MAX_LIFETIME = 15 * 60
 LEEWAY = 30  # seconds of clock skew tolerated on exp/nbf/iat
 _CACHE_SIZE = 4096
-_REQUIRED = ("iss", "aud", "sub", "exp", "iat", "jti", "client_id", "scope", "pk_kind")
+KINDS = ("staff", "patient", "system", "directory")
+ACCESS_TOKEN_CLAIMS = ClaimSet(
+    iss=text(required=True, max_length=2048), aud=AUDIENCE, sub=text(required=True),
+    exp=date(required=True), iat=date(required=True), nbf=date(), jti=text(required=True),
+    client_id=text(required=True, max_length=128), scope=text(required=True, max_length=4096, min_length=0),
+    pk_kind=choice(*KINDS, required=True), sid=text(max_length=64),
+    fhirUser=text(max_length=256), patient=text(max_length=64), care_unit=text(max_length=64),
+    care_unit_org=text(max_length=64), commission=text(max_length=64), care_provider=text(max_length=64),
+    name=text(max_length=512, min_length=0), title=text(max_length=512, min_length=0),
+    care_unit_name=text(max_length=512, min_length=0),
+)
 
 
 @dataclass(frozen=True)
@@ -94,11 +109,14 @@ class AccessTokens:
         self.lifetime = lifetime
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def issue(self, grant: Grant, scope: str, client_id: str) -> tuple[str, dict[str, Any]]:
+    def issue(self, grant: Grant, scope: str, client_id: str, session: str | None = None
+              ) -> tuple[str, dict[str, Any]]:
+        """A token for ``grant``; ``session``: the sign-in (refresh token family) it belongs to."""
         now = int(time.time())
         claims = {
             "iss": self.issuer, "aud": self.audience, "iat": now, "nbf": now, "exp": now + self.lifetime,
             "jti": str(uuid.uuid4()), "client_id": client_id, "scope": scope, **grant.claims(),
+            **({"sid": session} if session else {}),
         }
         return self.keys.sign(claims, typ="at+jwt"), claims
 
@@ -121,19 +139,18 @@ class AccessTokens:
         claims = decoded.claims
         if decoded.header.get("typ") not in ("at+jwt", "application/at+jwt"):
             raise invalid_token("not an access token")
-        missing = [name for name in _REQUIRED if name not in claims]
-        if missing:
-            raise invalid_token(f"claims missing: {', '.join(missing)}")
+        try:
+            ACCESS_TOKEN_CLAIMS.check(claims)
+        except ClaimError as error:
+            raise invalid_token(str(error)) from None
         if claims["iss"] != self.issuer:
             raise invalid_token("issued by someone else")
         audience = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if self.audience not in audience:
             raise invalid_token(f"not meant for this server (aud must be {self.audience})")
-        try:
-            exp, iat = float(claims["exp"]), float(claims["iat"])
-            nbf = float(claims["nbf"]) if "nbf" in claims else iat
-        except (TypeError, ValueError):
-            raise invalid_token("exp, iat and nbf must be numbers") from None
+        exp: float = claims["exp"]
+        iat: float = claims["iat"]
+        nbf: float = claims.get("nbf", iat)
         if exp + LEEWAY <= now:
             raise invalid_token("expired")
         if nbf - LEEWAY > now or iat - LEEWAY > now:

@@ -1,4 +1,5 @@
-"""The SQL of the authorization server: clients, codes, refresh tokens and seen ``jti`` values."""
+"""The SQL of the authorization server: clients, codes, refresh tokens, seen ``jti`` values and
+revocations."""
 
 from __future__ import annotations
 
@@ -7,15 +8,28 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from patientkontrakt.storage.repository import Store
-from patientkontrakt.storage.tables import OAUTH_CLIENT, OAUTH_CODE, REFRESH_TOKEN, USED_JTI
+from patientkontrakt.storage.tables import OAUTH_CLIENT, OAUTH_CODE, REFRESH_TOKEN, TOKEN_REVOCATION, USED_JTI
 
 C = OAUTH_CLIENT.c
 K = OAUTH_CODE.c
 T = REFRESH_TOKEN.c
 J = USED_JTI.c
+X = TOKEN_REVOCATION.c
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """A revocation: ``kind`` token (``value`` a jti), session (a refresh token family, the ``sid``
+    of its access tokens) or client (a client_id); it matters until ``expires_at``."""
+
+    kind: str
+    value: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -80,11 +94,15 @@ class OAuthStore:
             await unit.conn.execute(sa.delete(OAUTH_CLIENT).where(C.client_id == values["client_id"]))
             await unit.conn.execute(sa.insert(OAUTH_CLIENT).values(**values))
 
-    async def remove_client(self, client_id: str) -> bool:
+    async def remove_client(self, client_id: str, now: datetime, tokens_until: datetime) -> bool:
+        """Remove a registration; its refresh tokens are revoked, and its access tokens with them
+        (a ``client`` revocation until ``tokens_until``)."""
         async with self._store.writing() as unit:
             result = await unit.conn.execute(sa.delete(OAUTH_CLIENT).where(C.client_id == client_id))
             await unit.conn.execute(sa.update(REFRESH_TOKEN).where(T.client_id == client_id, T.revoked_at.is_(None))
-                                    .values(revoked_at=sa.func.current_timestamp()))
+                                    .values(revoked_at=now))
+            if result.rowcount:
+                await _record(unit.conn, [Revoked("client", client_id, tokens_until)], now)
         return bool(result.rowcount)
 
     # -- codes -----------------------------------------------------------------------------
@@ -113,11 +131,12 @@ class OAuthStore:
         async with self._store.writing() as unit:
             await unit.conn.execute(sa.insert(REFRESH_TOKEN).values(**values))
 
-    async def rotate_refresh(self, token_hash: str, now: datetime, successor: dict[str, Any] | None
-                             ) -> RefreshRow | None:
+    async def rotate_refresh(self, token_hash: str, now: datetime, successor: dict[str, Any] | None,
+                             tokens_until: datetime) -> RefreshRow | None:
         """Use a refresh token: if it is live, mark it used and store ``successor`` (same family)
-        in one transaction; if it was used before, revoke its whole family (a stolen token was
-        replayed). Returns the row as it was, or None if unknown."""
+        in one transaction; if it was used before, revoke its whole family with its access tokens
+        (a stolen token was replayed; see ``revoke_family``). Returns the row as it was, or None if
+        unknown."""
         async with self._store.writing() as unit:
             row = (await unit.conn.execute(
                 sa.select(*REFRESH_TOKEN.c).where(T.token_hash == token_hash).with_for_update())).first()
@@ -125,8 +144,7 @@ class OAuthStore:
                 return None
             token = RefreshRow(**row._mapping)
             if token.used_at is not None:
-                await unit.conn.execute(sa.update(REFRESH_TOKEN).where(
-                    T.family_id == token.family_id, T.revoked_at.is_(None)).values(revoked_at=now))
+                await _revoke_family(unit.conn, token.family_id, now, tokens_until)
             elif token.revoked_at is None and token.expires_at > now and successor is not None:
                 await unit.conn.execute(sa.update(REFRESH_TOKEN).where(T.token_hash == token_hash).values(used_at=now))
                 await unit.conn.execute(sa.insert(REFRESH_TOKEN).values(**successor))
@@ -137,10 +155,30 @@ class OAuthStore:
             row = (await unit.conn.execute(sa.select(*REFRESH_TOKEN.c).where(T.token_hash == token_hash))).first()
         return RefreshRow(**row._mapping) if row else None
 
-    async def revoke_family(self, family_id: str, now: datetime) -> None:
+    async def revoke_family(self, family_id: str, now: datetime, tokens_until: datetime) -> None:
+        """End a sign-in: its refresh tokens, and (a ``session`` revocation until ``tokens_until``)
+        the access tokens issued in it."""
         async with self._store.writing() as unit:
-            await unit.conn.execute(sa.update(REFRESH_TOKEN).where(
-                T.family_id == family_id, T.revoked_at.is_(None)).values(revoked_at=now))
+            await _revoke_family(unit.conn, family_id, now, tokens_until)
+
+    # -- revocations -----------------------------------------------------------------------
+
+    async def revoke(self, revoked: list[Revoked], now: datetime) -> None:
+        async with self._store.writing() as unit:
+            await _record(unit.conn, revoked, now)
+
+    async def live_revocations(self, now: datetime) -> list[tuple[str, str]]:
+        """``(kind, value)`` of every revocation that still matters."""
+        async with self._store.reading() as unit:
+            rows = (await unit.conn.execute(sa.select(X.kind, X.value).where(X.expires_at > now))).all()
+        return [(row.kind, row.value) for row in rows]
+
+    async def is_revoked(self, keys: list[tuple[str, str]], now: datetime) -> bool:
+        """Whether any of ``(kind, value)`` is revoked (introspection asks the database itself)."""
+        async with self._store.reading() as unit:
+            found = (await unit.conn.execute(sa.select(X.kind).where(
+                sa.tuple_(X.kind, X.value).in_(keys), X.expires_at > now).limit(1))).first()
+        return found is not None
 
     # -- jti -------------------------------------------------------------------------------
 
@@ -159,8 +197,17 @@ class OAuthStore:
             return False
         return True
 
-    async def is_jti_recorded(self, kind: str, issuer: str, jti: str) -> bool:
-        async with self._store.reading() as unit:
-            seen = (await unit.conn.execute(sa.select(J.jti).where(
-                J.kind == kind, J.issuer == issuer, J.jti == jti))).first()
-        return seen is not None
+
+async def _revoke_family(conn: AsyncConnection, family_id: str, now: datetime, tokens_until: datetime) -> None:
+    await conn.execute(sa.update(REFRESH_TOKEN).where(
+        T.family_id == family_id, T.revoked_at.is_(None)).values(revoked_at=now))
+    await _record(conn, [Revoked("session", family_id, tokens_until)], now)
+
+
+async def _record(conn: AsyncConnection, revoked: list[Revoked], now: datetime) -> None:
+    """Insert revocations (one already recorded stays as it is) and forget those that expired."""
+    await conn.execute(sa.delete(TOKEN_REVOCATION).where(X.expires_at <= now))
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    await conn.execute(insert(TOKEN_REVOCATION).values([
+        {"kind": r.kind, "value": r.value, "revoked_at": now, "expires_at": r.expires_at} for r in revoked
+    ]).on_conflict_do_nothing())

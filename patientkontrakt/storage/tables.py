@@ -263,13 +263,28 @@ class RefreshToken(SQLModel, table=True):
 
 
 class UsedJti(SQLModel, table=True):
-    """``jti`` values already seen: client assertions (replay refused) and revoked access tokens."""
+    """``jti`` values of client assertions already seen (a replay is refused)."""
 
     __tablename__ = "used_jti"
 
-    kind: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))  # assertion | revoked
+    kind: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))  # assertion
     issuer: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
     jti: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
+    expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+
+
+class TokenRevocation(SQLModel, table=True):
+    """What ended before it expired: an access token (``token``, its ``jti``), a sign-in (``session``:
+    a refresh token family, the ``sid`` of its access tokens), or every token of a removed client
+    (``client``). Kept until every access token it covers has expired (``expires_at``); every
+    process of the service reads the live rows (``security/revocation.py``)."""
+
+    __tablename__ = "token_revocation"
+    __table_args__ = (sa.Index("ix_token_revocation_expires", "expires_at"),)
+
+    kind: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))  # token | session | client
+    value: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
+    revoked_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
 
 
@@ -288,3 +303,4 @@ OAUTH_CLIENT: sa.Table = OAuthClient.__table__  # type: ignore[attr-defined]
 OAUTH_CODE: sa.Table = OAuthCode.__table__  # type: ignore[attr-defined]
 REFRESH_TOKEN: sa.Table = RefreshToken.__table__  # type: ignore[attr-defined]
 USED_JTI: sa.Table = UsedJti.__table__  # type: ignore[attr-defined]
+TOKEN_REVOCATION: sa.Table = TokenRevocation.__table__  # type: ignore[attr-defined]

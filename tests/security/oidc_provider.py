@@ -65,6 +65,10 @@ MISBEHAVIOUR = {
     "expired": "expired ID token",
     "unpublished-key": "ID token signed with a key the JWKS does not publish",
     "unsigned": "unsigned ID token (alg none)",
+    "exp-text": "ID token whose exp is a string",
+    "iat-text": "ID token whose iat is a string",
+    "sub-number": "ID token whose sub is a number",
+    "aud-mixed": "ID token whose aud lists a number",
 }
 
 
@@ -223,6 +227,10 @@ class IdToken(OpenIDCode):
             "wrong-issuer": {"iss": "http://127.0.0.1:9/another-provider"},
             "wrong-audience": {"aud": "another-client"},
             "expired": {"iat": now - 7200, "auth_time": now - 7200, "exp": now - 3600},
+            "exp-text": {"exp": "nan"},
+            "iat-text": {"iat": "nan"},
+            "sub-number": {"sub": 4711},
+            "aud-mixed": {"aud": [next(iter(self.provider.clients)), 7]},
         }.get(user.misbehave, {})
         return {**user.identity.claims, "sub": user.identity.sub, **wrong}
 

@@ -570,6 +570,10 @@ def test_claims_that_name_no_one_are_refused(site: Site, identity: str, message:
     ("expired", "has expired"),
     ("unpublished-key", "does not verify"),
     ("unsigned", "does not verify"),
+    ("exp-text", "exp must be a number"),
+    ("iat-text", "iat must be a number"),
+    ("sub-number", "sub must be a string"),
+    ("aud-mixed", "aud must be a string"),
 ])
 def test_an_id_token_that_fails_its_checks_is_refused(site: Site, misbehave: str, message: str) -> None:
     flow = site.flow()

@@ -1121,3 +1121,80 @@ def test_invalid_access_tokens_are_refused_with_invalid_token(site: Site, tmp_pa
     assert site.http.get("/fhir/.well-known/smart-configuration").status_code == 200
     assert site.http.get("/.well-known/openid-configuration").status_code == 200
     assert site.http.get("/oauth/jwks").status_code == 200
+
+
+# Claims of the wrong type, each in a token signed with the server's own key (what a bug in the
+# issuer, or a leaked key, could produce): every one is 401 invalid_token, never a 500, never
+# accepted. ``exp: "nan"`` was accepted: the string was converted to a float that compares false
+# with every time, so the token never expired.
+WRONG_CLAIMS: list[tuple[str, Any]] = [
+    ("exp", "nan"), ("exp", "9999999999"), ("exp", True), ("exp", float("nan")), ("exp", float("inf")),
+    ("exp", None), ("exp", [4102444800]), ("exp", 10**14),
+    ("iat", "0"), ("iat", False), ("iat", float("nan")), ("iat", float("-inf")), ("iat", -5),
+    ("nbf", "0"), ("nbf", float("nan")), ("nbf", {"at": 0}),
+    ("iss", 1), ("iss", [BASE_URL]), ("iss", None),
+    ("aud", 1), ("aud", [FHIR_BASE, 1]), ("aud", []), ("aud", {"aud": FHIR_BASE}), ("aud", [FHIR_BASE] * 17),
+    ("sub", 1), ("sub", ""), ("sub", "x" * 5000), ("sub", ["x"]),
+    ("jti", 1), ("jti", ["x"]), ("jti", "x" * 1000),
+    ("client_id", 1), ("client_id", "x" * 1000),
+    ("scope", ["user/*.rs"]), ("scope", 1),
+    ("pk_kind", "admin"), ("pk_kind", 1), ("pk_kind", ["staff"]),
+    ("care_unit_org", [UNIT]), ("care_unit_org", {"id": UNIT}), ("care_unit_org", 7),
+    ("care_unit", 1), ("commission", ["x"]), ("care_provider", True), ("fhirUser", ["PractitionerRole/x"]),
+    ("name", 1), ("title", ["Sjuksköterska"]), ("care_unit_name", 2), ("sid", 1), ("sid", "x" * 100),
+]
+
+
+def test_access_tokens_with_claims_of_the_wrong_type_are_refused(site: Site) -> None:
+    nurse_token = site.world.staff(site.world.role_at(UNIT, "nurse"))["authorization"].split()[1]
+    patient = site.world.agreements[0].patient
+    patient_token = site.world.patient(patient)["authorization"].split()[1]
+    keys = SigningKeys.load(site.settings.signing_key)
+
+    def signed(valid: str, **changes: Any) -> str:
+        return keys.sign({**site.claims(valid), "jti": str(uuid.uuid4()), **changes}, typ="at+jwt")
+
+    cases = [(f"{name}={value!r:.40}", signed(nurse_token, **{name: value})) for name, value in WRONG_CLAIMS]
+    cases += [(f"patient={value!r}", signed(patient_token, patient=value)) for value in ([patient], 1, "")]
+    accepted = []
+    for label, token in cases:
+        response = site.fhir("CarePlan", token)
+        if response.status_code != 401 or 'error="invalid_token"' not in response.headers.get("www-authenticate", ""):
+            accepted.append(f"{label}: {response.status_code}")
+        else:
+            assert response.json()["issue"][0]["code"] == "login", label
+    assert not accepted, f"tokens with claims of the wrong type were not refused: {accepted}"
+    # nor are they active to introspection
+    with backend(site) as rs:
+        assert introspect(rs, signed(nurse_token, exp="nan")) == {"active": False}
+
+    # what must still work: a NumericDate with a fraction (RFC 7519 §2), aud as a list, display
+    # texts that are empty, and the tokens as issued
+    now = time.time()
+    for label, token in [("exp with a fraction", signed(nurse_token, exp=now + 60.5, iat=now - 0.25)),
+                         ("aud a list", signed(nurse_token, aud=["https://other.example.org", FHIR_BASE])),
+                         ("empty title", signed(nurse_token, title="")), ("as issued", nurse_token)]:
+        assert plan_ids(site.fhir("CarePlan", token, _count="100")) == site.involving(UNIT), label
+    assert site.fhir(f"Patient/{patient}", patient_token).status_code == 200
+
+
+def test_client_assertions_with_claims_of_the_wrong_type_are_refused(site: Site) -> None:
+    now = int(time.time())
+    cases = {
+        "iat a string": assertion(iat="nan"), "iat a boolean": assertion(iat=True),
+        "nbf a string": assertion(nbf="0"), "nbf in the future": assertion(nbf=now + 120),
+        "exp a string": assertion(exp=str(now + 60)), "exp a boolean": assertion(exp=True),
+        "exp NaN": assertion(exp=float("nan")), "jti a number": assertion(jti=12345),
+        "jti too long": assertion(jti="x" * 300), "aud with a number": assertion(aud=[TOKEN_ENDPOINT, 7]),
+        "aud an object": assertion(aud={"aud": TOKEN_ENDPOINT}),
+    }
+    accepted = []
+    for label, signed in cases.items():
+        response = client_credentials(site, signed)
+        if response.status_code != 401 or response.json().get("error") != "invalid_client":
+            accepted.append(f"{label}: {response.status_code}")
+    assert not accepted, f"assertions with claims of the wrong type were not refused: {accepted}"
+    # iat and nbf of the right type still work
+    for fine in (assertion(iat=now - 10, nbf=now - 10), assertion(iat=now + 0.5)):
+        response = client_credentials(site, fine)
+        assert response.status_code == 200, response.text
