@@ -83,7 +83,8 @@ def _table_names(conn: Connection) -> set[str]:
 
 
 def _diff(conn: Connection) -> list[Any]:
-    context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+    context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True,
+                                                     "include_name": tables.in_models})
     diff: list[Any] = compare_metadata(context, SQLModel.metadata)
     return diff
 
