@@ -315,7 +315,7 @@ class UsedJti(SQLModel, table=True):
 _PARTITION = re.compile(r"audit_log_(y\d{4}m\d{2}|default)")
 
 
-def in_models(name: str | None, type_: str, parent_names: Mapping[str, str | None]) -> bool:
+def in_models(name: str | None, type_: str, parent_names: Mapping[Any, Any]) -> bool:
     """Whether a database object is one the models describe (Alembic's ``include_name``): not the
     monthly partitions of ``audit_log``, which the sealer creates as months come."""
     return not (type_ == "table" and name is not None and _PARTITION.fullmatch(name))
