@@ -4,8 +4,9 @@ Appending never waits on another writer: a write's entries are INSERTs in its ow
 each queued with its leaf hash (``storage.audit.append``). The sealer, like the *sequencer* of
 Trillian, turns the queue into the tree: in one transaction it takes the try-lock that makes it
 the only sealer in any process or machine (``SEAL_LOCK``; the others skip the round), checks that
-the stored tree is the one the last checkpoint signed (signature, right edge, leaf count: a sealer
-never builds on a tampered tree), gives the oldest queued entries the next positions in ``seq``
+the stored tree is the one the last checkpoint signed (signature, right edge, leaf count) and that
+it extends the last checkpoint this sealer knows was signed (a sealer never builds on a tampered
+or truncated tree), gives the oldest queued entries the next positions in ``seq``
 order, extends the right edge (O(batch · log n)), signs a checkpoint with the key the database does
 not hold, and takes the entries off the queue. After the commit it appends the checkpoint to the
 export file (``PK_AUDIT_CHECKPOINT_FILE``), where whoever controls the database cannot reach it.
@@ -24,7 +25,15 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from patientkontrakt.audit.checkpoint import AuditKeys, Checkpoint, CheckpointError, export, open_note, sign
+from patientkontrakt.audit.checkpoint import (
+    AuditKeys,
+    Checkpoint,
+    CheckpointError,
+    export,
+    open_note,
+    sign,
+    split_notes,
+)
 from patientkontrakt.audit.merkle import HASH_SIZE, Frontier
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.repository import Store
@@ -45,6 +54,10 @@ class Sealer:
         self._keys = keys
         self._export = export_to
         self._batch = batch
+        # The latest checkpoint this sealer knows was signed (by itself, or the last one exported):
+        # it never signs a tree that does not extend it, so a database whose tail was removed (or
+        # whose history was rewritten and queued again) is not sealed anew under our key.
+        self._known: Checkpoint | None = self._last_exported()
 
     async def seal(self) -> list[Checkpoint]:
         """Seal everything committed and queued now; the checkpoints signed (one per batch).
@@ -54,6 +67,7 @@ class Sealer:
             checkpoint, more = await self._seal_batch()
             if checkpoint is not None:
                 written.append(checkpoint)
+                self._known = checkpoint
                 self._export_one(checkpoint)
             if not more:
                 return written
@@ -90,6 +104,7 @@ class Sealer:
         if head is None:
             if size:
                 raise SealError(f"the tree has {size} leaves and no checkpoint signs them")
+            await self._extends_known(conn, None)
             return Frontier()
         try:
             checkpoint = open_note(head.note, self._keys.verifiers, self._keys.origin)
@@ -101,7 +116,40 @@ class Sealer:
                             f"{head.tree_size} signed")
         if size != head.tree_size:
             raise SealError(f"the tree has {size} leaves, the last checkpoint signed {head.tree_size}")
+        await self._extends_known(conn, checkpoint)
         return frontier
+
+    async def _extends_known(self, conn: AsyncConnection, head: Checkpoint | None) -> None:
+        known = self._known
+        if known is None:
+            return
+        size = head.size if head is not None else 0
+        if size < known.size:
+            raise SealError(f"the tree has {size} leaves, but the checkpoint of size {known.size} was signed "
+                            f"({known.time:%Y-%m-%dT%H:%M:%SZ}): entries were removed from its end")
+        stored = head if head is not None and head.size == known.size else None
+        if stored is None:
+            row = await sql.checkpoint_at(conn, known.size)
+            try:
+                stored = open_note(row, self._keys.verifiers, self._keys.origin) if row is not None else None
+            except CheckpointError:
+                stored = None
+        if stored is None or stored.root != known.root:
+            raise SealError(f"the checkpoint of size {known.size} that was signed is gone from the database or "
+                            "changed: the tree it signed was replaced")
+
+    def _last_exported(self) -> Checkpoint | None:
+        """The last checkpoint in the export file (read from its end), if there is one."""
+        if self._export is None or not self._export.exists():
+            return None
+        try:
+            with self._export.open("rb") as handle:
+                handle.seek(max(0, handle.seek(0, 2) - 16384))
+                notes = split_notes(handle.read().decode("utf-8", errors="replace"))
+            return open_note(notes[-1], self._keys.verifiers, self._keys.origin) if notes else None
+        except (OSError, CheckpointError) as exc:
+            log.error("access log: the last exported checkpoint in %s is not usable: %s", self._export, exc)
+            return None
 
     def _export_one(self, checkpoint: Checkpoint) -> None:
         if self._export is None:

@@ -84,8 +84,9 @@ def _when(checkpoint: Checkpoint) -> str:
     return "signed " + checkpoint.time.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def verify(store: Store, keys: AuditKeys, exported_note: str | None = None) -> Report:
-    """Verify the log; ``exported_note`` is the last checkpoint exported (a signed note)."""
+async def verify(store: Store, keys: AuditKeys, exported_note: str | None = None, page: int = 5000) -> Report:
+    """Verify the log; ``exported_note`` is the last checkpoint exported (a signed note); ``page``
+    rows are read at a time."""
     report = Report()
     if exported_note is not None:
         try:
@@ -93,8 +94,8 @@ async def verify(store: Store, keys: AuditKeys, exported_note: str | None = None
         except CheckpointError as exc:
             report.problem(f"the exported checkpoint is not valid: {exc}")
     async with sql.snapshot(store) as conn:
-        await _entries(conn, report)
-        await _tree(conn, keys, report)
+        await _entries(conn, report, page)
+        await _tree(conn, keys, report, page)
     return report
 
 
@@ -110,9 +111,9 @@ async def _merged(*streams: AsyncIterator[Any]) -> AsyncIterator[tuple[int, list
                 heads[i] = await anext(streams[i], None)
 
 
-async def _entries(conn: Any, report: Report) -> None:
-    async for seq, (entry, leaf, queued) in _merged(sql.walk_entries(conn), sql.walk_leaves_by_seq(conn),
-                                                    sql.walk_queue(conn)):
+async def _entries(conn: Any, report: Report, page: int) -> None:
+    async for seq, (entry, leaf, queued) in _merged(sql.walk_entries(conn, page), sql.walk_leaves_by_seq(conn, page),
+                                                    sql.walk_queue(conn, page)):
         if entry is None:
             if leaf is not None:
                 report.problem(f"entry {seq} (position {leaf.position}) is missing: removed after it was sealed")
@@ -139,9 +140,9 @@ async def _entries(conn: Any, report: Report) -> None:
                            "(or its queue row was removed)")
 
 
-async def _tree(conn: Any, keys: AuditKeys, report: Report) -> None:
+async def _tree(conn: Any, keys: AuditKeys, report: Report, page: int) -> None:
     frontier = Frontier()
-    checkpoints = sql.walk_checkpoints(conn)
+    checkpoints = sql.walk_checkpoints(conn, page)
     pending = await anext(checkpoints, None)
     matched = 0  # the size of the last checkpoint that matched the tree
     mismatched: list[int] = []
@@ -178,7 +179,7 @@ async def _tree(conn: Any, keys: AuditKeys, report: Report) -> None:
         pending = await anext(checkpoints, None)
     check_exported(EMPTY_ROOT)
     expected = 0
-    async for leaf in sql.walk_leaves(conn):
+    async for leaf in sql.walk_leaves(conn, page):
         if leaf.position != expected:
             report.problem(f"positions {expected} to {leaf.position - 1} are missing from the tree: sealed entries "
                            "were removed")

@@ -187,6 +187,12 @@ async def latest_checkpoint(conn: AsyncConnection) -> StoredCheckpoint | None:
     return StoredCheckpoint(int(row[0]), str(row[1]), bytes(row[2])) if row else None
 
 
+async def checkpoint_at(conn: AsyncConnection, size: int) -> str | None:
+    """The signed note of the checkpoint at ``size``, if there is one."""
+    note = (await conn.execute(sa.select(C.note).where(C.tree_size == size))).scalar_one_or_none()
+    return None if note is None else str(note)
+
+
 async def tree_size(conn: AsyncConnection) -> int:
     """The number of leaves, by the last position (an index look-up)."""
     last = (await conn.execute(sa.select(sa.func.max(L.position)))).scalar_one()

@@ -57,14 +57,19 @@ async def entries(store: Store) -> list[sql.AuditRow]:
         return [sql.AuditRow(**row._mapping) async for row in sql.walk_entries(conn)]
 
 
+def environment(settings: Settings) -> dict[str, str]:
+    """The PK_* variables of ``settings`` that the audit commands read, and nothing of ours else."""
+    values = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
+    values.update({"PK_DATABASE_URL": settings.database_url, "PK_BASE_URL": settings.base_url,
+                   "PK_AUDIT_KEY": str(settings.audit_key)})
+    if settings.audit_keys_previous:
+        values["PK_AUDIT_KEYS_PREVIOUS"] = settings.audit_keys_previous
+    return values
+
+
 def cli(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``patientkontrakt <args>`` as an operator runs it, configured by PK_* variables only."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
-    environment.update({"PK_DATABASE_URL": settings.database_url, "PK_BASE_URL": settings.base_url,
-                        "PK_AUDIT_KEY": str(settings.audit_key)})
-    if settings.audit_keys_previous:
-        environment["PK_AUDIT_KEYS_PREVIOUS"] = settings.audit_keys_previous
-    return subprocess.run([*COMMAND, *args], cwd=cwd, env=environment, capture_output=True, text=True,
+    return subprocess.run([*COMMAND, *args], cwd=cwd, env=environment(settings), capture_output=True, text=True,
                           timeout=300, check=False)
 
 
