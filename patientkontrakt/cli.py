@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "exit 1 naming what is wrong")
     verify.add_argument("--checkpoint", type=Path, help="the exported checkpoint(s) to verify against (the last in "
                                                         "the file; default PK_AUDIT_CHECKPOINT_FILE)")
+    verify.add_argument("--archived-before", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                        help="entries recorded before this date may have been moved to an archive (their "
+                             "partitions detached; docs/security.md)")
     audit_actions.add_parser("seal", help="seal the entries written so far into the tree and sign a checkpoint "
                                           "(the API does this every PK_AUDIT_SEAL_INTERVAL seconds)")
     audit_actions.add_parser("checkpoint", help="print the latest signed checkpoint (to keep outside the database)")

@@ -1,7 +1,8 @@
 """``patientkontrakt audit …``: verify, seal, checkpoint, key (the parser is in ``cli.py``).
 
-* ``verify [--checkpoint FILE]``: the log against its tree, checkpoints and the last exported
-  checkpoint (FILE, default ``PK_AUDIT_CHECKPOINT_FILE``); exit 1 when anything is wrong.
+* ``verify [--checkpoint FILE] [--archived-before DATE]``: the log against its tree, checkpoints
+  and the last exported checkpoint (FILE, default ``PK_AUDIT_CHECKPOINT_FILE``); entries of the
+  months before DATE may have been archived; exit 1 when anything is wrong.
 * ``seal``: seal what is queued now (and keep the partitions ahead), as the API does every
   ``PK_AUDIT_SEAL_INTERVAL`` seconds; for ``PK_AUDIT_SEAL_INTERVAL=0`` deployments, from cron.
 * ``checkpoint``: print the latest signed checkpoint (for a cron job that ships it elsewhere, or
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 from patientkontrakt.audit.checkpoint import (
@@ -126,6 +128,7 @@ async def _verify(args: argparse.Namespace, settings: Settings, keys: AuditKeys)
             print(f"patientkontrakt: {path} holds no checkpoint", file=sys.stderr)
             return 2
         exported = notes[-1]
-    report = await _with_store(settings, lambda store: verify(store, keys, exported))
+    archived = datetime.combine(args.archived_before, datetime.min.time()) if args.archived_before else None
+    report = await _with_store(settings, lambda store: verify(store, keys, exported, archived_before=archived))
     print("\n".join(report.lines()))
     return 0 if report.intact else 1

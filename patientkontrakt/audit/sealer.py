@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,8 +50,10 @@ class SealError(RuntimeError):
 
 
 class Sealer:
-    def __init__(self, store: Store, keys: AuditKeys, export_to: Path | None = None, batch: int = BATCH) -> None:
+    def __init__(self, store: Store, keys: AuditKeys, export_to: Path | None = None, batch: int = BATCH,
+                 clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock  # the time a checkpoint is signed at (POSIX seconds)
         self._keys = keys
         self._export = export_to
         self._batch = batch
@@ -92,7 +95,7 @@ class Sealer:
             first = frontier.size
             for entry in fresh:
                 frontier.append(entry.leaf_hash)
-            checkpoint = sign(self._keys.signer, frontier.size, frontier.root(), int(time.time())) if fresh else None
+            checkpoint = sign(self._keys.signer, frontier.size, frontier.root(), int(self._clock())) if fresh else None
             await sql.seal(unit, first, fresh, [q.seq for q in queued],
                            (checkpoint.size, checkpoint.note, frontier.to_bytes()) if checkpoint else None)
         return checkpoint, len(queued) == self._batch

@@ -14,13 +14,18 @@ Two passes over one snapshot of the database, each a merge of streams read a pag
 
 What it cannot see: entries written after the last exported checkpoint and removed together
 with their queue rows, leaves and checkpoints by someone who controls the database (docs/security.md).
+
+Archived months (their partitions moved to cold storage; the leaves stay): with ``archived_before``
+an entry that is gone counts as archived, not removed, if it was recorded before that date and
+sealed before it too (its position lies within the last checkpoint signed by the next day), so
+the bound cannot be used to hide a recent entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from patientkontrakt.audit.checkpoint import AuditKeys, Checkpoint, CheckpointError, open_note
@@ -38,6 +43,8 @@ class Report:
     checkpoints: int = 0
     unsealed: int = 0
     oldest_unsealed: datetime | None = None
+    archived: int = 0
+    archived_before: datetime | None = None
     latest: Checkpoint | None = None  # the last checkpoint in the database
     exported: Checkpoint | None = None  # the one verified against, from outside the database
     problems: list[str] = field(default_factory=list)
@@ -73,6 +80,9 @@ class Report:
             out += [f"  - {p}" for p in self.problems]
             if self.unreported:
                 out.append(f"  - … and {self.unreported} more")
+        if self.archived:
+            out.append(f"{self.archived} entries archived (recorded before {self.archived_before:%Y-%m-%d}): their "
+                       "leaves verify, their content is in the archive")
         if self.unsealed:
             oldest = self.oldest_unsealed.isoformat(timespec="seconds") if self.oldest_unsealed else "?"
             out.append(f"{self.unsealed} entries not yet sealed (the oldest recorded {oldest}Z): not covered by any "
@@ -84,19 +94,39 @@ def _when(checkpoint: Checkpoint) -> str:
     return "signed " + checkpoint.time.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def verify(store: Store, keys: AuditKeys, exported_note: str | None = None, page: int = 5000) -> Report:
+async def verify(store: Store, keys: AuditKeys, exported_note: str | None = None, page: int = 5000,
+                 archived_before: datetime | None = None) -> Report:
     """Verify the log; ``exported_note`` is the last checkpoint exported (a signed note); ``page``
-    rows are read at a time."""
-    report = Report()
+    rows are read at a time; entries recorded before ``archived_before`` (naive UTC, as ``recorded``)
+    may be archived."""
+    report = Report(archived_before=archived_before)
     if exported_note is not None:
         try:
             report.exported = open_note(exported_note, keys.verifiers, keys.origin)
         except CheckpointError as exc:
             report.problem(f"the exported checkpoint is not valid: {exc}")
     async with sql.snapshot(store) as conn:
-        await _entries(conn, report, page)
+        sealed_by = 0 if archived_before is None else await _sealed_by(conn, keys, archived_before, page)
+        await _entries(conn, report, page, sealed_by)
         await _tree(conn, keys, report, page)
     return report
+
+
+async def _sealed_by(conn: Any, keys: AuditKeys, archived_before: datetime, page: int) -> int:
+    """How many leaves the last checkpoint signed before the day after ``archived_before`` had:
+    the entries an archive may hold. (Checkpoints that do not verify are not counted here; the
+    pass over the tree reports them.)"""
+    bound = (archived_before + timedelta(days=1)).replace(tzinfo=UTC).timestamp()
+    size = 0
+    async for row in sql.walk_checkpoints(conn, page):
+        try:
+            checkpoint = open_note(row.note, keys.verifiers, keys.origin)
+        except CheckpointError:
+            continue
+        if checkpoint.timestamp >= bound:
+            break
+        size = checkpoint.size
+    return size
 
 
 async def _merged(*streams: AsyncIterator[Any]) -> AsyncIterator[tuple[int, list[Any]]]:
@@ -111,11 +141,15 @@ async def _merged(*streams: AsyncIterator[Any]) -> AsyncIterator[tuple[int, list
                 heads[i] = await anext(streams[i], None)
 
 
-async def _entries(conn: Any, report: Report, page: int) -> None:
+async def _entries(conn: Any, report: Report, page: int, sealed_by: int) -> None:
+    archived_before = report.archived_before
     async for seq, (entry, leaf, queued) in _merged(sql.walk_entries(conn, page), sql.walk_leaves_by_seq(conn, page),
                                                     sql.walk_queue(conn, page)):
         if entry is None:
-            if leaf is not None:
+            if (leaf is not None and archived_before is not None and leaf.position < sealed_by
+                    and leaf.recorded < archived_before):
+                report.archived += 1
+            elif leaf is not None:
                 report.problem(f"entry {seq} (position {leaf.position}) is missing: removed after it was sealed")
             else:
                 report.problem(f"entry {seq} is missing: removed before it was sealed (its queue row is there)")

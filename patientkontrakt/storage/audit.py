@@ -304,7 +304,7 @@ def walk_entries(conn: AsyncConnection, batch: int = 5000) -> AsyncIterator[Any]
 
 
 def walk_leaves_by_seq(conn: AsyncConnection, batch: int = 5000) -> AsyncIterator[Any]:
-    return _walk(conn, sa.select(L.seq, L.position, L.leaf_hash), L.seq, batch)
+    return _walk(conn, sa.select(L.seq, L.position, L.recorded, L.leaf_hash), L.seq, batch)
 
 
 def walk_queue(conn: AsyncConnection, batch: int = 5000) -> AsyncIterator[Any]:

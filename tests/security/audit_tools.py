@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,8 +43,10 @@ def with_store(url: str, work: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-def seal(settings: Settings, export_to: Path | None = None) -> list[Checkpoint]:
-    return with_store(settings.database_url, lambda store: Sealer(store, keys(settings), export_to).seal())
+def seal(settings: Settings, export_to: Path | None = None, at: float | None = None) -> list[Checkpoint]:
+    """Seal what is queued; ``at``: the time to sign the checkpoints at (POSIX seconds), not now."""
+    clock = (lambda: at) if at is not None else time.time
+    return with_store(settings.database_url, lambda store: Sealer(store, keys(settings), export_to, clock=clock).seal())
 
 
 def check(settings: Settings, exported: Checkpoint | str | None = None) -> Report:

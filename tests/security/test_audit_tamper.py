@@ -468,3 +468,43 @@ def test_verify_reads_a_page_at_a_time(db_url: str, tmp_path: Path) -> None:
     tamper(db_url, "DELETE FROM audit_log WHERE seq = 7")
     assert with_store(db_url, lambda store: verify(store, keys, None, page=2)).problems == [
         "entry 7 (position 6) is missing: removed after it was sealed"]
+
+
+def test_an_archived_month_still_verifies_and_hides_nothing_newer(clean_pg: str, tmp_path: Path) -> None:
+    """The retention procedure (docs/security.md): a month's partition detached and moved to cold
+    storage; its leaves stay, so the tree and every checkpoint still verify."""
+    settings = make_settings(clean_pg)
+
+    async def partitions(store: Store) -> list[str]:
+        async with store.writing() as unit:
+            return await sql.ensure_partitions(unit, date(2025, 11, 1), ahead=1)
+    assert with_store(clean_pg, partitions) == ["audit_log_y2025m11", "audit_log_y2025m12"]
+
+    def append(*when: datetime) -> None:
+        entries = [_entry(_Caller(), "read", f"CarePlan/p{i}", [f"CarePlan/p{i}"], f"pat-{i}", 200, "success", t)
+                   for i, t in enumerate(when)]
+        with_store(clean_pg, lambda store: sql.append_committed(store, entries))
+    append(*(datetime(2025, 11, 3 + i, 9) for i in range(4)))
+    seal(settings, at=datetime(2025, 11, 29, 9, tzinfo=UTC).timestamp())  # sealed when they were written
+    append(datetime(2025, 12, 5, 9), datetime.now(UTC).replace(tzinfo=None))
+    exported = tmp_path / "checkpoints"
+    seal(settings, exported)
+
+    # archived: the partition detached, dumped elsewhere (pg_dump -t) and dropped
+    query(clean_pg, "ALTER TABLE audit_log DETACH PARTITION audit_log_y2025m11")
+    query(clean_pg, "DROP TABLE audit_log_y2025m11")
+    assert check(settings).problems == [f"entry {seq} (position {seq - 1}) is missing: removed after it was sealed"
+                                        for seq in range(1, 5)]
+    archived = with_store(clean_pg, lambda store: verify(store, audit_tools.keys(settings), _last(exported),
+                                                         archived_before=datetime(2025, 12, 1)))
+    assert archived.intact and (archived.archived, archived.entries, archived.leaves) == (4, 2, 6)
+    result = cli(settings, "audit", "verify", "--checkpoint", str(exported), "--archived-before", "2025-12-01",
+                 cwd=tmp_path)
+    assert result.returncode == 0 and "4 entries archived (recorded before 2025-12-01)" in result.stdout
+
+    # the bound hides nothing recent: today's entry removed and its leaf dated into the archived month
+    tamper(clean_pg, "DELETE FROM audit_log WHERE seq = 6",
+           "UPDATE audit_leaf SET recorded = '2025-11-15' WHERE seq = 6")
+    assert with_store(clean_pg, lambda store: verify(store, audit_tools.keys(settings), _last(exported),
+                                                     archived_before=datetime(2025, 12, 1))).problems == [
+        "entry 6 (position 5) is missing: removed after it was sealed"]
