@@ -131,6 +131,11 @@ def _remember_key(signing_key: Path, audit_key: Path) -> None:
     _AUDIT_KEY.append(audit_key)
 
 
+def audit_key_file() -> Path:
+    """The session's checkpoint key, for a service started in a subprocess (``PK_AUDIT_KEY``)."""
+    return _AUDIT_KEY[0]
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test's service. The access log is sealed only when a test asks for it
     (``audit_seal_interval=0``: no background sealer), so what a test sees does not depend on time."""

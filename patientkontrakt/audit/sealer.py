@@ -83,13 +83,12 @@ class Sealer:
             queued = await sql.queued(unit, self._batch)
             if not queued:
                 return None, False
-            sealed = await sql.sealed_among(unit, [q.seq for q in queued])
             fresh = []
             for entry in queued:
-                if entry.seq in sealed or len(entry.leaf_hash) != HASH_SIZE:
+                if entry.sealed or len(entry.leaf_hash) != HASH_SIZE:
                     # not from the write path: left out of the tree, which `audit verify` reports
                     log.error("access log: queued entry %s is %s; not sealed", entry.seq,
-                              "sealed already" if entry.seq in sealed else "without a valid leaf hash")
+                              "sealed already" if entry.sealed else "without a valid leaf hash")
                     continue
                 fresh.append(entry)
             first = frontier.size
