@@ -4,9 +4,11 @@ migrations 0002-0004 (``audit_append``, one lock for every append) against the a
 
 Each writer is a process with one connection appending batches of ``--batch`` entries, each
 batch committed on its own as the read path's group commit does, for ``--seconds``; rounds
-alternate between the designs. Not part of ``make bench``:
+alternate between the designs. ``--seal N`` instead queues N entries, seals them, verifies the
+log and reports the times and the bytes an entry takes. Not part of ``make bench``:
 
     .venv/bin/python -m bench.audit_append --seconds 10 --rounds 3
+    .venv/bin/python -m bench.audit_append --seal 100000
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import tempfile
 import time
 from datetime import datetime
+from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from patientkontrakt.audit.checkpoint import AuditKeys, generate_key
 from patientkontrakt.audit.log import _entry
+from patientkontrakt.audit.sealer import Sealer
+from patientkontrakt.audit.verify import verify
 from patientkontrakt.fhir.access import Principal
 from patientkontrakt.storage import audit as sql
-from patientkontrakt.storage.database import migrate
+from patientkontrakt.storage.database import create_engine, migrate
+from patientkontrakt.storage.repository import Store
 
 CHAIN = "SELECT audit_append($1::jsonb)"  # migrations 0002-0004
 TREE = sql._APPEND_DRIVER  # migration 0005
@@ -81,6 +89,36 @@ async def _admin(url: str, statement: str) -> None:
         await conn.close()
 
 
+async def _seal(url: str, count: int, key: Path) -> None:
+    store = Store(create_engine(url, pool_size=2))
+    try:
+        now = datetime.now()
+        for start in range(0, count, 5000):
+            await sql.append_committed(store, [
+                _entry(_Caller(), "read", f"CarePlan/p{i}", [f"CarePlan/p{i}"], f"pat-{i}", 200,  # type: ignore[arg-type]
+                       "success", now) for i in range(start, min(count, start + 5000))])
+        keys = AuditKeys.load("bench.invalid/audit", generate_key(key))
+        began = time.perf_counter()
+        checkpoints = await Sealer(store, keys).seal()
+        sealed = time.perf_counter() - began
+        began = time.perf_counter()
+        report = await verify(store, keys, checkpoints[-1].note)
+        verified = time.perf_counter() - began
+        conn = await asyncpg.connect(_dsn(url))
+        try:
+            leaf = await conn.fetchval("SELECT pg_total_relation_size('audit_leaf')::float / count(*) FROM audit_leaf")
+            entry = await conn.fetchval("SELECT sum(pg_total_relation_size(inhrelid))::float / "
+                                        "(SELECT count(*) FROM audit_log) FROM pg_inherits "
+                                        "WHERE inhparent = 'audit_log'::regclass")
+        finally:
+            await conn.close()
+        print(f"sealed {count} entries in {sealed:.2f} s ({len(checkpoints)} checkpoints); verified in "
+              f"{verified:.2f} s ({'intact' if report.intact else 'BROKEN'}); bytes per entry: log {entry:.0f}, "
+              f"leaf {leaf:.0f} (with indexes)")
+    finally:
+        await store.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=os.environ.get(
@@ -88,8 +126,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seal", type=int, metavar="N", help="seal and verify N queued entries instead")
     args = parser.parse_args()
     base = make_url(args.database_url)
+    if args.seal:
+        name = f"pk_seal_{os.getpid()}"
+        asyncio.run(_admin(args.database_url, f'CREATE DATABASE "{name}"'))
+        url = base.set(database=name).render_as_string(hide_password=False)
+        try:
+            migrate(url)
+            with tempfile.TemporaryDirectory() as folder:
+                asyncio.run(_seal(url, args.seal, Path(folder) / "audit.pem"))
+        finally:
+            asyncio.run(_admin(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        return
     urls = {}
     for design, revision in (("chain", "0004"), ("tree", "head")):
         name = f"pk_append_{design}_{os.getpid()}"
