@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -21,8 +22,10 @@ from api.oidc import ExternalIdP
 from api.pages import mitt, personal
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
 from patientkontrakt import __version__
+from patientkontrakt.audit.checkpoint import AuditKeys
 from patientkontrakt.audit.events import AuditEvents
 from patientkontrakt.audit.log import AuditLog
+from patientkontrakt.audit.sealer import Sealer
 from patientkontrakt.config import Settings, get_settings
 from patientkontrakt.domain.codes import CANONICAL
 from patientkontrakt.domain.overview import AgreementOverview
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     unit_rules = domain_rules if unit_rules is None else unit_rules
     logging.basicConfig(level=settings.log_level.upper())
     keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
+    audit_keys = AuditKeys.load(settings.audit_log_origin, settings.audit_key, settings.previous_audit_keys)
     if settings.test_idp:
         log.warning("PK_TEST_IDP is on: anyone can sign in as any demo user. Never use it with real data.")
 
@@ -85,6 +89,17 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
             raise
         store = Store(engine)
         audit = AuditLog(store)
+        # The access log's sealer (every process runs one; one at a time seals), which also keeps
+        # the monthly partitions ahead: first now, then every PK_AUDIT_SEAL_INTERVAL seconds.
+        sealer = Sealer(store, audit_keys, settings.audit_checkpoint_file)
+        if settings.audit_seal_interval > 0:
+            sealing: asyncio.Task[None] | None = asyncio.create_task(sealer.run(settings.audit_seal_interval))
+        else:
+            sealing = None
+            try:
+                await sealer.maintain()
+            except Exception as exc:  # the log still works without the partitions ahead (default partition)
+                log.warning("access log: cannot check its partitions: %s", exc)
         service = build_service(settings, store, domain_rules=domain_rules, log=audit)
         tokens = AccessTokens(keys, settings.base_url.rstrip("/"), settings.fhir_base, settings.access_token_lifetime)
         revocations = Revocations(OAuthStore(store), settings.revocation_refresh_seconds)
@@ -115,6 +130,10 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         gc.collect()
         gc.freeze()
         yield
+        if sealing is not None:
+            sealing.cancel()
+            with suppress(asyncio.CancelledError):
+                await sealing
         await store.dispose()
 
     app = FastAPI(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from patientkontrakt.audit.checkpoint import generate_key as generate_audit_key
 from patientkontrakt.config import PROJECT_ROOT
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -134,11 +135,15 @@ def patientkontrakt_server(database_url: str, workers: int, signing_key: Path, r
     port = free_port()
     root = root.resolve()
     serve = ["-m", "patientkontrakt.cli", "serve"] if auth else ["-m", "bench.noauth_app"]
+    audit_key = signing_key.with_name("audit.pem")  # the access log's checkpoint key, beside the token key
+    if not audit_key.exists():
+        generate_audit_key(audit_key)
     return Server(
         name="patientkontrakt" if auth else "patientkontrakt-noauth",
         command=[sys.executable, *serve, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env={"PK_DATABASE_URL": database_url, "PK_LOG_LEVEL": "warning", "PK_BASE_URL": f"http://127.0.0.1:{port}",
-             "PK_SIGNING_KEY": str(signing_key), "PYTHONPATH": f"{root}:{PROJECT_ROOT}"},
+             "PK_SIGNING_KEY": str(signing_key), "PK_AUDIT_KEY": str(audit_key),
+             "PYTHONPATH": f"{root}:{PROJECT_ROOT}"},
         port=port,
         cwd=root,
     )

@@ -11,11 +11,15 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from patientkontrakt.audit.checkpoint import AuditKeyError
+from patientkontrakt.audit.checkpoint import generate_key as generate_audit_key
+from patientkontrakt.audit.commands import load_keys as load_audit_keys
 from patientkontrakt.config import Settings, get_settings
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.security.keys import SigningKeyError, SigningKeys, generate_key
@@ -32,6 +36,9 @@ environment (all in docs/operations.md):
   PK_SIGNING_KEY    PEM file of the token signing key (default ./patientkontrakt-signing-key.pem)
   PK_TEST_IDP       true: sign in through the built-in test IdP (demo data only)
   PK_OIDC_ISSUER    external OpenID Connect provider for sign-in (with PK_OIDC_CLIENT_ID, ...)
+  PK_AUDIT_KEY      Ed25519 PEM file that signs the access log's checkpoints
+                    (default ./patientkontrakt-audit-key.pem)
+  PK_AUDIT_CHECKPOINT_FILE  file each new checkpoint is appended to (outside the database's reach)
   PK_LOG_LEVEL      debug, info, warning, error (default info)
 
 examples:
@@ -39,7 +46,7 @@ examples:
   patientkontrakt demo --agreements 50
   PK_TEST_IDP=true patientkontrakt serve --host 127.0.0.1 --port 8000
   patientkontrakt token demo-ehr --key demo-ehr-key.pem
-  patientkontrakt audit verify
+  patientkontrakt audit verify --checkpoint /mnt/worm/pk-checkpoints
 """
 
 
@@ -91,7 +98,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_check_schema(settings.database_url))
         SigningKeys.load(settings.signing_key, settings.previous_keys)
-    except (DatabaseNotMigrated, SigningKeyError) as exc:
+        load_audit_keys(settings)
+    except (DatabaseNotMigrated, SigningKeyError, AuditKeyError) as exc:
         print(f"patientkontrakt: refusing to start: {exc}", file=sys.stderr)
         return 1
     if args.base_url is None and "PK_BASE_URL" not in os.environ:
@@ -125,6 +133,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not settings.signing_key.exists():
         generate_key(settings.signing_key)
         print(f"generated the token signing key {settings.signing_key}")
+    if not settings.audit_key.exists():
+        generate_audit_key(settings.audit_key)
+        print(f"generated the access log's checkpoint key {settings.audit_key}")
     try:
         count = asyncio.run(_with_service(settings, lambda service: _load_demo(service, args.agreements, args.seed)))
         ehr_key = asyncio.run(_with_service(settings, lambda service: register_demo_clients(service, settings)))
@@ -191,14 +202,10 @@ def _cmd_clients(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from patientkontrakt.audit.log import verify
+    from patientkontrakt.audit.commands import run
 
-    count, broken, why = asyncio.run(_with_service(get_settings(), lambda service: verify(service.store)))
-    if broken is None:
-        print(f"access log intact: {count} entries, hash chain verified")
-        return 0
-    print(f"access log BROKEN at entry {broken}: {why} ({count} entries before it verified)")
-    return 1
+    result: int = asyncio.run(run(args, get_settings()))
+    return result
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -289,7 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="the access log")
     audit_actions = audit.add_subparsers(dest="action", required=True, metavar="action")
-    audit_actions.add_parser("verify", help="check the hash chain; reports the first broken link")
+    verify = audit_actions.add_parser("verify", help="check every entry against the Merkle tree, the tree against "
+                                                     "its signed checkpoints and the last exported checkpoint; "
+                                                     "exit 1 naming what is wrong")
+    verify.add_argument("--checkpoint", type=Path, help="the exported checkpoint(s) to verify against (the last in "
+                                                        "the file; default PK_AUDIT_CHECKPOINT_FILE)")
+    verify.add_argument("--archived-before", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                        help="entries recorded before this date may have been moved to an archive (their "
+                             "partitions detached; docs/security.md)")
+    audit_actions.add_parser("seal", help="seal the entries written so far into the tree and sign a checkpoint "
+                                          "(the API does this every PK_AUDIT_SEAL_INTERVAL seconds)")
+    audit_actions.add_parser("checkpoint", help="print the latest signed checkpoint (to keep outside the database)")
+    key = audit_actions.add_parser("key", help="print the checkpoint key's verifier key (C2SP vkey)")
+    key.add_argument("--generate", action="store_true", help="first write a new Ed25519 key to PK_AUDIT_KEY")
+    key.add_argument("--force", action="store_true", help="with --generate: replace an existing key")
     audit.set_defaults(func=_cmd_audit)
 
     token = commands.add_parser("token", help="get an access token for a backend client from the running server "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,37 @@ class Settings(BaseSettings):
     oidc_patient_claims: str = Field(
         default="https://id.oidc.se/claim/personalIdentityNumber,https://id.oidc.se/claim/coordinationNumber",
         description="Claims with a patient's personnummer or samordningsnummer (12 digits), in order.")
+
+    # -- the access log (docs/security.md, "The access log") -------------------------------------
+    audit_key: Path = Field(
+        default=Path("patientkontrakt-audit-key.pem"),
+        description="Ed25519 PEM file of the key that signs the access log's checkpoints "
+                    "(`patientkontrakt audit key --generate`). Never in the database.")
+    audit_keys_previous: str = Field(
+        default="", description="Comma-separated PEM files of keys that signed older checkpoints (public halves do).")
+    audit_origin: str = Field(
+        default="", description="The log's name in its checkpoints (C2SP origin). Default: the host and path of "
+                                "PK_BASE_URL + /audit. Keep it once checkpoints exist: they are signed with it.")
+    audit_seal_interval: float = Field(
+        default=5.0, description="Seconds between seals in each API process (0: none; run `patientkontrakt audit "
+                                 "seal` instead). Entries newer than the last exported checkpoint are unproven.")
+    audit_checkpoint_file: Path | None = Field(
+        default=None, description="File every new checkpoint is appended to: somewhere the database's "
+                                  "administrators cannot write (`audit verify` checks the log against its last).")
+    audit_accept_broken_chain: bool = Field(
+        default=False, description="Migration 0005 only: migrate an access log whose hash chain (0002-0004) is "
+                                   "broken, once someone has looked at why.")
+
+    @property
+    def audit_log_origin(self) -> str:
+        if self.audit_origin:
+            return self.audit_origin
+        parsed = urlsplit(self.base_url)
+        return f"{parsed.netloc}{parsed.path.rstrip('/')}/audit"
+
+    @property
+    def previous_audit_keys(self) -> list[Path]:
+        return [Path(p.strip()) for p in self.audit_keys_previous.split(",") if p.strip()]
 
     @property
     def fhir_base(self) -> str:

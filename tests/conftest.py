@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
+from patientkontrakt.audit.checkpoint import generate_key as generate_audit_key
 from patientkontrakt.config import Settings
 from patientkontrakt.security.keys import SigningKeys, generate_key
 from patientkontrakt.security.tokens import AccessTokens, Grant
@@ -29,7 +30,8 @@ from patientkontrakt.storage.repository import Store
 TEST_URL = os.environ.get("PK_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 BASE_URL = "http://testserver"
 TABLES = ("idx_token", "idx_string", "idx_date", "idx_reference", "idx_uri", "resource_version", "resource",
-          "audit_log", "oauth_client", "oauth_code", "refresh_token", "used_jti", "server_state", "token_revocation")
+          "audit_log", "audit_queue", "audit_leaf", "audit_checkpoint", "oauth_client", "oauth_code", "refresh_token",
+          "used_jti", "server_state", "token_revocation")
 # Every FHIR request needs a token: the engine's and the rules' own tests use one for a backend
 # system with every scope (their apps check scopes but no care units; tests/security/ test those).
 ENGINE_SCOPES = "system/*.cruds system/AuditEvent.rs"
@@ -66,7 +68,14 @@ def pg_url() -> Iterator[str]:
 async def _truncate(url: str) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:
-        await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        async with conn.transaction():
+            # TEST ONLY. The access log's tables refuse TRUNCATE (their triggers, migration 0005).
+            # The fixture connects as the database owner (a superuser) and, for this transaction
+            # alone, takes the replication role, under which no ordinary trigger fires. The service
+            # never does this; an attacker with the same power can, which is what `audit verify`
+            # and the exported checkpoints are for (tests/security/test_audit_tamper.py).
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     finally:
         await conn.close()
 
@@ -106,16 +115,32 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_key(tmp_path_factory.mktemp("keys") / "signing.pem")
 
 
+@pytest.fixture(scope="session")
+def audit_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's Ed25519 key for the access log's checkpoints."""
+    return generate_audit_key(tmp_path_factory.mktemp("keys") / "audit.pem")
+
+
 _KEY: list[Path] = []
+_AUDIT_KEY: list[Path] = []
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _remember_key(signing_key: Path) -> None:
+def _remember_key(signing_key: Path, audit_key: Path) -> None:
     _KEY.append(signing_key)
+    _AUDIT_KEY.append(audit_key)
+
+
+def audit_key_file() -> Path:
+    """The session's checkpoint key, for a service started in a subprocess (``PK_AUDIT_KEY``)."""
+    return _AUDIT_KEY[0]
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE_URL, "signing_key": _KEY[0]}
+    """Settings for a test's service. The access log is sealed only when a test asks for it
+    (``audit_seal_interval=0``: no background sealer), so what a test sees does not depend on time."""
+    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE_URL, "signing_key": _KEY[0],
+                              "audit_key": _AUDIT_KEY[0], "audit_seal_interval": 0}
     return Settings(**{**values, **overrides})
 
 

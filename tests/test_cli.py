@@ -109,13 +109,14 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fresh_settings(monkeypatch: pytest.MonkeyPatch, signing_key: Path) -> Iterator[None]:
+def fresh_settings(monkeypatch: pytest.MonkeyPatch, signing_key: Path, audit_key: Path) -> Iterator[None]:
     """PK_* variables changed by a test (or by ``main``) are restored, and the settings re-read;
-    the session's signing key is configured."""
+    the session's signing key and access-log key are configured."""
     for name in ("PK_DATABASE_URL", "PK_BASE_URL"):
         monkeypatch.setenv(name, "placeholder")
         monkeypatch.delenv(name)
     monkeypatch.setenv("PK_SIGNING_KEY", str(signing_key))
+    monkeypatch.setenv("PK_AUDIT_KEY", str(audit_key))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -172,6 +173,20 @@ def test_serve_refuses_without_a_signing_key(
     assert uvicorn_calls == []
     error = capsys.readouterr().err
     assert "refusing to start" in error and "missing.pem" in error and "keys generate" in error
+
+
+@pytest.mark.usefixtures("fresh_settings")
+def test_serve_refuses_without_the_access_logs_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
+    monkeypatch.setenv("PK_AUDIT_KEY", str(tmp_path / "missing-audit.pem"))
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["serve"]) == 1
+    assert uvicorn_calls == []
+    error = capsys.readouterr().err
+    assert "refusing to start" in error and "missing-audit.pem" in error and "audit key --generate" in error
 
 
 @pytest.mark.usefixtures("fresh_settings")

@@ -11,9 +11,9 @@ attempts are logged too.
   waits until the transaction holding them has committed; while one transaction is being
   written the next batch gathers. The cost of a commit is paid once per batch, not per read.
 
-Entries form a SHA-256 hash chain: each row's ``hash`` covers the previous row's hash and every
-field of its own, and ``seq`` has no gaps, so a changed, removed or inserted row breaks the chain
-at that point (``verify``; ``patientkontrakt audit verify``).
+An append is plain INSERTs (``storage.audit.append``): writers never wait on each other. The
+entries are then sealed into a Merkle tree under signed checkpoints (``audit.sealer``), which
+``patientkontrakt audit verify`` checks (``audit.verify``; docs/security.md).
 """
 
 from __future__ import annotations
@@ -123,19 +123,3 @@ class AuditLog:
                     if not done.done():
                         done.set_result(None)
 
-
-async def verify(store: Store) -> tuple[int, int | None, str]:
-    """Walk the chain: (rows checked, seq of the first broken link or None, what is wrong)."""
-    expected_seq, prev = 1, sql.GENESIS
-    count = 0
-    async for row in sql.walk(store):
-        values = {name: getattr(row, name) for name in sql.FIELDS}
-        if row.seq != expected_seq:
-            return count, row.seq, f"seq {row.seq} follows {expected_seq - 1}: rows are missing"
-        if row.prev_hash != prev:
-            return count, row.seq, "prev_hash does not match the previous row's hash"
-        if sql.entry_hash(prev, values) != row.hash:
-            return count, row.seq, "the row's content does not match its hash"
-        prev, expected_seq = row.hash, expected_seq + 1
-        count += 1
-    return count, None, "intact"

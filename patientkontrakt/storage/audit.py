@@ -1,35 +1,48 @@
-"""The SQL of the access log (``audit_log``): append under a lock, read, walk the chain.
+"""The SQL of the access log: append without a lock, seal into the Merkle tree, read, walk.
 
-There is no statement here that changes or removes a row, and the database refuses them
-anyway (triggers from migration 0002).
+Tables (``storage.tables``): ``audit_log`` the entries (partitioned by month on PostgreSQL),
+``audit_queue`` the entries written but not yet sealed with their leaf hashes, ``audit_leaf``
+the tree's leaves by position, ``audit_checkpoint`` the signed checkpoints. There is no
+statement here that changes a row, and none that removes one except the sealer's removal of
+what it sealed from the queue; the database refuses the rest (triggers of migration 0005).
 
-Appending computes each row's ``seq`` (previous + 1) and ``hash`` (``entry_hash``) under a lock
-on the chain. On PostgreSQL that is one statement, the ``audit_append(jsonb)`` function of
-migration 0002, so a batch of entries costs one round trip (and, outside a transaction, one
-commit); on SQLite the same computation runs here.
+**Appending** is one INSERT of the entries plus one of their queue rows, in the caller's
+transaction (a write) or in its own (the group commit of reads), with no lock beyond the
+rows' own: on PostgreSQL one statement, ``seq`` from a sequence and each leaf hash computed
+from the row as stored (``_LEAF_SQL``, the same bytes as ``leaf_of``); on SQLite, whose writers
+are serialised anyway, computed here.
+
+**Sealing** (``patientkontrakt.audit.sealer``) takes the queue in ``seq`` order under
+``SEAL_LOCK`` (try-lock: one sealer at a time, the others skip the round), gives each entry the
+next position and writes a checkpoint; ``walk_*`` stream the tables for ``audit verify``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from patientkontrakt.audit.merkle import leaf_hash
 from patientkontrakt.storage.repository import Store, Unit
-from patientkontrakt.storage.tables import AUDIT_LOG
+from patientkontrakt.storage.tables import AUDIT_CHECKPOINT, AUDIT_LEAF, AUDIT_LOG, AUDIT_QUEUE
 
 A = AUDIT_LOG.c
-GENESIS = "0" * 64
-CHAIN_LOCK = 0x504B_4155_4449_54  # "PKAUDIT": the advisory lock serialising appends (also in audit_append)
-# The fields a link covers, in order (audit_append in migration 0002 lists the same).
+Q = AUDIT_QUEUE.c
+L = AUDIT_LEAF.c
+C = AUDIT_CHECKPOINT.c
+SEAL_LOCK = 0x504B_5345_414C  # "PKSEAL": held (try-lock, per transaction) by the one sealer at work
+# The fields a leaf covers, in order (the leaf of a row is leaf_of(row); _LEAF_SQL is the same).
 FIELDS = ("seq", "recorded", "user_id", "user_name", "user_kind", "role", "fhir_user", "care_unit",
           "care_unit_name", "care_provider", "client_id", "interaction", "request", "resources",
           "patient_id", "outcome", "status", "purpose")
+PARTITIONS_AHEAD = 3  # months with a partition of their own beyond the current one (PostgreSQL)
 
 
 def canonical(row: dict[str, Any]) -> str:
@@ -46,9 +59,29 @@ def canonical(row: dict[str, Any]) -> str:
     return "|".join(parts)
 
 
-def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    """The chain link of ``row`` after the link ``prev_hash``."""
-    return hashlib.sha256(f"{prev_hash}\n{canonical(row)}".encode()).hexdigest()
+def leaf_of(row: dict[str, Any]) -> bytes:
+    """The Merkle leaf hash of an entry: SHA-256(0x00 || canonical text in UTF-8)."""
+    return leaf_hash(canonical(row).encode())
+
+
+# canonical() in SQL over the columns of the row just inserted (audit_field, of migration 0004:
+# "<length>:<text>", NULL as "~"); the timestamp as Python's isoformat with microseconds.
+_LEAF_SQL = "sha256('\\x00'::bytea || convert_to(concat_ws('|', " + ", ".join(
+    "audit_field(to_char(recorded, 'YYYY-MM-DD\"T\"HH24:MI:SS.US'))" if name == "recorded"
+    else f"audit_field({name}::text)" for name in FIELDS) + "), 'UTF8'))"
+_TYPES = {"recorded": "timestamp", "status": "integer"}
+_INSERTED = ", ".join(FIELDS[1:])
+_APPEND_SQL = f"""
+WITH entry AS (
+    INSERT INTO audit_log ({_INSERTED})
+    SELECT {_INSERTED} FROM jsonb_to_recordset(CAST({{entries}} AS jsonb))
+        AS x({", ".join(f"{name} {_TYPES.get(name, 'text')}" for name in FIELDS[1:])})
+    RETURNING seq, recorded, {_LEAF_SQL} AS leaf_hash
+)
+INSERT INTO audit_queue (seq, recorded, leaf_hash) SELECT seq, recorded, leaf_hash FROM entry
+"""
+_APPEND_DRIVER = _APPEND_SQL.format(entries="$1")  # asyncpg, outside SQLAlchemy
+_APPEND = sa.text(_APPEND_SQL.format(entries=":entries"))
 
 
 @dataclass(frozen=True)
@@ -71,18 +104,9 @@ class AuditRow:
     outcome: str
     status: int
     purpose: str
-    prev_hash: str
-    hash: str
 
 
 _COLUMNS = tuple(A[name] for name in AuditRow.__dataclass_fields__)
-
-
-async def _chain_head(unit: Unit) -> tuple[int, str]:
-    """The last (seq, hash); the caller's write transaction holds the chain (SQLite writers
-    are serialised by BEGIN IMMEDIATE)."""
-    row = (await unit.conn.execute(sa.select(A.seq, A.hash).order_by(A.seq.desc()).limit(1))).first()
-    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
 def _as_json(entries: Sequence[dict[str, Any]]) -> str:
@@ -90,22 +114,28 @@ def _as_json(entries: Sequence[dict[str, Any]]) -> str:
                          for e in entries]).decode()
 
 
+async def _next_seq(unit: Unit) -> int:
+    """SQLite: the next id, under the write lock every SQLite writer holds (``BEGIN IMMEDIATE``).
+    Past every id ever sealed or queued too, so a removed tail never gives its ids again."""
+    last = sa.select(sa.func.max(A.seq)).scalar_subquery()
+    sealed = sa.select(sa.func.max(L.seq)).scalar_subquery()
+    queued = sa.select(sa.func.max(Q.seq)).scalar_subquery()
+    row = (await unit.conn.execute(sa.select(last, sealed, queued))).one()
+    return max((v for v in row if v is not None), default=0) + 1
+
+
 async def append(unit: Unit, entries: Sequence[dict[str, Any]]) -> None:
-    """Append ``entries`` (every field but seq and the hashes) in the unit's transaction."""
+    """Append ``entries`` (every field but seq) in the unit's transaction, queued for sealing."""
     if not entries:
         return
     if unit.dialect == "postgresql":
-        await unit.conn.execute(sa.text("SELECT audit_append(CAST(:entries AS jsonb))"),
-                                {"entries": _as_json(entries)})
+        await unit.conn.execute(_APPEND, {"entries": _as_json(entries)})
         return
-    seq, prev = await _chain_head(unit)
-    rows = []
-    for entry in entries:
-        seq += 1
-        row = {**entry, "seq": seq, "prev_hash": prev}
-        row["hash"] = prev = entry_hash(prev, row)
-        rows.append(row)
+    seq = await _next_seq(unit)
+    rows = [{**entry, "seq": seq + i} for i, entry in enumerate(entries)]
     await unit.conn.execute(sa.insert(AUDIT_LOG), rows)
+    await unit.conn.execute(sa.insert(AUDIT_QUEUE), [
+        {"seq": row["seq"], "recorded": row["recorded"], "leaf_hash": leaf_of(row)} for row in rows])
 
 
 async def append_committed(store: Store, entries: Sequence[dict[str, Any]]) -> None:
@@ -118,11 +148,191 @@ async def append_committed(store: Store, entries: Sequence[dict[str, Any]]) -> N
     pooled = await store.engine.raw_connection()
     driver: Any = pooled.driver_connection
     try:
-        await driver.execute("SELECT audit_append($1::jsonb)", _as_json(entries))
+        await driver.execute(_APPEND_DRIVER, _as_json(entries))
     except BaseException:
         pooled.invalidate()
         raise
     pooled.close()
+
+
+# -- sealing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queued:
+    seq: int
+    recorded: datetime
+    leaf_hash: bytes
+    sealed: bool = False  # its seq is a leaf already
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    tree_size: int
+    note: str
+    frontier: bytes
+
+
+async def try_seal_lock(unit: Unit) -> bool:
+    """Whether this transaction is the sealer (PostgreSQL: a transaction-level try-lock, so a
+    second sealer in any process or machine skips the round instead of waiting; SQLite: its
+    writers are serialised, so every sealer is the only one while it runs)."""
+    if unit.dialect != "postgresql":
+        return True
+    return bool((await unit.conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(SEAL_LOCK)))).scalar_one())
+
+
+async def latest_checkpoint(conn: AsyncConnection) -> StoredCheckpoint | None:
+    row = (await conn.execute(sa.select(C.tree_size, C.note, C.frontier)
+                              .order_by(C.tree_size.desc()).limit(1))).first()
+    return StoredCheckpoint(int(row[0]), str(row[1]), bytes(row[2])) if row else None
+
+
+async def checkpoint_at(conn: AsyncConnection, size: int) -> str | None:
+    """The signed note of the checkpoint at ``size``, if there is one."""
+    note = (await conn.execute(sa.select(C.note).where(C.tree_size == size))).scalar_one_or_none()
+    return None if note is None else str(note)
+
+
+async def tree_size(conn: AsyncConnection) -> int:
+    """The number of leaves, by the last position (an index look-up)."""
+    last = (await conn.execute(sa.select(sa.func.max(L.position)))).scalar_one()
+    return 0 if last is None else int(last) + 1
+
+
+async def queued(unit: Unit, limit: int) -> list[Queued]:
+    """The oldest ``limit`` committed entries waiting to be sealed, each saying whether its ``seq``
+    is already a leaf (a queue row not written by the log). Not locked row by row: the seal lock
+    makes the caller the only sealer, writers only add rows, and a row lock would write every
+    queue row once more before the sealer deletes it (a third of a seal's time)."""
+    sealed = sa.exists().where(L.seq == Q.seq).label("sealed")
+    query = sa.select(Q.seq, Q.recorded, Q.leaf_hash, sealed).order_by(Q.seq).limit(limit)
+    rows = (await unit.conn.execute(query)).all()
+    return [Queued(int(r[0]), r[1], bytes(r[2]), bool(r[3])) for r in rows]
+
+
+# PostgreSQL: a batch of leaves in and out of the queue as arrays, one statement each (a list of
+# 5,000 bound values each was most of a seal's time).
+_ADD_LEAVES = sa.text("INSERT INTO audit_leaf (position, seq, recorded, leaf_hash) SELECT * FROM unnest("
+                      "CAST(:positions AS bigint[]), CAST(:seqs AS bigint[]), CAST(:recorded AS timestamp[]), "
+                      "CAST(:hashes AS bytea[]))")
+_DEQUEUE = sa.text("DELETE FROM audit_queue WHERE seq = ANY(CAST(:seqs AS bigint[]))")
+
+
+async def seal(unit: Unit, first_position: int, entries: Sequence[Queued], dequeue: Sequence[int],
+               checkpoint: tuple[int, str, bytes] | None) -> None:
+    """Give ``entries`` the positions from ``first_position`` on, take ``dequeue`` off the queue
+    and store the ``checkpoint`` (tree size, signed note, right edge) of the tree that results,
+    all in the sealer's transaction."""
+    postgres = unit.dialect == "postgresql"
+    if entries and postgres:
+        await unit.conn.execute(_ADD_LEAVES, {
+            "positions": list(range(first_position, first_position + len(entries))),
+            "seqs": [e.seq for e in entries], "recorded": [e.recorded for e in entries],
+            "hashes": [e.leaf_hash for e in entries]})
+    elif entries:
+        await unit.conn.execute(sa.insert(AUDIT_LEAF), [
+            {"position": first_position + i, "seq": e.seq, "recorded": e.recorded, "leaf_hash": e.leaf_hash}
+            for i, e in enumerate(entries)])
+    if checkpoint is not None:
+        size, note, frontier = checkpoint
+        await unit.conn.execute(sa.insert(AUDIT_CHECKPOINT).values(tree_size=size, note=note, frontier=frontier))
+    if dequeue and postgres:
+        await unit.conn.execute(_DEQUEUE, {"seqs": list(dequeue)})
+    elif dequeue:
+        await unit.conn.execute(sa.delete(AUDIT_QUEUE).where(Q.seq.in_(dequeue)))
+
+
+# -- partitions (PostgreSQL) ------------------------------------------------------------------
+
+
+def partition_name(month: date) -> str:
+    return f"audit_log_y{month.year:04d}m{month.month:02d}"
+
+
+def _months(start: date, count: int) -> list[date]:
+    first = start.year * 12 + start.month - 1
+    return [date((first + i) // 12, (first + i) % 12 + 1, 1) for i in range(count + 1)]
+
+
+async def ensure_partitions(unit: Unit, today: date, ahead: int = PARTITIONS_AHEAD) -> list[str]:
+    """Create the monthly partitions of this month and ``ahead`` more that do not exist yet;
+    return their names. A partition is made as a table and attached, which takes a lock that
+    does not wait for (or stop) transactions appending to the log; a lock that cannot be had
+    within two seconds fails this round, and the next round tries again. Entries whose month
+    has no partition land in ``audit_log_default`` (never an error)."""
+    if unit.dialect != "postgresql":
+        return []
+    conn = unit.conn
+    existing: set[str] = set((await conn.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'audit_log'::regclass"))).scalars())
+    months = _months(today, ahead + 1)
+    created = []
+    for month, end in zip(months, months[1:], strict=False):
+        name = partition_name(month)
+        if name in existing:
+            continue
+        clash = (await conn.execute(sa.text(
+            "SELECT 1 FROM audit_log_default WHERE recorded >= :low AND recorded < :high LIMIT 1"),
+            {"low": month, "high": end})).first()
+        if clash:  # entries of that month went to the default partition: it stays there
+            continue
+        await conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+        await conn.execute(sa.text(f"CREATE TABLE {name} (LIKE audit_log INCLUDING DEFAULTS)"))
+        await conn.execute(sa.text(f"ALTER TABLE audit_log ATTACH PARTITION {name} "
+                                   f"FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"))
+        await conn.execute(sa.text(f"CREATE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {name} "
+                                   "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()"))
+        created.append(name)
+    return created
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def snapshot(store: Store) -> AsyncIterator[AsyncConnection]:
+    """One read-only transaction for a whole ``audit verify``: every table as of one instant,
+    so an entry committed meanwhile is not seen in one table and missed in another."""
+    async with store.engine.connect() as conn:
+        if store.dialect == "postgresql":
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        async with conn.begin():
+            yield conn
+
+
+async def _walk(conn: AsyncConnection, query: sa.Select[Any], key: Any, batch: int) -> AsyncIterator[Any]:
+    """The rows of ``query`` in ``key`` order, a page at a time (bounded memory at any size)."""
+    last: Any = None
+    while True:
+        page = query if last is None else query.where(key > last)
+        rows = (await conn.execute(page.order_by(key).limit(batch))).all()
+        for row in rows:
+            yield row
+        if len(rows) < batch:
+            return
+        last = rows[-1]._mapping[key.name]
+
+
+def walk_entries(conn: AsyncConnection, batch: int = 5000) -> AsyncIterator[Any]:
+    return _walk(conn, sa.select(*_COLUMNS), A.seq, batch)
+
+
+def walk_leaves_by_seq(conn: AsyncConnection, batch: int = 5000) -> AsyncIterator[Any]:
+    return _walk(conn, sa.select(L.seq, L.position, L.recorded, L.leaf_hash), L.seq, batch)
+
+
+def walk_queue(conn: AsyncConnection, batch: int = 5000) -> AsyncIterator[Any]:
+    return _walk(conn, sa.select(Q.seq, Q.recorded, Q.leaf_hash), Q.seq, batch)
+
+
+def walk_leaves(conn: AsyncConnection, batch: int = 5000) -> AsyncIterator[Any]:
+    return _walk(conn, sa.select(L.position, L.leaf_hash), L.position, batch)
+
+
+def walk_checkpoints(conn: AsyncConnection, batch: int = 1000) -> AsyncIterator[Any]:
+    return _walk(conn, sa.select(C.tree_size, C.note), C.tree_size, batch)
 
 
 @dataclass
@@ -203,17 +413,3 @@ async def search(store: Store, query: AuditQuery, offset: int, count: int) -> tu
             sa.select(*_COLUMNS).where(*where).order_by(A.seq.desc()).offset(offset).limit(count + 1))).all()
         total = (await unit.conn.execute(sa.select(sa.func.count()).select_from(AUDIT_LOG).where(*where))).scalar_one()
     return [AuditRow(**r._mapping) for r in rows], int(total)
-
-
-async def walk(store: Store, batch: int = 5000) -> AsyncIterator[AuditRow]:
-    """Every row in ``seq`` order (``patientkontrakt audit verify``)."""
-    last = 0
-    while True:
-        async with store.reading() as unit:
-            rows = (await unit.conn.execute(
-                sa.select(*_COLUMNS).where(A.seq > last).order_by(A.seq).limit(batch))).all()
-        if not rows:
-            return
-        for row in rows:
-            yield AuditRow(**row._mapping)
-        last = int(rows[-1][0])

@@ -11,6 +11,8 @@ without parsing it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -177,9 +179,12 @@ class ServerState(SQLModel, table=True):
 class AuditLog(SQLModel, table=True):
     """The access log of Patientdatalagen (4 kap 3 §): append-only, one row per patient touched.
 
-    ``seq`` is assigned by the writer (previous + 1) under a lock, and ``hash`` is the SHA-256 of
-    the previous row's hash and this row's content, so any change or gap breaks the chain
-    (``patientkontrakt audit verify``). The migration adds triggers that refuse UPDATE and DELETE.
+    ``seq`` is the entry's id (the AuditEvent id): on PostgreSQL from the sequence
+    ``audit_log_seq`` at insert, on SQLite the previous + 1 under its single writer. It is unique
+    and follows the order of writing, with a gap where a transaction rolled back; the order that is
+    proven is the entry's position in the Merkle tree (``AuditLeaf``). On PostgreSQL the table is
+    partitioned by month of ``recorded`` (migration 0005), hence ``recorded`` in the key. Triggers
+    refuse UPDATE, DELETE and TRUNCATE.
     """
 
     __tablename__ = "audit_log"
@@ -188,10 +193,11 @@ class AuditLog(SQLModel, table=True):
         sa.Index("ix_audit_recorded", "recorded"),
         sa.Index("ix_audit_user", "user_id", "seq"),
         sa.Index("ix_audit_care_unit", "care_unit", "seq"),
+        {"postgresql_partition_by": "RANGE (recorded)"},
     )
 
-    seq: int = Field(sa_column=sa.Column(BigKey, primary_key=True, autoincrement=False))
-    recorded: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    seq: int = Field(sa_column=sa.Column(BigKey, primary_key=True, autoincrement=True))
+    recorded: datetime = Field(sa_column=sa.Column(sa.DateTime(), primary_key=True))
     user_id: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
     user_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
     user_kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
@@ -208,8 +214,41 @@ class AuditLog(SQLModel, table=True):
     outcome: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     status: int = Field(nullable=False)
     purpose: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
-    prev_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
-    hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+
+
+class AuditQueue(SQLModel, table=True):
+    """Entries written but not yet sealed, with the leaf hash of their content (computed when
+    written): the sealer's queue, the only audit table whose rows are deleted (by the sealer)."""
+
+    __tablename__ = "audit_queue"
+
+    seq: int = Field(sa_column=sa.Column(BigKey, primary_key=True, autoincrement=False))
+    recorded: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    leaf_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+
+
+class AuditLeaf(SQLModel, table=True):
+    """The Merkle tree's leaves: each sealed entry's position (0, 1, 2, ... without gaps) and leaf
+    hash. Small and kept for good: the tree verifies even when old entries are archived."""
+
+    __tablename__ = "audit_leaf"
+    __table_args__ = (sa.Index("ix_audit_leaf_seq", "seq", unique=True),)
+
+    position: int = Field(sa_column=sa.Column(BigKey, primary_key=True, autoincrement=False))
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    recorded: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    leaf_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed checkpoint of the tree at ``tree_size`` (the note as signed and exported) and the
+    tree's right edge at that size, from which the sealer goes on."""
+
+    __tablename__ = "audit_checkpoint"
+
+    tree_size: int = Field(sa_column=sa.Column(BigKey, primary_key=True, autoincrement=False))
+    note: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    frontier: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
 
 
 class OAuthClient(SQLModel, table=True):
@@ -288,6 +327,15 @@ class TokenRevocation(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
 
 
+_PARTITION = re.compile(r"audit_log_(y\d{4}m\d{2}|default)")
+
+
+def in_models(name: str | None, type_: str, parent_names: Mapping[Any, Any]) -> bool:
+    """Whether a database object is one the models describe (Alembic's ``include_name``): not the
+    monthly partitions of ``audit_log``, which the sealer creates as months come."""
+    return not (type_ == "table" and name is not None and _PARTITION.fullmatch(name))
+
+
 INDEX_TABLES: dict[str, sa.Table] = {
     "token": IdxToken.__table__,  # type: ignore[attr-defined]
     "string": IdxString.__table__,  # type: ignore[attr-defined]
@@ -299,6 +347,9 @@ RESOURCE: sa.Table = Resource.__table__  # type: ignore[attr-defined]
 RESOURCE_VERSION: sa.Table = ResourceVersion.__table__  # type: ignore[attr-defined]
 SERVER_STATE: sa.Table = ServerState.__table__  # type: ignore[attr-defined]
 AUDIT_LOG: sa.Table = AuditLog.__table__  # type: ignore[attr-defined]
+AUDIT_QUEUE: sa.Table = AuditQueue.__table__  # type: ignore[attr-defined]
+AUDIT_LEAF: sa.Table = AuditLeaf.__table__  # type: ignore[attr-defined]
+AUDIT_CHECKPOINT: sa.Table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
 OAUTH_CLIENT: sa.Table = OAuthClient.__table__  # type: ignore[attr-defined]
 OAUTH_CODE: sa.Table = OAuthCode.__table__  # type: ignore[attr-defined]
 REFRESH_TOKEN: sa.Table = RefreshToken.__table__  # type: ignore[attr-defined]

@@ -111,8 +111,10 @@ def test_demo_command_loads_a_sqlite_database(sqlite_database: str, tmp_path: Pa
     assert demo.returncode == 0, demo.stderr
     region = len(DemoGenerator(seed=1).region.resources())
     assert f"demo region loaded: {region + 3 * 6} resources (3 agreements" in demo.stdout
-    # the demo made the signing key and the demo EHR's key, and registered the demo clients
+    # the demo made the signing key, the access log's key and the demo EHR's key, and registered
+    # the demo clients
     assert (tmp_path / "signing.pem").exists() and (tmp_path / "demo-ehr-key.pem").exists()
+    assert (tmp_path / "patientkontrakt-audit-key.pem").exists()
     clients = _run("clients", "list", url=sqlite_database, cwd=tmp_path)
     assert sorted(line.split("\t")[0] for line in clients.stdout.splitlines()) == ["demo-ehr", "pk-mitt", "pk-personal"]
     settings = make_settings(sqlite_database, signing_key=tmp_path / "signing.pem")

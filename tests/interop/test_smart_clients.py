@@ -46,6 +46,7 @@ from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID
 from patientkontrakt.security.identity import identifier_value
+from tests.conftest import audit_key_file
 from tests.interop.test_fhirpy import Server, _free_port, _wait_until_ready
 from tests.security import conftest as security
 from tests.security.conftest import World
@@ -64,7 +65,8 @@ def _environment(pg_url: str, signing_key: Path, **settings: str) -> dict[str, s
     """This process's environment without any ``PK_*`` setting of the developer's (an external
     IdP, say), and the test's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
-    return {**env, "PK_DATABASE_URL": pg_url, "PK_SIGNING_KEY": str(signing_key), **settings}
+    return {**env, "PK_DATABASE_URL": pg_url, "PK_SIGNING_KEY": str(signing_key),
+            "PK_AUDIT_KEY": str(audit_key_file()), **settings}
 
 
 def _command() -> list[str]:

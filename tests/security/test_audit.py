@@ -4,8 +4,9 @@ changed unnoticed.
 Every request that reads or writes patient data leaves one entry per patient it touched (who,
 for which care unit, through which client, what, which patient, outcome, purpose); writes log
 in their own transaction, reads before the response leaves; refused attempts are logged too.
-The entries form a SHA-256 hash chain that ``patientkontrakt audit verify`` walks, and the
-database itself refuses UPDATE and DELETE on them. The log is served as read-only FHIR
+The entries are sealed into a Merkle tree under signed checkpoints that ``patientkontrakt audit
+verify`` checks (the attacks on it: ``test_audit_tamper.py``), and the database itself refuses
+UPDATE, DELETE and TRUNCATE on them. The log is served as read-only FHIR
 ``AuditEvent``: a patient sees the entries about themselves (the *loggutdrag*), a care unit its
 own entries.
 
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,16 +40,18 @@ from fhir.resources.R4B.bundle import Bundle
 
 from api.app import create_app
 from patientkontrakt.audit.events import render
-from patientkontrakt.audit.log import AuditLog, _entry, verify
+from patientkontrakt.audit.log import AuditLog
+from patientkontrakt.audit.sealer import Sealer
+from patientkontrakt.audit.verify import Report, verify
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.fhir.access import Principal
-from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store, StoredResource
-from patientkontrakt.storage.tables import AUDIT_LOG
-from tests.conftest import BASE_URL, _dsn
+from patientkontrakt.storage.tables import AUDIT_CHECKPOINT, AUDIT_LEAF, AUDIT_LOG, AUDIT_QUEUE
+from tests.conftest import BASE_URL, _dsn, make_settings
+from tests.security import audit_tools
 from tests.security.conftest import World
 
 AUTHOR = "demo-org-vc-bjorkbacken"  # responsible for agreements 2, 3, 7, 10
@@ -59,10 +60,6 @@ CONTRIBUTOR = "demo-org-med-lanssjukhuset"  # a contributor to every agreement
 TARGET = 2
 SECOND = 3  # another active agreement of the same vårdcentral, another patient
 FOREIGN = 8  # an active agreement of Strandvägen
-
-_SCRIPT = Path(sys.executable).parent / "patientkontrakt"
-COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "patientkontrakt.cli"]
-
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -88,33 +85,19 @@ def _mark(world: World) -> int:
 
 def _tamper(url: str, statement: str, *args: Any) -> None:
     """Change the log as someone with the database's superuser would: triggers off, change, on."""
-    async def run() -> None:
-        conn = await asyncpg.connect(_dsn(url))
-        try:
-            async with conn.transaction():
-                await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
-                await conn.execute(statement, *args)
-                await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
-        finally:
-            await conn.close()
-    asyncio.run(run())
+    audit_tools.tamper(url, (statement, args))
 
 
-def _verify(url: str) -> tuple[int, int | None, str]:
-    async def run() -> tuple[int, int | None, str]:
-        store = Store(create_engine(url, pool_size=1))
-        try:
-            return await verify(store)
-        finally:
-            await store.dispose()
-    return asyncio.run(run())
+def _check(url: str) -> Report:
+    return audit_tools.check(make_settings(url))
+
+
+def _seal(url: str) -> None:
+    audit_tools.seal(make_settings(url))
 
 
 def _cli_verify(url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
-    environment["PK_DATABASE_URL"] = url
-    return subprocess.run([*COMMAND, "audit", "verify"], cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return audit_tools.cli(make_settings(url), "audit", "verify", cwd=cwd)
 
 
 def _region_role(world: World, role_id: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -175,7 +158,7 @@ def _resource(type_: str, id_: str, patient: str | None) -> StoredResource:
 
 
 async def _all(store: Store) -> list[sql.AuditRow]:
-    return [row async for row in sql.walk(store)]
+    return await audit_tools.entries(store)
 
 
 @pytest.fixture
@@ -383,7 +366,7 @@ def test_no_write_and_no_read_without_its_log_entry(world: World, failing_app: T
         asyncio.run(_query(url, "DROP FUNCTION pk_test_no_log()"))
     after = _get(app, world.system(AUTHOR), f"/fhir/Goal/{goal['id']}")
     assert after["meta"]["versionId"] == version and after["description"] == goal["description"]
-    assert _verify(url)[1] is None
+    assert _check(url).intact
 
 
 def _created_and_deleted_goal(world: World, app: TestClient) -> str:
@@ -467,7 +450,7 @@ def test_a_request_without_a_valid_token_is_logged_as_anonymous_and_refused(worl
     assert second["request"] == f"GET /fhir/Patient/{target.patient}"
 
 
-# -- 4. the hash chain ------------------------------------------------------------------------
+# -- 4. the Merkle tree -----------------------------------------------------------------------
 
 
 def _activity(world: World, app: TestClient) -> None:
@@ -484,53 +467,48 @@ def _activity(world: World, app: TestClient) -> None:
     assert app.get(f"/fhir/Patient/{target.patient}").status_code == 401
 
 
-def test_the_chain_verifies_and_tampering_is_found_where_it_is(world: World, app: TestClient,
-                                                               tmp_path: Path) -> None:
+def test_the_tree_verifies_and_tampering_is_found_where_it_is(world: World, app: TestClient,
+                                                              tmp_path: Path) -> None:
     url = world.settings.database_url
     _activity(world, app)
     rows = _log(world)
     n = len(rows)
     assert n >= 10 and [r["seq"] for r in rows] == list(range(1, n + 1))
-    assert rows[0]["prev_hash"] == sql.GENESIS
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(rows, rows[1:], strict=False))
-    assert _verify(url) == (n, None, "intact")
+    before = _check(url)
+    assert before.intact and (before.entries, before.leaves, before.unsealed) == (n, 0, n)
+    _seal(url)
+    report = _check(url)
+    assert report.intact, report.problems
+    assert (report.entries, report.leaves, report.unsealed, report.checkpoints) == (n, n, 0, 1)
+    leaves = asyncio.run(_query(url, "SELECT position, seq FROM audit_leaf ORDER BY position"))
+    assert [(r["position"], r["seq"]) for r in leaves] == [(s - 1, s) for s in range(1, n + 1)]  # the order kept
     ok = _cli_verify(url, tmp_path)
-    assert ok.returncode == 0, ok.stderr
+    assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"intact: {n} entries" in ok.stdout
 
     k = next(r["seq"] for r in rows[n // 2:] if r["user_name"])
     original = rows[k - 1]
     assert k < n
-    # someone hides who read: the row no longer matches its own link
+    # someone hides who read: the entry no longer matches its leaf
     _tamper(url, "UPDATE audit_log SET user_name = 'Någon annan' WHERE seq = $1", k)
-    assert _verify(url)[:2] == (k - 1, k)
+    assert [p for p in _check(url).problems if f"entry {k} " in p and "does not match its leaf" in p]
     broken = _cli_verify(url, tmp_path)
     assert broken.returncode == 1
-    assert f"BROKEN at entry {k}" in broken.stdout
-    # undone exactly, the chain is whole again
+    assert "BROKEN" in broken.stdout and f"entry {k} (position {k - 1}) does not match its leaf" in broken.stdout
+    # undone exactly, the log is whole again
     _tamper(url, "UPDATE audit_log SET user_name = $1 WHERE seq = $2", original["user_name"], k)
-    assert _verify(url) == (n, None, "intact")
+    assert _check(url).intact
 
-    # someone who knows the algorithm rewrites a row with a fresh link: the next row gives it away
-    forged = {**original, "patient_id": "demo-pat-000099"}
-    link = sql.entry_hash(original["prev_hash"], forged)
-    _tamper(url, "UPDATE audit_log SET patient_id = 'demo-pat-000099', hash = $1 WHERE seq = $2", link, k)
-    count, at, why = _verify(url)
-    assert (count, at) == (k, k + 1) and "prev_hash" in why
-    _tamper(url, "UPDATE audit_log SET patient_id = $1, hash = $2 WHERE seq = $3",
-            original["patient_id"], original["hash"], k)
-    assert _verify(url)[1] is None
-
-    # a row removed from the middle
+    # an entry removed from the middle: its leaf is still there
     _tamper(url, "DELETE FROM audit_log WHERE seq = $1", k)
-    count, at, why = _verify(url)
-    assert (count, at) == (k - 1, k + 1) and "missing" in why
+    assert _check(url).problems == [f"entry {k} (position {k - 1}) is missing: removed after it was sealed"]
     assert _cli_verify(url, tmp_path).returncode == 1
 
 
-def test_the_chain_of_the_storage_layer_verifies_on_both_backends(db_url: str) -> None:
-    """SQLite computes the links in Python, PostgreSQL in ``audit_append``: ``verify`` checks
-    both with the same ``entry_hash``, including NULLs, non-ASCII and odd characters."""
+def test_the_leaves_of_the_storage_layer_match_on_both_backends(db_url: str) -> None:
+    """PostgreSQL computes each entry's leaf hash in the INSERT itself, SQLite in Python: both are
+    ``leaf_of`` of the entry as stored, including NULLs, non-ASCII and odd characters, and the
+    sealed tree verifies."""
     async def run() -> None:
         store = Store(create_engine(db_url, pool_size=2))
         try:
@@ -544,13 +522,18 @@ def test_the_chain_of_the_storage_layer_verifies_on_both_backends(db_url: str) -
             async with store.writing() as unit:
                 await log.record(_Caller(NURSE), "update", "CarePlan/p1", [_resource("CarePlan", "p1", "pat-1")],
                                  unit=unit)
-            assert await verify(store) == (5, None, "intact")
             rows = await _all(store)
             assert [r.patient_id for r in rows] == ["pat-1", "pat-1", "pat-2", "pat-9", "pat-1"]
             assert rows[1].user_name == odd.name and rows[1].role is None
-            for prev, row in zip([sql.GENESIS, *(r.hash for r in rows)], rows, strict=False):
-                assert row.prev_hash == prev
-                assert row.hash == sql.entry_hash(prev, {name: getattr(row, name) for name in sql.FIELDS})
+            async with store.reading() as unit:
+                queued = dict((await unit.conn.execute(sa.select(AUDIT_QUEUE.c.seq, AUDIT_QUEUE.c.leaf_hash))).all())
+            assert {seq: bytes(h) for seq, h in queued.items()} == {
+                r.seq: sql.leaf_of({name: getattr(r, name) for name in sql.FIELDS}) for r in rows}
+            keys = audit_tools.keys(make_settings(db_url))
+            [checkpoint] = await Sealer(store, keys).seal()
+            assert checkpoint.size == 5
+            report = await verify(store, keys, checkpoint.note)
+            assert report.intact and (report.entries, report.leaves, report.unsealed) == (5, 5, 0)
         finally:
             await store.dispose()
     asyncio.run(run())
@@ -566,36 +549,43 @@ def test_tampering_is_found_on_sqlite_too(sqlite_url: str) -> None:
         finally:
             await store.dispose()
     asyncio.run(fill())
-    assert _verify(sqlite_url) == (6, None, "intact")
-    path = sqlite_url.split("///", 1)[1]
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TRIGGER audit_log_no_update")
-        conn.execute("UPDATE audit_log SET patient_id = 'pat-x' WHERE seq = 4")
-    assert _verify(sqlite_url)[:2] == (3, 4)
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE audit_log SET patient_id = 'pat-3' WHERE seq = 4")
-        conn.execute("DROP TRIGGER audit_log_no_delete")
-        conn.execute("DELETE FROM audit_log WHERE seq = 2")
-    assert _verify(sqlite_url)[:2] == (1, 3)
+    _seal(sqlite_url)
+    assert _check(sqlite_url).intact
+    audit_tools.tamper(sqlite_url, "UPDATE audit_log SET patient_id = 'pat-x' WHERE seq = 4")
+    assert _check(sqlite_url).problems == ["entry 4 (position 3) does not match its leaf in the tree: changed "
+                                           "after it was sealed"]
+    audit_tools.tamper(sqlite_url, "UPDATE audit_log SET patient_id = 'pat-3' WHERE seq = 4",
+                       "DELETE FROM audit_log WHERE seq = 2")
+    assert _check(sqlite_url).problems == ["entry 2 (position 1) is missing: removed after it was sealed"]
 
 
 # -- 5. append-only ---------------------------------------------------------------------------
 
 
-async def test_the_database_refuses_update_and_delete_of_the_log(store: Store) -> None:
+async def test_the_database_refuses_update_and_delete_of_the_log(store: Store, db_url: str) -> None:
     log = AuditLog(store)
     for i in range(3):
         await log.record(_Caller(NURSE), "read", f"CarePlan/p{i}", [_resource("CarePlan", f"p{i}", f"pat-{i}")])
+    await Sealer(store, audit_tools.keys(make_settings(db_url))).seal()
+    await log.record(_Caller(NURSE), "read", "CarePlan/p3", [_resource("CarePlan", "p3", "pat-3")])  # queued
     for statement in (sa.update(AUDIT_LOG).values(user_name="Någon annan").where(AUDIT_LOG.c.seq == 2),
-                      sa.update(AUDIT_LOG).values(hash="0" * 64),
+                      sa.update(AUDIT_LOG).values(patient_id=None),
                       sa.delete(AUDIT_LOG).where(AUDIT_LOG.c.seq == 3),
-                      sa.delete(AUDIT_LOG)):
+                      sa.delete(AUDIT_LOG),
+                      sa.update(AUDIT_LEAF).values(leaf_hash=bytes(32)),
+                      sa.update(AUDIT_LEAF).values(position=AUDIT_LEAF.c.position + 1),
+                      sa.delete(AUDIT_LEAF).where(AUDIT_LEAF.c.position == 2),
+                      sa.update(AUDIT_CHECKPOINT).values(note=""),
+                      sa.delete(AUDIT_CHECKPOINT),
+                      sa.update(AUDIT_QUEUE).values(leaf_hash=bytes(32))):
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
             async with store.writing() as unit:
                 await unit.conn.execute(statement)
     rows = await _all(store)
-    assert [(r.seq, r.user_name) for r in rows] == [(1, NURSE.name), (2, NURSE.name), (3, NURSE.name)]
-    assert await verify(store) == (3, None, "intact")
+    assert [(r.seq, r.user_name) for r in rows] == [(1, NURSE.name), (2, NURSE.name), (3, NURSE.name),
+                                                    (4, NURSE.name)]
+    report = await verify(store, audit_tools.keys(make_settings(db_url)))
+    assert report.intact and (report.leaves, report.unsealed) == (3, 1)
 
 
 def test_the_database_refuses_changes_whoever_connects(world: World, app: TestClient, sqlite_url: str) -> None:
@@ -634,7 +624,7 @@ def test_the_database_refuses_changes_whoever_connects(world: World, app: TestCl
 # -- 6. concurrency ---------------------------------------------------------------------------
 
 
-def test_concurrent_reads_each_leave_one_entry_in_a_gap_free_chain(world: World, app: TestClient) -> None:
+def test_concurrent_reads_each_leave_one_entry_and_one_leaf(world: World, app: TestClient) -> None:
     staff = world.staff(world.role_at(CONTRIBUTOR, "nurse"))
     patients = {a.plan: a.patient for a in world.agreements}
     plans = [a.plan for a in world.agreements] * 2  # 32 reads, of 16 patients
@@ -648,14 +638,18 @@ def test_concurrent_reads_each_leave_one_entry_in_a_gap_free_chain(world: World,
 
     assert statuses == [200] * len(plans)
     entries = _log(world, start)
-    assert [e["seq"] for e in entries] == list(range(start + 1, start + len(plans) + 1))
+    assert len({e["seq"] for e in entries}) == len(entries) == len(plans)
     assert sorted(e["request"] for e in entries) == sorted(f"CarePlan/{p}" for p in plans)
     assert all(e["patient_id"] == patients[e["request"].split("/")[1]] for e in entries)
-    assert _verify(world.settings.database_url) == (start + len(plans), None, "intact")
+    url = world.settings.database_url
+    _seal(url)
+    report = _check(url)
+    assert report.intact and report.leaves == report.entries == start + len(plans)
 
 
-async def test_concurrent_reads_and_writes_form_one_chain(store: Store) -> None:
-    """Group-committed reads and in-transaction writes interleave without gaps or forks."""
+async def test_concurrent_reads_and_writes_form_one_tree(store: Store, db_url: str) -> None:
+    """Group-committed reads and in-transaction writes interleave: every entry once, every entry
+    sealed once, at positions without gaps."""
     log = AuditLog(store)
 
     async def read(i: int) -> None:
@@ -669,22 +663,30 @@ async def test_concurrent_reads_and_writes_form_one_chain(store: Store) -> None:
     async def refused(i: int) -> None:
         await log.refused(_Caller(NURSE), "read", f"CarePlan/x{i}", 404, _resource("CarePlan", f"x{i}", f"pat-x{i}"))
 
+    keys = audit_tools.keys(make_settings(db_url))
+    sealer = Sealer(store, keys, batch=7)  # small batches: many checkpoints, sealed while entries arrive
     await asyncio.gather(*(read(i) for i in range(40)), *(write(i) for i in range(10)),
-                         *(refused(i) for i in range(10)))
+                         *(refused(i) for i in range(10)), sealer.seal(), sealer.seal())
+    await sealer.seal()
     rows = await _all(store)
-    assert [r.seq for r in rows] == list(range(1, 61))
+    assert len({r.seq for r in rows}) == len(rows) == 60
     assert sorted(r.patient_id or "" for r in rows) == sorted(
         [f"pat-r{i}" for i in range(40)] + [f"pat-w{i}" for i in range(10)] + [f"pat-x{i}" for i in range(10)])
     assert sum(r.outcome == "refused" for r in rows) == 10
-    assert await verify(store) == (60, None, "intact")
+    report = await verify(store, keys)
+    assert report.intact, report.problems
+    assert (report.entries, report.leaves, report.unsealed) == (60, 60, 0) and report.checkpoints >= 60 // 7
 
 
-async def test_several_processes_append_to_one_chain(clean_pg: str) -> None:
-    """Each API process has its own log writer and pool; the chain lock in the database keeps
-    one chain (design §9: nothing assumes a single process)."""
+async def test_several_processes_append_and_seal_one_tree(clean_pg: str) -> None:
+    """Each API process has its own log writer, pool and sealer (design §9: nothing assumes a
+    single process): appends from every process, and sealers racing in all of them, give one
+    tree whose positions are each taken once."""
     stores = [Store(create_engine(clean_pg, pool_size=4)) for _ in range(3)]
+    keys = audit_tools.keys(make_settings(clean_pg))
     try:
         logs = [AuditLog(s) for s in stores]
+        sealers = [Sealer(s, keys, batch=5) for s in stores]
 
         async def read(n: int) -> None:
             log = logs[n % len(logs)]
@@ -696,40 +698,63 @@ async def test_several_processes_append_to_one_chain(clean_pg: str) -> None:
                 await logs[n % len(logs)].record(_Caller(NURSE), "create", "Goal",
                                                  [_resource("Goal", f"g{n}", f"pat-{n}")], unit=unit)
 
-        await asyncio.gather(*(read(n) for n in range(60)), *(write(n) for n in range(60, 75)))
+        async def seal(n: int) -> None:
+            await asyncio.sleep(0.001 * n)
+            await sealers[n % len(sealers)].seal()
+
+        await asyncio.gather(*(read(n) for n in range(60)), *(write(n) for n in range(60, 75)),
+                             *(seal(n) for n in range(12)))
+        await sealers[0].seal()
         rows = await _all(stores[0])
-        assert [r.seq for r in rows] == list(range(1, 76))
+        assert len({r.seq for r in rows}) == len(rows) == 75
         assert {r.patient_id for r in rows} == {f"pat-{n}" for n in range(75)}
-        assert await verify(stores[0]) == (75, None, "intact")
+        report = await verify(stores[0], keys)
+        assert report.intact, report.problems
+        assert (report.entries, report.leaves) == (75, 75)
     finally:
         for s in stores:
             await s.dispose()
 
 
-async def test_an_append_finds_the_chain_head_without_reading_the_log(clean_pg: str) -> None:
-    """A pooled connection lives on while the log grows from empty: its appends must still find
-    the head by the primary key, not by a plan it cached when the log was empty (a full scan)."""
-    conn = await asyncpg.connect(_dsn(clean_pg))
+async def test_an_open_write_does_not_hold_up_other_appends(clean_pg: str) -> None:
+    """Appends take no lock that another writer holds: while one write transaction has logged
+    and not yet committed, a read's entry in another transaction commits (with the chain of
+    0002-0004 it waited for the chain lock until the write ended)."""
+    store = Store(create_engine(clean_pg, pool_size=4))
+    log = AuditLog(store)
+    logged, finish = asyncio.Event(), asyncio.Event()
+
+    async def long_write() -> None:
+        async with store.writing() as unit:
+            await log.record(_Caller(NURSE), "update", "Goal/w", [_resource("Goal", "w", "pat-w")], unit=unit)
+            logged.set()
+            await finish.wait()
+
+    monitor = await asyncpg.connect(_dsn(clean_pg))
+    writer = asyncio.create_task(long_write())
     try:
-        await conn.execute("VACUUM ANALYZE audit_log")  # the statistics of a new (or cloned) database: empty
-        entry = _entry(_Caller(NURSE), "read", "CarePlan/a", ["CarePlan/a"], "pat-a", 200, "success", now_utc())
-        await conn.execute("SELECT audit_append($1::jsonb)", sql._as_json([entry]))
-        await conn.execute("SELECT audit_append($1::jsonb)", sql._as_json([entry] * 3000))
-        scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'audit_log'"
-        async with conn.transaction():  # the counts of this backend not yet reported, which a transaction holds
-            before = await conn.fetchval(scans)
-            assert await conn.fetchval("SELECT audit_append($1::jsonb)", sql._as_json([entry])) == 3002
-            assert await conn.fetchval(scans) == before
+        await logged.wait()
+        read = asyncio.create_task(log.record(_Caller(NURSE), "read", "CarePlan/r",
+                                              [_resource("CarePlan", "r", "pat-r")]))
+        while not read.done():
+            waiting = await monitor.fetch("SELECT wait_event FROM pg_stat_activity WHERE datname = current_database() "
+                                          "AND wait_event_type = 'Lock'")
+            assert waiting == [], f"the read's append waits for the open write: {waiting}"
+            await asyncio.sleep(0.01)
+        await read
+        committed = await monitor.fetch("SELECT patient_id FROM audit_log")
+        assert [r["patient_id"] for r in committed] == ["pat-r"]  # the write's entry is not yet visible
+        finish.set()
+        await writer
+        assert {r["patient_id"] for r in await monitor.fetch("SELECT patient_id FROM audit_log")} == {"pat-r", "pat-w"}
     finally:
-        await conn.close()
-    store = Store(create_engine(clean_pg, pool_size=1))
-    try:
-        assert await verify(store) == (3002, None, "intact")
-    finally:
+        finish.set()
+        await writer
+        await monitor.close()
         await store.dispose()
 
 
-async def test_a_rolled_back_write_leaves_no_entry_and_no_gap(store: Store) -> None:
+async def test_a_rolled_back_write_leaves_no_entry_and_no_gap_in_the_tree(store: Store, db_url: str) -> None:
     log = AuditLog(store)
     await log.record(_Caller(NURSE), "read", "CarePlan/a", [_resource("CarePlan", "a", "pat-a")])
     with pytest.raises(RuntimeError):
@@ -738,8 +763,15 @@ async def test_a_rolled_back_write_leaves_no_entry_and_no_gap(store: Store) -> N
             raise RuntimeError("the write fails after it was logged")
     await log.record(_Caller(NURSE), "read", "CarePlan/c", [_resource("CarePlan", "c", "pat-c")])
     rows = await _all(store)
-    assert [(r.seq, r.patient_id) for r in rows] == [(1, "pat-a"), (2, "pat-c")]
-    assert await verify(store) == (2, None, "intact")
+    assert [r.patient_id for r in rows] == ["pat-a", "pat-c"] and rows[0].seq < rows[1].seq
+    keys = audit_tools.keys(make_settings(db_url))
+    await Sealer(store, keys).seal()
+    async with store.reading() as unit:
+        leaves = (await unit.conn.execute(sa.select(AUDIT_LEAF.c.position, AUDIT_LEAF.c.seq)
+                                          .order_by(AUDIT_LEAF.c.position))).all()
+    assert [tuple(leaf) for leaf in leaves] == [(0, rows[0].seq), (1, rows[1].seq)]
+    report = await verify(store, keys)
+    assert report.intact and (report.entries, report.leaves) == (2, 2)
 
 
 # -- 7. AuditEvent --------------------------------------------------------------------------

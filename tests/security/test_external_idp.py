@@ -48,6 +48,7 @@ from patientkontrakt.fhir.service import Preferences
 from patientkontrakt.security.clients import Clients
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
+from tests.conftest import audit_key_file
 from tests.security.conftest import World
 
 pytestmark = pytest.mark.slow
@@ -175,8 +176,8 @@ def _start(args: list[str], env: dict[str, str], base_url: str, ready_path: str,
 def _server_env(pg_url: str, signing_key: Path, base_url: str, issuer: str, secret: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PK_OIDC_", "PK_TEST_IDP"))}
     return {**env, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_SIGNING_KEY": str(signing_key),
-            "PK_LOG_LEVEL": "info", "PK_OIDC_ISSUER": issuer, "PK_OIDC_CLIENT_ID": OIDC_CLIENT_ID,
-            "PK_OIDC_CLIENT_SECRET": secret, "PK_OIDC_SCOPE": "openid profile"}
+            "PK_AUDIT_KEY": str(audit_key_file()), "PK_LOG_LEVEL": "info", "PK_OIDC_ISSUER": issuer,
+            "PK_OIDC_CLIENT_ID": OIDC_CLIENT_ID, "PK_OIDC_CLIENT_SECRET": secret, "PK_OIDC_SCOPE": "openid profile"}
 
 
 @dataclass

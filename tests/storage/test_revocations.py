@@ -1,5 +1,5 @@
 """The revocation list in storage (``OAuthStore``), on both backends: recorded once, kept until it
-no longer matters, and the ``revoked`` rows of ``used_jti`` moved by migration 0005s."""
+no longer matters, and the ``revoked`` rows of ``used_jti`` moved by migration 0006."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ async def test_revocations_are_kept_until_they_no_longer_matter(store: Store) ->
     assert await oauth.live_revocations(now) == [("token", "jti-2")]
 
 
-def test_migration_0005s_moves_the_revoked_jtis(fresh_url: str) -> None:  # noqa: F811
+def test_migration_0006_moves_the_revoked_jtis(fresh_url: str) -> None:  # noqa: F811
     migrate(fresh_url, "0004")
     expires = now_utc() + timedelta(minutes=10)
 

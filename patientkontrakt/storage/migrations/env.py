@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from patientkontrakt.storage import tables  # noqa: F401  (registers the tables)
+from patientkontrakt.storage import tables
 from patientkontrakt.storage.database import create_engine
 
 target_metadata = SQLModel.metadata
@@ -20,6 +20,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=tables.in_models,
     )
     with context.begin_transaction():
         context.run_migrations()

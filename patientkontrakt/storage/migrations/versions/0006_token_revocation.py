@@ -1,7 +1,7 @@
 """token_revocation: revoked access tokens, sign-ins and clients, for every process
 
-Revision ID: 0005s
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04
 
 Revoking an access token recorded its ``jti`` in ``used_jti`` (kind ``revoked``), which only
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0005s'
-down_revision: str | None = '0004'
+revision: str = '0006'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
