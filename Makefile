@@ -13,7 +13,7 @@ export PK_TEST_DATABASE_URL
 run: $(STAMP)
 	$(BIN)/patientkontrakt migrate
 	$(BIN)/patientkontrakt demo
-	PK_TEST_IDP=true $(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
+	PK_TEST_IDP=true PK_AUDIT_CHECKPOINT_FILE=audit-checkpoints.txt $(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
 test: $(STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed
