@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import errors, fhir, oauth
+from api import errors, fhir, oauth, requestlog
 from api.auth import RequireToken
 from api.limits import BodySizeLimit
 from api.oidc import ExternalIdP
@@ -115,6 +115,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    if settings.request_log:
+        requestlog.install(app)
     app.include_router(oauth.router)
     app.include_router(fhir.router)
     app.include_router(personal.router)

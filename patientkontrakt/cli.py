@@ -33,6 +33,7 @@ environment (all in docs/operations.md):
   PK_TEST_IDP       true: sign in through the built-in test IdP (demo data only)
   PK_OIDC_ISSUER    external OpenID Connect provider for sign-in (with PK_OIDC_CLIENT_ID, ...)
   PK_LOG_LEVEL      debug, info, warning, error (default info)
+  PK_REQUEST_LOG    true: one log line per request, without ids or query strings
 
 examples:
   patientkontrakt migrate
@@ -97,6 +98,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.base_url is None and "PK_BASE_URL" not in os.environ:
         os.environ["PK_BASE_URL"] = f"http://{args.host}:{args.port}"
         get_settings.cache_clear()
+    if args.request_log:  # read by the app in each worker process
+        os.environ["PK_REQUEST_LOG"] = "true"
+        get_settings.cache_clear()
     base = get_settings().base_url.rstrip("/")
     print(f"Patientkontrakt on {base}", flush=True)
     print(f"  staff pages:        {base}/personal", flush=True)
@@ -113,7 +117,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
-        access_log=args.access_log,
+        access_log=False,  # it prints ids and query strings: api/requestlog.py logs requests instead
     )
     return 0
 
@@ -244,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--base-url", default=None,
                        help="public base URL (default: PK_BASE_URL, else http://HOST:PORT)")
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--request-log", "--access-log", dest="request_log", action="store_true",
+                       help="log every request: method, route, status and duration, never ids or query strings "
+                            "(PK_REQUEST_LOG)")
     serve.set_defaults(func=_cmd_serve)
 
     migrate_cmd = commands.add_parser("migrate", help="create or upgrade the database schema")

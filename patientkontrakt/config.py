@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     )
     profiles_dir: Path = Field(default=PROJECT_ROOT / "fhir_profiles")
     log_level: str = "info"
+    request_log: bool = Field(
+        default=False,
+        description="Log one line per request: method, route template, status, duration (never ids or queries).")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Largest accepted request body.")
     default_page_size: int = 20
     max_page_size: int = 1000
