@@ -28,6 +28,8 @@ from patientkontrakt.domain.overview import AgreementOverview
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.logs import configure as configure_logging
+from patientkontrakt.logs import describe
 from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     """
     settings = settings or get_settings()
     unit_rules = domain_rules if unit_rules is None else unit_rules
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings.log_level)
     keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
     if settings.test_idp:
         log.warning("PK_TEST_IDP is on: anyone can sign in as any demo user. Never use it with real data.")
@@ -143,7 +145,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         try:
             await app.state.service.store.ping()
         except (OSError, SQLAlchemyError) as exc:
-            log.warning("health check failed: %s", exc)
+            log.warning("health check failed: %s", describe(exc))
             return Response('{"status":"database unavailable"}', status_code=503, media_type="application/json")
         return Response('{"status":"ok"}', media_type="application/json")
 

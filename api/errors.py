@@ -1,4 +1,16 @@
-"""The one place where errors become OperationOutcome responses (design §2)."""
+"""The one place where errors become responses (design §2), and the one place that logs them.
+
+* ``FhirError`` → an OperationOutcome with its status.
+* anything else → 500 OperationOutcome, logged once by ``_unexpected``, without patient data:
+  the error's types and codes and where it was raised (``patientkontrakt.logs``), never its
+  message, the statement or its parameters, in a few kilobytes at most.
+* ``ClientDisconnect`` (the client left before its request was read) is not an error: an info
+  line, no traceback.
+
+Starlette's ``ServerErrorMiddleware`` calls ``_unexpected`` and then raises the error again so
+that "servers can log it": uvicorn would log it a second time, with its full text ("Exception in
+ASGI application"). ``Guard``, around the whole stack, ends it there.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +20,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.requestlog import described, wrap
 from patientkontrakt.fhir.errors import (
     BadRequest,
     FhirError,
@@ -18,9 +33,11 @@ from patientkontrakt.fhir.errors import (
     ServerError,
 )
 from patientkontrakt.fhir.rendering import dumps
+from patientkontrakt.logs import describe, where
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
+_LOGGED = "patientkontrakt.error_logged"
 log = logging.getLogger("patientkontrakt.api")
 
 
@@ -64,9 +81,34 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return outcome_response(BadRequest(f"Invalid request: {exc.errors()}"))
 
 
+# -- everything else ----------------------------------------------------------------------------
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    """What no other handler took, from Starlette's ``ServerErrorMiddleware``."""
+    request.scope[_LOGGED] = True
+    if isinstance(exc, ClientDisconnect):
+        log.info("client disconnected before its request was read: %s", described(request.scope))
+        return outcome_response(BadRequest("The request was not received whole"))
+    log.error("unexpected error on %s: %s\n%s", described(request.scope), describe(exc), where(exc))
     return outcome_response(ServerError("Internal error; it has been logged", details_sv="Ett internt fel uppstod."))
+
+
+class Guard:
+    """Around the whole stack (outside ``ServerErrorMiddleware``): an error that has been answered
+    and logged goes no further, so the server does not log it again, whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if scope["type"] != "http":
+                raise
+            if not scope.get(_LOGGED):  # the error handler itself failed
+                log.error("error while answering %s: %s\n%s", described(scope), describe(exc), where(exc))
 
 
 def install(app: FastAPI) -> None:
@@ -74,3 +116,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
+    wrap(app, Guard)

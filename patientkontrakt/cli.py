@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from patientkontrakt.config import Settings, get_settings
 from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.logs import describe
 from patientkontrakt.security.keys import SigningKeyError, SigningKeys, generate_key
 from patientkontrakt.storage.database import DatabaseNotMigrated, create_engine, ensure_migrated, migrate
 from patientkontrakt.storage.repository import Store
@@ -51,7 +52,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         migrate(url)
         reindexed = asyncio.run(_with_service(settings, _ensure_index))
     except (OSError, SQLAlchemyError) as exc:
-        print(f"patientkontrakt: cannot migrate {_safe(url)}: {exc}", file=sys.stderr)
+        print(f"patientkontrakt: cannot migrate {_safe(url)}: {describe(exc)}", file=sys.stderr)
         return 1
     if reindexed:
         print(f"search index rebuilt for changed search parameters: {reindexed} resources")

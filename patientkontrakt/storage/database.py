@@ -3,6 +3,9 @@
 PostgreSQL (asyncpg) is the production store, SQLite (aiosqlite) the embedded default.
 SQLite runs in WAL mode with a busy timeout, and write transactions start with
 ``BEGIN IMMEDIATE`` so two writers queue instead of failing half-way.
+
+Every engine hides bound parameters in its errors (``hide_parameters``): an error's text names
+the statement but never the values (patient data) it carried.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ def _json_text(value: Any) -> Any:
 def create_engine(url: str, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
