@@ -36,6 +36,7 @@ from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.oauth import AuthorizationServer
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
+from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.oauth import OAuthStore
 from patientkontrakt.storage.repository import Store
 
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
+                               connect_timeout=settings.db_connect_timeout)
         try:
             await ensure_migrated(engine)
         except Exception:
@@ -144,7 +146,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         """Liveness and readiness: 200 when the database answers, else 503."""
         try:
             await app.state.service.store.ping()
-        except (OSError, SQLAlchemyError) as exc:
+        except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
             log.warning("health check failed: %s", describe(exc))
             return Response('{"status":"database unavailable"}', status_code=503, media_type="application/json")
         return Response('{"status":"ok"}', media_type="application/json")

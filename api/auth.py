@@ -20,6 +20,7 @@ from api.requestlog import described
 from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.security.authenticate import Authenticator
+from patientkontrakt.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger("patientkontrakt.api")
 PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})  # for GET and HEAD
@@ -53,7 +54,7 @@ class RequireToken:
                 try:
                     await state.audit.refused(Anonymous(), "request",  # type: ignore[arg-type]
                                               f"{scope['method']} {path}", error.status)
-                except FhirError:
+                except (FhirError, DatabaseUnavailable):
                     log.error("a refused request could not be written to the access log: %s", described(scope))
                 await outcome_response(error)(scope, receive, send)
                 return

@@ -21,6 +21,7 @@ from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.logs import describe
 from patientkontrakt.security.keys import SigningKeyError, SigningKeys, generate_key
 from patientkontrakt.storage.database import DatabaseNotMigrated, create_engine, ensure_migrated, migrate
+from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store
 
 T = TypeVar("T")
@@ -35,6 +36,7 @@ environment (all in docs/operations.md):
   PK_OIDC_ISSUER    external OpenID Connect provider for sign-in (with PK_OIDC_CLIENT_ID, ...)
   PK_LOG_LEVEL      debug, info, warning, error (default info)
   PK_REQUEST_LOG    true: one log line per request, without ids or query strings
+  PK_RETRY_AFTER    seconds clients are told to wait while the database is unavailable (default 10)
 
 examples:
   patientkontrakt migrate
@@ -51,7 +53,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     try:
         migrate(url)
         reindexed = asyncio.run(_with_service(settings, _ensure_index))
-    except (OSError, SQLAlchemyError) as exc:
+    except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
         print(f"patientkontrakt: cannot migrate {_safe(url)}: {describe(exc)}", file=sys.stderr)
         return 1
     if reindexed:

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     default_page_size: int = 20
     max_page_size: int = 1000
     db_pool_size: int = 20
+    db_connect_timeout: float = Field(default=10, description="Seconds to wait for a new database connection.")
+    retry_after: int = Field(
+        default=10, description="Seconds a client is told to wait (Retry-After) when the database is unavailable.")
 
     # -- authorization (design §5; docs/security.md) ----------------------------------------
     signing_key: Path = Field(

@@ -31,6 +31,7 @@ from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import ServerError
 from patientkontrakt.logs import describe
 from patientkontrakt.storage import audit as sql
+from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store, StoredResource, Unit
 
 log = logging.getLogger("patientkontrakt.audit")
@@ -96,7 +97,8 @@ class AuditLog:
     # -- group commit ----------------------------------------------------------------------
 
     async def _commit(self, entries: list[dict[str, Any]]) -> None:
-        """Return once ``entries`` are committed; raise (503-like 500) if they cannot be."""
+        """Return once ``entries`` are committed; if they cannot be, nothing is shown: raise
+        ``DatabaseUnavailable`` (503) in an outage, else a ``ServerError``."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieved)
         self._pending.append((entries, done))
@@ -104,7 +106,7 @@ class AuditLog:
             self._writer = asyncio.create_task(self._write_batches())
         try:
             await asyncio.shield(done)
-        except ServerError:
+        except (ServerError, DatabaseUnavailable):
             raise
         except Exception as exc:  # the database failed: no log, no data
             log.error("access log write failed: %s", describe(exc))
