@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import docs, errors, fhir, oauth
+from api import docs, errors, fhir, oauth, requestlog
 from api.auth import RequireToken
 from api.headers import SecurityHeaders
 from api.limits import BodySizeLimit
@@ -32,6 +32,8 @@ from patientkontrakt.domain.overview import AgreementOverview
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.logs import configure as configure_logging
+from patientkontrakt.logs import describe
 from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
@@ -40,6 +42,7 @@ from patientkontrakt.security.revocation import Revocations
 from patientkontrakt.security.rules import PATIENT_DATA
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
+from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.oauth import OAuthStore
 from patientkontrakt.storage.repository import Store
 
@@ -73,7 +76,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     """
     settings = settings or get_settings()
     unit_rules = domain_rules if unit_rules is None else unit_rules
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings.log_level)
     keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
     audit_keys = AuditKeys.load(settings.audit_log_origin, settings.audit_key, settings.previous_audit_keys)
     if settings.test_idp:
@@ -81,7 +84,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
+                               connect_timeout=settings.db_connect_timeout)
         try:
             await ensure_migrated(engine)
         except Exception:
@@ -145,6 +149,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    if settings.request_log:
+        requestlog.install(app)
     app.include_router(oauth.router)
     app.include_router(fhir.router)
     app.include_router(personal.router)
@@ -171,8 +177,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         """Liveness and readiness: 200 when the database answers, else 503."""
         try:
             await app.state.service.store.ping()
-        except (OSError, SQLAlchemyError) as exc:
-            log.warning("health check failed: %s", exc)
+        except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
+            log.warning("health check failed: %s", describe(exc))
             return Response('{"status":"database unavailable"}', status_code=503, media_type="application/json")
         return Response('{"status":"ok"}', media_type="application/json")
 

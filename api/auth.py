@@ -17,9 +17,11 @@ from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import outcome_response
+from api.requestlog import described
 from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.security.authenticate import Authenticator
+from patientkontrakt.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger("patientkontrakt.api")
 PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})  # for GET and HEAD
@@ -55,9 +57,8 @@ class RequireToken:
                 try:
                     await state.audit.refused(Anonymous(), "request",  # type: ignore[arg-type]
                                               f"{scope['method']} {path}", error.status)
-                except FhirError:
-                    log.error("a refused request could not be written to the access log: %s %s",
-                              scope["method"], path)
+                except (FhirError, DatabaseUnavailable):
+                    log.error("a refused request could not be written to the access log: %s", described(scope))
                 await outcome_response(error)(scope, receive, send)
                 return
             scope.setdefault("state", {})["access"] = access

@@ -20,6 +20,7 @@ from joserfc.errors import JoseError
 from api.oidc import ExternalIdP, OidcError, ProviderRefused
 from api.templating import render
 from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
+from patientkontrakt.logs import describe
 from patientkontrakt.security.oauth import AuthorizationServer, AuthorizeRequest, OAuthError
 from patientkontrakt.security.tokens import Grant
 
@@ -206,7 +207,7 @@ async def choose_commission(request: Request) -> Response:
         auth_request = server.unseal(sealed, request.cookies.get(BINDING_COOKIE))
         token = server.keys.decode(str(form.get("commission", "")))
     except (OAuthError, JoseError, ValueError, TypeError) as error:  # a forged or stale form
-        log.warning("commission choice refused: %s", error)
+        log.warning("commission choice refused: %s", describe(error))
         return _page_error(request, "Valet gick inte att slutföra. Börja om från appen.", "invalid choice")
     claims = token.claims
     if token.header.get("typ") != "pk-commission" or claims.get("req") != _digest(sealed):

@@ -12,6 +12,7 @@ into grants; a staff member with several commissions then chooses one.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from joserfc.jwk import KeySet
 
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
+from patientkontrakt.logs import describe
 from patientkontrakt.security.claims import AUDIENCE, ClaimError, ClaimSet, date, text
 from patientkontrakt.security.identity import Directory, StaffChoice
 from patientkontrakt.security.keys import SigningKeys
@@ -35,6 +37,7 @@ FLOW_COOKIE = "pk_oidc"
 _FLOW_LIFETIME = 600
 # ID tokens must carry an asymmetric signature by the provider's published keys, whatever its
 # discovery document offers: never "none" (which OpenID Connect allows in the code flow), no MAC.
+_ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5B\x5D-\x7E]{1,64}")
 _ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 # OpenID Connect Core §2: iss, sub, aud, exp and iat required; the claims that name the person
 # (PK_OIDC_*_CLAIM) are checked where they are read
@@ -49,12 +52,21 @@ class OidcError(Exception):
 
 class ProviderRefused(OidcError):
     """The provider answered the sign-in this browser started with an error (the person cancelled,
-    or the provider refused); ``sealed`` is our authorization request, so the app can be told."""
+    or the provider refused); ``sealed`` is our authorization request, so the app can be told.
+    Only the error code is kept: the provider's ``error_description`` is free text, which may name
+    the person, and the message is logged."""
 
-    def __init__(self, sealed: str, error: str, description: str) -> None:
-        super().__init__(f"the provider refused: {error} {description}".strip())
+    def __init__(self, sealed: str, error: str) -> None:
+        self.error = _code(error)
+        super().__init__(f"the provider refused: {self.error}")
         self.sealed = sealed
-        self.error = error
+
+
+def _code(error: object, exc: BaseException | None = None) -> str:
+    """An OAuth error code (RFC 6749 §5.2: ASCII without quotes or backslashes), or what it is not."""
+    if isinstance(error, str) and _ERROR_CODE.fullmatch(error):
+        return error
+    return describe(exc) if exc is not None else "(not an error code)"
 
 
 class ExternalIdP:
@@ -117,13 +129,14 @@ class ExternalIdP:
         if params.get("state") != flow.get("s"):
             raise OidcError("state does not match the sign-in this browser started")
         if "error" in params:
-            raise ProviderRefused(str(flow["s"]), params["error"], params.get("error_description", ""))
+            raise ProviderRefused(str(flow["s"]), params["error"])
         metadata = await self.metadata()
         try:
             token = await self._client().fetch_token(metadata["token_endpoint"], code=params.get("code", ""),
                                                      code_verifier=flow["v"], grant_type="authorization_code")
         except Exception as exc:  # authlib raises OAuthError or httpx errors; either ends the sign-in
-            raise OidcError(f"the code exchange failed: {exc}") from None
+            # the provider's error code, not its description: that is free text (it is logged)
+            raise OidcError(f"the code exchange failed: {_code(getattr(exc, 'error', None), exc)}") from None
         id_token = token.get("id_token")
         if not id_token:
             raise OidcError("the provider returned no ID token")
@@ -186,7 +199,7 @@ async def _get_json(url: str, what: str) -> dict[str, Any]:
         response.raise_for_status()
         data = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        raise OidcError(f"the provider's {what} cannot be read: {exc}") from None
+        raise OidcError(f"the provider's {what} cannot be read: {describe(exc)}") from None
     if not isinstance(data, dict):
         raise OidcError(f"the provider's {what} is not a JSON object")
     return data

@@ -22,8 +22,10 @@ from patientkontrakt.audit.checkpoint import generate_key as generate_audit_key
 from patientkontrakt.audit.commands import load_keys as load_audit_keys
 from patientkontrakt.config import Settings, get_settings
 from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.logs import describe
 from patientkontrakt.security.keys import SigningKeyError, SigningKeys, generate_key
 from patientkontrakt.storage.database import DatabaseNotMigrated, create_engine, ensure_migrated, migrate
+from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store
 
 T = TypeVar("T")
@@ -40,6 +42,8 @@ environment (all in docs/operations.md):
                     (default ./patientkontrakt-audit-key.pem)
   PK_AUDIT_CHECKPOINT_FILE  file each new checkpoint is appended to (outside the database's reach)
   PK_LOG_LEVEL      debug, info, warning, error (default info)
+  PK_REQUEST_LOG    true: one log line per request, without ids or query strings
+  PK_RETRY_AFTER    seconds clients are told to wait while the database is unavailable (default 10)
 
 examples:
   patientkontrakt migrate
@@ -56,8 +60,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     try:
         migrate(url)
         reindexed = asyncio.run(_with_service(settings, _ensure_index))
-    except (OSError, SQLAlchemyError) as exc:
-        print(f"patientkontrakt: cannot migrate {_safe(url)}: {exc}", file=sys.stderr)
+    except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
+        print(f"patientkontrakt: cannot migrate {_safe(url)}: {describe(exc)}", file=sys.stderr)
         return 1
     if reindexed:
         print(f"search index rebuilt for changed search parameters: {reindexed} resources")
@@ -105,6 +109,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.base_url is None and "PK_BASE_URL" not in os.environ:
         os.environ["PK_BASE_URL"] = f"http://{args.host}:{args.port}"
         get_settings.cache_clear()
+    if args.request_log:  # read by the app in each worker process
+        os.environ["PK_REQUEST_LOG"] = "true"
+        get_settings.cache_clear()
     base = get_settings().base_url.rstrip("/")
     print(f"Patientkontrakt on {base}", flush=True)
     print(f"  staff pages:        {base}/personal", flush=True)
@@ -121,7 +128,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
-        access_log=args.access_log,
+        access_log=False,  # it prints ids and query strings: api/requestlog.py logs requests instead
     )
     return 0
 
@@ -251,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--base-url", default=None,
                        help="public base URL (default: PK_BASE_URL, else http://HOST:PORT)")
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--request-log", "--access-log", dest="request_log", action="store_true",
+                       help="log every request: method, route, status and duration, never ids or query strings "
+                            "(PK_REQUEST_LOG)")
     serve.set_defaults(func=_cmd_serve)
 
     migrate_cmd = commands.add_parser("migrate", help="create or upgrade the database schema")

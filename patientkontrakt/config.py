@@ -25,10 +25,16 @@ class Settings(BaseSettings):
     )
     profiles_dir: Path = Field(default=PROJECT_ROOT / "fhir_profiles")
     log_level: str = "info"
+    request_log: bool = Field(
+        default=False,
+        description="Log one line per request: method, route template, status, duration (never ids or queries).")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Largest accepted request body.")
     default_page_size: int = 20
     max_page_size: int = 1000
     db_pool_size: int = 20
+    db_connect_timeout: float = Field(default=10, description="Seconds to wait for a new database connection.")
+    retry_after: int = Field(
+        default=10, description="Seconds a client is told to wait (Retry-After) when the database is unavailable.")
 
     # -- authorization (design §5; docs/security.md) ----------------------------------------
     signing_key: Path = Field(

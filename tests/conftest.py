@@ -9,6 +9,7 @@ drops it at the end. SQLite databases are fresh files per test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 from api.app import create_app
 from patientkontrakt.audit.checkpoint import generate_key as generate_audit_key
 from patientkontrakt.config import Settings
+from patientkontrakt.logs import configure as configure_logging
 from patientkontrakt.security.keys import SigningKeys, generate_key
 from patientkontrakt.security.tokens import AccessTokens, Grant
 from patientkontrakt.storage.database import create_engine, migrate
@@ -35,6 +37,40 @@ TABLES = ("idx_token", "idx_string", "idx_date", "idx_reference", "idx_uri", "re
 # Every FHIR request needs a token: the engine's and the rules' own tests use one for a backend
 # system with every scope (their apps check scopes but no care units; tests/security/ test those).
 ENGINE_SCOPES = "system/*.cruds system/AuditEvent.rs"
+
+
+# -- every log of the test run (tests/test_no_patient_data_in_logs.py reads them last) ----------
+
+SESSION_LOG: list[Path] = []  # every log record of this process, at every level
+SERVER_LOGS: list[Path] = []  # the output of the server processes the tests start (tests/interop)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _capture_every_log_record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every record of the session goes to a file, tracebacks included, whatever the level: the
+    service runs with its logging as configured (``patientkontrakt.logs.configure``), at DEBUG.
+    httpx and urllib3 (requests: fhirpy, fhirclient) log the test clients' own requests, whose
+    URLs carry the test's data; those lines are the clients', not the service's, and stay below
+    the level."""
+    path = tmp_path_factory.mktemp("logs") / "session.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    configure_logging("debug")
+    for client in ("httpx", "urllib3"):
+        logging.getLogger(client).setLevel(logging.WARNING)
+    SESSION_LOG.append(path)
+    yield
+    root.removeHandler(handler)
+    handler.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``runs_last`` run after every other test of the session."""
+    last = [item for item in items if item.get_closest_marker("runs_last")]
+    items[:] = [item for item in items if not item.get_closest_marker("runs_last")] + last
 
 
 def _dsn(url: str) -> str:

@@ -91,6 +91,12 @@ SV: dict[str | tuple[str, str], str | tuple[str, str]] = {
         "Formuläret hade gått ut. Gå tillbaka, ladda om sidan och försök igen.",
     "It does not exist, or you are not allowed to see it.": "Det finns inte, eller så får du inte se det.",
     "You are not allowed to do that.": "Du får inte göra det.", "Back to the start page": "Tillbaka till startsidan",
+    "Temporarily unavailable": "Tillfälligt otillgänglig",
+    "The service cannot reach its database right now. Please try again in a little while.":
+        "Tjänsten når inte sin databas just nu. Försök igen om en liten stund.",
+    "What you were saving may or may not have been saved. Check before you save it again.":
+        "Det du sparade kan ha sparats, eller inte. Kontrollera innan du sparar igen.",
+    "Try again": "Försök igen",
     "Patientkontrakt – staff": "Patientkontrakt – personal", "Sign out": "Logga ut", "Error:": "Fel:",
     "Please correct the following": "Rätta följande",
     "These pages are for staff. Sign in with your staff identity.":

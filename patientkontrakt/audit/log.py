@@ -29,7 +29,9 @@ import orjson
 from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import ServerError
+from patientkontrakt.logs import describe
 from patientkontrakt.storage import audit as sql
+from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store, StoredResource, Unit
 
 log = logging.getLogger("patientkontrakt.audit")
@@ -95,17 +97,19 @@ class AuditLog:
     # -- group commit ----------------------------------------------------------------------
 
     async def _commit(self, entries: list[dict[str, Any]]) -> None:
-        """Return once ``entries`` are committed; raise (503-like 500) if they cannot be."""
+        """Return once ``entries`` are committed; if they cannot be, nothing is shown: raise
+        ``DatabaseUnavailable`` (503) in an outage, else a ``ServerError``."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieved)
         self._pending.append((entries, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
         try:
             await asyncio.shield(done)
-        except ServerError:
+        except (ServerError, DatabaseUnavailable):
             raise
         except Exception as exc:  # the database failed: no log, no data
-            log.error("access log write failed: %s", exc)
+            log.error("access log write failed: %s", describe(exc))
             raise ServerError("The access log could not be written, so nothing is shown",
                               details_sv="Åtkomstloggen kunde inte skrivas, därför visas ingenting.") from None
 
@@ -123,3 +127,10 @@ class AuditLog:
                     if not done.done():
                         done.set_result(None)
 
+
+
+def _retrieved(done: asyncio.Future[None]) -> None:
+    """Mark a failure as seen even if its request is gone (a client that disconnected): asyncio
+    would otherwise log it, message and all, as never retrieved."""
+    if not done.cancelled():
+        done.exception()

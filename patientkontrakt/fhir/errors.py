@@ -166,3 +166,12 @@ class ServerError(FhirError):
     status = 500
     code = "exception"
     default_sv = "Ett internt fel uppstod."
+
+
+class ServiceUnavailable(FhirError):
+    """The service cannot answer now (its database is unavailable); the same request may succeed
+    later (R4 issue-type ``transient``; HTTP 503 with ``Retry-After``)."""
+
+    status = 503
+    code = "transient"
+    default_sv = "Tjänsten är inte tillgänglig just nu. Försök igen om en stund."

@@ -145,14 +145,8 @@ async def append_committed(store: Store, entries: Sequence[dict[str, Any]]) -> N
         async with store.writing() as unit:
             await append(unit, entries)
         return
-    pooled = await store.engine.raw_connection()
-    driver: Any = pooled.driver_connection
-    try:
+    async with store.driver() as driver:
         await driver.execute(_APPEND_DRIVER, _as_json(entries))
-    except BaseException:
-        pooled.invalidate()
-        raise
-    pooled.close()
 
 
 # -- sealing --------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 PostgreSQL (asyncpg) is the production store, SQLite (aiosqlite) the embedded default.
 SQLite runs in WAL mode with a busy timeout, and write transactions start with
 ``BEGIN IMMEDIATE`` so two writers queue instead of failing half-way.
+
+Every engine hides bound parameters in its errors (``hide_parameters``): an error's text names
+the statement but never the values (patient data) it carried. A PostgreSQL connection that the
+server closed while it sat in the pool (a restart, ``pg_terminate_backend``) is not handed out
+again: checking it out finds it closed, and the pool drops every connection it made before and
+connects anew (``_closed_in_pool``), so a restart costs no request an error.
 """
 
 from __future__ import annotations
@@ -30,15 +36,18 @@ def _json_text(value: Any) -> Any:
     return value
 
 
-def create_engine(url: str, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 20, echo: bool = False, connect_timeout: float = 10) -> AsyncEngine:
+    """``connect_timeout``: seconds to wait for a new PostgreSQL connection (asyncpg's default is a
+    minute, during which a request to an unreachable server would hang)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
@@ -51,8 +60,20 @@ def create_engine(url: str, pool_size: int = 20, echo: bool = False) -> AsyncEng
         # engine chooses where a search with several criteria starts: search/engine.py).
         # No JIT: a generic plan's estimates run high, past jit_above_cost, and compiling took
         # 125 ms (900 ms with optimisation) for a page of a search that runs in 20 ms.
-        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan", "jit": "off"}},
+        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan", "jit": "off"},
+                      "timeout": connect_timeout},
     )
+    event.listen(engine.sync_engine, "checkout", _closed_in_pool)
+    return engine
+
+
+def _closed_in_pool(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled asyncpg connection the server has closed (the event loop has seen its end of
+    stream). ``InvalidatePoolError`` makes the pool discard every connection made before it and
+    connect anew: when the server closed one, a restart has usually closed them all. A connection
+    that breaks while in use is SQLAlchemy's to handle (and ``Store.driver``'s)."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise sa.exc.InvalidatePoolError("the server closed this connection while it was in the pool")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

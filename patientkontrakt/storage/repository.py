@@ -4,6 +4,10 @@ A ``Store`` owns the engine and hands out units of work: ``reading()`` (autocomm
 PostgreSQL: a read by id is a single round trip, no BEGIN/ROLLBACK) and ``writing()`` (one
 transaction; on SQLite ``BEGIN IMMEDIATE``). A ``Unit`` exposes the primitive operations the
 FHIR engine composes into interactions; it knows tables and SQL, not FHIR rules.
+
+When the database is unavailable (down, restarting, refusing connections, the pool exhausted)
+every unit of work raises ``DatabaseUnavailable`` (storage/errors.py) instead of the driver's
+error, whichever statement met it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 
 R = RESOURCE.c
@@ -434,35 +439,64 @@ class Store:
                 self._compiled[key] = prepared
             sql, names, fixed = prepared
             args = [values[name] if name in values else fixed[name] for name in names]
-            pooled = await self.engine.raw_connection()
-            driver: Any = pooled.driver_connection
             try:
-                row = await driver.fetchrow(sql, *args)
-            except BaseException:
-                pooled.invalidate()  # a failed or cancelled query leaves the connection unusable
-                raise
-            pooled.close()
+                async with self.driver() as driver:
+                    row = await driver.fetchrow(sql, *args)
+            except DatabaseUnavailable as error:
+                if not error.disconnected:
+                    raise
+                # A read can be tried again: once, on a fresh connection (the pool has dropped
+                # the ones it made before the failure).
+                async with self.driver() as driver:
+                    row = await driver.fetchrow(sql, *args)
         if row is None:
             return None, False
         return current(row[:-1]), bool(row[-1])
 
     @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """A pooled asyncpg connection for a statement sent without SQLAlchemy (PostgreSQL only;
+        ``read_current``, the access log's append), outside any transaction, with SQLAlchemy's
+        handling of failures: a lost connection makes the pool drop every connection it made
+        before (a restart has closed them all), any other failure drops this one (a failed or
+        cancelled statement leaves it unusable), and an outage is ``DatabaseUnavailable``."""
+        async with _outages():
+            pooled = await self.engine.raw_connection()
+        try:
+            yield pooled.driver_connection
+        except BaseException as exc:
+            if is_disconnect(exc):
+                self.engine.pool._invalidate(pooled, exc)
+            else:
+                pooled.invalidate()
+            if isinstance(exc, Exception):
+                _raise_outage(exc)
+            raise
+        pooled.close()
+
+    @asynccontextmanager
     async def reading(self, access: Any = None) -> AsyncIterator[Unit]:
-        async with self._read_engine.connect() as conn:
+        async with _outages(), self._read_engine.connect() as conn:
             yield Unit(conn, access)
 
     @asynccontextmanager
     async def writing(self, access: Any = None) -> AsyncIterator[Unit]:
-        async with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
-            async with conn.begin():
-                yield Unit(conn, access)
+        committing = False
+        try:
+            async with self.engine.connect() as conn:
+                if self.dialect == "sqlite":
+                    conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+                async with conn.begin():
+                    yield Unit(conn, access)
+                    committing = True
+        except Exception as exc:
+            _raise_outage(exc, unknown_outcome=committing)
+            raise
 
     @asynccontextmanager
     async def trial(self, access: Any = None) -> AsyncIterator[Unit]:
         """A write transaction that is always rolled back: ``$validate`` tries the real write."""
-        async with self.engine.connect() as conn:
+        async with _outages(), self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
             transaction = await conn.begin()
@@ -478,3 +512,21 @@ class Store:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _raise_outage(exc: Exception, *, unknown_outcome: bool = False) -> None:
+    """Raise ``DatabaseUnavailable`` if ``exc`` is an outage (storage/errors.py), without the
+    driver's error as its cause: that error's text may quote the values of the statement.
+    ``unknown_outcome``: the failure came as the transaction committed."""
+    error = unavailable(exc, unknown_outcome=unknown_outcome)
+    if error is not None:
+        raise error from None
+
+
+@asynccontextmanager
+async def _outages() -> AsyncIterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        _raise_outage(exc)
+        raise

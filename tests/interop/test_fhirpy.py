@@ -32,7 +32,7 @@ from fhirpy.lib import SyncFHIRResource
 
 from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.security.tokens import Grant
-from tests.conftest import audit_key_file, issue_token, make_settings
+from tests.conftest import SERVER_LOGS, audit_key_file, issue_token, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +85,7 @@ def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFact
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("server") / "server.log"
+    SERVER_LOGS.append(log_path)
     env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_LOG_LEVEL": "info",
            "PK_SIGNING_KEY": str(signing_key), "PK_AUDIT_KEY": str(audit_key_file())}
     with log_path.open("wb") as log:

@@ -46,7 +46,7 @@ from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID
 from patientkontrakt.security.identity import identifier_value
-from tests.conftest import audit_key_file
+from tests.conftest import SERVER_LOGS, audit_key_file
 from tests.interop.test_fhirpy import Server, _free_port, _wait_until_ready
 from tests.security import conftest as security
 from tests.security.conftest import World
@@ -81,6 +81,7 @@ def live_server(pg_url: str, signing_key: Path, folder: Path) -> Iterator[Server
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = folder / "server.log"
+    SERVER_LOGS.append(log_path)
     env = _environment(pg_url, signing_key, PK_BASE_URL=base_url, PK_LOG_LEVEL="info", PK_TEST_IDP="true")
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -1,0 +1,109 @@
+"""The request log: one line per request, with nothing of the patient in it.
+
+uvicorn's and gunicorn's access logs print the request line, and with it the ids in the path and
+the query string (``GET /fhir/Patient?identifier=194303050068``); both are off
+(``patientkontrakt.logs.configure``, ``deploy/gunicorn.conf.py``). This log records the method,
+the route's template with the resource type filled in, the status and the duration::
+
+    GET /fhir/Patient/{id_} 200 2.4ms
+
+never an id, a query string or a header. A client that left before its answer is logged with
+status 499 (nginx's "client closed request"). It is on with ``PK_REQUEST_LOG=true``
+(``patientkontrakt serve --request-log``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from patientkontrakt.fhir.service import RESOURCE_TYPES
+
+log = logging.getLogger("patientkontrakt.requests")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_TYPES = frozenset(RESOURCE_TYPES)
+CLIENT_CLOSED = 499
+
+
+def described(scope: Scope) -> str:
+    """``METHOD /route/{template}`` of a request, safe to log: a method we do not serve is
+    ``OTHER``, a path no route matched is ``(no route)``, and ``{type_}`` is filled in only with
+    a resource type this server serves."""
+    method = scope.get("method")
+    return f"{method if method in _METHODS else 'OTHER'} {route_of(scope)}"
+
+
+def route_of(scope: Scope) -> str:
+    """The template of the route that serves (or, before routing, would serve) the request."""
+    route, params = scope.get("route"), scope.get("path_params")
+    if route is None and hasattr(scope.get("app"), "router"):
+        for candidate in scope["app"].router.routes:
+            match, child = candidate.matches(scope)
+            if match == Match.FULL:
+                route, params = candidate, child.get("path_params")
+                break
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return "(no route)"
+    type_ = (params or {}).get("type_")
+    if type_ in _TYPES:
+        path = path.replace("{type_}", type_)
+    return path or "/"
+
+
+class RequestLog:
+    """ASGI wrapper around the whole application (``install``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        left = False
+
+        async def receiving() -> Message:
+            nonlocal left
+            message = await receive()
+            if message["type"] == "http.disconnect" and not status:
+                left = True
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receiving, sending)
+        finally:
+            log.info("%s %d %.1fms", described(scope), CLIENT_CLOSED if left else status,
+                     (time.perf_counter() - started) * 1000)
+
+
+def install(app: FastAPI) -> None:
+    """Log every request of ``app``, errors included: around everything else, the outermost layer
+    (after ``api.errors.install``)."""
+    wrap(app, RequestLog)
+
+
+def wrap(app: FastAPI, outer: Callable[[ASGIApp], Any]) -> None:
+    """Put ``outer`` around ``app``'s whole middleware stack, outside Starlette's
+    ``ServerErrorMiddleware`` (which ``add_middleware`` cannot reach)."""
+    build = app.build_middleware_stack
+
+    def build_wrapped() -> ASGIApp:
+        wrapped: ASGIApp = outer(build())
+        return wrapped
+
+    app.build_middleware_stack = build_wrapped  # type: ignore[method-assign]

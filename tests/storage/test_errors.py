@@ -1,0 +1,170 @@
+"""Database errors at the storage boundary (storage/errors.py, storage/database.py, Store).
+
+* An engine's errors never carry the statement's parameters (patient data) in their text.
+* Unreachable, refusing, restarting: every unit of work raises ``DatabaseUnavailable``, and works
+  again when the database is back, on the same engine.
+* A connection lost under a statement makes the pool drop every connection it made before (a
+  restart ended them all), and a read by id is tried again once on a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.storage import audit as sql
+from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.errors import DatabaseUnavailable
+from patientkontrakt.storage.repository import Store
+from tests.conftest import _dsn
+from tests.faults import PostgresProxy
+
+NUMBER = "194303050068"
+
+
+async def test_an_engines_errors_never_carry_the_parameters(db_url: str) -> None:
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("INSERT INTO no_such_table VALUES (:number, :name)"),
+                                   {"number": NUMBER, "name": "fiktivsson%"})
+    finally:
+        await engine.dispose()
+    assert "no_such_table" in str(raised.value)
+    assert NUMBER not in str(raised.value) and "fiktivsson" not in str(raised.value)
+
+
+# -- the database is unavailable ---------------------------------------------------------------
+
+
+def _entry() -> dict[str, Any]:
+    return {"recorded": now_utc(), "user_id": "u", "user_name": None, "user_kind": "system", "role": None,
+            "fhir_user": None, "care_unit": None, "care_unit_name": None, "care_provider": None, "client_id": "c",
+            "interaction": "read", "request": "Patient/p", "resources": "[]", "patient_id": None,
+            "outcome": "success", "status": 200, "purpose": "TREAT"}
+
+
+def _every_unit_of_work(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
+    async def reading() -> None:
+        async with store.reading() as unit:
+            await unit.get("Patient", "p")
+
+    async def writing() -> None:
+        async with store.writing() as unit:
+            await unit.set_state("pk-test", "1")
+
+    async def trial() -> None:
+        async with store.trial() as unit:
+            await unit.get("Patient", "p")
+
+    return {"reading": reading, "writing": writing, "trial": trial,
+            "read_current": lambda: store.read_current("Patient", "p"),
+            "log": lambda: sql.append_committed(store, [_entry()]), "ping": store.ping}
+
+
+@pytest.fixture
+async def proxied(clean_pg: str) -> AsyncIterator[tuple[Store, PostgresProxy]]:
+    proxy = PostgresProxy(clean_pg)
+    store = Store(create_engine(proxy.url(), pool_size=3, connect_timeout=5))
+    try:
+        yield store, proxy
+    finally:
+        await store.dispose()
+        proxy.close()
+
+
+async def test_an_unreachable_database_is_unavailable_and_usable_again_when_it_is_back(
+        proxied: tuple[Store, PostgresProxy]) -> None:
+    store, proxy = proxied
+    work = _every_unit_of_work(store)
+    for step in work.values():
+        await step()
+    proxy.down()
+    for step in work.values():
+        with pytest.raises(DatabaseUnavailable):
+            await step()
+    proxy.accept()
+    for step in work.values():
+        await step()
+
+
+async def test_connections_the_server_closed_while_pooled_are_never_handed_out(
+        proxied: tuple[Store, PostgresProxy], clean_pg: str) -> None:
+    store, proxy = proxied
+    work = _every_unit_of_work(store)
+    await asyncio.gather(*(step() for step in work.values()))  # several connections in the pool
+    admin = await asyncpg.connect(_dsn(clean_pg))
+    try:
+        assert proxy.cut() >= 2
+        await _until(lambda: _none(admin, clean_pg), "the server to see them gone")
+    finally:
+        await admin.close()
+    for step in work.values():
+        await step()
+
+
+# -- a connection lost under a statement ------------------------------------------------------
+
+
+async def _pids(conn: Any, database: str, where: str = "true") -> set[int]:
+    rows = await conn.fetch(f"SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() "
+                            f"AND backend_type = 'client backend' AND ({where})", database)
+    return {int(r["pid"]) for r in rows}
+
+
+async def _until(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
+    for _ in range(1500):
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def test_a_read_whose_connection_is_ended_is_tried_again_on_a_new_connection_and_the_pool_renewed(
+        clean_pg: str) -> None:
+    """Two pooled connections; the read by id waits for a lock on one of them and that one is
+    terminated (a restart ends them all, one by one): the other is not used again, and the read
+    is answered on a new connection."""
+    database = clean_pg.rsplit("/", 1)[1]
+    store = Store(create_engine(clean_pg, pool_size=2))
+    admin = await asyncpg.connect(_dsn(clean_pg))
+    try:
+        async with store.reading() as one, store.reading() as two:
+            await one.get("Patient", "p")
+            await two.get("Patient", "p")
+        pooled = await _pids(admin, database)
+        assert len(pooled) == 2
+        locker = await asyncpg.connect(_dsn(clean_pg))
+        await locker.execute("BEGIN; LOCK TABLE resource IN ACCESS EXCLUSIVE MODE")
+        read = asyncio.create_task(store.read_current("Patient", "p"))
+        [first] = await _until(lambda: _pids(admin, database, "wait_event_type = 'Lock'"), "the read to wait")
+        assert first in pooled
+        await admin.execute("SELECT pg_terminate_backend($1)", first)
+        [second] = await _until(lambda: _pids(admin, database, f"wait_event_type = 'Lock' AND pid <> {first}"),
+                                "the read again")
+        assert second not in pooled
+        await locker.execute("COMMIT")
+        await locker.close()
+        assert await read == (None, False)
+        # the other connection the pool made before the failure is closed, not handed out
+        await asyncio.gather(store.ping(), store.ping())
+        await _until(lambda: _absent(admin, database, pooled), "the old connections to be closed")
+    finally:
+        await admin.close()
+        await store.dispose()
+
+
+async def _absent(conn: Any, database: str, pids: set[int]) -> bool:
+    return not (await _pids(conn, database)) & pids
+
+
+async def _none(conn: Any, url: str) -> bool:
+    return not await _pids(conn, url.rsplit("/", 1)[1])
