@@ -36,6 +36,7 @@ from patientkontrakt.audit.checkpoint import (
     split_notes,
 )
 from patientkontrakt.audit.merkle import HASH_SIZE, Frontier
+from patientkontrakt.logs import describe
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.repository import Store
 
@@ -185,5 +186,5 @@ class Sealer:
             except SealError as exc:
                 log.error("access log: not sealing: %s. Run `patientkontrakt audit verify`.", exc)
             except Exception as exc:  # the loop outlives a failed round
-                log.warning("access log: sealing failed, retrying in %ss: %s", interval, exc)
+                log.warning("access log: sealing failed, retrying in %ss: %s", interval, describe(exc))
             await asyncio.sleep(interval)
