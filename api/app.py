@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.settings = settings
         app.state.service = service
         app.state.audit = audit
-        app.state.audit_events = AuditEvents(store, service.base)
+        app.state.audit_events = AuditEvents(store, service.base, service.limits)
         app.state.bundles = BundleProcessor(service)
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
                                                 unit_rules=unit_rules)

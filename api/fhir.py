@@ -46,7 +46,7 @@ async def _json_body(request: Request) -> dict[str, object]:
         raise UnsupportedMediaType(
             f"Content-Type {content_type or '(none)'} is not supported; send application/fhir+json"
         )
-    return parse_body(await request.body())
+    return parse_body(await request.body(), request.app.state.service.limits.json_depth)
 
 
 def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:

@@ -19,6 +19,7 @@ from patientkontrakt.fhir.access import Access, access_of
 from patientkontrakt.fhir.dates import format_instant
 from patientkontrakt.fhir.errors import BadRequest, FhirError, Forbidden, HiddenResource, Issue, NotFound
 from patientkontrakt.fhir.indexing import reference_elements
+from patientkontrakt.fhir.limits import ContentLimitExceeded, exceeded
 from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import searchset
@@ -112,6 +113,9 @@ class BundleProcessor:
         if not isinstance(raw_entries, list):
             raise BadRequest("Bundle.entry must be an array", expression=("Bundle.entry",),
                              details_sv="Bundle.entry ska vara en lista.")
+        if len(raw_entries) > (limit := self.service.limits.bundle_entries):
+            raise exceeded("bundle_entries", limit, f"The Bundle has {len(raw_entries)} entries",
+                           "Bundlen har för många poster", expression=("Bundle.entry",), error=ContentLimitExceeded)
         if kind == "transaction":
             entries = [self._parse_entry(i, e) for i, e in enumerate(raw_entries)]
             try:

@@ -31,6 +31,7 @@ from patientkontrakt.fhir.errors import (
 )
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
+from patientkontrakt.fhir.limits import DEFAULT_LIMITS, ContentLimitExceeded, Limits, exceeded
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
@@ -76,8 +77,9 @@ class Preferences:
         return cls(return_, strict)
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 naming what is wrong."""
+def parse_body(raw: bytes, max_depth: int = DEFAULT_LIMITS.json_depth) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming what is wrong; objects and arrays nest
+    at most ``max_depth`` deep (``PK_MAX_JSON_DEPTH``)."""
     if not raw.strip():
         raise BadRequest("The request has no body", details_sv="Begäran saknar innehåll.")
     try:
@@ -87,25 +89,22 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object (a FHIR resource)",
                          details_sv="Innehållet ska vara en FHIR-resurs.")
-    _check_json(data, nul_possible=b"\\u0000" in raw)
+    _check_json(data, max_depth, nul_possible=b"\\u0000" in raw)
     return data
 
 
-# Deepest nesting of objects and arrays a body may have. FHIR resources stay far below it;
-# deeper documents would exhaust the recursion of the validator and the Bundle processor.
-MAX_BODY_DEPTH = 100
-
-
-def _check_json(data: dict[str, Any], *, nul_possible: bool) -> None:
+def _check_json(data: dict[str, Any], max_depth: int, *, nul_possible: bool) -> None:
     """Refuse what no FHIR JSON needs and the server cannot process: nesting deeper than
-    ``MAX_BODY_DEPTH``, and U+0000 in a string or name (PostgreSQL cannot store it)."""
+    ``max_depth`` (FHIR resources stay far below the default; deeper documents would exhaust the
+    recursion of the validator and the Bundle processor), and U+0000 in a string or name
+    (PostgreSQL cannot store it)."""
     root = data.get("resourceType") if isinstance(data.get("resourceType"), str) else "$"
     stack: list[tuple[dict[str, Any] | list[Any], str, int]] = [(data, str(root), 1)]
     while stack:
         node, where, depth = stack.pop()
-        if depth > MAX_BODY_DEPTH:
-            raise BadRequest(f"The body nests objects and arrays deeper than {MAX_BODY_DEPTH} levels",
-                             details_sv="Innehållet är för djupt nästlat.")
+        if depth > max_depth:
+            raise exceeded("json_depth", max_depth, f"The body nests objects and arrays at least {depth} levels deep",
+                           "Innehållet är för djupt nästlat", expression=(where,), error=ContentLimitExceeded)
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in items:
             at = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
@@ -127,8 +126,10 @@ class FhirService:
         self.types = frozenset(RESOURCE_TYPES)
         self.validator = Validator(self.defs)
         self.indexer = Indexer(self.defs, self.types)
-        self.parser = SearchParser(self.defs, self.types, settings.default_page_size, settings.max_page_size)
-        self.search_engine = SearchEngine(self.defs, QueryBuilder(self.base))
+        self.limits: Limits = Limits.from_settings(settings)
+        self.parser = SearchParser(self.defs, self.types, settings.default_page_size, settings.max_page_size,
+                                   self.limits)
+        self.search_engine = SearchEngine(self.defs, QueryBuilder(self.base), self.limits)
         self.subsetter = Subsetter(self.defs)
         self.hooks: WriteHooks = hooks or NoHooks()
         self.writer = Writer(self.indexer, self.base, self.types, self.matches, self.hooks,
@@ -230,6 +231,9 @@ class FhirService:
         async with self._refusals_logged(access, "read", request):
             access.require(type_, "read")
         self.check_id(type_, id_)
+        if len(elements) > self.limits.elements:
+            raise exceeded("elements", self.limits.elements, f"_elements has {len(elements)} entries",
+                           "_elements har för många element", expression=("_elements",))
         stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
         if stored is not None and not visible:
             await self.log.refused(access, "read", request, 404, stored)

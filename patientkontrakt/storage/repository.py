@@ -327,6 +327,23 @@ class Unit:
         pks: list[int] = list((await self.conn.execute(query)).scalars())
         return pks
 
+    async def referencing_current(self, source_type: str, param: str | None, targets: Sequence[tuple[str, str]],
+                                  condition: sa.ColumnElement[bool] | None, limit: int) -> list[StoredResource]:
+        """Current resources of ``source_type`` whose ``param`` (any, if None) points at one of the
+        targets and that ``condition`` admits (what the unit's caller may see; None: all), at most
+        ``limit``, lowest ``pk`` first: ``_revinclude`` with its cap (search/engine.py)."""
+        if not targets or limit <= 0:
+            return []
+        refs = sa.select(REF.resource_pk).where(
+            REF.res_type == source_type, sa.tuple_(REF.target_type, REF.target_id).in_(list(targets)))
+        if param is not None:
+            refs = refs.where(REF.param == param)
+        query = sa.select(*CURRENT_COLUMNS).where(R.pk.in_(refs), R.res_type == source_type, R.deleted.is_(False))
+        if condition is not None:
+            query = query.where(condition)
+        query = query.order_by(R.pk).limit(limit)
+        return [current(r) for r in (await self.conn.execute(query, self.parameters)).all()]
+
     # -- search ----------------------------------------------------------------------------
 
     async def search(self, query: sa.Select[Any]) -> list[StoredResource]:
