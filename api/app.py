@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
+                               statement_timeout=settings.statement_timeout)
         try:
             await ensure_migrated(engine)
         except Exception:

@@ -17,7 +17,9 @@ from patientkontrakt.fhir.errors import (
     NotFound,
     ServerError,
 )
+from patientkontrakt.fhir.limits import LimitExceeded
 from patientkontrakt.fhir.rendering import dumps
+from patientkontrakt.storage.database import StatementTimeout
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
@@ -69,8 +71,25 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return outcome_response(ServerError("Internal error; it has been logged", details_sv="Ett internt fel uppstod."))
 
 
+async def statement_timeout(request: Request, exc: Exception) -> Response:
+    """A statement the database cancelled at ``PK_STATEMENT_TIMEOUT``: 400 ``too-costly``, not a
+    server error, so that no client or proxy repeats it on its own (docs/security.md, "Limits")."""
+    assert isinstance(exc, StatementTimeout)
+    seconds = request.app.state.settings.statement_timeout
+    seconds_sv = f"{seconds:g}".replace(".", ",")
+    log.warning("a statement ran longer than PK_STATEMENT_TIMEOUT (%g s) on %s %s and was cancelled",
+                seconds, request.method, request.url.path)
+    return outcome_response(LimitExceeded(
+        f"The database cancelled a statement that ran longer than {seconds:g} s (limit PK_STATEMENT_TIMEOUT); "
+        "nothing was changed. Ask for less (more selective criteria, a smaller _count, _total=none) or try "
+        "again later",
+        details_sv=f"Begäran tog för lång tid (högst {seconds_sv} s) och avbröts; inget ändrades. Begränsa "
+                   "sökningen eller försök igen senare."))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(StatementTimeout, statement_timeout)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

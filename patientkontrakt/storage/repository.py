@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 
 R = RESOURCE.c
@@ -449,8 +450,10 @@ class Store:
             driver: Any = pooled.driver_connection
             try:
                 row = await driver.fetchrow(sql, *args)
-            except BaseException:
+            except BaseException as exc:
                 pooled.invalidate()  # a failed or cancelled query leaves the connection unusable
+                if is_statement_timeout(exc):
+                    raise StatementTimeout() from exc
                 raise
             pooled.close()
         if row is None:

@@ -10,12 +10,16 @@ server does).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from patientkontrakt.config import Settings
@@ -302,3 +306,56 @@ def test_iterate_depth_is_capped(small: TestClient) -> None:
     bundle = found(small.get("/fhir/Patient", params=three_steps))
     assert ids(bundle, "include") == {"CarePlan/cp1", "CareTeam/team1"}
     _incomplete(bundle, "PK_MAX_INCLUDE_ITERATIONS")
+
+
+# -- PK_STATEMENT_TIMEOUT ------------------------------------------------------------------
+
+
+class TableLock:
+    """An ACCESS EXCLUSIVE lock on a table, held by another PostgreSQL session (in a thread of its
+    own) until released: every statement of the service that touches the table waits for it."""
+
+    def __init__(self, url: str, table: str) -> None:
+        self._url, self._table = url, table
+        self._locked, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._hold()), daemon=True)
+
+    async def _hold(self) -> None:
+        conn = await asyncpg.connect(make_url(self._url).set(drivername="postgresql").render_as_string(False))
+        try:
+            async with conn.transaction():
+                await conn.execute(f"LOCK TABLE {self._table} IN ACCESS EXCLUSIVE MODE")
+                self._locked.set()
+                while not self._release.is_set():
+                    await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> TableLock:
+        self._thread.start()
+        assert self._locked.wait(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._release.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def timed(clean_pg: str) -> Iterator[TestClient]:
+    with _client(make_settings(clean_pg, statement_timeout=0.3)) as client:
+        yield client
+
+
+def test_a_statement_over_the_timeout_is_an_operation_outcome(timed: TestClient, clean_pg: str) -> None:
+    """A search and a read whose statements wait past ``PK_STATEMENT_TIMEOUT`` (here on a lock
+    another session holds) are cancelled by PostgreSQL and answered 400 ``too-costly``, not 500;
+    once the lock is gone the same requests are served."""
+    put(timed, "p1", patient())
+    with TableLock(clean_pg, "resource"):
+        refused(timed.get("/fhir/Patient", params={"name": "Tolvan"}), "PK_STATEMENT_TIMEOUT")
+        refused(timed.get("/fhir/Patient/p1"), "PK_STATEMENT_TIMEOUT")
+        refused(timed.put("/fhir/Patient/p2", json={**patient(), "id": "p2"}), "PK_STATEMENT_TIMEOUT")
+    assert ids(found(timed.get("/fhir/Patient", params={"name": "Tolvan"}))) == {"Patient/p1"}
+    assert timed.get("/fhir/Patient/p1").status_code == 200
+    assert timed.get("/fhir/Patient/p2").status_code == 404
