@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api import errors, fhir, oauth
 from api.auth import RequireToken
-from api.limits import BodySizeLimit
+from api.limits import BodyLimits
 from api.oidc import ExternalIdP
 from api.pages import mitt, personal
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
@@ -147,5 +147,5 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         return Response('{"status":"ok"}', media_type="application/json")
 
     app.add_middleware(RequireToken)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     return app

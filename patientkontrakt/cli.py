@@ -114,6 +114,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         access_log=args.access_log,
+        http="api.limits:HeaderTimeoutProtocol",  # PK_HEADER_TIMEOUT (uvicorn has no header timeout)
     )
     return 0
 

@@ -11,18 +11,27 @@ server does).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
-from patientkontrakt.config import Settings
+from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.security.tokens import Grant
 from tests.conftest import BASE_URL, engine_token, issue_token, make_settings
 from tests.factories import care_plan, care_team, organization, patient, practitioner
@@ -359,3 +368,144 @@ def test_a_statement_over_the_timeout_is_an_operation_outcome(timed: TestClient,
     assert ids(found(timed.get("/fhir/Patient", params={"name": "Tolvan"}))) == {"Patient/p1"}
     assert timed.get("/fhir/Patient/p1").status_code == 200
     assert timed.get("/fhir/Patient/p2").status_code == 404
+
+
+# -- slow clients, against a real server process -------------------------------------------
+
+
+@dataclass
+class LiveServer:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    token: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module", params=["serve", "gunicorn"])
+def live(request: pytest.FixtureRequest, pg_url: str, signing_key: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``patientkontrakt serve`` (uvicorn) and gunicorn with ``deploy/gunicorn.conf.py``, as an
+    operator starts them, with one-second header and body timeouts."""
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_SIGNING_KEY": str(signing_key),
+           "PK_HEADER_TIMEOUT": "1", "PK_BODY_TIMEOUT": "1", "PK_BIND": f"127.0.0.1:{port}", "PK_WORKERS": "1"}
+    if request.param == "serve":
+        command = [sys.executable, "-m", "patientkontrakt.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        pytest.importorskip("gunicorn", reason="gunicorn is the deploy extra: pip install -e '.[deploy]'")
+        command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "api.app:create_app()"]
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    grant = Grant(kind="system", sub="slow-ehr", name="Slow EHR", care_unit="SE2321000016-1001",
+                  care_unit_org="org1")
+    token = issue_token(make_settings(pg_url, base_url=base_url), grant, "system/*.cruds")
+    try:
+        for _ in range(150):
+            if process.poll() is not None:
+                pytest.fail(f"the server exited:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{base_url}/fhir/metadata", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"the server did not start:\n{log_path.read_text()}")
+        yield LiveServer(port, process, log_path, token)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def dribble(port: int, head: bytes, trickle: bytes, pause: float = 0.05) -> tuple[bytes, bool]:
+    """Send ``head`` at once, then ``trickle`` a byte at a time until the server answers or hangs
+    up; return what it sent and whether it closed the connection. Gives up (False) after 30 s."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(pause)
+        sock.sendall(head)
+        received, sent, give_up = b"", 0, time.monotonic() + 30
+        while time.monotonic() < give_up:
+            if sent < len(trickle):
+                try:
+                    sock.sendall(trickle[sent:sent + 1])
+                    sent += 1
+                except OSError:
+                    pass  # the server closed its side; read what it said
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return received, True
+            if not chunk:
+                return received, True
+            received += chunk
+        return received, False
+
+
+def _timeout_answer(received: bytes, setting: str) -> None:
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), received[:500]
+    assert b"connection: close" in head.lower()
+    outcome = json.loads(body)
+    assert outcome["issue"][0]["code"] == "timeout" and setting in outcome["issue"][0]["diagnostics"]
+    assert "högst 1 s" in outcome["issue"][0]["details"]["text"]
+
+
+@pytest.mark.slow
+def test_slow_headers_are_cut_off(live: LiveServer) -> None:
+    """Headers sent a byte at a time: 408 after ``PK_HEADER_TIMEOUT``, then the connection closes
+    (uvicorn alone waited as long as the client kept sending)."""
+    received, closed = dribble(live.port, b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 200)
+    assert closed
+    _timeout_answer(received, "PK_HEADER_TIMEOUT")
+
+
+@pytest.mark.slow
+def test_a_silent_connection_is_closed(live: LiveServer) -> None:
+    """A connection that never sends a byte is closed after ``PK_HEADER_TIMEOUT``, without an answer."""
+    received, closed = dribble(live.port, b"", b"")
+    assert closed and received == b""
+
+
+@pytest.mark.slow
+def test_a_slow_body_is_cut_off(live: LiveServer) -> None:
+    body = json.dumps({**patient(), "text": {"status": "generated", "div": "<div>" + "x" * 200 + "</div>"}}).encode()
+    head = (f"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {live.token}\r\n"
+            f"Content-Type: application/fhir+json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    received, closed = dribble(live.port, head, body)
+    assert closed
+    _timeout_answer(received, "PK_BODY_TIMEOUT")
+
+
+@pytest.mark.slow
+def test_slow_clients_do_not_hold_up_others(live: LiveServer) -> None:
+    """While several clients dribble their headers, other requests are answered, and before the
+    slow ones are cut off."""
+    finished: list[str] = []
+
+    def slow() -> None:
+        dribble(live.port, b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 200)
+        finished.append("slow")
+
+    threads = [threading.Thread(target=slow) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    assert httpx.get(f"http://127.0.0.1:{live.port}/fhir/metadata", timeout=30).status_code == 200
+    finished.append("fast")
+    for thread in threads:
+        thread.join(60)
+    assert finished == ["fast", *["slow"] * 5]
