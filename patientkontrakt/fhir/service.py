@@ -32,6 +32,7 @@ from patientkontrakt.fhir.errors import (
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS, ContentLimitExceeded, Limits, exceeded
+from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
@@ -306,7 +307,7 @@ class FhirService:
         self.check_type(type_)
         async with self._refusals_logged(access, "create", type_):
             access.require(type_, "create")
-            resource = self.prepare(type_, body)
+            resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist, context=context)
                 await self._write_done(unit, "create", type_, outcome.status)
@@ -325,7 +326,7 @@ class FhirService:
             )
         async with self._refusals_logged(access, "update", f"{type_}/{id_}"):
             access.require(type_, "update")
-            resource = self.prepare(type_, body)
+            resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.update(unit, resource, if_match=if_match, context=context)
                 await self._write_done(unit, "update", f"{type_}/{id_}", outcome.status)
@@ -338,7 +339,7 @@ class FhirService:
         async with self._refusals_logged(access, "update", f"{type_}?{criteria}"):
             access.require(type_, "update")
             access.require(type_, "search-type")
-            resource = self.prepare(type_, body)
+            resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match,
                                                                context=context)
@@ -440,7 +441,8 @@ class FhirService:
         async with self.store.reading(access) as unit:
             page = await self.search_engine.find(unit, query)
         self.drop_unscoped_includes(access, page)
-        body = searchset(self.base, query, page, self.subsetter)
+        body = await run_cpu(_rendering_cost([*page.matches, *page.included], query.summary or query.elements),
+                             searchset, self.base, query, page, self.subsetter)
         await self.log.record(access, "search-type", f"{type_}?{urlencode(query.used)}", page.matches + page.included)
         return Result(200, body)
 
@@ -497,7 +499,8 @@ class FhirService:
                                              restrictions=restrictions)
             seen = await unit.get_many({(r.type, r.id) for r in rows}, include_deleted=True)
         path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
-        body = self._history_bundle(path, pairs, rows, total, has_next, args)
+        body = await run_cpu(_rendering_cost(rows, False), self._history_bundle, path, pairs, rows, total, has_next,
+                             args)
         await self.log.record(access, interaction, path, seen)
         return Result(200, body)
 
@@ -528,6 +531,13 @@ class FhirService:
             }
             entries.append(({"fullUrl": self.full_url(row.type, row.id)}, row.body, after))
         return render_bundle(head, entries)
+
+
+def _rendering_cost(resources: list[StoredResource] | list[StoredVersion], subsetting: object) -> float:
+    """``run_cpu``'s estimate for rendering a Bundle of ``resources``: their stored JSON is spliced
+    in, or parsed and written again when subsetted."""
+    size = sum(len(r.body) for r in resources if r.body is not None)
+    return size * (SUBSET if subsetting else RENDER)
 
 
 def _allowed(access: Access, type_: str, interaction: str) -> bool:

@@ -509,3 +509,43 @@ def test_slow_clients_do_not_hold_up_others(live: LiveServer) -> None:
     for thread in threads:
         thread.join(60)
     assert finished == ["fast", *["slow"] * 5]
+
+
+# -- CPU-heavy requests do not hold up the others ------------------------------------------
+
+
+def _heavy_patient(size: int) -> bytes:
+    """A Patient of ``size`` bytes that fails validation only once all of it is validated: a
+    request that is CPU work from its first byte to its 400, with nothing to wait for."""
+    addresses = [{"use": "old", "line": [f"Gamla vägen {i}", f"lägenhet {i}"], "city": "Göteborg",
+                  "postalCode": "411 01", "period": {"start": "1990-01-01", "end": "1991-01-01"}}
+                 for i in range(size // 150)]
+    return json.dumps({**patient(), "address": addresses, "gender": "okänt"}).encode()
+
+
+@pytest.mark.slow
+def test_a_large_body_does_not_hold_up_other_requests(live: LiveServer) -> None:
+    """While the server parses and validates a 3 MB resource (seconds of CPU work), a small
+    request sent after it is answered first: the work runs off the event loop. Before, the loop
+    was blocked until the large request was done."""
+    body = _heavy_patient(3_000_000)
+    head = (f"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {live.token}\r\n"
+            f"Content-Type: application/fhir+json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    finished: list[str] = []
+
+    def heavy() -> None:
+        with socket.create_connection(("127.0.0.1", live.port)) as sock:
+            sock.sendall(head + body)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+        finished.append("large")
+
+    thread = threading.Thread(target=heavy)
+    thread.start()
+    time.sleep(0.5)  # the large request is being worked on (it takes seconds)
+    assert httpx.get(f"http://127.0.0.1:{live.port}/", timeout=60).status_code == 200
+    finished.append("small")
+    thread.join(120)
+    assert finished == ["small", "large"]
