@@ -130,6 +130,11 @@ def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = Non
             deadline = record.info[_DEADLINE] = _Deadline()
             await_only(record.driver_connection.set_progress_handler(deadline.passed, _PROGRESS_STEPS))
 
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
     if statement_timeout is not None:
         @event.listens_for(engine.sync_engine, "before_cursor_execute")
         def _start(conn: Any, *_args: Any) -> None:
@@ -137,17 +142,9 @@ def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = Non
 
         @event.listens_for(engine.sync_engine, "after_cursor_execute")
         def _done(conn: Any, *_args: Any) -> None:
-            conn.connection.info[_DEADLINE].at = None  # COMMIT and ROLLBACK run outside any statement
-
-        @event.listens_for(engine.sync_engine, "handle_error")
-        def _failed(context: Any) -> None:
-            if context.connection is not None and not context.connection.closed:
-                context.connection.connection.info[_DEADLINE].at = None
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+            # Nothing to interrupt until the next statement sets its own deadline. (After a failed
+            # statement the old one stays: COMMIT and ROLLBACK take far fewer than _PROGRESS_STEPS.)
+            conn.connection.info[_DEADLINE].at = None
 
 
 def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:
