@@ -7,8 +7,9 @@ every other request for 20 s at a time. ``run_cpu`` runs such a step, given an e
 - in a worker thread when the estimate is over ``THREAD_ABOVE``: the loop goes on serving while
   the thread holds the interpreter, which Python hands back every few milliseconds;
 - inline otherwise, where a thread hop (about 0.1 ms) would cost more than it saves, but first
-  letting the loop serve others if this request has had it for more than ``SLICE`` seconds: the
-  entries of a Bundle of many small ones then take turns with other requests.
+  letting the loop serve others if this request's steps began more than ``SLICE`` seconds ago
+  (since it last let them): the entries of a Bundle of many small ones then take turns with
+  other requests.
 
 The read path never comes here. The estimates are seconds per byte of JSON, measured on the
 benchmark machine (docs/performance.md, "The event loop"), rounded up.
@@ -47,7 +48,10 @@ async def run_cpu(cost: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kw
             return await asyncio.to_thread(fn, *args, **kwargs)
         finally:
             _slice_start.set(time.monotonic())
-    if time.monotonic() - _slice_start.get() > SLICE:
+    now, start = time.monotonic(), _slice_start.get()
+    if not start:  # the request's first step: a small request never waits for the loop
+        _slice_start.set(now)
+    elif now - start > SLICE:
         await asyncio.sleep(0)
         _slice_start.set(time.monotonic())
     return fn(*args, **kwargs)
