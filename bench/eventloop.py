@@ -9,8 +9,8 @@ the longest probe is about the longest stretch the loop was blocked.
 
 The database needs the demo region (``patientkontrakt demo --agreements 300``) and the key of its
 ``demo-ehr`` client; the server runs with this checkout's code and ``PK_SIGNING_KEY`` of the demo.
-Scenarios: a 10 MB transaction (500 new Patients of about 20 KB each) and a search page of 1,000
-CarePlans with their includes.
+Scenarios: a 10 MB transaction (500 new Patients of about 20 KB each), a 1 MB one (500 of 2 KB),
+and a search page of 1,000 CarePlans with their includes.
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--key", required=True, type=Path, help="the demo-ehr client's private key")
     parser.add_argument("--signing-key", required=True, type=Path, help="PK_SIGNING_KEY of the demo")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scenarios", default="big,small,search",
+                        help="comma-separated: big (500 entries of 20 KB), small (500 of 2 KB), search")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT,
                         help="the source tree to serve (another checkout, e.g. a commit before a change)")
     args = parser.parse_args()
@@ -142,18 +144,25 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.2)
         token = request_token(base, "demo-ehr", args.key, "system/*.cruds")
-        big = [transaction(500, 20_000, 1_000_000 + round_ * 1000) for round_ in range(args.rounds)]
-        print(f"transaction body: {len(big[0]) / 1e6:.1f} MB", flush=True)
-        measure(base, token, "transaction, 500 entries, 10 MB",
-                lambda client, n: client.post(f"{base}/fhir", content=big[n],
-                                              headers={"Content-Type": "application/fhir+json",
-                                                       "Prefer": "return=minimal"}), args.rounds)
-        search = {"_count": "1000", "_include": "*", "_revinclude": "Provenance:target"}
-        page = httpx.get(f"{base}/fhir/CarePlan", params=search, headers={"Authorization": f"Bearer {token}"},
-                         timeout=600).json()
-        print(f"search page: {len(page.get('entry', []))} entries, {len(orjson.dumps(page)) / 1e6:.1f} MB", flush=True)
-        measure(base, token, "search, 1,000 CarePlans + includes",
-                lambda client, n: client.get(f"{base}/fhir/CarePlan", params=search), args.rounds)
+        first = 1_000_000 + int(time.time()) % 1000 * 10_000  # new people on every run
+        for name, entry_bytes in (("big", 20_000), ("small", 2_000)):
+            if name not in args.scenarios:
+                continue
+            bodies = [transaction(500, entry_bytes, first + (round_ + (name == "small") * 100) * 1000)
+                      for round_ in range(args.rounds)]
+            print(f"transaction body: {len(bodies[0]) / 1e6:.1f} MB", flush=True)
+            measure(base, token, f"transaction, 500 entries, {len(bodies[0]) / 1e6:.0f} MB",
+                    lambda client, n, bodies=bodies: client.post(
+                        f"{base}/fhir", content=bodies[n],
+                        headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}), args.rounds)
+        if "search" in args.scenarios:
+            search = {"_count": "1000", "_include": "*", "_revinclude": "Provenance:target"}
+            page = httpx.get(f"{base}/fhir/CarePlan", params=search, headers={"Authorization": f"Bearer {token}"},
+                             timeout=600).json()
+            print(f"search page: {len(page.get('entry', []))} entries, {len(orjson.dumps(page)) / 1e6:.1f} MB",
+                  flush=True)
+            measure(base, token, "search, 1,000 CarePlans + includes",
+                    lambda client, n: client.get(f"{base}/fhir/CarePlan", params=search), args.rounds)
     finally:
         server.terminate()
         server.wait(timeout=15)
