@@ -2,7 +2,8 @@
 
 One process serves many requests on one event loop: while a request parses, validates or renders,
 no other request moves. Validating a 20 KB resource takes about 30 ms, so a 10 MB transaction held
-every other request for 20 s at a time. ``run_cpu`` runs such a step, given an estimate of its cost:
+every other request for 8-22 s at a time (docs/performance.md). ``run_cpu`` runs such a step,
+given an estimate of its cost:
 
 - in a worker thread when the estimate is over ``THREAD_ABOVE``: the loop goes on serving while
   the thread holds the interpreter, which Python hands back every few milliseconds;
