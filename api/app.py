@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import docs, errors, fhir, oauth, requestlog
 from api.auth import RequireToken
 from api.headers import SecurityHeaders
-from api.limits import BodySizeLimit
+from api.limits import BodyLimits
 from api.oidc import ExternalIdP
 from api.pages import mitt, personal
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
-                               connect_timeout=settings.db_connect_timeout)
+                               connect_timeout=settings.db_connect_timeout,
+                               statement_timeout=settings.statement_timeout)
         try:
             await ensure_migrated(engine)
         except Exception:
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.settings = settings
         app.state.service = service
         app.state.audit = audit
-        app.state.audit_events = AuditEvents(store, service.base)
+        app.state.audit_events = AuditEvents(store, service.base, service.limits)
         app.state.bundles = BundleProcessor(service)
         app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
@@ -183,6 +184,6 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         return Response('{"status":"ok"}', media_type="application/json")
 
     app.add_middleware(RequireToken)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(SecurityHeaders)  # outermost: on every response, refusals included
     return app

@@ -39,8 +39,10 @@ from patientkontrakt.fhir.errors import (
     ServerError,
     ServiceUnavailable,
 )
+from patientkontrakt.fhir.limits import LimitExceeded
 from patientkontrakt.fhir.rendering import dumps
 from patientkontrakt.logs import describe, where
+from patientkontrakt.storage.database import StatementTimeout
 from patientkontrakt.storage.errors import DatabaseUnavailable
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -180,9 +182,26 @@ class Guard:
                 log.error("error while answering %s: %s\n%s", described(scope), describe(exc), where(exc))
 
 
+async def statement_timeout(request: Request, exc: Exception) -> Response:
+    """A statement the database cancelled at ``PK_STATEMENT_TIMEOUT``: 400 ``too-costly``, not a
+    server error, so that no client or proxy repeats it on its own (docs/security.md, "Limits")."""
+    assert isinstance(exc, StatementTimeout)
+    seconds = request.app.state.settings.statement_timeout
+    seconds_sv = f"{seconds:g}".replace(".", ",")
+    log.warning("a statement ran longer than PK_STATEMENT_TIMEOUT (%g s) on %s and was cancelled",
+                seconds, described(request.scope))
+    return outcome_response(LimitExceeded(
+        f"The database cancelled a statement that ran longer than {seconds:g} s (limit PK_STATEMENT_TIMEOUT); "
+        "nothing was changed. Ask for less (more selective criteria, a smaller _count, _total=none) or try "
+        "again later",
+        details_sv=f"Begäran tog för lång tid (högst {seconds_sv} s) och avbröts; inget ändrades. Begränsa "
+                   "sökningen eller försök igen senare."))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(DatabaseUnavailable, _unavailable)
+    app.add_exception_handler(StatementTimeout, statement_timeout)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -12,6 +12,7 @@ from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, Service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
+from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.service import parse_body
@@ -46,7 +47,8 @@ async def _json_body(request: Request) -> dict[str, object]:
         raise UnsupportedMediaType(
             f"Content-Type {content_type or '(none)'} is not supported; send application/fhir+json"
         )
-    return parse_body(await request.body())
+    raw = await request.body()
+    return await run_cpu(len(raw) * PARSE, parse_body, raw, request.app.state.service.limits.json_depth)
 
 
 def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:

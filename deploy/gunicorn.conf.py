@@ -3,8 +3,18 @@
 import multiprocessing
 import os
 
+from uvicorn.workers import UvicornWorker
+
+
+class Worker(UvicornWorker):
+    """uvicorn's worker with the header timeout of `patientkontrakt serve` (PK_HEADER_TIMEOUT,
+    api/limits.py); the body timeout and the other limits are the application's own."""
+
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": "api.limits:HeaderTimeoutProtocol"}
+
+
 bind = os.environ.get("PK_BIND", "0.0.0.0:8000")
-worker_class = "uvicorn.workers.UvicornWorker"
+worker_class = Worker
 workers = int(os.environ.get("PK_WORKERS", multiprocessing.cpu_count()))
 timeout = int(os.environ.get("PK_TIMEOUT", "60"))
 graceful_timeout = 30

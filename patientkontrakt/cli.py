@@ -129,6 +129,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         access_log=False,  # it prints ids and query strings: api/requestlog.py logs requests instead
+        http="api.limits:HeaderTimeoutProtocol",  # PK_HEADER_TIMEOUT (uvicorn has no header timeout)
     )
     return 0
 

@@ -36,6 +36,29 @@ class Settings(BaseSettings):
     retry_after: int = Field(
         default=10, description="Seconds a client is told to wait (Retry-After) when the database is unavailable.")
 
+    # -- limits on what one request may ask (docs/security.md, "Limits") ----------------------
+    max_search_parameters: int = Field(
+        default=100, ge=1, description="Parameters in one search request (query and form together).")
+    max_search_values: int = Field(
+        default=100, ge=1, description="Comma-separated values of one search parameter (ORed).")
+    max_chained_parameters: int = Field(default=5, ge=0, description="Chained parameters in one search.")
+    max_include_parameters: int = Field(default=20, ge=0, description="_include and _revinclude parameters.")
+    max_include_iterations: int = Field(
+        default=4, ge=0, description="Rounds of _include:iterate after the first; beyond: Bundle marked incomplete.")
+    max_included_resources: int = Field(
+        default=1000, ge=0, description="Resources includes may add to one page; beyond: Bundle marked incomplete.")
+    max_sort_keys: int = Field(default=5, ge=1, description="_sort keys in one search.")
+    max_elements: int = Field(default=50, ge=1, description="_elements entries in one request.")
+    max_bundle_entries: int = Field(default=500, ge=1, description="Entries of a batch or transaction Bundle.")
+    max_json_depth: int = Field(
+        default=100, ge=2, le=1000, description="Nesting of objects and arrays in a request body (JSON parser: 1024).")
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client may take to send a request's headers (then 408).")
+    body_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a client may take to send a request's body (then 408).")
+    statement_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds one database statement may run before it is cancelled.")
+
     # -- authorization (design §5; docs/security.md) ----------------------------------------
     signing_key: Path = Field(
         default=Path("patientkontrakt-signing-key.pem"),

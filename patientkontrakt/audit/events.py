@@ -28,6 +28,7 @@ from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import BadRequest, Forbidden, NotFound
+from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, check_parameter_count, check_values
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.storage import audit as sql
@@ -122,9 +123,10 @@ def render(row: AuditRow, base: str, *, name_refused: bool = True) -> dict[str, 
 
 
 class AuditEvents:
-    def __init__(self, store: Store, base: str) -> None:
+    def __init__(self, store: Store, base: str, limits: Limits = DEFAULT_LIMITS) -> None:
         self._store = store
         self._base = base
+        self._limits = limits
 
     def _scope(self, access: Access, interaction: str) -> AuditQuery:
         """What the caller may see of the log, as filters; refuses callers with no share in it."""
@@ -151,6 +153,7 @@ class AuditEvents:
 
     async def search(self, access: Access, pairs: list[tuple[str, str]]) -> Result:
         query = self._scope(access, "search-type")
+        check_parameter_count(self._limits, pairs)
         count, offset = 50, 0
         used: list[tuple[str, str]] = []
         for key, value in pairs:
@@ -166,6 +169,7 @@ class AuditEvents:
                                  expression=(key,), details_sv=f"Okänd sökparameter {key!r}.")
             # A repeated parameter narrows the result (AND), a comma-separated list widens it (OR);
             # an empty value is ignored (R4 search.html). Patient filters meet the caller's own.
+            check_values(self._limits, key, value)
             values = [v for v in value.split(",") if v]
             if not values:
                 continue

@@ -19,6 +19,8 @@ from patientkontrakt.fhir.access import Access, access_of
 from patientkontrakt.fhir.dates import format_instant
 from patientkontrakt.fhir.errors import BadRequest, FhirError, Forbidden, HiddenResource, Issue, NotFound
 from patientkontrakt.fhir.indexing import reference_elements
+from patientkontrakt.fhir.limits import ContentLimitExceeded, exceeded
+from patientkontrakt.fhir.offload import COPY, RULES, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import searchset
@@ -112,8 +114,12 @@ class BundleProcessor:
         if not isinstance(raw_entries, list):
             raise BadRequest("Bundle.entry must be an array", expression=("Bundle.entry",),
                              details_sv="Bundle.entry ska vara en lista.")
+        if len(raw_entries) > (limit := self.service.limits.bundle_entries):
+            raise exceeded("bundle_entries", limit, f"The Bundle has {len(raw_entries)} entries",
+                           "Bundlen har för många poster", expression=("Bundle.entry",), error=ContentLimitExceeded)
         if kind == "transaction":
-            entries = [self._parse_entry(i, e) for i, e in enumerate(raw_entries)]
+            entries = [await run_cpu(weight_of(e) * COPY, self._parse_entry, i, e)
+                       for i, e in enumerate(raw_entries)]
             try:
                 for index, entry in enumerate(entries):
                     try:
@@ -203,7 +209,8 @@ class BundleProcessor:
         for entry in entries:
             if entry.resource is not None:
                 try:
-                    self.service.check_structure(entry.type, entry.resource)
+                    await run_cpu(weight_of(entry.resource) * VALIDATE, self.service.check_structure, entry.type,
+                                  entry.resource)
                     if entry.method == "PUT" and entry.id is not None and entry.resource.get("id") != entry.id:
                         raise BadRequest("resource.id must equal the id in request.url",
                                          expression=(f"{entry.type}.id",),
@@ -231,7 +238,8 @@ class BundleProcessor:
                 if entry.resource is not None:
                     try:
                         await self._resolve_references(unit, entry, ids)
-                        entry.resource = self.service.apply_rules(entry.resource)
+                        entry.resource = await run_cpu(weight_of(entry.resource) * RULES, self.service.apply_rules,
+                                                       entry.resource)
                     except FhirError as error:
                         raise _entry_error(entry.index, error) from None
             await self._check_before_writing(unit, ordered)
@@ -469,7 +477,8 @@ class BundleProcessor:
     async def _batch_entry_in(self, unit: Unit, entry: _Entry, prefer: Preferences) -> _Response:
         service = self.service
         if entry.resource is not None:
-            entry.resource = service.prepare(entry.type, entry.resource)
+            entry.resource = await run_cpu(weight_of(entry.resource) * VALIDATE, service.prepare, entry.type,
+                                           entry.resource)
             for _, element in reference_elements(entry.resource):
                 if element["reference"].startswith("urn:uuid:"):
                     raise BadRequest("A batch cannot resolve urn:uuid references between entries; use a transaction",

@@ -31,6 +31,8 @@ from patientkontrakt.fhir.errors import (
 )
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
+from patientkontrakt.fhir.limits import DEFAULT_LIMITS, ContentLimitExceeded, Limits, exceeded
+from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
@@ -76,8 +78,9 @@ class Preferences:
         return cls(return_, strict)
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 naming what is wrong."""
+def parse_body(raw: bytes, max_depth: int = DEFAULT_LIMITS.json_depth) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming what is wrong; objects and arrays nest
+    at most ``max_depth`` deep (``PK_MAX_JSON_DEPTH``)."""
     if not raw.strip():
         raise BadRequest("The request has no body", details_sv="Begäran saknar innehåll.")
     try:
@@ -87,25 +90,22 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object (a FHIR resource)",
                          details_sv="Innehållet ska vara en FHIR-resurs.")
-    _check_json(data, nul_possible=b"\\u0000" in raw)
+    _check_json(data, max_depth, nul_possible=b"\\u0000" in raw)
     return data
 
 
-# Deepest nesting of objects and arrays a body may have. FHIR resources stay far below it;
-# deeper documents would exhaust the recursion of the validator and the Bundle processor.
-MAX_BODY_DEPTH = 100
-
-
-def _check_json(data: dict[str, Any], *, nul_possible: bool) -> None:
+def _check_json(data: dict[str, Any], max_depth: int, *, nul_possible: bool) -> None:
     """Refuse what no FHIR JSON needs and the server cannot process: nesting deeper than
-    ``MAX_BODY_DEPTH``, and U+0000 in a string or name (PostgreSQL cannot store it)."""
+    ``max_depth`` (FHIR resources stay far below the default; deeper documents would exhaust the
+    recursion of the validator and the Bundle processor), and U+0000 in a string or name
+    (PostgreSQL cannot store it)."""
     root = data.get("resourceType") if isinstance(data.get("resourceType"), str) else "$"
     stack: list[tuple[dict[str, Any] | list[Any], str, int]] = [(data, str(root), 1)]
     while stack:
         node, where, depth = stack.pop()
-        if depth > MAX_BODY_DEPTH:
-            raise BadRequest(f"The body nests objects and arrays deeper than {MAX_BODY_DEPTH} levels",
-                             details_sv="Innehållet är för djupt nästlat.")
+        if depth > max_depth:
+            raise exceeded("json_depth", max_depth, f"The body nests objects and arrays at least {depth} levels deep",
+                           "Innehållet är för djupt nästlat", expression=(where,), error=ContentLimitExceeded)
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in items:
             at = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
@@ -127,8 +127,10 @@ class FhirService:
         self.types = frozenset(RESOURCE_TYPES)
         self.validator = Validator(self.defs)
         self.indexer = Indexer(self.defs, self.types)
-        self.parser = SearchParser(self.defs, self.types, settings.default_page_size, settings.max_page_size)
-        self.search_engine = SearchEngine(self.defs, QueryBuilder(self.base))
+        self.limits: Limits = Limits.from_settings(settings)
+        self.parser = SearchParser(self.defs, self.types, settings.default_page_size, settings.max_page_size,
+                                   self.limits)
+        self.search_engine = SearchEngine(self.defs, QueryBuilder(self.base), self.limits)
         self.subsetter = Subsetter(self.defs)
         self.hooks: WriteHooks = hooks or NoHooks()
         self.writer = Writer(self.indexer, self.base, self.types, self.matches, self.hooks,
@@ -230,6 +232,9 @@ class FhirService:
         async with self._refusals_logged(access, "read", request):
             access.require(type_, "read")
         self.check_id(type_, id_)
+        if len(elements) > self.limits.elements:
+            raise exceeded("elements", self.limits.elements, f"_elements has {len(elements)} entries",
+                           "_elements har för många element", expression=("_elements",))
         stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
         if stored is None or not visible:
             # a resource the caller may not see and an absent one: the same answer, the same entry
@@ -303,7 +308,7 @@ class FhirService:
         self.check_type(type_)
         async with self._refusals_logged(access, "create", type_):
             access.require(type_, "create")
-            resource = self.prepare(type_, body)
+            resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist, context=context)
                 await self._write_done(unit, "create", type_, outcome.status)
@@ -322,7 +327,7 @@ class FhirService:
             )
         async with self._refusals_logged(access, "update", f"{type_}/{id_}"):
             access.require(type_, "update")
-            resource = self.prepare(type_, body)
+            resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.update(unit, resource, if_match=if_match, context=context)
                 await self._write_done(unit, "update", f"{type_}/{id_}", outcome.status)
@@ -335,7 +340,7 @@ class FhirService:
         async with self._refusals_logged(access, "update", f"{type_}?{criteria}"):
             access.require(type_, "update")
             access.require(type_, "search-type")
-            resource = self.prepare(type_, body)
+            resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match,
                                                                context=context)
@@ -437,7 +442,8 @@ class FhirService:
         async with self.store.reading(access) as unit:
             page = await self.search_engine.find(unit, query)
         self.drop_unscoped_includes(access, page)
-        body = searchset(self.base, query, page, self.subsetter)
+        body = await run_cpu(_rendering_cost([*page.matches, *page.included], query.summary or query.elements),
+                             searchset, self.base, query, page, self.subsetter)
         await self.log.record(access, "search-type", f"{type_}?{urlencode(query.used)}", page.matches + page.included)
         return Result(200, body)
 
@@ -496,7 +502,8 @@ class FhirService:
                                              restrictions=restrictions, current_only=current_only)
             seen = await unit.get_many({(r.type, r.id) for r in rows}, include_deleted=True)
         path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
-        body = self._history_bundle(path, pairs, rows, total, has_next, args)
+        body = await run_cpu(_rendering_cost(rows, False), self._history_bundle, path, pairs, rows, total, has_next,
+                             args)
         await self.log.record(access, interaction, path, seen)
         return Result(200, body)
 
@@ -527,6 +534,13 @@ class FhirService:
             }
             entries.append(({"fullUrl": self.full_url(row.type, row.id)}, row.body, after))
         return render_bundle(head, entries)
+
+
+def _rendering_cost(resources: list[StoredResource] | list[StoredVersion], subsetting: object) -> float:
+    """``run_cpu``'s estimate for rendering a Bundle of ``resources``: their stored JSON is spliced
+    in, or parsed and written again when subsetted."""
+    size = sum(len(r.body) for r in resources if r.body is not None)
+    return size * (SUBSET if subsetting else RENDER)
 
 
 def _allowed(access: Access, type_: str, interaction: str) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
 from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 
@@ -338,6 +339,23 @@ class Unit:
         pks: list[int] = list((await self.conn.execute(query)).scalars())
         return pks
 
+    async def referencing_current(self, source_type: str, param: str | None, targets: Sequence[tuple[str, str]],
+                                  condition: sa.ColumnElement[bool] | None, limit: int) -> list[StoredResource]:
+        """Current resources of ``source_type`` whose ``param`` (any, if None) points at one of the
+        targets and that ``condition`` admits (what the unit's caller may see; None: all), at most
+        ``limit``, lowest ``pk`` first: ``_revinclude`` with its cap (search/engine.py)."""
+        if not targets or limit <= 0:
+            return []
+        refs = sa.select(REF.resource_pk).where(
+            REF.res_type == source_type, sa.tuple_(REF.target_type, REF.target_id).in_(list(targets)))
+        if param is not None:
+            refs = refs.where(REF.param == param)
+        query = sa.select(*CURRENT_COLUMNS).where(R.pk.in_(refs), R.res_type == source_type, R.deleted.is_(False))
+        if condition is not None:
+            query = query.where(condition)
+        query = query.order_by(R.pk).limit(limit)
+        return [current(r) for r in (await self.conn.execute(query, self.parameters)).all()]
+
     # -- search ----------------------------------------------------------------------------
 
     async def search(self, query: sa.Select[Any]) -> list[StoredResource]:
@@ -459,7 +477,8 @@ class Store:
         ``read_current``, the access log's append), outside any transaction, with SQLAlchemy's
         handling of failures: a lost connection makes the pool drop every connection it made
         before (a restart has closed them all), any other failure drops this one (a failed or
-        cancelled statement leaves it unusable), and an outage is ``DatabaseUnavailable``."""
+        cancelled statement leaves it unusable), an outage is ``DatabaseUnavailable`` and a statement
+        cancelled at the statement timeout ``StatementTimeout``."""
         async with _outages():
             pooled = await self.engine.raw_connection()
         try:
@@ -469,6 +488,8 @@ class Store:
                 self.engine.pool._invalidate(pooled, exc)
             else:
                 pooled.invalidate()
+            if is_statement_timeout(exc):
+                raise StatementTimeout() from exc
             if isinstance(exc, Exception):
                 _raise_outage(exc)
             raise

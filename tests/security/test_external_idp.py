@@ -48,7 +48,7 @@ from patientkontrakt.fhir.service import Preferences
 from patientkontrakt.security.clients import Clients
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import audit_key_file
+from tests.conftest import SERVER_LOGS, audit_key_file
 from tests.security.conftest import World
 
 pytestmark = pytest.mark.slow
@@ -155,6 +155,7 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], env: dict[str, str], base_url: str, ready_path: str, log_path: Path) -> Process:
+    SERVER_LOGS.append(log_path)  # searched for patient data at the end (tests/test_no_patient_data_in_logs.py)
     with log_path.open("wb") as log:
         popen = subprocess.Popen([sys.executable, *args], cwd=PROJECT_ROOT, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,6 +13,7 @@ from patientkontrakt.fhir.access import access_of, bound, visible
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.errors import Issue, operation_outcome
+from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, incomplete
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.search.params import Include, SearchQuery
 from patientkontrakt.fhir.search.query import QueryBuilder, Restrict
@@ -21,12 +22,11 @@ from patientkontrakt.storage.tables import RESOURCE
 
 R = RESOURCE.c
 _COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id)
-MAX_INCLUDED = 1000
-MAX_ITERATIONS = 4
 # How far ``SearchEngine.driver`` counts a criterion's matches: enough to tell one patient's
 # resources from a whole status or category; beyond it the order of the criteria decides.
 PROBE_LIMIT = 1000
 REACH = -1  # ``SearchEngine.driver``: start from the caller's reach
+_SLICE = 200  # ``SearchEngine._forward``: the fewest candidates loaded at once when they are capped
 
 
 @dataclass
@@ -35,12 +35,16 @@ class SearchPage:
     included: list[StoredResource]
     total: int | None
     has_next: bool
+    # Why the page may lack resources its includes reach (``PK_MAX_INCLUDE_*``): warnings of code
+    # ``incomplete`` for the Bundle's OperationOutcome entry.
+    incomplete: list[Issue] = field(default_factory=list)
 
 
 class SearchEngine:
-    def __init__(self, defs: Definitions, builder: QueryBuilder) -> None:
+    def __init__(self, defs: Definitions, builder: QueryBuilder, limits: Limits = DEFAULT_LIMITS) -> None:
         self._defs = defs
         self.builder = builder
+        self.limits = limits
 
     async def _conditions(self, unit: Unit, query: SearchQuery) -> list[Any]:
         """The query's criteria and what the unit's caller may see (of the searched type and of
@@ -113,42 +117,87 @@ class SearchEngine:
             total = query.offset + len(rows)
         else:
             total = None
-        included = await self._includes(unit, query.includes, rows) if query.includes else []
-        return SearchPage(rows, included, total, has_next)
+        page = SearchPage(rows, [], total, has_next)
+        if query.includes:
+            await self._includes(unit, query.includes, page)
+        return page
 
-    async def _includes(self, unit: Unit, includes: list[Include], matches: list[StoredResource]
-                        ) -> list[StoredResource]:
-        seen = {(r.type, r.id) for r in matches}
-        included: list[StoredResource] = []
-        current = matches
-        for round_ in range(MAX_ITERATIONS):
+    async def _includes(self, unit: Unit, includes: list[Include], page: SearchPage) -> None:
+        """Add what ``includes`` reach from the matches to ``page.included``: the first round
+        follows every include from the matches, each further round (at most
+        ``PK_MAX_INCLUDE_ITERATIONS``) the ``:iterate`` ones from what the round before added; at
+        most ``PK_MAX_INCLUDED_RESOURCES`` in all. Where either limit cut something off, the page
+        says so (``page.incomplete``): a round after the last one only looks whether there is more."""
+        seen = {(r.type, r.id) for r in page.matches}
+        current = page.matches
+        room = self.limits.included_resources
+        rounds = self.limits.include_iterations + 1
+        for round_ in range(rounds + 1):
+            probing = round_ == rounds
             added: list[StoredResource] = []
             for inc in includes:
                 if round_ > 0 and not inc.iterate:
                     continue
-                found = await (self._reverse(unit, inc, current) if inc.reverse else self._forward(unit, inc, current))
-                for resource in found:
-                    key = (resource.type, resource.id)
-                    if key not in seen and len(included) + len(added) < MAX_INCLUDED:
-                        seen.add(key)
-                        added.append(resource)
+                space = 0 if probing else room - len(added)
+                if inc.reverse:
+                    found, cut = await self._reverse(unit, inc, current, seen, space)
+                else:
+                    found, cut = await self._forward(unit, inc, current, seen, space)
+                seen.update((resource.type, resource.id) for resource in found)
+                added.extend(found)
+                if cut:
+                    page.included.extend(added)
+                    page.incomplete.append(self._depth_reached() if probing else self._room_exhausted())
+                    return
             if not added:
-                break
-            included.extend(added)
+                return
+            page.included.extend(added)
+            room -= len(added)
             current = added
-        return included
 
-    async def _forward(self, unit: Unit, inc: Include, sources: list[StoredResource]) -> list[StoredResource]:
+    def _room_exhausted(self) -> Issue:
+        limit = self.limits.included_resources
+        return incomplete(f"Included resources are truncated: a page gets at most {limit} (limit "
+                          "PK_MAX_INCLUDED_RESOURCES); ask for fewer matches per page (_count) to get them all",
+                          f"Alla inkluderade resurser kom inte med (högst {limit} per sida); begär färre "
+                          "träffar per sida (_count).")
+
+    def _depth_reached(self) -> Issue:
+        limit = self.limits.include_iterations
+        return incomplete(f"Included resources are truncated: _include:iterate follows references at most {limit} "
+                          "times (limit PK_MAX_INCLUDE_ITERATIONS), and there are more",
+                          f"Alla inkluderade resurser kom inte med: referenser följs högst {limit} steg.")
+
+    async def _forward(self, unit: Unit, inc: Include, sources: list[StoredResource], seen: set[tuple[str, str]],
+                       room: int) -> tuple[list[StoredResource], bool]:
+        """The resources ``inc`` reaches from ``sources`` that the caller may see and ``seen`` lacks,
+        at most ``room``, and whether there were more."""
         pks = [r.pk for r in sources if r.type == inc.source_type or inc.param is None]
         params = None if inc.param is None else [(inc.source_type, inc.param)]
-        targets = await unit.references_from(pks, params, inc.target_type)
-        return await visible(unit, await unit.get_many(targets))
+        targets = [key for key in await unit.references_from(pks, params, inc.target_type) if key not in seen]
+        if len(targets) <= room:
+            return await visible(unit, await unit.get_many(targets)), False
+        # More candidates than room: load them a slice at a time until one more than fits is found
+        # (some may be deleted or hidden from the caller, and must not count).
+        found: list[StoredResource] = []
+        start = 0
+        while start < len(targets) and len(found) <= room:
+            size = max(room + 1 - len(found), _SLICE)
+            found.extend(await visible(unit, await unit.get_many(targets[start:start + size])))
+            start += size
+        return found[:room], len(found) > room
 
-    async def _reverse(self, unit: Unit, inc: Include, targets: list[StoredResource]) -> list[StoredResource]:
+    async def _reverse(self, unit: Unit, inc: Include, targets: list[StoredResource], seen: set[tuple[str, str]],
+                       room: int) -> tuple[list[StoredResource], bool]:
+        """The resources of ``inc.source_type`` that reference ``targets``, the caller may see and
+        ``seen`` lacks, at most ``room``, and whether there were more. The database applies what the
+        caller may see, so the first ``room`` + 1 + (those already seen) rows tell."""
         keys = [(r.type, r.id) for r in targets]
-        pks = await unit.referencing(inc.source_type, inc.param, keys, MAX_INCLUDED)
-        found = await unit.get_by_pks(pks)
-        return await visible(unit, [r for r in found if not r.deleted])
+        already = sum(1 for type_, _ in seen if type_ == inc.source_type)
+        restriction = bound(access_of(unit).restriction(inc.source_type))
+        found = await unit.referencing_current(inc.source_type, inc.param, keys, restriction, room + 1 + already)
+        new = [r for r in found if (r.type, r.id) not in seen]
+        return new[:room], len(new) > room
 
 
 def searchset(
@@ -176,7 +225,7 @@ def searchset(
     for resource in page.included:
         entries.append(({"fullUrl": f"{base}/{resource.type}/{resource.id}"}, resource.body,
                         {"search": {"mode": "include"}}))
-    warnings: list[Issue] = query.warnings()
+    warnings: list[Issue] = [*query.warnings(), *page.incomplete]
     if warnings:
         entries.append(({}, dumps(operation_outcome(warnings)), {"search": {"mode": "outcome"}}))
     return render_bundle(head, entries)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from patientkontrakt.fhir.definitions import Definitions, SearchParam
 from patientkontrakt.fhir.errors import BadRequest, Issue
+from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, check_parameter_count, check_values, exceeded
 
 # Result parameters we implement (R4 search.html#return) plus our paging offset.
 RESULT_PARAMS = frozenset({
@@ -121,6 +122,38 @@ def _unescape_token(text: str) -> str:
     return re.sub(r"\\([|\\])", r"\1", text)
 
 
+def check_limits(limits: Limits, pairs: list[tuple[str, str]]) -> None:
+    """Refuse a search that asks for more than ``limits`` allow, by counting alone: before any
+    parameter is parsed or any SQL is built (docs/security.md, "Limits")."""
+    check_parameter_count(limits, pairs)
+    chains = includes = sort_keys = elements = 0
+    for name, raw in pairs:
+        if name in ("_sort", "_elements"):
+            keys = sum(1 for part in raw.split(",") if part.strip())
+            if name == "_sort":
+                sort_keys += keys
+            else:
+                elements += keys
+        elif name.startswith(("_include", "_revinclude")):
+            includes += 1
+        elif name.partition(":")[0] not in RESULT_PARAMS:
+            check_values(limits, name, raw)
+            chains += "." in name
+    if chains > limits.chained_parameters:
+        raise exceeded("chained_parameters", limits.chained_parameters, f"The search has {chains} chained parameters",
+                       "Sökningen har för många kedjade parametrar")
+    if includes > limits.include_parameters:
+        raise exceeded("include_parameters", limits.include_parameters,
+                       f"The search has {includes} _include and _revinclude parameters",
+                       "Sökningen har för många _include och _revinclude")
+    if sort_keys > limits.sort_keys:
+        raise exceeded("sort_keys", limits.sort_keys, f"_sort has {sort_keys} keys",
+                       "_sort har för många sorteringsnycklar", expression=("_sort",))
+    if elements > limits.elements:
+        raise exceeded("elements", limits.elements, f"_elements has {elements} entries",
+                       "_elements har för många element", expression=("_elements",))
+
+
 def _int(name: str, value: str, low: int, high: int | None) -> int:
     try:
         number = int(value)
@@ -136,13 +169,16 @@ def _int(name: str, value: str, low: int, high: int | None) -> int:
 class SearchParser:
     """Turns query pairs into a SearchQuery for one resource type."""
 
-    def __init__(self, defs: Definitions, served_types: frozenset[str], default_count: int, max_count: int):
+    def __init__(self, defs: Definitions, served_types: frozenset[str], default_count: int, max_count: int,
+                 limits: Limits = DEFAULT_LIMITS):
         self._defs = defs
         self._types = served_types
         self._default_count = default_count
         self._max_count = max_count
+        self.limits = limits
 
     def parse(self, type_: str, pairs: list[tuple[str, str]], *, strict: bool) -> SearchQuery:
+        check_limits(self.limits, pairs)
         query = SearchQuery(type=type_, count=self._default_count)
         params = self._defs.params_for(type_)
         for name, raw in pairs:
