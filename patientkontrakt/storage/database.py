@@ -49,10 +49,12 @@ class StatementTimeout(RuntimeError):
 
 def is_statement_timeout(exc: BaseException) -> bool:
     """Whether a driver error is a statement cancelled for running too long: PostgreSQL's
-    ``query_canceled`` (SQLSTATE 57014, from asyncpg directly or through SQLAlchemy's adapter),
-    or SQLite's interrupt (only our progress handler interrupts)."""
+    ``query_canceled`` (SQLSTATE 57014, from asyncpg directly or through SQLAlchemy's adapter) for
+    the statement timeout, or SQLite's interrupt (only our progress handler interrupts)."""
     if getattr(exc, "sqlstate", None) == "57014":
-        return True
+        # the same SQLSTATE as an operator's pg_cancel_backend ("due to user request"), which is
+        # not the request's fault
+        return "statement timeout" in str(exc)
     return isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted"
 
 
