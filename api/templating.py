@@ -143,7 +143,8 @@ def render(request: Request, name: str, context: dict[str, Any], *, status_code:
         **context,
         _=gettext, gettext=gettext, ngettext=ngettext, say=say,
         lang=language, request=request, path=request.url.path, labels=labels,
-        role_labels=defs.code_displays(codes.CARETEAM_ROLE, language) if defs else {},
+        role_labels={**(defs.code_displays(codes.CARETEAM_ROLE, language) if defs else {}),
+                     **{code: gettext(label) for code, label in labels.ROLE.items()}},
         kind_labels=defs.code_displays(codes.ACTIVITY_KIND, language) if defs else {},
         date=_format_date, datetime=_format_datetime,
     )

@@ -13,11 +13,13 @@ from pathlib import Path
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po, write_po
 
+from tools.sv_forms import SV_FORMS
+
 ROOT = Path(__file__).resolve().parents[1]
 PO = ROOT / "api" / "locale" / "sv" / "LC_MESSAGES" / "messages.po"
 POT = ROOT / "build" / "messages.pot"
 
-SV: dict[str | tuple[str, str], str | tuple[str, str]] = {
+SV: dict[str | tuple[str, str], str | tuple[str, str]] = {**SV_FORMS,
     "Draft": "Utkast", "Active": "Gällande", "On hold": "Vilande", "Completed": "Avslutat",
     "Ended early": "Avbrutet", "Entered in error": "Felregistrerat", "Unknown": "Okänd",
     "Proposed": "Föreslaget", "Planned": "Planerat", "Accepted": "Godkänt", "Ongoing": "Pågår",

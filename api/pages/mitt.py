@@ -104,7 +104,8 @@ async def home(request: Request) -> Response:
         readers = await _who_has_read(page)
         template = "mitt/print.html" if page.request.query_params.get("utskrift") else "mitt/agreement.html"
         return page.render(template, {"agreements": agreements, "readers": readers, "errors": {}, "f": {},
-                                      "saved": page.request.query_params.get("sparat")})
+                                      "saved": page.request.query_params.get("sparat"),
+                                      "printed": datetime.datetime.now(datetime.UTC)})
     return await signed_in(request, PATIENT, run)
 
 

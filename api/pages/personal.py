@@ -4,9 +4,10 @@ change of fast vårdkontakt, close.
 Every page calls the FHIR core (``FhirService``, ``BundleProcessor``, ``$patientkontrakt``)
 with the signed-in staff member's ``Access``: the same access rules and the same access log as
 the API. Forms post back to the page they are on; a CSRF token from the session travels in
-each. Validation errors are shown next to their fields: personnummer and required fields are
-checked here, the Patientkontrakt rules by the core (their OperationOutcome ``expression`` says
-which field).
+each. Validation errors are shown all at once, next to their fields and in a summary at the top
+(``api/pages/forms.py``): personnummer, required fields, contacts and activities are checked
+here, the Patientkontrakt rules by the core (their OperationOutcome ``expression`` says which
+field).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.pages import forms
 from api.pages import session as sessions
-from api.pages.common import Page, bilingual, body, signed_in
+from api.pages.common import Page, body, signed_in
 from api.pages.labels import N_
 from api.pages.session import STAFF
 from api.pages.views import agreement_view, name_of, person_number
 from api.templating import language_of, render
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.identifiers import PERSONNUMMER, IdentifierError, parse_person_number
+from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
 from patientkontrakt.fhir.errors import FhirError, Issue, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.service import Preferences
@@ -91,14 +93,16 @@ async def _list(page: Page) -> Response:
     error = None
     if status in STATUSES:
         pairs.append(("status", status))
-    if query:
+    if query and any(ch.isdigit() for ch in query):
+        # a personnummer or samordningsnummer in any written form: 10 or 12 digits, with or without
+        # "-" ("+" for 100 years or older in the 10-digit form), found under its 12-digit normal form
         try:
-            number = parse_person_number(query).value
-            pairs.append(("patient.identifier", f"{PERSONNUMMER}|{number}"))
+            identity = parse_person_number(query)
+            pairs.append(("patient.identifier", f"{identity.system}|{identity.value}"))
         except IdentifierError as exc:
-            if any(ch.isdigit() for ch in query):
-                error = bilingual(exc.swedish, exc.english)
-            pairs.append(("patient.name", query))
+            error = forms.person_number_message(query, exc)
+    elif query:
+        pairs.append(("patient.name", query))
     bundle = body(await page.request.app.state.service.search(page.access, "CarePlan", pairs, _PREFER)) \
         if error is None else {"entry": [], "total": 0}
     patients = {f"Patient/{e['resource']['id']}": e["resource"] for e in bundle.get("entry", [])
@@ -187,7 +191,11 @@ def _empty_form() -> dict[str, Any]:
             "activities": _empty_activities(ACTIVITY_ROWS)}
 
 
-_ACTIVITY_FIELDS = ("kind", "description", "date", "time", "place", "performer")
+# ``past``: the box that confirms a date that has passed (shown once such a date is entered)
+_ACTIVITY_FIELDS = ("kind", "description", "date", "past", "time", "place", "performer")
+_NEW_FORM_FIELDS = ("personnummer", "given", "family", "phone", "vardkontakt", "lakarkontakt", "participants",
+                    "description", "own_goals", "care_goals", "status")
+_NEW_FORM_ORDER = (*_NEW_FORM_FIELDS, *forms.activity_field_order(ACTIVITY_ROWS, _ACTIVITY_FIELDS), "activities")
 
 
 def _empty_activities(count: int) -> list[dict[str, str]]:
@@ -212,6 +220,9 @@ async def new_form(request: Request) -> Response:
 
 @router.post("/nytt")
 async def create(request: Request) -> Response:
+    """Every error of the form in one round: the page checks the patient, the contacts and the
+    activities before it returns, and sends the core nothing it would refuse for a reason the
+    page can see (an empty list, a missing contact, a second active agreement)."""
     async def run(page: Page) -> Response:
         data = await page.form()
         form = _read_form(data)
@@ -220,16 +231,21 @@ async def create(request: Request) -> Response:
         patient = await _find_or_describe_patient(page, form, errors)
         _check_people(form, directory, errors)
         activities = _activities(form, errors)
+        if "id" in patient and form["status"] == "active":
+            await _check_no_active_agreement(page, patient["id"], directory["unit_org"], errors)
+
+        def again(general: list[Any]) -> Response:
+            return page.render("personal/new.html", {
+                "f": form, "errors": forms.in_form_order(errors, _NEW_FORM_ORDER), "general": general,
+                "kinds": _activity_kinds(page), **directory}, status_code=422)
+
         if errors:
-            return page.render("personal/new.html", {"f": form, "errors": errors, "general": [],
-                                                     "kinds": _activity_kinds(page), **directory}, status_code=422)
+            return again([])
         bundle, plan_urn = _agreement_bundle(page, form, patient, activities, directory)
         try:
             result = body(await page.request.app.state.bundles.process(page.access, bundle, _PREFER))
         except FhirError as error:
-            general = _field_errors(error.issues, errors)
-            return page.render("personal/new.html", {"f": form, "errors": errors, "general": general,
-                                                     "kinds": _activity_kinds(page), **directory}, status_code=422)
+            return again(forms.issue_fields(error.issues, errors, bundle, activities, _NEW_FORM_FIELDS))
         plan_index = next(i for i, e in enumerate(bundle["entry"]) if e["fullUrl"] == plan_urn)
         location = result["entry"][plan_index]["response"]["location"]
         plan_id = location.split("/CarePlan/")[1].split("/")[0]
@@ -254,11 +270,13 @@ def _read_form(data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _find_or_describe_patient(page: Page, form: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
-    """The patient by personnummer (one the unit may see), or the one to register."""
+    """The patient by personnummer (one the unit may see), or the one to register. The names
+    are asked for when the number is valid and no patient has it: a number mistyped says so,
+    and does not also ask for the names of a patient who may be registered."""
     try:
         identity = parse_person_number(form["personnummer"])
     except IdentifierError as exc:
-        errors["personnummer"] = bilingual(exc.swedish, exc.english)
+        errors["personnummer"] = forms.person_number_message(form["personnummer"], exc)
         return {}
     form["personnummer"] = identity.value
     found = body(await page.request.app.state.service.search(
@@ -266,10 +284,10 @@ async def _find_or_describe_patient(page: Page, form: dict[str, Any], errors: di
     existing = [e["resource"] for e in found.get("entry", []) if e["resource"]["resourceType"] == "Patient"]
     if existing:
         return existing[0]
-    if not form["family"]:
-        errors["family"] = N_("Enter the last name of a new patient.")
     if not form["given"]:
         errors["given"] = N_("Enter the first name of a new patient.")
+    if not form["family"]:
+        errors["family"] = N_("Enter the last name of a new patient.")
     patient: dict[str, Any] = {"resourceType": "Patient", "identifier": [{"system": identity.system,
                                                                            "value": identity.value}],
                                "name": [{"family": form["family"], "given": [form["given"]]}]}
@@ -278,15 +296,28 @@ async def _find_or_describe_patient(page: Page, form: dict[str, Any], errors: di
     return patient
 
 
+async def _check_no_active_agreement(page: Page, patient_id: str, unit_org: str, errors: dict[str, Any]) -> None:
+    """The core allows one active agreement per patient and unit: say so before saving."""
+    found = body(await page.request.app.state.service.search(page.access, "CarePlan", [
+        ("subject", f"Patient/{patient_id}"), ("status", "active"),
+        ("category", f"{codes.CAREPLAN_CATEGORY}|{codes.PATIENTKONTRAKT}"), ("_count", "20")], _PREFER))
+    if any(str((e["resource"].get("author") or {}).get("reference")) == f"Organization/{unit_org}"
+           for e in found.get("entry", []) if e["resource"]["resourceType"] == "CarePlan"):
+        errors.setdefault("personnummer", N_("The patient already has an active agreement with the unit. "
+                                             "Open it from the list, or save this one as a draft."))
+
+
 def _check_people(form: dict[str, Any], directory: dict[str, Any], errors: dict[str, Any]) -> None:
     own = {r["id"]: r for r in directory["own_staff"]}
-    if form["vardkontakt"] not in own:
+    if not form["vardkontakt"]:
+        errors["vardkontakt"] = N_("Choose a fast vårdkontakt")
+    elif form["vardkontakt"] not in own:
         errors["vardkontakt"] = N_("Choose the fast vårdkontakt among the unit's staff.")
-    if directory["primary_care"]:
-        chosen = own.get(form["lakarkontakt"])
-        if chosen is None or not chosen["doctor"]:
-            errors["lakarkontakt"] = N_("At a vårdcentral the patient has a fast läkarkontakt who is a physician.")
-    elif form["lakarkontakt"] and form["lakarkontakt"] not in own:
+    chosen = own.get(form["lakarkontakt"])
+    if not form["lakarkontakt"]:
+        if directory["primary_care"]:  # HSL 7 kap 3 §: a vårdcentral's patients have one
+            errors["lakarkontakt"] = N_("Choose a fast läkarkontakt")
+    elif chosen is None or not chosen["doctor"]:
         errors["lakarkontakt"] = N_("Choose the fast läkarkontakt among the unit's physicians.")
     known = {r["id"] for r in directory["other_staff"]} | set(own)
     if any(p not in known for p in form["participants"]):
@@ -294,25 +325,39 @@ def _check_people(form: dict[str, Any], directory: dict[str, Any], errors: dict[
 
 
 def _activities(form: dict[str, Any], errors: dict[str, Any]) -> list[dict[str, Any]]:
-    """The filled-in activity rows, checked (empty rows are skipped)."""
+    """The filled-in activity rows, checked (empty rows are skipped). A row without a time is
+    planned for the day only (stored as a date); a date that has passed is saved once the row's
+    box says so."""
     out = []
+    today = datetime.date.today()
     for i, row in enumerate(form["activities"]):
-        if not (row["description"] or row["kind"] or row["date"]):
+        if not any(row[k] for k in _ACTIVITY_FIELDS if k != "past"):
             continue
+        name = f"activity-{i}-"
+        if not row["kind"]:
+            errors[name + "kind"] = N_("Choose the kind of activity.")
         if not row["description"]:
-            errors[f"activity-{i}-description"] = N_("Describe the activity.")
+            errors[name + "description"] = N_("Describe the activity.")
+        day = time = None
+        if not row["date"]:
+            errors[name + "date"] = N_("Enter the date of the activity.")
+        else:
+            try:
+                day = datetime.date.fromisoformat(row["date"])
+            except ValueError:
+                errors[name + "date"] = N_("Enter the date as YYYY-MM-DD.")
+        if day is not None and day < today and not row["past"]:
+            errors[name + "past"] = N_("The date has already passed – save anyway? Then tick the box.")
+        if row["time"]:
+            try:
+                time = datetime.time.fromisoformat(row["time"])
+            except ValueError:
+                errors[name + "time"] = N_("Enter the time as HH:MM, or leave it empty.")
         if not row["performer"]:
-            errors[f"activity-{i}-performer"] = N_("Choose the unit responsible for the activity.")
-        when = None
-        try:
-            day = datetime.date.fromisoformat(row["date"])
-            hour, _, minute = (row["time"] or "09:00").partition(":")
-            when = datetime.datetime.combine(day, datetime.time(int(hour), int(minute or 0)))
-        except ValueError:
-            errors[f"activity-{i}-date"] = N_("Enter a date (YYYY-MM-DD) and a time (HH:MM).")
-        if when is not None and row["description"] and row["performer"]:
-            out.append({"kind": row["kind"] or "besok", "description": row["description"], "when": when,
-                        "performer": row["performer"], "place": row.get("place", "")})
+            errors[name + "performer"] = N_("Choose the unit responsible for the activity.")
+        if not any(key.startswith(name) for key in errors):
+            out.append({"kind": row["kind"], "description": row["description"], "day": day, "time": time,
+                        "performer": row["performer"], "place": row.get("place", ""), "row": i})
     return out
 
 
@@ -378,9 +423,12 @@ def _agreement_bundle(page: Page, form: dict[str, Any], patient: dict[str, Any],
         "description": form["description"] or "Överenskommelse mellan dig och vården.",
         "subject": {"reference": patient_ref}, "period": {"start": today}, "created": today,
         "author": {"reference": f"Organization/{unit_org}"},
-        "careTeam": [{"reference": team_urn}], "goal": goal_refs,
-        "activity": [_activity_resource(a) for a in activities],
+        "careTeam": [{"reference": team_urn}],
     }
+    if goal_refs:  # FHIR allows no empty array: an element without values is left out
+        plan["goal"] = goal_refs
+    if activities:
+        plan["activity"] = [_activity_resource(a) for a in activities]
     if contributors:
         plan["contributor"] = [{"reference": f"Organization/{org}"} for org in contributors]
     plan_urn = add(plan)
@@ -402,15 +450,22 @@ def _goals(page: Page, form: dict[str, Any], patient_ref: str) -> list[dict[str,
 
 
 def _activity_resource(activity: dict[str, Any]) -> dict[str, Any]:
-    start = activity["when"]
-    end = start + datetime.timedelta(minutes=45)
-    zone = datetime.datetime.now().astimezone().strftime("%z")
-    offset = f"{zone[:3]}:{zone[3:]}" if zone else "+00:00"
+    """``CarePlan.activity`` for a form row. With a time it is planned for 45 minutes from then;
+    without one, for the day: ``scheduledPeriod.start`` is then a date, which a dateTime may be."""
+    day, time = activity["day"], activity["time"]
+    if time is None:
+        period = {"start": day.isoformat()}
+    else:
+        start = datetime.datetime.combine(day, time.replace(second=0, microsecond=0))
+        end = start + datetime.timedelta(minutes=45)
+        zone = datetime.datetime.now().astimezone().strftime("%z")
+        offset = f"{zone[:3]}:{zone[3:]}" if zone else "+00:00"
+        period = {"start": start.strftime("%Y-%m-%dT%H:%M:00") + offset,
+                  "end": end.strftime("%Y-%m-%dT%H:%M:00") + offset}
     detail: dict[str, Any] = {
         "code": {"coding": [{"system": codes.ACTIVITY_KIND, "code": activity["kind"]}]},
         "status": "scheduled",
-        "scheduledPeriod": {"start": start.strftime("%Y-%m-%dT%H:%M:00") + offset,
-                            "end": end.strftime("%Y-%m-%dT%H:%M:00") + offset},
+        "scheduledPeriod": period,
         "performer": [{"reference": f"Organization/{activity['performer']}"}],
         "description": activity["description"],
     }
@@ -419,25 +474,13 @@ def _activity_resource(activity: dict[str, Any]) -> dict[str, Any]:
     return {"detail": detail}
 
 
-_FIELDS = (
-    ("CareTeam.participant", "vardkontakt"), ("Patient.identifier", "personnummer"), ("Patient.name", "family"),
-    ("CarePlan.activity", "activities"), ("CarePlan.description", "description"),
-)
+_EDIT_FORM_FIELDS = ("title", "description", "status", "end", "care_goals", "own_goals")
 
 
-def _field_errors(issues: list[Issue], errors: dict[str, Any]) -> list[Any]:
-    """Put the core's issues next to the fields their ``expression`` names; the rest in general."""
-    general = []
-    for issue in issues:
-        text = bilingual(issue.details_sv or issue.diagnostics, issue.diagnostics)
-        expression = " ".join(issue.expression)
-        field = next((f for prefix, f in _FIELDS if prefix in expression.replace("Bundle.entry", "")
-                      or prefix.split(".", 1)[1] in expression and prefix.split(".")[0] in issue.diagnostics), None)
-        if field and field not in errors:
-            errors[field] = text
-        else:
-            general.append(text)
-    return general
+def _field_errors(issues: list[Issue], errors: dict[str, Any], bundle: dict[str, Any] | None = None,
+                  activities: list[dict[str, Any]] | None = None) -> list[Any]:
+    """The edit form's fields for the core's issues (``forms.issue_fields``); the rest in general."""
+    return forms.issue_fields(issues, errors, bundle, activities or [], _EDIT_FORM_FIELDS)
 
 
 # -- edit, with optimistic locking --------------------------------------------------------------
@@ -515,7 +558,7 @@ async def edit(request: Request, plan_id: str) -> Response:
             conflict = await _conflict(page, plan_id, form["version"], view)
             return await _edit_page(page, view, form, {}, conflict, status=409)
         except FhirError as error:
-            general = _field_errors(error.issues, errors)
+            general = _field_errors(error.issues, errors, bundle, activities)
             return await _edit_page(page, view, form, errors, None, general, status=422)
         return page.redirect(f"/personal/avtal/{plan_id}?sparat=1")
     return await signed_in(request, STAFF, run)

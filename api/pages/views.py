@@ -8,6 +8,7 @@ changes. No FHIR knowledge in the templates, no HTML here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import PERSONNUMMER, SAMORDNINGSNUMMER
 from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 ROLE_ORDER = ("fast-vardkontakt", "fast-lakarkontakt", "kontaktperson-kommun", "narstaende", "ovrig", "patient")
 
 
@@ -35,6 +37,7 @@ class Contact:
     start: str = ""
     end: str = ""
     current: bool = True
+    role_text: str = ""  # the participant's role in words (CareTeam.participant.role.text), if given
 
 
 @dataclass
@@ -57,6 +60,8 @@ class ActivityView:
     performer: str
     location: str
     status: str
+    kind_code: str = ""  # a pk-activity-kind code (besok, hembesok, telefonkontakt, ...)
+    all_day: bool = False  # planned for a day, without a time (scheduledPeriod.start is a date)
 
     @property
     def past(self) -> bool:
@@ -230,9 +235,11 @@ def agreement_view(bundle: dict[str, Any], plan_id: str | None = None) -> Agreem
         role = _code(participant.get("role"), codes.CARETEAM_ROLE) or "ovrig"
         member = participant.get("member") or {}
         period = participant.get("period") or {}
+        role_text = next((str(r["text"]) for r in participant.get("role") or [] if isinstance(r, dict)
+                          and r.get("text")), "")
         contacts.append(Contact(role=role, person=index.person(_ref(member), str(member.get("display", ""))),
                                 start=_day(period.get("start")), end=_day(period.get("end")),
-                                current=_current(period)))
+                                current=_current(period), role_text=role_text))
     contacts.sort(key=lambda c: (ROLE_ORDER.index(c.role) if c.role in ROLE_ORDER else 9, not c.current, c.start))
     goals = []
     for reference in plan.get("goal", []):
@@ -292,6 +299,7 @@ def _activity(activity: dict[str, Any], index: _Index) -> ActivityView:
             description=str(appointment.get("description", "")), when=_instant(appointment.get("start")),
             until=_instant(appointment.get("end")), recurring="", performer=performer, location="",
             status=str(appointment.get("status", "")),
+            kind_code=_code(appointment.get("serviceType"), codes.ACTIVITY_KIND),
         )
     detail = activity.get("detail") or {}
     period = detail.get("scheduledPeriod") or {}
@@ -304,8 +312,14 @@ def _activity(activity: dict[str, Any], index: _Index) -> ActivityView:
         times = ", ".join(t[:5] for t in repeat.get("timeOfDay", []))
         recurring = f"{repeat.get('frequency', 1)}/{repeat.get('period', 1)}{repeat.get('periodUnit', '')} {times}"
     performers = [name_of(index.get(_ref(p))) or str(p.get("display", "")) for p in detail.get("performer", [])]
+    start = period.get("start")
+    all_day = isinstance(start, str) and _DATE_ONLY.fullmatch(start) is not None and when is not None
+    until = _instant(period.get("end"))
+    if all_day and until is None:
+        until = parse_range(start)[1]  # the day's last instant: it is upcoming all that day
     return ActivityView(
         kind=_display(detail.get("code")), description=str(detail.get("description", "")), when=when,
-        until=_instant(period.get("end")), recurring=recurring.strip(), performer=", ".join(p for p in performers if p),
+        until=until, recurring=recurring.strip(), performer=", ".join(p for p in performers if p),
         location=str((detail.get("location") or {}).get("display", "")), status=str(detail.get("status", "")),
+        kind_code=_code(detail.get("code"), codes.ACTIVITY_KIND), all_day=all_day,
     )

@@ -39,12 +39,15 @@ _SEPARATORS = re.compile(r"[\s:]")
 
 
 class IdentifierError(ValueError):
-    """An identifier value that is not valid; carries an English and a Swedish message."""
+    """An identifier value that is not valid; carries an English and a Swedish message, and
+    ``reason`` (``format``, ``check-digit``, ``date``, ``future``, or ``invalid``) for a page that
+    words its own message."""
 
-    def __init__(self, english: str, swedish: str) -> None:
+    def __init__(self, english: str, swedish: str, reason: str = "invalid") -> None:
         super().__init__(english)
         self.english = english
         self.swedish = swedish
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,14 @@ def parse_person_number(text: str, today: datetime.date | None = None) -> Person
         raise IdentifierError(
             f"{text!r} is not a personnummer: use YYYYMMDD-NNNN or YYYYMMDDNNNN",
             f"{text!r} är inget personnummer. Skriv ÅÅÅÅMMDD-NNNN.",
+            "format",
         )
     digits = raw.replace("-", "").replace("+", "")
     if not luhn.is_valid(digits[-10:]):
         raise IdentifierError(
             f"{text!r} has a wrong check digit",
             f"Kontrollsiffran i {text!r} stämmer inte.",
+            "check-digit",
         )
     month, day = digits[-8:-6], int(digits[-6:-4])
     coordination = day > 60
@@ -98,11 +103,13 @@ def parse_person_number(text: str, today: datetime.date | None = None) -> Person
         raise IdentifierError(
             f"{text!r} does not contain a valid date",
             f"{text!r} innehåller inget giltigt datum.",
+            "date",
         ) from None
     if birth > today:
         raise IdentifierError(
             f"{text!r} has a birth date in the future",
             f"Födelsedatumet i {text!r} ligger i framtiden.",
+            "future",
         )
     return PersonIdentity(
         system=SAMORDNINGSNUMMER if coordination else PERSONNUMMER,
