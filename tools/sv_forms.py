@@ -29,6 +29,10 @@ SV_FORMS: dict[str | tuple[str, str], str | tuple[str, str]] = {
     "Save anyway: the date has passed": "Spara ändå, fast datumet har passerat",
     # the staff list's search
     "For example 19121212-1212, 121212-1212 or a name": "Till exempel 19121212-1212, 121212-1212 eller ett namn",
+    "No one has %(typed)s, which is someone under 100. Showing %(number)s instead: someone of 100 or more is "
+    "written %(short)s.":
+        "Ingen har %(typed)s, som är en person under 100 år. Visar %(number)s i stället: den som är 100 år "
+        "eller äldre skrivs %(short)s.",
     # roles in plain words
     "Named care contact": "Fast vårdkontakt", "Named physician": "Fast läkarkontakt",
     "Municipal contact person": "Kontaktperson i kommunen", "Next of kin": "Närstående",

@@ -11,6 +11,7 @@ the core still refuses comes back as issues whose ``expression`` names the eleme
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from api.pages.common import bilingual
 from api.pages.labels import N_
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.identifiers import IdentifierError
+from patientkontrakt.domain.identifiers import IdentifierError, PersonIdentity, parse_person_number
 from patientkontrakt.fhir.errors import Issue
 
 EMPTY_PERSON_NUMBER = N_("Enter the patient's personnummer")
@@ -41,6 +42,26 @@ def person_number_message(text: str, error: IdentifierError) -> str:
     if not text.strip():
         return EMPTY_PERSON_NUMBER
     return PERSON_NUMBER.get(error.reason, PERSON_NUMBER["format"])
+
+
+def other_century(text: str, identity: PersonIdentity) -> PersonIdentity | None:
+    """For a 10-digit ``text``: the same number a hundred years off (``-`` read as ``+`` or the
+    other way round), if that is a valid number of someone already born; else None."""
+    if len(re.sub(r"\D", "", text)) != 10:
+        return None
+    year = int(identity.value[:4]) + (100 if "+" in text else -100)
+    try:
+        return parse_person_number(f"{year:04d}{identity.value[4:]}")
+    except IdentifierError:
+        return None
+
+
+def short_form(identity: PersonIdentity) -> str:
+    """``YYMMDD-NNNN``, with ``+`` for someone of 100 or more (Skatteverket)."""
+    born = identity.birth_date
+    today = datetime.date.today()
+    hundred = (today.year - born.year - ((today.month, today.day) < (born.month, born.day))) >= 100
+    return f"{identity.value[2:8]}{'+' if hundred else '-'}{identity.value[8:]}"
 
 
 def in_form_order(errors: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:

@@ -29,7 +29,12 @@ from api.pages.session import STAFF
 from api.pages.views import agreement_view, name_of, person_number
 from api.templating import language_of, render
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
+from patientkontrakt.domain.identifiers import (
+    IdentifierError,
+    PersonIdentity,
+    format_person_number,
+    parse_person_number,
+)
 from patientkontrakt.fhir.errors import FhirError, Issue, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.service import Preferences
@@ -91,6 +96,7 @@ async def _list(page: Page) -> Response:
              ("_count", str(PAGE_SIZE)), ("_offset", str((page_number - 1) * PAGE_SIZE)),
              ("_sort", SORTS.get(sort, SORTS["updated"])), ("_total", "accurate")]
     error = None
+    identity = other_century = None
     if status in STATUSES:
         pairs.append(("status", status))
     if query and any(ch.isdigit() for ch in query):
@@ -98,13 +104,23 @@ async def _list(page: Page) -> Response:
         # "-" ("+" for 100 years or older in the 10-digit form), found under its 12-digit normal form
         try:
             identity = parse_person_number(query)
-            pairs.append(("patient.identifier", f"{identity.system}|{identity.value}"))
         except IdentifierError as exc:
             error = forms.person_number_message(query, exc)
     elif query:
         pairs.append(("patient.name", query))
-    bundle = body(await page.request.app.state.service.search(page.access, "CarePlan", pairs, _PREFER)) \
-        if error is None else {"entry": [], "total": 0}
+
+    async def search(identifier: PersonIdentity | None) -> dict[str, Any]:
+        extra = [] if identifier is None else [("patient.identifier", f"{identifier.system}|{identifier.value}")]
+        return body(await page.request.app.state.service.search(page.access, "CarePlan", [*pairs, *extra], _PREFER))
+
+    bundle = await search(identity) if error is None else {"entry": [], "total": 0}
+    if identity is not None and not bundle.get("total") and (other := forms.other_century(query, identity)):
+        # "121212-1212" is born 2012 by Skatteverket's rule; someone born 1912 is written
+        # "121212+1212". When the rule finds no one and the other century does, show that, and say why.
+        found = await search(other)
+        if found.get("total"):
+            bundle, other_century = found, {"typed": query, "number": format_person_number(other.value),
+                                            "short": forms.short_form(other)}
     patients = {f"Patient/{e['resource']['id']}": e["resource"] for e in bundle.get("entry", [])
                 if e["resource"]["resourceType"] == "Patient"}
     rows = []
@@ -126,6 +142,7 @@ async def _list(page: Page) -> Response:
     return page.render("personal/list.html", {
         "rows": rows, "total": total, "q": query, "status": status, "sort": sort, "statuses": STATUSES,
         "sorts": list(SORTS), "page_number": page_number, "pages": pages, "query_error": error,
+        "other_century": other_century,
         "previous": link(page_number - 1) if page_number > 1 else None,
         "next": link(page_number + 1) if page_number < pages else None,
     })
