@@ -170,6 +170,26 @@ def test_the_fast_lakarkontakt_is_asked_for_only_where_it_is_needed(site: Site, 
     context.close()
 
 
+def test_a_second_active_agreement_is_refused_at_the_personnummer_before_anything_is_sent(
+        site: Site, browser: Browser) -> None:
+    agreement = next(a for a in site.world.agreements if a.status == "active")
+    number = _personnummer_of(site, agreement.patient)
+    nurse = site.world.role_at(agreement.author, "nurse")
+    context = _context(browser, site)
+    page = context.new_page()
+    sign_in_staff(page, nurse)
+    _fill_agreement(page, site, agreement.author, number, nurse=nurse)
+    page.get_by_role("button", name=CREATE).click()
+    message = ("Patienten har redan ett gällande patientkontrakt hos enheten. Öppna det i listan, eller spara "
+               "det här som utkast.")
+    assert _summary_messages(page) == [message]
+    expect(page.locator("#personnummer-error")).to_contain_text(message)
+    page.select_option("#status", "draft")  # a draft beside it is allowed
+    page.get_by_role("button", name=CREATE).click()
+    page.wait_for_url(re.compile(r"/personal/avtal/[^/?]+\?sparat=1$"))
+    context.close()
+
+
 # -- the staff list's search -------------------------------------------------------------------------
 
 
