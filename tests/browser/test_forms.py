@@ -298,6 +298,21 @@ def test_an_untimed_activity_is_shown_without_a_time_with_its_kind_and_roles_in_
     assert "Deltagare" in roles and "Fast vårdkontakt" in roles and "Fast läkarkontakt" in roles, roles
     assert not any(r.upper() == "ÖVRIG" or r == "Övrig" for r in roles), roles
     check_accessibility(page, "agreement-untimed")
+
+    # the edit form plans with the same rows: a missing kind is said at once, a day without a time kept
+    page.get_by_role("link", name="Redigera patientkontraktet").click()
+    page.fill("#activity-0-description", "Promenad varje dag")
+    page.fill("#activity-0-date", "2031-03-01")
+    page.select_option("#activity-0-performer", unit)
+    page.get_by_role("button", name="Spara").click()
+    assert _summary_messages(page) == ["Välj vilken sorts aktivitet det är."]
+    assert _focused_is_summary(page)
+    page.select_option("#activity-0-kind", "egenvard")
+    page.get_by_role("button", name="Spara").click()
+    page.wait_for_url(re.compile(r"\?sparat=1$"))
+    added = page.locator("ol.activities li", has_text="Promenad varje dag")
+    expect(added.locator(".when")).to_have_text("1 mars 2031")
+    expect(added.locator(".kind")).to_have_text("Egenvård")
     context.close()
 
     patient = _context(browser, site, inject=True)
