@@ -32,18 +32,19 @@ GOAL_STATUS = {
     "rejected": N_("Rejected"),
 }
 SORT = {"updated": N_("Last changed"), "start": N_("Start date"), "status": N_("Status")}
+# What someone in the care did, as the patient reads it in "Who has read my Patientkontrakt".
 INTERACTION = {
-    "read": N_("read"),
-    "vread": N_("read an earlier version"),
-    "search-type": N_("searched"),
-    "history-instance": N_("read the history"),
-    "history-type": N_("read the history"),
-    "history-system": N_("read the history"),
-    "operation": N_("read the agreement"),
-    "create": N_("created"),
-    "update": N_("changed"),
-    "delete": N_("removed"),
-    "transaction": N_("changed"),
+    "read": N_("read your agreement"),
+    "vread": N_("read an earlier version of your agreement"),
+    "search-type": N_("found your agreement in a list when searching"),
+    "history-instance": N_("read the history of changes to your agreement"),
+    "history-type": N_("read the history of changes to your agreement"),
+    "history-system": N_("read the history of changes to your agreement"),
+    "operation": N_("opened your whole agreement"),
+    "create": N_("wrote new information in your agreement"),
+    "update": N_("changed your agreement"),
+    "delete": N_("removed information from your agreement"),
+    "transaction": N_("changed your agreement"),
 }
 FIELD = {"title": N_("Title"), "description": N_("The plan in plain language"), "status": N_("Status"),
          "end": N_("End date")}
@@ -66,19 +67,5 @@ STATUS_EXPLAINED = {
     "revoked": N_("The agreement was ended before everything in it was done. It no longer applies."),
     "entered-in-error": N_("The agreement was written by mistake and does not apply."),
     "unknown": N_("The care has not said whether the agreement applies. Ask your fast vårdkontakt."),
-}
-# What someone in the care did, as the patient reads it in "Who has read my Patientkontrakt".
-READER_ACTION = {
-    "read": N_("read your agreement"),
-    "vread": N_("read an earlier version of your agreement"),
-    "search-type": N_("found your agreement in a list when searching"),
-    "history-instance": N_("read the history of changes to your agreement"),
-    "history-type": N_("read the history of changes to your agreement"),
-    "history-system": N_("read the history of changes to your agreement"),
-    "operation": N_("opened your whole agreement"),
-    "create": N_("wrote new information in your agreement"),
-    "update": N_("changed your agreement"),
-    "delete": N_("removed information from your agreement"),
-    "transaction": N_("changed your agreement"),
 }
 READER_REFUSED = N_("tried to read your agreement but was not allowed to")
