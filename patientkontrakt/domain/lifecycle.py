@@ -24,7 +24,8 @@ Statuses of a Patientkontrakt (R4 ``CarePlan.status``; Swedish as the pages say 
   entered-in-error or unknown (422): there is nothing to correct, and a Patientkontrakt's status
   is always known.
 * A deleted agreement that is written anew continues from the status it had when deleted, so a
-  delete cannot launder a closed agreement back to draft.
+  delete cannot launder a closed agreement back to draft. One stored as ``unknown`` (before these
+  rules) may take any status a new agreement may, or be corrected to entered-in-error with a reason.
 
 The reason travels as R4 http.html#provenance gives a client: the ``X-Provenance`` header on a
 create, update or conditional update, or — in a transaction Bundle — a Provenance entry whose
@@ -80,7 +81,7 @@ FREE = {
     ("on-hold", "active"), ("on-hold", "completed"), ("on-hold", "revoked"),
 }
 REOPENING = {("completed", "active"), ("revoked", "active")}
-CORRECTION = {(before, "entered-in-error") for before in ("active", "on-hold", "completed", "revoked")}
+CORRECTION = {(before, "entered-in-error") for before in ("active", "on-hold", "completed", "revoked", "unknown")}
 
 # "Ett avslutat patientkontrakt (completed) kan inte ändras till utkast (draft)."
 _SUBJECT_SV = {
@@ -130,7 +131,7 @@ def check_transition(before: str | None, after: str, plan_id: str, context: Writ
                            "Skapa det som utkast (draft) eller gällande (active).",
             )
         return
-    if before == after or (before, after) in FREE:
+    if before == after or (before, after) in FREE or before == "unknown" and after in CREATABLE:
         return
     kind = "reopen" if (before, after) in REOPENING else "correct" if (before, after) in CORRECTION else None
     if kind is not None:

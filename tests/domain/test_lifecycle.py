@@ -100,6 +100,15 @@ def test_a_new_agreement_may_start_in_any_state_but_error_and_unknown(status: st
     lifecycle.check_transition(None, status, "p", NO_CONTEXT)
 
 
+@pytest.mark.parametrize("status", ["draft", "active", "on-hold", "completed", "revoked"])
+def test_an_agreement_of_unknown_status_may_become_known(status: str) -> None:
+    lifecycle.check_transition("unknown", status, "p", NO_CONTEXT)
+    with pytest.raises(Conflict):
+        lifecycle.check_transition("unknown", "entered-in-error", "p", NO_CONTEXT)
+    lifecycle.check_transition("unknown", "entered-in-error", "p",
+                               WriteContext(provenance={"resourceType": "Provenance", **REASON}))
+
+
 @pytest.mark.parametrize("status", ["entered-in-error", "unknown"])
 def test_a_new_agreement_cannot_be_entered_in_error_or_unknown(status: str) -> None:
     with pytest.raises(Unprocessable) as refusal:
