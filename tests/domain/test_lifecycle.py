@@ -638,3 +638,37 @@ def test_a_new_goal_with_a_date_already_past_is_a_warning(pk_client: TestClient)
     assert response.status_code == 201, response.text
     assert_issue(response.json()["issue"], code="business-rule", expression="Goal.target[0].dueDate",
                  severity="warning", swedish="har redan passerat", english="has already passed")
+
+
+def test_validate_reports_the_warning_and_the_refused_change(pk_client: TestClient) -> None:
+    resources = _stored(pk_client, "active")
+    plan = _plan(resources)
+    plan["activity"].append(_new_activity(plan, LAST_WEEK))
+    response = pk_client.post(f"/fhir/CarePlan/{plan['id']}/$validate", params={"mode": "update"}, json=plan)
+    assert response.status_code == 200, response.text
+    assert_issue(response.json()["issue"], code="business-rule", expression="CarePlan.activity[4].detail",
+                 severity="warning", swedish="redan har passerat", english="has passed")
+    response = pk_client.post(f"/fhir/CarePlan/{plan['id']}/$validate", params={"mode": "update"},
+                              json=_plan(resources, status="draft"))
+    assert_issue(response.json()["issue"], code="business-rule", expression="CarePlan.status",
+                 swedish="kan inte ändras till utkast (draft)", english="cannot become draft")
+    assert len(read(pk_client, "CarePlan", plan["id"])["activity"]) == 4, "$validate stores nothing"
+
+
+def test_a_provenance_entry_for_a_change_of_contact_is_the_one_recorded(pk_client: TestClient) -> None:
+    resources = _stored(pk_client, "active")
+    team = deep(resources[1])
+    old = members(team, codes.FAST_VARDKONTAKT)[-1]["member"]["reference"]
+    unit = resources[-1]["author"]["reference"]
+    new = next(f"PractitionerRole/{r['id']}" for r in generator().region.roles
+               if r["organization"]["reference"] == unit and r["code"][0]["coding"][0]["code"] == "nurse"
+               and f"PractitionerRole/{r['id']}" != old)
+    team["participant"] = [p for p in team["participant"] if p["member"]["reference"] != old]
+    team["participant"].append({"role": [{"coding": [{"system": codes.CARETEAM_ROLE,
+                                                      "code": codes.FAST_VARDKONTAKT}]}],
+                                "member": {"reference": new}, "period": {"start": TODAY.isoformat()}})
+    response = pk_client.post("/fhir", json=_bundle(
+        "transaction", _entry(team), _provenance_entry(resources, f"CareTeam/{team['id']}", "Patienten bad om byte")))
+    assert response.status_code == 200, response.text
+    [provenance] = search(pk_client, "Provenance", target=f"CareTeam/{team['id']}")
+    assert provenance["reason"] == [{"text": "Patienten bad om byte"}]
