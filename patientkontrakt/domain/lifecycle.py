@@ -1,6 +1,6 @@
 """The agreement's life: which status changes a Patientkontrakt may make, and dates that make sense.
 
-Statuses of a Patientkontrakt (R4 ``CarePlan.status``; Swedish as the pages say them)::
+Statuses of a Patientkontrakt (R4 ``CarePlan.status``)::
 
     (new) ──► draft ──► active ◄──► on-hold
                 │         │            │
