@@ -255,7 +255,7 @@ class DemoGenerator:
         participants = []
         if rnd.random() < 0.3 and len(nurses) > 1:
             previous = next(n for n in nurses if n is not nurse)
-            changed = started + (self.today - started) / 2
+            changed = started + ((ended or self.today) - started) / 2  # while the agreement was open
             participants.append(self._participant(codes.FAST_VARDKONTAKT, "Fast vårdkontakt", previous[1], vc,
                                                   started, changed))
             participants.append(self._participant(codes.FAST_VARDKONTAKT, "Fast vårdkontakt", nurse[1], vc,

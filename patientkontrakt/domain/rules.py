@@ -12,6 +12,11 @@
   is recorded in a Provenance (who, when, why), so the patient's history of contacts stays.
 * Patient-stated goals (``Goal.expressedBy`` = the patient) belong to the goal's own patient
   and stay patient-stated; professionals' goals stay professional.
+* The agreement's lifecycle (``patientkontrakt.domain.lifecycle``): the status changes a
+  Patientkontrakt may make (reopening and correction only with a reason in a Provenance; 409
+  otherwise), periods that do not end before they start and goal dates not before the goal's
+  start (422), activities never removed (422), and warnings for new activities or goal dates
+  already past.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from patientkontrakt.domain import codes
+from patientkontrakt.domain import codes, lifecycle
 from patientkontrakt.domain.identifiers import (
     HSA_ID,
     PERSONNUMMER,
@@ -60,6 +65,10 @@ def _has_code(concepts: Any, system: str, code: str) -> bool:
                 if isinstance(coding, dict) and coding.get("system") == system and coding.get("code") == code:
                     return True
     return False
+
+
+def _is_agreement(plan: dict[str, Any] | None) -> bool:
+    return plan is not None and _has_code(plan.get("category"), codes.CAREPLAN_CATEGORY, codes.PATIENTKONTRAKT)
 
 
 def is_current(period: Any, now: datetime.datetime) -> bool:
@@ -104,13 +113,15 @@ class PatientkontraktRules:
         if issues:
             raise Unprocessable(issues[0].diagnostics, issues=issues)
         profile = self.profiles.profile_for_type(resource["resourceType"])
-        if profile is None:
-            return resource
-        meta = dict(resource.get("meta") or {})
-        if profile.url not in meta.get("profile", []):
-            meta["profile"] = [*meta.get("profile", []), profile.url]
-            resource = {**resource, "meta": meta}
-        issues = [i for i in self.profiles.validate(resource, profile) if i.severity == "error"]
+        if profile is not None:
+            meta = dict(resource.get("meta") or {})
+            if profile.url not in meta.get("profile", []):
+                meta["profile"] = [*meta.get("profile", []), profile.url]
+                resource = {**resource, "meta": meta}
+            issues = [i for i in self.profiles.validate(resource, profile) if i.severity == "error"]
+            if issues:
+                raise Unprocessable(issues[0].diagnostics, issues=issues)
+        issues = lifecycle.date_issues(resource)
         if issues:
             raise Unprocessable(issues[0].diagnostics, issues=issues)
         return resource
@@ -150,13 +161,19 @@ class PatientkontraktRules:
             if isinstance(child, dict | list):
                 self._normalise_identifiers(child, f"{where}.{key}", issues)
 
-    # -- before_store: keep the history of fast vårdkontakt --------------------------------
+    # -- before_store: the lifecycle, and the history of fast vårdkontakt -------------------
 
     async def before_store(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None,
                            context: WriteContext) -> dict[str, Any]:
-        if existing is None or existing.deleted:
+        # A deleted resource keeps its last content: written anew, it continues from there.
+        previous = orjson.loads(existing.body) if existing is not None else None
+        if resource["resourceType"] == "CarePlan" and (_is_agreement(resource) or _is_agreement(previous)):
+            lifecycle.check_transition(previous.get("status") if previous else None, str(resource.get("status")),
+                                       resource["id"], context)
+            if previous is not None and existing is not None and not existing.deleted:
+                lifecycle.check_activities_kept(previous, resource)
+        if existing is None or existing.deleted or previous is None:
             return resource
-        previous = orjson.loads(existing.body)
         if resource["resourceType"] == "CareTeam":
             return self._keep_closed_contacts(previous, resource)
         if resource["resourceType"] == "Goal":
@@ -298,11 +315,22 @@ class PatientkontraktRules:
                 details_sv="Ett eget mål kan bara sättas av patienten själv.",
             )
 
+    # -- warnings -----------------------------------------------------------------------------
+
+    def warnings(self, resource: dict[str, Any], existing: StoredResource | None) -> list[Issue]:
+        previous = orjson.loads(existing.body) if existing is not None and not existing.deleted else None
+        if resource["resourceType"] == "CarePlan":
+            return lifecycle.plan_warnings(resource, previous, now_utc())
+        if resource["resourceType"] == "Goal":
+            return lifecycle.goal_warnings(resource, previous, now_utc())
+        return []
+
     # -- after_store: record a change of fast vårdkontakt ----------------------------------
 
     async def after_store(self, unit: Unit, stored: StoredResource, existing: StoredResource | None,
                           context: WriteContext, writer: Writer) -> None:
-        if stored.type != "CareTeam" or existing is None or existing.deleted or context.provenance is not None:
+        if stored.type != "CareTeam" or existing is None or existing.deleted \
+                or lifecycle.justification(context, "CareTeam", stored.id) is not None:
             return
         now = now_utc()
         before = {_ref_key(p.get("member")) for p in current_members(orjson.loads(existing.body),

@@ -5,6 +5,9 @@ specification gives (DELETE, POST, PUT, GET), ``urn:uuid:`` full URLs get server
 write so that entries can reference each other, conditional creates and conditional
 references resolve inside the transaction, references are checked once every entry is
 written, and any failing entry rolls everything back. A *batch* runs each entry on its own.
+Each write is told what the whole transaction writes (``WriteContext.transaction``), so a rule
+can accept a Provenance entry as the reason for a change; warnings about an entry's write go in
+its ``response.outcome``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 from patientkontrakt.fhir.access import Access, access_of
 from patientkontrakt.fhir.dates import format_instant
-from patientkontrakt.fhir.errors import BadRequest, FhirError, Forbidden, HiddenResource, Issue, NotFound
+from patientkontrakt.fhir.errors import (
+    BadRequest,
+    FhirError,
+    Forbidden,
+    HiddenResource,
+    Issue,
+    NotFound,
+    operation_outcome,
+)
+from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.indexing import reference_elements
 from patientkontrakt.fhir.limits import ContentLimitExceeded, exceeded
 from patientkontrakt.fhir.offload import COPY, RULES, VALIDATE, run_cpu, weight_of
@@ -243,10 +255,12 @@ class BundleProcessor:
                     except FhirError as error:
                         raise _entry_error(entry.index, error) from None
             await self._check_before_writing(unit, ordered)
+            context = WriteContext(transaction=tuple({**e.resource, "id": e.id} for e in ordered
+                                                     if e.resource is not None and e.version != "existing"))
             for entry in ordered:
                 try:
                     if entry.method in ("POST", "PUT"):
-                        response, resource = await self._write(unit, entry, prefer)
+                        response, resource = await self._write(unit, entry, prefer, context)
                         responses[entry.index] = response
                         if resource is not None:
                             written.append(resource)
@@ -372,7 +386,9 @@ class BundleProcessor:
                                    details_sv="Den villkorade referensen matchar ingen resurs.")
                 element["reference"] = f"{target_type}/{found.id}"
 
-    async def _write(self, unit: Unit, entry: _Entry, prefer: Preferences) -> tuple[_Response, dict[str, Any] | None]:
+    async def _write(self, unit: Unit, entry: _Entry, prefer: Preferences, context: WriteContext
+                     ) -> tuple[_Response, dict[str, Any] | None]:
+        """Write one entry; ``context`` names what the whole transaction writes (``WriteContext``)."""
         assert entry.resource is not None and entry.id is not None
         writer = self.service.writer
         resource = {**entry.resource, "id": entry.id}
@@ -383,11 +399,14 @@ class BundleProcessor:
                 unit.touched.append(stored)  # returned to the caller: logged as read
                 outcome = WriteOutcome(200, stored)
             else:
-                outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False)
+                outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False,
+                                              context=context)
         elif entry.version == "new":  # a conditional update that matched nothing
-            outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False)
+            outcome = await writer.create(unit, resource, assigned_id=entry.id, check_references=False,
+                                          context=context)
         else:
-            outcome = await writer.update(unit, resource, if_match=entry.if_match, check_references=False)
+            outcome = await writer.update(unit, resource, if_match=entry.if_match, check_references=False,
+                                          context=context)
         entry.resource = resource
         return self._from_outcome(outcome, prefer), (None if entry.version == "existing" else resource)
 
@@ -436,6 +455,9 @@ class BundleProcessor:
         return _Response(200, body=result.body, version_id=result.version_id)
 
     def _from_outcome(self, outcome: WriteOutcome, prefer: Preferences) -> _Response:
+        """An entry's response; the write's warnings go in ``response.outcome`` whatever the
+        ``Prefer`` (R4 Bundle.entry.response.outcome: "hints and warnings produced as part of
+        processing this entry in a batch or transaction")."""
         result = self.service.write_result(outcome, prefer)
         stored = outcome.resource
         return _Response(
@@ -444,6 +466,7 @@ class BundleProcessor:
             location=self.service.location(stored) if outcome.status == 201 else None,
             version_id=stored.version_id,
             last_modified=format_instant(stored.last_updated),
+            outcome=operation_outcome(list(outcome.issues)) if outcome.issues else None,
         )
 
     # -- batch -----------------------------------------------------------------------------

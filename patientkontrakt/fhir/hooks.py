@@ -12,6 +12,10 @@ interaction, batch entry or transaction entry) goes through the same hooks:
    writer is passed for its search. In a transaction Bundle it runs once every entry is
    written, like the reference check.
 4. ``after_store`` — inside the same transaction: follow-up writes (e.g. a Provenance).
+5. ``warnings`` — once the write is stored: issues of severity ``warning`` about an accepted
+   write (e.g. a new activity planned in the past). They reach the client as R4 http.html#return
+   and bundle.html#transaction-response describe: in the OperationOutcome of ``Prefer:
+   return=OperationOutcome``, and in a batch or transaction always in ``entry.response.outcome``.
 """
 
 from __future__ import annotations
@@ -28,9 +32,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class WriteContext:
-    """Per-request facts a write may need: the ``X-Provenance`` header (R4 http.html#provenance)."""
+    """Per-request facts a write may need.
+
+    ``provenance``: the ``X-Provenance`` header (R4 http.html#provenance), stored by the writer as
+    a Provenance of the new version. ``transaction``: in a transaction Bundle, the resources its
+    entries write (ids assigned, references resolved), so that a rule may find the other way R4
+    gives a client to say why it writes: a Provenance entry in the same transaction that targets
+    the resource.
+    """
 
     provenance: dict[str, Any] | None = None
+    transaction: tuple[dict[str, Any], ...] = ()
 
 
 NO_CONTEXT = WriteContext()
@@ -50,6 +62,10 @@ class WriteHooks(Protocol):
 
     async def after_store(self, unit: Unit, stored: StoredResource, existing: StoredResource | None,
                           context: WriteContext, writer: Writer) -> None: ...
+
+    def warnings(self, resource: dict[str, Any], existing: StoredResource | None) -> list[Issue]:
+        """Warnings about an accepted write of ``resource`` over ``existing``; no database."""
+        ...
 
 
 class NoHooks:
@@ -71,3 +87,6 @@ class NoHooks:
     async def after_store(self, unit: Unit, stored: StoredResource, existing: StoredResource | None,
                           context: WriteContext, writer: Writer) -> None:
         return None
+
+    def warnings(self, resource: dict[str, Any], existing: StoredResource | None) -> list[Issue]:
+        return []

@@ -190,6 +190,8 @@ class FhirService:
         return f"{self.base}/{stored.type}/{stored.id}/_history/{stored.version_id}"
 
     def write_result(self, outcome: WriteOutcome, prefer: Preferences) -> Result:
+        """The answer to a write; under ``Prefer: return=OperationOutcome`` its body carries the
+        write's warnings (R4 http.html#return: "hints and warnings about the operation")."""
         stored = outcome.resource
         body: bytes | None = None
         if outcome.status != 204:
@@ -200,7 +202,7 @@ class FhirService:
                     code="informational", severity="information",
                     diagnostics=f"{stored.type}/{stored.id} version {stored.version_id} stored",
                     details_sv="Sparat.",
-                )]))
+                ), *outcome.issues]))
         return Result(
             status=outcome.status,
             body=body,
@@ -412,10 +414,11 @@ class FhirService:
                     access.require(type_, mode)
                     async with self.store.trial(access) as unit:
                         if mode == "create":
-                            await self.writer.create(unit, checked)
+                            outcome = await self.writer.create(unit, checked)
                         else:
-                            await self.writer.update(unit, checked)
+                            outcome = await self.writer.update(unit, checked)
                         await access.confirm(unit, unit.written)
+                    issues.extend(outcome.issues)
         except FhirError as error:
             # The type's own profile may be the one named in ``profile``: report each issue once.
             issues.extend(i for i in error.issues if i not in issues)

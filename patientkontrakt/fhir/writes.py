@@ -47,11 +47,13 @@ Matcher = Callable[[Unit, str, list[tuple[str, str]], int], Awaitable[list[Store
 
 @dataclass(frozen=True)
 class WriteOutcome:
-    """What a write did: ``status`` is the HTTP status of the interaction."""
+    """What a write did: ``status`` is the HTTP status of the interaction; ``issues`` the
+    warnings about it (``WriteHooks.warnings``)."""
 
     status: int
     resource: StoredResource
     created: bool = False
+    issues: tuple[Issue, ...] = ()
 
 
 def new_id() -> str:
@@ -281,7 +283,7 @@ class Writer:
                 return WriteOutcome(200, found)
         resource = {**resource, "id": assigned_id or new_id()}
         stored = await self.store(unit, resource, None, "POST", check_references=check_references, context=context)
-        return WriteOutcome(201, stored, created=True)
+        return WriteOutcome(201, stored, created=True, issues=tuple(self.hooks.warnings(resource, None)))
 
     async def find_one(self, unit: Unit, type_: str, criteria: str, what: str) -> StoredResource | None:
         """The single match of conditional criteria, None for none; several is 412."""
@@ -334,7 +336,8 @@ class Writer:
         stored = await self.store(unit, resource, existing, "PUT", check_references=check_references,
                                   context=context)
         created = existing is None or existing.deleted
-        return WriteOutcome(201 if created else 200, stored, created=created)
+        return WriteOutcome(201 if created else 200, stored, created=created,
+                            issues=tuple(self.hooks.warnings(resource, existing)))
 
     async def conditional_update(
         self, unit: Unit, type_: str, criteria: str, resource: dict[str, Any], *, if_match: str | None = None,
