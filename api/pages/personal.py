@@ -1,5 +1,5 @@
 """The staff pages, ``/personal``: the care unit's agreements, one agreement, create, edit,
-change of fast vårdkontakt, close.
+change of fast vårdkontakt (changing activities and goals, closing and reopening: ``plan_changes.py``).
 
 Every page calls the FHIR core (``FhirService``, ``BundleProcessor``, ``$patientkontrakt``)
 with the signed-in staff member's ``Access``: the same access rules and the same access log as
@@ -23,6 +23,7 @@ from fastapi.responses import Response
 from api.pages import session as sessions
 from api.pages.common import Page, bilingual, body, signed_in
 from api.pages.labels import N_
+from api.pages.lifecycle import closed_page, core_message, next_states
 from api.pages.session import STAFF
 from api.pages.views import agreement_view, name_of, person_number
 from api.templating import language_of, render
@@ -447,6 +448,8 @@ def _field_errors(issues: list[Issue], errors: dict[str, Any]) -> list[Any]:
 async def edit_form(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         form = {"title": view.title, "description": view.description, "status": view.status, "end": view.end,
                 "version": view.version, "activities": _empty_activities(EDIT_ACTIVITY_ROWS)}
         return await _edit_page(page, view, form, {}, None)
@@ -458,7 +461,8 @@ async def _edit_page(page: Page, view: Any, form: dict[str, Any], errors: dict[s
     directory = await _directory(page)
     return page.render("personal/edit.html", {"a": view, "f": form, "errors": errors, "conflict": conflict,
                                               "general": general or [], "kinds": _activity_kinds(page),
-                                              "units": directory["units"]}, status_code=status)
+                                              "units": directory["units"], "statuses": next_states(view.status)},
+                       status_code=status)
 
 
 @router.post("/avtal/{plan_id}/redigera")
@@ -468,6 +472,8 @@ async def edit(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         data = await page.form()
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         form: dict[str, Any] = {k: str(data.get(k, "")).strip()
                                 for k in ("title", "description", "status", "end", "version", "care_goals",
                                           "own_goals")}
@@ -475,7 +481,7 @@ async def edit(request: Request, plan_id: str) -> Response:
         errors: dict[str, Any] = {}
         if not form["title"]:
             errors["title"] = N_("Enter a title.")
-        if form["status"] not in ("draft", "active", "on-hold"):
+        if form["status"] not in next_states(view.status):
             errors["status"] = N_("Choose a status.")
         if form["end"]:
             try:
@@ -515,8 +521,8 @@ async def edit(request: Request, plan_id: str) -> Response:
             conflict = await _conflict(page, plan_id, form["version"], view)
             return await _edit_page(page, view, form, {}, conflict, status=409)
         except FhirError as error:
-            general = _field_errors(error.issues, errors)
-            return await _edit_page(page, view, form, errors, None, general, status=422)
+            general = _field_errors(error.issues, errors) if error.issues else core_message(error)
+            return await _edit_page(page, view, form, errors, None, general, status=409 if error.status == 409 else 422)
         return page.redirect(f"/personal/avtal/{plan_id}?sparat=1")
     return await signed_in(request, STAFF, run)
 
@@ -563,6 +569,8 @@ async def _conflict(page: Page, plan_id: str, base_version: str, current: Any) -
 async def contact_form(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         return page.render("personal/contact.html", {"a": view, "errors": {}, "f": {"reason": ""},
                                                      **await _directory(page)})
     return await signed_in(request, STAFF, run)
@@ -573,6 +581,8 @@ async def change_contact(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         data = await page.form()
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         directory = await _directory(page)
         form = {"new": str(data.get("new", "")), "reason": str(data.get("reason", "")).strip(),
                 "version": str(data.get("version", ""))}
@@ -597,6 +607,7 @@ async def change_contact(request: Request, plan_id: str) -> Response:
                         "member": _role_ref(form["new"], directory), "period": {"start": today}})
         team["participant"] = kept
         provenance = {"resourceType": "Provenance", "reason": [{"text": form["reason"]}],
+                      "activity": {"text": "Byte av fast vårdkontakt"},
                       "agent": [{"who": {"reference": page.session.fhir_user or "",
                                          "display": page.session.name}}]}
         try:
@@ -614,25 +625,3 @@ async def change_contact(request: Request, plan_id: str) -> Response:
 def _is_current(participant: dict[str, Any]) -> bool:
     end = (participant.get("period") or {}).get("end")
     return not end or str(end)[:10] >= datetime.date.today().isoformat()
-
-
-# -- close ----------------------------------------------------------------------------------------
-
-
-@router.post("/avtal/{plan_id}/avsluta")
-async def close(request: Request, plan_id: str) -> Response:
-    async def run(page: Page) -> Response:
-        data = await page.form()
-        view = await _agreement(page, plan_id)
-        outcome = str(data.get("outcome", "completed"))
-        plan = {k: v for k, v in view.plan.items() if k != "meta"}
-        plan["status"] = "revoked" if outcome == "revoked" else "completed"
-        plan["period"] = {**(plan.get("period") or {}), "end": datetime.date.today().isoformat()}
-        try:
-            await page.request.app.state.service.update(page.access, "CarePlan", plan_id, plan,
-                                                        if_match=f'W/"{data.get("version", view.version)}"',
-                                                        prefer=_PREFER)
-        except PreconditionFailed:
-            return page.redirect(f"/personal/avtal/{plan_id}/redigera")
-        return page.redirect(f"/personal/avtal/{plan_id}?sparat=1")
-    return await signed_in(request, STAFF, run)
