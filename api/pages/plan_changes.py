@@ -32,7 +32,7 @@ from api.pages.session import STAFF
 from api.pages.views import ActivityView, AgreementView, GoalView
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.dates import format_instant, now_utc
-from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
+from patientkontrakt.fhir.errors import FhirError, NotFound, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.service import Preferences
 
@@ -295,7 +295,7 @@ async def activity_form(request: Request, plan_id: str, index: str) -> Response:
             return closed_page(page, view)
         activity = _find_activity(view, index)
         if activity is None:
-            raise FhirError(f"CarePlan/{plan_id} has no activity {index}")
+            raise NotFound(f"CarePlan/{plan_id} has no activity {index}", details_sv="Aktiviteten finns inte.")
         return await _activity_page(page, view, activity, _activity_form(activity), {}, [])
     return await signed_in(request, STAFF, run)
 
@@ -311,7 +311,7 @@ async def change_activity(request: Request, plan_id: str, index: str) -> Respons
             return closed_page(page, view)
         activity = _find_activity(view, index)
         if activity is None:
-            raise FhirError(f"CarePlan/{plan_id} has no activity {index}")
+            raise NotFound(f"CarePlan/{plan_id} has no activity {index}", details_sv="Aktiviteten finns inte.")
         form = {k: _text(data, k) for k in ("kind", "description", "date", "time", "place", "performer", "reason",
                                             "action", "version")}
         errors: dict[str, Any] = {}
@@ -435,7 +435,8 @@ async def goal_form(request: Request, plan_id: str, goal_id: str) -> Response:
 def _care_goal(view: AgreementView, goal_id: str) -> GoalView:
     goal = next((g for g in view.care_goals if g.id == goal_id), None)
     if goal is None:  # the patient's own goals are theirs to change (on /mitt)
-        raise FhirError(f"Goal/{goal_id} is not one of the care's goals in CarePlan/{view.id}")
+        raise NotFound(f"Goal/{goal_id} is not one of the care's goals in CarePlan/{view.id}",
+                       details_sv="Målet finns inte bland vårdens mål i patientkontraktet.")
     return goal
 
 
