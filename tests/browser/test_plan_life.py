@@ -103,12 +103,12 @@ def _staff(site: Site) -> tuple[str, str, str]:
     return unit, site.world.role_at(unit, "nurse"), site.world.role_at(unit, "doctor")
 
 
-def _new_agreement(page: Page, site: Site) -> tuple[str, str]:
+def _new_agreement(page: Page, site: Site, number: str | None = None) -> tuple[str, str]:
     """A new agreement through the create form: two future activities of the unit, one of the
     kommun's, a care goal and the patient's own goal. Returns (CarePlan id, personnummer)."""
     unit, nurse, doctor = _staff(site)
     page.goto("/personal/nytt")
-    number = new_personnummer()
+    number = number or new_personnummer()
     page.fill("#personnummer", number)
     page.fill("#given", "Berit")
     page.fill("#family", "Livslångsson")
@@ -299,6 +299,32 @@ def test_the_patient_withdraws_their_own_goal(site: Site, browser: Browser) -> N
     staff_page.reload()
     assert "Gå till affären själv Tillbakataget" in _text(staff_page)
     staff.close()
+    context.close()
+
+
+def test_a_refusal_of_the_core_is_shown_next_to_the_form(site: Site, browser: Browser) -> None:
+    """Reopening an agreement while the patient has another active one at the unit: the core's
+    409 in Swedish on the reopening page, not an error page; nothing changes."""
+    context = _context(browser, site)
+    page = context.new_page()
+    sign_in_staff(page, _staff(site)[1])
+    first, number = _new_agreement(page, site)
+    page.goto(f"/personal/avtal/{first}/avsluta")
+    page.check("#outcome-completed")
+    page.fill("#reason", "Klart")
+    page.check("#goals-keep")
+    page.check("#confirm")
+    page.get_by_role("button", name="Avsluta patientkontraktet").click()
+    page.wait_for_url(SAVED)
+    _new_agreement(page, site, number)
+
+    page.goto(f"/personal/avtal/{first}/ateroppna")
+    page.fill("#reason", "Fel avtal avslutades")
+    page.get_by_role("button", name="Återöppna patientkontraktet").click()
+    expect(page.get_by_role("alert")).to_contain_text("redan ett gällande patientkontrakt")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Återöppna patientkontraktet")
+    assert page.input_value("#reason") == "Fel avtal avslutades"
+    assert _stored(site, "CarePlan", first)["status"] == "completed"
     context.close()
 
 
