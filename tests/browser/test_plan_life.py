@@ -7,7 +7,7 @@ another unit's kept); finds the closed agreement read-only, its edit refused, al
 opened before it was closed; the patient withdraws their own goal and reads the closed agreement
 under "Tidigare patientkontrakt". Each journey checks what the pages show and what is stored
 (read straight from the database as the service itself). Every new page passes axe-core in
-Swedish and English.
+Swedish and English and does not scroll sideways on a 375 px phone.
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.browser import test_pages as pages
 from tests.browser.test_pages import (
+    DESKTOP,
+    PHONE,
     Site,
     _context,
     _text,
     check_accessibility,
     new_personnummer,
+    no_sideways_scroll,
     photograph,
     sign_in_patient,
     sign_in_staff,
@@ -379,3 +382,6 @@ def _check(page: Page, name: str) -> None:
     check_accessibility(page, name)
     if language == "sv":
         photograph(page, name.removesuffix("-sv") + "-desktop")
+    page.set_viewport_size(PHONE)
+    no_sideways_scroll(page, name)
+    page.set_viewport_size(DESKTOP)
