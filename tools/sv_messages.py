@@ -14,6 +14,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po, write_po
 
 from tools.sv_forms import SV_FORMS
+from tools.sv_plan_messages import PLAN
 
 ROOT = Path(__file__).resolve().parents[1]
 PO = ROOT / "api" / "locale" / "sv" / "LC_MESSAGES" / "messages.po"
@@ -179,6 +180,7 @@ SV: dict[str | tuple[str, str], str | tuple[str, str]] = {**SV_FORMS,
     "The goal was changed since you opened it. Reload the page.":
         "Målet har ändrats sedan du öppnade det. Läs in sidan igen.",
 }
+SV.update(PLAN)
 
 
 def extract() -> Catalog:

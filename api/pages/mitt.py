@@ -20,9 +20,11 @@ from fastapi.responses import Response
 from api.pages import session as sessions
 from api.pages.common import Page, bilingual, body, signed_in
 from api.pages.labels import N_
+from api.pages.lifecycle import set_goal_outcome
 from api.pages.session import PATIENT
 from api.pages.views import AgreementView, agreement_view
 from api.templating import render
+from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
 from patientkontrakt.fhir.service import Preferences
 from patientkontrakt.security.oauth import OAuthError
@@ -31,6 +33,8 @@ router = APIRouter(prefix="/mitt", include_in_schema=False)
 _PREFER = Preferences()
 MAX_GOAL_LENGTH = 500
 LOG_ENTRIES = 50
+EARLIER_AGREEMENTS = 10
+GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
 
 
 @router.get("/logga-in")
@@ -61,6 +65,26 @@ async def _mine(page: Page) -> list[AgreementView]:
     plans = [e["resource"]["id"] for e in bundle.get("entry", []) if e["resource"]["resourceType"] == "CarePlan"]
     views = [v for plan in plans if (v := agreement_view(bundle, plan)) is not None]
     return sorted(views, key=lambda v: v.start, reverse=True)
+
+
+async def _earlier(page: Page) -> list[AgreementView]:
+    """The patient's closed agreements (completed or revoked), most recently ended first: they
+    stay readable ("Tidigare patientkontrakt")."""
+    service = page.request.app.state.service
+    found = body(await service.search(page.access, "CarePlan", [
+        ("subject", f"Patient/{page.session.patient}"), ("status", "completed,revoked"),
+        ("category", f"{codes.CAREPLAN_CATEGORY}|{codes.PATIENTKONTRAKT}"), ("_count", str(EARLIER_AGREEMENTS))],
+        _PREFER))
+    views = []
+    for entry in found.get("entry", []):
+        if entry["resource"]["resourceType"] != "CarePlan":
+            continue
+        plan_id = entry["resource"]["id"]
+        bundle = orjson.loads(await page.request.app.state.overview.for_plan(page.access, plan_id))
+        view = agreement_view(bundle, plan_id)
+        if view is not None:
+            views.append(view)
+    return sorted(views, key=lambda v: (v.end or v.start), reverse=True)
 
 
 async def _who_has_read(page: Page) -> list[dict[str, str]]:
@@ -101,17 +125,22 @@ async def home(request: Request) -> Response:
 
     async def run(page: Page) -> Response:
         agreements = await _mine(page)
+        earlier = await _earlier(page)
         readers = await _who_has_read(page)
         template = "mitt/print.html" if page.request.query_params.get("utskrift") else "mitt/agreement.html"
-        return page.render(template, {"agreements": agreements, "readers": readers, "errors": {}, "f": {},
-                                      "saved": page.request.query_params.get("sparat"),
+        return page.render(template, {"agreements": agreements, "earlier": earlier, "readers": readers, "errors": {},
+                                      "f": {}, "saved": page.request.query_params.get("sparat"),
                                       "printed": datetime.datetime.now(datetime.UTC)})
     return await signed_in(request, PATIENT, run)
 
 
 def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    form = {k: str(data.get(k, "")).strip() for k in ("text", "due", "status", "version")}
+    form = {k: str(data.get(k, "")).strip() for k in ("text", "due", "status", "reason", "version")}
     errors: dict[str, Any] = {}
+    if form["status"] not in GOAL_OUTCOMES:
+        form["status"] = "achieved" if form["status"] == "completed" else "active"
+    if len(form["reason"]) > MAX_GOAL_LENGTH:
+        errors["reason"] = N_("Write at most 500 characters.")
     if not form["text"]:
         errors["text"] = N_("Write what is important to you.")
     elif len(form["text"]) > MAX_GOAL_LENGTH:
@@ -130,12 +159,9 @@ def _goal(patient: str, form: dict[str, str], existing: dict[str, Any] | None = 
         "expressedBy": {"reference": f"Patient/{patient}"}, "startDate": datetime.date.today().isoformat(),
     }
     goal["description"] = {"text": form["text"]}
-    goal["lifecycleStatus"] = "completed" if form.get("status") == "completed" else "active"
-    if goal["lifecycleStatus"] == "completed":
-        goal["achievementStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/goal-achievement",
-                                                 "code": "achieved"}]}
-    else:
-        goal.pop("achievementStatus", None)
+    if "lifecycleStatus" not in goal:
+        goal["lifecycleStatus"] = "active"
+    set_goal_outcome(goal, form.get("status", "active"), form.get("reason", ""))
     if form["due"]:
         goal["target"] = [{"dueDate": form["due"]}]
     else:
@@ -155,8 +181,9 @@ async def add_goal(request: Request) -> Response:
             except FhirError as error:
                 errors["text"] = bilingual(error.issues[0].details_sv or error.diagnostics, error.issues[0].diagnostics)
         agreements = await _mine(page)
-        return page.render("mitt/agreement.html", {"agreements": agreements, "readers": await _who_has_read(page),
-                                                   "errors": errors, "f": form}, status_code=422)
+        return page.render("mitt/agreement.html", {"agreements": agreements, "earlier": await _earlier(page),
+                                                   "readers": await _who_has_read(page), "errors": errors, "f": form},
+                           status_code=422)
     return await signed_in(request, PATIENT, run)
 
 
@@ -166,7 +193,7 @@ async def goal_form(request: Request, goal_id: str) -> Response:
         goal = body(await page.request.app.state.service.read(page.access, "Goal", goal_id))
         form = {"text": goal.get("description", {}).get("text", ""), "version": goal["meta"]["versionId"],
                 "due": ((goal.get("target") or [{}])[0].get("dueDate") or ""),
-                "status": "completed" if goal.get("lifecycleStatus") == "completed" else "active"}
+                "status": _outcome(goal), "reason": str(goal.get("statusReason", ""))}
         own = str((goal.get("expressedBy") or {}).get("reference")) == f"Patient/{page.session.patient}"
         return page.render("mitt/goal.html", {"goal_id": goal_id, "f": form, "errors": {}, "own": own})
     return await signed_in(request, PATIENT, run)
@@ -191,3 +218,9 @@ async def edit_goal(request: Request, goal_id: str) -> Response:
                            status_code=422)
     return await signed_in(request, PATIENT, run)
 
+
+def _outcome(goal: dict[str, Any]) -> str:
+    """The patient's choice for a stored goal: ongoing, reached or withdrawn."""
+    if goal.get("lifecycleStatus") == "cancelled":
+        return "cancelled"
+    return "achieved" if goal.get("lifecycleStatus") == "completed" else "active"

@@ -1,5 +1,5 @@
 """The staff pages, ``/personal``: the care unit's agreements, one agreement, create, edit,
-change of fast vårdkontakt, close.
+change of fast vårdkontakt (changing activities and goals, closing and reopening: ``plan_changes.py``).
 
 Every page calls the FHIR core (``FhirService``, ``BundleProcessor``, ``$patientkontrakt``)
 with the signed-in staff member's ``Access``: the same access rules and the same access log as
@@ -25,6 +25,7 @@ from api.pages import forms
 from api.pages import session as sessions
 from api.pages.common import Page, body, signed_in
 from api.pages.labels import N_
+from api.pages.lifecycle import closed_page, core_message, next_states
 from api.pages.session import STAFF
 from api.pages.views import agreement_view, name_of, person_number
 from api.templating import language_of, render
@@ -507,6 +508,8 @@ def _field_errors(issues: list[Issue], errors: dict[str, Any], bundle: dict[str,
 async def edit_form(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         form = {"title": view.title, "description": view.description, "status": view.status, "end": view.end,
                 "version": view.version, "activities": _empty_activities(EDIT_ACTIVITY_ROWS)}
         return await _edit_page(page, view, form, {}, None)
@@ -518,7 +521,8 @@ async def _edit_page(page: Page, view: Any, form: dict[str, Any], errors: dict[s
     directory = await _directory(page)
     return page.render("personal/edit.html", {"a": view, "f": form, "errors": errors, "conflict": conflict,
                                               "general": general or [], "kinds": _activity_kinds(page),
-                                              "units": directory["units"]}, status_code=status)
+                                              "units": directory["units"], "statuses": next_states(view.status)},
+                       status_code=status)
 
 
 @router.post("/avtal/{plan_id}/redigera")
@@ -528,6 +532,8 @@ async def edit(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         data = await page.form()
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         form: dict[str, Any] = {k: str(data.get(k, "")).strip()
                                 for k in ("title", "description", "status", "end", "version", "care_goals",
                                           "own_goals")}
@@ -535,7 +541,7 @@ async def edit(request: Request, plan_id: str) -> Response:
         errors: dict[str, Any] = {}
         if not form["title"]:
             errors["title"] = N_("Enter a title.")
-        if form["status"] not in ("draft", "active", "on-hold"):
+        if form["status"] not in next_states(view.status):
             errors["status"] = N_("Choose a status.")
         if form["end"]:
             try:
@@ -575,8 +581,8 @@ async def edit(request: Request, plan_id: str) -> Response:
             conflict = await _conflict(page, plan_id, form["version"], view)
             return await _edit_page(page, view, form, {}, conflict, status=409)
         except FhirError as error:
-            general = _field_errors(error.issues, errors, bundle, activities)
-            return await _edit_page(page, view, form, errors, None, general, status=422)
+            general = _field_errors(error.issues, errors, bundle, activities) if error.issues else core_message(error)
+            return await _edit_page(page, view, form, errors, None, general, status=409 if error.status == 409 else 422)
         return page.redirect(f"/personal/avtal/{plan_id}?sparat=1")
     return await signed_in(request, STAFF, run)
 
@@ -623,6 +629,8 @@ async def _conflict(page: Page, plan_id: str, base_version: str, current: Any) -
 async def contact_form(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         return page.render("personal/contact.html", {"a": view, "errors": {}, "f": {"reason": ""},
                                                      **await _directory(page)})
     return await signed_in(request, STAFF, run)
@@ -633,6 +641,8 @@ async def change_contact(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         data = await page.form()
         view = await _agreement(page, plan_id)
+        if view.closed:
+            return closed_page(page, view)
         directory = await _directory(page)
         form = {"new": str(data.get("new", "")), "reason": str(data.get("reason", "")).strip(),
                 "version": str(data.get("version", ""))}
@@ -657,6 +667,7 @@ async def change_contact(request: Request, plan_id: str) -> Response:
                         "member": _role_ref(form["new"], directory), "period": {"start": today}})
         team["participant"] = kept
         provenance = {"resourceType": "Provenance", "reason": [{"text": form["reason"]}],
+                      "activity": {"text": "Byte av fast vårdkontakt"},
                       "agent": [{"who": {"reference": page.session.fhir_user or "",
                                          "display": page.session.name}}]}
         try:
@@ -674,25 +685,3 @@ async def change_contact(request: Request, plan_id: str) -> Response:
 def _is_current(participant: dict[str, Any]) -> bool:
     end = (participant.get("period") or {}).get("end")
     return not end or str(end)[:10] >= datetime.date.today().isoformat()
-
-
-# -- close ----------------------------------------------------------------------------------------
-
-
-@router.post("/avtal/{plan_id}/avsluta")
-async def close(request: Request, plan_id: str) -> Response:
-    async def run(page: Page) -> Response:
-        data = await page.form()
-        view = await _agreement(page, plan_id)
-        outcome = str(data.get("outcome", "completed"))
-        plan = {k: v for k, v in view.plan.items() if k != "meta"}
-        plan["status"] = "revoked" if outcome == "revoked" else "completed"
-        plan["period"] = {**(plan.get("period") or {}), "end": datetime.date.today().isoformat()}
-        try:
-            await page.request.app.state.service.update(page.access, "CarePlan", plan_id, plan,
-                                                        if_match=f'W/"{data.get("version", view.version)}"',
-                                                        prefer=_PREFER)
-        except PreconditionFailed:
-            return page.redirect(f"/personal/avtal/{plan_id}/redigera")
-        return page.redirect(f"/personal/avtal/{plan_id}?sparat=1")
-    return await signed_in(request, STAFF, run)

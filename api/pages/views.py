@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from api.pages.labels import GOAL_STATUS, N_
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import PERSONNUMMER, SAMORDNINGSNUMMER
 from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+CLOSED_PLAN_STATES = ("completed", "revoked", "entered-in-error")
+CLOSED_GOAL_STATES = ("completed", "cancelled", "rejected", "entered-in-error")
+CANCELLED_ACTIVITY_STATES = ("cancelled", "stopped", "entered-in-error")
+GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
 ROLE_ORDER = ("fast-vardkontakt", "fast-lakarkontakt", "kontaktperson-kommun", "narstaende", "ovrig", "patient")
 
 
@@ -48,6 +53,22 @@ class GoalView:
     status: str
     own: bool
     version: str
+    reason: str = ""  # Goal.statusReason: why it was withdrawn or cancelled
+    achievement: str = ""  # Goal.achievementStatus code (goal-achievement)
+
+    @property
+    def open(self) -> bool:
+        """Still pursued: not achieved, withdrawn, cancelled or rejected."""
+        return self.status not in CLOSED_GOAL_STATES
+
+    @property
+    def label(self) -> str:
+        """The status as the pages name it (a message id): an ended goal says whether it was reached."""
+        if self.status == "completed":
+            return {"achieved": N_("Achieved"), "not-achieved": N_("Not achieved")}.get(self.achievement, N_("Ended"))
+        if self.status == "cancelled" and self.own:
+            return N_("Withdrawn")
+        return GOAL_STATUS.get(self.status, N_("Unknown"))
 
 
 @dataclass
@@ -60,12 +81,20 @@ class ActivityView:
     performer: str
     location: str
     status: str
+    index: int = -1  # the position in CarePlan.activity (-1: not one of the plan's own)
+    reason: str = ""  # detail.statusReason: why it was cancelled or stopped
+    performer_id: str = ""
     kind_code: str = ""  # a pk-activity-kind code (besok, hembesok, telefonkontakt, ...)
+    editable: bool = False  # a detail (not a booked Appointment) that the pages may change
     all_day: bool = False  # planned for a day, without a time (scheduledPeriod.start is a date)
 
     @property
     def past(self) -> bool:
         return self.when is not None and (self.until or self.when) < now_utc()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status in CANCELLED_ACTIVITY_STATES
 
 
 @dataclass
@@ -73,6 +102,7 @@ class Change:
     when: str
     who: str
     why: str
+    what: str = ""  # Provenance.activity.text: what was changed, in words
 
 
 @dataclass
@@ -101,6 +131,11 @@ class AgreementView:
     team: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def closed(self) -> bool:
+        """Completed or revoked: read-only, changed only by a reopening."""
+        return self.status in CLOSED_PLAN_STATES
+
+    @property
     def current_contacts(self) -> list[Contact]:
         return [c for c in self.contacts if c.current and c.role != "patient"]
 
@@ -121,11 +156,16 @@ class AgreementView:
 
     @property
     def upcoming(self) -> list[ActivityView]:
-        return [a for a in self.activities if not a.past]
+        return [a for a in self.activities if not a.past and not a.cancelled]
 
     @property
     def past(self) -> list[ActivityView]:
-        return list(reversed([a for a in self.activities if a.past]))
+        return list(reversed([a for a in self.activities if a.past and not a.cancelled]))
+
+    @property
+    def cancelled(self) -> list[ActivityView]:
+        """Activities called off (``cancelled``/``stopped``): kept in the plan, shown apart."""
+        return [a for a in self.activities if a.cancelled]
 
 
 def _ref(value: Any) -> str:
@@ -246,22 +286,12 @@ def agreement_view(bundle: dict[str, Any], plan_id: str | None = None) -> Agreem
         goal = index.get(_ref(reference))
         if goal is None:
             continue
-        target = (goal.get("target") or [{}])[0]
-        goals.append(GoalView(
-            id=goal["id"], text=str((goal.get("description") or {}).get("text", "")),
-            due=_day(target.get("dueDate")), status=str(goal.get("lifecycleStatus", "")),
-            own=_ref(goal.get("expressedBy")).startswith("Patient/"),
-            version=str((goal.get("meta") or {}).get("versionId", "")),
-        ))
+        goals.append(goal_view(goal))
     named = {_ref(g) for r in resources if r["resourceType"] == "CarePlan" for g in r.get("goal", [])}
     for goal in resources:  # the patient's own goals that no agreement names (yet)
         if goal["resourceType"] == "Goal" and f"Goal/{goal['id']}" not in named:
-            target = (goal.get("target") or [{}])[0]
-            goals.append(GoalView(goal["id"], str((goal.get("description") or {}).get("text", "")),
-                                  _day(target.get("dueDate")), str(goal.get("lifecycleStatus", "")),
-                                  _ref(goal.get("expressedBy")).startswith("Patient/"),
-                                  str((goal.get("meta") or {}).get("versionId", ""))))
-    activities = [_activity(activity, index) for activity in plan.get("activity", [])]
+            goals.append(goal_view(goal))
+    activities = [_activity(activity, index, i) for i, activity in enumerate(plan.get("activity", []))]
     activities.sort(key=lambda a: (a.when is None, a.when or datetime.max))
     changes = []
     for provenance in resources:
@@ -272,6 +302,7 @@ def agreement_view(bundle: dict[str, Any], plan_id: str | None = None) -> Agreem
                 when=str(provenance.get("recorded", ""))[:16].replace("T", " "),
                 who=str((agent.get("who") or {}).get("display") or name_of(index.get(who)) or who),
                 why=_display(provenance.get("reason", [{}])[0]) if provenance.get("reason") else "",
+                what=str((provenance.get("activity") or {}).get("text", "")),
             ))
     changes.sort(key=lambda c: c.when, reverse=True)
     author = index.get(_ref(plan.get("author"))) or {}
@@ -289,7 +320,19 @@ def agreement_view(bundle: dict[str, Any], plan_id: str | None = None) -> Agreem
     )
 
 
-def _activity(activity: dict[str, Any], index: _Index) -> ActivityView:
+def goal_view(goal: dict[str, Any]) -> GoalView:
+    target = (goal.get("target") or [{}])[0]
+    return GoalView(
+        id=goal["id"], text=str((goal.get("description") or {}).get("text", "")),
+        due=_day(target.get("dueDate")), status=str(goal.get("lifecycleStatus", "")),
+        own=_ref(goal.get("expressedBy")).startswith("Patient/"),
+        version=str((goal.get("meta") or {}).get("versionId", "")),
+        reason=str(goal.get("statusReason", "")),
+        achievement=_code(goal.get("achievementStatus"), GOAL_ACHIEVEMENT),
+    )
+
+
+def _activity(activity: dict[str, Any], index: _Index, position: int) -> ActivityView:
     appointment = index.get(_ref(activity.get("reference")))
     if appointment is not None:
         actors = [p.get("actor") or {} for p in appointment.get("participant", [])]
@@ -298,7 +341,8 @@ def _activity(activity: dict[str, Any], index: _Index) -> ActivityView:
             kind=_display((appointment.get("serviceType") or [{}])[0]) or _display(appointment.get("appointmentType")),
             description=str(appointment.get("description", "")), when=_instant(appointment.get("start")),
             until=_instant(appointment.get("end")), recurring="", performer=performer, location="",
-            status=str(appointment.get("status", "")),
+            status=str(appointment.get("status", "")), index=position,
+            reason=_display(appointment.get("cancelationReason")),
             kind_code=_code(appointment.get("serviceType"), codes.ACTIVITY_KIND),
         )
     detail = activity.get("detail") or {}
@@ -321,5 +365,8 @@ def _activity(activity: dict[str, Any], index: _Index) -> ActivityView:
         kind=_display(detail.get("code")), description=str(detail.get("description", "")), when=when,
         until=until, recurring=recurring.strip(), performer=", ".join(p for p in performers if p),
         location=str((detail.get("location") or {}).get("display", "")), status=str(detail.get("status", "")),
-        kind_code=_code(detail.get("code"), codes.ACTIVITY_KIND), all_day=all_day,
+        index=position, reason=_display(detail.get("statusReason")),
+        performer_id=next((_ref(p).split("/")[-1] for p in detail.get("performer", [])
+                           if _ref(p).startswith("Organization/")), ""),
+        kind_code=_code(detail.get("code"), codes.ACTIVITY_KIND), editable=bool(detail), all_day=all_day,
     )

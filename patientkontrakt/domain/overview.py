@@ -4,7 +4,7 @@ One round trip for the patient view and for an EHR: the Patient, the agreement (
 its activities in time order, its CareTeam (with the history of fast vårdkontakt), the goals
 (the patient's own first, including those the patient added that no agreement names yet),
 booked Appointments in time order, the PractitionerRoles, Practitioners and Organizations all
-of these name, and the Provenance of changes to the team.
+of these name, and the Provenance of changes to the agreement, its team and its goals.
 
 ``Patient/{id}/$patientkontrakt`` gives every agreement that is active or on hold; when there is
 none, the Bundle holds the Patient and an OperationOutcome saying so. ``CarePlan/{id}/$patientkontrakt``
@@ -165,9 +165,10 @@ class AgreementOverview:
             goals = [r for r in await unit.get_by_pks(pks) if not r.deleted and (r.type, r.id) not in found
                      and _stated_by_patient(r)]
             found.update(((r.type, r.id), r) for r in await visible(unit, goals))
-        teams = [key for key in found if key[0] == "CareTeam"]
-        if teams and _allowed(unit, "Provenance"):
-            pks = await unit.referencing("Provenance", "target", teams, 100)
+        # the history of changes: Provenance of the agreement, its team and its goals
+        targets = [key for key in found if key[0] in ("CarePlan", "CareTeam", "Goal")]
+        if targets and _allowed(unit, "Provenance"):
+            pks = await unit.referencing("Provenance", "target", targets, 100)
             provenance = [r for r in await unit.get_by_pks(pks) if not r.deleted]
             found.update(((r.type, r.id), r) for r in await visible(unit, provenance))
         return list(found.values())

@@ -29,7 +29,9 @@ from tests.security.test_sessions import csrf_of, pages_sign_in, register_pages_
 # the routes that answer a browser with an HTML document
 HTML_ROUTES = {"/", "/docs", "/oauth/authorize", "/oauth/test-idp", "/oauth/callback", "/oauth/commission",
                "/personal", "/personal/avtal/{plan_id}", "/personal/nytt", "/personal/avtal/{plan_id}/redigera",
-               "/personal/avtal/{plan_id}/vardkontakt", "/personal/callback", "/mitt", "/mitt/mal",
+               "/personal/avtal/{plan_id}/vardkontakt", "/personal/avtal/{plan_id}/avsluta",
+               "/personal/avtal/{plan_id}/aktivitet/{index}", "/personal/avtal/{plan_id}/mal/{goal_id}",
+               "/personal/callback", "/mitt", "/mitt/mal",
                "/mitt/mal/{goal_id}", "/mitt/callback"}
 
 
@@ -80,7 +82,7 @@ def test_every_response_has_the_security_headers(site: Site) -> None:
     pages_sign_in(http, "/mitt", f"patient:{agreement.patient}")
     csrf = {area: csrf_of(http.get(area)) for area in ("/personal", "/mitt")}
     values = {"plan_id": agreement.plan, "goal_id": agreement.patient_goal, "type_": "CarePlan",
-              "id_": agreement.plan, "version": "1"}
+              "id_": agreement.plan, "version": "1", "index": "0"}
     # error pages and refusals too: an unknown agreement, an unknown client, no token, too large
     for response in (http.get("/personal/avtal/no-such-plan"), http.get("/oauth/authorize", params={"client_id": "x"})):
         assert response.status_code in (400, 404), response.text
