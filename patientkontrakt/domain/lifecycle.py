@@ -12,8 +12,12 @@ Statuses of a Patientkontrakt (R4 ``CarePlan.status``)::
 
 * **Free** changes: draft → active | revoked (a draft abandoned) | entered-in-error;
   active → on-hold | completed | revoked; on-hold → active | completed | revoked (an agreement
-  may end while paused). Keeping the status is always allowed (the text, goals and activities of
-  any agreement may be edited; every version stays in the history).
+  may end while paused). Keeping the status is allowed; every version stays in the history.
+* **A closed agreement stays as it was closed** (409): an update of a completed or revoked one
+  that keeps its status may change only the progress of its activities (``status``,
+  ``statusReason``, ``progress``, ``outcome``: an activity another unit performs is kept open at
+  the closing and is done, or called off, afterwards); one entered in error changes no more.
+  Anything else is changed by reopening it first.
 * **With a reason** (a Provenance, see below): *reopening* completed | revoked → active, and
   *correction* active | on-hold | completed | revoked → entered-in-error.
 * **Refused** (409): everything else — back to draft once agreed, draft → on-hold | completed
@@ -206,6 +210,40 @@ def _target_key(reference: Any) -> tuple[str, str] | None:
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
     return (parts[-2], parts[-1]) if len(parts) >= 2 else None
+
+
+CLOSED = ("completed", "revoked", "entered-in-error")
+
+
+def check_closed_unchanged(previous: dict[str, Any], plan: dict[str, Any]) -> None:
+    """A closed agreement that keeps its status changes no more than its activities' progress
+    (none at all once entered in error); the rest only after a reopening."""
+    status = previous.get("status")
+    if status not in CLOSED or plan.get("status") != status:
+        return
+    progress_only = status != "entered-in-error"
+    if _closed_content(previous, progress_only) == _closed_content(plan, progress_only):
+        return
+    subject_en = _SUBJECT_EN.get(str(status), str(status))
+    english = (f"CarePlan: {subject_en} ({status}) cannot be changed"
+               + (" apart from the progress of its activities" if progress_only else "")
+               + ("; reopen it (status active, with a reason) to change it" if status != "entered-in-error"
+                  else "; create a new agreement"))
+    swedish = (f"{_SUBJECT_SV.get(str(status), str(status))} kan inte ändras"
+               + (" utom aktiviteternas utfall" if progress_only else "")
+               + (". Öppna det igen (active) med ett angivet skäl för att ändra det." if status != "entered-in-error"
+                  else ". Skapa ett nytt patientkontrakt."))
+    raise Conflict(english, issues=[Issue(code="business-rule", diagnostics=english, expression=("CarePlan",),
+                                          details_sv=swedish)])
+
+
+def _closed_content(plan: dict[str, Any], progress_only: bool) -> bytes:
+    """What a closed agreement keeps: everything but ``meta`` and, when ``progress_only``, the
+    progress of its activities."""
+    content = {k: v for k, v in plan.items() if k != "meta"}
+    if progress_only and isinstance(content.get("activity"), list):
+        content["activity"] = [_activity_key(a).decode() if isinstance(a, dict) else a for a in content["activity"]]
+    return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
 
 
 # -- activities are kept ------------------------------------------------------------------------

@@ -172,6 +172,7 @@ class PatientkontraktRules:
                                        resource["id"], context)
             if previous is not None and existing is not None and not existing.deleted:
                 lifecycle.check_activities_kept(previous, resource)
+                lifecycle.check_closed_unchanged(previous, resource)
         if existing is None or existing.deleted or previous is None:
             return resource
         if resource["resourceType"] == "CareTeam":

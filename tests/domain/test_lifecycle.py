@@ -484,13 +484,6 @@ def test_a_draft_may_be_entered_in_error_and_nothing_leaves_that_state(pk_client
             english="create a new agreement")
 
 
-def test_a_closed_agreement_may_still_be_edited_in_its_state(pk_client: TestClient) -> None:
-    resources = _stored(pk_client, "completed")
-    response = put(pk_client, _plan(resources, description="Avslutat efter flytt till annan region."))
-    assert response.status_code == 200, response.text
-    assert response.json()["status"] == "completed"
-
-
 # -- dates -------------------------------------------------------------------------------------------
 
 
@@ -672,3 +665,63 @@ def test_a_provenance_entry_for_a_change_of_contact_is_the_one_recorded(pk_clien
     assert response.status_code == 200, response.text
     [provenance] = search(pk_client, "Provenance", target=f"CareTeam/{team['id']}")
     assert provenance["reason"] == [{"text": "Patienten bad om byte"}]
+
+
+# -- a closed agreement stays as it was closed ------------------------------------------------------
+
+
+def test_a_closed_agreement_changes_only_its_activities_progress() -> None:
+    closed = {"resourceType": "CarePlan", "status": "completed", "title": "Stöd hemma", "meta": {"versionId": "3"},
+              "activity": [{"id": "a1", "detail": {"status": "scheduled", "description": "Hembesök"}}]}
+    done = deep(closed)
+    done["meta"] = {"versionId": "4"}
+    done["activity"][0]["detail"]["status"] = "completed"
+    done["activity"][0]["outcomeCodeableConcept"] = [{"text": "Genomfört"}]
+    lifecycle.check_closed_unchanged(closed, done)
+    lifecycle.check_closed_unchanged(closed, {**deep(closed), "status": "active"})  # reopening: check_transition's
+    for changed in ({**deep(closed), "title": "Nytt"},
+                    {**deep(closed), "activity": [{"id": "a1", "detail": {"status": "scheduled",
+                                                                          "description": "Telefon"}}]},
+                    {**deep(closed), "activity": [*deep(closed)["activity"], {"detail": {"status": "scheduled"}}]}):
+        with pytest.raises(Conflict) as refusal:
+            lifecycle.check_closed_unchanged(closed, changed)
+        [issue] = refusal.value.issues
+        assert refusal.value.status == 409 and issue.code == "business-rule" and issue.expression == ("CarePlan",)
+        assert "Ett avslutat patientkontrakt (completed) kan inte ändras utom aktiviteternas utfall" in (
+            issue.details_sv or "")
+        assert "reopen it" in issue.diagnostics
+    in_error = {**deep(closed), "status": "entered-in-error"}
+    lifecycle.check_closed_unchanged(in_error, deep(in_error))
+    with pytest.raises(Conflict):
+        lifecycle.check_closed_unchanged(in_error, {**deep(in_error), "activity": done["activity"]})
+
+
+@pytest.mark.parametrize("status", ["completed", "revoked"])
+def test_a_closed_agreement_is_not_edited_by_put_or_transaction(pk_client: TestClient, status: str) -> None:
+    resources = _stored(pk_client, status)
+    plan = _plan(resources, title="Ändrad rubrik efter avslut")
+    count = versions_stored(pk_client)
+    refused(pk_client, put(pk_client, plan), count, status=409, code="business-rule", expression="CarePlan",
+            swedish="kan inte ändras utom aktiviteternas utfall", english="cannot be changed")
+    found = issues(pk_client.post("/fhir", json=_bundle("transaction", _entry(plan))), 409)
+    assert_issue(found, code="business-rule", expression="Bundle.entry[0].resource",
+                 swedish="Öppna det igen (active) med ett angivet skäl", english="cannot be changed")
+    assert versions_stored(pk_client) == count
+    assert read(pk_client, "CarePlan", plan["id"])["title"] == resources[-1]["title"]
+    # The same body again is no change, and reopening with a reason may change it.
+    assert put(pk_client, _plan(resources)).status_code == 200
+    response = pk_client.post("/fhir", json=_bundle(
+        "transaction", _entry(_reopened_team(resources)), _entry({**_reopened_plan(resources), "title": "Ny rubrik"}),
+        _provenance_entry(resources, f"CarePlan/{plan['id']}")))
+    assert response.status_code == 200, response.text
+    assert read(pk_client, "CarePlan", plan["id"])["title"] == "Ny rubrik"
+
+
+def test_a_closed_agreements_kept_activity_may_be_done_afterwards(pk_client: TestClient) -> None:
+    resources = _stored(pk_client, "completed")
+    plan = _plan(resources)
+    if not plan.get("activity"):
+        pytest.fail("the demo's completed agreement has no activity to finish")
+    plan["activity"][0].setdefault("detail", {})["status"] = "completed"
+    assert put(pk_client, plan).status_code == 200
+    assert read(pk_client, "CarePlan", plan["id"])["activity"][0]["detail"]["status"] == "completed"
