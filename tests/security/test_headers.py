@@ -31,6 +31,7 @@ HTML_ROUTES = {"/", "/docs", "/oauth/authorize", "/oauth/test-idp", "/oauth/call
                "/personal", "/personal/avtal/{plan_id}", "/personal/nytt", "/personal/avtal/{plan_id}/redigera",
                "/personal/avtal/{plan_id}/vardkontakt", "/personal/callback", "/mitt", "/mitt/mal",
                "/mitt/mal/{goal_id}", "/mitt/callback"}
+HTML_ROUTES |= {"/personal/enhet"}  # the unit's contact details
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
