@@ -214,8 +214,13 @@ def _with_hours(element: dict[str, Any], hours: Sequence[Hours]) -> dict[str, An
 def with_contact_details(org: dict[str, Any], phone: Phone | None, address: PostalAddress,
                          opening: Sequence[Hours]) -> dict[str, Any]:
     """``org`` with its phone (and telephone hours), address and opening hours replaced; its
-    other telecoms (e-mail, a second phone) and other addresses stay as they were."""
+    other telecoms (e-mail, a second phone) and other addresses stay as they were, and so do its
+    tags, security labels and profiles. A narrative (``text``) is left out: it would show the old
+    details."""
     result = {k: v for k, v in org.items() if k not in ("meta", "text")}
+    meta = {k: v for k, v in (org.get("meta") or {}).items() if k in ("tag", "security", "profile")}
+    if meta:
+        result["meta"] = meta
     telecom = list(org.get("telecom") or [])
     current_phone = _first_phone(org)
     index = telecom.index(current_phone) if current_phone is not None else None

@@ -217,7 +217,6 @@ class DemoGenerator:
             org = self._organization(key, orgnr, name, kind, unit_type, parent, phone)
             org = with_contact_details(org, Phone(phone, TELEPHONE_HOURS[unit_type]),
                                        PostalAddress(*ADDRESSES[key]), OPENING_HOURS[unit_type])
-            org["meta"] = {"tag": [dict(codes.TEST_DATA_TAG)]}
             organizations.append(org)
             unit = Unit(org, unit_type)
             for staff_kind, count in staff_plan[unit_type]:

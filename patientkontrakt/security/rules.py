@@ -435,7 +435,11 @@ _NOT_COMPARED = frozenset({"meta", "text", *CONTACT_ELEMENTS})
 
 
 def _without_contact_details(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k not in _NOT_COMPARED}
+    """What must not change: everything but the contact details, the narrative and the
+    server's version metadata (tags and security labels must stay)."""
+    meta: dict[str, Any] = resource["meta"] if isinstance(resource.get("meta"), dict) else {}
+    kept = {k: v for k, v in resource.items() if k not in _NOT_COMPARED}
+    return {**kept, "meta.tag": meta.get("tag") or [], "meta.security": meta.get("security") or []}
 
 
 # -- the directory ---------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_writing_and_reading_back_gives_the_same_hours() -> None:
     assert unit.address.text == "Ny gatan 2, 111 22 Stad"
     assert unit.opening == hours[:1]
     assert written["address"][0]["country"] == "SE"  # what the form does not show stays
-    assert "meta" not in written
+    assert written["meta"] == {"profile": org["meta"]["profile"]}  # no versionId or lastUpdated
     parts = written["telecom"][0]["extension"][1]["extension"]
     assert [p["url"] for p in parts] == ["daysOfWeek", "daysOfWeek", "allDay"]
     assert available_times(available_time(hours)) == hours

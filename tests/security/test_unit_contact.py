@@ -48,6 +48,7 @@ def test_staff_change_their_own_units_telephone_hours_and_the_patient_sees_them(
     phone = unit_contact(seen).phone
     assert phone is not None and phone.hours == NEW_HOURS
     assert unit_contact(seen).address == unit_contact(org).address
+    assert seen["meta"]["tag"] == org["meta"]["tag"]  # the test-data tag stays
 
 
 def test_staff_change_address_and_opening_hours(world: World, app: TestClient) -> None:
@@ -71,7 +72,9 @@ def test_staff_may_not_change_anything_else_of_their_unit(world: World, app: Tes
     assert issue["expression"] == ["Organization.name"]
     assert "kontaktuppgifter" in issue["details"]["text"]
     for key, value in (("identifier", [{"system": "urn:oid:1.2.752.29.4.19", "value": "SE2321990000-X1"}]),
-                       ("partOf", {"reference": f"Organization/{OTHER_UNIT}"}), ("active", False)):
+                       ("partOf", {"reference": f"Organization/{OTHER_UNIT}"}), ("active", False),
+                       ("meta", {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                               "code": "NOPATIENT"}]})):
         changed = {**_new_hours(org), key: value}
         assert _put(app, changed, world.staff(world.role_at(AUTHOR, "nurse"))).status_code == 403, key
     assert _org(app, world)["meta"]["versionId"] == org["meta"]["versionId"]  # nothing stored
