@@ -33,7 +33,6 @@ from patientkontrakt.fhir.service import Preferences
 router = APIRouter(prefix="/personal", include_in_schema=False)
 _PREFER = Preferences()
 HOURS_ROWS = 3
-KINDS = ("phone_hours", "opening")
 # The day choices of the form: a set of days of week per choice (FHIR days-of-week codes).
 DAY_CHOICES: dict[str, tuple[str, ...]] = {
     "mon-fri": DAYS[:5], "mon-thu": DAYS[:4], "mon-sun": DAYS, "sat-sun": DAYS[5:],
