@@ -387,16 +387,24 @@ class CareUnitAccess(ScopedAccess):
             raise Forbidden(f"Only the unit responsible for the agreement ({author}) may {what}",
                             details_sv=f"Bara den enhet som ansvarar för patientkontraktet kan {what_sv}.")
 
-    def _own_contact_details(self, resource: dict[str, Any], existing: StoredResource | None) -> bool:
-        """Whether this is a staff member changing only their own unit's contact details
-        (``CONTACT_ELEMENTS``): the unit keeps what patients need to reach it, while its identity
-        (HSA-id, name, type, place in the region) stays the directory's. Systems acting for the
-        unit get no such exception."""
+    def _own_contact_details(self, resource: dict[str, Any],
+                             existing: StoredResource | None) -> dict[str, Any] | None:
+        """``resource`` if it is a staff member changing only their own unit's contact details
+        (``CONTACT_ELEMENTS``), else None: the unit keeps what patients need to reach it, while
+        its identity (HSA-id, name, type, place in the region, tags, security labels) stays the
+        directory's. Tags and security labels the update leaves out are kept, not dropped.
+        Systems acting for the unit get no such exception."""
         if existing is None or existing.type != "Organization" or existing.id != self.unit_org \
                 or self.principal.kind != "staff":
-            return False
-        before = _without_contact_details(orjson.loads(existing.body))
-        after = _without_contact_details(resource)
+            return None
+        stored = orjson.loads(existing.body)
+        meta = dict(resource["meta"]) if isinstance(resource.get("meta"), dict) else {}
+        for key in ("tag", "security"):
+            if key not in meta and (stored.get("meta") or {}).get(key):
+                meta[key] = stored["meta"][key]
+        if meta:
+            resource = {**resource, "meta": meta}
+        before, after = _without_contact_details(stored), _without_contact_details(resource)
         if before != after:
             changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
             raise Forbidden(f"Of your own unit's Organization you may change only {', '.join(CONTACT_ELEMENTS)} "
@@ -405,7 +413,7 @@ class CareUnitAccess(ScopedAccess):
                             expression=tuple(f"Organization.{k}" for k in changed),
                             details_sv="Du kan bara ändra enhetens kontaktuppgifter (telefon, telefontider, "
                                        "adress, öppettider); resten av enhetens uppgifter kommer från katalogen (HSA).")
-        return True
+        return resource
 
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         self._directory_guard(existing.type)
@@ -414,8 +422,11 @@ class CareUnitAccess(ScopedAccess):
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         type_ = resource["resourceType"]
-        if not self._own_contact_details(resource, existing):
+        contact_details = self._own_contact_details(resource, existing)
+        if contact_details is None:
             self._directory_guard(type_)
+        else:
+            resource = contact_details
         if existing is not None and type_ == "CarePlan" \
                 and _reference(resource.get("author")) != _reference(orjson.loads(existing.body).get("author")):
             self._responsible(existing, "hand it over", "lämna över det")

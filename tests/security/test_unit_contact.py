@@ -80,6 +80,14 @@ def test_staff_may_not_change_anything_else_of_their_unit(world: World, app: Tes
     assert _org(app, world)["meta"]["versionId"] == org["meta"]["versionId"]  # nothing stored
 
 
+def test_tags_the_update_leaves_out_are_kept(world: World, app: TestClient) -> None:
+    org = _org(app, world)
+    body = {k: v for k, v in _new_hours(org).items() if k != "meta"}
+    response = _put(app, body, world.staff(world.role_at(AUTHOR, "nurse")))
+    assert response.status_code == 200, response.text
+    assert _org(app, world)["meta"]["tag"] == org["meta"]["tag"]
+
+
 def test_staff_of_another_unit_may_not_change_it(world: World, app: TestClient) -> None:
     org = _org(app, world)
     response = _put(app, _new_hours(org), world.staff(world.role_at(OTHER_UNIT, "nurse")))
