@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     retry_after: int = Field(
         default=10, description="Seconds a client is told to wait (Retry-After) when the database is unavailable.")
 
+    # -- what the patient pages say to do when the care unit is closed (docs/operations.md) ------
+    advice_phone: str = Field(
+        default="1177", description="Number for medical advice day and night (1177 Vårdguiden).")
+    emergency_phone: str = Field(default="112", description="Number for emergencies.")
+    out_of_hours_text: str = Field(
+        default="", description="The region's own words on care out of hours (e.g. the nearest jourcentral), "
+                                "shown as written, in Swedish, under the numbers above; empty: none.")
+
     # -- limits on what one request may ask (docs/security.md, "Limits") ----------------------
     max_search_parameters: int = Field(
         default=100, ge=1, description="Parameters in one search request (query and form together).")

@@ -182,6 +182,71 @@ SV: dict[str | tuple[str, str], str | tuple[str, str]] = {**SV_FORMS,
 }
 SV.update(PLAN)
 
+# -- contact paths: /mitt "Så når du oss" (mitt/contact.html), /personal/enhet (personal/unit.html, unit.py)
+SV |= {
+    "Monday–Friday": "Måndag–fredag",
+    "Monday–Thursday": "Måndag–torsdag",
+    "Every day": "Alla dagar",
+    "Saturday–Sunday": "Lördag–söndag",
+    "Monday": "Måndag",
+    "Tuesday": "Tisdag",
+    "Wednesday": "Onsdag",
+    "Thursday": "Torsdag",
+    "Friday": "Fredag",
+    "Saturday": "Lördag",
+    "Sunday": "Söndag",
+    "Choose the days these times are for.": "Välj vilka dagar tiderna gäller.",
+    "Choose the days from the list.": "Välj dagarna i listan.",
+    "Write the time as HH:MM, for example 08:00.": "Skriv tiden som TT:MM, till exempel 08:00.",
+    "The end must be after the start.": "Sluttiden ska vara efter starttiden.",
+    "Write the phone number with digits, for example 0123-456 78.":
+        "Skriv telefonnumret med siffror, till exempel 0123-456 78.",
+    "Write the phone number the telephone hours are for.": "Skriv telefonnumret som telefontiderna gäller.",
+    "Write the postal code as five digits, for example 123 45.":
+        "Skriv postnumret med fem siffror, till exempel 123 45.",
+    "Write at most 100 characters.": "Skriv högst 100 tecken.",
+    "Someone else changed the unit's contact details since you opened the page. "
+    "Reload the page and make your change again.":
+        "Någon annan har ändrat enhetens kontaktuppgifter sedan du öppnade sidan. Ladda om sidan och gör din "
+        "ändring igen.",
+    "Mon": "mån",
+    "Tue": "tis",
+    "Wed": "ons",
+    "Thu": "tors",
+    "Fri": "fre",
+    "Sat": "lör",
+    "Sun": "sön",
+    "all day": "hela dygnet",
+    "How to reach us": "Så når du oss",
+    "Direct number": "Direktnummer",
+    "answers": "svarar",
+    "Other times: call %(unit)s": "Andra tider: ring %(unit)s",
+    "Call %(unit)s and ask for %(name)s": "Ring %(unit)s och fråga efter %(name)s",
+    "Telephone hours": "Telefontider",
+    "Address": "Adress",
+    "Opening hours": "Öppettider",
+    "When the unit is closed": "När mottagningen är stängd",
+    "For medical advice at any time of day: call": "Sjukvårdsrådgivning dygnet runt: ring",
+    "If it is an emergency or life-threatening: call": "Vid akut eller livshotande tillstånd: ring",
+    "The unit's contact details": "Enhetens kontaktuppgifter",
+    "Choose the days and write the times, for example 08:00 and 10:00. "
+    "Leave the times empty for all day. Leave a row empty to remove it.":
+        "Välj dagar och skriv tiderna, till exempel 08:00 och 10:00. Lämna tiderna tomma för hela dygnet. "
+        "Lämna en rad tom för att ta bort den.",
+    "Days": "Dagar",
+    "row %(num)d": "rad %(num)d",
+    "No time": "Ingen tid",
+    "From": "Från",
+    "To": "Till",
+    "%(unit)s. The unit's patients see these details in their Patientkontrakt, under “How to reach us”.":
+        "%(unit)s. Enhetens patienter ser uppgifterna i sitt patientkontrakt, under ”Så når du oss”.",
+    "The unit's phone number": "Enhetens telefonnummer",
+    "Address and opening hours": "Adress och öppettider",
+    "Street address": "Gatuadress",
+    "Postal code": "Postnummer",
+    "City": "Ort",
+}
+
 
 def extract() -> Catalog:
     POT.parent.mkdir(parents=True, exist_ok=True)

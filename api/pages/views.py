@@ -15,6 +15,7 @@ from typing import Any
 
 from api.pages.labels import GOAL_STATUS, N_
 from patientkontrakt.domain import codes
+from patientkontrakt.domain.contact_paths import RoleContact, role_contact
 from patientkontrakt.domain.identifiers import PERSONNUMMER, SAMORDNINGSNUMMER
 from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 
@@ -33,6 +34,7 @@ class Person:
     unit: str = ""
     phone: str = ""
     reference: str = ""
+    reach: RoleContact | None = None  # direct number, unit phone, address, hours (staff members)
 
 
 @dataclass
@@ -255,6 +257,7 @@ class _Index:
                 title=str(codes_[0].get("text", "")) if codes_ else "",
                 unit=name_of(org) or str((resource.get("organization") or {}).get("display", "")),
                 phone=phone_of(resource) or phone_of(org), reference=reference,
+                reach=role_contact(resource, org or None),
             )
         return Person(name=name_of(resource) or display.split(",")[0], phone=phone_of(resource),
                       reference=reference)

@@ -27,6 +27,14 @@ from typing import Any
 from stdnum import luhn
 
 from patientkontrakt.domain import codes
+from patientkontrakt.domain.contact_paths import (
+    DAYS,
+    Hours,
+    Phone,
+    PostalAddress,
+    available_time,
+    with_contact_details,
+)
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
@@ -64,6 +72,31 @@ ACTIVITIES = (
     ("sip-mote", "SIP-möte med region och kommun", "vardcentral"),
     ("uppfoljning", "Uppföljning av patientkontraktet", "vardcentral"),
 )
+# Where each unit is, and when its phone answers and its doors are open, by kind of unit.
+ADDRESSES = {
+    "vc-bjorkbacken": ("Björkbacksvägen 4", "123 40", "Exempelstad"),
+    "vc-strandvagen": ("Strandvägen 21", "123 52", "Exempelstad"),
+    "vc-ekdalen": ("Ekdalsgatan 9", "124 31", "Sjövik"),
+    "med-lanssjukhuset": ("Länssjukhuset, ingång 3, plan 2, Sjukhusvägen 1", "123 81", "Exempelstad"),
+    "hemsjukvard-exempelstad": ("Kommunhuset, Storgatan 10", "123 30", "Exempelstad"),
+    "hemtjanst-exempelstad": ("Kommunhuset, Storgatan 10", "123 30", "Exempelstad"),
+    "hemtjanst-sjovik": ("Torget 2", "124 30", "Sjövik"),
+}
+WEEKDAYS = DAYS[:5]
+TELEPHONE_HOURS = {
+    "vardcentral": (Hours(WEEKDAYS, "08:00", "10:00"), Hours(WEEKDAYS, "13:00", "14:30")),
+    "sjukhusklinik": (Hours(WEEKDAYS, "08:30", "11:30"),),
+    "hemsjukvard": (Hours(DAYS, "07:00", "21:30"),),
+    "hemtjanst": (Hours(WEEKDAYS, "08:00", "16:00"),),
+}
+OPENING_HOURS = {
+    "vardcentral": (Hours(DAYS[:4], "08:00", "17:00"), Hours(("fri",), "08:00", "15:00")),
+    "sjukhusklinik": (Hours(WEEKDAYS, "07:30", "16:00"),),
+    "hemsjukvard": (Hours(WEEKDAYS, "08:00", "16:30"),),
+    "hemtjanst": (Hours(WEEKDAYS, "08:00", "16:00"),),
+}
+# A nurse with a direct line answers it at these times (the unit's number the rest of the day).
+DIRECT_LINE_HOURS = (Hours(DAYS[:4], "08:00", "09:00"),)
 PLAN_STATES = ("active", "active", "active", "active", "draft", "on-hold", "completed", "revoked")
 
 
@@ -182,6 +215,8 @@ class DemoGenerator:
         for key, name, parent, orgnr, unit_type, phone in unit_specs:
             kind = "kommun" if parent["id"].startswith("demo-org-kommun") else "region"
             org = self._organization(key, orgnr, name, kind, unit_type, parent, phone)
+            org = with_contact_details(org, Phone(phone, TELEPHONE_HOURS[unit_type]),
+                                       PostalAddress(*ADDRESSES[key]), OPENING_HOURS[unit_type])
             organizations.append(org)
             unit = Unit(org, unit_type)
             for staff_kind, count in staff_plan[unit_type]:
@@ -208,8 +243,12 @@ class DemoGenerator:
                         "practitioner": _ref(practitioner, f"{given} {family}"),
                         "organization": _ref(org, name),
                         "code": [{"coding": [{"system": codes.PRACTITIONER_ROLE, "code": code}], "text": title}],
-                        "telecom": [{"system": "phone", "value": phone, "use": "work"}],
                     })
+                    if staff_kind == "sjukskoterska" and person % 2 == 1:
+                        # Every other nurse has a direct line; the others are reached through the unit.
+                        role["telecom"] = [{"system": "phone", "value": f"{phone[:-2]}{50 + person:02d}",
+                                            "use": "work"}]
+                        role["availableTime"] = available_time(DIRECT_LINE_HOURS)
                     practitioners.append(practitioner)
                     roles.append(role)
                     unit.staff.append((practitioner, role, staff_kind))

@@ -14,7 +14,9 @@ verified token:
   names, such as the goals patients state themselves), the patients, the Provenance of the
   teams and agreements; plus patients the unit registered (``Patient.managingOrganization``).
   The directory (Organization, Practitioner, PractitionerRole) is not patient data: every
-  care unit may read it; none may write it. A new agreement gets the caller's unit as
+  care unit may read it; none may write it, with one exception: a unit's staff may change their
+  own unit's contact details (``Organization.telecom`` and ``.address``: phone, telephone hours,
+  address, opening hours) and nothing else of it. A new agreement gets the caller's unit as
   author, a new patient the unit as managing organisation, and whatever is written must stay
   within what the unit sees.
 * ``DirectoryAccess`` — the region's directory client, the only one that writes the directory.
@@ -385,6 +387,34 @@ class CareUnitAccess(ScopedAccess):
             raise Forbidden(f"Only the unit responsible for the agreement ({author}) may {what}",
                             details_sv=f"Bara den enhet som ansvarar för patientkontraktet kan {what_sv}.")
 
+    def _own_contact_details(self, resource: dict[str, Any],
+                             existing: StoredResource | None) -> dict[str, Any] | None:
+        """``resource`` if it is a staff member changing only their own unit's contact details
+        (``CONTACT_ELEMENTS``), else None: the unit keeps what patients need to reach it, while
+        its identity (HSA-id, name, type, place in the region, tags, security labels) stays the
+        directory's. Tags and security labels the update leaves out are kept, not dropped.
+        Systems acting for the unit get no such exception."""
+        if existing is None or existing.type != "Organization" or existing.id != self.unit_org \
+                or self.principal.kind != "staff":
+            return None
+        stored = orjson.loads(existing.body)
+        meta = dict(resource["meta"]) if isinstance(resource.get("meta"), dict) else {}
+        for key in ("tag", "security"):
+            if key not in meta and (stored.get("meta") or {}).get(key):
+                meta[key] = stored["meta"][key]
+        if meta:
+            resource = {**resource, "meta": meta}
+        before, after = _without_contact_details(stored), _without_contact_details(resource)
+        if before != after:
+            changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+            raise Forbidden(f"Of your own unit's Organization you may change only {', '.join(CONTACT_ELEMENTS)} "
+                            f"(contact details); this update also changes {', '.join(changed)}, which the "
+                            "directory (HSA) keeps",
+                            expression=tuple(f"Organization.{k}" for k in changed),
+                            details_sv="Du kan bara ändra enhetens kontaktuppgifter (telefon, telefontider, "
+                                       "adress, öppettider); resten av enhetens uppgifter kommer från katalogen (HSA).")
+        return resource
+
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         self._directory_guard(existing.type)
         if existing.type == "CarePlan":
@@ -392,7 +422,11 @@ class CareUnitAccess(ScopedAccess):
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         type_ = resource["resourceType"]
-        self._directory_guard(type_)
+        contact_details = self._own_contact_details(resource, existing)
+        if contact_details is None:
+            self._directory_guard(type_)
+        else:
+            resource = contact_details
         if existing is not None and type_ == "CarePlan" \
                 and _reference(resource.get("author")) != _reference(orjson.loads(existing.body).get("author")):
             self._responsible(existing, "hand it over", "lämna över det")
@@ -405,6 +439,18 @@ class CareUnitAccess(ScopedAccess):
         if existing is None and type_ == "Patient" and "managingOrganization" not in resource:
             resource = {**resource, "managingOrganization": unit_ref}
         return resource
+
+
+CONTACT_ELEMENTS = ("telecom", "address")
+_NOT_COMPARED = frozenset({"meta", "text", *CONTACT_ELEMENTS})
+
+
+def _without_contact_details(resource: dict[str, Any]) -> dict[str, Any]:
+    """What must not change: everything but the contact details, the narrative and the
+    server's version metadata (tags and security labels must stay)."""
+    meta: dict[str, Any] = resource["meta"] if isinstance(resource.get("meta"), dict) else {}
+    kept = {k: v for k, v in resource.items() if k not in _NOT_COMPARED}
+    return {**kept, "meta.tag": meta.get("tag") or [], "meta.security": meta.get("security") or []}
 
 
 # -- the directory ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ HTML_ROUTES = {"/", "/docs", "/oauth/authorize", "/oauth/test-idp", "/oauth/call
                "/personal/avtal/{plan_id}/aktivitet/{index}", "/personal/avtal/{plan_id}/mal/{goal_id}",
                "/personal/callback", "/mitt", "/mitt/mal",
                "/mitt/mal/{goal_id}", "/mitt/callback"}
+HTML_ROUTES |= {"/personal/enhet"}  # the unit's contact details
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:

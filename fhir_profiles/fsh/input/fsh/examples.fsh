@@ -32,10 +32,26 @@ Description: "Vårdenheten Vårdcentralen Norr i Region Exempel, ansvarig för p
 * telecom[0].system = #phone
 * telecom[0].value = "+46 10 123 45 00"
 * telecom[0].use = #work
+* telecom[0].extension[PKAvailableTime][0].extension[daysOfWeek][0].valueCode = #mon
+* telecom[0].extension[PKAvailableTime][0].extension[daysOfWeek][1].valueCode = #tue
+* telecom[0].extension[PKAvailableTime][0].extension[daysOfWeek][2].valueCode = #wed
+* telecom[0].extension[PKAvailableTime][0].extension[daysOfWeek][3].valueCode = #thu
+* telecom[0].extension[PKAvailableTime][0].extension[daysOfWeek][4].valueCode = #fri
+* telecom[0].extension[PKAvailableTime][0].extension[availableStartTime].valueTime = "08:00:00"
+* telecom[0].extension[PKAvailableTime][0].extension[availableEndTime].valueTime = "10:00:00"
+* address.use = #work
+* address.type = #both
 * address.line = "Norra vägen 12"
 * address.postalCode = "123 45"
 * address.city = "Exempelstad"
 * address.country = "SE"
+* address.extension[PKAvailableTime][0].extension[daysOfWeek][0].valueCode = #mon
+* address.extension[PKAvailableTime][0].extension[daysOfWeek][1].valueCode = #tue
+* address.extension[PKAvailableTime][0].extension[daysOfWeek][2].valueCode = #wed
+* address.extension[PKAvailableTime][0].extension[daysOfWeek][3].valueCode = #thu
+* address.extension[PKAvailableTime][0].extension[daysOfWeek][4].valueCode = #fri
+* address.extension[PKAvailableTime][0].extension[availableStartTime].valueTime = "08:00:00"
+* address.extension[PKAvailableTime][0].extension[availableEndTime].valueTime = "17:00:00"
 * partOf = Reference(pk-example-org-region-exempel)
 
 Instance: pk-example-org-medicinkliniken
@@ -169,6 +185,12 @@ Description: "Medarbetaruppdrag för vård och behandling: sjuksköterska på V�
 * telecom[0].system = #phone
 * telecom[0].value = "+46 10 123 45 21"
 * telecom[0].use = #work
+* availableTime[0].daysOfWeek[0] = #mon
+* availableTime[0].daysOfWeek[1] = #tue
+* availableTime[0].daysOfWeek[2] = #wed
+* availableTime[0].daysOfWeek[3] = #thu
+* availableTime[0].availableStartTime = "08:00:00"
+* availableTime[0].availableEndTime = "09:00:00"
 
 Instance: pk-example-role-bengt-vc-norr
 InstanceOf: PKPractitionerRole

@@ -61,7 +61,8 @@ Description: "Ett medarbetaruppdrag: personen (practitioner) som arbetar för en
 * organization ^short = "Vårdenheten (eller kommunens enhet) som uppdraget gäller"
 * code 0..*
 * code ^short = "Yrkesroll; läkare: practitioner-role#doctor, sjuksköterska: practitioner-role#nurse"
-* telecom ^short = "Telefon och e-post i uppdraget"
+* telecom ^short = "Telefon och e-post i uppdraget; ett direktnummer till personen"
+* availableTime ^short = "När direktnumret svarar (telefontid)"
 
 
 Profile: PKOrganization
@@ -101,4 +102,5 @@ Description: "En vårdgivare, vårdenhet eller kommunal enhet, identifierad med 
 * type[unitType].coding.code 1..1
 * partOf only Reference(PKOrganization)
 * partOf ^short = "Vårdgivaren eller kommunen som enheten hör till"
-* telecom ^short = "Enhetens telefon och e-post"
+* telecom ^short = "Enhetens telefon och e-post; telefontid i tillägget pk-available-time"
+* address ^short = "Enhetens besöksadress; öppettider i tillägget pk-available-time"
