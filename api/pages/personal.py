@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.pages import session as sessions
-from api.pages.common import Page, bilingual, body, signed_in
+from api.pages.common import Page, bilingual, body, login_failed, signed_in
 from api.pages.labels import N_
 from api.pages.session import STAFF
 from api.pages.views import agreement_view, name_of, person_number
@@ -55,7 +55,7 @@ async def callback(request: Request) -> Response:
     try:
         return await sessions.finish_login(request, STAFF)
     except (OAuthError, FhirError) as error:
-        return render(request, "pages/login_failed.html", {"area": STAFF, "detail": str(error)}, status_code=400)
+        return login_failed(request, STAFF, error)
 
 
 @router.post("/logga-ut")
