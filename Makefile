@@ -14,15 +14,14 @@ export PK_TEST_DATABASE_URL
 
 .PHONY: run test lint bench messages fhir-core postgres chromium clean
 
-## make run: set up (without the test and bench extras), migrate an SQLite database, load the demo
-## region and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the test sign-in (demo
-## users only). PK_BASE_URL follows the port, so the demo's sign-in clients come back to it; the
-## access log keeps the name it had on port 8000, since its checkpoints are signed with it.
+## make run: set up (without the test and bench extras), migrate an SQLite database and load the
+## demo region (one process), and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the
+## test sign-in (demo users only). PK_BASE_URL follows the port, so the demo's sign-in clients come
+## back to it; the access log keeps the name it had on port 8000 (its checkpoints are signed with it).
 run: export PK_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: export PK_AUDIT_ORIGIN ?= 127.0.0.1:8000/audit
 run: $(RUN_STAMP)
-	$(BIN)/patientkontrakt migrate
-	$(BIN)/patientkontrakt demo
+	$(BIN)/patientkontrakt demo --migrate
 	PK_TEST_IDP=true PK_AUDIT_CHECKPOINT_FILE=audit-checkpoints.txt $(BIN)/patientkontrakt serve --host 127.0.0.1 --port $(PORT)
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)

@@ -137,6 +137,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from patientkontrakt.security.demo_clients import register_demo_clients
 
+    if args.migrate and (failed := _cmd_migrate(args)):
+        return failed
     settings = get_settings()
     if not settings.signing_key.exists():
         generate_key(settings.signing_key)
@@ -146,6 +148,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"generated the access log's checkpoint key {settings.audit_key}")
     print(f"loading the demo region: its directory and {args.agreements} agreements (test data, tagged HTEST)",
           flush=True)
+
     async def load(service: FhirService) -> tuple[int, Path]:
         count = await _load_demo(service, args.agreements, args.seed)
         return count, await register_demo_clients(service, settings)
@@ -291,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(idempotent; test data, tagged HTEST)")
     demo.add_argument("--agreements", type=int, default=50, help="number of agreements (default 50)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.add_argument("--migrate", action="store_true",
+                      help="first create or upgrade the database schema, as the migrate command does (make run)")
     demo.add_argument("--base-url", default=None,
                       help="public base URL the demo's sign-in clients return to (default: PK_BASE_URL, "
                            "else http://127.0.0.1:8000)")
