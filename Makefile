@@ -44,18 +44,19 @@ bench: $(TEST_STAMP) postgres
 # where the system has no such pip, the usual way.
 $(BIN)/pip:
 	$(PYTHON) -m venv --without-pip $(VENV)
-	if $(PYTHON) -m pip --python $(BIN)/python --version >/dev/null 2>&1; then \
+	if $(PYTHON) -c 'import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (22, 3))' 2>/dev/null; then \
 		$(PYTHON) -m pip --python $(BIN)/python install --quiet --upgrade pip; \
 	else \
 		$(BIN)/python -m ensurepip --upgrade --default-pip >/dev/null && $(BIN)/pip install --quiet --upgrade pip; \
 	fi
 
-# Byte-compiling is most of what pip spends on a fresh install, and most of that goes to the R5 and
-# STU3 models of fhir.resources, which the service never imports (it uses R4B): install without,
-# then compile the rest on every core (what fails to compile is left to Python, as pip does).
+# Byte-compiling is most of what pip spends on a fresh install, and most of that goes to the
+# models of fhir.resources (R5, STU3 and R4B), of which the service imports a few dozen of R4B's,
+# compiled when first imported: install without, then compile the rest on every core (what fails
+# to compile is left to Python, as pip does).
 $(RUN_STAMP): pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install --quiet --no-compile -e .
-	$(BIN)/python -m compileall -qq -j 0 -x 'site-packages/fhir/resources/(STU3/|[^/]+\.py$$)' $(VENV)/lib || true
+	$(BIN)/python -m compileall -qq -j 0 -x 'site-packages/fhir/resources/' $(VENV)/lib || true
 	touch $@
 
 # Everything, in one pip run on a fresh clone (CI); what running needs comes with it.
