@@ -21,7 +21,8 @@ export PK_TEST_DATABASE_URL
 run: export PK_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: export PK_AUDIT_ORIGIN ?= 127.0.0.1:8000/audit
 run: $(RUN_STAMP)
-	$(BIN)/patientkontrakt demo --migrate
+	$(BIN)/python -m compileall -qq -j 0 -x 'site-packages/fhir/resources/' $(VENV)/lib & \
+		$(BIN)/patientkontrakt demo --migrate; loaded=$$?; wait; exit $$loaded
 	PK_TEST_IDP=true PK_AUDIT_CHECKPOINT_FILE=audit-checkpoints.txt $(BIN)/patientkontrakt serve --host 127.0.0.1 --port $(PORT)
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
@@ -52,11 +53,11 @@ $(BIN)/pip:
 
 # Byte-compiling is most of what pip spends on a fresh install, and most of that goes to the
 # models of fhir.resources (R5, STU3 and R4B), of which the service imports a few dozen of R4B's,
-# compiled when first imported: install without, then compile the rest on every core (what fails
-# to compile is left to Python, as pip does).
+# compiled when first imported. So the run install does not compile: `make run` compiles the rest
+# on every core while the demo region loads (a no-op once done; what fails to compile is left to
+# Python, as pip does).
 $(RUN_STAMP): pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install --quiet --no-compile -e .
-	$(BIN)/python -m compileall -qq -j 0 -x 'site-packages/fhir/resources/' $(VENV)/lib || true
 	touch $@
 
 # Everything, in one pip run on a fresh clone (CI); what running needs comes with it.
