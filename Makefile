@@ -2,38 +2,72 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PORT   ?= 8000
+# Two install stamps per pyproject.toml: what running needs (`make run`), and the test and bench
+# extras on top (`make test`, `make lint`, `make bench`). A stale stamp of an older pyproject.toml is
+# simply never looked at again.
+CKSUM      := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+RUN_STAMP  := $(VENV)/.installed-run-$(CKSUM)
+TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 PK_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 export PK_TEST_DATABASE_URL
 
-.PHONY: run test lint bench fhir-core postgres chromium clean
+.PHONY: run test lint bench messages fhir-core postgres chromium clean
 
-## make run: set up, migrate an SQLite database, load the demo region and serve on http://127.0.0.1:8000
-## with the test sign-in (demo users only)
-run: $(STAMP)
-	$(BIN)/patientkontrakt migrate
-	$(BIN)/patientkontrakt demo
-	PK_TEST_IDP=true PK_AUDIT_CHECKPOINT_FILE=audit-checkpoints.txt $(BIN)/patientkontrakt serve --host 127.0.0.1 --port 8000
+## make run: set up (without the test and bench extras), migrate an SQLite database and load the
+## demo region (one process), and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the
+## test sign-in (demo users only). PK_BASE_URL follows the port, so the demo's sign-in clients come
+## back to it; the access log keeps the name it had on port 8000 (its checkpoints are signed with it).
+run: export PK_BASE_URL ?= http://127.0.0.1:$(PORT)
+run: export PK_AUDIT_ORIGIN ?= 127.0.0.1:8000/audit
+run: $(RUN_STAMP)
+	$(BIN)/python -m compileall -qq -j 0 -x 'site-packages/fhir/resources/' $(VENV)/lib & \
+		$(BIN)/patientkontrakt demo --migrate; loaded=$$?; wait; exit $$loaded
+	PK_TEST_IDP=true PK_AUDIT_CHECKPOINT_FILE=audit-checkpoints.txt $(BIN)/patientkontrakt serve --host 127.0.0.1 --port $(PORT)
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
-test: $(STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed
+test: $(TEST_STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
 
 ## make bench: load synthetic agreements into PostgreSQL and measure a live server
-bench: $(STAMP) postgres
+bench: $(TEST_STAMP) postgres
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+# The venv, with a current pip. Quicker than `venv` then `pip install --upgrade pip` (ensurepip
+# installs and byte-compiles an older pip and setuptools only for them to be replaced): a venv
+# without pip, and the system's pip (22.3 or newer: --python) installs the current one into it;
+# where the system has no such pip, the usual way.
+$(BIN)/pip:
+	$(PYTHON) -m venv --without-pip $(VENV)
+	if $(PYTHON) -c 'import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (22, 3))' 2>/dev/null; then \
+		$(PYTHON) -m pip --python $(BIN)/python install --quiet --upgrade pip; \
+	else \
+		$(BIN)/python -m ensurepip --upgrade --default-pip >/dev/null && $(BIN)/pip install --quiet --upgrade pip; \
+	fi
+
+# Byte-compiling is most of what pip spends on a fresh install, and most of that goes to the
+# models of fhir.resources (R5, STU3 and R4B), of which the service imports a few dozen of R4B's,
+# compiled when first imported. So the run install does not compile: `make run` compiles the rest
+# on every core while the demo region loads (a no-op once done; what fails to compile is left to
+# Python, as pip does).
+$(RUN_STAMP): pyproject.toml | $(BIN)/pip
+	$(BIN)/pip install --quiet --no-compile -e .
 	touch $@
+
+# Everything, in one pip run on a fresh clone (CI); what running needs comes with it.
+$(TEST_STAMP): pyproject.toml | $(BIN)/pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@ $(RUN_STAMP)
+
+## make messages: rewrite the Swedish catalogue of the pages from tools/sv_messages.py
+messages: $(RUN_STAMP)
+	$(BIN)/python -m tools.sv_messages
 
 # The browser tests (tests/browser) drive Debian's Chromium with Playwright for Python, never a
 # browser that Playwright downloads (no `playwright install`): install the `chromium` package when
@@ -41,7 +75,7 @@ $(STAMP): pyproject.toml
 # the playwright package is in the venv.
 CHROMIUM := /usr/bin/chromium
 APT_GET  := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
-chromium: $(STAMP)
+chromium: $(TEST_STAMP)
 	@if [ ! -x "$(CHROMIUM)" ]; then \
 		echo "installing Debian's chromium for the browser tests"; \
 		$(APT_GET) install -y chromium \
@@ -58,7 +92,7 @@ postgres:
 	fi
 
 ## make fhir-core: re-extract fhir_profiles/core and search from the official R4 package (needs npm)
-fhir-core: $(STAMP)
+fhir-core: $(RUN_STAMP)
 	rm -rf build/fhir-package && mkdir -p build/fhir-package
 	cd build/fhir-package && npm pack --silent hl7.fhir.r4.examples@4.0.1 && tar xzf hl7.fhir.r4.examples-4.0.1.tgz
 	$(BIN)/python -m patientkontrakt.fhir.extract_core build/fhir-package/package

@@ -8,6 +8,7 @@ FHIR endpoints: their errors are OAuth's, not OperationOutcomes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -21,7 +22,7 @@ from api.oidc import ExternalIdP, OidcError, ProviderRefused
 from api.templating import render
 from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
 from patientkontrakt.logs import describe
-from patientkontrakt.security.oauth import AuthorizationServer, AuthorizeRequest, OAuthError
+from patientkontrakt.security.oauth import AuthorizationServer, AuthorizeRequest, OAuthError, user_kinds
 from patientkontrakt.security.tokens import Grant
 
 router = APIRouter()
@@ -107,16 +108,19 @@ async def authorize(request: Request) -> Response:
 
 
 async def _test_idp_page(request: Request, auth_request: AuthorizeRequest, sealed: str) -> HTMLResponse:
+    """The people the request is for come first (patients for the patient e-service, staff for
+    the staff pages, by the scopes asked for); the others are folded away below, still there to
+    try what happens when the wrong person signs in."""
     directory = _server(request).directory
-    staff = await directory.staff()
-    patients = await directory.patients()
+    staff, patients = await asyncio.gather(directory.staff(), directory.patients())  # two connections
     by_person: dict[str, list[Any]] = {}
     for choice in staff:
         by_person.setdefault(f"{choice.practitioner_name}|{choice.grant.sub}", []).append(choice)
+    first = user_kinds(auth_request.scope)
     return render(request, "oauth/test_idp.html", {
         "client_name": auth_request.client_name, "sealed": sealed,
         "people": [(key.split("|")[0], key.split("|")[1], choices) for key, choices in by_person.items()],
-        "patients": patients,
+        "patients": patients, "first": first, "others": [k for k in ("patient", "staff") if k not in first],
     }, headers=_NO_STORE, form_targets=[auth_request.redirect_uri])
 
 

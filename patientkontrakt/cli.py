@@ -47,8 +47,8 @@ environment (all in docs/operations.md):
 
 examples:
   patientkontrakt migrate
-  patientkontrakt demo --agreements 50
-  PK_TEST_IDP=true patientkontrakt serve --host 127.0.0.1 --port 8000
+  patientkontrakt demo --agreements 50 --base-url http://127.0.0.1:8080
+  PK_TEST_IDP=true patientkontrakt serve --host 127.0.0.1 --port 8080
   patientkontrakt token demo-ehr --key demo-ehr-key.pem
   patientkontrakt audit verify --checkpoint /mnt/worm/pk-checkpoints
 """
@@ -137,6 +137,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from patientkontrakt.security.demo_clients import register_demo_clients
 
+    if args.migrate and (failed := _cmd_migrate(args)):
+        return failed
     settings = get_settings()
     if not settings.signing_key.exists():
         generate_key(settings.signing_key)
@@ -144,9 +146,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not settings.audit_key.exists():
         generate_audit_key(settings.audit_key)
         print(f"generated the access log's checkpoint key {settings.audit_key}")
+    print(f"loading the demo region: its directory and {args.agreements} agreements (test data, tagged HTEST)",
+          flush=True)
+
+    async def load(service: FhirService) -> tuple[int, Path]:
+        count = await _load_demo(service, args.agreements, args.seed)
+        return count, await register_demo_clients(service, settings)
+
     try:
-        count = asyncio.run(_with_service(settings, lambda service: _load_demo(service, args.agreements, args.seed)))
-        ehr_key = asyncio.run(_with_service(settings, lambda service: register_demo_clients(service, settings)))
+        count, ehr_key = asyncio.run(_with_service(settings, load))
     except DatabaseNotMigrated as exc:
         print(f"patientkontrakt: {exc}", file=sys.stderr)
         return 1
@@ -156,16 +164,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  patient e-service:    {base}/mitt       sign in as e.g. any demo patient")
     print(f"  FHIR base:            {base}/fhir   (every request needs a token)")
     print(f"  demo EHR client:      demo-ehr, private key {ehr_key}, acting for Vårdcentralen Björkbacken")
-    print("  a token for curl:     TOKEN=$(.venv/bin/patientkontrakt token demo-ehr)")
+    print(f"  a token for curl:     TOKEN=$(.venv/bin/patientkontrakt token demo-ehr{_base_url_option(base)})")
     print(f"  agreements:           curl -H \"Authorization: Bearer $TOKEN\" '{base}/fhir/CarePlan?_count=1'")
     return 0
+
+
+def _demo_progress(loaded: int, total: int) -> None:
+    """A line when the directory is in and one per fifth of the agreements (flushed: ``make run``
+    shows them as they come)."""
+    if loaded == 0:
+        print("  directory loaded: organisations, staff and their commissions", flush=True)
+    elif loaded == total or loaded % max(1, total // 5) == 0:
+        print(f"  agreements: {loaded}/{total}", flush=True)
 
 
 async def _load_demo(service: FhirService, agreements: int, seed: int) -> int:
     from patientkontrakt.domain.demo import load_demo
     from patientkontrakt.fhir.bundles import BundleProcessor
 
-    return await load_demo(BundleProcessor(service), agreements, seed)
+    return await load_demo(BundleProcessor(service), agreements, seed, progress=_demo_progress)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -230,6 +247,12 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _base_url_option(base: str) -> str:
+    """`` --base-url …`` when the service is not at the default base URL (a command to print)."""
+    default = Settings.model_fields["base_url"].default
+    return "" if base == str(default).rstrip("/") else f" --base-url {base}"
+
+
 async def _check_schema(url: str) -> None:
     engine = create_engine(url, pool_size=1)
     try:
@@ -271,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(idempotent; test data, tagged HTEST)")
     demo.add_argument("--agreements", type=int, default=50, help="number of agreements (default 50)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.add_argument("--migrate", action="store_true",
+                      help="first create or upgrade the database schema, as the migrate command does (make run)")
+    demo.add_argument("--base-url", default=None,
+                      help="public base URL the demo's sign-in clients return to (default: PK_BASE_URL, "
+                           "else http://127.0.0.1:8000)")
     demo.set_defaults(func=_cmd_demo)
 
     reindex = commands.add_parser("reindex", help="rebuild the search index of every resource")
@@ -328,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--key", help="the client's private key, PEM (default: <client_id>-key.pem next to the "
                                      "signing key)")
     token.add_argument("--scope", default="system/*.rs", help="scopes to ask for (default system/*.rs)")
+    token.add_argument("--base-url", default=None,
+                       help="the running server (default: PK_BASE_URL, else http://127.0.0.1:8000)")
     token.set_defaults(func=_cmd_token)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -198,3 +199,20 @@ def test_serve_in_process_refuses_without_calling_uvicorn(
     assert cli.main(["serve"]) == 1
     assert uvicorn_calls == []
     assert "`patientkontrakt migrate`" in capsys.readouterr().err
+
+
+def test_demo_migrates_loads_with_progress_and_follows_the_base_url(tmp_path: Path) -> None:
+    """What ``make run PORT=8123`` runs before serving: one command that migrates, loads the demo
+    region saying how far it got, and prints addresses (and the token command) for the port."""
+    base = "http://127.0.0.1:8123"
+    result = run("demo", "--migrate", "--agreements", "3", "--base-url", base, cwd=tmp_path,
+                 PK_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("database is up to date")
+    progress = [line.strip() for line in lines if re.fullmatch(r"\s*(directory loaded.*|agreements: \d+/3)", line)]
+    assert progress[0].startswith("directory loaded") and progress[-1] == "agreements: 3/3", result.stdout
+    assert f"{base}/personal" in result.stdout and f"{base}/mitt" in result.stdout
+    assert f"token demo-ehr --base-url {base})" in result.stdout
+    assert "127.0.0.1:8000" not in result.stdout
+    assert "Warning" not in result.stderr, result.stderr

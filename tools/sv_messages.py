@@ -86,6 +86,27 @@ SV: dict[str | tuple[str, str], str | tuple[str, str]] = {**SV_FORMS,
         "Det finns ingen personal i katalogen ännu: läs in demoregionen med `patientkontrakt demo`.",
     "Patients: choose who you are": "Patienter: välj vem du är", "Phone": "Telefon",
     "Or give a personnummer": "Eller ange ett personnummer", "Sign in as this patient": "Logga in som patienten",
+    "No patients in the directory yet: load the demo region with `patientkontrakt demo`.":
+        "Det finns inga patienter i katalogen ännu: läs in demoregionen med `patientkontrakt demo`.",
+    "Patients too (%(client)s asks for staff access)": "Även patienter (%(client)s ber om behörighet för personal)",
+    "Staff too (%(client)s asks for a patient's access)": "Även personal (%(client)s ber om behörighet för en patient)",
+    "These pages are for staff": "De här sidorna är för personal",
+    "This e-service is for patients": "E-tjänsten är för patienter",
+    "You signed in as a patient. The staff pages are for people working in the care, signed in with their staff "
+    "identity.":
+        "Du loggade in som patient. Personalsidorna är för dig som arbetar i vården och loggar in med din "
+        "tjänstelegitimation.",
+    "You signed in as staff. Here patients see their own Patientkontrakt, signed in with their own "
+    "e-identification.":
+        "Du loggade in som personal. Här ser patienter sitt eget patientkontrakt och loggar in med sin egen "
+        "e-legitimation.",
+    "Go to My Patientkontrakt": "Gå till Mitt patientkontrakt", "Go to the staff pages": "Gå till personalsidorna",
+    "Sign in again as staff": "Logga in igen som personal",
+    "Sign in again as a patient": "Logga in igen som patient",
+    "The sign-in was cancelled.": "Inloggningen avbröts.",
+    "The sign-in took too long, or was started in another window.":
+        "Inloggningen tog för lång tid eller startades i ett annat fönster.",
+    "The sign-in could not be completed.": "Inloggningen gick inte att slutföra.",
     "No contacts are named yet.": "Inga kontakter är utsedda ännu.", "Earlier contacts": "Tidigare kontakter",
     "None yet.": "Inga ännu.", "Recurring": "Återkommande", "Time not set": "Tid ej bestämd",
     "Nothing planned.": "Inget planerat.", "Something went wrong": "Något gick fel", "Not found": "Finns inte",

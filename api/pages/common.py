@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,13 +12,15 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.pages import session as sessions
-from api.pages.session import Area, NotSignedIn, Session
+from api.pages.session import PATIENT, STAFF, Area, NotSignedIn, Session, WrongUser
 from api.templating import render
 from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.fhir.results import Result
+from patientkontrakt.security.oauth import OAuthError
 
 _NO_STORE = {"Cache-Control": "no-store"}
+log = logging.getLogger("patientkontrakt.pages")
 
 
 @dataclass
@@ -109,3 +112,23 @@ async def signed_in(request: Request, area: Area, handler: Handler) -> Response:
         status = error.status if error.status in (403, 404, 409, 410) else 400
         return page.render("pages/error.html", {"code": status, "message": "fhir", "error": error},
                            status_code=status)
+
+
+def login_failed(request: Request, area: Area, error: Exception) -> HTMLResponse:
+    """The sign-in came back without a session: say why in the reader's language and lead on
+    (sign in again; someone who is not who the area is for, to the area that is), never the
+    OAuth error's own text, which goes to the log."""
+    log.info("sign-in at %s failed: %s", area.path, error)
+    if isinstance(error, WrongUser):
+        elsewhere = next((a for a in (STAFF, PATIENT) if a.kind == error.kind), None)
+        return render(request, "pages/login_failed.html",
+                      {"area": area, "reason": "wrong-user", "elsewhere": elsewhere}, status_code=403,
+                      headers=_NO_STORE)
+    if isinstance(error, OAuthError) and error.error == "access_denied":
+        reason = "cancelled"
+    elif isinstance(error, OAuthError) and error.error in ("invalid_request", "invalid_grant"):
+        reason = "expired"
+    else:
+        reason = "other"
+    return render(request, "pages/login_failed.html", {"area": area, "reason": reason}, status_code=400,
+                  headers=_NO_STORE)

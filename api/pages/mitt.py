@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.pages import session as sessions
-from api.pages.common import Page, bilingual, body, signed_in
+from api.pages.common import Page, bilingual, body, login_failed, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import set_goal_outcome
 from api.pages.session import PATIENT
@@ -47,7 +47,7 @@ async def callback(request: Request) -> Response:
     try:
         return await sessions.finish_login(request, PATIENT)
     except (OAuthError, FhirError) as error:
-        return render(request, "pages/login_failed.html", {"area": PATIENT, "detail": str(error)}, status_code=400)
+        return login_failed(request, PATIENT, error)
 
 
 @router.post("/logga-ut")

@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from api.pages import forms
 from api.pages import session as sessions
-from api.pages.common import Page, body, signed_in
+from api.pages.common import Page, body, login_failed, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import closed_page, core_message, next_states
 from api.pages.session import STAFF
@@ -63,7 +63,7 @@ async def callback(request: Request) -> Response:
     try:
         return await sessions.finish_login(request, STAFF)
     except (OAuthError, FhirError) as error:
-        return render(request, "pages/login_failed.html", {"area": STAFF, "detail": str(error)}, status_code=400)
+        return login_failed(request, STAFF, error)
 
 
 @router.post("/logga-ut")

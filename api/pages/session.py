@@ -82,6 +82,15 @@ class NotSignedIn(Exception):
     """The page needs a signed-in user of the area (the handler redirects to sign-in)."""
 
 
+class WrongUser(OAuthError):
+    """Someone signed in who is not the kind of user the area is for: a patient at ``/personal``,
+    a staff member at ``/mitt`` (``kind``: what they are). Their tokens are revoked already."""
+
+    def __init__(self, area: Area, kind: str) -> None:
+        super().__init__("access_denied", f"these pages are for {area.kind} users, not {kind}")
+        self.kind = kind
+
+
 def _key(request: Request, area: Area) -> OctKey:
     """A 256-bit key derived from the server's signing key for one area (HKDF-like, labelled)."""
     server: AuthorizationServer = request.app.state.oauth
@@ -165,7 +174,7 @@ async def finish_login(request: Request, area: Area) -> Response:
     if claims.get("pk_kind") != area.kind or claims.get("client_id") != area.client_id:
         await server.revoke({"client_id": area.client_id, "token": tokens.get("refresh_token", "")}) \
             if tokens.get("refresh_token") else None
-        raise OAuthError("access_denied", f"these pages are for {area.kind} users")
+        raise WrongUser(area, str(claims.get("pk_kind") or "unknown"))
     session = Session(
         access_token=tokens["access_token"], refresh_token=tokens.get("refresh_token"),
         expires_at=float(claims["exp"]), csrf=secrets.token_urlsafe(24), name=str(claims.get("name") or ""),

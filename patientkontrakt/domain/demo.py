@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -415,14 +415,23 @@ def _transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 1) -> int:
+Progress = Callable[[int, int], None]
+"""Told (agreements loaded, agreements in all): with 0 once the directory is in, then after each."""
+
+
+async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 1,
+                    progress: Progress | None = None) -> int:
     """Load the region and ``agreements`` agreements through the full write path (validation and
     rules), one transaction each, with PUT and stable ids: loading twice adds no versions."""
     generator = DemoGenerator(seed=seed)
     minimal = Preferences(return_="minimal")
     await bundles.process(INTERNAL, _transaction(generator.region.resources()), minimal)
     count = len(generator.region.resources())
-    for resources in generator.agreements(agreements):
+    if progress is not None:
+        progress(0, agreements)
+    for done, resources in enumerate(generator.agreements(agreements), start=1):
         await bundles.process(INTERNAL, _transaction(resources), minimal)
         count += len(resources)
+        if progress is not None:
+            progress(done, agreements)
     return count

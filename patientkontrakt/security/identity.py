@@ -14,6 +14,7 @@ personnummer, and the directory turns that into the same ``Grant``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER, SAMORDNINGS
 from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.security.tokens import Grant
-from patientkontrakt.storage.repository import StoredResource, Unit
+from patientkontrakt.storage.repository import Unit
 
 _PARTOF_DEPTH = 10
 log = logging.getLogger("patientkontrakt.security")
@@ -72,6 +73,13 @@ def _ref_id(reference: Any, type_: str) -> str | None:
     return None
 
 
+def _people_and_units(role: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """The Practitioner and Organization a PractitionerRole names, as (type, id) keys."""
+    for element, type_ in (("practitioner", "Practitioner"), ("organization", "Organization")):
+        if (id_ := _ref_id(role.get(element), type_)) is not None:
+            yield type_, id_
+
+
 def _current(period: Any, now: datetime) -> bool:
     """Whether a validity ``period`` includes ``now`` (no period, or an open end, is open)."""
     if not isinstance(period, dict):
@@ -86,6 +94,34 @@ def _current(period: Any, now: datetime) -> bool:
     return True
 
 
+class _Reads:
+    """Reads of one unit of work, each resource read once: listing every commission needs the
+    same few Practitioners and Organizations (and their ``partOf`` chains) again and again, and
+    ``prefetch`` reads what a list will need in one statement."""
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self._known: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    async def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
+        missing = [key for key in dict.fromkeys(keys) if key not in self._known]
+        if not missing:
+            return
+        for stored in await self.unit.get_many(missing):  # current, not deleted
+            self._known[(stored.type, stored.id)] = orjson.loads(stored.body)
+        for key in missing:
+            self._known.setdefault(key, None)
+
+    async def get(self, type_: str, id_: str | None) -> dict[str, Any] | None:
+        if id_ is None:
+            return None
+        key = (type_, id_)
+        if key not in self._known:
+            stored = await self.unit.get(type_, id_)
+            self._known[key] = orjson.loads(stored.body) if stored is not None and not stored.deleted else None
+        return self._known[key]
+
+
 class Directory:
     def __init__(self, service: FhirService) -> None:
         self._service = service
@@ -96,23 +132,17 @@ class Directory:
         return [orjson.loads(r.body) for r in page.matches]
 
     @staticmethod
-    async def _get(unit: Unit, type_: str, id_: str | None) -> dict[str, Any] | None:
-        if id_ is None:
-            return None
-        stored: StoredResource | None = await unit.get(type_, id_)
-        return orjson.loads(stored.body) if stored is not None and not stored.deleted else None
-
-    async def _provider(self, unit: Unit, org: dict[str, Any]) -> str | None:
+    async def _provider(reads: _Reads, org: dict[str, Any]) -> str | None:
         for _ in range(_PARTOF_DEPTH):
-            parent = await self._get(unit, "Organization", _ref_id(org.get("partOf"), "Organization"))
+            parent = await reads.get("Organization", _ref_id(org.get("partOf"), "Organization"))
             if parent is None:
                 break
             org = parent
         return identifier_value(org, HSA_ID)
 
-    async def _staff_grant(self, unit: Unit, role: dict[str, Any]) -> StaffChoice | None:
-        practitioner = await self._get(unit, "Practitioner", _ref_id(role.get("practitioner"), "Practitioner"))
-        org = await self._get(unit, "Organization", _ref_id(role.get("organization"), "Organization"))
+    async def _staff_grant(self, reads: _Reads, role: dict[str, Any]) -> StaffChoice | None:
+        practitioner = await reads.get("Practitioner", _ref_id(role.get("practitioner"), "Practitioner"))
+        org = await reads.get("Organization", _ref_id(role.get("organization"), "Organization"))
         if practitioner is None or org is None or role.get("active") is False \
                 or practitioner.get("active") is False or not _current(role.get("period"), now_utc()):
             return None
@@ -125,7 +155,7 @@ class Directory:
             kind="staff", sub=person_hsa, name=_name(practitioner), title=title or None,
             fhir_user=f"PractitionerRole/{role['id']}", care_unit=identifier_value(org, HSA_ID),
             care_unit_name=str(org.get("name") or ""), care_unit_org=str(org["id"]),
-            commission=identifier_value(role, HSA_ID), care_provider=await self._provider(unit, org),
+            commission=identifier_value(role, HSA_ID), care_provider=await self._provider(reads, org),
         )
         return StaffChoice(grant, str(role["id"]), _name(practitioner), title, str(org.get("name") or ""))
 
@@ -144,9 +174,11 @@ class Directory:
         """Every active commission, by name then unit."""
         async with self._service.store.reading() as unit:
             roles = await self._search(unit, "PractitionerRole", [("active", "true"), ("_count", str(limit))])
+            reads = _Reads(unit)
+            await reads.prefetch(key for role in roles for key in _people_and_units(role))
             choices = []
             for role in roles:
-                choice = await self._staff_grant(unit, role)
+                choice = await self._staff_grant(reads, role)
                 if choice is not None:
                     choices.append(choice)
         return sorted(choices, key=lambda c: (c.practitioner_name, c.unit_name))
@@ -160,8 +192,9 @@ class Directory:
 
     async def commission(self, role_id: str) -> Grant | None:
         async with self._service.store.reading() as unit:
-            role = await self._get(unit, "PractitionerRole", role_id)
-            choice = await self._staff_grant(unit, role) if role is not None else None
+            reads = _Reads(unit)
+            role = await reads.get("PractitionerRole", role_id)
+            choice = await self._staff_grant(reads, role) if role is not None else None
         return choice.grant if choice else None
 
     async def commissions_of(self, person_hsa: str) -> list[StaffChoice]:
@@ -169,18 +202,19 @@ class Directory:
         async with self._service.store.reading() as unit:
             people = await self._search(unit, "Practitioner", [("identifier", f"{HSA_ID}|{person_hsa}")])
             choices: list[StaffChoice] = []
+            reads = _Reads(unit)
             for person in people:
                 roles = await self._search(unit, "PractitionerRole",
                                            [("practitioner", f"Practitioner/{person['id']}"), ("active", "true")])
                 for role in roles:
-                    choice = await self._staff_grant(unit, role)
+                    choice = await self._staff_grant(reads, role)
                     if choice is not None:
                         choices.append(choice)
         return choices
 
     async def patient(self, patient_id: str) -> Grant | None:
         async with self._service.store.reading() as unit:
-            patient = await self._get(unit, "Patient", patient_id)
+            patient = await _Reads(unit).get("Patient", patient_id)
         choice = self._patient_grant(patient) if patient is not None else None
         return choice.grant if choice else None
 
@@ -204,13 +238,14 @@ class Directory:
                 if found:
                     log.error("HSA-id %s is claimed by %d Organizations: no one may act for it", hsa_id, len(found))
                 return None
-            provider = await self._provider(unit, found[0])
+            provider = await self._provider(_Reads(unit), found[0])
             return str(found[0]["id"]), str(found[0].get("name") or ""), provider
 
     async def care_unit_by_id(self, org_id: str) -> tuple[str | None, str, str | None]:
         """(HSA-id, name, care provider HSA-id) of the unit ``Organization/org_id``."""
         async with self._service.store.reading() as unit:
-            org = await self._get(unit, "Organization", org_id)
+            reads = _Reads(unit)
+            org = await reads.get("Organization", org_id)
             if org is None:
                 raise LookupError(f"no Organization/{org_id}")
-            return identifier_value(org, HSA_ID), str(org.get("name") or ""), await self._provider(unit, org)
+            return identifier_value(org, HSA_ID), str(org.get("name") or ""), await self._provider(reads, org)

@@ -132,6 +132,18 @@ def scopes_for(kind: str, scope: str) -> str:
     return " ".join(kept)
 
 
+def user_kinds(scope: str) -> tuple[str, ...]:
+    """Whom an authorization request's scopes are for, the first the likelier: ``patient`` for
+    ``patient/`` scopes or ``launch/patient``, ``staff`` for ``user/`` scopes; both when they name
+    neither (``openid`` alone). Anyone else signing in gets none of the resource scopes
+    (``scopes_for``). The test IdP lists these people first."""
+    parsed = Scopes.parse(scope)
+    contexts = {s.context for s in parsed.resource}
+    kinds = tuple(kind for kind in ("patient", "staff")
+                  if _CONTEXT_OF[kind] in contexts or (kind == "patient" and "launch/patient" in parsed.other))
+    return kinds or ("patient", "staff")
+
+
 class AuthorizationServer:
     def __init__(self, settings: Settings, keys: SigningKeys, tokens: AccessTokens, store: OAuthStore,
                  directory: Directory, revocations: Revocations) -> None:
