@@ -442,12 +442,12 @@ class CareUnitAccess(ScopedAccess):
 
 
 CONTACT_ELEMENTS = ("telecom", "address")
-_NOT_COMPARED = frozenset({"meta", "text", *CONTACT_ELEMENTS})
+_NOT_COMPARED = frozenset({"meta", *CONTACT_ELEMENTS})
 
 
 def _without_contact_details(resource: dict[str, Any]) -> dict[str, Any]:
-    """What must not change: everything but the contact details, the narrative and the
-    server's version metadata (tags and security labels must stay)."""
+    """What must not change: everything but the contact details and the server's version
+    metadata (the narrative is the directory's too; tags and security labels must stay)."""
     meta: dict[str, Any] = resource["meta"] if isinstance(resource.get("meta"), dict) else {}
     kept = {k: v for k, v in resource.items() if k not in _NOT_COMPARED}
     return {**kept, "meta.tag": meta.get("tag") or [], "meta.security": meta.get("security") or []}

@@ -73,6 +73,7 @@ def test_staff_may_not_change_anything_else_of_their_unit(world: World, app: Tes
     assert "kontaktuppgifter" in issue["details"]["text"]
     for key, value in (("identifier", [{"system": "urn:oid:1.2.752.29.4.19", "value": "SE2321990000-X1"}]),
                        ("partOf", {"reference": f"Organization/{OTHER_UNIT}"}), ("active", False),
+                       ("text", {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Stängt</div>'}),
                        ("meta", {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                                                "code": "NOPATIENT"}]})):
         changed = {**_new_hours(org), key: value}
