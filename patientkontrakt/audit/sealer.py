@@ -74,6 +74,8 @@ class Sealer:
                 self._known = checkpoint
                 self._export_one(checkpoint)
             if not more:
+                if written:
+                    await sql.vacuum_queue(self._store)
                 return written
 
     async def _seal_batch(self) -> tuple[Checkpoint | None, bool]:
