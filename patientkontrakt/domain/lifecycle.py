@@ -190,7 +190,7 @@ def justification(context: WriteContext, type_: str, id_: str) -> dict[str, Any]
         return context.provenance
     for resource in context.transaction:
         if resource.get("resourceType") == "Provenance" and any(
-                _target_key(t) == (type_, id_) for t in resource.get("target") or []):
+                ref_key(t) == (type_, id_) for t in resource.get("target") or []):
             return resource
     return None
 
@@ -203,7 +203,8 @@ def has_reason(provenance: dict[str, Any] | None) -> bool:
                for r in provenance.get("reason") or [])
 
 
-def _target_key(reference: Any) -> tuple[str, str] | None:
+def ref_key(reference: Any) -> tuple[str, str] | None:
+    """(type, id) of a literal reference, relative or absolute, a version's or the resource's."""
     if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
         return None
     parts = reference["reference"].split("/")

@@ -36,6 +36,7 @@ from patientkontrakt.domain.identifiers import (
     parse_person_number,
     validate_hsa_id,
 )
+from patientkontrakt.domain.lifecycle import ref_key
 from patientkontrakt.domain.profiles import ProfileValidator
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.definitions import Definitions
@@ -47,15 +48,6 @@ from patientkontrakt.storage.repository import StoredResource, Unit
 _PERSON_SYSTEMS = {PERSONNUMMER, SAMORDNINGSNUMMER, *SYSTEM_ALIASES}
 _OPEN_STATES = ("active", "on-hold")
 _MAX_PLANS_PER_PATIENT = 10_000  # CarePlans of one patient read by the one-active rule
-
-
-def _ref_key(reference: Any) -> tuple[str, str] | None:
-    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
-        return None
-    parts = reference["reference"].split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    return (parts[-2], parts[-1]) if len(parts) >= 2 else None
 
 
 def _has_code(concepts: Any, system: str, code: str) -> bool:
@@ -183,11 +175,11 @@ class PatientkontraktRules:
 
     def _keep_closed_contacts(self, previous: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
         now = now_utc()
-        kept = {(_ref_key(p.get("member")), p.get("period", {}).get("start"))
+        kept = {(ref_key(p.get("member")), p.get("period", {}).get("start"))
                 for p in resource.get("participant", [])}
         closing = []
         for participant in current_members(previous, codes.FAST_VARDKONTAKT, now):
-            key = (_ref_key(participant.get("member")), participant.get("period", {}).get("start"))
+            key = (ref_key(participant.get("member")), participant.get("period", {}).get("start"))
             if key not in kept:
                 closed = dict(participant)
                 closed["period"] = {**participant.get("period", {}), "end": format_instant(now)}
@@ -198,7 +190,7 @@ class PatientkontraktRules:
 
     def _goal_kind_unchanged(self, previous: dict[str, Any], resource: dict[str, Any]) -> None:
         def kind(goal: dict[str, Any]) -> str | None:
-            key = _ref_key(goal.get("expressedBy"))
+            key = ref_key(goal.get("expressedBy"))
             return None if key is None else ("patient" if key[0] == "Patient" else "professional")
 
         before, after = kind(previous), kind(resource)
@@ -229,12 +221,12 @@ class PatientkontraktRules:
             return
         team_write = team is not None
         where = "CareTeam.participant" if team_write else "CarePlan.careTeam[0]"
-        subject = _ref_key(plan.get("subject"))
-        team_key = _ref_key((plan.get("careTeam") or [None])[0])
+        subject = ref_key(plan.get("subject"))
+        team_key = ref_key((plan.get("careTeam") or [None])[0])
         if team is None and team_key is not None:
             found = await unit.get_many([team_key])
             team = orjson.loads(found[0].body) if found else None
-        if team is not None and _ref_key(team.get("subject")) != subject:
+        if team is not None and ref_key(team.get("subject")) != subject:
             raise Unprocessable(
                 f"CareTeam.subject: the CareTeam is for another patient than CarePlan/{plan.get('id')}'s subject"
                 if team_write else "CarePlan.careTeam: the CareTeam is for another patient than the CarePlan's subject",
@@ -257,7 +249,7 @@ class PatientkontraktRules:
             await self._one_active_per_unit(unit, plan)
 
     async def _author_is_vardcentral(self, unit: Unit, plan: dict[str, Any]) -> bool:
-        key = _ref_key(plan.get("author"))
+        key = ref_key(plan.get("author"))
         if key is None or key[0] != "Organization":
             return False
         found = await unit.get_many([key])
@@ -265,7 +257,7 @@ class PatientkontraktRules:
 
     async def _require_physician(self, unit: Unit, team: dict[str, Any], where: str) -> None:
         doctors = current_members(team, codes.FAST_LAKARKONTAKT, now_utc())
-        keys = [k for k in (_ref_key(p.get("member")) for p in doctors) if k and k[0] == "PractitionerRole"]
+        keys = [k for k in (ref_key(p.get("member")) for p in doctors) if k and k[0] == "PractitionerRole"]
         roles = [orjson.loads(r.body) for r in await unit.get_many(keys)]
         if not any(_has_code(r.get("code"), codes.PRACTITIONER_ROLE, "doctor") and r.get("practitioner")
                    for r in roles):
@@ -283,7 +275,7 @@ class PatientkontraktRules:
         agreement of the region: a second per CarePlan write at 10,000 agreements."""
         subject, author = plan["subject"]["reference"], (plan.get("author") or {}).get("reference", "")
         await unit.lock_key(f"patientkontrakt:{subject}:{author}")
-        patient, unit_key = _ref_key(plan.get("subject")), _ref_key(plan.get("author"))
+        patient, unit_key = ref_key(plan.get("subject")), ref_key(plan.get("author"))
         if patient is None or unit_key is None:
             return
         pks = await unit.referencing("CarePlan", "subject", [patient], _MAX_PLANS_PER_PATIENT)
@@ -291,7 +283,7 @@ class PatientkontraktRules:
             if other.deleted or other.id == plan.get("id"):
                 continue
             body = orjson.loads(other.body)
-            if body.get("status") == "active" and _ref_key(body.get("author")) == unit_key \
+            if body.get("status") == "active" and ref_key(body.get("author")) == unit_key \
                     and _has_code(body.get("category"), codes.CAREPLAN_CATEGORY, codes.PATIENTKONTRAKT):
                 raise Conflict(
                     f"{subject} already has an active Patientkontrakt with {author}: CarePlan/{other.id}",
@@ -308,8 +300,8 @@ class PatientkontraktRules:
                 await self._verify_plan(unit, orjson.loads(stored.body), writer, team=team)
 
     def _verify_goal(self, goal: dict[str, Any]) -> None:
-        expressed = _ref_key(goal.get("expressedBy"))
-        if expressed is not None and expressed[0] == "Patient" and expressed != _ref_key(goal.get("subject")):
+        expressed = ref_key(goal.get("expressedBy"))
+        if expressed is not None and expressed[0] == "Patient" and expressed != ref_key(goal.get("subject")):
             raise Unprocessable(
                 "Goal.expressedBy: a patient-stated goal must be stated by the goal's own patient",
                 expression=("Goal.expressedBy",),
@@ -334,10 +326,10 @@ class PatientkontraktRules:
                 or lifecycle.justification(context, "CareTeam", stored.id) is not None:
             return
         now = now_utc()
-        before = {_ref_key(p.get("member")) for p in current_members(orjson.loads(existing.body),
+        before = {ref_key(p.get("member")) for p in current_members(orjson.loads(existing.body),
                                                                       codes.FAST_VARDKONTAKT, now)}
         team = orjson.loads(stored.body)
-        after = {_ref_key(p.get("member")) for p in current_members(team, codes.FAST_VARDKONTAKT, now)}
+        after = {ref_key(p.get("member")) for p in current_members(team, codes.FAST_VARDKONTAKT, now)}
         if before == after:
             return
         agent = (team.get("managingOrganization") or [None])[0]
