@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from api.pages.common import Page, bilingual
 from api.pages.views import AgreementView
+from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.errors import FhirError
 
 NEXT_STATES: dict[str, tuple[str, ...]] = {
@@ -23,11 +24,33 @@ NEXT_STATES: dict[str, tuple[str, ...]] = {
 }
 CLOSING_OUTCOMES = ("completed", "revoked")
 GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
+DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 
 
 def next_states(status: str) -> tuple[str, ...]:
     """The statuses the edit form may set from ``status``, the current one first (none when closed)."""
     return NEXT_STATES.get(status, ())
+
+
+def provenance(page: Page, what: str, why: str, targets: list[str] | None = None,
+               who: str | None = None) -> dict[str, Any]:
+    """Who (the signed-in commission, for its unit; ``who`` when it is the patient), what (in
+    words) and why."""
+    agent: dict[str, Any] = {"who": {"reference": who or page.session.fhir_user or "", "display": page.session.name}}
+    unit_org = getattr(page.access, "unit_org", "")
+    if unit_org:
+        agent["onBehalfOf"] = {"reference": f"Organization/{unit_org}"}
+    record: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "recorded": format_instant(now_utc()),
+        "activity": {"coding": [{"system": DATA_OPERATION, "code": "UPDATE"}], "text": what},
+        "agent": [agent],
+    }
+    if why:
+        record["reason"] = [{"text": why}]
+    if targets:
+        record["target"] = [{"reference": t} for t in targets]
+    return record
 
 
 def closed_page(page: Page, view: AgreementView) -> Response:

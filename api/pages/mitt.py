@@ -20,12 +20,13 @@ from fastapi.responses import Response
 from api.pages import session as sessions
 from api.pages.common import Page, bilingual, body, login_failed, signed_in
 from api.pages.labels import N_
-from api.pages.lifecycle import set_goal_outcome
+from api.pages.lifecycle import provenance, set_goal_outcome
 from api.pages.session import PATIENT
 from api.pages.views import AgreementView, agreement_view
 from api.templating import render
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
+from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.service import Preferences
 from patientkontrakt.security.oauth import OAuthError
 
@@ -35,6 +36,7 @@ MAX_GOAL_LENGTH = 500
 LOG_ENTRIES = 50
 EARLIER_AGREEMENTS = 10
 GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
+_OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "tillbakataget"}  # stored data is Swedish
 
 
 @router.get("/logga-in")
@@ -175,8 +177,9 @@ async def add_goal(request: Request) -> Response:
         form, errors = _goal_form(await page.form())
         if not errors:
             try:
-                await page.request.app.state.service.create(page.access, "Goal", _goal(str(page.session.patient), form),
-                                                            if_none_exist=None, prefer=_PREFER)
+                await page.request.app.state.service.create(
+                    page.access, "Goal", _goal(str(page.session.patient), form), if_none_exist=None, prefer=_PREFER,
+                    context=_goal_provenance(page, f"Eget mål tillagt: {form['text']}", form))
                 return page.redirect("/mitt?sparat=1#mina-mal")
             except FhirError as error:
                 errors["text"] = bilingual(error.issues[0].details_sv or error.diagnostics, error.issues[0].diagnostics)
@@ -208,7 +211,9 @@ async def edit_goal(request: Request, goal_id: str) -> Response:
             try:
                 await page.request.app.state.service.update(
                     page.access, "Goal", goal_id, {**_goal(str(page.session.patient), form, existing), "id": goal_id},
-                    if_match=f'W/"{form["version"]}"', prefer=_PREFER)
+                    if_match=f'W/"{form["version"]}"', prefer=_PREFER,
+                    context=_goal_provenance(
+                        page, f"Eget mål ändrat: {form['text']} ({_OUTCOME_WORDS[form['status']]})", form))
                 return page.redirect("/mitt?sparat=1#mina-mal")
             except PreconditionFailed:
                 errors["text"] = N_("The goal was changed since you opened it. Reload the page.")
@@ -217,6 +222,14 @@ async def edit_goal(request: Request, goal_id: str) -> Response:
         return page.render("mitt/goal.html", {"goal_id": goal_id, "f": form, "errors": errors, "own": True},
                            status_code=422)
     return await signed_in(request, PATIENT, run)
+
+
+def _goal_provenance(page: Page, what: str, form: dict[str, str]) -> WriteContext:
+    """The patient's change of their own goal, recorded like the care's changes: a Provenance
+    (``X-Provenance``) of the new version, with the patient as its agent, which the care units
+    of the agreement see in its history of changes."""
+    return WriteContext(provenance=provenance(page, what, form.get("reason", ""),
+                                              who=f"Patient/{page.session.patient}"))
 
 
 def _outcome(goal: dict[str, Any]) -> str:

@@ -26,12 +26,11 @@ from fastapi.responses import Response
 
 from api.pages.common import Page, body, signed_in
 from api.pages.labels import N_
-from api.pages.lifecycle import CLOSING_OUTCOMES, closed_page, core_message, set_goal_outcome
+from api.pages.lifecycle import CLOSING_OUTCOMES, closed_page, core_message, provenance, set_goal_outcome
 from api.pages.personal import _activity_kinds, _agreement, _directory
 from api.pages.session import STAFF
 from api.pages.views import ActivityView, AgreementView, GoalView
 from patientkontrakt.domain import codes
-from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.errors import FhirError, NotFound, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.service import Preferences
@@ -39,28 +38,8 @@ from patientkontrakt.fhir.service import Preferences
 router = APIRouter(prefix="/personal", include_in_schema=False)
 _PREFER = Preferences()
 MAX_REASON = 500
-DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 
 FINISHED_ACTIVITY = ("completed", "cancelled", "stopped", "entered-in-error")
-
-
-def provenance(page: Page, what: str, why: str, targets: list[str] | None = None) -> dict[str, Any]:
-    """Who (the signed-in commission, for its unit), what (in words) and why."""
-    agent: dict[str, Any] = {"who": {"reference": page.session.fhir_user or "", "display": page.session.name}}
-    unit_org = getattr(page.access, "unit_org", "")
-    if unit_org:
-        agent["onBehalfOf"] = {"reference": f"Organization/{unit_org}"}
-    record: dict[str, Any] = {
-        "resourceType": "Provenance",
-        "recorded": format_instant(now_utc()),
-        "activity": {"coding": [{"system": DATA_OPERATION, "code": "UPDATE"}], "text": what},
-        "agent": [agent],
-    }
-    if why:
-        record["reason"] = [{"text": why}]
-    if targets:
-        record["target"] = [{"reference": t} for t in targets]
-    return record
 
 
 async def _view(page: Page, plan_id: str) -> AgreementView:

@@ -23,13 +23,19 @@ STATE_KEY = "search-index"
 BATCH = 500
 
 
+# How the rows and the patient are derived from the definitions; bumped when that code changes
+# so that existing databases are re-extracted. 2: a Provenance's patient is its targets' (it was
+# left empty, so patients could not read the Provenance of their own agreement).
+DERIVATION = 2
+
+
 def fingerprint(defs: Definitions) -> str:
     """What the index depends on: every registered parameter's base, code, type and expression,
-    and the patient compartment."""
+    the patient compartment, and the version of the code that derives them."""
     params = sorted({(base, p.code, p.type, p.expression)
                      for base, by_code in defs.search_params.items() for p in by_code.values()})
     compartment = sorted(defs.patient_compartment.items())
-    return hashlib.sha256(orjson.dumps([params, compartment])).hexdigest()
+    return hashlib.sha256(orjson.dumps([params, compartment, DERIVATION])).hexdigest()
 
 
 async def reindex(service: FhirService) -> int:
@@ -39,9 +45,9 @@ async def reindex(service: FhirService) -> int:
         async with service.store.writing() as unit:
             batch = await unit.current_batch(after, BATCH)
             for stored in batch:
-                rows = service.indexer.extract(orjson.loads(stored.body), service.base)
-                await unit.write_index(stored.pk, stored.type, rows.tables(), replace=True)
-                patient = await service.writer.patient_of(unit, stored.type, stored.id, rows.tables())
+                tables = list(service.indexer.extract(orjson.loads(stored.body), service.base).tables())
+                await unit.write_index(stored.pk, stored.type, tables, replace=True)
+                patient = await service.writer.patient_of(unit, stored.type, stored.id, tables)
                 await unit.set_patient(stored.pk, patient)
         if not batch:
             return count

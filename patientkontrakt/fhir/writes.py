@@ -131,14 +131,15 @@ class Writer:
         body = versioned_body(resource, version, now)
         text = orjson.dumps(body).decode()
         rows = self._indexer.extract(body, self._base)
-        patient_id = await self.patient_of(unit, type_, id_, rows.tables())
+        tables = list(rows.tables())  # read twice: a Provenance's patient is its targets'
+        patient_id = await self.patient_of(unit, type_, id_, tables)
         if existing is not None:
             await unit.update(existing.pk, version, now, text, patient_id=patient_id)
             pk = existing.pk
         else:
             pk = await unit.insert(type_, id_, version, now, text, patient_id=patient_id)
         await unit.add_version(type_, id_, version, now, method, text)
-        await unit.write_index(pk, type_, rows.tables(), replace=existing is not None)
+        await unit.write_index(pk, type_, tables, replace=existing is not None)
         stored = StoredResource(pk, type_, id_, version, now, False, text, patient_id)
         unit.written.append(stored)
         unit.touched.append(stored)

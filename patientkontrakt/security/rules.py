@@ -253,17 +253,23 @@ def _part_of_agreement(type_: str, param: str) -> Condition:
 
 
 def _provenance_paths() -> list[Path]:
-    """A Provenance of a visible agreement or team."""
+    """A Provenance of a visible agreement, team or goal (a goal as ``_part_of_agreement``
+    sees it: named by a visible agreement, or the patient's own and named by none)."""
     ref = _ref("acc_prov_target")
     plan = RESOURCE.alias("acc_prov_plan")
     team = RESOURCE.alias("acc_prov_team")
+    goal = RESOURCE.alias("acc_prov_goal")
 
     def target(type_: str, row: Any) -> Path:
         return [ref.c.resource_pk == R.pk, ref.c.param == "target", ref.c.target_type == type_,
                 row.c.res_type == type_, row.c.res_id == ref.c.target_id]
 
+    unnamed_goal = [*target("Goal", goal), goal.c.deleted.is_(False),
+                    sa.not_(_named_by_any_plan("goal", "Goal", goal.c.res_id))]
     return [*(target("CarePlan", plan) + path for path in _plan_paths(plan.c.pk)),
-            *(target("CareTeam", team) + path for path in _team_visible_paths(team.c.pk, team.c.res_id))]
+            *(target("CareTeam", team) + path for path in _team_visible_paths(team.c.pk, team.c.res_id)),
+            *(target("Goal", goal) + path for path in _named_by_visible_plan("goal", "Goal", goal.c.res_id)),
+            *(unnamed_goal + path for path in _patient_paths(goal.c.patient_id))]
 
 
 def _naming_unit(type_: str, param: str, name: str) -> sa.Select[Any]:
@@ -536,6 +542,8 @@ class PatientAccess(ScopedAccess):
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         me = f"Patient/{self.patient_id}"
+        if resource["resourceType"] == "Provenance" and existing is None:
+            return self._own_goal_provenance(unit, resource, me)
         if resource["resourceType"] != "Goal":
             raise Forbidden("A patient may only write their own goals",
                             details_sv="Som patient kan du bara lägga till och ändra dina egna mål.")
@@ -552,6 +560,39 @@ class PatientAccess(ScopedAccess):
             raise NotFound("You have no Patientkontrakt to add goals to",
                            details_sv="Du har inget patientkontrakt att lägga till mål i.")
         return resource
+
+    @staticmethod
+    def _own_goal_provenance(unit: Unit, resource: dict[str, Any], me: str) -> dict[str, Any]:
+        """The ``X-Provenance`` of a goal the patient has just written in this unit of work
+        (R4 http.html#provenance): it names that version of the goal as its only target and
+        the patient as its only agent, acting for no one else. A Provenance cannot reach here
+        any other way: ``require`` refuses a patient's create of one, alone or in a Bundle."""
+        last = unit.written[-1] if unit.written else None
+        targets = [_reference_text(t) for t in resource.get("target") or []]
+        if last is None or last.type != "Goal" or targets != [f"Goal/{last.id}/_history/{last.version_id}"]:
+            raise Forbidden("A patient may only record the provenance of a change to their own goal",
+                            details_sv="Som patient kan du bara ange varför du ändrade ditt eget mål.")
+        agents = resource.get("agent") or []
+        if not agents or any(not isinstance(a, dict) or _reference(a.get("who")) != me or "onBehalfOf" in a
+                             for a in agents):
+            raise Forbidden(f"The agent of your change must be you ({me}), acting for yourself",
+                            details_sv="Den som gjorde ändringen ska vara du själv.")
+        unexpected = set(resource) - _PATIENT_PROVENANCE_ELEMENTS
+        if unexpected:
+            raise Forbidden(f"A patient's provenance may not contain {', '.join(sorted(unexpected))}",
+                            details_sv="Uppgifterna om din ändring innehåller sådant du inte kan ange.")
+        return resource
+
+
+# What a patient's own Provenance may say: who, when, what in words and why.
+_PATIENT_PROVENANCE_ELEMENTS = frozenset({"resourceType", "id", "target", "recorded", "occurredDateTime",
+                                          "occurredPeriod", "activity", "reason", "agent"})
+
+
+def _reference_text(value: Any) -> str | None:
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        return str(value["reference"])
+    return None
 
 
 def _reference(value: Any) -> str | None:

@@ -301,6 +301,10 @@ def test_the_patient_withdraws_their_own_goal(site: Site, browser: Browser) -> N
     assert withdrawn["meta"]["versionId"] == "2" and "achievementStatus" not in withdrawn
     staff_page.reload()
     assert "Gå till affären själv Tillbakataget" in _text(staff_page)
+    # the patient's change is in the agreement's history of changes, with who and why
+    history = staff_page.locator("section[aria-labelledby=changes-title]")
+    expect(history).to_contain_text("Eget mål ändrat: Gå till affären själv (tillbakataget)")
+    expect(history).to_contain_text("Jag får hjälp med inköpen nu")
     staff.close()
     context.close()
 

@@ -184,13 +184,16 @@ def test_the_provenance_of_a_change_stays_with_the_agreement(world: World, app: 
         app.get("/fhir/_history", params={"_count": "1000"}, headers=other).json())
     assert f"Provenance/{provenance['id']}" in _ids(
         app.get("/fhir/_history", params={"_count": "1000"}, headers=author).json())
-    # a Provenance of a goal would not be the writer's to see: refused, and the goal unchanged
+    # the Provenance of one of the agreement's goals stays with the agreement too
     goal = _get(app, world, "Goal", target.goals[1])
     changed = {**{k: v for k, v in goal.items() if k != "meta"}, "description": {"text": "Ändrat mål"}}
-    refused = app.put(f"/fhir/Goal/{goal['id']}", json=changed, headers={**author, "X-Provenance": json.dumps(given)})
-    assert refused.status_code == 403, refused.text
-    assert refused.json()["resourceType"] == "OperationOutcome"
-    assert _get(app, world, "Goal", goal["id"])["meta"]["versionId"] == goal["meta"]["versionId"]
+    written = app.put(f"/fhir/Goal/{goal['id']}", json=changed, headers={**author, "X-Provenance": json.dumps(given)})
+    assert written.status_code == 200, written.text
+    [record] = [e["resource"] for e in app.get("/fhir/Provenance", params={"target": f"Goal/{goal['id']}"},
+                                               headers=author).json()["entry"]]
+    assert record["target"] == [{"reference": f"Goal/{goal['id']}/_history/{written.json()['meta']['versionId']}"}]
+    assert app.get(f"/fhir/Provenance/{record['id']}", headers=other).status_code == 404
+    assert "entry" not in app.get("/fhir/Provenance", params={"target": f"Goal/{goal['id']}"}, headers=other).json()
 
 
 def test_only_the_responsible_unit_hands_an_agreement_over(world: World, app: TestClient) -> None:
