@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.settings = settings
         app.state.service = service
         app.state.audit = audit
-        app.state.audit_events = AuditEvents(store, service.base, service.limits)
+        app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits)
         app.state.bundles = BundleProcessor(service)
         app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.external_idp = ExternalIdP(settings, keys) if settings.oidc_issuer and settings.oidc_client_id \
             else None
         if domain_rules:
-            app.state.overview = AgreementOverview(store, service.base, audit)
+            app.state.overview = AgreementOverview(store, service.base, service.pipeline)
             operation = ("patientkontrakt", f"{CANONICAL}/OperationDefinition/patientkontrakt")
             app.state.operations = {"Patient": [operation], "CarePlan": [operation]}
         # Under the care-unit rules a caller may not see every resource of the patient data

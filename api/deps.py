@@ -14,7 +14,8 @@ from patientkontrakt.audit.events import AuditEvents
 from patientkontrakt.domain.overview import AgreementOverview
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.errors import NotFound
-from patientkontrakt.fhir.service import FhirService, Preferences
+from patientkontrakt.fhir.requests import Preferences
+from patientkontrakt.fhir.service import FhirService
 
 
 async def get_service(request: Request) -> FhirService:

@@ -14,8 +14,8 @@ from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, s
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
+from patientkontrakt.fhir.requests import parse_body
 from patientkontrakt.fhir.results import Result
-from patientkontrakt.fhir.service import parse_body
 
 router = APIRouter(prefix="/fhir")
 

@@ -23,7 +23,7 @@ from bench import synthetic
 from bench.database import asyncpg_dsn
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.setup import build_service
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.tokens import AccessTokens

@@ -27,7 +27,7 @@ from api.templating import render
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.security.oauth import OAuthError
 
 router = APIRouter(prefix="/mitt", include_in_schema=False)

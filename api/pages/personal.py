@@ -38,7 +38,7 @@ from patientkontrakt.domain.identifiers import (
 )
 from patientkontrakt.fhir.errors import FhirError, Issue, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.security.oauth import OAuthError
 
 router = APIRouter(prefix="/personal", include_in_schema=False)

@@ -33,7 +33,7 @@ from api.pages.views import ActivityView, AgreementView, GoalView
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, NotFound, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 
 router = APIRouter(prefix="/personal", include_in_schema=False)
 _PREFER = Preferences()

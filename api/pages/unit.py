@@ -28,7 +28,7 @@ from patientkontrakt.domain.contact_paths import (
     with_contact_details,
 )
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 
 router = APIRouter(prefix="/personal", include_in_schema=False)
 _PREFER = Preferences()

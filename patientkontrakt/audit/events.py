@@ -13,6 +13,11 @@ or of what does not exist: the two are logged alike) are shown without the patie
 the server recorded for the patient's log extract, and ``patient``/``entity`` find only its
 successful entries: otherwise its own log would tell it whose a hidden resource is, or that it
 exists.
+
+Both interactions run through the interaction pipeline (``fhir/interactions.py``): the scopes, the
+stages, refused attempts logged. What they return is not itself logged (the log's own entries
+are not patient data held in the record; logging the reading of the log would make every log
+review grow the log it reviews).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from urllib.parse import urlencode
 import orjson
 
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
-from patientkontrakt.fhir.access import Access
+from patientkontrakt.fhir.access import Access, NoLog
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import BadRequest, Forbidden, NotFound
+from patientkontrakt.fhir.interactions import Interaction, Pipeline
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, check_parameter_count, check_values
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.fhir.results import Result
@@ -123,14 +129,16 @@ def render(row: AuditRow, base: str, *, name_refused: bool = True) -> dict[str, 
 
 
 class AuditEvents:
-    def __init__(self, store: Store, base: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, store: Store, base: str, pipeline: Pipeline | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self._store = store
         self._base = base
+        self._pipeline = pipeline or Pipeline(NoLog())
         self._limits = limits
 
-    def _scope(self, access: Access, interaction: str) -> AuditQuery:
+    @staticmethod
+    def _scope(access: Access) -> AuditQuery:
         """What the caller may see of the log, as filters; refuses callers with no share in it."""
-        access.require("AuditEvent", interaction)
         who = access.principal
         patient = getattr(access, "patient_id", None)
         if who.kind == "patient" and patient:
@@ -141,7 +149,11 @@ class AuditEvents:
                         details_sv="Du har inte behörighet att läsa loggen.")
 
     async def read(self, access: Access, id_: str) -> Result:
-        query = self._scope(access, "read")
+        async with self._pipeline.run(access, Interaction.of("read", "AuditEvent", f"AuditEvent/{id_}")):
+            return await self._read(access, id_)
+
+    async def _read(self, access: Access, id_: str) -> Result:
+        query = self._scope(access)
         if not (id_.isascii() and id_.isdigit()) or len(id_) > 18:
             raise NotFound(f"AuditEvent/{id_} is not known", details_sv="Loggposten finns inte.")
         query.seq = int(id_)
@@ -152,7 +164,11 @@ class AuditEvents:
         return Result(200, dumps(event), version_id=1, last_updated=rows[0].recorded)
 
     async def search(self, access: Access, pairs: list[tuple[str, str]]) -> Result:
-        query = self._scope(access, "search-type")
+        async with self._pipeline.run(access, Interaction.of("search-type", "AuditEvent", "AuditEvent")):
+            return await self._search(access, pairs)
+
+    async def _search(self, access: Access, pairs: list[tuple[str, str]]) -> Result:
+        query = self._scope(access)
         check_parameter_count(self._limits, pairs)
         count, offset = 50, 0
         used: list[tuple[str, str]] = []

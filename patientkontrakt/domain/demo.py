@@ -38,7 +38,7 @@ from patientkontrakt.domain.contact_paths import (
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 
 FIRST_NAMES_F = ("Anna", "Maria", "Karin", "Kerstin", "Ingrid", "Margareta", "Birgitta", "Elsa", "Astrid", "Sigrid",
                  "Gunilla", "Eva", "Britt", "Ulla", "Agneta", "Marianne", "Lena", "Inger", "Solveig", "Märta")

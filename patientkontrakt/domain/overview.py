@@ -20,10 +20,11 @@ from typing import Any
 import orjson
 
 from patientkontrakt.domain import codes
-from patientkontrakt.fhir.access import Access, AccessLog, NoLog, access_of, visible
+from patientkontrakt.fhir.access import Access, NoLog, access_of, visible
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
-from patientkontrakt.fhir.errors import FhirError, Gone, Issue, NotFound, operation_outcome
+from patientkontrakt.fhir.errors import FhirError, Gone, HiddenResource, Issue, operation_outcome
 from patientkontrakt.fhir.indexing import parse_reference, reference_elements
+from patientkontrakt.fhir.interactions import Interaction, Pipeline
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.storage.repository import Store, StoredResource, Unit
 
@@ -81,10 +82,10 @@ class AgreementOverview:
     """The operation, under the caller's access: it holds only what they may see, and what it
     returns is logged like any read."""
 
-    def __init__(self, store: Store, base: str, log: AccessLog | None = None) -> None:
+    def __init__(self, store: Store, base: str, pipeline: Pipeline | None = None) -> None:
         self._store = store
         self._base = base
-        self._log: AccessLog = log or NoLog()
+        self._pipeline = pipeline or Pipeline(NoLog())
 
     async def for_patient(self, access: Access, patient_id: str) -> bytes:
         return await self._run(access, "Patient", patient_id, self._for_patient)
@@ -93,23 +94,17 @@ class AgreementOverview:
         return await self._run(access, "CarePlan", plan_id, self._for_plan)
 
     async def _run(self, access: Access, type_: str, id_: str, body: Any) -> bytes:
-        access.require(type_, "operation")
-        access.require("CarePlan", "operation")
-        request = f"{type_}/{id_}/$patientkontrakt"
-        hidden = None
-        async with self._store.reading(access) as unit:
-            start = await unit.get(type_, id_)
-            if start is not None and not await visible(unit, [start]):
-                hidden, start = start, None
-            if start is not None:
+        interaction = Interaction.of("operation", type_, f"{type_}/{id_}/$patientkontrakt", ("CarePlan", "operation"))
+        async with self._pipeline.run(access, interaction) as exchange:
+            async with self._store.reading(access) as unit:
+                start = await unit.get(type_, id_)
+                if start is None or not await visible(unit, [start]):
+                    # an absent resource like a hidden one, so that the log does not tell them
+                    # apart (the pipeline logs it once the connection is back in the pool)
+                    missing = "Patienten finns inte." if type_ == "Patient" else "Patientkontraktet finns inte."
+                    raise HiddenResource(f"{type_}/{id_} is not known", start, details_sv=missing)
                 result, resources = await body(unit, start)
-        if start is None:
-            # logged once the connection is back in the pool: the log writer needs one of its own;
-            # an absent resource like a hidden one, so that the log does not tell them apart
-            await self._log.refused(access, "operation", request, 404, hidden)
-            missing = "Patienten finns inte." if type_ == "Patient" else "Patientkontraktet finns inte."
-            raise NotFound(f"{type_}/{id_} is not known", details_sv=missing)
-        await self._log.record(access, "operation", request, resources)
+            await exchange.shown(resources)
         return bytes(result)
 
     async def _for_patient(self, unit: Unit, patient: StoredResource) -> tuple[bytes, list[StoredResource]]:

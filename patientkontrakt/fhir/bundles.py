@@ -23,7 +23,6 @@ from patientkontrakt.fhir.dates import format_instant
 from patientkontrakt.fhir.errors import (
     BadRequest,
     FhirError,
-    Forbidden,
     HiddenResource,
     Issue,
     NotFound,
@@ -31,6 +30,7 @@ from patientkontrakt.fhir.errors import (
 )
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.indexing import reference_elements
+from patientkontrakt.fhir.interactions import Exchange, Interaction
 from patientkontrakt.fhir.limits import ContentLimitExceeded, exceeded
 from patientkontrakt.fhir.offload import COPY, RULES, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import render_bundle
@@ -40,7 +40,8 @@ from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, new_id, not_wr
 from patientkontrakt.storage.repository import StoredResource, Unit
 
 if TYPE_CHECKING:
-    from patientkontrakt.fhir.service import FhirService, Preferences
+    from patientkontrakt.fhir.requests import Preferences
+    from patientkontrakt.fhir.service import FhirService
 
 _CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?.")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
@@ -83,6 +84,15 @@ def _interaction(entry: _Entry) -> str:
     if entry.id is None:
         return "search-type"
     return "vread" if entry.version is not None else "read"
+
+
+def _needs(entry: _Entry) -> tuple[tuple[str, str], ...]:
+    """What the caller's scopes must grant for the entry: its interaction, and search for what a
+    conditional form finds."""
+    own = (entry.type, _interaction(entry))
+    if entry.method in ("PUT", "DELETE") and entry.id is None or entry.if_none_exist:
+        return own, (entry.type, "search-type")
+    return (own,)
 
 
 def _entry_error(index: int, error: FhirError) -> FhirError:
@@ -132,32 +142,18 @@ class BundleProcessor:
         if kind == "transaction":
             entries = [await run_cpu(weight_of(e) * COPY, self._parse_entry, i, e)
                        for i, e in enumerate(raw_entries)]
-            try:
+            interaction = Interaction("transaction", None, f"transaction of {len(entries)} entries")
+            async with self.service.pipeline.run(access, interaction) as exchange:
                 for index, entry in enumerate(entries):
                     try:
-                        self._require(access, entry)
+                        for type_, needed in _needs(entry):
+                            exchange.require(type_, needed)
                     except FhirError as error:
                         raise _entry_error(index, error) from None
-                responses = await self._transaction(access, entries, prefer)
-            except (HiddenResource, Forbidden) as refusal:
-                await self._refused(access, "transaction", f"transaction of {len(entries)} entries", refusal)
-                raise
+                responses = await self._transaction(exchange, entries, prefer)
         else:
             responses = await self._batch(access, raw_entries, prefer)
         return Result(200, self._render(f"{kind}-response", responses))
-
-    async def _refused(self, access: Access, interaction: str, request: str, error: FhirError) -> None:
-        """A refused entry goes to the access log (with the hidden resource's patient)."""
-        resource = error.resource if isinstance(error, HiddenResource) else None
-        await self.service.log.refused(access, interaction, request, error.status, resource)
-
-    @staticmethod
-    def _require(access: Access, entry: _Entry) -> None:
-        """The caller's scopes allow the entry's interaction (403 otherwise)."""
-        interaction = _interaction(entry)
-        access.require(entry.type, interaction)
-        if entry.method in ("PUT", "DELETE") and entry.id is None or entry.if_none_exist:
-            access.require(entry.type, "search-type")
 
     # -- parsing ---------------------------------------------------------------------------
 
@@ -214,7 +210,8 @@ class BundleProcessor:
 
     # -- transaction -----------------------------------------------------------------------
 
-    async def _transaction(self, access: Access, entries: list[_Entry], prefer: Preferences) -> list[_Response]:
+    async def _transaction(self, exchange: Exchange, entries: list[_Entry], prefer: Preferences) -> list[_Response]:
+        access = exchange.access
         for i, entry in enumerate(entries):
             entry.index = i
         self._check_duplicates(entries)
@@ -279,9 +276,7 @@ class BundleProcessor:
                     await self.service.writer.check_referrers(unit, stored.type, stored.id, stored.pk)
                 except FhirError as error:
                     raise _entry_error(entry.index, error) from None
-            await access.confirm(unit, unit.written)
-            await self.service.log.record(access, "transaction", f"transaction of {len(entries)} entries",
-                                          unit.touched, unit=unit)
+            await exchange.written(unit)
         return [responses[i] for i in range(len(entries))]
 
     async def _check_before_writing(self, unit: Unit, entries: list[_Entry]) -> None:
@@ -477,24 +472,21 @@ class BundleProcessor:
             try:
                 entry = self._parse_entry_inner(raw)
                 entry.index = index
-                self._require(access, entry)
-                responses.append(await self._batch_entry(access, entry, prefer))
+                interaction = Interaction(_interaction(entry), entry.type, f"batch entry {index}", _needs(entry))
+                async with self.service.pipeline.run(access, interaction) as exchange:
+                    responses.append(await self._batch_entry(exchange, entry, prefer))
             except FhirError as error:
-                if isinstance(error, HiddenResource | Forbidden):
-                    await self._refused(access, "batch", f"batch entry {index}", error)
                 responses.append(_Response(error.status, outcome=error.outcome()))
         return responses
 
-    async def _batch_entry(self, access: Access, entry: _Entry, prefer: Preferences) -> _Response:
+    async def _batch_entry(self, exchange: Exchange, entry: _Entry, prefer: Preferences) -> _Response:
         """One entry in a transaction of its own, logged with it (reads: once it has returned)."""
-        async with self.service.store.writing(access) as unit:
+        async with self.service.store.writing(exchange.access) as unit:
             response = await self._batch_entry_in(unit, entry, prefer)
             if entry.method not in ("GET", "HEAD"):
-                await access.confirm(unit, unit.written)
-                await self.service.log.record(access, _interaction(entry), f"batch entry {entry.index}",
-                                              unit.touched, unit=unit)
+                await exchange.written(unit)
         if entry.method in ("GET", "HEAD"):
-            await self.service.log.record(access, _interaction(entry), f"batch entry {entry.index}", unit.touched)
+            await exchange.shown(unit.touched)
         return response
 
     async def _batch_entry_in(self, unit: Unit, entry: _Entry, prefer: Preferences) -> _Response:

@@ -7,16 +7,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
 from patientkontrakt.config import Settings
-from patientkontrakt.fhir.access import Access, AccessLog, NoLog, access_of, bound
+from patientkontrakt.fhir.access import Access, AccessLog, NoLog, bound
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
 from patientkontrakt.fhir.errors import (
@@ -31,9 +28,11 @@ from patientkontrakt.fhir.errors import (
 )
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
-from patientkontrakt.fhir.limits import DEFAULT_LIMITS, ContentLimitExceeded, Limits, exceeded
+from patientkontrakt.fhir.interactions import Exchange, Interaction, Pipeline
+from patientkontrakt.fhir.limits import Limits, exceeded
 from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
 from patientkontrakt.fhir.search.params import MAX_OFFSET, SearchParser, SearchQuery
@@ -57,66 +56,6 @@ RESOURCE_TYPES = (
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
 
-@dataclass(frozen=True)
-class Preferences:
-    """The request's ``Prefer`` header (R4 http.html#return, search.html#errors)."""
-
-    return_: str = "representation"
-    strict: bool = False
-
-    @classmethod
-    def parse(cls, header: str | None) -> Preferences:
-        return_, strict = "representation", False
-        for part in (header or "").split(","):
-            for token in part.split(";"):
-                key, _, value = token.strip().partition("=")
-                value = value.strip().strip('"')
-                if key == "return" and value in ("minimal", "representation", "OperationOutcome"):
-                    return_ = value
-                elif key == "handling":
-                    strict = value == "strict"
-        return cls(return_, strict)
-
-
-def parse_body(raw: bytes, max_depth: int = DEFAULT_LIMITS.json_depth) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 naming what is wrong; objects and arrays nest
-    at most ``max_depth`` deep (``PK_MAX_JSON_DEPTH``)."""
-    if not raw.strip():
-        raise BadRequest("The request has no body", details_sv="Begäran saknar innehåll.")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}", details_sv="Innehållet är inte giltig JSON.") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The body must be a JSON object (a FHIR resource)",
-                         details_sv="Innehållet ska vara en FHIR-resurs.")
-    _check_json(data, max_depth, nul_possible=b"\\u0000" in raw)
-    return data
-
-
-def _check_json(data: dict[str, Any], max_depth: int, *, nul_possible: bool) -> None:
-    """Refuse what no FHIR JSON needs and the server cannot process: nesting deeper than
-    ``max_depth`` (FHIR resources stay far below the default; deeper documents would exhaust the
-    recursion of the validator and the Bundle processor), and U+0000 in a string or name
-    (PostgreSQL cannot store it)."""
-    root = data.get("resourceType") if isinstance(data.get("resourceType"), str) else "$"
-    stack: list[tuple[dict[str, Any] | list[Any], str, int]] = [(data, str(root), 1)]
-    while stack:
-        node, where, depth = stack.pop()
-        if depth > max_depth:
-            raise exceeded("json_depth", max_depth, f"The body nests objects and arrays at least {depth} levels deep",
-                           "Innehållet är för djupt nästlat", expression=(where,), error=ContentLimitExceeded)
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in items:
-            at = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
-            if nul_possible and (isinstance(key, str) and "\x00" in key
-                                 or isinstance(value, str) and "\x00" in value):
-                raise BadRequest(f"{at!r} contains U+0000, which FHIR strings cannot hold",
-                                 expression=(at,), details_sv="Innehållet har ett otillåtet tecken (U+0000).")
-            if isinstance(value, dict | list):
-                stack.append((value, at, depth + 1))
-
-
 class FhirService:
     def __init__(self, settings: Settings, store: Store, defs: Definitions | None = None,
                  hooks: WriteHooks | None = None, log: AccessLog | None = None) -> None:
@@ -136,6 +75,7 @@ class FhirService:
         self.writer = Writer(self.indexer, self.base, self.types, self.matches, self.hooks,
                              self.defs.patient_compartment)
         self.log: AccessLog = log or NoLog()
+        self.pipeline = Pipeline(self.log)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -230,23 +170,19 @@ class FhirService:
         A resource the caller may not see is answered exactly like one that does not exist.
         """
         self.check_type(type_)
-        request = f"{type_}/{id_}"
-        async with self._refusals_logged(access, "read", request):
-            access.require(type_, "read")
-        self.check_id(type_, id_)
-        if len(elements) > self.limits.elements:
-            raise exceeded("elements", self.limits.elements, f"_elements has {len(elements)} entries",
-                           "_elements har för många element", expression=("_elements",))
-        stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
-        if stored is None or not visible:
-            # a resource the caller may not see and an absent one: the same answer, the same entry
-            await self.log.refused(access, "read", request, 404, stored)
-            stored = None
-        if stored is not None and stored.deleted:
-            await self.log.record(access, "read", request, [stored], status=410)
-        result = self.read_result(stored, type_, id_, summary, elements)
-        assert stored is not None
-        await self.log.record(access, "read", request, [stored])
+        async with self.pipeline.run(access, Interaction.of("read", type_, f"{type_}/{id_}")) as exchange:
+            self.check_id(type_, id_)
+            if len(elements) > self.limits.elements:
+                raise exceeded("elements", self.limits.elements, f"_elements has {len(elements)} entries",
+                               "_elements har för många element", expression=("_elements",))
+            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
+            if stored is None or not visible:
+                # a resource the caller may not see and an absent one: the same answer, the same entry
+                raise HiddenResource(f"{type_}/{id_} is not known", stored, details_sv="Resursen finns inte.")
+            if stored.deleted:
+                await exchange.shown([stored], status=410)
+            result = self.read_result(stored, type_, id_, summary, elements)
+            await exchange.shown([stored])
         return result
 
     def read_result(self, stored: StoredResource | None, type_: str, id_: str,
@@ -263,57 +199,38 @@ class FhirService:
     async def vread(self, access: Access, type_: str, id_: str, version: str) -> Result:
         """R4 http.html#vread; the caller must be able to see the resource as it is now."""
         self.check_type(type_)
-        access.require(type_, "vread")
-        self.check_id(type_, id_)
-        if not (version.isascii() and version.isdigit()) or len(version) > 9:
-            raise NotFound(f"{type_}/{id_} has no version {version!r}", details_sv="Versionen finns inte.")
-        stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
-        request = f"{type_}/{id_}/_history/{version}"
-        if stored is None or not visible:
-            await self.log.refused(access, "vread", request, 404, stored)
-        found = None
-        if stored is not None and visible and (access.past_versions(type_) or int(version) == stored.version_id):
-            async with self.store.reading(access) as unit:
-                found = await unit.get_version(type_, id_, int(version))
-        if found is None:
-            raise NotFound(f"{type_}/{id_} has no version {version}", details_sv="Versionen finns inte.")
-        if found.deleted or found.body is None:
-            raise Gone(f"{type_}/{id_} version {version} is a deletion", details_sv="Versionen är en borttagning.")
-        assert stored is not None
-        await self.log.record(access, "vread", request, [stored])
+        interaction = Interaction.of("vread", type_, f"{type_}/{id_}/_history/{version}")
+        async with self.pipeline.run(access, interaction) as exchange:
+            self.check_id(type_, id_)
+            if not (version.isascii() and version.isdigit()) or len(version) > 9:
+                raise NotFound(f"{type_}/{id_} has no version {version!r}", details_sv="Versionen finns inte.")
+            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
+            if stored is None or not visible:
+                raise HiddenResource(f"{type_}/{id_} has no version {version}", stored,
+                                     details_sv="Versionen finns inte.")
+            found = None
+            if access.past_versions(type_) or int(version) == stored.version_id:
+                async with self.store.reading(access) as unit:
+                    found = await unit.get_version(type_, id_, int(version))
+            if found is None:
+                raise NotFound(f"{type_}/{id_} has no version {version}", details_sv="Versionen finns inte.")
+            if found.deleted or found.body is None:
+                raise Gone(f"{type_}/{id_} version {version} is a deletion",
+                           details_sv="Versionen är en borttagning.")
+            await exchange.shown([stored])
         return Result(200, found.body.encode(), version_id=found.version_id, last_updated=found.last_updated)
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def _write_done(self, unit: Unit, interaction: str, request: str, status: int) -> None:
-        """The end of every write unit: the caller may keep what was written, and it is logged
-        in the same transaction, with the status the interaction answers."""
-        access = access_of(unit)
-        await access.confirm(unit, unit.written)
-        await self.log.record(access, interaction, request, unit.touched, status=status, unit=unit)
-
-    @asynccontextmanager
-    async def _refusals_logged(self, access: Access, interaction: str, request: str) -> AsyncIterator[None]:
-        """Refused attempts go to the access log (after any transaction has rolled back): a
-        resource the caller may not see (404, with its patient), missing permission (403)."""
-        try:
-            yield
-        except HiddenResource as error:
-            await self.log.refused(access, interaction, request, 404, error.resource)
-            raise
-        except Forbidden:
-            await self.log.refused(access, interaction, request, 403)
-            raise
-
     async def create(self, access: Access, type_: str, body: dict[str, Any], *, if_none_exist: str | None,
                      prefer: Preferences, context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
-        async with self._refusals_logged(access, "create", type_):
-            access.require(type_, "create")
+        also = ((type_, "search-type"),) if if_none_exist else ()
+        async with self.pipeline.run(access, Interaction.of("create", type_, type_, *also)) as exchange:
             resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.create(unit, resource, if_none_exist=if_none_exist, context=context)
-                await self._write_done(unit, "create", type_, outcome.status)
+                await exchange.written(unit, outcome.status)
         return self.write_result(outcome, prefer)
 
     async def update(self, access: Access, type_: str, id_: str, body: dict[str, Any], *, if_match: str | None,
@@ -327,46 +244,42 @@ class FhirService:
                 expression=(f"{type_}.id",),
                 details_sv="Id i innehållet ska vara samma som i adressen.",
             )
-        async with self._refusals_logged(access, "update", f"{type_}/{id_}"):
-            access.require(type_, "update")
+        async with self.pipeline.run(access, Interaction.of("update", type_, f"{type_}/{id_}")) as exchange:
             resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.update(unit, resource, if_match=if_match, context=context)
-                await self._write_done(unit, "update", f"{type_}/{id_}", outcome.status)
+                await exchange.written(unit, outcome.status)
         return self.write_result(outcome, prefer)
 
     async def conditional_update(self, access: Access, type_: str, criteria: str, body: dict[str, Any], *,
                                  if_match: str | None, prefer: Preferences,
                                  context: WriteContext = NO_CONTEXT) -> Result:
         self.check_type(type_)
-        async with self._refusals_logged(access, "update", f"{type_}?{criteria}"):
-            access.require(type_, "update")
-            access.require(type_, "search-type")
+        interaction = Interaction.of("update", type_, f"{type_}?{criteria}", (type_, "search-type"))
+        async with self.pipeline.run(access, interaction) as exchange:
             resource = await run_cpu(weight_of(body) * VALIDATE, self.prepare, type_, body)
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.conditional_update(unit, type_, criteria, resource, if_match=if_match,
                                                                context=context)
-                await self._write_done(unit, "update", f"{type_}?{criteria}", outcome.status)
+                await exchange.written(unit, outcome.status)
         return self.write_result(outcome, prefer)
 
     async def delete(self, access: Access, type_: str, id_: str, *, if_match: str | None) -> Result:
         self.check_type(type_)
         self.check_id(type_, id_)
-        async with self._refusals_logged(access, "delete", f"{type_}/{id_}"):
-            access.require(type_, "delete")
+        async with self.pipeline.run(access, Interaction.of("delete", type_, f"{type_}/{id_}")) as exchange:
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.delete(unit, type_, id_, if_match=if_match)
-                await self._write_done(unit, "delete", f"{type_}/{id_}", 204)
+                await exchange.written(unit, 204)
         return Result(204, version_id=outcome.resource.version_id)
 
     async def conditional_delete(self, access: Access, type_: str, criteria: str) -> Result:
         self.check_type(type_)
-        async with self._refusals_logged(access, "delete", f"{type_}?{criteria}"):
-            access.require(type_, "delete")
-            access.require(type_, "search-type")
+        interaction = Interaction.of("delete", type_, f"{type_}?{criteria}", (type_, "search-type"))
+        async with self.pipeline.run(access, interaction) as exchange:
             async with self.store.writing(access) as unit:
                 outcome = await self.writer.conditional_delete(unit, type_, criteria)
-                await self._write_done(unit, "delete", f"{type_}?{criteria}", 204)
+                await exchange.written(unit, 204)
         return Result(204, version_id=outcome.resource.version_id)
 
     # -- $validate --------------------------------------------------------------------------
@@ -379,7 +292,11 @@ class FhirService:
         references and the rules across resources are checked too.
         """
         self.check_type(type_)
-        access.require(type_, "validate")
+        async with self.pipeline.run(access, Interaction.of("validate", type_, f"{type_}/$validate")):
+            return await self._validate(access, type_, id_, body, pairs)
+
+    async def _validate(self, access: Access, type_: str, id_: str | None, body: dict[str, Any] | None,
+                        pairs: list[tuple[str, str]]) -> Result:
         resource, mode, profile = _validate_args(body, pairs)
         if mode not in (None, "create", "update", "delete"):
             raise BadRequest(f"mode must be create, update or delete, not {mode!r}", expression=("mode",))
@@ -437,17 +354,15 @@ class FhirService:
         """R4 http.html#search (GET and POST _search); only what the caller may see, filtered in
         the query before paging (and the same for what ``_include`` adds)."""
         self.check_type(type_)
-        async with self._refusals_logged(access, "search-type", type_):
-            access.require(type_, "search-type")
-        query = self.parse_search(type_, pairs, prefer)
-        async with self._refusals_logged(access, "search-type", type_):
+        async with self.pipeline.run(access, Interaction.of("search-type", type_, type_)) as exchange:
+            query = self.parse_search(type_, pairs, prefer)
             self.require_includes(access, query)
-        async with self.store.reading(access) as unit:
-            page = await self.search_engine.find(unit, query)
-        self.drop_unscoped_includes(access, page)
-        body = await run_cpu(_rendering_cost([*page.matches, *page.included], query.summary or query.elements),
-                             searchset, self.base, query, page, self.subsetter)
-        await self.log.record(access, "search-type", f"{type_}?{urlencode(query.used)}", page.matches + page.included)
+            async with self.store.reading(access) as unit:
+                page = await self.search_engine.find(unit, query)
+            self.drop_unscoped_includes(access, page)
+            body = await run_cpu(_rendering_cost([*page.matches, *page.included], query.summary or query.elements),
+                                 searchset, self.base, query, page, self.subsetter)
+            await exchange.shown(page.matches + page.included, request=f"{type_}?{urlencode(query.used)}")
         return Result(200, body)
 
     @staticmethod
@@ -469,26 +384,30 @@ class FhirService:
                       pairs: list[tuple[str, str]]) -> Result:
         """R4 http.html#history: instance, type or system level; newest first. The caller sees
         the history of the resources they may see as they are now."""
-        interaction = "history-system" if type_ is None else "history-type" if id_ is None else "history-instance"
-        types = sorted(self.types) if type_ is None else [type_]
+        kind = "history-system" if type_ is None else "history-type" if id_ is None else "history-instance"
         if type_ is not None:
             self.check_type(type_)
+        path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
+        async with self.pipeline.run(access, Interaction.of(kind, type_, path)) as exchange:
+            return await self._history(access, exchange, type_, id_, pairs, path)
+
+    async def _history(self, access: Access, exchange: Exchange, type_: str | None, id_: str | None,
+                       pairs: list[tuple[str, str]], path: str) -> Result:
+        kind = exchange.interaction.kind
+        types = sorted(self.types) if type_ is None else [type_]
         if type_ is None:
-            types = [t for t in types if _allowed(access, t, interaction)]
+            types = [t for t in types if _allowed(access, t, kind)]
             if not types:
                 raise Forbidden("The access token grants no history of any type",
                                 details_sv="Du har inte behörighet att läsa historik.")
-        else:
-            access.require(type_, interaction)
         if id_ is not None and type_ is not None:
             self.check_id(type_, id_)
         args = _history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
         restrictions = {t: bound(access.restriction(t)) for t in types}
         current_only = frozenset(t for t in types if not access.past_versions(t))
-        async with self._refusals_logged(access, interaction, f"{type_}/{id_}/_history"), \
-                self.store.reading(access) as unit:
-            # The refusal is logged once the connection is back in the pool: the log writer
-            # needs one of its own.
+        async with self.store.reading(access) as unit:
+            # A refusal is logged by the pipeline once the connection is back in the pool: the
+            # log writer needs one of its own.
             if id_ is not None and type_ is not None:
                 current = await unit.get(type_, id_)
                 if current is None:
@@ -504,10 +423,9 @@ class FhirService:
             total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"],
                                              restrictions=restrictions, current_only=current_only)
             seen = await unit.get_many({(r.type, r.id) for r in rows}, include_deleted=True)
-        path = "/".join(p for p in (type_, id_) if p) + ("/_history" if type_ else "_history")
         body = await run_cpu(_rendering_cost(rows, False), self._history_bundle, path, pairs, rows, total, has_next,
                              args)
-        await self.log.record(access, interaction, path, seen)
+        await exchange.shown(seen)
         return Result(200, body)
 
     def _history_bundle(self, path: str, pairs: list[tuple[str, str]], rows: list[StoredVersion],

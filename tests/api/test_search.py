@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from patientkontrakt.fhir.access import bound
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.search import engine
-from patientkontrakt.fhir.service import Preferences
 from tests.factories import PNR, care_plan, care_team, organization, practitioner
 
 SAMORDNING = "http://electronichealth.se/identifier/samordningsnummer"

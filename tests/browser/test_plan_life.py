@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.browser import test_pages as pages

@@ -23,8 +23,8 @@ from patientkontrakt.domain import codes
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.search import engine
-from patientkontrakt.fhir.service import Preferences
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import make_settings

@@ -33,7 +33,7 @@ from patientkontrakt.domain.demo import DemoGenerator, load_demo
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.storage.database import create_engine, migrate
 from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, TEST_URL, make_settings

@@ -44,7 +44,7 @@ from patientkontrakt.domain.identifiers import HSA_ID, SAMORDNINGSNUMMER
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.security.clients import Clients
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store

@@ -47,7 +47,7 @@ from patientkontrakt.domain.identifiers import HSA_ID
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
-from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.security.clients import ClientError, Clients
 from patientkontrakt.security.identity import identifier_value
 from patientkontrakt.security.keys import SigningKeys, generate_key

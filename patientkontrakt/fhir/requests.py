@@ -1,0 +1,72 @@
+"""What a request brings besides its URL: the ``Prefer`` header and the JSON body, checked
+before anything else looks at them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from patientkontrakt.fhir.errors import BadRequest
+from patientkontrakt.fhir.limits import DEFAULT_LIMITS, ContentLimitExceeded, exceeded
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """The request's ``Prefer`` header (R4 http.html#return, search.html#errors)."""
+
+    return_: str = "representation"
+    strict: bool = False
+
+    @classmethod
+    def parse(cls, header: str | None) -> Preferences:
+        return_, strict = "representation", False
+        for part in (header or "").split(","):
+            for token in part.split(";"):
+                key, _, value = token.strip().partition("=")
+                value = value.strip().strip('"')
+                if key == "return" and value in ("minimal", "representation", "OperationOutcome"):
+                    return_ = value
+                elif key == "handling":
+                    strict = value == "strict"
+        return cls(return_, strict)
+
+
+def parse_body(raw: bytes, max_depth: int = DEFAULT_LIMITS.json_depth) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming what is wrong; objects and arrays nest
+    at most ``max_depth`` deep (``PK_MAX_JSON_DEPTH``)."""
+    if not raw.strip():
+        raise BadRequest("The request has no body", details_sv="Begäran saknar innehåll.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}", details_sv="Innehållet är inte giltig JSON.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object (a FHIR resource)",
+                         details_sv="Innehållet ska vara en FHIR-resurs.")
+    _check_json(data, max_depth, nul_possible=b"\\u0000" in raw)
+    return data
+
+
+def _check_json(data: dict[str, Any], max_depth: int, *, nul_possible: bool) -> None:
+    """Refuse what no FHIR JSON needs and the server cannot process: nesting deeper than
+    ``max_depth`` (FHIR resources stay far below the default; deeper documents would exhaust the
+    recursion of the validator and the Bundle processor), and U+0000 in a string or name
+    (PostgreSQL cannot store it)."""
+    root = data.get("resourceType") if isinstance(data.get("resourceType"), str) else "$"
+    stack: list[tuple[dict[str, Any] | list[Any], str, int]] = [(data, str(root), 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > max_depth:
+            raise exceeded("json_depth", max_depth, f"The body nests objects and arrays at least {depth} levels deep",
+                           "Innehållet är för djupt nästlat", expression=(where,), error=ContentLimitExceeded)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            at = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
+            if nul_possible and (isinstance(key, str) and "\x00" in key
+                                 or isinstance(value, str) and "\x00" in value):
+                raise BadRequest(f"{at!r} contains U+0000, which FHIR strings cannot hold",
+                                 expression=(at,), details_sv="Innehållet har ett otillåtet tecken (U+0000).")
+            if isinstance(value, dict | list):
+                stack.append((value, at, depth + 1))
