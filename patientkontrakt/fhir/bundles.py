@@ -484,7 +484,7 @@ class BundleProcessor:
         async with self.service.store.writing(exchange.access) as unit:
             response = await self._batch_entry_in(unit, entry, prefer)
             if entry.method not in ("GET", "HEAD"):
-                await exchange.written(unit)
+                await exchange.written(unit, response.status)
         if entry.method in ("GET", "HEAD"):
             await exchange.shown(unit.touched)
         return response
