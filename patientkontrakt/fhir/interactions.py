@@ -109,6 +109,11 @@ class Exchange:
                                        shown, status=status)
 
 
+    async def refused(self, error: HiddenResource | Forbidden) -> None:
+        """A refusal the handler answers without raising (``$validate`` answers an issue)."""
+        await self.pipeline.refused(self.access, self.interaction, error)
+
+
 class Pipeline:
     """Runs interactions through the stages (see the module's docstring)."""
 
@@ -124,9 +129,14 @@ class Pipeline:
             for stage in self.stages:
                 await stage.before(access, interaction)
             yield Exchange(self, access, interaction)
-        except HiddenResource as error:
+        except (HiddenResource, Forbidden) as error:
+            await self.refused(access, interaction, error)
+            raise
+
+    async def refused(self, access: Access, interaction: Interaction, error: HiddenResource | Forbidden) -> None:
+        """404 for a resource hidden or absent (with the hidden one's patient), 403 for a missing
+        permission."""
+        if isinstance(error, HiddenResource):
             await self.log.refused(access, interaction.kind, interaction.request, 404, error.resource)
-            raise
-        except Forbidden:
+        else:
             await self.log.refused(access, interaction.kind, interaction.request, 403)
-            raise

@@ -292,11 +292,13 @@ class FhirService:
         references and the rules across resources are checked too.
         """
         self.check_type(type_)
-        async with self.pipeline.run(access, Interaction.of("validate", type_, f"{type_}/$validate")):
-            return await self._validate(access, type_, id_, body, pairs)
+        request = f"{type_}/{id_}/$validate" if id_ is not None else f"{type_}/$validate"
+        async with self.pipeline.run(access, Interaction.of("validate", type_, request)) as exchange:
+            return await self._validate(exchange, type_, id_, body, pairs)
 
-    async def _validate(self, access: Access, type_: str, id_: str | None, body: dict[str, Any] | None,
+    async def _validate(self, exchange: Exchange, type_: str, id_: str | None, body: dict[str, Any] | None,
                         pairs: list[tuple[str, str]]) -> Result:
+        access = exchange.access
         resource, mode, profile = _validate_args(body, pairs)
         if mode not in (None, "create", "update", "delete"):
             raise BadRequest(f"mode must be create, update or delete, not {mode!r}", expression=("mode",))
@@ -311,6 +313,15 @@ class FhirService:
         if profile is not None and resource is not None and self.hooks.profile_issues(resource, profile) is None:
             raise BadRequest(f"Unknown profile {profile}", expression=("profile",), details_sv="Okänd profil.")
         issues: list[Issue] = []
+        stored = None
+        if mode in ("update", "delete"):
+            # checked against the stored resource, and answered from it: logged like a read of it,
+            # a hidden one like an absent one (the answer is the same: an issue, not a 404)
+            assert id_ is not None
+            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
+            if stored is None or not visible:
+                await exchange.refused(HiddenResource(f"{type_}/{id_} is not known", stored))
+                stored = None
         try:
             if mode == "delete":
                 assert id_ is not None
@@ -342,6 +353,8 @@ class FhirService:
         if not issues:
             issues = [Issue(code="informational", severity="information", diagnostics="All OK",
                             details_sv="Inga fel hittades.")]
+        if stored is not None:
+            await exchange.shown([stored])
         return Result(200, dumps(operation_outcome(issues)))
 
     # -- search ----------------------------------------------------------------------------

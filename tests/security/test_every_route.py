@@ -716,7 +716,8 @@ class InBundle(Probe):
         start = ctx.mark()
         ctx.send(call, ctx.other)
         if self.by_id:
-            logged_refused(ctx, start, self.kind)  # a batch's refused entry is logged as "batch"
+            # a batch's refused entry is logged as its own interaction, a transaction as the whole
+            logged_refused(ctx, start, self.interaction if self.kind == "batch" else "transaction")
         else:
             logged_nothing_shown(ctx, start, ctx.names())
 
@@ -946,10 +947,7 @@ API: list[Probe] = [
         call=lambda ctx, n: Call("GET", f"/fhir/CarePlan/{n}/$patientkontrakt"), mine=_plan, hidden=_plan),
     Api("validate-instance", ("POST", "/fhir/{type_}/{id_}/$validate"), interaction="validate",
         call=lambda ctx, n: Call("POST", f"/fhir/Goal/{n}/$validate?mode=update", json=_changed_goal(ctx, n)),
-        absent=200, holes={"logged": "$validate of an instance (mode=update, and mode=delete) checks the write "
-                                     "against the stored resource and answers from it (a mode=delete answer names the "
-                                     "CarePlan that refers to the goal), but leaves no access-log entry, neither for "
-                                     "the allowed check nor for the refused one on a hidden resource"}),
+        absent=200),  # checked against the stored resource and answered from it: logged like a read
     Api("validate-type", ("POST", "/fhir/{type_}/$validate"), interaction="validate",
         call=lambda ctx, n: Call("POST", "/fhir/Goal/$validate?mode=create", json=_create_for(ctx, n)),
         mine=_patient, hidden=_patient, absent=200,
