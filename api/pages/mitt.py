@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.pages import forms
 from api.pages import session as sessions
 from api.pages.common import Page, bilingual, body, login_failed, signed_in
 from api.pages.labels import N_
@@ -32,7 +33,6 @@ from patientkontrakt.security.oauth import OAuthError
 
 router = APIRouter(prefix="/mitt", include_in_schema=False)
 _PREFER = Preferences()
-MAX_GOAL_LENGTH = 500
 LOG_ENTRIES = 50
 EARLIER_AGREEMENTS = 10
 GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
@@ -141,17 +141,9 @@ def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     errors: dict[str, Any] = {}
     if form["status"] not in GOAL_OUTCOMES:
         form["status"] = "achieved" if form["status"] == "completed" else "active"
-    if len(form["reason"]) > MAX_GOAL_LENGTH:
-        errors["reason"] = N_("Write at most 500 characters.")
-    if not form["text"]:
-        errors["text"] = N_("Write what is important to you.")
-    elif len(form["text"]) > MAX_GOAL_LENGTH:
-        errors["text"] = N_("Write at most 500 characters.")
-    if form["due"]:
-        try:
-            datetime.date.fromisoformat(form["due"])
-        except ValueError:
-            errors["due"] = N_("Write the date as YYYY-MM-DD.")
+    forms.check_text(form, "reason", errors)
+    forms.check_text(form, "text", errors, N_("Write what is important to you."))
+    forms.check_date(form, "due", errors, N_("Write the date as YYYY-MM-DD."))
     return form, errors
 
 
