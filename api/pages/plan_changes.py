@@ -24,10 +24,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.pages.agreement_page import load_agreement
 from api.pages.common import Page, body, signed_in
+from api.pages.directory import activity_kinds, staff_directory
 from api.pages.labels import N_
 from api.pages.lifecycle import CLOSING_OUTCOMES, closed_page, core_message, provenance, set_goal_outcome
-from api.pages.personal import _activity_kinds, _agreement, _directory
 from api.pages.session import STAFF
 from api.pages.views import ActivityView, AgreementView, GoalView
 from patientkontrakt.domain import codes
@@ -43,7 +44,7 @@ FINISHED_ACTIVITY = ("completed", "cancelled", "stopped", "entered-in-error")
 
 
 async def _view(page: Page, plan_id: str) -> AgreementView:
-    view: AgreementView = await _agreement(page, plan_id)
+    view: AgreementView = await load_agreement(page, plan_id)
     return view
 
 
@@ -260,10 +261,10 @@ def _activity_form(activity: ActivityView) -> dict[str, str]:
 
 async def _activity_page(page: Page, view: AgreementView, activity: ActivityView, form: dict[str, str],
                          errors: dict[str, Any], general: list[Any], status: int = 200) -> Response:
-    directory = await _directory(page)
+    directory = await staff_directory(page)
     return page.render("personal/activity_edit.html", {
         "a": view, "act": activity, "f": form, "errors": errors, "general": general,
-        "kinds": _activity_kinds(page), "units": directory["units"]}, status_code=status)
+        "kinds": activity_kinds(page), "units": directory["units"]}, status_code=status)
 
 
 @router.get("/avtal/{plan_id}/aktivitet/{index}")
