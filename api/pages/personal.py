@@ -1,5 +1,6 @@
 """The staff pages, ``/personal``: the care unit's agreements, one agreement, create, edit,
-change of fast vårdkontakt (changing activities and goals, closing and reopening: ``plan_changes.py``).
+change of fast vårdkontakt (changing activities and goals, closing and reopening:
+``plan_changes.py``, ``activity_changes.py``, ``goal_changes.py``).
 
 Every page calls the FHIR core (``FhirService``, ``BundleProcessor``, ``$patientkontrakt``)
 with the signed-in staff member's ``Access``: the same access rules and the same access log as
