@@ -1,4 +1,5 @@
-"""What every page handler shares: the signed-in session, its ``Access``, rendering, errors."""
+"""What every page handler shares: the signed-in session, its ``Access``, rendering, errors, and
+each area's sign-in, its callback and sign-out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.pages import session as sessions
@@ -132,3 +133,26 @@ def login_failed(request: Request, area: Area, error: Exception) -> HTMLResponse
         reason = "other"
     return render(request, "pages/login_failed.html", {"area": area, "reason": reason}, status_code=400,
                   headers=_NO_STORE)
+
+
+def sign_in_routes(router: APIRouter, area: Area) -> None:
+    """``/logga-in``, ``/callback`` (a failed sign-in: ``login_failed``) and ``/logga-ut`` (a
+    form, with its CSRF check) of ``area``'s pages, on its ``router``."""
+
+    @router.get("/logga-in")
+    async def login(request: Request) -> Response:
+        return sessions.start_login(request, area)
+
+    @router.get("/callback")
+    async def callback(request: Request) -> Response:
+        try:
+            return await sessions.finish_login(request, area)
+        except (OAuthError, FhirError) as error:
+            return login_failed(request, area, error)
+
+    @router.post("/logga-ut")
+    async def logout(request: Request) -> Response:
+        async def run(page: Page) -> Response:
+            await page.form()
+            return await sessions.logout(request, area)
+        return await signed_in(request, area, run)

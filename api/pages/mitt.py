@@ -19,7 +19,7 @@ from fastapi.responses import Response
 
 from api.pages import forms
 from api.pages import session as sessions
-from api.pages.common import Page, bilingual, body, login_failed, signed_in
+from api.pages.common import Page, bilingual, body, sign_in_routes, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import provenance, set_goal_outcome
 from api.pages.session import PATIENT
@@ -29,7 +29,6 @@ from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.service import Preferences
-from patientkontrakt.security.oauth import OAuthError
 
 router = APIRouter(prefix="/mitt", include_in_schema=False)
 _PREFER = Preferences()
@@ -39,25 +38,7 @@ GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdra
 _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "tillbakataget"}  # stored data is Swedish
 
 
-@router.get("/logga-in")
-async def login(request: Request) -> Response:
-    return sessions.start_login(request, PATIENT)
-
-
-@router.get("/callback")
-async def callback(request: Request) -> Response:
-    try:
-        return await sessions.finish_login(request, PATIENT)
-    except (OAuthError, FhirError) as error:
-        return login_failed(request, PATIENT, error)
-
-
-@router.post("/logga-ut")
-async def logout(request: Request) -> Response:
-    async def run(page: Page) -> Response:
-        await page.form()
-        return await sessions.logout(request, PATIENT)
-    return await signed_in(request, PATIENT, run)
+sign_in_routes(router, PATIENT)
 
 
 async def _mine(page: Page) -> list[AgreementView]:

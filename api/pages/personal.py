@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from api.pages import agreement_form, forms
 from api.pages import session as sessions
 from api.pages.agreement_page import load_agreement, open_agreement
-from api.pages.common import Page, body, login_failed, signed_in
+from api.pages.common import Page, body, sign_in_routes, signed_in
 from api.pages.directory import activity_kinds, staff_directory
 from api.pages.edit_conflict import describe_conflict
 from api.pages.labels import N_
@@ -44,7 +44,6 @@ from patientkontrakt.domain.identifiers import (
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.service import Preferences
-from patientkontrakt.security.oauth import OAuthError
 
 router = APIRouter(prefix="/personal", include_in_schema=False)
 PAGE_SIZE = 20
@@ -56,25 +55,7 @@ _PREFER = Preferences()
 # -- sign-in -----------------------------------------------------------------------------------
 
 
-@router.get("/logga-in")
-async def login(request: Request) -> Response:
-    return sessions.start_login(request, STAFF)
-
-
-@router.get("/callback")
-async def callback(request: Request) -> Response:
-    try:
-        return await sessions.finish_login(request, STAFF)
-    except (OAuthError, FhirError) as error:
-        return login_failed(request, STAFF, error)
-
-
-@router.post("/logga-ut")
-async def logout(request: Request) -> Response:
-    async def run(page: Page) -> Response:
-        await page.form()
-        return await sessions.logout(request, STAFF)
-    return await signed_in(request, STAFF, run)
+sign_in_routes(router, STAFF)
 
 
 # -- the unit's agreements ---------------------------------------------------------------------
