@@ -115,6 +115,16 @@ async def signed_in(request: Request, area: Area, handler: Handler) -> Response:
                            status_code=status)
 
 
+async def home_page(request: Request, area: Area, landing: str, handler: Handler) -> Response:
+    """An area's first page: ``landing`` (which leads to the sign-in) for a visitor who is not
+    signed in, ``handler`` for one who is."""
+    try:
+        sessions.current(request, area)
+    except NotSignedIn:
+        return render(request, landing, {"area": area})
+    return await signed_in(request, area, handler)
+
+
 def login_failed(request: Request, area: Area, error: Exception) -> HTMLResponse:
     """The sign-in came back without a session: say why in the reader's language and lead on
     (sign in again; someone who is not who the area is for, to the area that is), never the

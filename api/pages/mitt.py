@@ -18,13 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.pages import forms
-from api.pages import session as sessions
-from api.pages.common import Page, bilingual, body, sign_in_routes, signed_in
+from api.pages.common import Page, bilingual, body, home_page, sign_in_routes, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import provenance, set_goal_outcome
 from api.pages.session import PATIENT
 from api.pages.views import AgreementView, agreement_view
-from api.templating import render
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
@@ -101,11 +99,6 @@ async def _who_has_read(page: Page) -> list[dict[str, str]]:
 
 @router.get("")
 async def home(request: Request) -> Response:
-    try:
-        sessions.current(request, PATIENT)
-    except sessions.NotSignedIn:
-        return render(request, "mitt/landing.html", {"area": PATIENT})
-
     async def run(page: Page) -> Response:
         agreements = await _mine(page)
         earlier = await _earlier(page)
@@ -114,7 +107,7 @@ async def home(request: Request) -> Response:
         return page.render(template, {"agreements": agreements, "earlier": earlier, "readers": readers, "errors": {},
                                       "f": {}, "saved": page.request.query_params.get("sparat"),
                                       "printed": datetime.datetime.now(datetime.UTC)})
-    return await signed_in(request, PATIENT, run)
+    return await home_page(request, PATIENT, "mitt/landing.html", run)
 
 
 def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:

@@ -23,16 +23,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.pages import agreement_form, forms
-from api.pages import session as sessions
 from api.pages.agreement_page import load_agreement, open_agreement
-from api.pages.common import Page, body, sign_in_routes, signed_in
+from api.pages.common import Page, body, home_page, sign_in_routes, signed_in
 from api.pages.directory import activity_kinds, staff_directory
 from api.pages.edit_conflict import describe_conflict
 from api.pages.labels import N_
 from api.pages.lifecycle import core_message, next_states
 from api.pages.session import STAFF
 from api.pages.views import AgreementView, name_of, person_number
-from api.templating import render
 from patientkontrakt.domain import agreement_builder as build
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import (
@@ -63,11 +61,7 @@ sign_in_routes(router, STAFF)
 
 @router.get("")
 async def agreements(request: Request) -> Response:
-    try:
-        sessions.current(request, STAFF)
-    except sessions.NotSignedIn:
-        return render(request, "personal/landing.html", {"area": STAFF})
-    return await signed_in(request, STAFF, _list)
+    return await home_page(request, STAFF, "personal/landing.html", _list)
 
 
 async def _list(page: Page) -> Response:
