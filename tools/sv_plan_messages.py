@@ -1,5 +1,5 @@
-"""Swedish for the pages of the agreement's life (``api/pages/plan_changes.py``, ``lifecycle.py``
-and their templates): changing and cancelling activities and goals, closing, reopening, earlier
+"""Swedish for the pages of the agreement's life (``api/pages/plan_changes.py``,
+``activity_changes.py``, ``goal_changes.py``, ``lifecycle.py`` and their templates): changing and cancelling activities and goals, closing, reopening, earlier
 agreements. Kept apart from ``sv_messages.SV`` so that parallel work on other pages merges cleanly."""
 
 from __future__ import annotations

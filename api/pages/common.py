@@ -1,4 +1,5 @@
-"""What every page handler shares: the signed-in session, its ``Access``, rendering, errors."""
+"""What every page handler shares: the signed-in session, its ``Access``, rendering, errors, and
+each area's sign-in, its callback and sign-out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.pages import session as sessions
@@ -114,6 +115,16 @@ async def signed_in(request: Request, area: Area, handler: Handler) -> Response:
                            status_code=status)
 
 
+async def home_page(request: Request, area: Area, landing: str, handler: Handler) -> Response:
+    """An area's first page: ``landing`` (which leads to the sign-in) for a visitor who is not
+    signed in, ``handler`` for one who is."""
+    try:
+        sessions.current(request, area)
+    except NotSignedIn:
+        return render(request, landing, {"area": area})
+    return await signed_in(request, area, handler)
+
+
 def login_failed(request: Request, area: Area, error: Exception) -> HTMLResponse:
     """The sign-in came back without a session: say why in the reader's language and lead on
     (sign in again; someone who is not who the area is for, to the area that is), never the
@@ -132,3 +143,26 @@ def login_failed(request: Request, area: Area, error: Exception) -> HTMLResponse
         reason = "other"
     return render(request, "pages/login_failed.html", {"area": area, "reason": reason}, status_code=400,
                   headers=_NO_STORE)
+
+
+def sign_in_routes(router: APIRouter, area: Area) -> None:
+    """``/logga-in``, ``/callback`` (a failed sign-in: ``login_failed``) and ``/logga-ut`` (a
+    form, with its CSRF check) of ``area``'s pages, on its ``router``."""
+
+    @router.get("/logga-in")
+    async def login(request: Request) -> Response:
+        return sessions.start_login(request, area)
+
+    @router.get("/callback")
+    async def callback(request: Request) -> Response:
+        try:
+            return await sessions.finish_login(request, area)
+        except (OAuthError, FhirError) as error:
+            return login_failed(request, area, error)
+
+    @router.post("/logga-ut")
+    async def logout(request: Request) -> Response:
+        async def run(page: Page) -> Response:
+            await page.form()
+            return await sessions.logout(request, area)
+        return await signed_in(request, area, run)

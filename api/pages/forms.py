@@ -1,5 +1,6 @@
-"""What the staff pages' forms share: the personnummer's messages, the error summary's order,
-and the core's OperationOutcome issues put next to the fields they are about.
+"""What the pages' forms share: reading a posted field, the common checks (a text's length, a
+date), the personnummer's messages, the error summary's order, and the core's OperationOutcome
+issues put next to the fields they are about.
 
 A form shows every error of one submission at once, each next to its field and once in the
 summary at the top (the GOV.UK and Designsystemet pattern). The page checks what it can itself
@@ -35,6 +36,32 @@ _ENTRY_DIAGNOSTICS = re.compile(r"Bundle\.entry\[\d+\]: ")
 _PATH = re.compile(r"[A-Z][A-Za-z]+(?:\.[A-Za-z]+(?:\[\d+\])?)*")
 _INDEX = re.compile(r"^([A-Za-z]+)\[(\d+)\]\.?(.*)$")
 _ACTIVITY_PARTS = (("scheduled", "date"), ("performer", "performer"), ("code", "kind"), ("location", "place"))
+MAX_TEXT = 500  # a reason, a goal: what the forms' ``maxlength`` allows
+TOO_LONG = N_("Write at most 500 characters.")
+
+
+def text(data: dict[str, Any], name: str) -> str:
+    """A posted field, trimmed (the first, when it was posted more than once)."""
+    value = data.get(name, "")
+    return str(value[0] if isinstance(value, list) else value).strip()
+
+
+def check_text(form: dict[str, str], name: str, errors: dict[str, Any], missing: str | None = None) -> None:
+    """``form[name]`` at most ``MAX_TEXT`` long and, with a ``missing`` message, not empty."""
+    if not form[name]:
+        if missing is not None:
+            errors[name] = missing
+    elif len(form[name]) > MAX_TEXT:
+        errors[name] = TOO_LONG
+
+
+def check_date(form: dict[str, str], name: str, errors: dict[str, Any], message: str) -> None:
+    """``form[name]`` empty or a date (YYYY-MM-DD); ``message`` when it is neither."""
+    if form[name]:
+        try:
+            datetime.date.fromisoformat(form[name])
+        except ValueError:
+            errors[name] = message
 
 
 def person_number_message(text: str, error: IdentifierError) -> str:

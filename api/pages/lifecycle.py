@@ -1,5 +1,5 @@
 """The agreement's status on the pages: which next states the edit form offers, and the answer
-to an attempt to change a closed agreement.
+to an attempt to change a closed agreement, or one changed since the page was opened.
 
 The rules themselves are the core's (``patientkontrakt/domain``): draft → active → on-hold ↔
 active → completed | revoked, nothing leaves completed or revoked but a reopening with a reason.
@@ -15,6 +15,7 @@ from typing import Any
 from fastapi.responses import Response
 
 from api.pages.common import Page, bilingual
+from api.pages.labels import N_
 from api.pages.views import AgreementView
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.errors import FhirError
@@ -25,6 +26,7 @@ NEXT_STATES: dict[str, tuple[str, ...]] = {
 CLOSING_OUTCOMES = ("completed", "revoked")
 GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+STALE = N_("Someone else changed the agreement since you opened the page. Reload it and try again.")
 
 
 def next_states(status: str) -> tuple[str, ...]:

@@ -17,47 +17,26 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.pages import session as sessions
-from api.pages.common import Page, bilingual, body, login_failed, signed_in
+from api.pages import forms
+from api.pages.common import Page, bilingual, body, home_page, sign_in_routes, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import provenance, set_goal_outcome
 from api.pages.session import PATIENT
 from api.pages.views import AgreementView, agreement_view
-from api.templating import render
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.requests import Preferences
-from patientkontrakt.security.oauth import OAuthError
 
 router = APIRouter(prefix="/mitt", include_in_schema=False)
 _PREFER = Preferences()
-MAX_GOAL_LENGTH = 500
 LOG_ENTRIES = 50
 EARLIER_AGREEMENTS = 10
 GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
 _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "tillbakataget"}  # stored data is Swedish
 
 
-@router.get("/logga-in")
-async def login(request: Request) -> Response:
-    return sessions.start_login(request, PATIENT)
-
-
-@router.get("/callback")
-async def callback(request: Request) -> Response:
-    try:
-        return await sessions.finish_login(request, PATIENT)
-    except (OAuthError, FhirError) as error:
-        return login_failed(request, PATIENT, error)
-
-
-@router.post("/logga-ut")
-async def logout(request: Request) -> Response:
-    async def run(page: Page) -> Response:
-        await page.form()
-        return await sessions.logout(request, PATIENT)
-    return await signed_in(request, PATIENT, run)
+sign_in_routes(router, PATIENT)
 
 
 async def _mine(page: Page) -> list[AgreementView]:
@@ -120,11 +99,6 @@ async def _who_has_read(page: Page) -> list[dict[str, str]]:
 
 @router.get("")
 async def home(request: Request) -> Response:
-    try:
-        sessions.current(request, PATIENT)
-    except sessions.NotSignedIn:
-        return render(request, "mitt/landing.html", {"area": PATIENT})
-
     async def run(page: Page) -> Response:
         agreements = await _mine(page)
         earlier = await _earlier(page)
@@ -133,7 +107,7 @@ async def home(request: Request) -> Response:
         return page.render(template, {"agreements": agreements, "earlier": earlier, "readers": readers, "errors": {},
                                       "f": {}, "saved": page.request.query_params.get("sparat"),
                                       "printed": datetime.datetime.now(datetime.UTC)})
-    return await signed_in(request, PATIENT, run)
+    return await home_page(request, PATIENT, "mitt/landing.html", run)
 
 
 def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -141,17 +115,9 @@ def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     errors: dict[str, Any] = {}
     if form["status"] not in GOAL_OUTCOMES:
         form["status"] = "achieved" if form["status"] == "completed" else "active"
-    if len(form["reason"]) > MAX_GOAL_LENGTH:
-        errors["reason"] = N_("Write at most 500 characters.")
-    if not form["text"]:
-        errors["text"] = N_("Write what is important to you.")
-    elif len(form["text"]) > MAX_GOAL_LENGTH:
-        errors["text"] = N_("Write at most 500 characters.")
-    if form["due"]:
-        try:
-            datetime.date.fromisoformat(form["due"])
-        except ValueError:
-            errors["due"] = N_("Write the date as YYYY-MM-DD.")
+    forms.check_text(form, "reason", errors)
+    forms.check_text(form, "text", errors, N_("Write what is important to you."))
+    forms.check_date(form, "due", errors, N_("Write the date as YYYY-MM-DD."))
     return form, errors
 
 
