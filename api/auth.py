@@ -65,7 +65,7 @@ class RequireToken:
         await self.app(scope, receive, send)
 
 
-def access_of(request: Request) -> Access:
+def caller_of(request: Request) -> Access:
     """The caller of a FHIR request (set by ``RequireToken``)."""
     access: Access = request.state.access
     return access

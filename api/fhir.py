@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.auth import access_of
+from api.auth import caller_of
 from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
@@ -63,7 +63,7 @@ def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
 @router.get("/AuditEvent")
 async def audit_search(request: Request, events: AuditEventsDep) -> Response:
     _negotiate(request)
-    return _respond(await events.search(access_of(request), request.query_params.multi_items()))
+    return _respond(await events.search(caller_of(request), request.query_params.multi_items()))
 
 
 @router.post("/AuditEvent/_search")
@@ -79,13 +79,13 @@ async def audit_search_post(request: Request, events: AuditEventsDep) -> Respons
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
     except UnicodeDecodeError:
         raise BadRequest("The form body is not UTF-8") from None
-    return _respond(await events.search(access_of(request), [*request.query_params.multi_items(), *form]))
+    return _respond(await events.search(caller_of(request), [*request.query_params.multi_items(), *form]))
 
 
 @router.get("/AuditEvent/{id_}")
 async def audit_read(id_: str, request: Request, events: AuditEventsDep) -> Response:
     _negotiate(request)
-    return _respond(await events.read(access_of(request), id_))
+    return _respond(await events.read(caller_of(request), id_))
 
 
 @router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE"], include_in_schema=False)
@@ -100,7 +100,7 @@ async def audit_write(request: Request) -> Response:
 @router.get("/{type_}/_history")
 async def history_type(type_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.history(access_of(request), type_, None, request.query_params.multi_items()))
+    return _respond(await service.history(caller_of(request), type_, None, request.query_params.multi_items()))
 
 
 @router.get("/{type_}/{id_}")
@@ -111,10 +111,10 @@ async def read(type_: str, id_: str, request: Request) -> Response:
     if request.query_params:
         _negotiate(request)
         summary, elements = _subset_args(request)
-        return _respond(await service.read(access_of(request), type_, id_, summary=summary, elements=elements))
+        return _respond(await service.read(caller_of(request), type_, id_, summary=summary, elements=elements))
     if "accept" in request.headers:
         _negotiate(request)
-    return _respond(await service.read(access_of(request), type_, id_))
+    return _respond(await service.read(caller_of(request), type_, id_))
 
 
 @router.get("/metadata")
@@ -131,19 +131,19 @@ async def metadata(request: Request, service: ServiceDep) -> Response:
 @router.post("")
 async def bundle(request: Request, bundles: BundlesDep, prefer: PreferDep) -> Response:
     _negotiate(request)
-    return _respond(await bundles.process(access_of(request), await _json_body(request), prefer))
+    return _respond(await bundles.process(caller_of(request), await _json_body(request), prefer))
 
 
 @router.get("/_history")
 async def history_system(request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.history(access_of(request), None, None, request.query_params.multi_items()))
+    return _respond(await service.history(caller_of(request), None, None, request.query_params.multi_items()))
 
 
 @router.get("/{type_}")
 async def search(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
     _negotiate(request)
-    return _respond(await service.search(access_of(request), type_, request.query_params.multi_items(), prefer))
+    return _respond(await service.search(caller_of(request), type_, request.query_params.multi_items(), prefer))
 
 
 @router.post("/{type_}/$validate")
@@ -151,7 +151,7 @@ async def validate_type(type_: str, request: Request, service: ServiceDep) -> Re
     _negotiate(request)
     service.check_type(type_)
     body = await _json_body(request)
-    return _respond(await service.validate(access_of(request), type_, None, body, request.query_params.multi_items()))
+    return _respond(await service.validate(caller_of(request), type_, None, body, request.query_params.multi_items()))
 
 
 @router.post("/{type_}/{id_}/$validate")
@@ -159,20 +159,20 @@ async def validate_instance(type_: str, id_: str, request: Request, service: Ser
     _negotiate(request)
     service.check_type(type_)
     body = await _json_body(request) if await request.body() else None
-    return _respond(await service.validate(access_of(request), type_, id_, body, request.query_params.multi_items()))
+    return _respond(await service.validate(caller_of(request), type_, id_, body, request.query_params.multi_items()))
 
 
 @router.get("/Patient/{id_}/$patientkontrakt")
 async def patientkontrakt_for_patient(id_: str, request: Request, overview: OverviewDep) -> Response:
     """The whole Patientkontrakt as one Bundle (fhir_profiles OperationDefinition patientkontrakt)."""
     _negotiate(request)
-    return _respond(Result(200, await overview.for_patient(access_of(request), id_)))
+    return _respond(Result(200, await overview.for_patient(caller_of(request), id_)))
 
 
 @router.get("/CarePlan/{id_}/$patientkontrakt")
 async def patientkontrakt_for_plan(id_: str, request: Request, overview: OverviewDep) -> Response:
     _negotiate(request)
-    return _respond(Result(200, await overview.for_plan(access_of(request), id_)))
+    return _respond(Result(200, await overview.for_plan(caller_of(request), id_)))
 
 
 @router.post("/{type_}/_search")
@@ -187,7 +187,7 @@ async def search_post(type_: str, request: Request, service: ServiceDep, prefer:
     except UnicodeDecodeError:
         raise BadRequest("The form body is not UTF-8") from None
     pairs = [*request.query_params.multi_items(), *form]
-    return _respond(await service.search(access_of(request), type_, pairs, prefer))
+    return _respond(await service.search(caller_of(request), type_, pairs, prefer))
 
 
 @router.post("/{type_}")
@@ -196,7 +196,7 @@ async def create(type_: str, request: Request, service: ServiceDep, prefer: Pref
     service.check_type(type_)
     body = await _json_body(request)
     context = service.write_context(request.headers.get("x-provenance"))
-    return _respond(await service.create(access_of(request), type_, body,
+    return _respond(await service.create(caller_of(request), type_, body,
                                          if_none_exist=request.headers.get("if-none-exist"), prefer=prefer,
                                          context=context))
 
@@ -208,14 +208,14 @@ async def conditional_update(type_: str, request: Request, service: ServiceDep, 
     body = await _json_body(request)
     context = service.write_context(request.headers.get("x-provenance"))
     return _respond(await service.conditional_update(
-        access_of(request), type_, request.url.query, body, if_match=request.headers.get("if-match"),
+        caller_of(request), type_, request.url.query, body, if_match=request.headers.get("if-match"),
         prefer=prefer, context=context))
 
 
 @router.delete("/{type_}")
 async def conditional_delete(type_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.conditional_delete(access_of(request), type_, request.url.query))
+    return _respond(await service.conditional_delete(caller_of(request), type_, request.url.query))
 
 
 @router.put("/{type_}/{id_}")
@@ -224,23 +224,23 @@ async def update(type_: str, id_: str, request: Request, service: ServiceDep, pr
     service.check_type(type_)
     body = await _json_body(request)
     context = service.write_context(request.headers.get("x-provenance"))
-    return _respond(await service.update(access_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
+    return _respond(await service.update(caller_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
                                          prefer=prefer, context=context))
 
 
 @router.delete("/{type_}/{id_}")
 async def delete(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.delete(access_of(request), type_, id_, if_match=request.headers.get("if-match")))
+    return _respond(await service.delete(caller_of(request), type_, id_, if_match=request.headers.get("if-match")))
 
 
 @router.get("/{type_}/{id_}/_history")
 async def history_instance(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.history(access_of(request), type_, id_, request.query_params.multi_items()))
+    return _respond(await service.history(caller_of(request), type_, id_, request.query_params.multi_items()))
 
 
 @router.get("/{type_}/{id_}/_history/{version}")
 async def vread(type_: str, id_: str, version: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.vread(access_of(request), type_, id_, version))
+    return _respond(await service.vread(caller_of(request), type_, id_, version))
