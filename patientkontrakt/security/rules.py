@@ -42,10 +42,10 @@ from sqlalchemy.sql.elements import BindParameter
 from patientkontrakt.fhir.access import PERMISSIONS, Principal, bound
 from patientkontrakt.fhir.errors import Forbidden, NotFound
 from patientkontrakt.fhir.search.params import SearchParser
-from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.security.scopes import ResourceScope, Scopes
 from patientkontrakt.storage.conditions import SharedCondition
 from patientkontrakt.storage.repository import Restriction, StoredResource, Unit
+from patientkontrakt.storage.search_sql import QueryBuilder
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
 
 R = RESOURCE.c
@@ -101,12 +101,9 @@ class ScopedAccess:
         scopes = self._granting(type_, "r") or self._granting(type_, "s")
         restriction: Restriction | None = None
         if scopes and all(s.query for s in scopes):
-            options = []
-            for scope in scopes:
-                query = self._parser.parse(type_, list(scope.query), strict=True)
-                options.append(sa.and_(*self._builder.conditions(query)[2:]))
+            condition = self._builder.narrowing(self._parser.parse(type_, list(s.query), strict=True) for s in scopes)
             key = "scope:" + type_ + ":" + "|".join(sorted("&".join(f"{k}={v}" for k, v in s.query) for s in scopes))
-            restriction = Restriction(key, sa.or_(*options), {})
+            restriction = Restriction(key, condition, {})
         self._narrowing[type_] = restriction
         return restriction
 

@@ -358,14 +358,8 @@ class Unit:
 
     # -- search ----------------------------------------------------------------------------
 
-    async def search(self, query: sa.Select[Any]) -> list[StoredResource]:
-        return [current(r) for r in (await self.conn.execute(query, self.parameters)).all()]
-
     async def scalar(self, query: sa.Select[Any]) -> Any:
         return (await self.conn.execute(query, self.parameters)).scalar_one()
-
-    async def row(self, query: sa.Select[Any]) -> Sequence[Any]:
-        return tuple((await self.conn.execute(query, self.parameters)).one())
 
     async def current_batch(self, after_pk: int, limit: int) -> list[StoredResource]:
         """Current, not deleted resources with ``pk`` above ``after_pk``, in ``pk`` order (reindexing)."""
