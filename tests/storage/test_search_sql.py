@@ -1,7 +1,10 @@
-"""The statements storage runs for a search, on both backends (``storage/search_sql.py``); the
-search's FHIR semantics are tested through the API (tests/api/test_search.py)."""
+"""The statements storage runs for a search and for the access rules' look-ups, on both backends
+(``storage/search_sql.py``, ``storage/access_sql.py``); the search's FHIR semantics are tested
+through the API (tests/api/test_search.py), the rules' in tests/security."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 
@@ -9,6 +12,7 @@ from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.fhir.definitions import load_definitions
 from patientkontrakt.fhir.search.params import SearchParser, SearchQuery
 from patientkontrakt.fhir.service import RESOURCE_TYPES
+from patientkontrakt.storage.access_sql import ORG
 from patientkontrakt.storage.repository import Store, StoredResource
 from patientkontrakt.storage.search_sql import QueryBuilder
 from tests.storage.test_repository import T0, put
@@ -58,3 +62,14 @@ async def test_the_candidates_are_counted_up_to_the_limit(plans: Store) -> None:
         assert await builder.counts(unit, query, [0, 1, 2], None, 10) == [2, 1, 0]
         assert await builder.counts(unit, query, [2, 0], None, 1) == [0, 1]
 
+
+async def test_the_access_rules_look_ups(plans: Store) -> None:
+    async with plans.reading() as unit:
+        assert await unit.has_care_plan("p1")
+        assert not await unit.has_care_plan("p2")  # deleted
+        assert not await unit.has_care_plan("p3")
+    async with plans.reading(SimpleNamespace(parameters={ORG: "o1"})) as unit:
+        assert await unit.count_reached(10) == 2  # as author, and through the team it manages
+        assert await unit.count_reached(1) == 1
+    async with plans.reading(SimpleNamespace(parameters={ORG: "o2"})) as unit:
+        assert await unit.count_reached(10) == 1  # the reach is a superset: deleted plans count too
