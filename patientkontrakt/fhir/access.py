@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from patientkontrakt.storage.repository import Restriction, StoredResource, Unit
+from patientkontrakt.storage.access_sql import Restriction
+from patientkontrakt.storage.repository import StoredResource, Unit
 
 # Interactions (R4 http.html) and the SMART v2 permission each needs.
 PERMISSIONS: dict[str, str] = {

@@ -36,10 +36,10 @@ from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
 from patientkontrakt.fhir.search.params import MAX_OFFSET, SearchParser, SearchQuery
-from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.fhir.validation import Validator
 from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, Writer
 from patientkontrakt.storage.repository import Store, StoredResource, StoredVersion, Unit
+from patientkontrakt.storage.search_sql import QueryBuilder
 
 RESOURCE_TYPES = (
     "Patient",

@@ -8,11 +8,11 @@ from typing import Any
 
 from patientkontrakt.fhir.access import Access, Principal
 from patientkontrakt.fhir.search.params import SearchParser
-from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.security.revocation import Revocations, keys_of
 from patientkontrakt.security.rules import CareUnitAccess, DirectoryAccess, PatientAccess, ScopedAccess
 from patientkontrakt.security.scopes import Scopes
 from patientkontrakt.security.tokens import LEEWAY, AccessTokens, Grant, invalid_token, missing_token
+from patientkontrakt.storage.search_sql import QueryBuilder
 
 _ROLE = {"patient": "patient", "system": "system", "directory": "directory"}
 _CACHE_SIZE = 4096

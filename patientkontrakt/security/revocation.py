@@ -29,10 +29,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.security.tokens import LEEWAY, MAX_LIFETIME
+from patientkontrakt.storage.errors import DatabaseError
 from patientkontrakt.storage.oauth import OAuthStore
 
 log = logging.getLogger("patientkontrakt.security")
@@ -87,7 +86,7 @@ class Revocations:
             started = time.monotonic()
             try:
                 rows = await self._store.live_revocations(now_utc())
-            except (OSError, SQLAlchemyError) as exc:
+            except (OSError, DatabaseError) as exc:
                 # The request needs the database too and will meet the outage there. The list this
                 # process has stays in force, and the next reload is tried an interval later, so
                 # the requests waiting here do not each wait for the database in turn.

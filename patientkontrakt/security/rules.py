@@ -27,7 +27,8 @@ verified token:
   agreement.
 
 What a caller may see is a SQL condition on the ``resource`` row (``Restriction``), so searches
-filter before paging and a read of something outside answers 404, like something absent.
+filter before paging and a read of something outside answers 404, like something absent. The
+conditions are built in storage (``storage/access_sql.py``); this module decides which applies.
 """
 
 from __future__ import annotations
@@ -35,33 +36,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.sql import visitors
-from sqlalchemy.sql.elements import BindParameter
 
 from patientkontrakt.fhir.access import PERMISSIONS, Principal, bound
 from patientkontrakt.fhir.errors import Forbidden, NotFound
 from patientkontrakt.fhir.search.params import SearchParser
-from patientkontrakt.fhir.search.query import QueryBuilder
 from patientkontrakt.security.scopes import ResourceScope, Scopes
-from patientkontrakt.storage.conditions import SharedCondition
-from patientkontrakt.storage.repository import Restriction, StoredResource, Unit
-from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
+from patientkontrakt.storage.access_sql import ORG, PATIENT, AccessSql, Restriction, both, nothing
+from patientkontrakt.storage.repository import StoredResource, Unit
+from patientkontrakt.storage.search_sql import QueryBuilder
 
-R = RESOURCE.c
-REF = INDEX_TABLES["reference"]
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole"})
 PATIENT_DATA = frozenset({"Patient", "CarePlan", "CareTeam", "Goal", "Appointment", "Provenance"})
 _CONTEXTS = {"staff": frozenset({"user"}), "system": frozenset({"system"}), "patient": frozenset({"patient"})}
-# The care unit's Organization id is written into the SQL text (``literal_execute``), so that
-# PostgreSQL plans each statement for the unit it is run for: one Organization can be named by
-# most agreements of a region and another by a handful, and a plan made without knowing which
-# (a generic plan) once scanned every reference to the unit on each read (docs/performance.md).
-_ORG = sa.bindparam("acc_org", type_=sa.String(), literal_execute=True)
-_PATIENT = sa.bindparam("acc_patient", type_=sa.String())
-_NAMED = ("acc_org", "acc_patient")
-
-Condition = sa.ColumnElement[bool]
+_SQL = AccessSql(directory=DIRECTORY, patient_data=PATIENT_DATA)
 
 
 class ScopedAccess:
@@ -101,19 +88,16 @@ class ScopedAccess:
         scopes = self._granting(type_, "r") or self._granting(type_, "s")
         restriction: Restriction | None = None
         if scopes and all(s.query for s in scopes):
-            options = []
-            for scope in scopes:
-                query = self._parser.parse(type_, list(scope.query), strict=True)
-                options.append(sa.and_(*self._builder.conditions(query)[2:]))
+            condition = self._builder.narrowing(self._parser.parse(type_, list(s.query), strict=True) for s in scopes)
             key = "scope:" + type_ + ":" + "|".join(sorted("&".join(f"{k}={v}" for k, v in s.query) for s in scopes))
-            restriction = Restriction(key, sa.or_(*options), {})
+            restriction = Restriction(key, condition, {})
         self._narrowing[type_] = restriction
         return restriction
 
     # -- Access ----------------------------------------------------------------------------
 
     def restriction(self, type_: str) -> Restriction | None:
-        return _both(self._rule(type_), self._scope_restriction(type_))
+        return both(self._rule(type_), self._scope_restriction(type_))
 
     def _rule(self, type_: str) -> Restriction | None:
         return None
@@ -149,195 +133,7 @@ class ScopedAccess:
                 )
 
 
-def _both(first: Restriction | None, second: Restriction | None) -> Restriction | None:
-    if first is None or second is None:
-        return first or second
-    return Restriction(f"{first.key}+{second.key}", sa.and_(first.condition, second.condition),
-                       {**first.values, **second.values})
-
-
 # -- care units ------------------------------------------------------------------------------
-
-
-def _ref(name: str) -> Any:
-    return REF.alias(name)
-
-
-# A *path* is the conditions of one way a resource is linked to the care unit: joined tables
-# in a single EXISTS. A rule is the OR of its paths, each an EXISTS one level deep, rather than
-# EXISTS nested in EXISTS: SQLite's parser refuses deep nesting (its stack holds about ten
-# levels), and on PostgreSQL every path is a chain of index probes, tried until one matches.
-Path = list[Condition]
-
-
-def _any(paths: list[Path]) -> Condition:
-    return sa.or_(*(sa.exists().where(*path) for path in paths))
-
-
-def _to_unit(source_pk: Any, param: str, name: str) -> Path:
-    """``source_pk`` references the unit's Organization through ``param``: an equality probe
-    of ``ix_reference_source`` (one path per parameter; an OR inside one probe made the
-    planner scan every reference of the parameter instead)."""
-    ref = _ref(name)
-    return [ref.c.resource_pk == source_pk, ref.c.param == param,
-            ref.c.target_type == "Organization", ref.c.target_id == _ORG]
-
-
-def _via_role(source_pk: Any, param: str, prefix: str) -> Path:
-    """``source_pk`` references, through ``param``, a PractitionerRole at the unit."""
-    link, role = _ref(f"{prefix}_role_link"), RESOURCE.alias(f"{prefix}_role")
-    return [link.c.resource_pk == source_pk, link.c.param == param, link.c.target_type == "PractitionerRole",
-            role.c.res_type == "PractitionerRole", role.c.res_id == link.c.target_id,
-            *_to_unit(role.c.pk, "organization", f"{prefix}_role_org")]
-
-
-def _team_paths(team_pk: Any) -> list[Path]:
-    """The CareTeam row ``team_pk`` is managed by the unit or has a member from it."""
-    return [_to_unit(team_pk, "managing-organization", "acc_team_org"),
-            _to_unit(team_pk, "participant", "acc_team_org"),
-            _via_role(team_pk, "participant", "acc_team")]
-
-
-def _plan_paths(plan_pk: Any) -> list[Path]:
-    """The CarePlan row ``plan_pk`` is an agreement the unit takes part in: as author or
-    contributor, or through its (current) CareTeam."""
-    link, team = _ref("acc_plan_team"), RESOURCE.alias("acc_plan_team_row")
-    via_team = [link.c.resource_pk == plan_pk, link.c.param == "care-team", link.c.target_type == "CareTeam",
-                team.c.res_type == "CareTeam", team.c.res_id == link.c.target_id, team.c.deleted.is_(False)]
-    return [_to_unit(plan_pk, "author", "acc_plan_org"), _to_unit(plan_pk, "contributor", "acc_plan_org"),
-            *(via_team + path for path in _team_paths(team.c.pk))]
-
-
-def _named_by_visible_plan(param: str, target_type: str, target_id: Any) -> list[Path]:
-    """A visible agreement names ``target_type/target_id`` through ``param``."""
-    ref = _ref("acc_named")
-    named = [ref.c.res_type == "CarePlan", ref.c.param == param,
-             ref.c.target_type == target_type, ref.c.target_id == target_id]
-    return [named + path for path in _plan_paths(ref.c.resource_pk)]
-
-
-def _named_by_any_plan(param: str, target_type: str, target_id: Any) -> Condition:
-    ref = _ref("acc_any_plan")
-    return sa.exists().where(
-        ref.c.res_type == "CarePlan", ref.c.param == param,
-        ref.c.target_type == target_type, ref.c.target_id == target_id,
-    )
-
-
-def _patient_paths(patient_id: Any) -> list[Path]:
-    """The unit has an agreement or a team with the patient, or registered them."""
-    plan = RESOURCE.alias("acc_pat_plan")
-    team = RESOURCE.alias("acc_pat_team")
-    patient = RESOURCE.alias("acc_pat")
-    of_plan = [plan.c.patient_id == patient_id, plan.c.res_type == "CarePlan", plan.c.deleted.is_(False)]
-    of_team = [team.c.patient_id == patient_id, team.c.res_type == "CareTeam", team.c.deleted.is_(False)]
-    return [
-        *(of_plan + path for path in _plan_paths(plan.c.pk)),
-        *(of_team + path for path in _team_paths(team.c.pk)),
-        [patient.c.res_type == "Patient", patient.c.res_id == patient_id,
-         *_to_unit(patient.c.pk, "organization", "acc_pat_org")],
-    ]
-
-
-def _team_visible_paths(team_pk: Any, team_id: Any) -> list[Path]:
-    return [*_team_paths(team_pk), *_named_by_visible_plan("care-team", "CareTeam", team_id)]
-
-
-def _part_of_agreement(type_: str, param: str) -> Condition:
-    """A goal or Appointment: named by a visible agreement, or named by none and about a patient
-    the unit may see (the patient's own goals, activities not yet planned in)."""
-    return sa.or_(
-        _any(_named_by_visible_plan(param, type_, R.res_id)),
-        sa.and_(sa.not_(_named_by_any_plan(param, type_, R.res_id)), _any(_patient_paths(R.patient_id))),
-    )
-
-
-def _provenance_paths() -> list[Path]:
-    """A Provenance of a visible agreement, team or goal (a goal as ``_part_of_agreement``
-    sees it: named by a visible agreement, or the patient's own and named by none)."""
-    ref = _ref("acc_prov_target")
-    plan = RESOURCE.alias("acc_prov_plan")
-    team = RESOURCE.alias("acc_prov_team")
-    goal = RESOURCE.alias("acc_prov_goal")
-
-    def target(type_: str, row: Any) -> Path:
-        return [ref.c.resource_pk == R.pk, ref.c.param == "target", ref.c.target_type == type_,
-                row.c.res_type == type_, row.c.res_id == ref.c.target_id]
-
-    unnamed_goal = [*target("Goal", goal), goal.c.deleted.is_(False),
-                    sa.not_(_named_by_any_plan("goal", "Goal", goal.c.res_id))]
-    return [*(target("CarePlan", plan) + path for path in _plan_paths(plan.c.pk)),
-            *(target("CareTeam", team) + path for path in _team_visible_paths(team.c.pk, team.c.res_id)),
-            *(target("Goal", goal) + path for path in _named_by_visible_plan("goal", "Goal", goal.c.res_id)),
-            *(unnamed_goal + path for path in _patient_paths(goal.c.patient_id))]
-
-
-def _naming_unit(type_: str, param: str, name: str) -> sa.Select[Any]:
-    """The pks of the ``type_`` resources that reference the unit's Organization through
-    ``param``: one range of ``ix_reference_lookup``."""
-    ref = _ref(name)
-    return sa.select(ref.c.resource_pk).where(ref.c.res_type == type_, ref.c.param == param,
-                                              ref.c.target_id == _ORG, ref.c.target_type == "Organization")
-
-
-def _plans_reached() -> sa.CompoundSelect[int]:
-    """The pks of the CarePlans found from the unit outward: one that names the unit as author
-    or contributor, or names a CareTeam that names the unit (managing organisation, participant,
-    or a participant PractitionerRole at the unit). Every agreement ``_plan_paths`` admits is
-    among them, found through the index entries that name the unit rather than by testing every
-    agreement of the region (``CareUnitAccess.reach``). UNION ALL: the IN removes duplicates,
-    and counting it (``reach_size``) stops at the limit instead of building the whole set."""
-    role_link, role = _ref("reach_team_role_link"), RESOURCE.alias("reach_team_role")
-    teams_via_role = sa.select(role_link.c.resource_pk).where(
-        role_link.c.res_type == "CareTeam", role_link.c.param == "participant",
-        role_link.c.target_id == role.c.res_id, role_link.c.target_type == "PractitionerRole",
-        role.c.res_type == "PractitionerRole",
-        role.c.pk.in_(_naming_unit("PractitionerRole", "organization", "reach_role_org")))
-    teams = sa.union_all(_naming_unit("CareTeam", "managing-organization", "reach_team_org"),
-                         _naming_unit("CareTeam", "participant", "reach_team_member"), teams_via_role)
-    team_link, team = _ref("reach_plan_team"), RESOURCE.alias("reach_plan_team_row")
-    plans_via_team = sa.select(team_link.c.resource_pk).where(
-        team_link.c.res_type == "CarePlan", team_link.c.param == "care-team",
-        team_link.c.target_id == team.c.res_id, team_link.c.target_type == "CareTeam",
-        team.c.res_type == "CareTeam", team.c.pk.in_(teams))
-    return sa.union_all(_naming_unit("CarePlan", "author", "reach_plan_author"),
-                        _naming_unit("CarePlan", "contributor", "reach_plan_contributor"), plans_via_team)
-
-
-def _care_unit_condition(type_: str) -> Condition | None:
-    if type_ in DIRECTORY:
-        return None
-    if type_ == "CarePlan":
-        return _any(_plan_paths(R.pk))
-    if type_ == "CareTeam":
-        return _any(_team_visible_paths(R.pk, R.res_id))
-    if type_ == "Patient":
-        return _any(_patient_paths(R.res_id))
-    if type_ == "Goal":
-        return _part_of_agreement("Goal", "goal")
-    if type_ == "Appointment":
-        acts = _any([_to_unit(R.pk, "actor", "acc_actor_org"), _via_role(R.pk, "actor", "acc_actor")])
-        return sa.or_(acts, _part_of_agreement("Appointment", "activity-reference"))
-    if type_ == "Provenance":
-        return _any(_provenance_paths())
-    return sa.false()  # a type these rules do not know: nothing
-
-
-def _inline_constants(condition: Condition) -> Condition:
-    """``condition`` with the constants of these rules (types, parameter names) as SQL
-    literals rather than bind parameters, so the planner sees them in a generic plan too."""
-
-    def literal(element: Any, **kw: Any) -> Any:
-        if isinstance(element, BindParameter) and element.key not in _NAMED and isinstance(element.value, str):
-            return sa.literal_column("'" + element.value.replace("'", "''") + "'", element.type)
-        return None
-
-    inlined: Condition = visitors.replacement_traverse(condition, {}, literal)
-    return inlined
-
-
-_CARE_UNIT_CONDITIONS: dict[str, Condition | None] = {}
-_CARE_UNIT_REACH: dict[str, Condition] = {}
 
 
 class CareUnitAccess(ScopedAccess):
@@ -347,26 +143,21 @@ class CareUnitAccess(ScopedAccess):
                  unit_org: str) -> None:
         super().__init__(principal, scopes, parser, builder)
         self.unit_org = unit_org
-        self.parameters = {"acc_org": unit_org}
+        self.parameters = {ORG: unit_org}
         self._reach_sizes: dict[str, int] = {}
 
     def _rule(self, type_: str) -> Restriction | None:
-        if type_ not in _CARE_UNIT_CONDITIONS:
-            condition = _care_unit_condition(type_)
-            _CARE_UNIT_CONDITIONS[type_] = None if condition is None else SharedCondition(_inline_constants(condition))
-        condition = _CARE_UNIT_CONDITIONS[type_]
+        condition = _SQL.care_unit(type_)
         if condition is None:
             return None
-        return Restriction(f"care-unit:{type_}", condition, {"acc_org": self.unit_org})
+        return Restriction(f"care-unit:{type_}", condition, {ORG: self.unit_org})
 
     def reach(self, type_: str) -> Restriction | None:
-        """The unit's agreements found from the unit (``_plans_reached``), so that a search of
-        them need not test every agreement of the region; other types: None."""
+        """The unit's agreements found from the unit (``AccessSql.care_unit_reach``), so that a
+        search of them need not test every agreement of the region; other types: None."""
         if type_ != "CarePlan":
             return None
-        if type_ not in _CARE_UNIT_REACH:
-            _CARE_UNIT_REACH[type_] = SharedCondition(_inline_constants(R.pk.in_(_plans_reached())))
-        return Restriction(f"care-unit-reach:{type_}", _CARE_UNIT_REACH[type_], {"acc_org": self.unit_org})
+        return Restriction(f"care-unit-reach:{type_}", _SQL.care_unit_reach(), {ORG: self.unit_org})
 
     async def reach_size(self, unit: Unit, type_: str, limit: int) -> int | None:
         """How many resources ``reach(type_)`` finds, counted up to ``limit``: once per token
@@ -374,8 +165,7 @@ class CareUnitAccess(ScopedAccess):
         if type_ != "CarePlan":
             return None
         if type_ not in self._reach_sizes:
-            counted = sa.select(sa.func.count()).select_from(_plans_reached().limit(limit).subquery())
-            self._reach_sizes[type_] = int(await unit.scalar(counted))
+            self._reach_sizes[type_] = await unit.count_reached(limit)
         return self._reach_sizes[type_]
 
     def _directory_guard(self, type_: str) -> None:
@@ -474,50 +264,10 @@ class DirectoryAccess(ScopedAccess):
         super().require(type_, interaction)
 
     def _rule(self, type_: str) -> Restriction | None:
-        return None if type_ in DIRECTORY else Restriction("directory:none", sa.false(), {})
+        return None if type_ in DIRECTORY else nothing("directory:none")
 
 
 # -- the patient -----------------------------------------------------------------------------
-
-
-def _named_by_compartment(target_type: str, target_id: Any) -> Condition:
-    """A resource in the patient's compartment names ``target_type/target_id``."""
-    ref = _ref("acc_comp_ref")
-    source = RESOURCE.alias("acc_comp_src")
-    return sa.exists().where(
-        ref.c.target_type == target_type, ref.c.target_id == target_id,
-        source.c.pk == ref.c.resource_pk, source.c.patient_id == _PATIENT, source.c.deleted.is_(False),
-    )
-
-
-def _role_named_by_compartment_with(param: str, target_type: str, target_id: Any) -> Condition:
-    """A PractitionerRole the compartment names points at ``target`` through ``param``."""
-    ref = _ref("acc_role_ref")
-    role = RESOURCE.alias("acc_comp_role")
-    return sa.exists().where(
-        ref.c.res_type == "PractitionerRole", ref.c.param == param,
-        ref.c.target_type == target_type, ref.c.target_id == target_id,
-        role.c.pk == ref.c.resource_pk, _named_by_compartment("PractitionerRole", role.c.res_id),
-    )
-
-
-def _patient_condition(type_: str) -> Condition:
-    if type_ == "Patient":
-        return R.res_id == _PATIENT
-    if type_ in PATIENT_DATA:
-        return R.patient_id == _PATIENT
-    if type_ == "PractitionerRole":
-        return _named_by_compartment("PractitionerRole", R.res_id)
-    if type_ == "Practitioner":
-        return sa.or_(_named_by_compartment("Practitioner", R.res_id),
-                      _role_named_by_compartment_with("practitioner", "Practitioner", R.res_id))
-    if type_ == "Organization":
-        return sa.or_(_named_by_compartment("Organization", R.res_id),
-                      _role_named_by_compartment_with("organization", "Organization", R.res_id))
-    return sa.false()
-
-
-_PATIENT_CONDITIONS: dict[str, Condition] = {}
 
 
 class PatientAccess(ScopedAccess):
@@ -527,7 +277,7 @@ class PatientAccess(ScopedAccess):
                  patient_id: str) -> None:
         super().__init__(principal, scopes, parser, builder)
         self.patient_id = patient_id
-        self.parameters = {"acc_patient": patient_id}
+        self.parameters = {PATIENT: patient_id}
 
     def require(self, type_: str, interaction: str) -> None:
         if PERMISSIONS[interaction] in "cud" and type_ != "Goal" or interaction == "delete":
@@ -536,9 +286,7 @@ class PatientAccess(ScopedAccess):
         super().require(type_, interaction)
 
     def _rule(self, type_: str) -> Restriction | None:
-        if type_ not in _PATIENT_CONDITIONS:
-            _PATIENT_CONDITIONS[type_] = SharedCondition(_inline_constants(_patient_condition(type_)))
-        return Restriction(f"patient:{type_}", _PATIENT_CONDITIONS[type_], {"acc_patient": self.patient_id})
+        return Restriction(f"patient:{type_}", _SQL.patient(type_), {PATIENT: self.patient_id})
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         me = f"Patient/{self.patient_id}"
@@ -553,10 +301,7 @@ class PatientAccess(ScopedAccess):
         if existing is not None and _reference(orjson.loads(existing.body).get("expressedBy")) != me:
             raise Forbidden("Only goals you stated yourself can be changed by you",
                             details_sv="Du kan bara ändra mål som du själv har skrivit.")
-        plan = RESOURCE.alias("acc_own_plan")
-        has_agreement = await unit.scalar(sa.select(sa.exists().where(
-            plan.c.res_type == "CarePlan", plan.c.patient_id == self.patient_id, plan.c.deleted.is_(False))))
-        if not has_agreement:
+        if not await unit.has_care_plan(self.patient_id):
             raise NotFound("You have no Patientkontrakt to add goals to",
                            details_sv="Du har inget patientkontrakt att lägga till mål i.")
         return resource

@@ -38,6 +38,13 @@ class DatabaseUnavailable(Exception):
         self.unknown_outcome = unknown_outcome
 
 
+class DatabaseError(Exception):
+    """A statement failed for a reason other than an outage (a constraint, a bug, a cancelled
+    statement), where a caller outside storage goes on without the answer instead of failing
+    (``OAuthStore.live_revocations``). The message is ``describe`` of the cause, as above; the
+    cause is the driver's error."""
+
+
 def is_disconnect(exc: BaseException) -> bool:
     """Whether ``exc`` says an established connection was lost."""
     for cause in causes(exc):

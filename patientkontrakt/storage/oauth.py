@@ -9,9 +9,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from patientkontrakt.logs import describe
+from patientkontrakt.storage.errors import DatabaseError
 from patientkontrakt.storage.repository import Store
 from patientkontrakt.storage.tables import OAUTH_CLIENT, OAUTH_CODE, REFRESH_TOKEN, TOKEN_REVOCATION, USED_JTI
 
@@ -168,9 +170,13 @@ class OAuthStore:
             await _record(unit.conn, revoked, now)
 
     async def live_revocations(self, now: datetime) -> list[tuple[str, str]]:
-        """``(kind, value)`` of every revocation that still matters."""
-        async with self._store.reading() as unit:
-            rows = (await unit.conn.execute(sa.select(X.kind, X.value).where(X.expires_at > now))).all()
+        """``(kind, value)`` of every revocation that still matters. Raises ``DatabaseUnavailable``
+        in an outage and ``DatabaseError`` on any other failure of the database."""
+        try:
+            async with self._store.reading() as unit:
+                rows = (await unit.conn.execute(sa.select(X.kind, X.value).where(X.expires_at > now))).all()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(describe(exc)) from exc
         return [(row.kind, row.value) for row in rows]
 
     async def is_revoked(self, keys: list[tuple[str, str]], now: datetime) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from patientkontrakt.storage.access_sql import Restriction, care_plan_of, reached_count
 from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
 from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
@@ -356,16 +357,18 @@ class Unit:
         query = query.order_by(R.pk).limit(limit)
         return [current(r) for r in (await self.conn.execute(query, self.parameters)).all()]
 
-    # -- search ----------------------------------------------------------------------------
+    # -- the access rules' look-ups (storage/access_sql.py) ---------------------------------
 
-    async def search(self, query: sa.Select[Any]) -> list[StoredResource]:
-        return [current(r) for r in (await self.conn.execute(query, self.parameters)).all()]
+    async def count_reached(self, limit: int) -> int:
+        """How many CarePlans the caller's care unit reaches from itself (``plans_reached``),
+        counted up to ``limit``."""
+        return int((await self.conn.execute(reached_count(limit), self.parameters)).scalar_one())
 
-    async def scalar(self, query: sa.Select[Any]) -> Any:
-        return (await self.conn.execute(query, self.parameters)).scalar_one()
+    async def has_care_plan(self, patient_id: str) -> bool:
+        """Whether the patient has a current (not deleted) CarePlan."""
+        return bool((await self.conn.execute(care_plan_of(patient_id), self.parameters)).scalar_one())
 
-    async def row(self, query: sa.Select[Any]) -> Sequence[Any]:
-        return tuple((await self.conn.execute(query, self.parameters)).one())
+    # -- batches and state -----------------------------------------------------------------
 
     async def current_batch(self, after_pk: int, limit: int) -> list[StoredResource]:
         """Current, not deleted resources with ``pk`` above ``after_pk``, in ``pk`` order (reindexing)."""
@@ -394,20 +397,6 @@ class Unit:
 
 
 MAX_COMPILED_READS = 4096  # read statements kept compiled (restriction shapes x care units)
-
-
-@dataclass(frozen=True)
-class Restriction:
-    """An extra condition on ``resource`` rows: what the caller may see (access rules).
-
-    ``condition`` is built over the ``resource`` table with named bind parameters whose values
-    are in ``values``; ``key`` names its shape (e.g. ``"care-unit:CarePlan"``) so that a statement
-    using it is compiled once per shape, not per request.
-    """
-
-    key: str
-    condition: sa.ColumnElement[bool]
-    values: dict[str, Any]
 
 
 class Store:

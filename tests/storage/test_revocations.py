@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.security.revocation import Revocations
 from patientkontrakt.storage.database import create_engine, migrate
+from patientkontrakt.storage.errors import DatabaseError
 from patientkontrakt.storage.oauth import OAuthStore, Revoked
 from patientkontrakt.storage.repository import Store
 from tests.storage.test_migrations import _on_connection, fresh_url  # noqa: F401  (the fixture)
@@ -56,3 +60,18 @@ def test_migration_0006_moves_the_revoked_jtis(fresh_url: str) -> None:  # noqa:
             await store.dispose()
 
     assert asyncio.run(state()) == ([("token", "jti-a")], ["assertion"])
+
+
+async def test_a_failed_reload_keeps_the_list_in_force(tmp_path: Path) -> None:
+    """A database error that is no outage (here: no tables) is storage's ``DatabaseError``; the
+    revocation list goes on with what it had and tries again an interval later."""
+    store = Store(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"))
+    try:
+        with pytest.raises(DatabaseError):
+            await OAuthStore(store).live_revocations(now_utc())
+        revocations = Revocations(OAuthStore(store), interval=3600)
+        revocations.add([("token", "jti-1")])
+        await revocations.refresh_if_due()
+        assert revocations.revoked([("token", "jti-1")])
+    finally:
+        await store.dispose()

@@ -1,4 +1,8 @@
-"""Running a parsed search: one page of matches, includes, totals, and the searchset Bundle."""
+"""Running a parsed search: one page of matches, includes, totals, and the searchset Bundle.
+
+This is the FHIR side of a search: where it starts, paging, totals, what includes reach. Every
+statement is built in storage (``storage/search_sql.py``); the conditions passed around here (a
+search's, what the caller may see) are storage's, handed back unopened."""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
-
 from patientkontrakt.fhir.access import access_of, bound, visible
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.definitions import Definitions
@@ -16,12 +18,9 @@ from patientkontrakt.fhir.errors import Issue, operation_outcome
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, incomplete
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.search.params import Include, SearchQuery
-from patientkontrakt.fhir.search.query import QueryBuilder, Restrict
 from patientkontrakt.storage.repository import StoredResource, Unit
-from patientkontrakt.storage.tables import RESOURCE
+from patientkontrakt.storage.search_sql import QueryBuilder, Restrict
 
-R = RESOURCE.c
-_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id)
 # How far ``SearchEngine.driver`` counts a criterion's matches: enough to tell one patient's
 # resources from a whole status or category; beyond it the order of the criteria decides.
 PROBE_LIMIT = 1000
@@ -79,40 +78,26 @@ class SearchEngine:
             if criterion.param.code == "_id" and criterion.modifier != "not":
                 return index
         candidates = self.builder.candidates(query)
-        reach = reach_size is not None and reach_size < PROBE_LIMIT
+        reach = reach_size if reach_size is not None and reach_size < PROBE_LIMIT else None
         if not candidates:
-            return REACH if reach else None
-        if len(candidates) == 1 and not reach:
+            return REACH if reach is not None else None
+        if len(candidates) == 1 and reach is None:
             return candidates[0] if len(query.criteria) > 1 else None
-        selects = [self.builder.matching(query, index, restrict) for index in candidates]
-        counts = list(await unit.row(self.builder.probe(selects, PROBE_LIMIT)))
-        if reach:
+        counts = await self.builder.counts(unit, query, candidates, restrict, PROBE_LIMIT)
+        if reach is not None:
             candidates.append(REACH)
-            counts.append(reach_size)
+            counts.append(reach)
         return min(zip(counts, candidates, strict=True), key=lambda pair: pair[0])[1]
-
-    @staticmethod
-    async def _count(unit: Unit, where: list[Any]) -> int:
-        total: int = await unit.scalar(sa.select(sa.func.count()).select_from(RESOURCE).where(*where))
-        return total
 
     async def find(self, unit: Unit, query: SearchQuery) -> SearchPage:
         where = await self._conditions(unit, query)
         if query.summary == "count" or query.count == 0:
-            return SearchPage([], [], await self._count(unit, where), False)
-        params = self._defs.params_for(query.type)
-        select = (
-            sa.select(*_COLUMNS)
-            .where(*where)
-            .order_by(*self.builder.order_by(query, params))
-            .offset(query.offset)
-            .limit(query.count + 1)
-        )
-        rows = await unit.search(select)
+            return SearchPage([], [], await self.builder.count(unit, where), False)
+        rows = await self.builder.page(unit, query, where, self._defs.params_for(query.type))
         has_next = len(rows) > query.count
         rows = rows[: query.count]
         if query.total in ("accurate", "estimate"):
-            total: int | None = await self._count(unit, where)
+            total: int | None = await self.builder.count(unit, where)
         elif query.total != "none" and not has_next and (rows or query.offset == 0):
             total = query.offset + len(rows)
         else:

@@ -1,12 +1,19 @@
-"""Search criteria to SQL over the index tables (R4 search.html).
+"""The SQL of a FHIR search (R4 search.html): a parsed ``SearchQuery`` and what the caller may
+see in, the rows of a page, a total or the counts that choose where a search starts out.
+
+It lives in storage so that the FHIR engine (``fhir/search/engine.py``: paging, totals,
+includes, the Bundle) never builds a statement: it hands over the query, gets conditions it
+passes back unopened, and rows. ``QueryBuilder`` reads the query model
+(``fhir/search/params.py``) and the pure value helpers (``fhir.dates``, ``fhir.indexing``), none
+of which imports storage.
 
 Each criterion becomes a semi-join ``resource.pk IN (SELECT resource_pk FROM idx_… WHERE …)``
 so that PostgreSQL can answer it from the covering indexes; values of one parameter are ORed,
 parameters are ANDed. ``_id`` and ``_lastUpdated`` read columns of the resource table.
 
 A search with several criteria names one of them its *driver* (``SearchEngine.driver`` chooses
-it by counting, see ``probe``): that one stays a semi-join, and every other becomes a check of each
-row the driver finds, ``EXISTS (SELECT … WHERE resource_pk = resource.pk … OFFSET 0)``. The
+it by counting, see ``counts``): that one stays a semi-join, and every other becomes a check of
+each row the driver finds, ``EXISTS (SELECT … WHERE resource_pk = resource.pk … OFFSET 0)``. The
 OFFSET keeps PostgreSQL from turning the check into a join it could start from. Our connections
 use generic plans (``storage/database.py``), which do not see the values searched for, and left
 to itself the planner started ``CarePlan?patient=…&status=active`` from every active agreement.
@@ -14,7 +21,7 @@ to itself the planner started ``CarePlan?patient=…&status=active`` from every 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +33,7 @@ from patientkontrakt.fhir.dates import MAX, MIN, DateFormatError, now_utc, parse
 from patientkontrakt.fhir.errors import BadRequest
 from patientkontrakt.fhir.indexing import cut, normalize_string, parse_reference
 from patientkontrakt.fhir.search.params import Criterion, SearchQuery, split_token
+from patientkontrakt.storage.repository import CURRENT_COLUMNS, StoredResource, Unit, current
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
 
 R = RESOURCE.c
@@ -45,7 +53,9 @@ def _bad_value(criterion: Criterion, value: str, why: str, sv: str) -> BadReques
 
 
 class QueryBuilder:
-    """Builds the WHERE and ORDER BY of a search for one request."""
+    """The statements of a search: its WHERE (``conditions``) and ORDER BY, run on a unit as a
+    page, a total or the counts of its candidates. ``local_base``: the service's base URL, which
+    reference values may begin with."""
 
     def __init__(self, local_base: str) -> None:
         self._base = local_base
@@ -74,16 +84,10 @@ class QueryBuilder:
         return [index for index, criterion in enumerate(query.criteria)
                 if criterion.param.code not in ("_id", "_lastUpdated") and criterion.modifier not in ("not", "missing")]
 
-    def matching(self, query: SearchQuery, index: int, restrict: Restrict | None) -> sa.Select[Any]:
-        """``SELECT resource_pk`` of the index entries that match candidate ``index``."""
-        return self._matching(query.type, query.criteria[index], restrict)
-
-    @staticmethod
-    def probe(selects: list[sa.Select[Any]], limit: int) -> sa.Select[Any]:
-        """One row: for each of ``selects``, how many rows it gives, counted up to ``limit``
-        (an index scan of at most ``limit`` entries each)."""
-        return sa.select(*(sa.select(sa.func.count()).select_from(select.limit(limit).subquery()).scalar_subquery()
-                           for select in selects))
+    def narrowing(self, queries: Iterable[SearchQuery]) -> Condition:
+        """The resources that match any of ``queries`` (their criteria only: a SMART scope's
+        ``?param=`` narrowing, ``security/rules.py``)."""
+        return sa.or_(*(sa.and_(*self.conditions(query)[2:]) for query in queries))
 
     def _criterion(self, type_: str, criterion: Criterion, pk: Column, res_id: Column, updated: Column,
                    restrict: Restrict | None = None, *, check: bool = False) -> Condition:
@@ -233,6 +237,38 @@ class QueryBuilder:
             order.append(key.desc().nulls_last() if descending else key.asc().nulls_last())
         order.append(R.pk.asc())
         return order
+
+    # -- statements ------------------------------------------------------------------------
+
+    async def counts(self, unit: Unit, query: SearchQuery, candidates: list[int], restrict: Restrict | None,
+                     limit: int) -> list[int]:
+        """For each of ``candidates`` (indexes in ``query.criteria``), how many index entries match
+        it, counted up to ``limit``: one statement, an index scan of at most ``limit`` entries each."""
+        selects = [self._matching(query.type, query.criteria[index], restrict) for index in candidates]
+        probe = sa.select(*(sa.select(sa.func.count()).select_from(select.limit(limit).subquery()).scalar_subquery()
+                            for select in selects))
+        return [int(count) for count in (await unit.conn.execute(probe, unit.parameters)).one()]
+
+    async def page(self, unit: Unit, query: SearchQuery, where: list[Any], params: dict[str, Any]
+                   ) -> list[StoredResource]:
+        """The current resources ``where`` selects (``conditions``, plus what the caller may see),
+        in the query's order, from ``query.offset``: one more than ``query.count``, which tells
+        whether there is a next page. ``params``: the search parameters of ``query.type``."""
+        select = (
+            sa.select(*CURRENT_COLUMNS)
+            .where(*where)
+            .order_by(*self.order_by(query, params))
+            .offset(query.offset)
+            .limit(query.count + 1)
+        )
+        return [current(r) for r in (await unit.conn.execute(select, unit.parameters)).all()]
+
+    @staticmethod
+    async def count(unit: Unit, where: list[Any]) -> int:
+        """How many resources ``where`` selects (``_total``, ``_summary=count``)."""
+        select = sa.select(sa.func.count()).select_from(RESOURCE).where(*where)
+        total: int = (await unit.conn.execute(select, unit.parameters)).scalar_one()
+        return total
 
 
 def _among(pk: Column, matching: sa.Select[Any], check: bool) -> Condition:

@@ -1,0 +1,334 @@
+"""The SQL of the access rules (``security/rules.py``): what a care unit or a patient may see,
+as conditions on the ``resource`` row, and the look-ups the rules make.
+
+The rules decide who is who and what each may do; the conditions they put in every statement
+are built here, so that SQL is written only in storage. ``AccessSql`` builds each rule's
+condition once per type, as a ``SharedCondition`` (``storage/conditions.py``) whose constants
+are SQL literals (``_inline_constants``): the planner sees them in a generic plan too, and
+SQLAlchemy does not walk the condition again for every statement it is in. The care unit's and
+the patient's ids are the only bind parameters (``ORG``, ``PATIENT``): the executor passes them
+with each statement (``Restriction.values``, ``Unit.parameters``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
+
+from patientkontrakt.storage.conditions import SharedCondition
+from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
+
+R = RESOURCE.c
+REF = INDEX_TABLES["reference"]
+ORG = "acc_org"  # the care unit's Organization id
+PATIENT = "acc_patient"  # the patient's Patient id
+# The care unit's Organization id is written into the SQL text (``literal_execute``), so that
+# PostgreSQL plans each statement for the unit it is run for: one Organization can be named by
+# most agreements of a region and another by a handful, and a plan made without knowing which
+# (a generic plan) once scanned every reference to the unit on each read (docs/performance.md).
+_ORG = sa.bindparam(ORG, type_=sa.String(), literal_execute=True)
+_PATIENT = sa.bindparam(PATIENT, type_=sa.String())
+_NAMED = (ORG, PATIENT)
+
+Condition = sa.ColumnElement[bool]
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """An extra condition on ``resource`` rows: what the caller may see (access rules).
+
+    ``condition`` is built over the ``resource`` table with named bind parameters whose values
+    are in ``values``; ``key`` names its shape (e.g. ``"care-unit:CarePlan"``) so that a statement
+    using it is compiled once per shape, not per request.
+    """
+
+    key: str
+    condition: sa.ColumnElement[bool]
+    values: dict[str, Any]
+
+
+def both(first: Restriction | None, second: Restriction | None) -> Restriction | None:
+    """What both restrictions admit (None: no restriction)."""
+    if first is None or second is None:
+        return first or second
+    return Restriction(f"{first.key}+{second.key}", sa.and_(first.condition, second.condition),
+                       {**first.values, **second.values})
+
+
+def nothing(key: str) -> Restriction:
+    """A restriction that admits no resource."""
+    return Restriction(key, sa.false(), {})
+
+
+class AccessSql:
+    """The conditions of the rules, each built once per type and kept for the process.
+
+    ``directory``: the types every care unit sees whole (no condition); ``patient_data``: the
+    types a patient sees by their compartment (``resource.patient_id``).
+    """
+
+    def __init__(self, *, directory: frozenset[str], patient_data: frozenset[str]) -> None:
+        self._directory = directory
+        self._patient_data = patient_data
+        self._care_unit: dict[str, Condition | None] = {}
+        self._care_unit_reach: Condition | None = None
+        self._patient: dict[str, Condition] = {}
+
+    def care_unit(self, type_: str) -> Condition | None:
+        """What a care unit (``ORG``) sees of ``type_``; None: all of it."""
+        if type_ not in self._care_unit:
+            condition = _care_unit_condition(type_, self._directory)
+            self._care_unit[type_] = None if condition is None else SharedCondition(_inline_constants(condition))
+        return self._care_unit[type_]
+
+    def care_unit_reach(self) -> Condition:
+        """The care unit's agreements found from the unit outward (``plans_reached``): holds for
+        every CarePlan ``care_unit`` admits, so a search of them can start from it."""
+        if self._care_unit_reach is None:
+            self._care_unit_reach = SharedCondition(_inline_constants(R.pk.in_(plans_reached())))
+        return self._care_unit_reach
+
+    def patient(self, type_: str) -> Condition:
+        """What the patient (``PATIENT``) sees of ``type_``."""
+        if type_ not in self._patient:
+            self._patient[type_] = SharedCondition(_inline_constants(_patient_condition(type_, self._patient_data)))
+        return self._patient[type_]
+
+
+# -- the look-ups (``Unit.count_reached``, ``Unit.has_care_plan``) -----------------------------
+
+
+def reached_count(limit: int) -> sa.Select[Any]:
+    """How many CarePlans ``plans_reached`` finds, counted up to ``limit``."""
+    return sa.select(sa.func.count()).select_from(plans_reached().limit(limit).subquery())
+
+
+def care_plan_of(patient_id: str) -> sa.Select[Any]:
+    """Whether the patient has a current CarePlan."""
+    plan = RESOURCE.alias("acc_own_plan")
+    return sa.select(sa.exists().where(
+        plan.c.res_type == "CarePlan", plan.c.patient_id == patient_id, plan.c.deleted.is_(False)))
+
+
+# -- care units ------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> Any:
+    return REF.alias(name)
+
+
+# A *path* is the conditions of one way a resource is linked to the care unit: joined tables
+# in a single EXISTS. A rule is the OR of its paths, each an EXISTS one level deep, rather than
+# EXISTS nested in EXISTS: SQLite's parser refuses deep nesting (its stack holds about ten
+# levels), and on PostgreSQL every path is a chain of index probes, tried until one matches.
+Path = list[Condition]
+
+
+def _any(paths: list[Path]) -> Condition:
+    return sa.or_(*(sa.exists().where(*path) for path in paths))
+
+
+def _to_unit(source_pk: Any, param: str, name: str) -> Path:
+    """``source_pk`` references the unit's Organization through ``param``: an equality probe
+    of ``ix_reference_source`` (one path per parameter; an OR inside one probe made the
+    planner scan every reference of the parameter instead)."""
+    ref = _ref(name)
+    return [ref.c.resource_pk == source_pk, ref.c.param == param,
+            ref.c.target_type == "Organization", ref.c.target_id == _ORG]
+
+
+def _via_role(source_pk: Any, param: str, prefix: str) -> Path:
+    """``source_pk`` references, through ``param``, a PractitionerRole at the unit."""
+    link, role = _ref(f"{prefix}_role_link"), RESOURCE.alias(f"{prefix}_role")
+    return [link.c.resource_pk == source_pk, link.c.param == param, link.c.target_type == "PractitionerRole",
+            role.c.res_type == "PractitionerRole", role.c.res_id == link.c.target_id,
+            *_to_unit(role.c.pk, "organization", f"{prefix}_role_org")]
+
+
+def _team_paths(team_pk: Any) -> list[Path]:
+    """The CareTeam row ``team_pk`` is managed by the unit or has a member from it."""
+    return [_to_unit(team_pk, "managing-organization", "acc_team_org"),
+            _to_unit(team_pk, "participant", "acc_team_org"),
+            _via_role(team_pk, "participant", "acc_team")]
+
+
+def _plan_paths(plan_pk: Any) -> list[Path]:
+    """The CarePlan row ``plan_pk`` is an agreement the unit takes part in: as author or
+    contributor, or through its (current) CareTeam."""
+    link, team = _ref("acc_plan_team"), RESOURCE.alias("acc_plan_team_row")
+    via_team = [link.c.resource_pk == plan_pk, link.c.param == "care-team", link.c.target_type == "CareTeam",
+                team.c.res_type == "CareTeam", team.c.res_id == link.c.target_id, team.c.deleted.is_(False)]
+    return [_to_unit(plan_pk, "author", "acc_plan_org"), _to_unit(plan_pk, "contributor", "acc_plan_org"),
+            *(via_team + path for path in _team_paths(team.c.pk))]
+
+
+def _named_by_visible_plan(param: str, target_type: str, target_id: Any) -> list[Path]:
+    """A visible agreement names ``target_type/target_id`` through ``param``."""
+    ref = _ref("acc_named")
+    named = [ref.c.res_type == "CarePlan", ref.c.param == param,
+             ref.c.target_type == target_type, ref.c.target_id == target_id]
+    return [named + path for path in _plan_paths(ref.c.resource_pk)]
+
+
+def _named_by_any_plan(param: str, target_type: str, target_id: Any) -> Condition:
+    ref = _ref("acc_any_plan")
+    return sa.exists().where(
+        ref.c.res_type == "CarePlan", ref.c.param == param,
+        ref.c.target_type == target_type, ref.c.target_id == target_id,
+    )
+
+
+def _patient_paths(patient_id: Any) -> list[Path]:
+    """The unit has an agreement or a team with the patient, or registered them."""
+    plan = RESOURCE.alias("acc_pat_plan")
+    team = RESOURCE.alias("acc_pat_team")
+    patient = RESOURCE.alias("acc_pat")
+    of_plan = [plan.c.patient_id == patient_id, plan.c.res_type == "CarePlan", plan.c.deleted.is_(False)]
+    of_team = [team.c.patient_id == patient_id, team.c.res_type == "CareTeam", team.c.deleted.is_(False)]
+    return [
+        *(of_plan + path for path in _plan_paths(plan.c.pk)),
+        *(of_team + path for path in _team_paths(team.c.pk)),
+        [patient.c.res_type == "Patient", patient.c.res_id == patient_id,
+         *_to_unit(patient.c.pk, "organization", "acc_pat_org")],
+    ]
+
+
+def _team_visible_paths(team_pk: Any, team_id: Any) -> list[Path]:
+    return [*_team_paths(team_pk), *_named_by_visible_plan("care-team", "CareTeam", team_id)]
+
+
+def _part_of_agreement(type_: str, param: str) -> Condition:
+    """A goal or Appointment: named by a visible agreement, or named by none and about a patient
+    the unit may see (the patient's own goals, activities not yet planned in)."""
+    return sa.or_(
+        _any(_named_by_visible_plan(param, type_, R.res_id)),
+        sa.and_(sa.not_(_named_by_any_plan(param, type_, R.res_id)), _any(_patient_paths(R.patient_id))),
+    )
+
+
+def _provenance_paths() -> list[Path]:
+    """A Provenance of a visible agreement, team or goal (a goal as ``_part_of_agreement``
+    sees it: named by a visible agreement, or the patient's own and named by none)."""
+    ref = _ref("acc_prov_target")
+    plan = RESOURCE.alias("acc_prov_plan")
+    team = RESOURCE.alias("acc_prov_team")
+    goal = RESOURCE.alias("acc_prov_goal")
+
+    def target(type_: str, row: Any) -> Path:
+        return [ref.c.resource_pk == R.pk, ref.c.param == "target", ref.c.target_type == type_,
+                row.c.res_type == type_, row.c.res_id == ref.c.target_id]
+
+    unnamed_goal = [*target("Goal", goal), goal.c.deleted.is_(False),
+                    sa.not_(_named_by_any_plan("goal", "Goal", goal.c.res_id))]
+    return [*(target("CarePlan", plan) + path for path in _plan_paths(plan.c.pk)),
+            *(target("CareTeam", team) + path for path in _team_visible_paths(team.c.pk, team.c.res_id)),
+            *(target("Goal", goal) + path for path in _named_by_visible_plan("goal", "Goal", goal.c.res_id)),
+            *(unnamed_goal + path for path in _patient_paths(goal.c.patient_id))]
+
+
+def _naming_unit(type_: str, param: str, name: str) -> sa.Select[Any]:
+    """The pks of the ``type_`` resources that reference the unit's Organization through
+    ``param``: one range of ``ix_reference_lookup``."""
+    ref = _ref(name)
+    return sa.select(ref.c.resource_pk).where(ref.c.res_type == type_, ref.c.param == param,
+                                              ref.c.target_id == _ORG, ref.c.target_type == "Organization")
+
+
+def plans_reached() -> sa.CompoundSelect[int]:
+    """The pks of the CarePlans found from the unit outward: one that names the unit as author
+    or contributor, or names a CareTeam that names the unit (managing organisation, participant,
+    or a participant PractitionerRole at the unit). Every agreement ``_plan_paths`` admits is
+    among them, found through the index entries that name the unit rather than by testing every
+    agreement of the region (``AccessSql.care_unit_reach``). UNION ALL: the IN removes duplicates,
+    and counting it (``reach_size``) stops at the limit instead of building the whole set."""
+    role_link, role = _ref("reach_team_role_link"), RESOURCE.alias("reach_team_role")
+    teams_via_role = sa.select(role_link.c.resource_pk).where(
+        role_link.c.res_type == "CareTeam", role_link.c.param == "participant",
+        role_link.c.target_id == role.c.res_id, role_link.c.target_type == "PractitionerRole",
+        role.c.res_type == "PractitionerRole",
+        role.c.pk.in_(_naming_unit("PractitionerRole", "organization", "reach_role_org")))
+    teams = sa.union_all(_naming_unit("CareTeam", "managing-organization", "reach_team_org"),
+                         _naming_unit("CareTeam", "participant", "reach_team_member"), teams_via_role)
+    team_link, team = _ref("reach_plan_team"), RESOURCE.alias("reach_plan_team_row")
+    plans_via_team = sa.select(team_link.c.resource_pk).where(
+        team_link.c.res_type == "CarePlan", team_link.c.param == "care-team",
+        team_link.c.target_id == team.c.res_id, team_link.c.target_type == "CareTeam",
+        team.c.res_type == "CareTeam", team.c.pk.in_(teams))
+    return sa.union_all(_naming_unit("CarePlan", "author", "reach_plan_author"),
+                        _naming_unit("CarePlan", "contributor", "reach_plan_contributor"), plans_via_team)
+
+
+def _care_unit_condition(type_: str, directory: frozenset[str]) -> Condition | None:
+    if type_ in directory:
+        return None
+    if type_ == "CarePlan":
+        return _any(_plan_paths(R.pk))
+    if type_ == "CareTeam":
+        return _any(_team_visible_paths(R.pk, R.res_id))
+    if type_ == "Patient":
+        return _any(_patient_paths(R.res_id))
+    if type_ == "Goal":
+        return _part_of_agreement("Goal", "goal")
+    if type_ == "Appointment":
+        acts = _any([_to_unit(R.pk, "actor", "acc_actor_org"), _via_role(R.pk, "actor", "acc_actor")])
+        return sa.or_(acts, _part_of_agreement("Appointment", "activity-reference"))
+    if type_ == "Provenance":
+        return _any(_provenance_paths())
+    return sa.false()  # a type these rules do not know: nothing
+
+
+def _inline_constants(condition: Condition) -> Condition:
+    """``condition`` with the constants of these rules (types, parameter names) as SQL
+    literals rather than bind parameters, so the planner sees them in a generic plan too."""
+
+    def literal(element: Any, **kw: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key not in _NAMED and isinstance(element.value, str):
+            return sa.literal_column("'" + element.value.replace("'", "''") + "'", element.type)
+        return None
+
+    inlined: Condition = visitors.replacement_traverse(condition, {}, literal)
+    return inlined
+
+
+# -- the patient -----------------------------------------------------------------------------
+
+
+def _named_by_compartment(target_type: str, target_id: Any) -> Condition:
+    """A resource in the patient's compartment names ``target_type/target_id``."""
+    ref = _ref("acc_comp_ref")
+    source = RESOURCE.alias("acc_comp_src")
+    return sa.exists().where(
+        ref.c.target_type == target_type, ref.c.target_id == target_id,
+        source.c.pk == ref.c.resource_pk, source.c.patient_id == _PATIENT, source.c.deleted.is_(False),
+    )
+
+
+def _role_named_by_compartment_with(param: str, target_type: str, target_id: Any) -> Condition:
+    """A PractitionerRole the compartment names points at ``target`` through ``param``."""
+    ref = _ref("acc_role_ref")
+    role = RESOURCE.alias("acc_comp_role")
+    return sa.exists().where(
+        ref.c.res_type == "PractitionerRole", ref.c.param == param,
+        ref.c.target_type == target_type, ref.c.target_id == target_id,
+        role.c.pk == ref.c.resource_pk, _named_by_compartment("PractitionerRole", role.c.res_id),
+    )
+
+
+def _patient_condition(type_: str, patient_data: frozenset[str]) -> Condition:
+    if type_ == "Patient":
+        return R.res_id == _PATIENT
+    if type_ in patient_data:
+        return R.patient_id == _PATIENT
+    if type_ == "PractitionerRole":
+        return _named_by_compartment("PractitionerRole", R.res_id)
+    if type_ == "Practitioner":
+        return sa.or_(_named_by_compartment("Practitioner", R.res_id),
+                      _role_named_by_compartment_with("practitioner", "Practitioner", R.res_id))
+    if type_ == "Organization":
+        return sa.or_(_named_by_compartment("Organization", R.res_id),
+                      _role_named_by_compartment_with("organization", "Organization", R.res_id))
+    return sa.false()
