@@ -25,7 +25,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 
@@ -35,6 +34,7 @@ from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc,
 from patientkontrakt.fhir.errors import BadRequest, Forbidden, NotFound
 from patientkontrakt.fhir.interactions import Interaction, Pipeline
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, check_parameter_count, check_values
+from patientkontrakt.fhir.paging import page_links, page_number
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.storage import audit as sql
@@ -173,10 +173,11 @@ class AuditEvents:
         count, offset = 50, 0
         used: list[tuple[str, str]] = []
         for key, value in pairs:
-            if key in ("_count", "_offset"):
-                if not (value.isascii() and value.isdigit()) or len(value) > 9:
-                    raise BadRequest(f"{key} must be a non-negative integer", expression=(key,))
-                count, offset = (min(int(value), MAX_COUNT), offset) if key == "_count" else (count, int(value))
+            if key == "_count":
+                count = page_number(key, value, MAX_COUNT)
+                continue
+            if key == "_offset":
+                offset = page_number(key, value)
                 continue
             if key in ("_format", "_pretty"):
                 continue
@@ -202,15 +203,7 @@ class AuditEvents:
         rows, total = await sql.search(self._store, query, offset, max(count, 1))
         has_next = count > 0 and len(rows) > count  # _count=0 asks for the total only: no next page
         rows = rows[:count]
-
-        def url(at: int) -> str:
-            return f"{self._base}/AuditEvent?" + urlencode([*used, ("_count", str(count)), ("_offset", str(at))])
-
-        links = [{"relation": "self", "url": url(offset)}]
-        if offset:
-            links.append({"relation": "previous", "url": url(max(0, offset - count))})
-        if has_next:
-            links.append({"relation": "next", "url": url(offset + count)})
+        links = page_links(f"{self._base}/AuditEvent", used, count, offset, has_next=has_next)
         head = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"lastUpdated": format_instant(now_utc())},
                 "type": "searchset", "total": total, "link": links}
         entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = [

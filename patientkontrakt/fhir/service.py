@@ -14,7 +14,6 @@ import orjson
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.access import Access, AccessLog, NoLog, bound
-from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
 from patientkontrakt.fhir.errors import (
     BadRequest,
@@ -26,16 +25,17 @@ from patientkontrakt.fhir.errors import (
     NotFound,
     operation_outcome,
 )
+from patientkontrakt.fhir.history import history_args, history_bundle
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.interactions import Exchange, Interaction, Pipeline
 from patientkontrakt.fhir.limits import Limits, exceeded
 from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
-from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
+from patientkontrakt.fhir.rendering import Subsetter, dumps
 from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
-from patientkontrakt.fhir.search.params import MAX_OFFSET, SearchParser, SearchQuery
+from patientkontrakt.fhir.search.params import SearchParser, SearchQuery
 from patientkontrakt.fhir.validation import Validator
 from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, Writer
 from patientkontrakt.storage.repository import Store, StoredResource, StoredVersion, Unit
@@ -415,7 +415,7 @@ class FhirService:
                                 details_sv="Du har inte behörighet att läsa historik.")
         if id_ is not None and type_ is not None:
             self.check_id(type_, id_)
-        args = _history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
+        args = history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
         restrictions = {t: bound(access.restriction(t)) for t in types}
         current_only = frozenset(t for t in types if not access.past_versions(t))
         async with self.store.reading(access) as unit:
@@ -436,38 +436,10 @@ class FhirService:
             total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"],
                                              restrictions=restrictions, current_only=current_only)
             seen = await unit.get_many({(r.type, r.id) for r in rows}, include_deleted=True)
-        body = await run_cpu(_rendering_cost(rows, False), self._history_bundle, path, pairs, rows, total, has_next,
-                             args)
+        body = await run_cpu(_rendering_cost(rows, False), history_bundle, self.base, path, pairs, rows, total,
+                             has_next, args)
         await exchange.shown(seen)
         return Result(200, body)
-
-    def _history_bundle(self, path: str, pairs: list[tuple[str, str]], rows: list[StoredVersion],
-                        total: int, has_next: bool, args: dict[str, Any]) -> bytes:
-        kept = [(k, v) for k, v in pairs if k in ("_since", "_at")]
-        count, offset = args["count"], args["offset"]
-
-        def url(at_offset: int) -> str:
-            query = [*kept, ("_count", str(count))] + ([("_offset", str(at_offset))] if at_offset else [])
-            return f"{self.base}/{path}?{urlencode(query)}"
-
-        links = [{"relation": "self", "url": url(offset)}]
-        if offset:
-            links.append({"relation": "previous", "url": url(max(0, offset - count))})
-        if has_next:
-            links.append({"relation": "next", "url": url(offset + count)})
-        head = {"resourceType": "Bundle", "type": "history", "total": total, "link": links}
-        entries = []
-        for row in rows:
-            method = row.method
-            request_url = row.type if method == "POST" else f"{row.type}/{row.id}"
-            status = {"POST": 201, "PUT": 200 if row.version_id > 1 else 201, "DELETE": 204}.get(method, 200)
-            after = {
-                "request": {"method": method, "url": request_url},
-                "response": {"status": _STATUS_TEXT[status], "etag": f'W/"{row.version_id}"',
-                             "lastModified": format_instant(row.last_updated)},
-            }
-            entries.append(({"fullUrl": self.full_url(row.type, row.id)}, row.body, after))
-        return render_bundle(head, entries)
 
 
 def _rendering_cost(resources: list[StoredResource] | list[StoredVersion], subsetting: object) -> float:
@@ -504,24 +476,3 @@ def _validate_args(body: dict[str, Any] | None, pairs: list[tuple[str, str]]
                 profile = parameter.get("valueUri") or parameter.get("valueCanonical") or profile
         return resource, mode, profile
     return body, mode, profile
-
-
-def _history_args(pairs: list[tuple[str, str]], default_count: int, max_count: int) -> dict[str, Any]:
-    args: dict[str, Any] = {"since": None, "at": None, "count": default_count, "offset": 0}
-    for key, value in pairs:
-        if key in ("_since", "_at"):
-            try:
-                low, high = parse_range(value)
-            except DateFormatError:
-                raise BadRequest(f"{key} must be a FHIR instant, not {value!r}", expression=(key,),
-                                 details_sv="Ogiltig tidpunkt.") from None
-            args["since" if key == "_since" else "at"] = low if key == "_since" else (low, high)
-        elif key in ("_count", "_offset"):
-            if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_OFFSET:
-                raise BadRequest(f"{key} must be a non-negative integer (at most {MAX_OFFSET})", expression=(key,),
-                                 details_sv=f"{key} ska vara ett heltal.")
-            number = int(value)
-            args["count" if key == "_count" else "offset"] = min(number, max_count) if key == "_count" else number
-    if args["count"] == 0:
-        args["count"] = 1
-    return args

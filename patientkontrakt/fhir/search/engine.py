@@ -9,13 +9,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 from patientkontrakt.fhir.access import access_of, bound, visible
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.errors import Issue, operation_outcome
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, incomplete
+from patientkontrakt.fhir.paging import page_links
 from patientkontrakt.fhir.rendering import Subsetter, dumps, render_bundle
 from patientkontrakt.fhir.search.params import Include, SearchQuery
 from patientkontrakt.storage.repository import StoredResource, Unit
@@ -202,7 +202,9 @@ def searchset(
     }
     if page.total is not None:
         head["total"] = page.total
-    head["link"] = _links(link_base, query, page)
+    count = 0 if query.summary == "count" else query.count  # a count has no pages
+    head["link"] = page_links(link_base, query.used, count, query.offset, has_next=page.has_next,
+                              total=page.total, ends=True)
     entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = []
     for resource in page.matches:
         raw = subsetter.apply(resource.body, query.summary, query.elements)
@@ -214,25 +216,3 @@ def searchset(
     if warnings:
         entries.append(({}, dumps(operation_outcome(warnings)), {"search": {"mode": "outcome"}}))
     return render_bundle(head, entries)
-
-
-def _links(link_base: str, query: SearchQuery, page: SearchPage) -> list[dict[str, str]]:
-    fixed = [(k, v) for k, v in query.used if k not in ("_count", "_offset")]
-
-    def url(offset: int) -> str:
-        pairs = [*fixed, ("_count", str(query.count))]
-        if offset:
-            pairs.append(("_offset", str(offset)))
-        return f"{link_base}?{urlencode(pairs)}"
-
-    links = [{"relation": "self", "url": url(query.offset)}]
-    if query.summary == "count" or query.count == 0:
-        return links
-    links.append({"relation": "first", "url": url(0)})
-    if query.offset > 0:
-        links.append({"relation": "previous", "url": url(max(0, query.offset - query.count))})
-    if page.has_next:
-        links.append({"relation": "next", "url": url(query.offset + query.count)})
-    if page.total is not None and page.total > 0:
-        links.append({"relation": "last", "url": url((page.total - 1) // query.count * query.count)})
-    return links

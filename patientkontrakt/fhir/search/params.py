@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from patientkontrakt.fhir.definitions import Definitions, SearchParam
 from patientkontrakt.fhir.errors import BadRequest, Issue
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, check_parameter_count, check_values, exceeded
+from patientkontrakt.fhir.paging import page_number
 
 # Result parameters we implement (R4 search.html#return) plus our paging offset.
 RESULT_PARAMS = frozenset({
@@ -15,8 +16,6 @@ RESULT_PARAMS = frozenset({
     "_format", "_pretty",
 })
 SUMMARY_VALUES = frozenset({"true", "false", "count", "data", "text"})
-# The databases take a signed 64-bit OFFSET; a larger _offset is an error, not a crash.
-MAX_OFFSET = 2**63 - 1
 TOTAL_VALUES = frozenset({"none", "estimate", "accurate"})
 
 _MODIFIERS = {
@@ -154,18 +153,6 @@ def check_limits(limits: Limits, pairs: list[tuple[str, str]]) -> None:
                        "_elements har för många element", expression=("_elements",))
 
 
-def _int(name: str, value: str, low: int, high: int | None) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {value!r}", expression=(name,),
-                         details_sv=f"{name} ska vara ett heltal.") from None
-    if number < low:
-        raise BadRequest(f"{name} must be at least {low}", expression=(name,),
-                         details_sv=f"{name} ska vara minst {low}.")
-    return number if high is None else min(number, high)
-
-
 class SearchParser:
     """Turns query pairs into a SearchQuery for one resource type."""
 
@@ -264,12 +251,9 @@ class SearchParser:
 
     def _result_param(self, query: SearchQuery, name: str, raw: str) -> None:
         if name == "_count":
-            query.count = _int("_count", raw, 0, self._max_count)
+            query.count = page_number("_count", raw, self._max_count)
         elif name == "_offset":
-            query.offset = _int("_offset", raw, 0, None)
-            if query.offset > MAX_OFFSET:
-                raise BadRequest(f"_offset must be at most {MAX_OFFSET}", expression=("_offset",),
-                                 details_sv=f"_offset får vara högst {MAX_OFFSET}.")
+            query.offset = page_number("_offset", raw)
         elif name == "_sort":
             params = self._defs.params_for(query.type)
             for part in raw.split(","):
