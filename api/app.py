@@ -65,17 +65,17 @@ _HOME = """<!doctype html>
 
 
 def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
-               unit_rules: bool | None = None) -> FastAPI:
+               care_unit_rules: bool | None = None) -> FastAPI:
     """The application as deployed: the FHIR engine with the Patientkontrakt rules, SMART
     authorization with the care-unit and patient access rules, and the access log.
 
     For the tests of the layers underneath (not reachable from configuration):
-    ``domain_rules=False`` gives the bare FHIR R4 engine, and ``unit_rules=False`` (the default
+    ``domain_rules=False`` gives the bare FHIR R4 engine, and ``care_unit_rules=False`` (the default
     without domain rules) checks tokens and scopes but no care units, so those tests can write
     resources of any unit. Every FHIR request still needs a valid token.
     """
     settings = settings or get_settings()
-    unit_rules = domain_rules if unit_rules is None else unit_rules
+    care_unit_rules = domain_rules if care_unit_rules is None else care_unit_rules
     configure_logging(settings.log_level)
     keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
     audit_keys = AuditKeys.load(settings.audit_log_origin, settings.audit_key, settings.previous_audit_keys)
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.bundles = BundleProcessor(service)
         app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
-                                                unit_rules=unit_rules, revocations=revocations)
+                                                care_unit_rules=care_unit_rules, revocations=revocations)
         app.state.oauth = AuthorizationServer(settings, keys, tokens, OAuthStore(store), Directory(service),
                                               revocations)
         app.state.external_idp = ExternalIdP(settings, keys) if settings.oidc_issuer and settings.oidc_client_id \
@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         # Under the care-unit rules a caller may not see every resource of the patient data
         # types, so new ones get server ids (Writer.client_ids): a hidden id and an unknown one
         # must get the same answer to a PUT.
-        app.state.update_create = frozenset(service.types) - PATIENT_DATA if unit_rules else None
+        app.state.update_create = frozenset(service.types) - PATIENT_DATA if care_unit_rules else None
         app.state.started = format_instant(now_utc())
         # The definitions and compiled profiles are a large, long-lived object graph: moved out of
         # the collector's reach, full collections no longer scan them and stop adding tens of

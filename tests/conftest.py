@@ -213,7 +213,7 @@ def pk_client(settings: Settings) -> Iterator[TestClient]:
     """The FHIR engine with the Patientkontrakt profiles and rules, for the tests of those rules:
     a token with every ``system/`` scope, and no care-unit rules (tests/security/ test the
     service with them)."""
-    with TestClient(create_app(settings, unit_rules=False), base_url=BASE_URL) as test_client:
+    with TestClient(create_app(settings, care_unit_rules=False), base_url=BASE_URL) as test_client:
         test_client.headers.update({"content-type": "application/fhir+json",
                                     "authorization": f"Bearer {engine_token(settings)}"})
         yield test_client

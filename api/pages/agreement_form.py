@@ -105,12 +105,12 @@ async def find_or_describe_patient(page: Page, form: dict[str, Any], errors: dic
     return new_patient(identity, form["given"], form["family"], form["phone"])
 
 
-async def check_no_active_agreement(page: Page, patient_id: str, unit_org: str, errors: dict[str, Any]) -> None:
+async def check_no_active_agreement(page: Page, patient_id: str, care_unit_org: str, errors: dict[str, Any]) -> None:
     """The core allows one active agreement per patient and unit: say so before saving."""
     found = body(await page.request.app.state.service.search(page.access, "CarePlan", [
         ("subject", f"Patient/{patient_id}"), ("status", "active"),
         ("category", f"{codes.CAREPLAN_CATEGORY}|{codes.PATIENTKONTRAKT}"), ("_count", "20")], _PREFER))
-    if any(str((e["resource"].get("author") or {}).get("reference")) == f"Organization/{unit_org}"
+    if any(str((e["resource"].get("author") or {}).get("reference")) == f"Organization/{care_unit_org}"
            for e in found.get("entry", []) if e["resource"]["resourceType"] == "CarePlan"):
         errors.setdefault("personnummer", N_("The patient already has an active agreement with the unit. "
                                              "Open it from the list, or save this one as a draft."))

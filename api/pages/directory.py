@@ -17,9 +17,9 @@ _PREFER = Preferences()
 async def staff_directory(page: Page) -> dict[str, Any]:
     """``own_staff`` (the unit's PractitionerRoles, by name) and ``other_staff`` (by unit, then
     name), each ``{id, name, title, unit, doctor, org}``; ``units`` (the region's care units),
-    ``unit_org`` (the signed-in unit) and ``primary_care`` (the unit is a vårdcentral)."""
+    ``care_unit_org`` (the signed-in unit) and ``primary_care`` (the unit is a vårdcentral)."""
     service = page.request.app.state.service
-    unit_org = getattr(page.access, "unit_org", "")
+    care_unit_org = getattr(page.access, "care_unit_org", "")
     roles = body(await service.search(page.access, "PractitionerRole", [
         ("active", "true"), ("_include", "PractitionerRole:practitioner"),
         ("_include", "PractitionerRole:organization"), ("_count", "500")], _PREFER))
@@ -34,16 +34,16 @@ async def staff_directory(page: Page) -> dict[str, Any]:
         code = (concept.get("coding") or [{}])[0].get("code", "")
         entry = {"id": role["id"], "name": name_of(practitioner), "title": concept.get("text", ""),
                  "unit": name_of(org), "doctor": code == "doctor", "org": org_ref.split("/")[-1]}
-        (own if org_ref == f"Organization/{unit_org}" else others).append(entry)
+        (own if org_ref == f"Organization/{care_unit_org}" else others).append(entry)
     orgs = body(await service.search(page.access, "Organization", [("_count", "500"), ("_sort", "name")], _PREFER))
     units = [{"id": e["resource"]["id"], "name": name_of(e["resource"])} for e in orgs.get("entry", [])
              if any(c.get("system") == codes.CARE_UNIT_TYPE for t in e["resource"].get("type", [])
                     for c in t.get("coding", []))]
-    unit = next((e["resource"] for e in orgs.get("entry", []) if e["resource"]["id"] == unit_org), {})
+    unit = next((e["resource"] for e in orgs.get("entry", []) if e["resource"]["id"] == care_unit_org), {})
     primary_care = any(c.get("code") == "vardcentral" for t in unit.get("type", []) for c in t.get("coding", []))
     key = lambda r: (r["name"], r["unit"])  # noqa: E731
     return {"own_staff": sorted(own, key=key), "other_staff": sorted(others, key=lambda r: (r["unit"], r["name"])),
-            "units": units, "unit_org": unit_org, "primary_care": primary_care}
+            "units": units, "care_unit_org": care_unit_org, "primary_care": primary_care}
 
 
 def activity_kinds(page: Page) -> list[tuple[str, str]]:

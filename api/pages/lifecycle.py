@@ -39,9 +39,9 @@ def provenance(page: Page, what: str, why: str, targets: list[str] | None = None
     """Who (the signed-in commission, for its unit; ``who`` when it is the patient), what (in
     words) and why."""
     agent: dict[str, Any] = {"who": {"reference": who or page.session.fhir_user or "", "display": page.session.name}}
-    unit_org = getattr(page.access, "unit_org", "")
-    if unit_org:
-        agent["onBehalfOf"] = {"reference": f"Organization/{unit_org}"}
+    care_unit_org = getattr(page.access, "care_unit_org", "")
+    if care_unit_org:
+        agent["onBehalfOf"] = {"reference": f"Organization/{care_unit_org}"}
     record: dict[str, Any] = {
         "resourceType": "Provenance",
         "recorded": format_instant(now_utc()),

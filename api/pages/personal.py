@@ -164,7 +164,7 @@ async def create(request: Request) -> Response:
         agreement_form.check_people(form, directory, errors)
         activities = agreement_form.checked_activities(form, errors)
         if "id" in patient and form["status"] == "active":
-            await agreement_form.check_no_active_agreement(page, patient["id"], directory["unit_org"], errors)
+            await agreement_form.check_no_active_agreement(page, patient["id"], directory["care_unit_org"], errors)
 
         def again(general: list[Any]) -> Response:
             return page.render("personal/new.html", {
@@ -219,7 +219,7 @@ async def edit(request: Request, plan_id: str) -> Response:
             return await _edit_page(page, view, form, errors, None, status=422)
         bundle = build.edited_agreement_bundle(
             view.plan, form, activities, patient_ref=f"Patient/{view.patient_id}",
-            staff_ref=page.session.fhir_user or "", unit_org=getattr(page.access, "unit_org", ""),
+            staff_ref=page.session.fhir_user or "", care_unit_org=getattr(page.access, "care_unit_org", ""),
             today=datetime.date.today())
         try:
             await page.request.app.state.bundles.process(page.access, bundle, _PREFER)

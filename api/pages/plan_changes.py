@@ -41,12 +41,12 @@ _PREFER = Preferences()
 FINISHED_ACTIVITY = ("completed", "cancelled", "stopped", "entered-in-error")
 
 
-def _is_units(activity: ActivityView, view: AgreementView, unit_org: str) -> bool:
+def _is_units(activity: ActivityView, view: AgreementView, care_unit_org: str) -> bool:
     """An activity the signed-in unit answers for: performed by it, or by no named unit of an
     agreement it is responsible for."""
     if activity.performer_id:
-        return activity.performer_id == unit_org
-    return view.author_id == unit_org
+        return activity.performer_id == care_unit_org
+    return view.author_id == care_unit_org
 
 
 def future_activities(view: AgreementView) -> list[ActivityView]:
@@ -58,10 +58,10 @@ def future_activities(view: AgreementView) -> list[ActivityView]:
 
 
 def _close_context(page: Page, view: AgreementView) -> dict[str, Any]:
-    unit_org = getattr(page.access, "unit_org", "")
+    care_unit_org = getattr(page.access, "care_unit_org", "")
     future = future_activities(view)
-    return {"a": view, "to_cancel": [a for a in future if _is_units(a, view, unit_org)],
-            "kept": [a for a in future if not _is_units(a, view, unit_org)],
+    return {"a": view, "to_cancel": [a for a in future if _is_units(a, view, care_unit_org)],
+            "kept": [a for a in future if not _is_units(a, view, care_unit_org)],
             "open_goals": _plan_goals(view)}
 
 

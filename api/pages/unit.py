@@ -130,10 +130,10 @@ def _read_form(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Ph
 
 
 async def _unit(page: Page) -> dict[str, Any]:
-    unit_org = getattr(page.access, "unit_org", "")
-    if not unit_org:
+    care_unit_org = getattr(page.access, "care_unit_org", "")
+    if not care_unit_org:
         raise FhirError("You act for no care unit", details_sv="Du är inte inloggad för någon vårdenhet.")
-    return body(await page.request.app.state.service.read(page.access, "Organization", unit_org))
+    return body(await page.request.app.state.service.read(page.access, "Organization", care_unit_org))
 
 
 def _render(page: Page, org: dict[str, Any], form: dict[str, Any], errors: dict[str, Any],

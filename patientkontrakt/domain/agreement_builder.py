@@ -151,7 +151,7 @@ def _participant_role(role_id: str, directory: Mapping[str, Any]) -> list[Resour
 
 def care_team(form: Mapping[str, Any], patient_ref: str, name: str, directory: Mapping[str, Any],
               today: datetime.date) -> Resource:
-    """The new agreement's CareTeam, managed by the unit (``directory["unit_org"]``)."""
+    """The new agreement's CareTeam, managed by the unit (``directory["care_unit_org"]``)."""
     start = {"start": today.isoformat()}
     participants = [{"role": _role(codes.FAST_VARDKONTAKT, "Fast vårdkontakt"),
                      "member": role_reference(form["vardkontakt"], directory), "period": dict(start)}]
@@ -165,7 +165,7 @@ def care_team(form: Mapping[str, Any], patient_ref: str, name: str, directory: M
                          "period": dict(start)})
     return {"resourceType": "CareTeam", "status": "active", "name": f"Vårdteam för {name}",
             "subject": {"reference": patient_ref}, "participant": participants,
-            "managingOrganization": [{"reference": f"Organization/{directory['unit_org']}"}]}
+            "managingOrganization": [{"reference": f"Organization/{directory['care_unit_org']}"}]}
 
 
 def agreement_bundle(form: Mapping[str, Any], patient: Resource, activities: Iterable[Mapping[str, Any]],
@@ -178,7 +178,7 @@ def agreement_bundle(form: Mapping[str, Any], patient: Resource, activities: Ite
     ``patient``: a stored Patient (with its id) or a new one (``new_patient``); ``activities``:
     the checked rows (``activity``); ``name``: the patient's name, for the titles."""
     activities = list(activities)
-    unit_org = directory["unit_org"]
+    care_unit_org = directory["care_unit_org"]
     entries: list[Resource] = []
 
     def add(resource: Resource) -> str:
@@ -190,7 +190,7 @@ def agreement_bundle(form: Mapping[str, Any], patient: Resource, activities: Ite
     team_urn = add(care_team(form, patient_ref, name, directory, today))
     goal_refs = [{"reference": add(goal)} for goal in new_goals(form, patient_ref, staff_ref, today)]
     contributors = sorted({r["org"] for r in directory["other_staff"] if r["id"] in form["participants"]}
-                          | {a["performer"] for a in activities} - {unit_org})
+                          | {a["performer"] for a in activities} - {care_unit_org})
     plan: Resource = {
         "resourceType": "CarePlan", "status": form["status"] if form["status"] in ("active", "draft") else "active",
         "intent": "plan",
@@ -199,7 +199,7 @@ def agreement_bundle(form: Mapping[str, Any], patient: Resource, activities: Ite
         "title": f"Patientkontrakt för {name}",
         "description": form["description"] or DEFAULT_DESCRIPTION,
         "subject": {"reference": patient_ref}, "period": {"start": today.isoformat()}, "created": today.isoformat(),
-        "author": {"reference": f"Organization/{unit_org}"},
+        "author": {"reference": f"Organization/{care_unit_org}"},
         "careTeam": [{"reference": team_urn}],
     }
     if goal_refs:  # FHIR allows no empty array: an element without values is left out
@@ -214,7 +214,7 @@ def agreement_bundle(form: Mapping[str, Any], patient: Resource, activities: Ite
 
 def edited_agreement_bundle(plan: Mapping[str, Any], form: Mapping[str, Any],
                             activities: Iterable[Mapping[str, Any]], *, patient_ref: str, staff_ref: str,
-                            unit_org: str, today: datetime.date) -> Resource:
+                            care_unit_org: str, today: datetime.date) -> Resource:
     """The transaction that saves the edit form on the stored ``plan``: its ``title``,
     ``description``, ``status`` and ``end`` (none: the period stays open), new goals and
     activities added to those it has, and a performer of another unit as a contributor; the
@@ -236,7 +236,7 @@ def edited_agreement_bundle(plan: Mapping[str, Any], form: Mapping[str, Any],
         changed["goal"] = [*changed.get("goal", []), {"reference": urn}]
     author = ref_key(changed.get("author"))
     author_id = author[1] if author else ""
-    new_performers = {a["performer"] for a in activities} - {unit_org, author_id}
+    new_performers = {a["performer"] for a in activities} - {care_unit_org, author_id}
     known = {str(c.get("reference", "")).split("/")[-1] for c in changed.get("contributor", [])}
     changed["contributor"] = [*changed.get("contributor", []),
                               *({"reference": f"Organization/{org}"} for org in sorted(new_performers - known))]

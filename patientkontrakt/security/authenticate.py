@@ -20,18 +20,18 @@ _PURPOSE = {"patient": "PATRQT", "staff": "TREAT", "system": "TREAT", "directory
 
 
 class Authenticator:
-    """``unit_rules=False`` gives the scopes-only rules of the bare FHIR engine (no care units).
+    """``care_unit_rules=False`` gives the scopes-only rules of the bare FHIR engine (no care units).
 
     ``revocations``: the revocation list every token is checked against (the caller reloads it
     when due: ``Revocations.refresh_if_due``); without one, no token is taken as revoked.
     """
 
     def __init__(self, tokens: AccessTokens, parser: SearchParser, builder: QueryBuilder, *,
-                 unit_rules: bool = True, revocations: Revocations | None = None) -> None:
+                 care_unit_rules: bool = True, revocations: Revocations | None = None) -> None:
         self.tokens = tokens
         self._parser = parser
         self._builder = builder
-        self._unit_rules = unit_rules
+        self._unit_rules = care_unit_rules
         self._revocations = revocations
         self._built: OrderedDict[str, tuple[float, Access, list[tuple[str, str]]]] = OrderedDict()
 

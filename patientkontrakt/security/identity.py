@@ -37,7 +37,7 @@ class StaffChoice:
     role_id: str
     practitioner_name: str
     title: str
-    unit_name: str
+    care_unit_name: str
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class Directory:
                 choice = await self._staff_grant(reads, role)
                 if choice is not None:
                     choices.append(choice)
-        return sorted(choices, key=lambda c: (c.practitioner_name, c.unit_name))
+        return sorted(choices, key=lambda c: (c.practitioner_name, c.care_unit_name))
 
     async def patients(self, limit: int = 60) -> list[PatientChoice]:
         async with self._service.store.reading() as unit:

@@ -137,27 +137,27 @@ class ScopedAccess:
 
 
 class CareUnitAccess(ScopedAccess):
-    """Staff and systems acting for a care unit (``unit_org``: the unit's Organization id)."""
+    """Staff and systems acting for a care unit (``care_unit_org``: the unit's Organization id)."""
 
     def __init__(self, principal: Principal, scopes: Scopes, parser: SearchParser, builder: QueryBuilder,
-                 unit_org: str) -> None:
+                 care_unit_org: str) -> None:
         super().__init__(principal, scopes, parser, builder)
-        self.unit_org = unit_org
-        self.parameters = {ORG: unit_org}
+        self.care_unit_org = care_unit_org
+        self.parameters = {ORG: care_unit_org}
         self._reach_sizes: dict[str, int] = {}
 
     def _rule(self, type_: str) -> Restriction | None:
         condition = _SQL.care_unit(type_)
         if condition is None:
             return None
-        return Restriction(f"care-unit:{type_}", condition, {ORG: self.unit_org})
+        return Restriction(f"care-unit:{type_}", condition, {ORG: self.care_unit_org})
 
     def reach(self, type_: str) -> Restriction | None:
         """The unit's agreements found from the unit (``AccessSql.care_unit_reach``), so that a
         search of them need not test every agreement of the region; other types: None."""
         if type_ != "CarePlan":
             return None
-        return Restriction(f"care-unit-reach:{type_}", _SQL.care_unit_reach(), {ORG: self.unit_org})
+        return Restriction(f"care-unit-reach:{type_}", _SQL.care_unit_reach(), {ORG: self.care_unit_org})
 
     async def reach_size(self, unit: Unit, type_: str, limit: int) -> int | None:
         """How many resources ``reach(type_)`` finds, counted up to ``limit``: once per token
@@ -179,7 +179,7 @@ class CareUnitAccess(ScopedAccess):
     def _responsible(self, existing: StoredResource, what: str, what_sv: str) -> None:
         """Only the agreement's author, the unit responsible for it, may do ``what`` to it."""
         author = _reference(orjson.loads(existing.body).get("author"))
-        if author != f"Organization/{self.unit_org}":
+        if author != f"Organization/{self.care_unit_org}":
             raise Forbidden(f"Only the unit responsible for the agreement ({author}) may {what}",
                             details_sv=f"Bara den enhet som ansvarar för patientkontraktet kan {what_sv}.")
 
@@ -190,7 +190,7 @@ class CareUnitAccess(ScopedAccess):
         its identity (HSA-id, name, type, place in the region, tags, security labels) stays the
         directory's. Tags and security labels the update leaves out are kept, not dropped.
         Systems acting for the unit get no such exception."""
-        if existing is None or existing.type != "Organization" or existing.id != self.unit_org \
+        if existing is None or existing.type != "Organization" or existing.id != self.care_unit_org \
                 or self.principal.kind != "staff":
             return None
         stored = orjson.loads(existing.body)
@@ -226,7 +226,7 @@ class CareUnitAccess(ScopedAccess):
         if existing is not None and type_ == "CarePlan" \
                 and _reference(resource.get("author")) != _reference(orjson.loads(existing.body).get("author")):
             self._responsible(existing, "hand it over", "lämna över det")
-        unit_ref = {"reference": f"Organization/{self.unit_org}"}
+        unit_ref = {"reference": f"Organization/{self.care_unit_org}"}
         if self.principal.care_unit_name:
             unit_ref["display"] = self.principal.care_unit_name
         if existing is None and type_ == "CarePlan":

@@ -257,7 +257,7 @@ LIMIT = 2000
 def small_client(clean_pg: str) -> Iterator[TestClient]:
     """The app with a 2000-byte body limit."""
     settings = make_settings(clean_pg, max_body_bytes=LIMIT)
-    with TestClient(create_app(settings, unit_rules=False), base_url=BASE_URL) as test_client:
+    with TestClient(create_app(settings, care_unit_rules=False), base_url=BASE_URL) as test_client:
         test_client.headers.update({"content-type": "application/fhir+json",
                                     "authorization": f"Bearer {engine_token(settings)}"})
         yield test_client

@@ -15,7 +15,7 @@ from patientkontrakt.domain.identifiers import PERSONNUMMER, parse_person_number
 TODAY = datetime.date(2026, 3, 2)
 STAFF = "PractitionerRole/nurse-1"
 DIRECTORY: dict[str, Any] = {
-    "unit_org": "vc-1", "primary_care": True, "units": [],
+    "care_unit_org": "vc-1", "primary_care": True, "units": [],
     "own_staff": [{"id": "nurse-1", "name": "Anna Ek", "unit": "Vårdcentralen Ek", "doctor": False, "org": "vc-1"},
                   {"id": "doc-1", "name": "Bo Lind", "unit": "Vårdcentralen Ek", "doctor": True, "org": "vc-1"}],
     "other_staff": [{"id": "home-1", "name": "Cia Berg", "unit": "Hemtjänsten Norr", "doctor": False, "org": "kn-1"},
@@ -162,7 +162,8 @@ def _edit(**changes: Any) -> dict[str, Any]:
 def test_an_edit_puts_the_plan_at_the_version_the_form_was_opened_at_with_its_new_goals() -> None:
     stored = _stored_plan()
     bundle = build.edited_agreement_bundle(stored, _edit(), [_row(performer="kn-1"), _row(performer="vc-1")],
-                                           patient_ref="Patient/p-1", staff_ref=STAFF, unit_org="vc-1", today=TODAY)
+                                           patient_ref="Patient/p-1", staff_ref=STAFF, care_unit_org="vc-1",
+                                           today=TODAY)
     assert bundle["type"] == "transaction"
     goal_entry, plan_entry = bundle["entry"]
     assert goal_entry["request"] == {"method": "POST", "url": "Goal"}
@@ -183,7 +184,7 @@ def test_an_edit_without_new_goals_or_units_changes_only_the_plan() -> None:
     stored = {**_stored_plan(), "contributor": []}
     bundle = build.edited_agreement_bundle(stored, _edit(care_goals="", end="2027-01-31", version="7"),
                                            [_row(performer="vc-1")], patient_ref="Patient/p-1", staff_ref=STAFF,
-                                           unit_org="vc-1", today=TODAY)
+                                           care_unit_org="vc-1", today=TODAY)
     [entry] = bundle["entry"]
     plan = entry["resource"]
     assert entry["request"]["ifMatch"] == 'W/"7"'

@@ -118,7 +118,7 @@ def test_demo_command_loads_a_sqlite_database(sqlite_database: str, tmp_path: Pa
     clients = _run("clients", "list", url=sqlite_database, cwd=tmp_path)
     assert sorted(line.split("\t")[0] for line in clients.stdout.splitlines()) == ["demo-ehr", "pk-mitt", "pk-personal"]
     settings = make_settings(sqlite_database, signing_key=tmp_path / "signing.pem")
-    with TestClient(create_app(settings, unit_rules=False), base_url=BASE_URL,
+    with TestClient(create_app(settings, care_unit_rules=False), base_url=BASE_URL,
                     headers={"authorization": f"Bearer {engine_token(settings)}"}) as client:
         assert versions_stored(client) == region + 3 * 6
         assert count(client, "CarePlan") == 3
