@@ -1,7 +1,7 @@
 """EXPLAIN (ANALYZE, BUFFERS) of the SQL the server runs for the search scenario.
 
 The statements are not written by hand: the search runs through the server's own code
-(``FhirService.parse_search`` and ``search_engine.find``, the same calls ``FhirService.search``
+(``FhirService.parser.parse`` and ``search_engine.find``, the same calls ``FhirService.search``
 makes) against the benchmark database, and every statement SQLAlchemy executes on the way is
 captured (``before_execute``) and compiled for PostgreSQL with literal binds. Each is then run
 once to warm the cache and explained with ANALYZE and BUFFERS. The search runs with the
@@ -53,7 +53,7 @@ async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]]
                               lifetime=60)
         token = tokens.issue(synthetic.bench_grant(), synthetic.BENCH_SCOPE, "bench")[0]
         access = Authenticator(tokens, service.parser, service.search_engine.builder).access(f"Bearer {token}")
-        query = service.parse_search(type_, pairs, Preferences())
+        query = service.parser.parse(type_, pairs, strict=Preferences().strict)
         event.listen(engine.sync_engine, "before_execute", capture)
         async with store.reading(access) as unit:
             page = await service.search_engine.find(unit, query)

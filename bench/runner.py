@@ -237,7 +237,7 @@ class Bench:
         header = (f"-- EXPLAIN (ANALYZE, BUFFERS) of the statements the server runs for\n"
                   f"-- GET /fhir/CarePlan?patient={patient}&_include=CarePlan:care-team\n"
                   f"-- N = {n:,} agreements ({n * synthetic.RESOURCES_PER_AGREEMENT:,} resources); built by "
-                  f"FhirService.parse_search + search_engine.find for the bench's token (a system of the regional "
+                  f"FhirService.parser.parse + search_engine.find for the bench's token (a system of the regional "
                   f"clinic, with its access rules), compiled with literal binds (bench/explain.py)\n"
                   f"-- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, command: {_command()}")
         text = await explain(url, "CarePlan", pairs, header, self.signing_key)

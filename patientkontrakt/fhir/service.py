@@ -359,16 +359,12 @@ class FhirService:
 
     # -- search ----------------------------------------------------------------------------
 
-    def parse_search(self, type_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> SearchQuery:
-        self.check_type(type_)
-        return self.parser.parse(type_, pairs, strict=prefer.strict)
-
     async def search(self, access: Access, type_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> Result:
         """R4 http.html#search (GET and POST _search); only what the caller may see, filtered in
         the query before paging (and the same for what ``_include`` adds)."""
         self.check_type(type_)
         async with self.pipeline.run(access, Interaction.of("search-type", type_, type_)) as exchange:
-            query = self.parse_search(type_, pairs, prefer)
+            query = self.parser.parse(type_, pairs, strict=prefer.strict)
             self.require_includes(access, query)
             async with self.store.reading(access) as unit:
                 page = await self.search_engine.find(unit, query)

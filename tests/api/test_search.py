@@ -1405,7 +1405,7 @@ def chosen(client: TestClient, params: Params) -> str | None:
     service = app.state.service
     access = app.state.authenticator.access(client.headers["authorization"])
     pairs = list(params.items()) if isinstance(params, dict) else params
-    query = service.parse_search("CarePlan", pairs, Preferences())
+    query = service.parser.parse("CarePlan", pairs, strict=Preferences().strict)
 
     async def choose() -> int | None:
         async with service.store.reading(access) as unit:
