@@ -12,19 +12,25 @@ its ``response.outcome``.
 
 from __future__ import annotations
 
-import copy
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 from patientkontrakt.fhir.access import Access, access_of
+from patientkontrakt.fhir.bundle_entries import (
+    ORDER,
+    Entry,
+    EntryResponse,
+    entry_error,
+    interaction_of,
+    needs_of,
+    parse_entry,
+    parse_numbered_entry,
+)
 from patientkontrakt.fhir.dates import format_instant
 from patientkontrakt.fhir.errors import (
     BadRequest,
     FhirError,
     HiddenResource,
-    Issue,
     NotFound,
     operation_outcome,
 )
@@ -36,7 +42,7 @@ from patientkontrakt.fhir.offload import COPY, RULES, VALIDATE, run_cpu, weight_
 from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import searchset
-from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, new_id, not_writable
+from patientkontrakt.fhir.writes import WriteOutcome, new_id, not_writable
 from patientkontrakt.storage.repository import StoredResource, Unit
 
 if TYPE_CHECKING:
@@ -44,80 +50,8 @@ if TYPE_CHECKING:
     from patientkontrakt.fhir.service import FhirService
 
 _CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?.")
-_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
 _STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
-
-
-@dataclass
-class _Entry:
-    index: int
-    method: str
-    type: str
-    id: str | None
-    query: str | None
-    version: str | None
-    resource: dict[str, Any] | None
-    full_url: str | None
-    if_none_exist: str | None
-    if_match: str | None
-    pairs: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes | str | None = None
-    location: str | None = None
-    version_id: int | None = None
-    last_modified: str | None = None
-    outcome: dict[str, Any] | None = None
-
-
-def _interaction(entry: _Entry) -> str:
-    if entry.method == "DELETE":
-        return "delete"
-    if entry.method == "POST":
-        return "create"
-    if entry.method == "PUT":
-        return "update"
-    if entry.id is None:
-        return "search-type"
-    return "vread" if entry.version is not None else "read"
-
-
-def _needs(entry: _Entry) -> tuple[tuple[str, str], ...]:
-    """What the caller's scopes must grant for the entry: its interaction, and search for what a
-    conditional form finds."""
-    own = (entry.type, _interaction(entry))
-    if entry.method in ("PUT", "DELETE") and entry.id is None or entry.if_none_exist:
-        return own, (entry.type, "search-type")
-    return (own,)
-
-
-def _entry_error(index: int, error: FhirError) -> FhirError:
-    """Prefix every issue of an entry's error with where the entry is."""
-    where = f"Bundle.entry[{index}]"
-    error.issues = [
-        Issue(
-            code=i.code,
-            severity=i.severity,
-            diagnostics=f"{where}: {i.diagnostics}",
-            expression=tuple(_entry_expression(where, e) for e in i.expression) or (where,),
-            details_sv=i.details_sv,
-        )
-        for i in error.issues
-    ]
-    error.diagnostics = error.issues[0].diagnostics
-    return error
-
-
-def _entry_expression(where: str, expression: str) -> str:
-    """``CarePlan.subject`` → ``Bundle.entry[i].resource.subject``; ``request.url`` stays entry-level."""
-    if expression[:1].isupper():
-        _, _, rest = expression.partition(".")
-        return f"{where}.resource.{rest}" if rest else f"{where}.resource"
-    return f"{where}.{expression}"
 
 
 class BundleProcessor:
@@ -140,77 +74,25 @@ class BundleProcessor:
             raise exceeded("bundle_entries", limit, f"The Bundle has {len(raw_entries)} entries",
                            "Bundlen har för många poster", expression=("Bundle.entry",), error=ContentLimitExceeded)
         if kind == "transaction":
-            entries = [await run_cpu(weight_of(e) * COPY, self._parse_entry, i, e)
+            base, check_type = self.service.base, self.service.check_type
+            entries = [await run_cpu(weight_of(e) * COPY, parse_numbered_entry, i, e, base, check_type)
                        for i, e in enumerate(raw_entries)]
             interaction = Interaction("transaction", None, f"transaction of {len(entries)} entries")
             async with self.service.pipeline.run(access, interaction) as exchange:
                 for index, entry in enumerate(entries):
                     try:
-                        for type_, needed in _needs(entry):
+                        for type_, needed in needs_of(entry):
                             exchange.require(type_, needed)
                     except FhirError as error:
-                        raise _entry_error(index, error) from None
+                        raise entry_error(index, error) from None
                 responses = await self._transaction(exchange, entries, prefer)
         else:
             responses = await self._batch(access, raw_entries, prefer)
         return Result(200, self._render(f"{kind}-response", responses))
 
-    # -- parsing ---------------------------------------------------------------------------
-
-    def _parse_entry(self, index: int, raw: Any) -> _Entry:
-        try:
-            return self._parse_entry_inner(raw)
-        except FhirError as error:
-            raise _entry_error(index, error) from None
-
-    def _parse_entry_inner(self, raw: Any) -> _Entry:
-        if not isinstance(raw, dict):
-            raise BadRequest("an entry must be an object", details_sv="Posten ska vara ett objekt.")
-        request = raw.get("request")
-        if not isinstance(request, dict) or not isinstance(request.get("method"), str) \
-                or not isinstance(request.get("url"), str):
-            raise BadRequest("entry.request with method and url is required", expression=("request",),
-                             details_sv="Posten saknar request.method eller request.url.")
-        method = request["method"].upper()
-        if method not in _ORDER:
-            raise BadRequest(f"Unsupported method {method!r} in a Bundle", expression=("request.method",),
-                             details_sv="Metoden stöds inte.")
-        url = request["url"]
-        if url.startswith(self.service.base + "/"):
-            url = url[len(self.service.base) + 1:]
-        parts = urlsplit(url)
-        segments = [s for s in parts.path.split("/") if s]
-        if not segments:
-            raise BadRequest(f"request.url {request['url']!r} names no resource type", expression=("request.url",),
-                             details_sv="Adressen saknar resurstyp.")
-        type_ = segments[0]
-        self.service.check_type(type_)
-        id_ = segments[1] if len(segments) > 1 else None
-        version = segments[3] if len(segments) == 4 and segments[2] == "_history" else None
-        if len(segments) > 2 and version is None or len(segments) > 4:
-            raise BadRequest(f"request.url {request['url']!r} is not supported", expression=("request.url",),
-                             details_sv="Adressen stöds inte.")
-        if method == "PUT" and id_ is not None and not ID_PATTERN.match(id_):
-            raise BadRequest(f"request.url {request['url']!r}: {id_!r} is not a valid FHIR id",
-                             expression=("request.url",), details_sv="Ogiltigt id.")
-        resource = raw.get("resource")
-        if method in ("POST", "PUT"):
-            if not isinstance(resource, dict):
-                raise BadRequest(f"{method} needs entry.resource", expression=("resource",),
-                                 details_sv="Posten saknar resurs.")
-            resource = copy.deepcopy(resource)
-        full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
-        return _Entry(
-            index=0, method=method, type=type_, id=id_, query=parts.query or None, version=version,
-            resource=resource if method in ("POST", "PUT") else None, full_url=full_url,
-            if_none_exist=request.get("ifNoneExist") if isinstance(request.get("ifNoneExist"), str) else None,
-            if_match=request.get("ifMatch") if isinstance(request.get("ifMatch"), str) else None,
-            pairs=parse_qsl(parts.query, keep_blank_values=True),
-        )
-
     # -- transaction -----------------------------------------------------------------------
 
-    async def _transaction(self, exchange: Exchange, entries: list[_Entry], prefer: Preferences) -> list[_Response]:
+    async def _transaction(self, exchange: Exchange, entries: list[Entry], prefer: Preferences) -> list[EntryResponse]:
         access = exchange.access
         for i, entry in enumerate(entries):
             entry.index = i
@@ -225,14 +107,14 @@ class BundleProcessor:
                                          expression=(f"{entry.type}.id",),
                                          details_sv="Id i resursen ska vara samma som i adressen.")
                 except FhirError as error:
-                    raise _entry_error(entry.index, error) from None
-        responses: dict[int, _Response] = {}
-        ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
+                    raise entry_error(entry.index, error) from None
+        responses: dict[int, EntryResponse] = {}
+        ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
         async with self.service.store.writing(access) as unit:
             ids: dict[str, str] = {}
             written: list[dict[str, Any]] = []
             claimed: dict[tuple[str, str], int] = {}
-            deleted: list[tuple[_Entry, StoredResource]] = []
+            deleted: list[tuple[Entry, StoredResource]] = []
             for entry in ordered:
                 try:
                     if entry.method == "DELETE":
@@ -242,7 +124,7 @@ class BundleProcessor:
                     if entry.method in ("DELETE", "PUT"):
                         self._claim(claimed, entry)
                 except FhirError as error:
-                    raise _entry_error(entry.index, error) from None
+                    raise entry_error(entry.index, error) from None
             for entry in ordered:
                 if entry.resource is not None:
                     try:
@@ -250,7 +132,7 @@ class BundleProcessor:
                         entry.resource = await run_cpu(weight_of(entry.resource) * RULES, self.service.apply_rules,
                                                        entry.resource)
                     except FhirError as error:
-                        raise _entry_error(entry.index, error) from None
+                        raise entry_error(entry.index, error) from None
             await self._check_before_writing(unit, ordered)
             context = WriteContext(transaction=tuple({**e.resource, "id": e.id} for e in ordered
                                                      if e.resource is not None and e.version != "existing"))
@@ -264,22 +146,22 @@ class BundleProcessor:
                     elif entry.method in ("GET", "HEAD"):
                         responses[entry.index] = await self._get(unit, entry)
                 except FhirError as error:
-                    raise _entry_error(entry.index, error) from None
+                    raise entry_error(entry.index, error) from None
             for resource in written:
                 try:
                     await self.service.writer.hooks.verify(unit, resource, self.service.writer)
                 except FhirError as error:
                     index = next(e.index for e in entries if e.resource is resource)
-                    raise _entry_error(index, error) from None
+                    raise entry_error(index, error) from None
             for entry, stored in deleted:
                 try:
                     await self.service.writer.check_referrers(unit, stored.type, stored.id, stored.pk)
                 except FhirError as error:
-                    raise _entry_error(entry.index, error) from None
+                    raise entry_error(entry.index, error) from None
             await exchange.written(unit)
         return [responses[i] for i in range(len(entries))]
 
-    async def _check_before_writing(self, unit: Unit, entries: list[_Entry]) -> None:
+    async def _check_before_writing(self, unit: Unit, entries: list[Entry]) -> None:
         """Every check that depends on what the caller may see, run before any entry is written
         (only the deletions have run), so that it answers for what the caller could see before the
         transaction, as each entry alone would be answered: an entry's write could otherwise make
@@ -306,7 +188,7 @@ class BundleProcessor:
                     if existing is None and entry.version != "new" and not writer.client_ids(unit, entry.type):
                         raise not_writable(entry.type, entry.id, None)
                 except FhirError as error:
-                    raise _entry_error(entry.index, error) from None
+                    raise entry_error(entry.index, error) from None
                 if existing is not None and not existing.deleted:
                     continue
             created.add((entry.type, entry.id))
@@ -315,10 +197,10 @@ class BundleProcessor:
                 try:
                     await writer.check_references(unit, {**entry.resource, "id": entry.id}, created=created)
                 except FhirError as error:
-                    raise _entry_error(entry.index, error) from None
+                    raise entry_error(entry.index, error) from None
 
     @staticmethod
-    def _claim(claimed: dict[tuple[str, str], int], entry: _Entry) -> None:
+    def _claim(claimed: dict[tuple[str, str], int], entry: Entry) -> None:
         """R4 http.html#trules: identities, including those conditional URLs resolve to, may not overlap."""
         assert entry.id is not None
         first = claimed.setdefault((entry.type, entry.id), entry.index)
@@ -326,13 +208,13 @@ class BundleProcessor:
             raise BadRequest(f"{entry.type}/{entry.id} is changed by entry {first} too; a transaction may "
                              "change a resource only once", details_sv="Samma resurs förekommer två gånger.")
 
-    def _check_duplicates(self, entries: list[_Entry]) -> None:
+    def _check_duplicates(self, entries: list[Entry]) -> None:
         seen: dict[tuple[str, str], int] = {}
         for entry in entries:
             if entry.method in ("PUT", "DELETE") and entry.id is not None:
                 key = (entry.type, entry.id)
                 if key in seen:
-                    raise _entry_error(entry.index, BadRequest(
+                    raise entry_error(entry.index, BadRequest(
                         f"{entry.type}/{entry.id} appears in entry {seen[key]} too; a transaction may "
                         "change a resource only once", details_sv="Samma resurs förekommer två gånger."))
                 seen[key] = entry.index
@@ -340,12 +222,12 @@ class BundleProcessor:
         for entry in entries:
             if entry.full_url and entry.resource is not None:
                 if entry.full_url in full_urls:
-                    raise _entry_error(entry.index, BadRequest(
+                    raise entry_error(entry.index, BadRequest(
                         f"fullUrl {entry.full_url} is used by entry {full_urls[entry.full_url]} too",
                         details_sv="Samma fullUrl förekommer två gånger."))
                 full_urls[entry.full_url] = entry.index
 
-    async def _assign(self, unit: Unit, entry: _Entry, ids: dict[str, str]) -> None:
+    async def _assign(self, unit: Unit, entry: Entry, ids: dict[str, str]) -> None:
         """Decide the id each POST/PUT will get, so references can be rewritten first."""
         assert entry.resource is not None
         writer = self.service.writer
@@ -361,7 +243,7 @@ class BundleProcessor:
         if entry.full_url:
             ids[entry.full_url] = f"{entry.type}/{entry.id}"
 
-    async def _resolve_references(self, unit: Unit, entry: _Entry, ids: dict[str, str]) -> None:
+    async def _resolve_references(self, unit: Unit, entry: Entry, ids: dict[str, str]) -> None:
         assert entry.resource is not None
         for where, element in reference_elements(entry.resource):
             ref = element["reference"]
@@ -381,8 +263,8 @@ class BundleProcessor:
                                    details_sv="Den villkorade referensen matchar ingen resurs.")
                 element["reference"] = f"{target_type}/{found.id}"
 
-    async def _write(self, unit: Unit, entry: _Entry, prefer: Preferences, context: WriteContext
-                     ) -> tuple[_Response, dict[str, Any] | None]:
+    async def _write(self, unit: Unit, entry: Entry, prefer: Preferences, context: WriteContext
+                     ) -> tuple[EntryResponse, dict[str, Any] | None]:
         """Write one entry; ``context`` names what the whole transaction writes (``WriteContext``)."""
         assert entry.resource is not None and entry.id is not None
         writer = self.service.writer
@@ -405,8 +287,8 @@ class BundleProcessor:
         entry.resource = resource
         return self._from_outcome(outcome, prefer), (None if entry.version == "existing" else resource)
 
-    async def _delete(self, unit: Unit, entry: _Entry,
-                      deferred: list[tuple[_Entry, StoredResource]] | None = None) -> _Response:
+    async def _delete(self, unit: Unit, entry: Entry,
+                      deferred: list[tuple[Entry, StoredResource]] | None = None) -> EntryResponse:
         """Delete; with ``deferred``, leave the referrer check to the caller (after every write)."""
         writer = self.service.writer
         check = deferred is None
@@ -417,9 +299,9 @@ class BundleProcessor:
         entry.id = outcome.resource.id
         if deferred is not None:
             deferred.append((entry, outcome.resource))
-        return _Response(204, version_id=outcome.resource.version_id)
+        return EntryResponse(204, version_id=outcome.resource.version_id)
 
-    async def _get(self, unit: Unit, entry: _Entry) -> _Response:
+    async def _get(self, unit: Unit, entry: Entry) -> EntryResponse:
         service = self.service
         access = access_of(unit)
         if entry.id is None:
@@ -428,7 +310,7 @@ class BundleProcessor:
             page = await service.search_engine.find(unit, query)
             service.drop_unscoped_includes(access, page)
             unit.touched.extend(page.matches + page.included)
-            return _Response(200, body=searchset(service.base, query, page, service.subsetter))
+            return EntryResponse(200, body=searchset(service.base, query, page, service.subsetter))
         current = await service.writer.visible_existing(unit, entry.type, entry.id, lock=False)
         if current is None:
             stored = await unit.get(entry.type, entry.id)
@@ -443,19 +325,19 @@ class BundleProcessor:
                                details_sv="Versionen finns inte.")
             assert current is not None
             unit.touched.append(current)
-            return _Response(200, body=found.body, version_id=found.version_id)
+            return EntryResponse(200, body=found.body, version_id=found.version_id)
         result = service.read_result(current, entry.type, entry.id)
         assert current is not None
         unit.touched.append(current)
-        return _Response(200, body=result.body, version_id=result.version_id)
+        return EntryResponse(200, body=result.body, version_id=result.version_id)
 
-    def _from_outcome(self, outcome: WriteOutcome, prefer: Preferences) -> _Response:
+    def _from_outcome(self, outcome: WriteOutcome, prefer: Preferences) -> EntryResponse:
         """An entry's response; the write's warnings go in ``response.outcome`` whatever the
         ``Prefer`` (R4 Bundle.entry.response.outcome: "hints and warnings produced as part of
         processing this entry in a batch or transaction")."""
         result = self.service.write_result(outcome, prefer)
         stored = outcome.resource
-        return _Response(
+        return EntryResponse(
             status=outcome.status,
             body=result.body,
             location=self.service.location(stored) if outcome.status == 201 else None,
@@ -466,20 +348,20 @@ class BundleProcessor:
 
     # -- batch -----------------------------------------------------------------------------
 
-    async def _batch(self, access: Access, raw_entries: list[Any], prefer: Preferences) -> list[_Response]:
+    async def _batch(self, access: Access, raw_entries: list[Any], prefer: Preferences) -> list[EntryResponse]:
         responses = []
         for index, raw in enumerate(raw_entries):
             try:
-                entry = self._parse_entry_inner(raw)
+                entry = parse_entry(raw, self.service.base, self.service.check_type)
                 entry.index = index
-                interaction = Interaction(_interaction(entry), entry.type, f"batch entry {index}", _needs(entry))
+                interaction = Interaction(interaction_of(entry), entry.type, f"batch entry {index}", needs_of(entry))
                 async with self.service.pipeline.run(access, interaction) as exchange:
                     responses.append(await self._batch_entry(exchange, entry, prefer))
             except FhirError as error:
-                responses.append(_Response(error.status, outcome=error.outcome()))
+                responses.append(EntryResponse(error.status, outcome=error.outcome()))
         return responses
 
-    async def _batch_entry(self, exchange: Exchange, entry: _Entry, prefer: Preferences) -> _Response:
+    async def _batch_entry(self, exchange: Exchange, entry: Entry, prefer: Preferences) -> EntryResponse:
         """One entry in a transaction of its own, logged with it (reads: once it has returned)."""
         async with self.service.store.writing(exchange.access) as unit:
             response = await self._batch_entry_in(unit, entry, prefer)
@@ -489,7 +371,7 @@ class BundleProcessor:
             await exchange.shown(unit.touched)
         return response
 
-    async def _batch_entry_in(self, unit: Unit, entry: _Entry, prefer: Preferences) -> _Response:
+    async def _batch_entry_in(self, unit: Unit, entry: Entry, prefer: Preferences) -> EntryResponse:
         service = self.service
         if entry.resource is not None:
             entry.resource = await run_cpu(weight_of(entry.resource) * VALIDATE, service.prepare, entry.type,
@@ -517,7 +399,7 @@ class BundleProcessor:
 
     # -- rendering -------------------------------------------------------------------------
 
-    def _render(self, kind: str, responses: list[_Response]) -> bytes:
+    def _render(self, kind: str, responses: list[EntryResponse]) -> bytes:
         entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = []
         for response in responses:
             status = _STATUS.get(response.status, str(response.status))

@@ -11,7 +11,7 @@ from stdnum import luhn
 from api.pages import forms
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import IdentifierError, parse_person_number
-from patientkontrakt.fhir.bundles import _entry_error
+from patientkontrakt.fhir.bundle_entries import entry_error
 from patientkontrakt.fhir.errors import Issue, Unprocessable
 
 _TOMORROW = datetime.date.today() + datetime.timedelta(days=1)
@@ -71,7 +71,7 @@ def _issue(expression: str, swedish: str, english: str = "") -> Issue:
 
 
 def _in_entry(index: int, issue: Issue) -> Issue:
-    return _entry_error(index, Unprocessable(issue.diagnostics, issues=[issue])).issues[0]
+    return entry_error(index, Unprocessable(issue.diagnostics, issues=[issue])).issues[0]
 
 
 def test_a_transactions_issues_go_to_their_fields_once() -> None:
