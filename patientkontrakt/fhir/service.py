@@ -36,6 +36,7 @@ from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
 from patientkontrakt.fhir.search.params import SearchParser, SearchQuery
+from patientkontrakt.fhir.validate_operation import validate
 from patientkontrakt.fhir.validation import Validator
 from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, Writer
 from patientkontrakt.storage.repository import Store, StoredResource, StoredVersion, Unit
@@ -294,68 +295,7 @@ class FhirService:
         self.check_type(type_)
         request = f"{type_}/{id_}/$validate" if id_ is not None else f"{type_}/$validate"
         async with self.pipeline.run(access, Interaction.of("validate", type_, request)) as exchange:
-            return await self._validate(exchange, type_, id_, body, pairs)
-
-    async def _validate(self, exchange: Exchange, type_: str, id_: str | None, body: dict[str, Any] | None,
-                        pairs: list[tuple[str, str]]) -> Result:
-        access = exchange.access
-        resource, mode, profile = _validate_args(body, pairs)
-        if mode not in (None, "create", "update", "delete"):
-            raise BadRequest(f"mode must be create, update or delete, not {mode!r}", expression=("mode",))
-        if mode in ("update", "delete") and id_ is None:
-            raise BadRequest(f"mode={mode} needs the instance: POST [base]/{type_}/[id]/$validate",
-                             expression=("mode",))
-        if id_ is not None:
-            self.check_id(type_, id_)
-        if resource is None and mode != "delete":
-            raise BadRequest("$validate needs a resource (the body, or a Parameters 'resource')",
-                             details_sv="Ange resursen som ska kontrolleras.")
-        if profile is not None and resource is not None and self.hooks.profile_issues(resource, profile) is None:
-            raise BadRequest(f"Unknown profile {profile}", expression=("profile",), details_sv="Okänd profil.")
-        issues: list[Issue] = []
-        stored = None
-        if mode in ("update", "delete"):
-            # checked against the stored resource, and answered from it: logged like a read of it,
-            # a hidden one like an absent one (the answer is the same: an issue, not a 404)
-            assert id_ is not None
-            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
-            if stored is None or not visible:
-                await exchange.refused(HiddenResource(f"{type_}/{id_} is not known", stored))
-                stored = None
-        try:
-            if mode == "delete":
-                assert id_ is not None
-                access.require(type_, "delete")
-                async with self.store.trial(access) as unit:
-                    await self.writer.delete(unit, type_, id_)
-                    await access.confirm(unit, unit.written)
-            else:
-                assert resource is not None
-                checked = self.check_structure(type_, resource)
-                if profile is not None:
-                    issues.extend(self.hooks.profile_issues(checked, profile) or [])
-                checked = self.apply_rules(checked)
-                if mode == "update" and checked.get("id") != id_:
-                    raise BadRequest(f"The resource's id must be {id_!r} for mode=update",
-                                     expression=(f"{type_}.id",))
-                if mode in ("create", "update") and not issues:
-                    access.require(type_, mode)
-                    async with self.store.trial(access) as unit:
-                        if mode == "create":
-                            outcome = await self.writer.create(unit, checked)
-                        else:
-                            outcome = await self.writer.update(unit, checked)
-                        await access.confirm(unit, unit.written)
-                    issues.extend(outcome.issues)
-        except FhirError as error:
-            # The type's own profile may be the one named in ``profile``: report each issue once.
-            issues.extend(i for i in error.issues if i not in issues)
-        if not issues:
-            issues = [Issue(code="informational", severity="information", diagnostics="All OK",
-                            details_sv="Inga fel hittades.")]
-        if stored is not None:
-            await exchange.shown([stored])
-        return Result(200, dumps(operation_outcome(issues)))
+            return await validate(self, exchange, type_, id_, body, pairs)
 
     # -- search ----------------------------------------------------------------------------
 
@@ -451,24 +391,3 @@ def _allowed(access: Access, type_: str, interaction: str) -> bool:
     except FhirError:
         return False
     return True
-
-
-def _validate_args(body: dict[str, Any] | None, pairs: list[tuple[str, str]]
-                   ) -> tuple[dict[str, Any] | None, str | None, str | None]:
-    """(resource, mode, profile) from a Parameters body or a plain resource plus query parameters."""
-    query = dict(pairs)
-    mode, profile = query.get("mode"), query.get("profile")
-    if body is not None and body.get("resourceType") == "Parameters":
-        resource = None
-        for parameter in body.get("parameter") or []:
-            if not isinstance(parameter, dict):
-                continue
-            name = parameter.get("name")
-            if name == "resource" and isinstance(parameter.get("resource"), dict):
-                resource = parameter["resource"]
-            elif name == "mode":
-                mode = parameter.get("valueCode", mode)
-            elif name == "profile":
-                profile = parameter.get("valueUri") or parameter.get("valueCanonical") or profile
-        return resource, mode, profile
-    return body, mode, profile
