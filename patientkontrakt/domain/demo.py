@@ -14,6 +14,9 @@ Some agreements have changed fast vårdkontakt, so the history of contacts shows
 
 Everything is deterministic for a seed and ``today``; ids are stable, so loading twice
 changes nothing.
+
+Its length (over 400 lines) is the demo region's data (units, staff, agreement templates)
+beside the generator that uses it; nothing in the service imports it but the loader.
 """
 
 from __future__ import annotations

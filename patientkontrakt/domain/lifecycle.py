@@ -64,6 +64,9 @@ Warnings (the write is stored; severity ``warning``, code ``business-rule``): a 
 ``not-started`` or ``scheduled`` with a planned time already past, and a Goal target date
 already past on an open goal when the date is new. See ``WriteHooks.warnings`` for where they
 reach the client.
+
+Its length (over 400 lines) is one rule set, the agreement's life, read as a whole by whoever
+changes it: the transitions, the reasons they need, the date rules and the warnings.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ stored in ``resource`` and ``resource_version``, and the search index rows are r
 same transaction. Conditional create/update/delete are built once on top of the primitives
 (R4 http.html#ccreate, #cond-update, #cdelete): search with a limit of two under a lock on the
 criteria, so two concurrent conditional creates cannot both create.
+
+Its length (over 400 lines) is the one write path every interaction shares (create, update,
+delete, their conditional forms, the references each write may name), kept in one class so that
+no write can take a path around ``store``.
 """
 
 from __future__ import annotations

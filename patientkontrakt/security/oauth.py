@@ -25,6 +25,9 @@ synchronously, while our storage is async; the grant rules above are written her
 joserfc (JOSE, by authlib's author, the successor of ``authlib.jose``), and authlib itself is
 used where it fits: as the OpenID Connect client of the external IdP and in the tests as a
 Backend Services client.
+
+Its length (over 400 lines) is one authorization server: the grants share client
+authentication, token families and revocation, and are reviewed together.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ are serialised anyway, computed here.
 **Sealing** (``patientkontrakt.audit.sealer``) takes the queue in ``seq`` order under
 ``SEAL_LOCK`` (try-lock: one sealer at a time, the others skip the round), gives each entry the
 next position and writes a checkpoint; ``walk_*`` stream the tables for ``audit verify``.
+
+Its length (over 400 lines) is the access log's one set of tables (entries, queue, leaves,
+checkpoints) and every statement on them, kept together so the log's invariants (append-only,
+sealed in order) can be read in one place.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ FHIR engine composes into interactions; it knows tables and SQL, not FHIR rules.
 When the database is unavailable (down, restarting, refusing connections, the pool exhausted)
 every unit of work raises ``DatabaseUnavailable`` (storage/errors.py) instead of the driver's
 error, whichever statement met it.
+
+Its length (over 400 lines) is one interface: the unit of work's primitive operations on the
+resource, version and index tables, which every interaction composes inside one transaction;
+the SQL that builds searches and access rules lives beside it (``search_sql.py``,
+``access_sql.py``).
 """
 
 from __future__ import annotations
