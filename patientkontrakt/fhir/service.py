@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,7 +29,7 @@ from patientkontrakt.fhir.errors import (
 from patientkontrakt.fhir.history import history_args, history_bundle
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
-from patientkontrakt.fhir.interactions import Exchange, Interaction, Pipeline
+from patientkontrakt.fhir.interactions import Exchange, Interaction, Pipeline, Stage
 from patientkontrakt.fhir.limits import Limits, exceeded
 from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import Subsetter, dumps
@@ -59,7 +60,8 @@ _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
 class FhirService:
     def __init__(self, settings: Settings, store: Store, defs: Definitions | None = None,
-                 hooks: WriteHooks | None = None, log: AccessLog | None = None) -> None:
+                 hooks: WriteHooks | None = None, log: AccessLog | None = None,
+                 stages: Sequence[Stage] = ()) -> None:
         self.settings = settings
         self.store = store
         self.base = settings.fhir_base
@@ -76,7 +78,7 @@ class FhirService:
         self.writer = Writer(self.indexer, self.base, self.types, self.matches, self.hooks,
                              self.defs.patient_compartment)
         self.log: AccessLog = log or NoLog()
-        self.pipeline = Pipeline(self.log)
+        self.pipeline = Pipeline(self.log, stages)  # what every interaction passes (interactions.py)
 
     # -- helpers ---------------------------------------------------------------------------
 

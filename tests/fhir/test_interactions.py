@@ -16,7 +16,7 @@ import pytest
 
 from patientkontrakt.fhir.access import Internal, Principal
 from patientkontrakt.fhir.errors import Forbidden, HiddenResource, NotFound
-from patientkontrakt.fhir.interactions import Interaction, Pipeline
+from patientkontrakt.fhir.interactions import Interaction
 from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.storage.database import create_engine
@@ -90,9 +90,8 @@ class RecordingStage:
 def service(sqlite_url: str) -> Any:
     store = Store(create_engine(sqlite_url, pool_size=2))
     log = RecordingLog()
-    service = FhirService(make_settings(sqlite_url), store, log=log)
     stage = RecordingStage()
-    service.pipeline = Pipeline(log, [stage])
+    service = FhirService(make_settings(sqlite_url), store, log=log, stages=[stage])
     yield service, log, stage
     asyncio.run(store.dispose())
 
