@@ -59,6 +59,19 @@ def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
     return summary, elements
 
 
+async def _search_parameters(request: Request) -> list[tuple[str, str]]:
+    """The parameters of a search by POST: those in the URL, then those of its form body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if raw and content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
+    except UnicodeDecodeError:
+        raise BadRequest("The form body is not UTF-8") from None
+    return [*request.query_params.multi_items(), *form]
+
+
 # The access log as AuditEvent: read and search only, served from the log itself (audit/events.py).
 @router.get("/AuditEvent")
 async def audit_search(request: Request, events: AuditEventsDep) -> Response:
@@ -71,15 +84,7 @@ async def audit_search_post(request: Request, events: AuditEventsDep) -> Respons
     """Search by POST (R4 http.html#search: a server supporting search supports both forms), so
     parameters need not be in the URL; otherwise ``/{type_}/_search`` would answer "no such type"."""
     _negotiate(request)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if raw and content_type != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
-    except UnicodeDecodeError:
-        raise BadRequest("The form body is not UTF-8") from None
-    return _respond(await events.search(caller_of(request), [*request.query_params.multi_items(), *form]))
+    return _respond(await events.search(caller_of(request), await _search_parameters(request)))
 
 
 @router.get("/AuditEvent/{id_}")
@@ -178,16 +183,7 @@ async def patientkontrakt_for_plan(id_: str, request: Request, overview: Overvie
 @router.post("/{type_}/_search")
 async def search_post(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
     _negotiate(request)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if raw and content_type != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
-    except UnicodeDecodeError:
-        raise BadRequest("The form body is not UTF-8") from None
-    pairs = [*request.query_params.multi_items(), *form]
-    return _respond(await service.search(caller_of(request), type_, pairs, prefer))
+    return _respond(await service.search(caller_of(request), type_, await _search_parameters(request), prefer))
 
 
 @router.post("/{type_}")
