@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from patientkontrakt.config import Settings
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
@@ -27,18 +26,9 @@ from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.search import engine
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import make_settings
-from tests.security.conftest import STAFF_SCOPES, World
+from tests.security.conftest import AUTHOR, OTHER_UNIT, STAFF_SCOPES, TARGET, World, settings_on_each_database
 
-AUTHOR = "demo-org-vc-bjorkbacken"
-OTHER_UNIT = "demo-org-vc-strandvagen"
-TARGET = 2
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def settings(request: pytest.FixtureRequest) -> Settings:
-    url = request.getfixturevalue("clean_pg" if request.param == "postgresql" else "sqlite_url")
-    return make_settings(str(url))
+settings = settings_on_each_database  # every test here runs on PostgreSQL and on SQLite
 
 
 def _put(world: World, *resources: dict[str, Any]) -> None:
