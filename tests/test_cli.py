@@ -163,31 +163,21 @@ def test_serve_base_url_option_wins(
 
 
 @pytest.mark.usefixtures("fresh_settings")
-def test_serve_refuses_without_a_signing_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]],
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(("setting", "missing", "remedy"), [
+    ("PK_SIGNING_KEY", "missing.pem", "keys generate"),  # the signing key
+    ("PK_AUDIT_KEY", "missing-audit.pem", "audit key --generate"),  # the access log's key
+])
+def test_serve_refuses_without_its_key(
+    setting: str, missing: str, remedy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    uvicorn_calls: list[dict[str, Any]], capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
-    monkeypatch.setenv("PK_SIGNING_KEY", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv(setting, str(tmp_path / missing))
     assert cli.main(["migrate"]) == 0
     assert cli.main(["serve"]) == 1
     assert uvicorn_calls == []
     error = capsys.readouterr().err
-    assert "refusing to start" in error and "missing.pem" in error and "keys generate" in error
-
-
-@pytest.mark.usefixtures("fresh_settings")
-def test_serve_refuses_without_the_access_logs_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
-    monkeypatch.setenv("PK_AUDIT_KEY", str(tmp_path / "missing-audit.pem"))
-    assert cli.main(["migrate"]) == 0
-    assert cli.main(["serve"]) == 1
-    assert uvicorn_calls == []
-    error = capsys.readouterr().err
-    assert "refusing to start" in error and "missing-audit.pem" in error and "audit key --generate" in error
+    assert "refusing to start" in error and missing in error and remedy in error
 
 
 @pytest.mark.usefixtures("fresh_settings")
