@@ -136,13 +136,15 @@ def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
-@pytest.mark.usefixtures("fresh_settings")
-def test_serve_starts_uvicorn_on_a_migrated_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]]
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}"
-    monkeypatch.setenv("PK_DATABASE_URL", url)
+@pytest.fixture
+def migrated(fresh_settings: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PK_DATABASE_URL names a SQLite file that ``patientkontrakt migrate`` has brought up to date."""
+    monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
     assert cli.main(["migrate"]) == 0
+
+
+@pytest.mark.usefixtures("migrated")
+def test_serve_starts_uvicorn_on_a_migrated_database(uvicorn_calls: list[dict[str, Any]]) -> None:
     assert cli.main(["serve", "--host", "0.0.0.0", "--port", "8123", "--workers", "3"]) == 0
     [call] = uvicorn_calls
     assert call["app"] == "api.app:create_app"
@@ -151,13 +153,8 @@ def test_serve_starts_uvicorn_on_a_migrated_database(
     assert call["base_url"] == "http://0.0.0.0:8123"
 
 
-@pytest.mark.usefixtures("fresh_settings")
-def test_serve_base_url_option_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]]
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}"
-    monkeypatch.setenv("PK_DATABASE_URL", url)
-    assert cli.main(["migrate"]) == 0
+@pytest.mark.usefixtures("migrated")
+def test_serve_base_url_option_wins(uvicorn_calls: list[dict[str, Any]]) -> None:
     assert cli.main(["serve", "--base-url", "https://pk.example.se"]) == 0
     assert uvicorn_calls[0]["base_url"] == "https://pk.example.se"
 
