@@ -12,10 +12,12 @@ from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, Service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
+from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
 from patientkontrakt.fhir.requests import parse_body
 from patientkontrakt.fhir.results import Result
+from patientkontrakt.fhir.service import FhirService
 
 router = APIRouter(prefix="/fhir")
 
@@ -57,6 +59,15 @@ def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
         raise BadRequest("_summary must be true, false, text or data on a read", expression=("_summary",))
     elements = tuple(e for e in request.query_params.get("_elements", "").split(",") if e)
     return summary, elements
+
+
+async def _write_input(type_: str, request: Request, service: FhirService) -> tuple[dict[str, object], WriteContext]:
+    """What a create or update writes: its JSON body and the context of its ``X-Provenance``, once
+    the answer's format and the type are known to be served."""
+    _negotiate(request)
+    service.check_type(type_)
+    body = await _json_body(request)
+    return body, service.write_context(request.headers.get("x-provenance"))
 
 
 async def _search_parameters(request: Request) -> list[tuple[str, str]]:
@@ -188,10 +199,7 @@ async def search_post(type_: str, request: Request, service: ServiceDep, prefer:
 
 @router.post("/{type_}")
 async def create(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
-    _negotiate(request)
-    service.check_type(type_)
-    body = await _json_body(request)
-    context = service.write_context(request.headers.get("x-provenance"))
+    body, context = await _write_input(type_, request, service)
     return _respond(await service.create(caller_of(request), type_, body,
                                          if_none_exist=request.headers.get("if-none-exist"), prefer=prefer,
                                          context=context))
@@ -199,10 +207,7 @@ async def create(type_: str, request: Request, service: ServiceDep, prefer: Pref
 
 @router.put("/{type_}")
 async def conditional_update(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
-    _negotiate(request)
-    service.check_type(type_)
-    body = await _json_body(request)
-    context = service.write_context(request.headers.get("x-provenance"))
+    body, context = await _write_input(type_, request, service)
     return _respond(await service.conditional_update(
         caller_of(request), type_, request.url.query, body, if_match=request.headers.get("if-match"),
         prefer=prefer, context=context))
@@ -216,10 +221,7 @@ async def conditional_delete(type_: str, request: Request, service: ServiceDep) 
 
 @router.put("/{type_}/{id_}")
 async def update(type_: str, id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
-    _negotiate(request)
-    service.check_type(type_)
-    body = await _json_body(request)
-    context = service.write_context(request.headers.get("x-provenance"))
+    body, context = await _write_input(type_, request, service)
     return _respond(await service.update(caller_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
                                          prefer=prefer, context=context))
 
