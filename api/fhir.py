@@ -12,10 +12,12 @@ from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, Service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
+from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
 from patientkontrakt.fhir.requests import parse_body
 from patientkontrakt.fhir.results import Result
+from patientkontrakt.fhir.service import FhirService
 
 router = APIRouter(prefix="/fhir")
 
@@ -59,6 +61,28 @@ def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
     return summary, elements
 
 
+async def _write_input(type_: str, request: Request, service: FhirService) -> tuple[dict[str, object], WriteContext]:
+    """What a create or update writes: its JSON body and the context of its ``X-Provenance``, once
+    the answer's format and the type are known to be served."""
+    _negotiate(request)
+    service.check_type(type_)
+    body = await _json_body(request)
+    return body, service.write_context(request.headers.get("x-provenance"))
+
+
+async def _search_parameters(request: Request) -> list[tuple[str, str]]:
+    """The parameters of a search by POST: those in the URL, then those of its form body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if raw and content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
+    except UnicodeDecodeError:
+        raise BadRequest("The form body is not UTF-8") from None
+    return [*request.query_params.multi_items(), *form]
+
+
 # The access log as AuditEvent: read and search only, served from the log itself (audit/events.py).
 @router.get("/AuditEvent")
 async def audit_search(request: Request, events: AuditEventsDep) -> Response:
@@ -71,15 +95,7 @@ async def audit_search_post(request: Request, events: AuditEventsDep) -> Respons
     """Search by POST (R4 http.html#search: a server supporting search supports both forms), so
     parameters need not be in the URL; otherwise ``/{type_}/_search`` would answer "no such type"."""
     _negotiate(request)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if raw and content_type != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
-    except UnicodeDecodeError:
-        raise BadRequest("The form body is not UTF-8") from None
-    return _respond(await events.search(caller_of(request), [*request.query_params.multi_items(), *form]))
+    return _respond(await events.search(caller_of(request), await _search_parameters(request)))
 
 
 @router.get("/AuditEvent/{id_}")
@@ -178,24 +194,12 @@ async def patientkontrakt_for_plan(id_: str, request: Request, overview: Overvie
 @router.post("/{type_}/_search")
 async def search_post(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
     _negotiate(request)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if raw and content_type != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
-    except UnicodeDecodeError:
-        raise BadRequest("The form body is not UTF-8") from None
-    pairs = [*request.query_params.multi_items(), *form]
-    return _respond(await service.search(caller_of(request), type_, pairs, prefer))
+    return _respond(await service.search(caller_of(request), type_, await _search_parameters(request), prefer))
 
 
 @router.post("/{type_}")
 async def create(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
-    _negotiate(request)
-    service.check_type(type_)
-    body = await _json_body(request)
-    context = service.write_context(request.headers.get("x-provenance"))
+    body, context = await _write_input(type_, request, service)
     return _respond(await service.create(caller_of(request), type_, body,
                                          if_none_exist=request.headers.get("if-none-exist"), prefer=prefer,
                                          context=context))
@@ -203,10 +207,7 @@ async def create(type_: str, request: Request, service: ServiceDep, prefer: Pref
 
 @router.put("/{type_}")
 async def conditional_update(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
-    _negotiate(request)
-    service.check_type(type_)
-    body = await _json_body(request)
-    context = service.write_context(request.headers.get("x-provenance"))
+    body, context = await _write_input(type_, request, service)
     return _respond(await service.conditional_update(
         caller_of(request), type_, request.url.query, body, if_match=request.headers.get("if-match"),
         prefer=prefer, context=context))
@@ -220,10 +221,7 @@ async def conditional_delete(type_: str, request: Request, service: ServiceDep) 
 
 @router.put("/{type_}/{id_}")
 async def update(type_: str, id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
-    _negotiate(request)
-    service.check_type(type_)
-    body = await _json_body(request)
-    context = service.write_context(request.headers.get("x-provenance"))
+    body, context = await _write_input(type_, request, service)
     return _respond(await service.update(caller_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
                                          prefer=prefer, context=context))
 

@@ -24,7 +24,9 @@ import re
 from urllib.parse import urlsplit
 
 from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from api.asgi import HttpWrapper
 
 POLICY = ("default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "font-src 'self'",
           "connect-src 'self'", "manifest-src 'self'", "object-src 'none'", "base-uri 'none'",
@@ -61,14 +63,8 @@ def policy(form_targets: list[str]) -> str:
     return "; ".join((*POLICY, " ".join(("form-action 'self'", *form_targets))))
 
 
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class SecurityHeaders(HttpWrapper):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
 
         async def send_with_headers(message: Message) -> None:

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.asgi import HttpWrapper
 from api.errors import FHIR_JSON, outcome_response
 from patientkontrakt.config import get_settings
 from patientkontrakt.fhir.errors import BadRequest, FhirError, PayloadTooLarge
@@ -53,20 +54,17 @@ class _BodyTimedOut(Exception):
     """Raised into the application when the body is late; ``BodyLimits`` answers it."""
 
 
-class BodyLimits:
+class BodyLimits(HttpWrapper):
     """The request body: at most ``max_bytes`` (413), within ``timeout`` seconds of the request's
     start (408, connection closed). A request without a body, or whose body is read, pays nothing
     but a clock reading."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
         self.timeout = timeout
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit():

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.asgi import HttpWrapper
 from patientkontrakt.fhir.service import RESOURCE_TYPES
 
 log = logging.getLogger("patientkontrakt.requests")
@@ -57,16 +58,10 @@ def route_of(scope: Scope) -> str:
     return path or "/"
 
 
-class RequestLog:
+class RequestLog(HttpWrapper):
     """ASGI wrapper around the whole application (``install``)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 0
         left = False

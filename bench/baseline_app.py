@@ -11,7 +11,6 @@ left is uvicorn, FastAPI routing and one database round trip. It is served by th
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import Response
+
+from bench.serving import serve, server_arguments
 
 _QUERY = "SELECT body FROM resource WHERE res_type = $1 AND res_id = $2"
 _NOT_FOUND = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}'
@@ -59,29 +60,14 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--workers", type=int, default=1)
+    parser = server_arguments(__doc__.splitlines()[0], port=8001)
     parser.add_argument("--database-url", required=True, help="postgresql:// DSN of the benchmark database")
     parser.add_argument("--pool-size", type=int, default=20)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     os.environ["BENCH_BASELINE_DSN"] = args.database_url
     os.environ["BENCH_BASELINE_POOL"] = str(args.pool_size)
-    # The same uvicorn.run arguments as patientkontrakt.cli serve.
-    uvicorn.run(
-        "bench.baseline_app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        proxy_headers=True,
-        access_log=False,
-    )
+    serve("bench.baseline_app:create_app", args, log_level=args.log_level)
 
 
 if __name__ == "__main__":

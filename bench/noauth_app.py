@@ -10,7 +10,6 @@ security off, and this app is started by ``bench.servers`` alone.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.app import create_app as create_service
+from bench.serving import serve, server_arguments
 from patientkontrakt.fhir.access import INTERNAL, Access
 
 
@@ -43,16 +43,8 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    # The same uvicorn.run arguments as patientkontrakt.cli serve.
-    uvicorn.run("bench.noauth_app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level=os.environ.get("PK_LOG_LEVEL", "warning"), proxy_headers=True, access_log=False)
+    args = server_arguments(__doc__.splitlines()[0], port=8002).parse_args()
+    serve("bench.noauth_app:create_app", args, log_level=os.environ.get("PK_LOG_LEVEL", "warning"))
 
 
 if __name__ == "__main__":

@@ -129,6 +129,12 @@ def _tag() -> dict[str, Any]:
     return {"tag": [dict(codes.TEST_DATA_TAG)]}
 
 
+def _directory_entry(type_: str, id_: str, hsa: str, **content: Any) -> dict[str, Any]:
+    """A unit or staff resource of the synthetic region: its HSA-id, active, then ``content``."""
+    return {"resourceType": type_, "id": id_, "meta": _tag(), "identifier": [{"system": HSA_ID, "value": hsa}],
+            "active": True, **content}
+
+
 def _coding(system: str, code: str, display: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code, "display": display}]}
 
@@ -163,40 +169,23 @@ def agreement(i: int, organization: int | None = None) -> list[dict[str, Any]]:
         "birthDate": f"{pnr[:4]}-{pnr[4:6]}-{pnr[6:8]}",
         "address": [{"use": "home", "city": "Testby", "postalCode": f"{10000 + i % 90000}", "country": "SE"}],
     }
-    organization_resource = {
-        "resourceType": "Organization",
-        "id": resource_id(2, i),
-        "meta": _tag(),
-        "identifier": [{"system": HSA_ID, "value": hsa_id("E", i)}],
-        "active": True,
-        "type": [_coding(codes.ORGANIZATION_KIND, "region", "Region"),
-                 _coding(codes.CARE_UNIT_TYPE, "vardcentral", "Vårdcentral")],
-        "name": f"Testvårdcentralen {i}",
-        "telecom": [{"system": "phone", "value": "010-100 00 00", "use": "work"}],
-    }
+    organization_resource = _directory_entry(
+        "Organization", resource_id(2, i), hsa_id("E", i),
+        type=[_coding(codes.ORGANIZATION_KIND, "region", "Region"),
+              _coding(codes.CARE_UNIT_TYPE, "vardcentral", "Vårdcentral")],
+        name=f"Testvårdcentralen {i}",
+        telecom=[{"system": "phone", "value": "010-100 00 00", "use": "work"}],
+    )
     staff = (("Sara", "nurse", "Sjuksköterska"), ("Lars", "doctor", "Läkare"))
     practitioners = [
-        {
-            "resourceType": "Practitioner",
-            "id": resource_id(3 + n, i),
-            "meta": _tag(),
-            "identifier": [{"system": HSA_ID, "value": hsa_id("P", i * 2 + n)}],
-            "active": True,
-            "name": [{"family": "Testvårdare", "given": [name, f"Nr{i}"]}],
-        }
+        _directory_entry("Practitioner", resource_id(3 + n, i), hsa_id("P", i * 2 + n),
+                         name=[{"family": "Testvårdare", "given": [name, f"Nr{i}"]}])
         for n, (name, _code, _title) in enumerate(staff)
     ]
     roles = [
-        {
-            "resourceType": "PractitionerRole",
-            "id": resource_id(10 + n, i),
-            "meta": _tag(),
-            "identifier": [{"system": HSA_ID, "value": hsa_id("U", i * 2 + n)}],
-            "active": True,
-            "practitioner": _ref(3 + n, i, "Practitioner", f"{name} Testvårdare"),
-            "organization": org,
-            "code": [{"coding": [{"system": codes.PRACTITIONER_ROLE, "code": code}], "text": title}],
-        }
+        _directory_entry("PractitionerRole", resource_id(10 + n, i), hsa_id("U", i * 2 + n),
+                         practitioner=_ref(3 + n, i, "Practitioner", f"{name} Testvårdare"), organization=org,
+                         code=[{"coding": [{"system": codes.PRACTITIONER_ROLE, "code": code}], "text": title}])
         for n, (name, code, title) in enumerate(staff)
     ]
     care_team = {

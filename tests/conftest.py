@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from sqlalchemy.engine import make_url
 from api.app import create_app
 from patientkontrakt.audit.checkpoint import generate_key as generate_audit_key
 from patientkontrakt.config import Settings
+from patientkontrakt.domain.demo import load_demo
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.logs import configure as configure_logging
 from patientkontrakt.security.keys import SigningKeys, generate_key
 from patientkontrakt.security.tokens import AccessTokens, Grant
@@ -90,15 +94,45 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+def new_database(name: str) -> str:
+    """Create the empty PostgreSQL database ``name`` (dropping a leftover one first); its URL."""
+    drop_database(name)
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return make_url(TEST_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def demo_database(name: str, agreements: int) -> Iterator[str]:
+    """A migrated PostgreSQL database ``name`` holding the demo region with ``agreements``
+    agreements (for a module's tests that only read, or undo what they do); dropped after."""
+    url = new_database(name)
+    migrate(url)
+
+    async def load() -> None:
+        store = Store(create_engine(url, pool_size=2))
+        try:
+            await load_demo(BundleProcessor(build_service(make_settings(url), store)), agreements)
+        finally:
+            await store.dispose()
+
+    asyncio.run(load())
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     name = f"pk_test_{os.getpid()}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = make_url(TEST_URL).set(database=name).render_as_string(hide_password=False)
+    url = new_database(name)
     migrate(url)
     yield url
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    drop_database(name)
 
 
 async def _truncate(url: str) -> None:

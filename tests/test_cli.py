@@ -136,13 +136,15 @@ def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
-@pytest.mark.usefixtures("fresh_settings")
-def test_serve_starts_uvicorn_on_a_migrated_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]]
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}"
-    monkeypatch.setenv("PK_DATABASE_URL", url)
+@pytest.fixture
+def migrated(fresh_settings: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PK_DATABASE_URL names a SQLite file that ``patientkontrakt migrate`` has brought up to date."""
+    monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
     assert cli.main(["migrate"]) == 0
+
+
+@pytest.mark.usefixtures("migrated")
+def test_serve_starts_uvicorn_on_a_migrated_database(uvicorn_calls: list[dict[str, Any]]) -> None:
     assert cli.main(["serve", "--host", "0.0.0.0", "--port", "8123", "--workers", "3"]) == 0
     [call] = uvicorn_calls
     assert call["app"] == "api.app:create_app"
@@ -151,43 +153,28 @@ def test_serve_starts_uvicorn_on_a_migrated_database(
     assert call["base_url"] == "http://0.0.0.0:8123"
 
 
-@pytest.mark.usefixtures("fresh_settings")
-def test_serve_base_url_option_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]]
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}"
-    monkeypatch.setenv("PK_DATABASE_URL", url)
-    assert cli.main(["migrate"]) == 0
+@pytest.mark.usefixtures("migrated")
+def test_serve_base_url_option_wins(uvicorn_calls: list[dict[str, Any]]) -> None:
     assert cli.main(["serve", "--base-url", "https://pk.example.se"]) == 0
     assert uvicorn_calls[0]["base_url"] == "https://pk.example.se"
 
 
 @pytest.mark.usefixtures("fresh_settings")
-def test_serve_refuses_without_a_signing_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]],
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(("setting", "missing", "remedy"), [
+    ("PK_SIGNING_KEY", "missing.pem", "keys generate"),  # the signing key
+    ("PK_AUDIT_KEY", "missing-audit.pem", "audit key --generate"),  # the access log's key
+])
+def test_serve_refuses_without_its_key(
+    setting: str, missing: str, remedy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    uvicorn_calls: list[dict[str, Any]], capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
-    monkeypatch.setenv("PK_SIGNING_KEY", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv(setting, str(tmp_path / missing))
     assert cli.main(["migrate"]) == 0
     assert cli.main(["serve"]) == 1
     assert uvicorn_calls == []
     error = capsys.readouterr().err
-    assert "refusing to start" in error and "missing.pem" in error and "keys generate" in error
-
-
-@pytest.mark.usefixtures("fresh_settings")
-def test_serve_refuses_without_the_access_logs_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, Any]],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setenv("PK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'pk.db'}")
-    monkeypatch.setenv("PK_AUDIT_KEY", str(tmp_path / "missing-audit.pem"))
-    assert cli.main(["migrate"]) == 0
-    assert cli.main(["serve"]) == 1
-    assert uvicorn_calls == []
-    error = capsys.readouterr().err
-    assert "refusing to start" in error and "missing-audit.pem" in error and "audit key --generate" in error
+    assert "refusing to start" in error and missing in error and remedy in error
 
 
 @pytest.mark.usefixtures("fresh_settings")

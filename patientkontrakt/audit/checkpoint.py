@@ -39,6 +39,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from patientkontrakt.audit.merkle import HASH_SIZE
+from patientkontrakt.security.keys import write_private
 
 SIGNATURE_TYPE = 0x04  # Ed25519 timestamped signature (C2SP tlog-cosignature)
 _DASH = "\u2014 "
@@ -102,12 +103,7 @@ class Signer:
 
 def generate_key(path: Path) -> Path:
     """Write a new Ed25519 private key as PEM, readable by the owner only."""
-    key = OKPKey.generate_key("Ed25519", private=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.as_pem(private=True))
-    return path
+    return write_private(path, OKPKey.generate_key("Ed25519", private=True).as_pem(private=True))
 
 
 def _public_bytes(key: OKPKey) -> bytes:

@@ -407,7 +407,8 @@ def _day(value: datetime.date | datetime.datetime) -> str:
     return value.date().isoformat() if isinstance(value, datetime.datetime) else value.isoformat()
 
 
-def _transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
+def transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A transaction Bundle that PUTs ``resources`` (each with its id)."""
     return {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -428,12 +429,12 @@ async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 
     rules), one transaction each, with PUT and stable ids: loading twice adds no versions."""
     generator = DemoGenerator(seed=seed)
     minimal = Preferences(return_="minimal")
-    await bundles.process(INTERNAL, _transaction(generator.region.resources()), minimal)
+    await bundles.process(INTERNAL, transaction(generator.region.resources()), minimal)
     count = len(generator.region.resources())
     if progress is not None:
         progress(0, agreements)
     for done, resources in enumerate(generator.agreements(agreements), start=1):
-        await bundles.process(INTERNAL, _transaction(resources), minimal)
+        await bundles.process(INTERNAL, transaction(resources), minimal)
         count += len(resources)
         if progress is not None:
             progress(done, agreements)

@@ -27,16 +27,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from patientkontrakt.fhir.resource_types import RESOURCE_TYPES as SERVED_TYPES
+
+# The types we serve, and those the server's other resources and messages are.
 RESOURCE_TYPES = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "CarePlan",
-    "CareTeam",
-    "Goal",
-    "Appointment",
-    "Provenance",
+    *SERVED_TYPES,
     "Subscription",
     "AuditEvent",
     "Bundle",

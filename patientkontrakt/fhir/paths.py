@@ -106,27 +106,22 @@ def reference_type(reference: Any) -> str | None:
 
 def split_union(expression: str) -> list[str]:
     """Split at top-level ``|`` (not inside parentheses)."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(expression):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            parts.append(expression[start:i].strip())
-            start = i + 1
-    parts.append(expression[start:].strip())
-    return [p for p in parts if p]
+    return [p for p in (part.strip() for part in _split_top_level(expression, "|")) if p]
 
 
 def _split_dots(expression: str) -> list[str]:
+    return _split_top_level(expression, ".")
+
+
+def _split_top_level(expression: str, separator: str) -> list[str]:
+    """Split at each ``separator`` outside parentheses; the parts as they are."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(expression):
         if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
-        elif ch == "." and depth == 0:
+        elif ch == separator and depth == 0:
             parts.append(expression[start:i])
             start = i + 1
     parts.append(expression[start:])

@@ -34,6 +34,7 @@ from patientkontrakt.fhir.limits import Limits, exceeded
 from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import Subsetter, dumps
 from patientkontrakt.fhir.requests import Preferences
+from patientkontrakt.fhir.resource_types import RESOURCE_TYPES
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.engine import SearchEngine, SearchPage, searchset
 from patientkontrakt.fhir.search.params import SearchParser, SearchQuery
@@ -42,18 +43,6 @@ from patientkontrakt.fhir.validation import Validator
 from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, Writer
 from patientkontrakt.storage.repository import Store, StoredResource, StoredVersion, Unit
 from patientkontrakt.storage.search_sql import QueryBuilder
-
-RESOURCE_TYPES = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "CarePlan",
-    "CareTeam",
-    "Goal",
-    "Appointment",
-    "Provenance",
-)
 
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 

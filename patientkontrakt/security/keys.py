@@ -31,11 +31,15 @@ class SigningKeyError(RuntimeError):
 
 def generate_key(path: Path) -> Path:
     """Write a new 2048-bit RSA private key as PEM, readable by the owner only."""
-    key = RSAKey.generate_key(2048, private=True)
+    return write_private(path, RSAKey.generate_key(2048, private=True).as_pem(private=True))
+
+
+def write_private(path: Path, pem: bytes) -> Path:
+    """Write a private key's ``pem`` to ``path`` (its folder created), readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key.as_pem(private=True))
+        handle.write(pem)
     return path
 
 

@@ -182,16 +182,16 @@ def test_system_interactions_work(client: TestClient) -> None:
     assert history.json()["total"] == 2
 
 
+# A well-formed value for a parameter of each type that takes the same value whatever the parameter.
+_PLAIN_VALUES = {"string": "Tolv", "date": "ge2024-01-01", "uri": "http://hl7.org/fhir/StructureDefinition/Patient"}
+
+
 def _value(client: TestClient, type_: str, code: str, param: SearchParam) -> str:
     """A well-formed value for a parameter of this type."""
     if param.type == "token":
         return "http://example.org/codes|x" if code != "_id" else "x"
-    if param.type == "string":
-        return "Tolv"
-    if param.type == "date":
-        return "ge2024-01-01"
-    if param.type == "uri":
-        return "http://hl7.org/fhir/StructureDefinition/Patient"
+    if param.type in _PLAIN_VALUES:
+        return _PLAIN_VALUES[param.type]
     assert param.type == "reference", (type_, code, param.type)
     served = [t for t in param.targets if t in service(client).types]
     return f"{served[0]}/x" if served else "x"

@@ -35,6 +35,7 @@ from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.security.tokens import Grant
 from tests.conftest import BASE_URL, SERVER_LOGS, audit_key_file, engine_token, issue_token, make_settings
 from tests.factories import care_plan, care_team, organization, patient, practitioner
+from tests.processes import free_port, stop
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 Pairs = list[tuple[str, str]]
@@ -384,19 +385,12 @@ class LiveServer:
     token: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module", params=["serve", "gunicorn"])
 def live(request: pytest.FixtureRequest, pg_url: str, signing_key: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``patientkontrakt serve`` (uvicorn) and gunicorn with ``deploy/gunicorn.conf.py``, as an
     operator starts them, with one-second header and body timeouts."""
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_SIGNING_KEY": str(signing_key),
            "PK_AUDIT_KEY": str(audit_key_file()), "PK_HEADER_TIMEOUT": "1", "PK_BODY_TIMEOUT": "1",
@@ -425,12 +419,7 @@ def live(request: pytest.FixtureRequest, pg_url: str, signing_key: Path,
             pytest.fail(f"the server did not start:\n{log_path.read_text()}")
         yield LiveServer(port, process, log_path, token)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
 
 
 def dribble(port: int, head: bytes, trickle: bytes, pause: float = 0.05) -> tuple[bytes, bool]:

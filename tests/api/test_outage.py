@@ -237,16 +237,24 @@ def test_a_read_whose_connection_is_ended_while_it_runs_is_tried_again_on_a_fres
 # -- writes -----------------------------------------------------------------------------------
 
 
+def _update_ended_in_its_trigger(site: Site, goal: dict[str, Any], text: str, *, deferred: bool,
+                                 waiting_for: str) -> httpx.Response:
+    """Update ``goal``'s description to ``text`` while a trigger on resource_version sleeps (at
+    COMMIT if ``deferred``), and end the update's database connection there: the answer."""
+    url = site.database_url
+    with _SleepingTrigger(url, "resource_version", deferred=deferred):
+        writer = _Background(lambda: site.http.put(f"/fhir/Goal/{goal['id']}",
+                                                   json={**goal, "description": {"text": text}},
+                                                   headers=site.system))
+        [pid] = wait_for(lambda: backends(url, "wait_event = 'PgSleep'"), waiting_for)
+        admin(url, "SELECT pg_terminate_backend($1)", pid)
+        return writer.result()
+
+
 def test_a_write_whose_connection_is_ended_before_it_commits_leaves_nothing(site: Site) -> None:
     goal = site.goal()
-    url = site.database_url
-    with _SleepingTrigger(url, "resource_version", deferred=False):
-        writer = _Background(lambda: site.http.put(f"/fhir/Goal/{goal['id']}",
-                                                   json={**goal, "description": {"text": "Aldrig sparat"}},
-                                                   headers=site.system))
-        [pid] = wait_for(lambda: backends(url, "wait_event = 'PgSleep'"), "the write to sleep in its trigger")
-        admin(url, "SELECT pg_terminate_backend($1)", pid)
-        response = writer.result()
+    response = _update_ended_in_its_trigger(site, goal, "Aldrig sparat", deferred=False,
+                                            waiting_for="the write to sleep in its trigger")
     assert_unavailable("update", response)
     assert "may or may not" not in response.text
     assert site.goal() == goal
@@ -256,14 +264,8 @@ def test_a_write_whose_connection_is_ended_while_it_commits_says_it_may_have_bee
     """The connection breaks during COMMIT (a deferred trigger runs then): whether the change was
     stored is not known to the service, and the answer says so."""
     goal = site.goal()
-    url = site.database_url
-    with _SleepingTrigger(url, "resource_version", deferred=True):
-        writer = _Background(lambda: site.http.put(f"/fhir/Goal/{goal['id']}",
-                                                   json={**goal, "description": {"text": "Kanske sparat"}},
-                                                   headers=site.system))
-        [pid] = wait_for(lambda: backends(url, "wait_event = 'PgSleep'"), "the commit to sleep in its trigger")
-        admin(url, "SELECT pg_terminate_backend($1)", pid)
-        response = writer.result()
+    response = _update_ended_in_its_trigger(site, goal, "Kanske sparat", deferred=True,
+                                            waiting_for="the commit to sleep in its trigger")
     assert_unavailable("update", response)
     issue = response.json()["issue"][0]
     assert "may or may not have been stored" in issue["diagnostics"]

@@ -10,27 +10,19 @@ the e-service and the sign-in are exercised under the same policy by ``test_page
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from patientkontrakt.domain.setup import build_service
-from patientkontrakt.security.demo_clients import register_demo_clients
-from patientkontrakt.storage.database import create_engine
-from patientkontrakt.storage.repository import Store
-from tests.browser.test_login import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import make_settings
+from tests.browser.support import chromium, register_page_clients
+from tests.interop import test_smart_clients as smart
 from tests.interop.test_fhirpy import Server
-from tests.interop.test_smart_clients import live_server
+from tests.processes import HtmlHandler, loopback_site
 from tests.security import conftest as security
 from tests.security import test_external_idp as external
 from tests.security.conftest import World
@@ -43,22 +35,13 @@ world = security.world  # the fixture: the demo region loaded into the clean dat
 servers = external.servers  # the fixture: the external test provider and the service signing in through it
 
 
-@pytest.fixture(scope="module")
-def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with live_server(pg_url, signing_key, tmp_path_factory.mktemp("csp-server")) as running:
-        yield running
+server = smart.server  # the fixture: `patientkontrakt serve` with the test IdP, for this module
 
 
 @pytest.fixture
 def browser(server: Server) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's Chromium for the browser tests")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def reported(page: Page) -> list[str]:
@@ -96,26 +79,12 @@ def another_site(body: str) -> Iterator[str]:
     """A site of someone else's on loopback (another origin: another port) serving ``body``."""
     page = body.encode()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(HtmlHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
+            self.send_html(page)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with loopback_site(Handler) as origin:
+        yield f"{origin}/"
 
 
 def test_no_page_of_the_service_can_be_framed_by_another_site(server: Server, browser: Browser) -> None:
@@ -148,30 +117,15 @@ def test_no_page_of_the_service_can_be_framed_by_another_site(server: Server, br
 def idp_site(servers: Servers, world: World, signing_key: Path) -> Iterator[Servers]:
     """The service signing in through the external test provider (its own origin), the demo
     region loaded and the pages' clients registered for the service's address."""
-    settings = make_settings(world.settings.database_url, base_url=servers.base, signing_key=signing_key)
-
-    async def register() -> None:
-        store = Store(create_engine(settings.database_url, pool_size=1))
-        try:
-            await register_demo_clients(build_service(settings, store), settings)
-        finally:
-            await store.dispose()
-
-    asyncio.run(register())
+    register_page_clients(world.settings.database_url, servers.base, signing_key)
     yield servers
     assert servers.service.process.poll() is None, "the service died during the test"
 
 
 @pytest.fixture
 def idp_browser(idp_site: Servers) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's Chromium for the browser tests")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def test_a_form_posted_after_the_session_ended_goes_on_to_the_identity_provider(

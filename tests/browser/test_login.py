@@ -16,29 +16,26 @@ import base64
 import hashlib
 import re
 import secrets
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from tests.browser.support import chromium
+from tests.interop import test_smart_clients as smart
 from tests.interop.test_fhirpy import Server
-from tests.interop.test_smart_clients import live_server, register_client
+from tests.interop.test_smart_clients import register_client
+from tests.processes import HtmlHandler, loopback_site
 from tests.security import conftest as security
 from tests.security.conftest import World
 
 pytestmark = pytest.mark.slow
 world = security.world  # the fixture: the demo region (16 agreements) loaded into the clean database
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 CLIENT_ID = "browser-app"
 CLIENT_NAME = "Webbläsarappen"
 SCOPE = "openid fhirUser user/*.rs"
@@ -50,10 +47,7 @@ ENGLISH_TEXTS = ("Sign in to", "TEST SIGN-IN", "Staff: choose a commission", "Pa
 # -- the browser, the server and the app's redirect URI -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with live_server(pg_url, signing_key, tmp_path_factory.mktemp("browser-server")) as running:
-        yield running
+server = smart.server  # the fixture: `patientkontrakt serve` with the test IdP, for this module
 
 
 @dataclass
@@ -68,28 +62,13 @@ class App:
 def app() -> Iterator[App]:
     arrivals: list[str] = []
 
-    class Callback(BaseHTTPRequestHandler):
+    class Callback(HtmlHandler):
         def do_GET(self) -> None:
             arrivals.append(self.path)
-            body = b"<!doctype html><html lang='sv'><title>Tillbaka i appen</title><p>Inloggad.</p></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_html(b"<!doctype html><html lang='sv'><title>Tillbaka i appen</title><p>Inloggad.</p></html>")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Callback)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield App(f"http://127.0.0.1:{httpd.server_address[1]}/callback", arrivals)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with loopback_site(Callback) as origin:
+        yield App(f"{origin}/callback", arrivals)
 
 
 @dataclass
@@ -116,16 +95,8 @@ def browser(site: Site) -> Iterator[Browser]:
 
     It starts after ``site``: while open, Playwright's sync API keeps an asyncio loop running in
     this thread, and the database fixtures behind ``site`` use ``asyncio.run``."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"Debian's Chromium is not installed ({CHROMIUM} is missing), so the browser tests cannot "
-                    "run: `make chromium` (or `apt-get install -y chromium` as root) installs it. The tests use "
-                    "that browser only, never one downloaded by `playwright install`.")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ sideways on a 375 px phone, and is photographed at desktop and phone width into 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -21,19 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from stdnum import luhn
 
 from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.domain.demo import DemoGenerator
-from patientkontrakt.domain.setup import build_service
-from patientkontrakt.security.demo_clients import register_demo_clients
-from patientkontrakt.storage.database import create_engine
-from patientkontrakt.storage.repository import Store
-from tests.browser.test_login import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import make_settings
+from tests.browser.support import chromium, register_page_clients
+from tests.interop import test_smart_clients as smart
 from tests.interop.test_fhirpy import Server
-from tests.interop.test_smart_clients import live_server
 from tests.security import conftest as security
 from tests.security.conftest import World
 
@@ -47,10 +41,7 @@ PHONE = {"width": 375, "height": 812}
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
-@pytest.fixture(scope="module")
-def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with live_server(pg_url, signing_key, tmp_path_factory.mktemp("pages-server")) as running:
-        yield running
+server = smart.server  # the fixture: `patientkontrakt serve` with the test IdP, for this module
 
 
 @dataclass
@@ -66,16 +57,7 @@ class Site:
 @pytest.fixture
 def site(server: Server, world: World, signing_key: Path) -> Iterator[Site]:
     """The demo region and the pages' OAuth clients, registered for this server's address."""
-    settings = make_settings(world.settings.database_url, base_url=server.base_url, signing_key=signing_key)
-
-    async def register() -> None:
-        store = Store(create_engine(settings.database_url, pool_size=1))
-        try:
-            await register_demo_clients(build_service(settings, store), settings)
-        finally:
-            await store.dispose()
-
-    asyncio.run(register())
+    register_page_clients(world.settings.database_url, server.base_url, signing_key)
     start = server.log_size()
     yield Site(server, world)
     print(f"--- server log ({server.base_url}) ---\n{server.log(start)}")
@@ -84,16 +66,10 @@ def site(server: Server, world: World, signing_key: Path) -> Iterator[Site]:
 
 @pytest.fixture
 def browser(site: Site) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's Chromium for the browser tests")
     if not AXE.exists():
         pytest.fail(f"{AXE} is missing: `make test` installs axe-core (npm ci in tests/browser)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _context(browser: Browser, site: Site, language: str = "sv", viewport: dict[str, int] = DESKTOP,

@@ -48,6 +48,7 @@ server, site, browser, world = pages.server, pages.site, pages.browser, pages.wo
 
 KOMMUN = "demo-org-hemtjanst-exempelstad"
 SAVED = re.compile(r"/personal/avtal/[^/?]+\?sparat=1$")
+CLOSE_ANY_LANGUAGE = re.compile("Avsluta patientkontraktet|Close the agreement")
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -134,6 +135,18 @@ def _new_agreement(page: Page, site: Site, number: str | None = None) -> tuple[s
     return plan_id, number
 
 
+def _close(page: Page, outcome: str, reason: str, *, goals: str,
+           button: str | re.Pattern[str] = "Avsluta patientkontraktet") -> None:
+    """Fill in the open closing form (how it ends, why, what happens to the goals, confirmed),
+    send it, and wait for the agreement's page."""
+    page.check(f"#outcome-{outcome}")
+    page.fill("#reason", reason)
+    page.check(f"#goals-{goals}")
+    page.check("#confirm")
+    page.get_by_role("button", name=button).click()
+    page.wait_for_url(SAVED)
+
+
 def _activity(plan: dict[str, Any], what: str) -> dict[str, Any]:
     detail: dict[str, Any] = next(a["detail"] for a in plan["activity"] if a["detail"]["description"] == what)
     return detail
@@ -218,12 +231,7 @@ def test_closing_asks_for_an_outcome_and_confirmation_and_cancels_the_units_futu
         expect(alert).to_contain_text(message)
     assert _stored(site, "CarePlan", plan_id)["status"] == "active"
 
-    page.check("#outcome-revoked")
-    page.fill("#reason", "Patienten flyttar")
-    page.check("#goals-close")
-    page.check("#confirm")
-    page.get_by_role("button", name="Avsluta patientkontraktet").click()
-    page.wait_for_url(SAVED)
+    _close(page, "revoked", "Patienten flyttar", goals="close")
     expect(page.locator(".title-row .status")).to_have_text("Avbrutet")
     assert page.get_by_role("link", name="Redigera patientkontraktet").count() == 0
     assert page.get_by_role("link", name=re.compile("Ändra eller ställ in")).count() == 0
@@ -317,12 +325,7 @@ def test_a_refusal_of_the_core_is_shown_next_to_the_form(site: Site, browser: Br
     sign_in_staff(page, _staff(site)[1])
     first, number = _new_agreement(page, site)
     page.goto(f"/personal/avtal/{first}/avsluta")
-    page.check("#outcome-completed")
-    page.fill("#reason", "Klart")
-    page.check("#goals-keep")
-    page.check("#confirm")
-    page.get_by_role("button", name="Avsluta patientkontraktet").click()
-    page.wait_for_url(SAVED)
+    _close(page, "completed", "Klart", goals="keep")
     _new_agreement(page, site, number)
 
     page.goto(f"/personal/avtal/{first}/ateroppna")
@@ -354,14 +357,9 @@ def test_the_new_pages_are_accessible_in_both_languages(site: Site, browser: Bro
     for name, path in staff_pages:
         page.goto(path)
         _check(page, f"{name}-{language}")
-    page.get_by_role("button", name=re.compile("Avsluta patientkontraktet|Close the agreement")).click()
+    page.get_by_role("button", name=CLOSE_ANY_LANGUAGE).click()
     _check(page, f"personal-close-errors-{language}")
-    page.check("#outcome-completed")
-    page.fill("#reason", "Klart")
-    page.check("#goals-keep")
-    page.check("#confirm")
-    page.get_by_role("button", name=re.compile("Avsluta patientkontraktet|Close the agreement")).click()
-    page.wait_for_url(SAVED)
+    _close(page, "completed", "Klart", goals="keep", button=CLOSE_ANY_LANGUAGE)
     _check(page, f"personal-agreement-closed-{language}")
     for name, path in (("personal-closed", f"/personal/avtal/{plan_id}/redigera"),
                        ("personal-reopen", f"/personal/avtal/{plan_id}/ateroppna")):

@@ -18,7 +18,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.demo import DemoGenerator
+from patientkontrakt.domain.demo import DemoGenerator, transaction
 
 SEED = 7
 TODAY = datetime.datetime.now(datetime.UTC).date()  # the server decides "current" in UTC
@@ -28,17 +28,6 @@ PRACTITIONER_ROLE = codes.PRACTITIONER_ROLE
 
 def generator(seed: int = SEED) -> DemoGenerator:
     return DemoGenerator(seed=seed, today=TODAY)
-
-
-def transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in resources
-        ],
-    }
 
 
 def commit(client: TestClient, resources: list[dict[str, Any]]) -> dict[str, Any]:

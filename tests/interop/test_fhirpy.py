@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from fhirpy.lib import SyncFHIRResource
 from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.security.tokens import Grant
 from tests.conftest import SERVER_LOGS, audit_key_file, issue_token, make_settings
+from tests.processes import free_port, stop
 
 pytestmark = pytest.mark.slow
 
@@ -58,13 +59,6 @@ class Server:
         return self.log_path.stat().st_size
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_until_ready(server: Server) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -79,32 +73,34 @@ def _wait_until_ready(server: Server) -> None:
     pytest.fail(f"the server did not answer /fhir/metadata within {STARTUP_SECONDS} s:\n{server.log()}")
 
 
-@pytest.fixture(scope="module")
-def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``patientkontrakt serve`` in a subprocess; always terminated, however the tests end."""
-    port = _free_port()
+@contextmanager
+def serving(command: list[str], env: dict[str, str], folder: Path) -> Iterator[Server]:
+    """``COMMAND serve`` on a free loopback port in a subprocess, its output in ``folder``'s
+    server.log, ``env`` with the port's base URL as PK_BASE_URL; always terminated."""
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = folder / "server.log"
     SERVER_LOGS.append(log_path)
-    env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_BASE_URL": base_url, "PK_LOG_LEVEL": "info",
-           "PK_SIGNING_KEY": str(signing_key), "PK_AUDIT_KEY": str(audit_key_file())}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "patientkontrakt.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--access-log"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [*command, "serve", "--host", "127.0.0.1", "--port", str(port), "--access-log"],
+            cwd=PROJECT_ROOT, env={**env, "PK_BASE_URL": base_url}, stdout=log, stderr=subprocess.STDOUT,
         )
     running = Server(base_url, process, log_path)
     try:
         _wait_until_ready(running)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``patientkontrakt serve`` in a subprocess; always terminated, however the tests end."""
+    env = {**os.environ, "PK_DATABASE_URL": pg_url, "PK_LOG_LEVEL": "info",
+           "PK_SIGNING_KEY": str(signing_key), "PK_AUDIT_KEY": str(audit_key_file())}
+    with serving([sys.executable, "-m", "patientkontrakt.cli"], env, tmp_path_factory.mktemp("server")) as running:
+        yield running
 
 
 @dataclass

@@ -46,8 +46,8 @@ from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID
 from patientkontrakt.security.identity import identifier_value
-from tests.conftest import SERVER_LOGS, audit_key_file
-from tests.interop.test_fhirpy import Server, _free_port, _wait_until_ready
+from tests.conftest import audit_key_file
+from tests.interop.test_fhirpy import Server, serving
 from tests.security import conftest as security
 from tests.security.conftest import World
 
@@ -78,27 +78,9 @@ def _command() -> list[str]:
 @contextmanager
 def live_server(pg_url: str, signing_key: Path, folder: Path) -> Iterator[Server]:
     """``patientkontrakt serve`` with the test IdP, in a subprocess; always terminated."""
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log_path = folder / "server.log"
-    SERVER_LOGS.append(log_path)
-    env = _environment(pg_url, signing_key, PK_BASE_URL=base_url, PK_LOG_LEVEL="info", PK_TEST_IDP="true")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--access-log"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    running = Server(base_url, process, log_path)
-    try:
-        _wait_until_ready(running)
+    env = _environment(pg_url, signing_key, PK_LOG_LEVEL="info", PK_TEST_IDP="true")
+    with serving(_command(), env, folder) as running:
         yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def register_client(pg_url: str, signing_key: Path, client_id: str, *options: str) -> None:

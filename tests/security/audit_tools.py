@@ -23,6 +23,7 @@ from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import _dsn
+from tests.faults import admin
 
 T = TypeVar("T")
 _SCRIPT = Path(sys.executable).parent / "patientkontrakt"
@@ -108,10 +109,4 @@ def tamper(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> None:
 
 def query(url: str, statement: str, *args: Any) -> list[dict[str, Any]]:
     """Rows of ``statement`` on PostgreSQL."""
-    async def run() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(_dsn(url))
-        try:
-            return [dict(r) for r in await conn.fetch(statement, *args)]
-        finally:
-            await conn.close()
-    return asyncio.run(run())
+    return admin(url, statement, *args)

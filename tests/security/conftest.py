@@ -25,12 +25,27 @@ from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.tokens import Grant
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import BASE_URL, issue_token
+from tests.conftest import BASE_URL, issue_token, make_settings
 
 AGREEMENTS = 16
 STAFF_SCOPES = "openid fhirUser user/*.cruds user/AuditEvent.rs"
 PATIENT_SCOPES = "openid fhirUser launch/patient patient/*.rs patient/Goal.cu patient/AuditEvent.rs"
 SYSTEM_SCOPES = "system/*.cruds system/AuditEvent.rs"
+
+AUTHOR = "demo-org-vc-bjorkbacken"  # the care unit responsible for agreement TARGET
+OTHER_UNIT = "demo-org-vc-strandvagen"  # a care unit with no part in agreement TARGET
+TARGET = 2  # an active agreement of Björkbacken
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def settings_on_each_database(request: pytest.FixtureRequest) -> Settings:
+    """Settings for a fresh PostgreSQL database and a fresh SQLite file in turn.
+
+    A module runs its tests on both by binding it as its own ``settings`` fixture:
+    ``settings = settings_on_each_database``.
+    """
+    url = request.getfixturevalue("clean_pg" if request.param == "postgresql" else "sqlite_url")
+    return make_settings(str(url))
 
 
 @dataclass

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from patientkontrakt.config import Settings
 from patientkontrakt.domain import codes
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
@@ -27,18 +26,9 @@ from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.search import engine
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import make_settings
-from tests.security.conftest import STAFF_SCOPES, World
+from tests.security.conftest import AUTHOR, OTHER_UNIT, STAFF_SCOPES, TARGET, World, settings_on_each_database
 
-AUTHOR = "demo-org-vc-bjorkbacken"
-OTHER_UNIT = "demo-org-vc-strandvagen"
-TARGET = 2
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def settings(request: pytest.FixtureRequest) -> Settings:
-    url = request.getfixturevalue("clean_pg" if request.param == "postgresql" else "sqlite_url")
-    return make_settings(str(url))
+settings = settings_on_each_database  # every test here runs on PostgreSQL and on SQLite
 
 
 def _put(world: World, *resources: dict[str, Any]) -> None:
@@ -67,11 +57,15 @@ def _ids(bundle: dict[str, Any], type_: str | None = None) -> set[str]:
             and (type_ is None or e["resource"]["resourceType"] == type_)}
 
 
+def _target_plan_and_team(app: TestClient, world: World) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The target agreement's CarePlan and CareTeam as stored."""
+    target = world.agreements[TARGET]
+    return _get(app, world, "CarePlan", target.plan), _get(app, world, "CareTeam", target.team)
+
+
 def _other_units_draft(app: TestClient, world: World) -> dict[str, Any]:
     """A draft agreement of Strandvägen for the target's patient (its own, empty team)."""
-    target = world.agreements[TARGET]
-    plan = _get(app, world, "CarePlan", target.plan)
-    team = _get(app, world, "CareTeam", target.team)
+    plan, team = _target_plan_and_team(app, world)
     nurse = world.role_at(OTHER_UNIT, "nurse")
     own_team = {**{k: v for k, v in team.items() if k != "meta"}, "id": "strandvagen-team",
                 "managingOrganization": [{"reference": f"Organization/{OTHER_UNIT}"}],
@@ -460,8 +454,7 @@ def test_a_search_of_a_units_agreements_starts_from_the_unit_and_finds_what_the_
     ways must find the same agreements, for every unit and every way of taking part: author,
     contributor, a team the unit manages or is a member of, a team member's PractitionerRole."""
     target = world.agreements[TARGET]
-    plan = _get(app, world, "CarePlan", target.plan)
-    team = _get(app, world, "CareTeam", target.team)
+    plan, team = _target_plan_and_team(app, world)
     member = world.role_at(OTHER_UNIT, "nurse")
     via_role = {**{k: v for k, v in team.items() if k != "meta"}, "id": "team-with-a-member-from-strandvagen",
                 "managingOrganization": [{"reference": f"Organization/{AUTHOR}"}],

@@ -21,22 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.demo import DemoGenerator, load_demo
+from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.requests import Preferences
-from patientkontrakt.storage.database import create_engine, migrate
+from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import BASE_URL, TEST_URL, make_settings
+from tests.conftest import BASE_URL, demo_database, make_settings
 from tests.security.conftest import World, _agreements
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -120,36 +118,10 @@ _NOTES = {
 # -- the module's database ------------------------------------------------------------------
 
 
-def _dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(_dsn(TEST_URL))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def module_db() -> Iterator[str]:
-    name = f"pk_rules_{os.getpid()}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = make_url(TEST_URL).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-
-    async def load() -> None:
-        store = Store(create_engine(url, pool_size=2))
-        try:
-            await load_demo(BundleProcessor(build_service(make_settings(url), store)), 16)
-        finally:
-            await store.dispose()
-
-    asyncio.run(load())
-    yield url
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with demo_database(f"pk_rules_{os.getpid()}", 16) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -59,20 +59,19 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from api.pages import session as sessions
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.demo import DemoGenerator, load_demo
+from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.domain.identifiers import PERSONNUMMER, format_person_number
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.service import Preferences
-from patientkontrakt.storage.database import create_engine, migrate
+from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import BASE_URL, TEST_URL, _dsn, make_settings
+from tests.conftest import BASE_URL, _dsn, demo_database, make_settings
 from tests.security.conftest import AGREEMENTS, PATIENT_SCOPES, STAFF_SCOPES, Agreement, World, _agreements
 
 Route = tuple[str, str]  # (method, path template)
@@ -199,14 +198,6 @@ def app_routes(app: FastAPI) -> set[Route]:
 
 
 # -- the module's database and app ---------------------------------------------------------------------
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(_dsn(TEST_URL))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def _internal_put(url: str, *resources: dict[str, Any]) -> None:
@@ -399,30 +390,16 @@ class Ctx:
 
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[Ctx]:
-    name = f"pk_routes_{os.getpid()}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = make_url(TEST_URL).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-
-    async def load() -> None:
-        store = Store(create_engine(url, pool_size=2))
-        try:
-            await load_demo(BundleProcessor(build_service(make_settings(url), store)), AGREEMENTS)
-        finally:
-            await store.dispose()
-
-    asyncio.run(load())
-    settings = make_settings(url)
-    world = World(settings, DemoGenerator(seed=1), _agreements(DemoGenerator(seed=1)))
-    db = Database(url)
-    with TestClient(create_app(settings), base_url=BASE_URL) as http:
-        found = Ctx(world, http, db)
-        _share_the_patient_of(found, SHARED)
-        _close(found, REOPEN)
-        yield found
-    db.close()
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with demo_database(f"pk_routes_{os.getpid()}", AGREEMENTS) as url:
+        settings = make_settings(url)
+        world = World(settings, DemoGenerator(seed=1), _agreements(DemoGenerator(seed=1)))
+        db = Database(url)
+        with TestClient(create_app(settings), base_url=BASE_URL) as http:
+            found = Ctx(world, http, db)
+            _share_the_patient_of(found, SHARED)
+            _close(found, REOPEN)
+            yield found
+        db.close()
 
 
 def _share_the_patient_of(ctx: Ctx, number: int) -> None:

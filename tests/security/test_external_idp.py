@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from patientkontrakt.security.clients import Clients
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import SERVER_LOGS, audit_key_file
+from tests.processes import free_port, stop
 from tests.security.conftest import World
 
 pytestmark = pytest.mark.slow
@@ -139,19 +139,7 @@ class Process:
         return self.log_path.stat().st_size
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        stop(self.process)
 
 
 def _start(args: list[str], env: dict[str, str], base_url: str, ready_path: str, log_path: Path) -> Process:
@@ -195,7 +183,7 @@ class Servers:
 def servers(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """The provider and the service, each in its own process; always stopped."""
     tmp = tmp_path_factory.mktemp("external-idp")
-    provider_url, service_url = f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
+    provider_url, service_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     secret = secrets.token_urlsafe(24)
     config = tmp / "provider.json"
     config.write_text(json.dumps({
@@ -617,7 +605,7 @@ def test_cancelling_at_the_provider_sends_the_user_back_to_the_app(site: Site) -
 def test_an_unreachable_provider_gets_an_error_page(site: Site, pg_url: str, signing_key: Path,
                                                     tmp_path: Path) -> None:
     """A service of its own, whose provider does not answer: an error page, not a 500."""
-    base_url, nowhere = f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
+    base_url, nowhere = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     service = _start(["-m", "patientkontrakt.cli", "serve", "--host", "127.0.0.1", "--port",
                       base_url.rsplit(":", 1)[1]],
                      _server_env(pg_url, signing_key, base_url, nowhere, "secret"), base_url, "/fhir/metadata",

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -29,18 +28,9 @@ from patientkontrakt.config import Settings
 from patientkontrakt.domain.identifiers import PERSONNUMMER
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from tests.conftest import make_settings
-from tests.security.conftest import World
+from tests.security.conftest import AUTHOR, OTHER_UNIT, TARGET, World, settings_on_each_database
 
-AUTHOR = "demo-org-vc-bjorkbacken"
-OTHER_UNIT = "demo-org-vc-strandvagen"
-TARGET = 2
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def settings(request: pytest.FixtureRequest) -> Settings:
-    url = request.getfixturevalue("clean_pg" if request.param == "postgresql" else "sqlite_url")
-    return make_settings(str(url))
+settings = settings_on_each_database  # every test here runs on PostgreSQL and on SQLite
 
 
 def _stored_versions(settings: Settings) -> int:

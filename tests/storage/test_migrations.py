@@ -11,13 +11,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from patientkontrakt.audit.checkpoint import AuditKeys, generate_key
@@ -35,23 +34,10 @@ from patientkontrakt.storage.database import (
     migrate,
 )
 from patientkontrakt.storage.repository import Store
-from tests.conftest import make_settings
+from tests.conftest import drop_database, make_settings, new_database
 from tests.security.audit_tools import entries as _all_entries
 
-TEST_URL = os.environ.get("PK_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 APP_TABLES = {"resource", "resource_version", "idx_token", "idx_string", "idx_date", "idx_reference", "idx_uri"}
-
-
-def _dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(_dsn(TEST_URL))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -61,11 +47,11 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
         return
     name = f"pk_migr_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = new_database(name)
     try:
-        yield make_url(TEST_URL).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(name)
 
 
 async def _gate(url: str) -> None:
