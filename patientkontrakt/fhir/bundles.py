@@ -8,6 +8,9 @@ written, and any failing entry rolls everything back. A *batch* runs each entry 
 Each write is told what the whole transaction writes (``WriteContext.transaction``), so a rule
 can accept a Provenance entry as the reason for a change; warnings about an entry's write go in
 its ``response.outcome``.
+
+An entry's parsing and what it needs are ``bundle_entries.py``; what stays here (a little over
+400 lines) is the two processings, which share the entries' writes and answers.
 """
 
 from __future__ import annotations
