@@ -43,7 +43,7 @@ from patientkontrakt.fhir.interactions import Exchange, Interaction
 from patientkontrakt.fhir.limits import ContentLimitExceeded, exceeded
 from patientkontrakt.fhir.offload import COPY, RULES, VALIDATE, run_cpu, weight_of
 from patientkontrakt.fhir.rendering import render_bundle
-from patientkontrakt.fhir.results import Result
+from patientkontrakt.fhir.results import Result, status_text
 from patientkontrakt.fhir.search.engine import searchset
 from patientkontrakt.fhir.writes import WriteOutcome, new_id, not_writable
 from patientkontrakt.storage.repository import StoredResource, Unit
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from patientkontrakt.fhir.service import FhirService
 
 _CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?.")
-_STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
-
 
 
 class BundleProcessor:
@@ -405,7 +403,7 @@ class BundleProcessor:
     def _render(self, kind: str, responses: list[EntryResponse]) -> bytes:
         entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = []
         for response in responses:
-            status = _STATUS.get(response.status, str(response.status))
+            status = status_text(response.status)
             out: dict[str, Any] = {"status": status}
             if response.location:
                 out["location"] = response.location

@@ -9,9 +9,8 @@ from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_ra
 from patientkontrakt.fhir.errors import BadRequest
 from patientkontrakt.fhir.paging import page_links, page_number
 from patientkontrakt.fhir.rendering import render_bundle
+from patientkontrakt.fhir.results import status_text
 from patientkontrakt.storage.repository import StoredVersion
-
-_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
 
 def history_args(pairs: list[tuple[str, str]], default_count: int, max_count: int) -> dict[str, Any]:
@@ -46,7 +45,7 @@ def history_bundle(base: str, path: str, pairs: list[tuple[str, str]], rows: lis
         status = {"POST": 201, "PUT": 200 if row.version_id > 1 else 201, "DELETE": 204}.get(method, 200)
         after = {
             "request": {"method": method, "url": request_url},
-            "response": {"status": _STATUS_TEXT[status], "etag": f'W/"{row.version_id}"',
+            "response": {"status": status_text(status), "etag": f'W/"{row.version_id}"',
                          "lastModified": format_instant(row.last_updated)},
         }
         entries.append(({"fullUrl": f"{base}/{row.type}/{row.id}"}, row.body, after))

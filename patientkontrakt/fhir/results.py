@@ -7,6 +7,13 @@ from datetime import datetime
 
 from patientkontrakt.fhir.dates import format_http
 
+# A Bundle entry's ``response.status`` (R4: the status code, optionally with its text).
+STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+def status_text(status: int) -> str:
+    return STATUS_TEXT.get(status, str(status))
+
 
 def etag(version_id: int) -> str:
     return f'W/"{version_id}"'

@@ -44,8 +44,6 @@ from patientkontrakt.fhir.writes import ID_PATTERN, WriteOutcome, Writer
 from patientkontrakt.storage.repository import Store, StoredResource, StoredVersion, Unit
 from patientkontrakt.storage.search_sql import QueryBuilder
 
-_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
-
 
 class FhirService:
     def __init__(self, settings: Settings, store: Store, defs: Definitions | None = None,
