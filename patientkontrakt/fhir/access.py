@@ -56,7 +56,9 @@ class Principal:
     care_unit_name: str | None = None
     care_provider: str | None = None  # HSA-id of the vårdgivare
     client_id: str | None = None
-    purpose: str = "TREAT"  # v3 PurposeOfUse: TREAT (vård och behandling), PATRQT (the patient's own)
+    purpose: str = "TREAT"  # v3 PurposeOfUse: TREAT (vård och behandling), PATRQT (the patient's own),
+    # ETREAT (emergency access, nödåtkomst: ``reason`` says why)
+    reason: str | None = None
 
 
 class Access(Protocol):
@@ -102,6 +104,12 @@ class Access(Protocol):
         """After the unit's writes, in the same transaction: raise if any may not stand."""
         ...
 
+    def owner(self, type_: str) -> tuple[str, str] | None:
+        """Who owns a ``type_`` resource this caller creates: (care unit Organization id, care
+        provider HSA-id), recorded by storage; None: no one the caller can name (the domain
+        may derive one from the content)."""
+        ...
+
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         """Before deleting ``existing`` (already known to be visible): raise if the caller may not."""
         ...
@@ -138,6 +146,9 @@ class Internal:
         return resource
 
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
+        return None
+
+    def owner(self, type_: str) -> tuple[str, str] | None:
         return None
 
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
