@@ -87,6 +87,7 @@ class AccessSql:
         self._care_unit: dict[str, Condition | None] = {}
         self._care_unit_reach: Condition | None = None
         self._patient: dict[str, Condition] = {}
+        self._shared_blocked: dict[str, Condition] = {}
 
     def care_unit(self, type_: str) -> Condition | None:
         """What a care unit (``ORG`` of the care provider ``PROVIDER``) sees of ``type_``; None:
@@ -99,6 +100,17 @@ class AccessSql:
                 condition = sa.and_(condition, _shared_condition())
             self._care_unit[type_] = None if condition is None else SharedCondition(_inline_constants(condition))
         return self._care_unit[type_]
+
+    def blocked(self, kind: str) -> Condition:
+        """Rows of the patient ``PATIENT`` that a care unit does not see because of a spärr
+        (``kind`` ``"sparr"``) or a missing samtycke (``"samtycke"``), among those its part in
+        the patient's care reaches (``_blocked_condition``)."""
+        key = f"blocked:{kind}"
+        if key not in self._shared_blocked:
+            reached = sa.or_(*(sa.and_(R.res_type == type_, condition) for type_ in sorted(self._shared_types)
+                               if (condition := _care_unit_condition(type_, self._directory)) is not None))
+            self._shared_blocked[key] = SharedCondition(_inline_constants(_blocked_condition(kind, reached)))
+        return self._shared_blocked[key]
 
     def care_unit_reach(self) -> Condition:
         """The care unit's agreements found from the unit outward (``plans_reached``): holds for
@@ -332,45 +344,48 @@ def _in_force(kind: str, *conditions: Condition) -> Condition:
         *(adapt(c) for c in conditions))
 
 
+def _blocked_by_sparr() -> tuple[Condition, Condition]:
+    """(an inre spärr blocks the row's owning unit, a yttre spärr blocks its unit or provider)."""
+    inre = _in_force("inre-sparr", CR.custodian_unit == R.owner_unit)
+    yttre = _in_force("yttre-sparr", sa.or_(CR.custodian_unit == R.owner_unit,
+                                            CR.custodian_provider == R.owner_provider))
+    return inre, yttre
+
+
 def _shared_condition() -> Condition:
     """Patientdatalagen on a row owned by a care provider (``owner_provider``):
 
     * the owning unit always sees it, and a row no provider owns is not restricted here;
     * another unit of the same provider sees it unless an *inre spärr* (4 kap 4 §) blocks the
       owning unit;
-    * a unit of another provider sees it only without a *yttre spärr* on the owning unit or
-      provider (6 kap 2 §) and with the patient's *samtycke* (6 kap 3 §) to the unit or its
-      provider, covering the owner — or, instead of the samtycke, under an emergency access to
-      this patient (6 kap 4 §), which never passes a spärr.
+    * a unit of another provider sees it only without a spärr on the owning unit (an inre spärr
+      covers what the unit holds from every other unit, so from other providers too) or a
+      *yttre spärr* on the unit or its provider (6 kap 2 §), and with the patient's *samtycke*
+      (6 kap 3 §) to the unit or its provider covering the owner — or, instead of the samtycke,
+      under an emergency access to this patient (6 kap 4 §), which never passes a spärr.
     """
-    same_provider = sa.and_(
-        R.owner_provider == _PROVIDER,
-        sa.not_(_in_force("inre-sparr", CR.custodian_unit == R.owner_unit)))
+    inre, yttre = _blocked_by_sparr()
+    same_provider = sa.and_(R.owner_provider == _PROVIDER, sa.not_(inre))
     consent = _in_force(
         "samtycke",
         sa.or_(CR.recipient_unit == _ORG, CR.recipient_provider == _PROVIDER),
         sa.or_(sa.and_(CR.custodian_unit.is_(None), CR.custodian_provider.is_(None)),
                CR.custodian_unit == R.owner_unit, CR.custodian_provider == R.owner_provider))
-    other_provider = sa.and_(
-        R.owner_provider != _PROVIDER,
-        sa.not_(_in_force("yttre-sparr", sa.or_(CR.custodian_unit == R.owner_unit,
-                                                CR.custodian_provider == R.owner_provider))),
-        sa.or_(R.patient_id == _EMERGENCY, consent))
+    other_provider = sa.and_(R.owner_provider != _PROVIDER, sa.not_(inre), sa.not_(yttre),
+                             sa.or_(R.patient_id == _EMERGENCY, consent))
     return sa.or_(R.owner_provider.is_(None), R.owner_unit == _ORG, same_provider, other_provider)
 
 
-def blocked_condition(kind: str) -> Condition:
-    """Rows of the patient ``PATIENT`` that the care unit's care relationship would reach but
-    that ``kind`` hides: ``"sparr"`` a spärr, ``"samtycke"`` a missing samtycke. What staff are
-    told exists (never what it is)."""
-    shared = _shared_condition()
+def _blocked_condition(kind: str, reached: Condition) -> Condition:
+    """Rows of the patient ``PATIENT`` that the care unit's part in the patient's care
+    (``reached``) would show it but that it does not see because of a spärr (``kind``
+    ``"sparr"``) or for want of a samtycke (``"samtycke"``): what staff are told exists, never
+    what it is."""
+    inre, yttre = _blocked_by_sparr()
     base = sa.and_(R.patient_id == _PATIENT, R.deleted.is_(False), R.owner_provider.is_not(None),
-                   R.owner_unit != _ORG, sa.not_(shared))
-    spar = sa.or_(
-        sa.and_(R.owner_provider == _PROVIDER, _in_force("inre-sparr", CR.custodian_unit == R.owner_unit)),
-        sa.and_(R.owner_provider != _PROVIDER, _in_force("yttre-sparr", sa.or_(
-            CR.custodian_unit == R.owner_unit, CR.custodian_provider == R.owner_provider))))
-    return sa.and_(base, spar if kind == "sparr" else sa.not_(spar))
+                   R.owner_unit != _ORG, reached, sa.not_(_shared_condition()))
+    sparr = sa.or_(inre, sa.and_(R.owner_provider != _PROVIDER, yttre))
+    return sa.and_(base, sparr if kind == "sparr" else sa.not_(sparr))
 
 
 def _consent_paths() -> Condition:

@@ -374,6 +374,11 @@ class Unit:
         counted up to ``limit``."""
         return int((await self.conn.execute(reached_count(limit), self.parameters)).scalar_one())
 
+    async def any_row(self, condition: sa.ColumnElement[bool], parameters: Mapping[str, Any]) -> bool:
+        """Whether any resource row meets ``condition`` (an access rule's, with its values)."""
+        query = sa.select(sa.exists().where(condition))
+        return bool((await self.conn.execute(query, {**self.parameters, **parameters})).scalar_one())
+
     async def has_care_plan(self, patient_id: str) -> bool:
         """Whether the patient has a current (not deleted) CarePlan."""
         return bool((await self.conn.execute(care_plan_of(patient_id), self.parameters)).scalar_one())
