@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from patientkontrakt.domain import codes
+from patientkontrakt.domain import codes, sharing
 from patientkontrakt.fhir.access import Access, NoLog, access_of, visible
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import FhirError, Gone, HiddenResource, Issue, operation_outcome
@@ -116,19 +116,29 @@ class AgreementOverview:
             p for p in await visible(unit, await unit.get_by_pks(pks))
             if not p.deleted and self._is_open_agreement(orjson.loads(p.body))
         ]
+        notices = await self._blocked(unit, patient_id)
         if not plans:
             note = Issue(code="not-found", severity="information",
                          diagnostics=f"Patient/{patient_id} has no active Patientkontrakt",
                          details_sv="Du har inget gällande patientkontrakt just nu.")
-            return self._bundle([patient], outcome=note), [patient]
+            return self._bundle([patient], outcome=[note, *notices]), [patient]
         resources = await self._collect(unit, [patient, *plans])
-        return self._bundle(resources), resources
+        return self._bundle(resources, outcome=notices), resources
 
     async def _for_plan(self, unit: Unit, plan: StoredResource) -> tuple[bytes, list[StoredResource]]:
         if plan.deleted:
             raise Gone(f"CarePlan/{plan.id} was deleted", details_sv="Patientkontraktet har tagits bort.")
         resources = await self._collect(unit, [plan])
-        return self._bundle(resources), resources
+        notices = await self._blocked(unit, plan.patient_id) if plan.patient_id else []
+        return self._bundle(resources, outcome=notices), resources
+
+    @staticmethod
+    async def _blocked(unit: Unit, patient_id: str) -> list[Issue]:
+        """That the caller is not shown some of the patient's information, and why (a spärr, no
+        samtycke): never what it is (``Access.blocked``)."""
+        kinds = await access_of(unit).blocked(unit, patient_id)
+        return [Issue(code="suppressed", severity="warning", diagnostics=sharing.BLOCKED_NOTICES[kind][0],
+                      details_sv=sharing.BLOCKED_NOTICES[kind][1]) for kind in ("sparr", "samtycke") if kind in kinds]
 
     @staticmethod
     def _is_open_agreement(plan: dict[str, Any]) -> bool:
@@ -168,7 +178,7 @@ class AgreementOverview:
             found.update(((r.type, r.id), r) for r in await visible(unit, provenance))
         return list(found.values())
 
-    def _bundle(self, resources: Iterable[StoredResource], outcome: Issue | None = None) -> bytes:
+    def _bundle(self, resources: Iterable[StoredResource], outcome: list[Issue] | None = None) -> bytes:
         parsed = {(r.type, r.id): orjson.loads(r.body) for r in resources}
         appointments = {f"Appointment/{i}": body for (t, i), body in parsed.items() if t == "Appointment"}
         entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = []
@@ -186,8 +196,8 @@ class AgreementOverview:
             if type_ == "CarePlan" and body.get("activity"):
                 body = {**body, "activity": sorted(body["activity"], key=lambda a: _activity_start(a, appointments))}
             entries.append(({"fullUrl": f"{self._base}/{type_}/{id_}"}, dumps(body), {}))
-        if outcome is not None:
-            entries.append(({}, dumps(operation_outcome([outcome])), {}))
+        if outcome:
+            entries.append(({}, dumps(operation_outcome(outcome)), {}))
         head = {
             "resourceType": "Bundle",
             "id": str(uuid.uuid4()),

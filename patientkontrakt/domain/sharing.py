@@ -36,6 +36,28 @@ UNOWNED = frozenset({"Organization", "Practitioner", "PractitionerRole"})
 
 Owner = tuple[str, str]  # (care unit Organization id, provider HSA-id)
 
+# What staff are told when their part in the patient's care reaches information they are not
+# shown (``Access.blocked``): that it exists and how to proceed, never what it is or where
+# (lag 2022:913 om sammanhållen vård- och omsorgsdokumentation 2 kap. 4-5 §§).
+BLOCKED_NOTICES: dict[str, tuple[str, str]] = {
+    "sparr": (
+        "Some of the patient's information is not shown because the patient has blocked it (spärr). "
+        "A spärr is lifted only at the patient's request, by the care unit that holds the information; "
+        "not even emergency access passes it.",
+        "Det finns uppgifter om patienten som inte visas eftersom patienten har spärrat dem. En spärr hävs "
+        "bara på patientens begäran, av den vårdenhet som har uppgifterna. Inte heller nödåtkomst går förbi "
+        "en spärr.",
+    ),
+    "samtycke": (
+        "The patient has information at other care providers that is not shown: reading it needs the "
+        "patient's consent (samtycke). Ask the patient and record the samtycke; if the patient cannot "
+        "consent and the care cannot wait, use emergency access (nödåtkomst).",
+        "Det finns uppgifter om patienten hos andra vårdgivare som inte visas. För att ta del av dem behövs "
+        "patientens samtycke: fråga patienten och registrera samtycket. Om patienten inte kan samtycka och "
+        "vården inte kan vänta kan du använda nödåtkomst.",
+    ),
+}
+
 
 def ref_id(value: Any, type_: str) -> str | None:
     """The id of a literal reference ``type_/id`` (also ``…/_history/n``), else None."""

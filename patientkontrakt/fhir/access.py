@@ -104,6 +104,12 @@ class Access(Protocol):
         """After the unit's writes, in the same transaction: raise if any may not stand."""
         ...
 
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        """What the caller is not shown of the patient's data although its part in the
+        patient's care reaches it: ``"sparr"`` (a spärr) and ``"samtycke"`` (no samtycke). Staff
+        are told *that* such information exists, never what it is."""
+        ...
+
     def owner(self, type_: str) -> tuple[str, str] | None:
         """Who owns a ``type_`` resource this caller creates: (care unit Organization id, care
         provider HSA-id), recorded by storage; None: no one the caller can name (the domain
@@ -150,6 +156,9 @@ class Internal:
 
     def owner(self, type_: str) -> tuple[str, str] | None:
         return None
+
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        return frozenset()
 
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         return None

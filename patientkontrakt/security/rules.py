@@ -135,6 +135,9 @@ class ScopedAccess:
     def owner(self, type_: str) -> tuple[str, str] | None:
         return None
 
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        return frozenset()
+
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
         """Whatever was written must be visible to its writer (scope narrowing, care unit, own
         compartment); otherwise the whole unit of work is refused and rolled back."""
@@ -168,6 +171,13 @@ class CareUnitAccess(ScopedAccess):
         if condition is None:
             return None
         return Restriction(f"care-unit:{type_}", condition, self.parameters)
+
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        found = set()
+        for kind in ("sparr", "samtycke"):
+            if await unit.any_row(_SQL.blocked(kind), {**self.parameters, PATIENT: patient_id}):
+                found.add(kind)
+        return frozenset(found)
 
     def owner(self, type_: str) -> tuple[str, str] | None:
         """What the unit creates is the unit's, and its provider's, record."""
