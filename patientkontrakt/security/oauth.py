@@ -494,6 +494,9 @@ class AuthorizationServer:
         if claims.get("client_id") != client.client_id or grant.kind != "staff" or not grant.care_unit_org:
             raise OAuthError("invalid_grant", "only a staff member's own access token, acting for a care unit, "
                                               "can be exchanged for an emergency access")
+        if await self.directory.is_social_care(grant.care_unit_org):
+            raise OAuthError("invalid_grant", "emergency access is for health care (vårdgivare); a social-care "
+                                              "unit reads other providers' data only with the person's samtycke")
         if grant.purpose_of_use is not None:
             raise OAuthError("invalid_grant", "an emergency access is not renewed: give the reason again")
         if self.revocations is not None and self.revocations.revoked(keys_of(claims)):
