@@ -34,6 +34,7 @@ Title: "Patientkontrakt: SIP"
 Description: "En samordnad individuell plan (SIP) som hör till ett Patientkontrakt (partOf): vilka insatser region, kommun och andra gör (activity, med utförande organisation och huvudman), vem som har det övergripande ansvaret (region eller kommun) och den enskildes samtycke till planen (supportingInfo, ett pk-samtycke). Enheten som skrev planen är author."
 * insert PKConformance
 * obeys pk-sip-1
+* extension ^short = "Tillägg, bland dem det övergripande ansvaret"
 * extension contains PKSipOvergripandeAnsvar named overgripandeAnsvar 1..1
 * extension[overgripandeAnsvar] ^short = "Huvudmannen med övergripande ansvar: region eller kommun"
 * category 1..*
@@ -64,6 +65,7 @@ Description: "En samordnad individuell plan (SIP) som hör till ett Patientkontr
 * supportingInfo contains samtycke 1..1
 * supportingInfo[samtycke] only Reference(PKSamtycke)
 * supportingInfo[samtycke] ^short = "Den enskildes samtycke till planen (HSL 16 kap 4 §)"
+* activity.extension ^short = "Tillägg, bland dem insatsens huvudman"
 * activity.extension contains PKSipHuvudman named huvudman 1..1
 * activity.extension[huvudman] ^short = "Huvudman för insatsen: region, kommun eller annan"
 * activity.detail 1..1
