@@ -5,7 +5,7 @@
 Extension: PKSipOvergripandeAnsvar
 Id: pk-sip-overgripande-ansvar
 Title: "SIP: övergripande ansvar"
-Description: "Vilken huvudman, region eller kommun, som har det övergripande ansvaret för en samordnad individuell plan (HSL 16 kap 4 § andra stycket 4)."
+Description: "Vilken huvudman, region eller kommun, som har det övergripande ansvaret för en samordnad individuell plan (HSL 2017:30 16 kap 4 §: vem av huvudmännen som ska ha det övergripande ansvaret för planen)."
 * insert PKConformance
 * ^context[0].type = #element
 * ^context[0].expression = "CarePlan"
@@ -17,7 +17,7 @@ Description: "Vilken huvudman, region eller kommun, som har det övergripande an
 Extension: PKSipHuvudman
 Id: pk-sip-huvudman
 Title: "SIP: huvudman för insatsen"
-Description: "Vilken huvudman som ansvarar för en insats i en samordnad individuell plan: region, kommun eller annan (HSL 16 kap 4 § andra stycket 2)."
+Description: "Vilken huvudman som ansvarar för en insats i en samordnad individuell plan: region, kommun eller annan (HSL 2017:30 16 kap 4 §: vilka insatser respektive huvudman ska svara för)."
 * insert PKConformance
 * ^context[0].type = #element
 * ^context[0].expression = "CarePlan.activity"
