@@ -140,6 +140,7 @@ class Scene:
     world: World
     app: TestClient
     kommun_goal: str
+    sip: str
 
     @property
     def target(self) -> Any:
@@ -189,15 +190,43 @@ class Scene:
                 "own goal": ("Goal", t.patient_goal, UNOWNED), "Patient": ("Patient", t.patient, UNOWNED)}
 
 
+def sip(patient: str, plan: str, consent_id: str) -> dict[str, Any]:
+    """The hemsjukvård's SIP, part of the agreement (profile pk-sip)."""
+    def huvudman(code: str) -> dict[str, Any]:
+        return {"coding": [{"system": "https://patientkontrakt.se/fhir/CodeSystem/pk-huvudman", "code": code}]}
+    return {
+        "resourceType": "CarePlan", "status": "active", "intent": "plan", "title": "SIP",
+        "category": [{"coding": [{"system": "https://patientkontrakt.se/fhir/CodeSystem/pk-careplan-category",
+                                  "code": "sip"}]}],
+        "extension": [{"url": "https://patientkontrakt.se/fhir/StructureDefinition/pk-sip-overgripande-ansvar",
+                       "valueCodeableConcept": huvudman("kommun")}],
+        "partOf": [{"reference": f"CarePlan/{plan}"}], "subject": {"reference": f"Patient/{patient}"},
+        "author": {"reference": f"Organization/{HOMECARE}"},
+        "supportingInfo": [{"reference": f"Consent/{consent_id}"}],
+        "activity": [{"extension": [{"url": "https://patientkontrakt.se/fhir/StructureDefinition/pk-sip-huvudman",
+                                     "valueCodeableConcept": huvudman("kommun")}],
+                      "detail": {"status": "in-progress", "description": "Såromläggning varannan dag",
+                                 "performer": [{"reference": f"Organization/{HOMECARE}"}]}}],
+    }
+
+
 @pytest.fixture(scope="module")
 def scene(world: World, app: TestClient) -> Scene:
-    patient = world.agreements[TARGET].patient
+    """The agreement, plus what the hemsjukvård writes about the patient: a goal of its own, and
+    a SIP that is part of the agreement (written while a samtycke let it see the agreement; the
+    samtycke is revoked again, the SIP stays the kommun's)."""
+    patient, plan = world.agreements[TARGET].patient, world.agreements[TARGET].plan
     goal = {"resourceType": "Goal", "lifecycleStatus": "active",
             "description": {"text": "Klara förflyttning säng–rullstol själv"},
             "subject": {"reference": f"Patient/{patient}"},
             "expressedBy": {"reference": f"PractitionerRole/{world.role_at(HOMECARE, 'nurse')}"}}
-    first = Scene(world, app, "")
-    return Scene(world, app, first.record(HOMECARE, goal))
+    first = Scene(world, app, "", "")
+    goal_id = first.record(HOMECARE, goal)
+    consent_id = first.record(HOMECARE, consent(patient, "samtycke", "IRCP", HOMECARE))
+    sip_id = first.record(HOMECARE, sip(patient, plan, consent_id))
+    first.revoke(HOMECARE, consent_id)
+    _SIP[:] = [sip_id]
+    return Scene(world, app, goal_id, sip_id)
 
 
 # -- the probes: each says whether the caller is shown (type, id) ---------------------------
@@ -319,6 +348,23 @@ def probe_operation(app: TestClient, h: dict[str, str], t: str, i: str, p: str) 
     return i in _ids(response.json(), t)
 
 
+def probe_include(app: TestClient, h: dict[str, str], t: str, i: str, p: str) -> bool:
+    """The hemsjukvård's SIP with ``_include`` of the agreement it is part of."""
+    bundle = app.get(f"/fhir/CarePlan?_id={_SIP[0]}&_include=CarePlan:part-of", headers=h).json()
+    return i in _ids(bundle, "CarePlan")
+
+
+def probe_chain(app: TestClient, h: dict[str, str], t: str, i: str, p: str) -> bool:
+    """The SIP found through a chain on the agreement it is part of: only if the agreement is seen."""
+    bundle = app.get(f"/fhir/CarePlan?_id={_SIP[0]}&part-of._id={i}&_total=accurate", headers=h).json()
+    assert bundle["total"] == len(_ids(bundle, "CarePlan"))
+    return _SIP[0] in _ids(bundle, "CarePlan")
+
+
+_SIP: list[str] = []
+# Through the kommun's SIP: only for the agreement, and only for readers that see the SIP.
+THROUGH_THE_SIP = {"include": probe_include, "chain": probe_chain}
+
 PROBES: dict[str, Callable[[TestClient, dict[str, str], str, str, str], bool]] = {
     "read": probe_read, "vread": probe_vread, "search-total": probe_search_total, "count": probe_count,
     "patient-search": probe_patient_search, "revinclude": probe_revinclude,
@@ -353,6 +399,14 @@ def test_consent_matrix(scene: Scene, state: str) -> None:
                     seen[(caller, name, probe)] = got
                     if got != want:
                         wrong.append(f"{caller} {name} via {probe}: {got}, expected {want}")
+            if caller.startswith("other-provider"):  # the readers that see the kommun's SIP
+                for probe, check in THROUGH_THE_SIP.items():
+                    want = OWNED_BY_VC[state][index]
+                    got = Y if check(scene.app, headers, "CarePlan", scene.target.plan, scene.target.patient) else N
+                    if got != want:
+                        wrong.append(f"{caller} CarePlan via {probe} from the SIP: {got}, expected {want}")
+            else:  # the region sees no SIP of the kommun's, so nothing through it
+                assert not probe_read(scene.app, headers, "CarePlan", scene.sip, "")
         assert not wrong, "\n".join(wrong)
     finally:
         for unit, consent_id in recorded:
