@@ -3,9 +3,10 @@
 The patient signs in (the test IdP, or BankID/Freja through the region's IdP) and sees their
 agreement in plain language: their fast vårdkontakt and fast läkarkontakt and how to reach
 them, what matters to them (they add and change their own goals here), the care's goals, the
-planned activities across region and kommun (upcoming first, past folded away), the plan, and
-who has read their agreement: the access log entries about them (PDL 8 kap 5 §). Everything
-through the FHIR core with the patient's own token, like any SMART app.
+planned activities across region and kommun (upcoming first, past folded away), the plan, and who has read their
+agreement: the access log entries about them (PDL 8 kap 5 §). ``/mitt/sparrar`` shows their
+samtycken and spärrar. Everything through the FHIR core with the patient's own token, like any
+SMART app.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.pages import forms
+from api.pages import consent_view, forms
 from api.pages.common import Page, bilingual, body, home_page, sign_in_routes, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import provenance, set_goal_outcome
@@ -32,6 +33,7 @@ router = APIRouter(prefix="/mitt", include_in_schema=False)
 _PREFER = Preferences()
 LOG_ENTRIES = 50
 EARLIER_AGREEMENTS = 10
+CONSENTS = 100
 GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
 _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "tillbakataget"}  # stored data is Swedish
 
@@ -66,6 +68,19 @@ async def _earlier(page: Page) -> list[AgreementView]:
         if view is not None:
             views.append(view)
     return sorted(views, key=lambda v: (v.end or v.start), reverse=True)
+
+
+async def _search(page: Page, type_: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The resources of ``type_`` a search under the patient's access finds (logged like any)."""
+    found = body(await page.request.app.state.service.search(page.access, type_, params, _PREFER))
+    return [e["resource"] for e in found.get("entry", []) if e.get("resource", {}).get("resourceType") == type_]
+
+
+async def _organizations(page: Page, ids: set[str]) -> list[dict[str, Any]]:
+    """The Organizations ``ids`` that the patient may read: those their own records name."""
+    if not ids:
+        return []
+    return await _search(page, "Organization", [("_id", ",".join(sorted(ids))), ("_count", str(len(ids)))])
 
 
 async def _who_has_read(page: Page) -> list[dict[str, str]]:
@@ -108,6 +123,19 @@ async def home(request: Request) -> Response:
                                       "f": {}, "saved": page.request.query_params.get("sparat"),
                                       "printed": datetime.datetime.now(datetime.UTC)})
     return await home_page(request, PATIENT, "mitt/landing.html", run)
+
+
+@router.get("/sparrar")
+async def consents(request: Request) -> Response:
+    """"Dina spärrar och samtycken": the patient's samtycken and spärrar, read-only (the care
+    unit the patient asks records and revokes them), with the names of the units they are about."""
+    async def run(page: Page) -> Response:
+        found = await _search(page, "Consent", [("patient", f"Patient/{page.session.patient}"),
+                                                ("_count", str(CONSENTS))])
+        organizations = await _organizations(page, consent_view.organizations_named(found))
+        names = {str(o["id"]): str(o.get("name", "")) for o in organizations if o.get("name")}
+        return page.render("mitt/consents.html", {"consents": consent_view.consent_views(found, names)})
+    return await signed_in(request, PATIENT, run)
 
 
 def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
