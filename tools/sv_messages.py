@@ -266,7 +266,7 @@ SV |= {
     "Street address": "Gatuadress",
     "Postal code": "Postnummer",
     "City": "Ort",
-    # /mitt: "Dina spärrar och samtycken" (mitt/consents.html)
+    # /mitt: "Dina spärrar och samtycken" (mitt/consents.html) and the SIP beside the agreement (mitt/sip.html)
     "Your blocks and consents": "Dina spärrar och samtycken",
     "Who in the care may see information about you from other care providers, and what you have blocked.":
         "Vem i vården som får ta del av uppgifter om dig från andra vårdgivare, och vad du har spärrat.",
@@ -328,6 +328,13 @@ SV |= {
         "Det är du som bestämmer. Ett samtycke eller en spärr registreras av den vårdenhet du ber om det. En spärr "
         "hävs bara om du begär det, av den vårdenhet som har uppgifterna. Inte ens i en nödsituation får vården gå "
         "förbi en spärr.",
+    "In your SIP (coordinated individual plan)": "I din SIP (samordnad individuell plan)",
+    "A SIP is the plan the region and the kommun have made together with you: who does what.":
+        "En SIP är planen som regionen och kommunen har gjort tillsammans med dig: vem som gör vad.",
+    "The region has the overall responsibility for your SIP.": "Regionen har det övergripande ansvaret för din SIP.",
+    "The kommun has the overall responsibility for your SIP.": "Kommunen har det övergripande ansvaret för din SIP.",
+    "Who does it": "Vem gör det",
+    "The region": "Regionen", "The kommun": "Kommunen", "Other": "Annan",
 }
 
 

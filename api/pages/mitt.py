@@ -3,7 +3,8 @@
 The patient signs in (the test IdP, or BankID/Freja through the region's IdP) and sees their
 agreement in plain language: their fast vårdkontakt and fast läkarkontakt and how to reach
 them, what matters to them (they add and change their own goals here), the care's goals, the
-planned activities across region and kommun (upcoming first, past folded away), the plan, and who has read their
+planned activities across region and kommun (upcoming first, past folded away) with the
+interventions of the SIPs that are part of the agreement, the plan, and who has read their
 agreement: the access log entries about them (PDL 8 kap 5 §). ``/mitt/sparrar`` shows their
 samtycken and spärrar. Everything through the FHIR core with the patient's own token, like any
 SMART app.
@@ -18,11 +19,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.pages import consent_view, forms
+from api.pages import consent_view, forms, sip_view
 from api.pages.common import Page, bilingual, body, home_page, sign_in_routes, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import provenance, set_goal_outcome
 from api.pages.session import PATIENT
+from api.pages.sip_view import SipView
 from api.pages.views import AgreementView, agreement_view
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
@@ -34,6 +36,7 @@ _PREFER = Preferences()
 LOG_ENTRIES = 50
 EARLIER_AGREEMENTS = 10
 CONSENTS = 100
+SIPS = 20
 GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
 _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "tillbakataget"}  # stored data is Swedish
 
@@ -83,6 +86,22 @@ async def _organizations(page: Page, ids: set[str]) -> list[dict[str, Any]]:
     return await _search(page, "Organization", [("_id", ",".join(sorted(ids))), ("_count", str(len(ids)))])
 
 
+async def _sips(page: Page, agreements: list[AgreementView]) -> dict[str, list[SipView]]:
+    """The open SIPs that are part of the patient's open agreements, by agreement id."""
+    if not agreements:
+        return {}
+    plans = [p for p in await _search(page, "CarePlan", [
+        ("subject", f"Patient/{page.session.patient}"), ("status", ",".join(sip_view.OPEN_STATES)),
+        ("category", f"{codes.CAREPLAN_CATEGORY}|{sip_view.SIP}"), ("_count", str(SIPS))]) if sip_view.is_sip(p)]
+    organizations = await _organizations(page, sip_view.organizations_named(plans))
+    shown: dict[str, list[SipView]] = {a.id: [] for a in agreements}
+    for view in filter(None, (sip_view.sip_view(plan, organizations) for plan in plans)):
+        for agreement in view.part_of:
+            if agreement in shown:
+                shown[agreement].append(view)
+    return shown
+
+
 async def _who_has_read(page: Page) -> list[dict[str, str]]:
     """Care units and staff who read or changed the patient's data (not the patient themselves)."""
     log = body(await page.request.app.state.audit_events.search(
@@ -120,6 +139,7 @@ async def home(request: Request) -> Response:
         readers = await _who_has_read(page)
         template = "mitt/print.html" if page.request.query_params.get("utskrift") else "mitt/agreement.html"
         return page.render(template, {"agreements": agreements, "earlier": earlier, "readers": readers, "errors": {},
+                                      "sips": await _sips(page, agreements),
                                       "f": {}, "saved": page.request.query_params.get("sparat"),
                                       "printed": datetime.datetime.now(datetime.UTC)})
     return await home_page(request, PATIENT, "mitt/landing.html", run)
@@ -179,7 +199,8 @@ async def add_goal(request: Request) -> Response:
                 errors["text"] = bilingual(error.issues[0].details_sv or error.diagnostics, error.issues[0].diagnostics)
         agreements = await _mine(page)
         return page.render("mitt/agreement.html", {"agreements": agreements, "earlier": await _earlier(page),
-                                                   "readers": await _who_has_read(page), "errors": errors, "f": form},
+                                                   "readers": await _who_has_read(page), "errors": errors, "f": form,
+                                                   "sips": await _sips(page, agreements)},
                            status_code=422)
     return await signed_in(request, PATIENT, run)
 
