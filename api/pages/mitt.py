@@ -36,7 +36,6 @@ _PREFER = Preferences()
 LOG_ENTRIES = 50
 EARLIER_AGREEMENTS = 10
 CONSENTS = 100
-SIPS = 20
 GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
 _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "tillbakataget"}  # stored data is Swedish
 
@@ -44,13 +43,16 @@ _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "til
 sign_in_routes(router, PATIENT)
 
 
-async def _mine(page: Page) -> list[AgreementView]:
-    """The patient's open agreements (active or on hold), newest first."""
+async def _mine(page: Page) -> tuple[list[AgreementView], dict[str, list[SipView]]]:
+    """The patient's open agreements (active or on hold), newest first, and the open SIPs that
+    are part of them (by agreement id): ``$patientkontrakt`` gives both."""
     assert page.session.patient is not None
     bundle = orjson.loads(await page.request.app.state.overview.for_patient(page.access, page.session.patient))
-    plans = [e["resource"]["id"] for e in bundle.get("entry", []) if e["resource"]["resourceType"] == "CarePlan"]
-    views = [v for plan in plans if (v := agreement_view(bundle, plan)) is not None]
-    return sorted(views, key=lambda v: v.start, reverse=True)
+    resources = [e["resource"] for e in bundle.get("entry", []) if "resource" in e]
+    plans = [r for r in resources if r["resourceType"] == "CarePlan"]
+    views = [v for plan in plans if not sip_view.is_sip(plan) and (v := agreement_view(bundle, plan["id"])) is not None]
+    agreements = sorted(views, key=lambda v: v.start, reverse=True)
+    return agreements, await _sips(page, [p for p in plans if sip_view.is_sip(p)], resources, agreements)
 
 
 async def _earlier(page: Page) -> list[AgreementView]:
@@ -86,16 +88,19 @@ async def _organizations(page: Page, ids: set[str]) -> list[dict[str, Any]]:
     return await _search(page, "Organization", [("_id", ",".join(sorted(ids))), ("_count", str(len(ids)))])
 
 
-async def _sips(page: Page, agreements: list[AgreementView]) -> dict[str, list[SipView]]:
-    """The open SIPs that are part of the patient's open agreements, by agreement id."""
-    if not agreements:
-        return {}
-    plans = [p for p in await _search(page, "CarePlan", [
-        ("subject", f"Patient/{page.session.patient}"), ("status", ",".join(sip_view.OPEN_STATES)),
-        ("category", f"{codes.CAREPLAN_CATEGORY}|{sip_view.SIP}"), ("_count", str(SIPS))]) if sip_view.is_sip(p)]
-    organizations = await _organizations(page, sip_view.organizations_named(plans))
+async def _sips(page: Page, plans: list[dict[str, Any]], resources: list[dict[str, Any]],
+                agreements: list[AgreementView]) -> dict[str, list[SipView]]:
+    """The open SIPs among ``plans``, by the agreement they are part of. The Organizations that do
+    their interventions come with the Bundle (``resources``) when the agreement names them too;
+    the others are read."""
     shown: dict[str, list[SipView]] = {a.id: [] for a in agreements}
-    for view in filter(None, (sip_view.sip_view(plan, organizations) for plan in plans)):
+    open_plans = [p for p in plans if p.get("status") in sip_view.OPEN_STATES]
+    if not open_plans:
+        return shown
+    organizations = [r for r in resources if r["resourceType"] == "Organization"]
+    missing = sip_view.organizations_named(open_plans) - {str(o["id"]) for o in organizations}
+    organizations += await _organizations(page, missing)
+    for view in filter(None, (sip_view.sip_view(plan, organizations) for plan in open_plans)):
         for agreement in view.part_of:
             if agreement in shown:
                 shown[agreement].append(view)
@@ -134,12 +139,12 @@ async def _who_has_read(page: Page) -> list[dict[str, str]]:
 @router.get("")
 async def home(request: Request) -> Response:
     async def run(page: Page) -> Response:
-        agreements = await _mine(page)
+        agreements, sips = await _mine(page)
         earlier = await _earlier(page)
         readers = await _who_has_read(page)
         template = "mitt/print.html" if page.request.query_params.get("utskrift") else "mitt/agreement.html"
         return page.render(template, {"agreements": agreements, "earlier": earlier, "readers": readers, "errors": {},
-                                      "sips": await _sips(page, agreements),
+                                      "sips": sips,
                                       "f": {}, "saved": page.request.query_params.get("sparat"),
                                       "printed": datetime.datetime.now(datetime.UTC)})
     return await home_page(request, PATIENT, "mitt/landing.html", run)
@@ -197,10 +202,10 @@ async def add_goal(request: Request) -> Response:
                 return page.redirect("/mitt?sparat=1#mina-mal")
             except FhirError as error:
                 errors["text"] = bilingual(error.issues[0].details_sv or error.diagnostics, error.issues[0].diagnostics)
-        agreements = await _mine(page)
+        agreements, sips = await _mine(page)
         return page.render("mitt/agreement.html", {"agreements": agreements, "earlier": await _earlier(page),
                                                    "readers": await _who_has_read(page), "errors": errors, "f": form,
-                                                   "sips": await _sips(page, agreements)},
+                                                   "sips": sips},
                            status_code=422)
     return await signed_in(request, PATIENT, run)
 

@@ -168,6 +168,7 @@ def test_the_agreement_shows_the_sip_interventions_with_who_does_them(
         app: TestClient, world: World, recorded: dict[str, str]) -> None:
     page = _page(app, recorded["patient"], "/mitt")
     assert 'href="/mitt/sparrar"' in page
+    assert page.count("Din överenskommelse med") == 1, "the SIP is part of the agreement, not one of its own"
     assert "I din SIP (samordnad individuell plan): Min SIP" in page
     assert "Kommunen har det övergripande ansvaret för din SIP." in page
     assert ("Hemsjukvården lägger om såret två gånger i veckan</p> <p class=\"sip-who\">Vem gör det: "
