@@ -3,8 +3,8 @@ Consents (profiles pk-samtycke and pk-sparr, ``patientkontrakt/domain/sharing.py
 
 Plain values for the template: each Consent's kind, the care units or providers it is about
 (their names), its period, and who recorded it and when; those in force apart from those that
-were revoked or have ended ("Tidigare"). A Consent entered in error, or one still a draft or a
-proposal, was never the patient's decision and is not shown.
+were revoked (``inactive``) or whose period has ended ("Tidigare"). A Consent still a draft or a
+proposal, one refused (``rejected``) or entered in error was never in force and is not shown.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 from patientkontrakt.domain import sharing
 from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 
-SHOWN_STATES = ("active", "inactive", "rejected")
+SHOWN_STATES = ("active", "inactive")
 
 
 @dataclass
 class ConsentView:
     id: str
     kind: str  # samtycke | inre-sparr | yttre-sparr
-    status: str  # active | inactive | rejected
+    status: str  # active | inactive (revoked)
     about: list[str]  # a samtycke's recipients (IRCP), a spärr's blocked units or providers (CST)
     covers: list[str] = field(default_factory=list)  # a samtycke's custodians (CST): whose data; none = all
     start: str = ""

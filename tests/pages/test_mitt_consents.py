@@ -175,5 +175,7 @@ def test_the_agreement_shows_the_sip_interventions_with_who_does_them(
             f"<span class=\"huvudman\">Kommunen</span>, {_name(world, HOMECARE)}</p>") in page
     assert ("Vårdcentralen följer upp blodsockret</p> <p class=\"sip-who\">Vem gör det: "
             f"<span class=\"huvudman\">Regionen</span>, {_name(world, VC)}</p>") in page
+    printed = " ".join(app.get("/mitt?utskrift=1", headers={"accept-language": "sv"}).text.split())
+    assert "I din SIP (samordnad individuell plan): Min SIP" in printed and "Vem gör det: " in printed
     other = _page(app, recorded["other"], "/mitt")
     assert "Min SIP" not in other
