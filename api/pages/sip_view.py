@@ -24,6 +24,9 @@ RESPONSIBILITY_EXTENSION = f"{CANONICAL}/StructureDefinition/pk-sip-overgripande
 OPEN_STATES = ("active", "on-hold")
 # Who does an intervention, as the patient reads it (pk-huvudman codes).
 HUVUDMAN_LABEL = {"region": N_("The region"), "kommun": N_("The kommun"), "annan": N_("Other")}
+# An intervention's detail.status, for one planned without a time.
+STATE = {"not-started": N_("Planned"), "scheduled": N_("Planned"), "in-progress": N_("Ongoing"),
+         "on-hold": N_("On hold"), "completed": N_("Completed")}
 RESPONSIBILITY = {
     "region": N_("The region has the overall responsibility for your SIP."),
     "kommun": N_("The kommun has the overall responsibility for your SIP."),
@@ -39,6 +42,11 @@ class Intervention:
     def label(self) -> str:
         """The huvudman in words (a message id), or ""."""
         return HUVUDMAN_LABEL.get(self.huvudman, "")
+
+    @property
+    def state(self) -> str:
+        """Where the intervention stands (a message id): planned, ongoing, on hold or done."""
+        return STATE.get(self.activity.status, N_("Time not set"))
 
 
 @dataclass

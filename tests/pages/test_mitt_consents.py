@@ -171,6 +171,8 @@ def test_the_agreement_shows_the_sip_interventions_with_who_does_them(
     assert page.count("Din överenskommelse med") == 1, "the SIP is part of the agreement, not one of its own"
     assert "I din SIP (samordnad individuell plan): Min SIP" in page
     assert "Kommunen har det övergripande ansvaret för din SIP." in page
+    assert '<p class="when">Pågår</p> <p class="what">Hemsjukvården lägger om såret' in page  # in-progress
+    assert '<p class="when">Planerat</p> <p class="what">Vårdcentralen följer upp blodsockret' in page  # not-started
     assert ("Hemsjukvården lägger om såret två gånger i veckan</p> <p class=\"sip-who\">Vem gör det: "
             f"<span class=\"huvudman\">Kommunen</span>, {_name(world, HOMECARE)}</p>") in page
     assert ("Vårdcentralen följer upp blodsockret</p> <p class=\"sip-who\">Vem gör det: "
