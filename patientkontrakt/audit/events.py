@@ -1,18 +1,22 @@
 """The access log as read-only FHIR ``AuditEvent`` resources (read and search).
 
 Each log entry is rendered as an R4 AuditEvent on the fly (the log row is the record; nothing is
-stored twice). Search parameters: ``patient``, ``agent`` (HSA-id, personnummer, client id or
-``fhirUser`` reference), ``entity`` (``Type/id``; ``Patient/id`` finds every entry about the
-patient), ``date`` (with prefixes), ``_count`` and ``_offset``; newest first. As in any R4 search, a
-repeated parameter must hold every time and a comma-separated value is any of its parts.
+stored twice). Search parameters: ``patient``, ``agent`` (HSA-id of the user or of the care unit,
+personnummer, client id or ``fhirUser`` reference), ``entity`` (``Type/id``; ``Patient/id`` finds
+every entry about the patient), ``date`` (with prefixes), ``purpose`` (our own: the v3 ActReason
+code of the purpose of use, ``ETREAT`` for emergency access; ``system|code`` too), ``_count`` and
+``_offset``; newest first. As in any R4 search, a repeated parameter must hold every time and a
+comma-separated value is any of its parts.
 
 Who sees what: a patient the entries about themselves (the *loggutdrag*, PDL 8 kap 5 §); staff
-and systems the entries of the care unit they act for (the unit's own log review); each needs
-an AuditEvent read/search scope. A care unit's refused attempts (a read of what it may not see,
-or of what does not exist: the two are logged alike) are shown without the patient and resources
-the server recorded for the patient's log extract, and ``patient``/``entity`` find only its
-successful entries: otherwise its own log would tell it whose a hidden resource is, or that it
-exists.
+and systems the entries of the care unit they act for (the unit's own log review); a log reviewer
+(a commission coded ``pk-staff-role#logggranskare``, token role ``log-reviewer``) the entries of
+every unit of their care provider and of no other (the provider's log review, PDL 4 kap. 3 §,
+HSLF-FS 2016:40 4 kap. 9 §); each needs an AuditEvent read/search scope. A care unit's refused
+attempts (a read of what it may not see, or of what does not exist: the two are logged alike) are
+shown to staff, reviewers included, without the patient and resources the server recorded for the
+patient's log extract, and ``patient``/``entity`` find only successful entries: otherwise the
+log would tell them whose a hidden resource is, or that it exists.
 
 Both interactions run through the interaction pipeline (``fhir/interactions.py``): the scopes, the
 stages, refused attempts logged. What they return is not itself logged (the log's own entries
@@ -37,11 +41,12 @@ from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, check_parameter_
 from patientkontrakt.fhir.paging import page_links, page_number
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.fhir.results import Result
+from patientkontrakt.security.tokens import LOG_REVIEWER
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.audit import AuditQuery, AuditRow
 from patientkontrakt.storage.repository import Store
 
-SEARCH_PARAMS = ("patient", "agent", "entity", "date")
+SEARCH_PARAMS = ("patient", "agent", "entity", "date", "purpose")
 _ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "history-instance": "R",
             "history-type": "E", "history-system": "E", "update": "U", "delete": "D", "operation": "E",
             "transaction": "E", "validate": "E"}
@@ -143,6 +148,10 @@ class AuditEvents:
         patient = getattr(access, "patient_id", None)
         if who.kind == "patient" and patient:
             return AuditQuery(patient_ids=[patient])
+        if who.kind == "staff" and LOG_REVIEWER in who.roles and who.care_provider:
+            # Refused entries stay without their patient here too: a reviewer who could see them
+            # would learn, by a refused read of their own, whose a hidden resource is.
+            return AuditQuery(care_provider=who.care_provider, names_of_successes_only=True)
         if who.kind in ("staff", "system") and who.care_unit:
             return AuditQuery(care_unit=who.care_unit, names_of_successes_only=True)
         raise Forbidden("Only a patient (about themselves) or a care unit (its own entries) may read the log",
@@ -197,6 +206,8 @@ class AuditEvents:
                 query.agents.append([v.split("|", 1)[-1].removeprefix(self._base + "/") for v in values])
             elif key == "entity":
                 query.entity.append([v.removeprefix(self._base + "/") for v in values])
+            elif key == "purpose":
+                query.purposes.append([v.rsplit("|", 1)[-1] for v in values])
             else:
                 query.recorded.append([_date(v) for v in values])
             used.append((key, value))
