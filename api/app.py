@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.settings = settings
         app.state.service = service
         app.state.audit = audit
-        app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits)
+        app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits,
+                                             review_log=audit)
         app.state.bundles = BundleProcessor(service)
         app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
