@@ -85,7 +85,10 @@ async def _filters(page: Page) -> tuple[dict[str, str], list[tuple[str, str]], d
         if ids:
             pairs.append(("patient", ",".join(ids)))
         elif "patient" not in errors:
+            # no Patient record has it, so no search is made; the look-up is logged all the same
             unknown_patient = True
+            await page.request.app.state.audit.reviewed(
+                page.access, "search-type", "AuditEvent?" + urlencode({"patient": form["patient"]}), [None])
     for name, prefix in (("fran", "ge"), ("till", "le")):
         if form[name]:
             try:

@@ -260,8 +260,12 @@ def test_the_review_page_filters_by_patient_unit_and_date(scene: Scene) -> None:
     by_id = scene.page(f"/personal/logg?patient={scene.patient}", reviewer)
     assert by_number.status_code == by_id.status_code == 200
     assert "Ingen åtkomst hittades" not in by_number.text and "Ingen åtkomst hittades" not in by_id.text
+    looked_up = len(scene.events(reviewer, "purpose=HCOMPL"))
     unknown = scene.page("/personal/logg?patient=191212121212", reviewer)
     assert unknown.status_code == 200 and "Ingen åtkomst hittades" in unknown.text
+    # the look-up of a personnummer no one has is logged too: three more, with the page's search of
+    # the emergency accesses and the first count's own
+    assert len(scene.events(reviewer, "purpose=HCOMPL")) == looked_up + 3
     by_unit = scene.page(f"/personal/logg?enhet={scene.hsa(HOMECARE)}", reviewer)
     assert "Ingen åtkomst hittades" in by_unit.text  # another provider's unit: none of its entries
     assert scene.page("/personal/logg?fran=2026-13-01", reviewer).status_code == 422
