@@ -306,6 +306,10 @@ SV |= {
     "Write an HSA-id, for example SE2321000016-P0001.": "Skriv ett HSA-id, till exempel SE2321000016-P0001.",
     "Write the date as YYYY-MM-DD, for example 2026-12-01.": "Skriv datumet som ÅÅÅÅ-MM-DD, till exempel 2026-12-01.",
     "Write a personnummer or a Patient id.": "Skriv ett personnummer eller ett Patient-id.",
+    "Care and treatment": "Vård och behandling",
+    "Emergency access": "Nödåtkomst",
+    "The patient's own": "Patientens egen",
+    "System administration": "Systemadministration",
 }
 
 

@@ -49,6 +49,9 @@ _PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _HSA_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 # Cells a spreadsheet would take as a formula (OWASP "CSV injection"): written with a leading '.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The purposes of use (v3 ActReason) the log records, as the page names them; the CSV keeps the codes.
+PURPOSES = {"TREAT": N_("Care and treatment"), "ETREAT": N_("Emergency access"), "PATRQT": N_("The patient's own"),
+            "HCOMPL": N_("Log review"), "HSYSADMIN": N_("System administration")}
 CSV_COLUMNS = (
     ("recorded", N_("Time")), ("user", N_("User")), ("user_id", N_("User's HSA-id")), ("role", N_("Role")),
     ("unit", N_("Care unit")), ("unit_id", N_("Care unit's HSA-id")), ("patient", N_("Patient")),
@@ -197,7 +200,7 @@ async def log_review(request: Request) -> Response:
 
         return page.render("personal/log_review.html", {
             "emergencies": emergencies, "emergency_total": emergency_total, "rows": rows, "total": total,
-            "f": form, "errors": errors, "page_number": number, "pages": pages,
+            "f": form, "errors": errors, "page_number": number, "pages": pages, "purposes": PURPOSES,
             "csv": "/personal/logg.csv" + (f"?{urlencode(query)}" if query else ""), "csv_max": CSV_MAX_ROWS,
             "previous": link(number - 1) if number > 1 else None,
             "next": link(number + 1) if number < pages else None,
@@ -213,6 +216,7 @@ async def log_export(request: Request) -> Response:
         if errors:
             return page.render("personal/log_review.html", {
                 "emergencies": [], "emergency_total": 0, "rows": [], "total": 0, "f": form, "errors": errors,
+                "purposes": PURPOSES,
                 "page_number": 1, "pages": 1, "csv": None, "csv_max": CSV_MAX_ROWS, "previous": None, "next": None,
             }, status_code=422)
         rows = [] if unknown_patient else (await _search(page, pairs, CSV_MAX_ROWS, max_count=CSV_MAX_ROWS))[0]

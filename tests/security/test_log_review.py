@@ -247,6 +247,7 @@ def test_the_review_page_lists_the_providers_emergency_accesses_first(scene: Sce
     assert 'href="/personal/logg"' not in scene.page("/personal", scene.nurse(CLINIC)).text
     assert text.index(scene.region_reason) < text.index('<h2 id="all">')
     assert scene.personnummer[:8] in text  # the patient, by personnummer
+    assert "Vård och behandling (TREAT)" in text and "Nödåtkomst (ETREAT)" in text  # the purposes, named
     assert scene.kommun_reason not in text
     english = scene.page("/personal/logg", scene.reviewer(CLINIC), language="en")
     assert "Emergency accesses" in english.text and scene.region_reason in english.text
