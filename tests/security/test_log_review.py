@@ -34,9 +34,11 @@ from api.pages import session as sessions
 from api.pages.log_review import csv_text
 from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.domain.identifiers import PERSONNUMMER
+from patientkontrakt.security.claims import ClaimError
 from patientkontrakt.security.clients import Clients
 from patientkontrakt.security.demo_clients import STAFF_SCOPES
 from patientkontrakt.security.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
+from patientkontrakt.security.tokens import ACCESS_TOKEN_CLAIMS, LOG_REVIEWER, Grant
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, demo_database, make_settings
@@ -296,3 +298,14 @@ def test_csv_cells_that_a_spreadsheet_would_run_start_with_an_apostrophe() -> No
                     ["h"] * 15)
     cells = [row[10] for row in csv.reader(io.StringIO(text), delimiter=";")][1:]
     assert cells == ["'=1+1", "'+46", "'-2", "'@SUM(A1)", "'\tx", "ok; \"quoted\""]
+
+
+def test_the_role_claim_keeps_known_roles_only() -> None:
+    grant = Grant(kind="staff", sub="SE2321000016-P9001", roles=(LOG_REVIEWER,))
+    assert grant.claims()["pk_roles"] == "log-reviewer"
+    assert "pk_roles" not in Grant(kind="staff", sub="SE2321000016-P0001").claims()
+    claims = {**grant.claims(), "pk_roles": "admin log-reviewer superuser"}
+    assert Grant.from_claims(claims).roles == (LOG_REVIEWER,)
+    assert Grant.from_claims({**claims, "pk_roles": "admin"}).roles == ()
+    with pytest.raises(ClaimError):
+        ACCESS_TOKEN_CLAIMS.claims["pk_roles"].check("pk_roles", ["log-reviewer"])  # a string, not a list
