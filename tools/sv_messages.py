@@ -338,6 +338,50 @@ SV |= {
 }
 
 
+# -- the provider's log review: /personal/logg (personal/log_review.html, log_review.py)
+SV |= {
+    "Log review": "Logggranskning",
+    "Every access to patient data at the care provider's units. Review the emergency accesses first: "
+    "was each one needed, and is the reason enough?":
+        "All åtkomst till patientuppgifter vid vårdgivarens enheter. Granska nödåtkomsterna först: behövdes "
+        "var och en, och räcker skälet?",
+    "Emergency accesses": "Nödåtkomster",
+    ("%(num)d emergency access", "%(num)d emergency accesses"): ("%(num)d nödåtkomst", "%(num)d nödåtkomster"),
+    "(the latest %(shown)d shown)": "(de senaste %(shown)d visas)",
+    "No emergency accesses.": "Inga nödåtkomster.",
+    "All accesses": "All åtkomst",
+    "Search the log": "Sök i loggen",
+    "User (HSA-id)": "Användare (HSA-id)",
+    "Patient: personnummer or Patient id": "Patient: personnummer eller Patient-id",
+    "Care unit (HSA-id)": "Vårdenhet (HSA-id)",
+    "From date": "Från och med datum",
+    "To date": "Till och med datum",
+    "Export these accesses as CSV": "Exportera åtkomsterna som CSV",
+    "(at most %(max)d rows, newest first; for Excel)": "(högst %(max)d rader, nyaste först; för Excel)",
+    ("%(num)d access", "%(num)d accesses"): ("%(num)d åtkomst", "%(num)d åtkomster"),
+    "No accesses found.": "Ingen åtkomst hittades.",
+    "Not shown": "Visas inte",
+    "User": "Användare",
+    "User's HSA-id": "Användarens HSA-id",
+    "Role": "Roll",
+    "Care unit's HSA-id": "Vårdenhetens HSA-id",
+    "Patient id": "Patient-id",
+    "Purpose": "Ändamål",
+    "Reason": "Skäl",
+    "Action": "Åtgärd",
+    "Resources": "Resurser",
+    "Outcome": "Utfall",
+    "Request": "Begäran",
+    "Write an HSA-id, for example SE2321000016-P0001.": "Skriv ett HSA-id, till exempel SE2321000016-P0001.",
+    "Write the date as YYYY-MM-DD, for example 2026-12-01.": "Skriv datumet som ÅÅÅÅ-MM-DD, till exempel 2026-12-01.",
+    "Write a personnummer or a Patient id.": "Skriv ett personnummer eller ett Patient-id.",
+    "Care and treatment": "Vård och behandling",
+    "Emergency access": "Nödåtkomst",
+    "The patient's own": "Patientens egen",
+    "System administration": "Systemadministration",
+}
+
+
 def extract() -> Catalog:
     POT.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(ROOT / "babel.cfg"),

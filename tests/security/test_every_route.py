@@ -102,6 +102,8 @@ _SIGN_IN = "(test_oauth.py, test_external_idp.py, test_sign_in_pages.py)"
 _LOG_WRITE = ("always 405, the access log cannot be written through the API; no resource is read "
               "(test_audit.py::test_the_log_cannot_be_written_through_the_api)")
 _TOKENS = "OAuth: tokens, not resources (test_oauth.py, test_sessions.py)"
+_LOG_REVIEW = ("the care provider's log review: log reviewers only (403 for anyone else), read through the "
+               "AuditEvent search, whose scope and logging are the API's (test_log_review.py)")
 
 ROUTES: dict[Route, str] = {
     # -- FHIR (api/fhir.py) --------------------------------------------------------------------
@@ -187,6 +189,9 @@ ROUTES: dict[Route, str] = {
     ("GET", "/docs"): "Swagger UI: a fixed page that loads /openapi.json",
     ("GET", "/static"): "the package's static files (CSS, JavaScript)",
     ("GET", "/static/docs"): "Swagger UI's static files (the fastapi-offline package)",
+    # -- the provider's log review (api/pages/log_review.py) -------------------------------------
+    ("GET", "/personal/logg"): _LOG_REVIEW,
+    ("GET", "/personal/logg.csv"): _LOG_REVIEW,
 }
 
 
