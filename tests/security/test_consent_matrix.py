@@ -30,13 +30,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.domain.sharing import CONSENT_CATEGORY, PARTICIPATION
-from patientkontrakt.security.clients import Clients
-from patientkontrakt.security.demo_clients import STAFF_SCOPES
 from patientkontrakt.security.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, demo_database, make_settings
 from tests.security.conftest import World, _agreements
+from tests.security.test_sessions import pages_sign_in, register_pages_clients
 
 VC = "demo-org-vc-bjorkbacken"  # owns the agreement (Region Exempel)
 CLINIC = "demo-org-med-lanssjukhuset"  # another unit of Region Exempel
@@ -87,22 +86,14 @@ def world(module_db: str) -> World:
     generator = DemoGenerator(seed=1)
     settings = make_settings(module_db)
 
-    async def register() -> None:  # the staff pages' client, which exchanges tokens for emergency access
-        store = Store(create_engine(settings.database_url, pool_size=1))
-        try:
-            await Clients(store).add("pk-personal", name="Patientkontrakt – personal", kind="public",
-                                     redirect_uris=["http://127.0.0.1/personal/callback"], scope=STAFF_SCOPES)
-        finally:
-            await store.dispose()
-
-    asyncio.run(register())
+    register_pages_clients(settings.database_url)  # the staff pages' client exchanges tokens for nödåtkomst
     _SETTINGS[:] = [settings]
     return World(settings, generator, _agreements(generator)[:8])
 
 
 @pytest.fixture(scope="module")
 def app(module_db: str) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(module_db)), base_url=BASE_URL) as client:
+    with TestClient(create_app(make_settings(module_db, test_idp=True)), base_url=BASE_URL) as client:
         client.headers.update({"content-type": "application/fhir+json"})
         yield client
 
@@ -408,6 +399,32 @@ def test_consent_matrix(scene: Scene, state: str) -> None:
             else:  # the region sees no SIP of the kommun's, so nothing through it
                 assert not probe_read(scene.app, headers, "CarePlan", scene.sip, "")
         assert not wrong, "\n".join(wrong)
+    finally:
+        for unit, consent_id in recorded:
+            scene.revoke(unit, consent_id)
+
+
+@pytest.mark.parametrize("state", ["none", "samtycke", "inre-sparr"])
+def test_the_staff_pages_follow_the_same_rules(scene: Scene, state: str) -> None:
+    """The agreement's page at /personal, for each reader signed in to the pages: shown exactly
+    when the API shows the agreement, and otherwise the same page as for an agreement that does
+    not exist."""
+    roles = {"same-unit": (VC, "nurse"), "same-provider": (CLINIC, "nurse"), "other-provider": (HOMECARE, "nurse")}
+    recorded: list[tuple[str, str]] = []
+    try:
+        for unit, kind, role, actor, end in STATES[state]:
+            recorded.append((unit, scene.record(unit, consent(scene.target.patient, kind, role, actor, end))))
+        for index, caller in enumerate(CALLERS[:3]):
+            with TestClient(scene.app.app, base_url=BASE_URL) as browser:
+                pages_sign_in(browser, "/personal", f"role:{scene.world.role_at(*roles[caller])}")
+                page = browser.get(f"/personal/avtal/{scene.target.plan}")
+                absent = browser.get("/personal/avtal/no-such-agreement")
+            assert page.status_code in (200, 404), page.status_code
+            assert absent.status_code == 404
+            got = Y if page.status_code == 200 else N
+            assert got == OWNED_BY_VC[state][index], f"{caller} in {state}: {got}"
+            if got == N:
+                assert page.text.replace(scene.target.plan, "no-such-agreement") == absent.text
     finally:
         for unit, consent_id in recorded:
             scene.revoke(unit, consent_id)
