@@ -200,6 +200,7 @@ class Bench:
             paired = full and "read" in names
             plain = [name for name in names if SCENARIOS[name].consents is None]
             states = list(dict.fromkeys(SCENARIOS[name].consents for name in names if SCENARIOS[name].consents))
+            states.sort(key=lambda state: state != "none")  # the control first, right before the Consents
             print(f"[{n:,}] patientkontrakt serve ({self.args.workers} worker(s))"
                   + (", the same without authentication and access log (bench/noauth_app.py) and the bare "
                      "FastAPI baseline (bench/baseline_app.py), all idle but the one measured"
@@ -243,7 +244,8 @@ class Bench:
                     self._measure(ours, n, name, files[name], out)
                 for state in states:
                     await self._consent_state(n, url, state, [name for name in names
-                                                              if SCENARIOS[name].consents == state], files, out)
+                                                              if SCENARIOS[name].consents == state], files, out,
+                                              pause=[s for s in (ours, other) if s is not None])
                 for name in [name for name in plain if SCENARIOS[name].writes]:
                     self._measure(ours, n, name, files[name], out)
             if full:
@@ -259,7 +261,7 @@ class Bench:
             return
         scenario = SCENARIOS[name]
         key = name.replace("-", "_")
-        if scenario.consents is not None and scenario.baseline == "read" and self.args.rounds > 1:
+        if scenario.consents is not None and scenario.lines is SCENARIOS["read"].lines and self.args.rounds > 1:
             # As the read it is compared with: the best of the rounds (not interleaved: the
             # Consents are not in force for the read).
             out["scenarios"][key] = _best([
@@ -275,45 +277,65 @@ class Bench:
                 server, request_file, scenario.mode, f"{scenario.title}, 1 connection", connections=1)
 
     async def _consent_state(self, n: int, url: str, state: str, names: list[str], files: dict[str, Path],
-                             out: dict[str, Any]) -> None:
+                             out: dict[str, Any], pause: list[Server]) -> None:
         """Measure ``names`` with every patient's Consent ``state`` in force: load the Consents
         into the run database, check one against the server's write path, serve the database
         from a server started now (its statements planned with the Consents there), then take
-        them out again."""
+        them out again. The servers in ``pause`` are stopped meanwhile: an idle server's access
+        log sealer would otherwise seal the measured server's entries for it (whichever takes the
+        lock seals), making it look cheaper than the baseline, which sealed its own."""
         dsn = asyncpg_dsn(url)
-        loaded = await load_consents(dsn, n, state, self.args.jobs)
+        for server in pause:
+            server.stop()
         try:
-            sample = synthetic.CONSENTS[state](n // 2)
-            compared = await checks.verify_against_writer(url, n // 2, [sample])
-            print(f"[{n:,}] loaded {loaded.count:,} Consents ({state}) in {loaded.seconds:.1f} s; "
-                  f"{sample['resourceType']}/{sample['id']} matches the server's write path ({compared} index, "
-                  f"consent rule and owner rows compared)", flush=True)
-            out.setdefault("consents", {})[state] = {
-                "consents": loaded.count, "load_seconds": round(loaded.seconds, 1),
-                "writer_equivalence_rows": compared}
-            root = Path(self.args.server_root)
-            with patientkontrakt_server(url, self.args.workers, self.signing_key, root) as server:
-                for name in names:
-                    SCENARIOS[name].preflight(server.url, _first_line(files[name]),
-                                              self.token(server, SCENARIOS[name].grant))
-                for name in names:
-                    self._measure(server, n, name, files[name], out)
+            if state == "none":
+                await self._serve_and_measure(n, url, names, files, out)
+                return
+            loaded = await load_consents(dsn, n, state, self.args.jobs)
+            try:
+                sample = synthetic.CONSENTS[state](n // 2)
+                compared = await checks.verify_against_writer(url, n // 2, [sample])
+                print(f"[{n:,}] loaded {loaded.count:,} Consents ({state}) in {loaded.seconds:.1f} s; "
+                      f"{sample['resourceType']}/{sample['id']} matches the server's write path ({compared} index, "
+                      f"consent rule and owner rows compared)", flush=True)
+                out.setdefault("consents", {})[state] = {
+                    "consents": loaded.count, "load_seconds": round(loaded.seconds, 1),
+                    "writer_equivalence_rows": compared}
+                await self._explain(n, url, out, state, SCENARIOS[names[0]].grant)
+                await self._serve_and_measure(n, url, names, files, out)
+            finally:
+                await remove_consents(dsn, loaded)
         finally:
-            await remove_consents(dsn, loaded)
+            for server in pause:
+                server.start()
 
-    async def _explain(self, n: int, url: str, out: dict[str, Any]) -> None:
+    async def _serve_and_measure(self, n: int, url: str, names: list[str], files: dict[str, Path],
+                                 out: dict[str, Any]) -> None:
+        """Start a server on the run database as it is now and measure ``names`` on it."""
+        with patientkontrakt_server(url, self.args.workers, self.signing_key, Path(self.args.server_root)) as server:
+            for name in names:
+                SCENARIOS[name].preflight(server.url, _first_line(files[name]),
+                                          self.token(server, SCENARIOS[name].grant))
+            for name in names:
+                self._measure(server, n, name, files[name], out)
+
+    async def _explain(self, n: int, url: str, out: dict[str, Any], state: str | None = None,
+                       grant: str = "clinic") -> None:
         patient = synthetic.patient_id(n // 3)
         pairs = [("patient", patient), ("_include", "CarePlan:care-team")]
+        caller = ("a system of the regional clinic" if grant == "clinic"
+                  else "a system of the kommun's hemsjukvård, another care provider")
+        consents = f", every patient's {state} in force (bench/scenarios.py)" if state else ""
         header = (f"-- EXPLAIN (ANALYZE, BUFFERS) of the statements the server runs for\n"
                   f"-- GET /fhir/CarePlan?patient={patient}&_include=CarePlan:care-team\n"
-                  f"-- N = {n:,} agreements ({n * synthetic.RESOURCES_PER_AGREEMENT:,} resources); built by "
-                  f"FhirService.parser.parse + search_engine.find for the bench's token (a system of the regional "
-                  f"clinic, with its access rules), compiled with literal binds (bench/explain.py)\n"
+                  f"-- N = {n:,} agreements ({n * synthetic.RESOURCES_PER_AGREEMENT:,} resources){consents}; built by "
+                  f"FhirService.parser.parse + search_engine.find for the bench's token ({caller}, with its access "
+                  f"rules), compiled with literal binds (bench/explain.py)\n"
                   f"-- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, command: {_command()}")
-        text = await explain(url, "CarePlan", pairs, header, self.signing_key)
-        path = self.output / f"explain-{n}.txt"
+        text = await explain(url, "CarePlan", pairs, header, self.signing_key, grant)
+        path = self.output / (f"explain-{n}-{state}.txt" if state else f"explain-{n}.txt")
         path.write_text(text, encoding="utf-8")
-        out["explain"] = relative(path)
+        out[f"explain_{state}" if state else "explain"] = relative(path)
         print(f"[{n:,}] wrote {relative(path)}", flush=True)
 
     async def _db_baselines(self, n: int, url: str, out: dict[str, Any]) -> None:

@@ -6,6 +6,10 @@ of the patients' Consents, as another caller (``Scenario.grant``, ``synthetic.GR
 * ``read``/``search``: the regional clinic reads agreements its own care provider (the region)
   owns; no Consent is in force. Its rule tests for an inre spärr on the owning unit and finds no
   row. The baseline of the others.
+* ``read-control``/``search-control``: the same again, measured the way the consent scenarios
+  are (on a server started for them, the other servers with an access log stopped, right before
+  them): what each consent scenario is compared with, so that a fresh server or drift since the
+  first measurements does not pass for the Consents' cost.
 * ``read-samtycke``/``search-samtycke``: the kommun's hemsjukvård, another provider, reads the
   same agreements under every patient's samtycke (IRCP the hemsjukvård, CST the region): the
   rule tests for an inre and a yttre spärr and finds the samtycke.
@@ -111,7 +115,8 @@ class Scenario:
     check: Callable[[httpx.Response], str | None] | None = None
     writes: bool = False  # changes the run database (measured after the read-only ones)
     grant: str = "clinic"  # whose token (synthetic.GRANTS)
-    consents: str | None = None  # the Consent every patient has while it runs (synthetic.CONSENTS)
+    # The Consent every patient has while it runs (synthetic.CONSENTS; "none": measured as if)
+    consents: str | None = None
     baseline: str | None = None  # the scenario it is reported against
     # The answer without ``consents`` (status, check), where it differs: what shows that the
     # Consents are what lets the request through.
@@ -147,15 +152,20 @@ class Scenario:
 SCENARIOS = {
     "read": Scenario("read", "read CarePlan by id", "random", read_lines, 200),
     "search": Scenario("search", "search CarePlan?patient&_include", "random", search_lines, 200, _check_search),
+    "read-control": Scenario("read-control", "read, again (control)", "random", read_lines, 200, consents="none",
+                             baseline="read"),
+    "search-control": Scenario("search-control", "search, again (control)", "random", search_lines, 200,
+                               _check_search, consents="none", baseline="search"),
     "read-samtycke": Scenario("read-samtycke", "read, other provider + samtycke", "random", read_lines, 200,
-                              grant="kommun", consents="samtycke", baseline="read", refused=(404, None)),
+                              grant="kommun", consents="samtycke", baseline="read-control",
+                              refused=(404, None)),
     "search-samtycke": Scenario("search-samtycke", "search, other provider + samtycke", "random", search_lines, 200,
-                                _check_search, grant="kommun", consents="samtycke", baseline="search",
+                                _check_search, grant="kommun", consents="samtycke", baseline="search-control",
                                 refused=(200, _check_nothing_found)),
     "read-sparr": Scenario("read-sparr", "read, inre spärr on another unit", "random", read_lines, 200,
-                           consents="sparr", baseline="read"),
+                           consents="sparr", baseline="read-control"),
     "search-sparr": Scenario("search-sparr", "search, inre spärr on another unit", "random", search_lines, 200,
-                             _check_search, consents="sparr", baseline="search"),
+                             _check_search, consents="sparr", baseline="search-control"),
     "create": Scenario("create", "create CarePlan (draft)", "random", create_lines, 201, writes=True),
     "update": Scenario("update", "update CarePlan", "random", update_lines, 200, writes=True),
     "transaction": Scenario("transaction", "transaction, 10 entries", "sequence", transaction_lines, 200,
