@@ -20,10 +20,11 @@ no session any more on any process of the service.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -76,6 +77,26 @@ class Session:
     fhir_user: str | None
     patient: str | None
     started: float
+    # Emergency access (nödåtkomst, lag 2022:913 3 kap. 6 §): an access token marked ETREAT for one
+    # patient (``emergency_patient``, named ``emergency_name``), exchanged for the staff member's
+    # own (``api/pages/emergency.py``); while it is valid the pages act with it, never after.
+    emergency_token: str | None = None
+    emergency_patient: str | None = None
+    emergency_name: str = ""
+    emergency_expires: float = 0.0
+
+    @property
+    def emergency(self) -> bool:
+        """Whether an emergency access is in force now."""
+        return bool(self.emergency_token) and self.emergency_expires > time.time()
+
+    @property
+    def emergency_until(self) -> str:
+        """When the emergency access ends, HH:MM in the server's local time (as the pages' times)."""
+        return datetime.datetime.fromtimestamp(self.emergency_expires).strftime("%H:%M")
+
+    def without_emergency(self) -> Session:
+        return replace(self, emergency_token=None, emergency_patient=None, emergency_name="", emergency_expires=0.0)
 
 
 class NotSignedIn(Exception):
@@ -209,8 +230,12 @@ def current(request: Request, area: Area) -> Session:
 async def access(request: Request, area: Area, session: Session) -> tuple[Access, Session | None]:
     """The caller's ``Access``; renews the access token when it is about to expire (the new
     session must then be saved on the response, which is why it is returned). A session whose
-    sign-in was ended (signed out, revoked) is ``NotSignedIn``, as is one of another area."""
+    sign-in was ended (signed out, revoked) is ``NotSignedIn``, as is one of another area.
+    During an emergency access the ``Access`` is the emergency token's; once it has expired the
+    session forgets it (an emergency access is never renewed: the reason is given again)."""
     renewed: Session | None = None
+    if session.emergency_token and not session.emergency:
+        renewed = session = session.without_emergency()
     if session.expires_at - 30 < time.time():
         if not session.refresh_token:
             raise NotSignedIn()
@@ -229,6 +254,11 @@ async def access(request: Request, area: Area, session: Session) -> tuple[Access
         caller: Access = request.app.state.authenticator.access(f"Bearer {session.access_token}")
     except FhirError:
         raise NotSignedIn() from None
+    if session.emergency:
+        try:
+            caller = request.app.state.authenticator.access(f"Bearer {session.emergency_token}")
+        except FhirError:  # revoked (signed out elsewhere): the pages go on without it
+            renewed = session = session.without_emergency()
     if caller.principal.client_id != area.client_id:
         raise NotSignedIn()
     return caller, renewed
