@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.pages import agreement_form, forms
+from api.pages import agreement_form, emergency, forms, sharing, sip
 from api.pages.agreement_page import load_agreement, open_agreement
 from api.pages.common import Page, body, home_page, sign_in_routes, signed_in
 from api.pages.directory import activity_kinds, staff_directory
@@ -44,6 +44,9 @@ from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.requests import Preferences
 
 router = APIRouter(prefix="/personal", include_in_schema=False)
+router.include_router(sharing.router)
+router.include_router(emergency.router)
+router.include_router(sip.router)
 PAGE_SIZE = 20
 STATUSES = ("active", "draft", "on-hold", "completed", "revoked")
 SORTS = {"updated": "-_lastUpdated", "start": "-date", "status": "status"}
@@ -109,11 +112,16 @@ async def _list(page: Page) -> Response:
             continue
         patient = patients.get(str((plan.get("subject") or {}).get("reference")), {})
         rows.append({"id": plan["id"], "title": plan.get("title", ""), "status": plan.get("status", ""),
-                     "patient": name_of(patient), "personnummer": person_number(patient),
+                     "patient": name_of(patient), "patient_id": patient.get("id", ""),
+                     "personnummer": person_number(patient),
                      "start": str((plan.get("period") or {}).get("start", ""))[:10],
                      "updated": str(plan["meta"]["lastUpdated"])[:10]})
     total = int(bundle.get("total", 0))
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    blocked = await sharing.blocked_of(page, {row["patient_id"] for row in rows})
+    for row in rows:
+        row["blocked"] = blocked.get(row["patient_id"], frozenset())
+    sips = await _sips(page) if page_number == 1 and not query and not status else []
 
     def link(number: int) -> str:
         return "/personal?" + urlencode({"q": query, "status": status, "sort": sort, "sida": number})
@@ -121,11 +129,23 @@ async def _list(page: Page) -> Response:
     return page.render("personal/list.html", {
         "rows": rows, "total": total, "q": query, "status": status, "sort": sort, "statuses": STATUSES,
         "sorts": list(SORTS), "page_number": page_number, "pages": pages, "query_error": error,
-        "other_century": other_century,
+        "other_century": other_century, "sips": sips,
         "previous": link(page_number - 1) if page_number > 1 else None,
         "next": link(page_number + 1) if page_number < pages else None,
     })
 
+
+
+async def _sips(page: Page) -> list[dict[str, Any]]:
+    """The SIPs the unit sees (``sip.py``), with their patients."""
+    found = body(await page.request.app.state.service.search(page.access, "CarePlan", sip.sip_search(), _PREFER))
+    patients = {f"Patient/{e['resource']['id']}": e["resource"] for e in found.get("entry", [])
+                if e["resource"]["resourceType"] == "Patient"}
+    return [{"id": plan["id"], "title": plan.get("title", ""), "status": plan.get("status", ""),
+             "patient": name_of(patients.get(str((plan.get("subject") or {}).get("reference")))),
+             "personnummer": person_number(patients.get(str((plan.get("subject") or {}).get("reference"))) or {}),
+             "updated": str(plan["meta"]["lastUpdated"])[:10]}
+            for plan in (e["resource"] for e in found.get("entry", [])) if plan["resourceType"] == "CarePlan"]
 
 
 # -- one agreement ------------------------------------------------------------------------------
@@ -135,7 +155,10 @@ async def _list(page: Page) -> Response:
 async def agreement(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         view = await load_agreement(page, plan_id)
-        return page.render("personal/agreement.html", {"a": view, "saved": page.request.query_params.get("sparat")})
+        patient = {"id": view.patient_id, "name": view.patient_name, "personnummer": view.personnummer}
+        shared = await sharing.load_sharing(page, patient, f"/personal/avtal/{plan_id}")
+        return page.render("personal/agreement.html", {"a": view, "s": shared,
+                                                       "saved": page.request.query_params.get("sparat")})
     return await signed_in(request, STAFF, run)
 
 
