@@ -2,7 +2,8 @@
 
 One round trip for the patient view and for an EHR: the Patient, the agreement (CarePlan) with
 its activities in time order, its CareTeam (with the history of fast vårdkontakt), the goals
-(the patient's own first, including those the patient added that no agreement names yet),
+(the patient's own first, including those the patient added that no agreement names yet), the
+SIPs (samordnad individuell plan) that are part of the agreement,
 booked Appointments in time order, the PractitionerRoles, Practitioners and Organizations all
 of these name, and the Provenance of changes to the agreement, its team and its goals.
 
@@ -162,6 +163,13 @@ class AgreementOverview:
                         wanted.add((parsed.type, parsed.id))
             frontier = await visible(unit, [r for r in await unit.get_many(wanted) if _allowed(unit, r.type)])
             found.update(((r.type, r.id), r) for r in frontier)
+        # the SIPs that are part of the agreement: who does what in the kommun's and the
+        # region's coordinated plan, shown beside the agreement's own activities
+        agreements = [key for key in found if key[0] == "CarePlan"]
+        if agreements:
+            pks = await unit.referencing("CarePlan", "part-of", agreements, 20)
+            sips = [r for r in await unit.get_by_pks(pks) if not r.deleted and (r.type, r.id) not in found]
+            found.update(((r.type, r.id), r) for r in await visible(unit, sips))
         patients = [key for key in found if key[0] == "Patient"]
         if patients and _allowed(unit, "Goal"):
             # The patient's own goals ("Det här är viktigt för mig") belong to the agreement even

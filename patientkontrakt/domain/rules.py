@@ -320,6 +320,9 @@ class PatientkontraktRules:
 
     # -- after_store: owner and consent rules, then a change of fast vårdkontakt ------------
 
+    async def reindexed(self, unit: Unit, stored: StoredResource) -> None:
+        await self._sharing(unit, stored)
+
     @staticmethod
     async def _sharing(unit: Unit, stored: StoredResource) -> None:
         """What the access rules across providers need of a write: an owner for a resource that

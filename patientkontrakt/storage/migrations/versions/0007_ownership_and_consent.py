@@ -8,7 +8,8 @@ Sharing across care providers (Patientdatalagen 4 kap 4 §, 6 kap 2-4 §§): eve
 records the care unit and care provider that created it (``owner_unit``, ``owner_provider``);
 ``consent_rule`` holds what each active samtycke or spärr says, for the access rules to probe;
 the access log gains ``reason``, the reason typed for an emergency access. Rows written before
-have no owner until the next ``patientkontrakt reindex`` derives it from their content.
+have no owner until the reindex that ``patientkontrakt migrate`` runs next (derivation 3 of
+``fhir/reindex.py``) derives it from their content.
 """
 
 from collections.abc import Sequence
