@@ -349,6 +349,7 @@ SV |= {
     "Huvudman": "Huvudman",
     "Who does it": "Vem gör det",
     "No interventions yet.": "Inga insatser ännu.",
+    "Samtycke and spärr for the patient": "Samtycke och spärr för patienten",
 }
 
 

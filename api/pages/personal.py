@@ -118,6 +118,7 @@ async def _list(page: Page) -> Response:
                      "updated": str(plan["meta"]["lastUpdated"])[:10]})
     total = int(bundle.get("total", 0))
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    found_patient = await _patient_told(page, identity) if identity is not None else None
     blocked = await sharing.blocked_of(page, {row["patient_id"] for row in rows})
     for row in rows:
         row["blocked"] = blocked.get(row["patient_id"], frozenset())
@@ -129,11 +130,25 @@ async def _list(page: Page) -> Response:
     return page.render("personal/list.html", {
         "rows": rows, "total": total, "q": query, "status": status, "sort": sort, "statuses": STATUSES,
         "sorts": list(SORTS), "page_number": page_number, "pages": pages, "query_error": error,
-        "other_century": other_century, "sips": sips,
+        "other_century": other_century, "sips": sips, "found_patient": found_patient,
         "previous": link(page_number - 1) if page_number > 1 else None,
         "next": link(page_number + 1) if page_number < pages else None,
     })
 
+
+
+async def _patient_told(page: Page, identity: PersonIdentity) -> dict[str, Any] | None:
+    """The patient searched for by personnummer, when the unit sees them and is not shown some of
+    their information: what the unit is told (``sharing.blocked_notices``), with the way on."""
+    found = body(await page.request.app.state.service.search(page.access, "Patient", [
+        ("identifier", f"{identity.system}|{identity.value}"), ("_count", "1")], _PREFER))
+    patient = next((e["resource"] for e in found.get("entry", []) if e["resource"]["resourceType"] == "Patient"), None)
+    if patient is None:
+        return None
+    notices = await sharing.blocked_notices(page, patient["id"])
+    if not notices:
+        return None
+    return {"id": patient["id"], "name": name_of(patient), "notices": notices}
 
 
 async def _sips(page: Page) -> list[dict[str, Any]]:

@@ -236,6 +236,12 @@ def test_a_sparr_at_the_vardcentral_hides_its_part_and_the_hospital_is_told(worl
         assert target.plan not in told.text
         listed = clinic.get("/personal")
         assert target.plan not in listed.text
+        patient = vc.fhir("GET", f"Patient/{target.patient}").json()
+        number = next(i["value"] for i in patient["identifier"] if i["system"].endswith("personnummer"))
+        searched = clinic.get(f"/personal?q={number}")
+        assert searched.status_code == 200 and target.plan not in searched.text
+        assert "patienten har spärrat" in _text(searched)  # found by personnummer: told, never what or where
+        assert f"/personal/patient/{target.patient}/samtycke" in searched.text
     finally:
         _revoke_all(vc, target.patient)
     assert clinic.get(f"/personal/avtal/{target.plan}").status_code == 200
