@@ -59,6 +59,7 @@ class ConsentView:
     recorded_by: str
     recorded_by_id: str
     actors: list[str]
+    revocable: bool = False  # recorded by the staff member's own provider (another's may not be changed)
 
     @property
     def in_force(self) -> bool:
@@ -164,7 +165,9 @@ async def load_sharing(page: Page, patient: dict[str, Any], back: str) -> Sharin
         page.access, "Consent", [("patient", f"Patient/{patient['id']}"), ("_count", "100")], _PREFER))
     consents = [_consent_view(e["resource"], orgs) for e in found.get("entry", [])
                 if e["resource"].get("resourceType") == "Consent" and sharing.consent_kind(e["resource"])]
-    consents.sort(key=lambda c: (not c.in_force, c.start), reverse=False)
+    for consent in consents:
+        consent.revocable = consent.recorded_by_id == provider or consent.recorded_by_id in {u["id"] for u in units}
+    consents.sort(key=lambda c: (not c.in_force, c.start))
     unit_types = {c.get("code") for t in orgs.get(own, {}).get("type", []) for c in t.get("coding", [])}
     return Sharing(
         patient_id=patient["id"], patient_name=name_of(patient),

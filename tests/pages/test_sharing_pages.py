@@ -103,9 +103,10 @@ class Staff:
                 assert data is not None
                 self.session = sessions.Session(**data)
 
-    def get(self, path: str) -> httpx.Response:
+    def get(self, path: str, language: str = "sv") -> httpx.Response:
         self.http.cookies.clear()
-        response = self.http.get(path, headers={"cookie": self.cookie()}, follow_redirects=False)
+        response = self.http.get(path, headers={"cookie": self.cookie(), "accept-language": language},
+                                 follow_redirects=False)
         self._keep(response)
         return response
 
@@ -165,6 +166,8 @@ def test_a_samtycke_recorded_at_the_kommun_shows_it_the_regions_agreement(world:
     said = _text(page)
     assert "patientens samtycke" in said and "Registrera samtycke" in said and "Nödåtkomst" in said
     assert target.plan not in page.text  # that the agreement exists, never which
+    english = _text(homecare.get(f"/personal/patient/{target.patient}/samtycke", "en"))
+    assert "needs the patient's consent (samtycke)" in english and "Record samtycke" in english
 
     saved = homecare.post(f"/personal/patient/{target.patient}/samtycke",
                           {"kind": "samtycke", "end": "", "tillbaka": f"/personal/avtal/{target.plan}"})
