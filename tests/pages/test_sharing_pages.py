@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import html
 import os
 import re
 import time
@@ -146,7 +147,7 @@ def _revoke_all(nurse: Staff, patient: str) -> None:
 
 
 def _text(response: httpx.Response) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.text))
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.text)))
 
 
 @pytest.fixture
