@@ -37,6 +37,8 @@ HTML_ROUTES |= {"/personal/enhet"}  # the unit's contact details
 # samtycke, spärr and emergency access (a SIP's route sees an agreement here: a redirect to it)
 HTML_ROUTES |= {"/personal/patient/{patient_id}/samtycke", "/personal/patient/{patient_id}/nodatkomst",
                 "/personal/patient/{patient_id}/samtycke/{consent_id}/aterkalla"}
+# the patient's samtycke and spärr at /mitt; the log review (to a nurse who is no log reviewer, refused as a page)
+HTML_ROUTES |= {"/mitt/sparrar", "/personal/logg", "/personal/logg.csv"}
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
