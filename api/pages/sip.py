@@ -6,7 +6,8 @@ The page shows the SIP's interventions with who does each (``activity.detail.per
 for which huvudman (extension pk-sip-huvudman), who holds the overall responsibility (extension
 pk-sip-overgripande-ansvar), and the Patientkontrakt it belongs to — or, when the unit may not
 see that agreement (another provider's, without the patient's samtycke, or behind a spärr), that
-blocked information exists and how to go on (``sharing.py``), never what it is.
+blocked information exists and how to go on (``sharing.py``), never what it is. (What the
+patient is shown of a SIP: ``sip_view.py``, whose codes this page shares.)
 """
 
 from __future__ import annotations
@@ -21,19 +22,15 @@ from api.pages.common import Page, body, signed_in
 from api.pages.labels import N_
 from api.pages.session import STAFF
 from api.pages.sharing import Sharing, load_sharing
+from api.pages.sip_view import HUVUDMAN, HUVUDMAN_EXTENSION, RESPONSIBILITY_EXTENSION, SIP, is_sip
 from api.pages.views import name_of
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.codes import CANONICAL
 from patientkontrakt.domain.sharing import ref_id
 from patientkontrakt.fhir.errors import FhirError, NotFound
 from patientkontrakt.fhir.requests import Preferences
 
 router = APIRouter(include_in_schema=False)  # included by personal.py, under /personal
 _PREFER = Preferences()
-SIP = "sip"
-HUVUDMAN = f"{CANONICAL}/CodeSystem/pk-huvudman"
-HUVUDMAN_EXTENSION = f"{CANONICAL}/StructureDefinition/pk-sip-huvudman"
-OVERALL_EXTENSION = f"{CANONICAL}/StructureDefinition/pk-sip-overgripande-ansvar"
 HUVUDMAN_LABELS = {"region": N_("Region"), "kommun": N_("Kommun"), "annan": N_("Other")}
 
 
@@ -66,11 +63,6 @@ def sip_search() -> list[tuple[str, str]]:
     """The search of the SIPs the unit sees, newest first, with their patients."""
     return [("category", f"{codes.CAREPLAN_CATEGORY}|{SIP}"), ("_include", "CarePlan:subject"),
             ("_sort", "-_lastUpdated"), ("_count", "50")]
-
-
-def is_sip(plan: dict[str, Any]) -> bool:
-    return any(c.get("system") == codes.CAREPLAN_CATEGORY and c.get("code") == SIP
-               for concept in plan.get("category") or [] for c in concept.get("coding") or [])
 
 
 def _code(concept: Any, system: str) -> str:
@@ -118,7 +110,7 @@ async def _names(page: Page, plan: dict[str, Any]) -> dict[str, str]:
     return names
 
 
-def sip_view(plan: dict[str, Any], names: dict[str, str], agreement: dict[str, Any] | None) -> SipView:
+def staff_view(plan: dict[str, Any], names: dict[str, str], agreement: dict[str, Any] | None) -> SipView:
     interventions = []
     for activity in plan.get("activity") or []:
         detail = activity.get("detail") or {}
@@ -134,7 +126,7 @@ def sip_view(plan: dict[str, Any], names: dict[str, str], agreement: dict[str, A
         id=plan["id"], title=str(plan.get("title", "")), description=str(plan.get("description", "")),
         status=str(plan.get("status", "")), start=str((plan.get("period") or {}).get("start", ""))[:10],
         author=names.get(author, str((plan.get("author") or {}).get("display", ""))),
-        overall=_extension(plan, OVERALL_EXTENSION), patient_id=ref_id(plan.get("subject"), "Patient") or "",
+        overall=_extension(plan, RESPONSIBILITY_EXTENSION), patient_id=ref_id(plan.get("subject"), "Patient") or "",
         agreement_id=ref_id(part_of, "CarePlan") or "",
         agreement_title=str((agreement or {}).get("title", "")) if agreement else "",
         interventions=interventions)
@@ -159,7 +151,7 @@ async def sip_page(request: Request, plan_id: str) -> Response:
                 agreement = None  # not shown to the unit: the notices below say so
         patient = body(await service.read(page.access, "Patient", patient_id))
         sharing: Sharing = await load_sharing(page, patient, f"/personal/sip/{plan_id}")
-        view = sip_view(plan, await _names(page, plan), agreement)
+        view = staff_view(plan, await _names(page, plan), agreement)
         return page.render("personal/sip.html", {"p": view, "s": sharing, "huvudman": HUVUDMAN_LABELS,
                                                  "saved": page.request.query_params.get("sparat")})
     return await signed_in(request, STAFF, run)
