@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from api.pages import forms
 from api.pages.common import Page, body, signed_in
 from api.pages.labels import N_
-from api.pages.session import STAFF
+from api.pages.session import STAFF, forget_emergency
 from api.pages.sharing import load_sharing
 from api.pages.views import name_of
 from patientkontrakt.security.oauth import ACCESS_TOKEN_TYPE, MAX_REASON, MIN_REASON, TOKEN_EXCHANGE, OAuthError
@@ -88,5 +88,7 @@ async def end(request: Request) -> Response:
         if token:
             await page.request.app.state.oauth.revoke({"client_id": page.area.client_id, "token": token})
         page.session = page.renewed = page.session.without_emergency()
-        return page.redirect("/personal")
+        response = page.redirect("/personal")
+        forget_emergency(response, page.area)
+        return response
     return await signed_in(request, STAFF, run)

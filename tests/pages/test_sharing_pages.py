@@ -90,19 +90,26 @@ class Staff:
         return self.http.app
 
     def cookie(self) -> str:
+        """The cookies of ``session``, sealed as the pages seal them (its emergency token apart)."""
         sealed = Response()
         sessions.save(types.SimpleNamespace(app=self.app), sealed, sessions.STAFF, self.session)  # type: ignore[arg-type]
-        return sealed.headers["set-cookie"].split(";")[0]
+        return "; ".join(h.split(";")[0] for h in sealed.headers.getlist("set-cookie") if "Max-Age=0" not in h)
 
     def _keep(self, response: httpx.Response) -> None:
         """A session the page saved (an emergency access started or ended) is this nurse's now."""
+        jar = dict(part.split("=", 1) for part in self.cookie().split("; "))
+        saved = False
         for header in response.headers.get_list("set-cookie"):
             name, _, rest = header.partition("=")
-            if name == sessions.STAFF.cookie and rest.split(";")[0]:
-                data = sessions._open(types.SimpleNamespace(app=self.app), sessions.STAFF,  # type: ignore[arg-type]
-                                      rest.split(";")[0])
-                assert data is not None
-                self.session = sessions.Session(**data)
+            value = rest.split(";")[0]
+            if "Max-Age=0" in header or not value:
+                jar.pop(name, None)
+            else:
+                jar[name] = value
+                saved = saved or name == sessions.STAFF.cookie
+        if saved:
+            request: Any = types.SimpleNamespace(app=self.app, cookies=jar)
+            self.session = sessions.current(request, sessions.STAFF)
 
     def get(self, path: str, language: str = "sv") -> httpx.Response:
         self.http.cookies.clear()
@@ -390,3 +397,16 @@ def test_the_kommun_sees_its_sip_and_is_told_the_agreement_needs_samtycke(world:
         _revoke_all(homecare, target.patient)
     other = _nurse(world, http, "demo-org-vc-strandvagen")
     assert other.get(f"/personal/sip/{sip_id}").status_code == 404
+
+
+def test_an_emergency_access_with_the_longest_reason_fits_the_browsers_cookies(world: World, http: TestClient,
+                                                                               target: Any) -> None:
+    """A browser keeps no cookie over 4096 bytes; the emergency token carries the reason."""
+    homecare = _nurse(world, http, HOMECARE)
+    started = homecare.post(f"/personal/patient/{target.patient}/nodatkomst", {"reason": "å" * 1000})
+    assert started.status_code == 303, started.text
+    sizes = [len(header.split(";")[0]) for header in started.headers.get_list("set-cookie")]
+    assert len(sizes) > 1 and max(sizes) < 4000, sizes
+    assert homecare.get(f"/personal/avtal/{target.plan}").status_code == 200
+    assert homecare.post("/personal/nodatkomst/avsluta", {}).status_code == 303
+    assert not homecare.session.emergency
