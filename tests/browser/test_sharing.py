@@ -145,3 +145,34 @@ def test_a_sparr_at_the_vardcentral_hides_its_part_and_the_hospital_is_told(site
     no_sideways_scroll(nurse, "the patient's samtycke and spärr, on a phone")
     hospital.close()
     vardcentral.close()
+
+
+def test_emergency_access_shows_a_banner_and_ends(site: Site, kommun_sip: str, browser: Browser) -> None:
+    """The kommun's nurse, whose patient cannot consent, uses emergency access from the SIP: for a
+    limited time the agreement is shown, under a banner saying so, until the nurse ends it."""
+    target, sip_id = site.world.agreements[TARGET], kommun_sip
+    context = _context(browser, site, inject=True)
+    page = context.new_page()
+    sign_in_staff(page, site.world.role_at(HOMECARE, "nurse"))
+    page.goto(f"/personal/sip/{sip_id}")
+    page.locator(".blocked-notice").get_by_role("link", name="Nödåtkomst").click()
+    expect(page.locator("main")).to_contain_text("Allt du ser loggas med ditt skäl")
+    check_accessibility(page, "the emergency access form")
+    page.get_by_role("button", name="Starta nödåtkomst").click()
+    expect(page.locator("#reason-error")).to_contain_text("10 till 1000 tecken")  # a reason is required
+    page.fill("#reason", "Medvetslös vid ankomst, anhöriga nås inte. " + "å" * 900)
+    page.get_by_role("button", name="Starta nödåtkomst").click()
+    page.wait_for_url(re.compile(f"/personal/sip/{sip_id}$"))
+    banner = page.locator(".emergency-banner")
+    expect(banner).to_contain_text(re.compile(r"Nödåtkomst aktiv för Eva Fiktivsson till \d\d:\d\d"))
+    expect(banner).to_contain_text("allt du ser loggas med ditt skäl")
+    check_accessibility(page, "the SIP under emergency access")
+    page.locator(f'a[href="/personal/avtal/{target.plan}"]').click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(_personnummer_of(site, target.patient))
+    expect(page.locator(".emergency-banner")).to_be_visible()
+    page.get_by_role("button", name="Avsluta nödåtkomst").click()
+    page.wait_for_url(re.compile(r"/personal$"))
+    expect(page.locator(".emergency-banner")).to_have_count(0)
+    page.goto(f"/personal/avtal/{target.plan}")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Finns inte")
+    context.close()
