@@ -30,9 +30,10 @@ from api.pages.lifecycle import core_message
 from api.pages.session import STAFF
 from api.pages.views import name_of, person_number
 from patientkontrakt.domain import sharing
-from patientkontrakt.domain.codes import CANONICAL, CAREPLAN_CATEGORY, PATIENTKONTRAKT
+from patientkontrakt.domain.codes import CANONICAL, CARE_UNIT_TYPE, CAREPLAN_CATEGORY, PATIENTKONTRAKT
 from patientkontrakt.fhir.errors import FhirError, NotFound, PreconditionFailed
 from patientkontrakt.fhir.requests import Preferences
+from patientkontrakt.security.identity import SOCIAL_CARE
 
 router = APIRouter(include_in_schema=False)  # included by personal.py, under /personal
 _PREFER = Preferences()
@@ -168,14 +169,15 @@ async def load_sharing(page: Page, patient: dict[str, Any], back: str) -> Sharin
     for consent in consents:
         consent.revocable = consent.recorded_by_id == provider or consent.recorded_by_id in {u["id"] for u in units}
     consents.sort(key=lambda c: (not c.in_force, c.start))
-    unit_types = {c.get("code") for t in orgs.get(own, {}).get("type", []) for c in t.get("coding", [])}
+    unit_types = {c.get("code") for t in orgs.get(own, {}).get("type", []) for c in t.get("coding", [])
+                  if c.get("system") == CARE_UNIT_TYPE}
     return Sharing(
         patient_id=patient["id"], patient_name=name_of(patient),
         personnummer=str(patient.get("personnummer") or person_number(patient)),
         notices=await blocked_notices(page, patient["id"]), consents=consents,
         units=sorted(units, key=lambda u: u["name"]), own_unit=own, own_unit_name=name_of(orgs.get(own)),
         back=back if _BACK.fullmatch(back) else f"/personal/patient/{patient['id']}/samtycke",
-        emergency_allowed="hemtjanst" not in unit_types)
+        emergency_allowed=not unit_types & SOCIAL_CARE)
 
 
 async def _patient(page: Page, patient_id: str) -> dict[str, Any]:
@@ -183,11 +185,10 @@ async def _patient(page: Page, patient_id: str) -> dict[str, Any]:
     return body(await page.request.app.state.service.read(page.access, "Patient", patient_id))
 
 
-def consent_resource(patient_id: str, kind: str, actor: str, end: str, today: datetime.date,
-                     recorder: str) -> dict[str, Any]:
+def consent_resource(patient_id: str, kind: str, actor: str, end: str, today: datetime.date) -> dict[str, Any]:
     """A pk-samtycke (``actor``: the recipient, IRCP) or pk-sparr (``actor``: the unit whose
-    information is blocked, CST) that the patient gives now, recorded by the unit ``recorder``
-    (the server sets that to the caller's unit whatever is sent)."""
+    information is blocked, CST) that the patient gives now; the server records the unit that
+    records it (``Consent.organization``)."""
     permit = kind == sharing.SAMTYCKE
     period = {"start": today.isoformat(), **({"end": end} if end else {})}
     role = sharing.RECIPIENT if permit else sharing.CUSTODIAN
@@ -200,7 +201,6 @@ def consent_resource(patient_id: str, kind: str, actor: str, end: str, today: da
         "patient": {"reference": f"Patient/{patient_id}"},
         "dateTime": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "performer": [{"reference": f"Patient/{patient_id}"}],
-        "organization": [{"reference": f"Organization/{recorder}"}],
         "policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTIN" if permit else "OPTOUT"}]},
         "provision": {"type": "permit" if permit else "deny", "period": period,
                       "actor": [{"role": {"coding": [{"system": sharing.PARTICIPATION, "code": role}]},
@@ -264,8 +264,7 @@ async def record(request: Request, patient_id: str) -> Response:
             view.errors = errors
             return _render(page, view, 422)
         actor = view.own_unit if form["kind"] == sharing.SAMTYCKE else form["custodian"]
-        resource = consent_resource(patient_id, form["kind"], actor, form["end"], datetime.date.today(),
-                                    view.own_unit)
+        resource = consent_resource(patient_id, form["kind"], actor, form["end"], datetime.date.today())
         try:
             await page.request.app.state.service.create(page.access, "Consent", resource, if_none_exist=None,
                                                         prefer=_PREFER)

@@ -65,7 +65,7 @@ def _kommun_sip(site: Site, target: Any) -> str:
     """The kommun's SIP of the agreement, written through the API by the hemsjukvård: with the
     patient's samtycke to the SIP (which lets the unit see the agreement it belongs to), revoked
     after, so the nurse starts without one (until the demo region has SIPs of its own)."""
-    consent = consent_resource(target.patient, "samtycke", HOMECARE, "", datetime.date.today(), HOMECARE)
+    consent = consent_resource(target.patient, "samtycke", HOMECARE, "", datetime.date.today())
     made = _fhir(site, HOMECARE, "POST", "Consent", consent)
     assert made.status_code == 201, made.text
     created = _fhir(site, HOMECARE, "POST", "CarePlan", sip(target, HOMECARE, VC, made.json()["id"]))

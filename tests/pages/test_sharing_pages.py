@@ -269,7 +269,7 @@ def test_another_providers_unit_cannot_record_a_sparr_on_the_regions_data(world:
     assert "din egen vårdgivare" in refused.text
     assert _consents(_nurse(world, http, VC), target.patient) == []
     # past the page's check, the core refuses it too
-    body = consent_resource(target.patient, "yttre-sparr", VC, "", datetime.date.today(), HOMECARE)
+    body = consent_resource(target.patient, "yttre-sparr", VC, "", datetime.date.today())
     direct = homecare.fhir("POST", "Consent", content=orjson.dumps(body),
                            headers=homecare.json_headers)
     assert direct.status_code == 403, direct.text
@@ -362,7 +362,7 @@ def create_sip(kommun: Staff, target: Any) -> str:
     """A SIP written by the kommun unit through the API, as its staff would: while the patient's
     samtycke (the SIP's own, ``supportingInfo``) lets the unit see the agreement it belongs to;
     the samtycke is revoked after, so the test starts without one."""
-    consent = consent_resource(target.patient, "samtycke", kommun.org, "", datetime.date.today(), kommun.org)
+    consent = consent_resource(target.patient, "samtycke", kommun.org, "", datetime.date.today())
     made = kommun.fhir("POST", "Consent", content=orjson.dumps(consent), headers=kommun.json_headers)
     assert made.status_code == 201, made.text
     try:
