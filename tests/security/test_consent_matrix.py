@@ -228,7 +228,20 @@ def _ids(bundle: dict[str, Any], type_: str) -> set[str]:
             if e.get("resource", {}).get("resourceType") == type_ and "id" in e["resource"]}
 
 
+_PAGED: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (authorization, url) -> the pages, per state
+
+
 def _pages(app: TestClient, url: str, headers: dict[str, str], limit: int = 40) -> list[dict[str, Any]]:
+    """Every page of a history, read once per reader and state (``_PAGED`` is emptied when the
+    state changes): the history holds every resource probed, so reading it once per resource
+    would only repeat the same requests."""
+    key = (headers["authorization"], url)
+    if key not in _PAGED:
+        _PAGED[key] = _all_pages(app, url, headers, limit)
+    return _PAGED[key]
+
+
+def _all_pages(app: TestClient, url: str, headers: dict[str, str], limit: int) -> list[dict[str, Any]]:
     bundles = []
     while url and len(bundles) < limit:
         response = app.get(url, headers=headers)
@@ -368,6 +381,7 @@ PROBES: dict[str, Callable[[TestClient, dict[str, str], str, str, str], bool]] =
 @pytest.mark.parametrize("state", list(STATES))
 def test_consent_matrix(scene: Scene, state: str) -> None:
     recorded: list[tuple[str, str]] = []
+    _PAGED.clear()
     try:
         for unit, kind, role, actor, end in STATES[state]:
             recorded.append((unit, scene.record(unit, consent(scene.target.patient, kind, role, actor, end))))
