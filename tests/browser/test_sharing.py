@@ -31,6 +31,7 @@ from tests.browser.test_pages import (
     _personnummer_of,
     check_accessibility,
     no_sideways_scroll,
+    photograph,
     sign_in_staff,
 )
 from tests.conftest import make_settings
@@ -94,6 +95,7 @@ def test_a_kommun_nurse_sees_the_sip_and_after_the_samtycke_the_regions_agreemen
     expect(notice.get_by_role("link", name="Registrera samtycke")).to_be_visible()
     assert page.locator(f'a[href="/personal/avtal/{target.plan}"]').count() == 0
     check_accessibility(page, "the SIP, before the samtycke")
+    photograph(page, "personal-sip-desktop")
 
     page.get_by_role("radio", name=re.compile("^Samtycke")).check()
     page.get_by_role("button", name="Registrera", exact=True).click()
@@ -130,6 +132,7 @@ def test_a_sparr_at_the_vardcentral_hides_its_part_and_the_hospital_is_told(site
     page.wait_for_url(re.compile(r"\?sparat=1$"))
     expect(page.locator("section.consents")).to_contain_text("Inre spärr")
     expect(page.locator("section.consents")).to_contain_text("Uppgifter hos: Vårdcentralen Björkbacken")
+    photograph(page, "personal-sparr-recorded-desktop")
 
     nurse.goto(f"/personal/avtal/{target.plan}")
     expect(nurse.get_by_role("heading", level=1)).to_have_text("Finns inte")
@@ -141,8 +144,10 @@ def test_a_sparr_at_the_vardcentral_hides_its_part_and_the_hospital_is_told(site
     assert "Björkbacken" not in notice.inner_text()  # that it exists, never where
     notice.get_by_role("link", name="Samtycke och spärr för patienten").click()
     expect(nurse.locator(".blocked-notice")).to_contain_text("Inte heller nödåtkomst går förbi en spärr")
+    photograph(nurse, "personal-consents-blocked-desktop")
     nurse.set_viewport_size(PHONE)
     no_sideways_scroll(nurse, "the patient's samtycke and spärr, on a phone")
+    photograph(nurse, "personal-consents-blocked-phone")
     hospital.close()
     vardcentral.close()
 
@@ -158,6 +163,7 @@ def test_emergency_access_shows_a_banner_and_ends(site: Site, kommun_sip: str, b
     page.locator(".blocked-notice").get_by_role("link", name="Nödåtkomst").click()
     expect(page.locator("main")).to_contain_text("Allt du ser loggas med ditt skäl")
     check_accessibility(page, "the emergency access form")
+    photograph(page, "personal-emergency-desktop")
     page.get_by_role("button", name="Starta nödåtkomst").click()
     expect(page.locator("#reason-error")).to_contain_text("10 till 1000 tecken")  # a reason is required
     page.fill("#reason", "Medvetslös vid ankomst, anhöriga nås inte. " + "å" * 900)
@@ -167,6 +173,7 @@ def test_emergency_access_shows_a_banner_and_ends(site: Site, kommun_sip: str, b
     expect(banner).to_contain_text(re.compile(r"Nödåtkomst aktiv för Eva Fiktivsson till \d\d:\d\d"))
     expect(banner).to_contain_text("allt du ser loggas med ditt skäl")
     check_accessibility(page, "the SIP under emergency access")
+    photograph(page, "personal-emergency-banner-desktop")
     page.locator(f'a[href="/personal/avtal/{target.plan}"]').click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(_personnummer_of(site, target.patient))
     expect(page.locator(".emergency-banner")).to_be_visible()
