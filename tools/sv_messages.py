@@ -382,6 +382,90 @@ SV |= {
 }
 
 
+# -- samtycke, spärr, nödåtkomst and SIP on the staff pages (issue 14) ------------------------------
+SV |= {
+    "Write why, in 10 to 1000 characters.": "Skriv varför, med 10 till 1000 tecken.",
+    "Emergency access is for health care. At a social-care unit (hemtjänst) other care providers' "
+    "information is read only with the person's samtycke.":
+        "Nödåtkomst gäller hälso- och sjukvård. På en enhet inom socialtjänsten (hemtjänst) får andra "
+        "vårdgivares uppgifter läsas bara med personens samtycke.",
+    "The emergency access could not be started. Sign in again and try once more.":
+        "Nödåtkomsten kunde inte startas. Logga in igen och försök en gång till.",
+    "Samtycke": "Samtycke",
+    "Inre spärr": "Inre spärr",
+    "Yttre spärr": "Yttre spärr",
+    "The unit may read what other care providers have documented about the patient.":
+        "Enheten får ta del av det som andra vårdgivare har dokumenterat om patienten.",
+    "The unit's information is hidden from every other care unit.":
+        "Enhetens uppgifter visas inte för någon annan vårdenhet.",
+    "The unit's information is hidden from other care providers.":
+        "Enhetens uppgifter visas inte för andra vårdgivare.",
+    "Choose samtycke, inre spärr or yttre spärr.": "Välj samtycke, inre spärr eller yttre spärr.",
+    "Choose the care unit of your own care provider whose information is blocked.":
+        "Välj den enhet hos din egen vårdgivare vars uppgifter ska spärras.",
+    "Write the end date as YYYY-MM-DD, or leave it empty.": "Skriv slutdatumet som ÅÅÅÅ-MM-DD, eller lämna det tomt.",
+    "The end date has passed.": "Slutdatumet har redan passerat.",
+    "Someone else changed this samtycke or spärr since you opened the page. Check it below and try again.":
+        "Någon annan har ändrat samtycket eller spärren sedan du öppnade sidan. Kontrollera nedan och försök igen.",
+    "Region": "Region",
+    "Kommun": "Kommun",
+    "Other": "Annan",
+    "Samtycke and spärr": "Samtycke och spärr",
+    "The patient's plans that the unit sees": "Patientens planer som enheten ser",
+    "Emergency access": "Nödåtkomst",
+    "Use emergency access only when the patient cannot give their samtycke, for example because they are "
+    "unconscious, and the care cannot wait.":
+        "Använd nödåtkomst bara när patienten inte kan lämna samtycke, till exempel för att hen är medvetslös, "
+        "och vården inte kan vänta.",
+    "For a short time you then see what other care providers have documented about this patient. Information "
+    "the patient has blocked (spärr) stays hidden: not even emergency access passes a spärr.":
+        "Under en kort tid ser du då det som andra vårdgivare har dokumenterat om patienten. Uppgifter som "
+        "patienten har spärrat visas ändå inte: inte ens nödåtkomst går förbi en spärr.",
+    "Everything you see is logged with your reason and is reviewed afterwards by the care provider.":
+        "Allt du ser loggas med ditt skäl och granskas i efterhand av vårdgivaren.",
+    "Why you need the information now": "Varför du behöver uppgifterna nu",
+    "10 to 1000 characters, in your own words. It is saved in the access log.":
+        "10 till 1000 tecken, med egna ord. Det sparas i åtkomstloggen.",
+    "Start emergency access": "Starta nödåtkomst",
+    "Emergency access active for %(patient)s until %(time)s — everything you see is logged with your reason":
+        "Nödåtkomst aktiv för %(patient)s till %(time)s — allt du ser loggas med ditt skäl",
+    "End emergency access": "Avsluta nödåtkomst",
+    "Blocked information exists": "Det finns uppgifter som inte visas",
+    "SIPs, coordinated individual plans": "SIP, samordnade individuella planer",
+    "Information that is not shown": "Uppgifter som inte visas",
+    "Record samtycke": "Registrera samtycke",
+    "Not in force": "Gäller inte",
+    "For": "För",
+    "Information of": "Uppgifter hos",
+    "Recorded by": "Registrerat av",
+    "Revoke": "Återkalla",
+    "No samtycke or spärr in force that this unit sees.": "Inget samtycke eller spärr som enheten ser gäller nu.",
+    "Revoked or ended (%(num)d)": "Återkallade eller avslutade (%(num)d)",
+    "Record what the patient asks": "Registrera det patienten begär",
+    "A samtycke lets this unit read what other care providers have documented about the patient. A spärr "
+    "hides a unit's information: an inre spärr from every other unit, a yttre spärr from other care "
+    "providers. Record only what the patient asks for now.":
+        "Ett samtycke låter den här enheten ta del av det som andra vårdgivare har dokumenterat om patienten. "
+        "En spärr döljer en enhets uppgifter: en inre spärr för alla andra enheter, en yttre spärr för andra "
+        "vårdgivare. Registrera bara det som patienten begär nu.",
+    "What the patient asks": "Vad patienten begär",
+    "A samtycke is recorded for %(unit)s.": "Ett samtycke registreras för %(unit)s.",
+    "For a spärr: the unit whose information is blocked": "För en spärr: enheten vars uppgifter spärras",
+    "Record": "Registrera",
+    "SIP, coordinated individual plan": "SIP, samordnad individuell plan",
+    "Written by": "Skriven av",
+    "Overall responsibility": "Övergripande ansvar",
+    "The Patientkontrakt it belongs to": "Patientkontraktet som planen hör till",
+    "The unit is not shown the agreement this SIP belongs to.":
+        "Enheten får inte se patientkontraktet som den här SIP:en hör till.",
+    "Who does what": "Vem gör vad",
+    "Huvudman": "Huvudman",
+    "Who does it": "Vem gör det",
+    "No interventions yet.": "Inga insatser ännu.",
+    "Samtycke and spärr for the patient": "Samtycke och spärr för patienten",
+}
+
+
 def extract() -> Catalog:
     POT.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(ROOT / "babel.cfg"),

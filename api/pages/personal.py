@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.pages import agreement_form, forms
+from api.pages import agreement_form, emergency, forms, sharing, sip
 from api.pages.agreement_page import load_agreement, open_agreement
 from api.pages.common import Page, body, home_page, sign_in_routes, signed_in
 from api.pages.directory import activity_kinds, staff_directory
@@ -45,6 +45,9 @@ from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.security.tokens import LOG_REVIEWER
 
 router = APIRouter(prefix="/personal", include_in_schema=False)
+router.include_router(sharing.router)
+router.include_router(emergency.router)
+router.include_router(sip.router)
 PAGE_SIZE = 20
 STATUSES = ("active", "draft", "on-hold", "completed", "revoked")
 SORTS = {"updated": "-_lastUpdated", "start": "-date", "status": "status"}
@@ -110,11 +113,17 @@ async def _list(page: Page) -> Response:
             continue
         patient = patients.get(str((plan.get("subject") or {}).get("reference")), {})
         rows.append({"id": plan["id"], "title": plan.get("title", ""), "status": plan.get("status", ""),
-                     "patient": name_of(patient), "personnummer": person_number(patient),
+                     "patient": name_of(patient), "patient_id": patient.get("id", ""),
+                     "personnummer": person_number(patient),
                      "start": str((plan.get("period") or {}).get("start", ""))[:10],
                      "updated": str(plan["meta"]["lastUpdated"])[:10]})
     total = int(bundle.get("total", 0))
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    found_patient = await _patient_told(page, identity) if identity is not None else None
+    blocked = await sharing.blocked_of(page, {row["patient_id"] for row in rows})
+    for row in rows:
+        row["blocked"] = blocked.get(row["patient_id"], frozenset())
+    sips = await _sips(page) if page_number == 1 and not query and not status else []
 
     def link(number: int) -> str:
         return "/personal?" + urlencode({"q": query, "status": status, "sort": sort, "sida": number})
@@ -122,11 +131,38 @@ async def _list(page: Page) -> Response:
     return page.render("personal/list.html", {
         "rows": rows, "total": total, "q": query, "status": status, "sort": sort, "statuses": STATUSES,
         "sorts": list(SORTS), "page_number": page_number, "pages": pages, "query_error": error,
-        "other_century": other_century, "log_reviewer": LOG_REVIEWER in page.access.principal.roles,
+        "other_century": other_century, "sips": sips, "found_patient": found_patient,
+        "log_reviewer": LOG_REVIEWER in page.access.principal.roles,
         "previous": link(page_number - 1) if page_number > 1 else None,
         "next": link(page_number + 1) if page_number < pages else None,
     })
 
+
+
+async def _patient_told(page: Page, identity: PersonIdentity) -> dict[str, Any] | None:
+    """The patient searched for by personnummer, when the unit sees them and is not shown some of
+    their information: what the unit is told (``sharing.blocked_notices``), with the way on."""
+    found = body(await page.request.app.state.service.search(page.access, "Patient", [
+        ("identifier", f"{identity.system}|{identity.value}"), ("_count", "1")], _PREFER))
+    patient = next((e["resource"] for e in found.get("entry", []) if e["resource"]["resourceType"] == "Patient"), None)
+    if patient is None:
+        return None
+    notices = await sharing.blocked_notices(page, patient["id"])
+    if not notices:
+        return None
+    return {"id": patient["id"], "name": name_of(patient), "notices": notices}
+
+
+async def _sips(page: Page) -> list[dict[str, Any]]:
+    """The SIPs the unit sees (``sip.py``), with their patients."""
+    found = body(await page.request.app.state.service.search(page.access, "CarePlan", sip.sip_search(), _PREFER))
+    patients = {f"Patient/{e['resource']['id']}": e["resource"] for e in found.get("entry", [])
+                if e["resource"]["resourceType"] == "Patient"}
+    return [{"id": plan["id"], "title": plan.get("title", ""), "status": plan.get("status", ""),
+             "patient": name_of(patients.get(str((plan.get("subject") or {}).get("reference")))),
+             "personnummer": person_number(patients.get(str((plan.get("subject") or {}).get("reference"))) or {}),
+             "updated": str(plan["meta"]["lastUpdated"])[:10]}
+            for plan in (e["resource"] for e in found.get("entry", [])) if plan["resourceType"] == "CarePlan"]
 
 
 # -- one agreement ------------------------------------------------------------------------------
@@ -136,7 +172,10 @@ async def _list(page: Page) -> Response:
 async def agreement(request: Request, plan_id: str) -> Response:
     async def run(page: Page) -> Response:
         view = await load_agreement(page, plan_id)
-        return page.render("personal/agreement.html", {"a": view, "saved": page.request.query_params.get("sparat")})
+        patient = {"id": view.patient_id, "name": view.patient_name, "personnummer": view.personnummer}
+        shared = await sharing.load_sharing(page, patient, f"/personal/avtal/{plan_id}")
+        return page.render("personal/agreement.html", {"a": view, "s": shared,
+                                                       "saved": page.request.query_params.get("sparat")})
     return await signed_in(request, STAFF, run)
 
 

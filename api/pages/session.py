@@ -20,10 +20,11 @@ no session any more on any process of the service.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -41,6 +42,7 @@ from patientkontrakt.security.oauth import AuthorizationServer, OAuthError
 
 SESSION_LIFETIME = 12 * 3600
 LOGIN_LIFETIME = 600
+EMERGENCY_PART, EMERGENCY_PARTS = 3800, 3  # an emergency token's cookies: characters of each, how many
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,26 @@ class Session:
     fhir_user: str | None
     patient: str | None
     started: float
+    # Emergency access (nödåtkomst, lag 2022:913 3 kap. 6 §): an access token marked ETREAT for one
+    # patient (``emergency_patient``, named ``emergency_name``), exchanged for the staff member's
+    # own (``api/pages/emergency.py``); while it is valid the pages act with it, never after.
+    emergency_token: str | None = None
+    emergency_patient: str | None = None
+    emergency_name: str = ""
+    emergency_expires: float = 0.0
+
+    @property
+    def emergency(self) -> bool:
+        """Whether an emergency access is in force now."""
+        return bool(self.emergency_token) and self.emergency_expires > time.time()
+
+    @property
+    def emergency_until(self) -> str:
+        """When the emergency access ends, HH:MM in the server's local time (as the pages' times)."""
+        return datetime.datetime.fromtimestamp(self.emergency_expires).strftime("%H:%M")
+
+    def without_emergency(self) -> Session:
+        return replace(self, emergency_token=None, emergency_patient=None, emergency_name="", emergency_expires=0.0)
 
 
 class NotSignedIn(Exception):
@@ -187,13 +209,40 @@ async def finish_login(request: Request, area: Area) -> Response:
     return response
 
 
+def _emergency_cookie(area: Area, part: int) -> str:
+    return f"pk_emergency_{area.path.strip('/')}_{part}"
+
+
 def save(request: Request, response: Response, area: Area, session: Session) -> None:
-    _set(request, response, area.cookie, _seal(request, area, asdict(session)), area, SESSION_LIFETIME)
+    """The session in its cookie. An emergency access token (which carries the typed reason, up to
+    1000 characters) would take the cookie past the 4096 bytes a browser keeps, so it goes
+    sealed in cookies of its own, cut in parts (``EMERGENCY_PART``), kept as long as it is valid
+    and bound to the session by its CSRF token."""
+    _set(request, response, area.cookie, _seal(request, area, {**asdict(session), "emergency_token": None}), area,
+         SESSION_LIFETIME)
+    if session.emergency and session.emergency_token:
+        sealed = _seal(request, area, {"token": session.emergency_token, "csrf": session.csrf})
+        parts = [sealed[i:i + EMERGENCY_PART] for i in range(0, len(sealed), EMERGENCY_PART)]
+        if len(parts) > EMERGENCY_PARTS:
+            raise ValueError("the emergency access token does not fit its cookies")
+        lifetime = max(1, int(session.emergency_expires - time.time()) + 1)
+        for number in range(EMERGENCY_PARTS):
+            if number < len(parts):
+                _set(request, response, _emergency_cookie(area, number), parts[number], area, lifetime)
+            else:
+                response.delete_cookie(_emergency_cookie(area, number), path=area.path)
+
+
+def forget_emergency(response: Response, area: Area) -> None:
+    """Drop the cookies of an emergency access (ended early; the session no longer names it)."""
+    for number in range(EMERGENCY_PARTS):
+        response.delete_cookie(_emergency_cookie(area, number), path=area.path)
 
 
 def forget(response: Response, area: Area) -> None:
     """Drop the area's session cookie (signed out, or a session that ended)."""
     response.delete_cookie(area.cookie, path=area.path)
+    forget_emergency(response, area)
 
 
 def current(request: Request, area: Area) -> Session:
@@ -201,16 +250,26 @@ def current(request: Request, area: Area) -> Session:
     if data is None or data.get("started", 0) + SESSION_LIFETIME < time.time():
         raise NotSignedIn()
     try:
-        return Session(**data)
+        session = Session(**data)
     except TypeError:
         raise NotSignedIn() from None
+    if session.emergency_patient and session.emergency_expires > time.time():
+        sealed = "".join(request.cookies.get(_emergency_cookie(area, n), "") for n in range(EMERGENCY_PARTS))
+        emergency = _open(request, area, sealed)
+        if emergency is not None and emergency.get("csrf") == session.csrf:
+            session = replace(session, emergency_token=str(emergency.get("token") or "") or None)
+    return session
 
 
 async def access(request: Request, area: Area, session: Session) -> tuple[Access, Session | None]:
     """The caller's ``Access``; renews the access token when it is about to expire (the new
     session must then be saved on the response, which is why it is returned). A session whose
-    sign-in was ended (signed out, revoked) is ``NotSignedIn``, as is one of another area."""
+    sign-in was ended (signed out, revoked) is ``NotSignedIn``, as is one of another area.
+    During an emergency access the ``Access`` is the emergency token's; once it has expired the
+    session forgets it (an emergency access is never renewed: the reason is given again)."""
     renewed: Session | None = None
+    if session.emergency_patient and not session.emergency:  # expired, or its cookies are gone
+        renewed = session = session.without_emergency()
     if session.expires_at - 30 < time.time():
         if not session.refresh_token:
             raise NotSignedIn()
@@ -229,6 +288,11 @@ async def access(request: Request, area: Area, session: Session) -> tuple[Access
         caller: Access = request.app.state.authenticator.access(f"Bearer {session.access_token}")
     except FhirError:
         raise NotSignedIn() from None
+    if session.emergency:
+        try:
+            caller = request.app.state.authenticator.access(f"Bearer {session.emergency_token}")
+        except FhirError:  # revoked (signed out elsewhere): the pages go on without it
+            renewed = session = session.without_emergency()
     if caller.principal.client_id != area.client_id:
         raise NotSignedIn()
     return caller, renewed

@@ -69,6 +69,7 @@ from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import INTERNAL
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.service import Preferences
+from patientkontrakt.security.clients import Clients
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, _dsn, demo_database, make_settings
@@ -192,6 +193,16 @@ ROUTES: dict[Route, str] = {
     # -- the provider's log review (api/pages/log_review.py) -------------------------------------
     ("GET", "/personal/logg"): _LOG_REVIEW,
     ("GET", "/personal/logg.csv"): _LOG_REVIEW,
+    # -- samtycke, spärr, emergency access and SIP on the staff pages (api/pages/sharing.py,
+    # emergency.py, sip.py) -----------------------------------------------------------------------
+    ("GET", "/personal/patient/{patient_id}/samtycke"): PROBED,
+    ("POST", "/personal/patient/{patient_id}/samtycke"): PROBED,
+    ("POST", "/personal/patient/{patient_id}/samtycke/{consent_id}/aterkalla"): PROBED,
+    ("GET", "/personal/patient/{patient_id}/nodatkomst"): PROBED,
+    ("POST", "/personal/patient/{patient_id}/nodatkomst"): PROBED,
+    ("POST", "/personal/nodatkomst/avsluta"): "ends the session's emergency access: revokes its token and drops it "
+                                             "from the session; no resource is read (test_sharing_pages.py)",
+    ("GET", "/personal/sip/{plan_id}"): PROBED,
 }
 
 
@@ -208,7 +219,7 @@ def app_routes(app: FastAPI) -> set[Route]:
 # -- the module's database and app ---------------------------------------------------------------------
 
 
-def _internal_put(url: str, *resources: dict[str, Any]) -> None:
+def _internal_put(url: str, *resources: dict[str, Any], domain_rules: bool = True) -> None:
     """Write as the service itself: the set-up, not what is tested."""
     async def run() -> None:
         store = Store(create_engine(url, pool_size=1))
@@ -216,7 +227,8 @@ def _internal_put(url: str, *resources: dict[str, Any]) -> None:
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
                 {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
                 for r in resources]}
-            await BundleProcessor(build_service(make_settings(url), store)).process(INTERNAL, bundle, Preferences())
+            service = build_service(make_settings(url), store, domain_rules=domain_rules)
+            await BundleProcessor(service).process(INTERNAL, bundle, Preferences())
         finally:
             await store.dispose()
     asyncio.run(run())
@@ -407,6 +419,8 @@ def ctx() -> Iterator[Ctx]:
             _share_the_patient_of(found, SHARED)
             _close(found, REOPEN)
             _record_samtycke(found, CONSENTED)
+            _consent_and_sip_of(found, TARGET)
+            _register_staff_pages(url)
             yield found
         db.close()
 
@@ -426,6 +440,56 @@ def _share_the_patient_of(ctx: Ctx, number: int) -> None:
                 "id": "strandvagen-plan", "status": "draft", "author": {"reference": f"Organization/{OTHER_UNIT}"},
                 "careTeam": [{"reference": "CareTeam/strandvagen-team"}]}
     _internal_put(ctx.world.settings.database_url, own_team, own_plan)
+
+
+def _register_staff_pages(url: str) -> None:
+    """The staff pages' OAuth client, which exchanges a nurse's token for an emergency access."""
+    async def run() -> None:
+        store = Store(create_engine(url, pool_size=1))
+        try:
+            await Clients(store).add("pk-personal", name="Patientkontrakt – personal", kind="public",
+                                     redirect_uris=["http://127.0.0.1/personal/callback"], scope=STAFF_SCOPES)
+        finally:
+            await store.dispose()
+    asyncio.run(run())
+
+
+PROBE_CONSENT = "probe-samtycke"  # agreement 2's patient's samtycke at its unit, revoked by a probe
+PROBE_SIP = "probe-sip"  # a SIP of agreement 2 written by its unit
+
+
+def _consent_and_sip_of(ctx: Ctx, number: int) -> None:
+    """A samtycke of the patient of agreement ``number`` recorded by its unit (covering only the
+    unit's own data, so it changes what nobody sees) and a SIP of the agreement written by the
+    unit. The SIP is written by the bare engine: its profile is tested in
+    tests/pages/test_sharing_pages.py, and the probes need only a CarePlan of category sip."""
+    a = ctx.agreement(number)
+    def actor(role: str) -> dict[str, Any]:
+        return {"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                     "code": role}]}, "reference": {"reference": f"Organization/{AUTHOR}"}}
+
+    consent = {"resourceType": "Consent", "id": PROBE_CONSENT, "status": "active",
+               "meta": {"profile": [f"{codes.CANONICAL}/StructureDefinition/pk-samtycke"]},
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                     "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": f"{codes.CANONICAL}/CodeSystem/pk-consent-category",
+                                         "code": "samtycke"}]}],
+               "patient": {"reference": f"Patient/{a.patient}"}, "dateTime": "2024-01-01T10:00:00+01:00",
+               "performer": [{"reference": f"Patient/{a.patient}"}],
+               "organization": [{"reference": f"Organization/{AUTHOR}"}],
+               "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                          "code": "OPTIN"}]},
+               "provision": {"type": "permit", "period": {"start": "2024-01-01"},
+                             "actor": [actor("IRCP"), actor("CST")]}}
+    _internal_put(ctx.world.settings.database_url, consent)
+    sip = {"resourceType": "CarePlan", "id": PROBE_SIP, "status": "active", "intent": "plan", "title": "SIP",
+           "category": [{"coding": [{"system": codes.CAREPLAN_CATEGORY, "code": "sip"}]}],
+           "partOf": [{"reference": f"CarePlan/{a.plan}"}], "subject": {"reference": f"Patient/{a.patient}"},
+           "author": {"reference": f"Organization/{AUTHOR}"},
+           "supportingInfo": [{"reference": f"Consent/{PROBE_CONSENT}"}],
+           "activity": [{"detail": {"status": "in-progress", "description": "Hemtjänst varje morgon",
+                                    "performer": [{"reference": f"Organization/{AUTHOR}"}]}}]}
+    _internal_put(ctx.world.settings.database_url, sip, domain_rules=False)
 
 
 def _close(ctx: Ctx, number: int) -> None:
@@ -1165,6 +1229,59 @@ PAGES: list[Probe] = [
          interactions=("read", "update"), refused_as="read", ok=(303,), content=_own_goal_text),
     Page("mitt-consents", ("GET", "/mitt/sparrar"), area=sessions.PATIENT, path=lambda ctx, n: "/mitt/sparrar",
          number=CONSENTED, interactions=("search-type",), refused_as=None, content=_samtycke_text),
+]
+
+@dataclass
+class EmergencyPage(Page):
+    """``POST /personal/patient/{id}/nodatkomst``: it writes no resource (the emergency access is
+    a token in the page session), so a session that may only read starts one as well; one without
+    scopes for patient data does not, and nothing is written either way."""
+
+    def scope(self, ctx: Ctx) -> None:
+        before, what = ctx.written(), self.what(ctx)
+        response = self._send(ctx, self._who(ctx, "no-patient-data"))
+        assert response.status_code == 403, (response.status_code, response.text[-2000:])
+        assert not self.shown(ctx, response, what), self.shown(ctx, response, what)
+        assert ctx.written() == before, "nothing is written"
+
+
+def _patient_page(suffix: str) -> Callable[[Ctx, int], str]:
+    return lambda ctx, number: f"/personal/patient/{ctx.agreement(number).patient}{suffix}"
+
+
+def _samtycke_form(ctx: Ctx, number: int) -> dict[str, str]:
+    """A samtycke for the unit itself, ending tomorrow (it lets the unit read no one else's for long)."""
+    tomorrow = datetime.date.today() + datetime.timedelta(days=1)
+    return {"csrf": CSRF, "kind": "samtycke", "custodian": "", "end": tomorrow.isoformat(),
+            "tillbaka": f"/personal/avtal/{ctx.agreement(number).plan}"}
+
+
+def _revoke_form(ctx: Ctx, number: int) -> dict[str, str]:
+    return {"csrf": CSRF, "version": _version(ctx.get("Consent", PROBE_CONSENT)),
+            "tillbaka": f"/personal/avtal/{ctx.agreement(number).plan}"}
+
+
+def _emergency_form(ctx: Ctx, number: int) -> dict[str, str]:
+    return {"csrf": CSRF, "reason": "Medvetslös vid ankomst, anhöriga nås inte",
+            "tillbaka": f"/personal/avtal/{ctx.agreement(number).plan}"}
+
+
+PAGES += [
+    Page("personal-consents", ("GET", "/personal/patient/{patient_id}/samtycke"), path=_patient_page("/samtycke"),
+         interactions=("read", "search-type"), refused_as="read"),
+    Page("personal-consent-record", ("POST", "/personal/patient/{patient_id}/samtycke"),
+         path=_patient_page("/samtycke"), form=_samtycke_form, interactions=("read", "create"), refused_as="read",
+         ok=(303,)),
+    Page("personal-consent-revoke", ("POST", "/personal/patient/{patient_id}/samtycke/{consent_id}/aterkalla"),
+         path=_patient_page(f"/samtycke/{PROBE_CONSENT}/aterkalla"), form=_revoke_form,
+         interactions=("read", "update"), refused_as="read", ok=(303,)),
+    Page("personal-emergency-form", ("GET", "/personal/patient/{patient_id}/nodatkomst"),
+         path=_patient_page("/nodatkomst"), interactions=("read",), refused_as="read"),
+    EmergencyPage("personal-emergency", ("POST", "/personal/patient/{patient_id}/nodatkomst"),
+                  path=_patient_page("/nodatkomst"), form=_emergency_form, interactions=("read",), refused_as="read",
+                  ok=(303,)),
+    Page("personal-sip", ("GET", "/personal/sip/{plan_id}"), path=lambda ctx, n: f"/personal/sip/{PROBE_SIP}",
+         interactions=("read",), refused_as="read"),
 ]
 
 PROBES: list[Probe] = [*API, *LISTINGS, *_bundle_probes("batch"), *_bundle_probes("transaction"), *AUDIT, *PAGES]

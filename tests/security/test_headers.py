@@ -34,6 +34,11 @@ HTML_ROUTES = {"/", "/docs", "/oauth/authorize", "/oauth/test-idp", "/oauth/call
                "/personal/callback", "/mitt", "/mitt/mal",
                "/mitt/mal/{goal_id}", "/mitt/callback"}
 HTML_ROUTES |= {"/personal/enhet"}  # the unit's contact details
+# samtycke, spärr and emergency access (a SIP's route sees an agreement here: a redirect to it)
+HTML_ROUTES |= {"/personal/patient/{patient_id}/samtycke", "/personal/patient/{patient_id}/nodatkomst",
+                "/personal/patient/{patient_id}/samtycke/{consent_id}/aterkalla"}
+# the patient's samtycke and spärr at /mitt; the log review (to a nurse who is no log reviewer, refused as a page)
+HTML_ROUTES |= {"/mitt/sparrar", "/personal/logg", "/personal/logg.csv"}
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
@@ -83,7 +88,8 @@ def test_every_response_has_the_security_headers(site: Site) -> None:
     pages_sign_in(http, "/mitt", f"patient:{agreement.patient}")
     csrf = {area: csrf_of(http.get(area)) for area in ("/personal", "/mitt")}
     values = {"plan_id": agreement.plan, "goal_id": agreement.patient_goal, "type_": "CarePlan",
-              "id_": agreement.plan, "version": "1", "index": "0"}
+              "id_": agreement.plan, "version": "1", "index": "0", "patient_id": agreement.patient,
+              "consent_id": "no-such-consent"}
     # error pages and refusals too: an unknown agreement, an unknown client, no token, too large
     for response in (http.get("/personal/avtal/no-such-plan"), http.get("/oauth/authorize", params={"client_id": "x"})):
         assert response.status_code in (400, 404), response.text
