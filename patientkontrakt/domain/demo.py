@@ -1,6 +1,9 @@
 """A small, realistic and plainly fictional Swedish region, for demos and the benchmark.
 
-``Region Exempel`` has three vårdcentraler and a hospital clinic; two kommuner run home care.
+``Region Exempel`` has three vårdcentraler and a hospital clinic; two kommuner run home care;
+and *Ängens vårdcentral* belongs to a private vårdgivare of its own, *Läkarhuset Ängen AB*. Each
+vårdgivare (and kommun) is an Organization without ``partOf``; its units point to it with
+``partOf``, and their HSA-ids are of its organisationsnummer.
 Staff have HSA-ids and commissions (PractitionerRole) at their units; patients have
 personnummer that are valid in form (correct check digit, real dates) and are marked as test
 data: every resource carries the HL7 ``HTEST`` tag and the names are invented. Skatteverket's
@@ -84,6 +87,7 @@ ADDRESSES = {
     "hemsjukvard-exempelstad": ("Kommunhuset, Storgatan 10", "123 30", "Exempelstad"),
     "hemtjanst-exempelstad": ("Kommunhuset, Storgatan 10", "123 30", "Exempelstad"),
     "hemtjanst-sjovik": ("Torget 2", "124 30", "Sjövik"),
+    "vc-angen": ("Ängsvägen 3", "124 33", "Sjövik"),
 }
 WEEKDAYS = DAYS[:5]
 TELEPHONE_HOURS = {
@@ -100,7 +104,20 @@ OPENING_HOURS = {
 }
 # A nurse with a direct line answers it at these times (the unit's number the rest of the day).
 DIRECT_LINE_HOURS = (Hours(DAYS[:4], "08:00", "09:00"),)
+STAFF_PLAN = {
+    "vardcentral": (("sjukskoterska", 3), ("lakare", 2)),
+    "sjukhusklinik": (("sjukskoterska", 1), ("lakare", 2)),
+    "hemsjukvard": (("sjukskoterska", 2), ("fysioterapeut", 1)),
+    "hemtjanst": (("bistandshandlaggare", 1), ("underskoterska", 1)),
+}
+TITLES = {
+    "sjukskoterska": ("Sjuksköterska", "nurse"), "lakare": ("Läkare", "doctor"),
+    "fysioterapeut": ("Fysioterapeut", "ict"), "bistandshandlaggare": ("Biståndshandläggare", "ict"),
+    "underskoterska": ("Undersköterska", "nurse"),
+}
 PLAN_STATES = ("active", "active", "active", "active", "draft", "on-hold", "completed", "revoked")
+ANGEN = "demo-org-vc-angen"  # the private vårdcentral, of its own vårdgivare Läkarhuset Ängen AB
+KIND_DISPLAY = {"region": "Region", "kommun": "Kommun", "privat-vardgivare": "Privat vårdgivare"}
 
 
 def _orgnr(prefix: str) -> str:
@@ -131,6 +148,17 @@ class Unit:
 
 
 @dataclass
+class _Directory:
+    """The region's directory while it is being built."""
+
+    organizations: list[dict[str, Any]]
+    practitioners: list[dict[str, Any]] = field(default_factory=list)
+    roles: list[dict[str, Any]] = field(default_factory=list)
+    units: dict[str, list[Unit]] = field(default_factory=dict)
+    people: int = 0
+
+
+@dataclass
 class Region:
     """Organisations and staff shared by every agreement."""
 
@@ -147,6 +175,7 @@ class DemoGenerator:
     """Generates the demo region and agreements; ``today`` anchors past and upcoming times."""
 
     def __init__(self, seed: int = 1, today: datetime.date | None = None) -> None:
+        self.seed = seed
         self.random = random.Random(seed)
         self.today = today or datetime.date.today()
         self._serial = 0
@@ -172,7 +201,7 @@ class DemoGenerator:
             "id": f"demo-org-{key}",
             "identifier": [{"system": HSA_ID, "value": f"SE{orgnr}-E{len(self._org_keys):03d}"}],
             "active": True,
-            "type": [_coding(codes.ORGANIZATION_KIND, kind, {"region": "Region", "kommun": "Kommun"}.get(kind, kind))],
+            "type": [_coding(codes.ORGANIZATION_KIND, kind, KIND_DISPLAY[kind])],
             "name": name,
             "telecom": [{"system": "phone", "value": phone, "use": "work"}],
         })
@@ -199,64 +228,62 @@ class DemoGenerator:
             ("hemtjanst-exempelstad", "Hemtjänsten Exempelstad", kommun1, kommun_a, "hemtjanst", "0123-104 00"),
             ("hemtjanst-sjovik", "Hemtjänsten Sjövik", kommun2, kommun_b, "hemtjanst", "0124-104 00"),
         )
-        organizations = [region, kommun1, kommun2]
-        units: dict[str, list[Unit]] = {}
-        practitioners: list[dict[str, Any]] = []
-        roles: list[dict[str, Any]] = []
-        staff_plan = {
-            "vardcentral": (("sjukskoterska", 3), ("lakare", 2)),
-            "sjukhusklinik": (("sjukskoterska", 1), ("lakare", 2)),
-            "hemsjukvard": (("sjukskoterska", 2), ("fysioterapeut", 1)),
-            "hemtjanst": (("bistandshandlaggare", 1), ("underskoterska", 1)),
-        }
-        titles = {
-            "sjukskoterska": ("Sjuksköterska", "nurse"), "lakare": ("Läkare", "doctor"),
-            "fysioterapeut": ("Fysioterapeut", "ict"), "bistandshandlaggare": ("Biståndshandläggare", "ict"),
-            "underskoterska": ("Undersköterska", "nurse"),
-        }
-        person = 0
+        built = _Directory(organizations=[region, kommun1, kommun2])
         for key, name, parent, orgnr, unit_type, phone in unit_specs:
-            kind = "kommun" if parent["id"].startswith("demo-org-kommun") else "region"
-            org = self._organization(key, orgnr, name, kind, unit_type, parent, phone)
-            org = with_contact_details(org, Phone(phone, TELEPHONE_HOURS[unit_type]),
-                                       PostalAddress(*ADDRESSES[key]), OPENING_HOURS[unit_type])
-            organizations.append(org)
-            unit = Unit(org, unit_type)
-            for staff_kind, count in staff_plan[unit_type]:
-                for _ in range(count):
-                    person += 1
-                    female = self.random.random() < 0.6
-                    given = self.random.choice(FIRST_NAMES_F if female else FIRST_NAMES_M)
-                    family = self.random.choice(FAMILY_NAMES)
-                    hsa = f"SE{orgnr}-P{person:04d}"
-                    practitioner = _tagged({
-                        "resourceType": "Practitioner",
-                        "id": f"demo-prac-{person:04d}",
-                        "identifier": [{"system": HSA_ID, "value": hsa}],
-                        "active": True,
-                        "name": [{"family": family, "given": [given]}],
-                        "gender": "female" if female else "male",
-                    })
-                    title, code = titles[staff_kind]
-                    role = _tagged({
-                        "resourceType": "PractitionerRole",
-                        "id": f"demo-role-{person:04d}",
-                        "identifier": [{"system": HSA_ID, "value": f"SE{orgnr}-U{person:04d}"}],
-                        "active": True,
-                        "practitioner": _ref(practitioner, f"{given} {family}"),
-                        "organization": _ref(org, name),
-                        "code": [{"coding": [{"system": codes.PRACTITIONER_ROLE, "code": code}], "text": title}],
-                    })
-                    if staff_kind == "sjukskoterska" and person % 2 == 1:
-                        # Every other nurse has a direct line; the others are reached through the unit.
-                        role["telecom"] = [{"system": "phone", "value": f"{phone[:-2]}{50 + person:02d}",
-                                            "use": "work"}]
-                        role["availableTime"] = available_time(DIRECT_LINE_HOURS)
-                    practitioners.append(practitioner)
-                    roles.append(role)
-                    unit.staff.append((practitioner, role, staff_kind))
-            units.setdefault(unit_type, []).append(unit)
-        return Region(organizations, practitioners, roles, units)
+            self._unit(built, key, name, parent, orgnr, unit_type, phone, self.random)
+        # The private vårdcentral and its own vårdgivare come last, and their staff are drawn
+        # from a random stream of their own: the region's ids and every agreement's draws stay
+        # as they were before it existed.
+        private_nr = _orgnr("556199000")
+        private = self._organization("lakarhuset-angen", private_nr, "Läkarhuset Ängen AB", "privat-vardgivare", None,
+                                     None, "0124-105 00")
+        built.organizations.append(private)
+        self._unit(built, "vc-angen", "Ängens vårdcentral", private, private_nr, "vardcentral", "0124-105 10",
+                   random.Random(f"{self.seed}:angen"))
+        return Region(built.organizations, built.practitioners, built.roles, built.units)
+
+    def _unit(self, built: _Directory, key: str, name: str, parent: dict[str, Any], orgnr: str, unit_type: str,
+              phone: str, rnd: random.Random) -> None:
+        """Add the care unit ``key`` (partOf its vårdgivare or kommun ``parent``) and its staff."""
+        kind = parent["type"][0]["coding"][0]["code"]
+        org = self._organization(key, orgnr, name, kind, unit_type, parent, phone)
+        org = with_contact_details(org, Phone(phone, TELEPHONE_HOURS[unit_type]),
+                                   PostalAddress(*ADDRESSES[key]), OPENING_HOURS[unit_type])
+        built.organizations.append(org)
+        unit = Unit(org, unit_type)
+        for staff_kind, count in STAFF_PLAN[unit_type]:
+            for _ in range(count):
+                built.people += 1
+                person = built.people
+                female = rnd.random() < 0.6
+                given = rnd.choice(FIRST_NAMES_F if female else FIRST_NAMES_M)
+                family = rnd.choice(FAMILY_NAMES)
+                practitioner = _tagged({
+                    "resourceType": "Practitioner",
+                    "id": f"demo-prac-{person:04d}",
+                    "identifier": [{"system": HSA_ID, "value": f"SE{orgnr}-P{person:04d}"}],
+                    "active": True,
+                    "name": [{"family": family, "given": [given]}],
+                    "gender": "female" if female else "male",
+                })
+                title, code = TITLES[staff_kind]
+                role = _tagged({
+                    "resourceType": "PractitionerRole",
+                    "id": f"demo-role-{person:04d}",
+                    "identifier": [{"system": HSA_ID, "value": f"SE{orgnr}-U{person:04d}"}],
+                    "active": True,
+                    "practitioner": _ref(practitioner, f"{given} {family}"),
+                    "organization": _ref(org, name),
+                    "code": [{"coding": [{"system": codes.PRACTITIONER_ROLE, "code": code}], "text": title}],
+                })
+                if staff_kind == "sjukskoterska" and person % 2 == 1:
+                    # Every other nurse has a direct line; the others are reached through the unit.
+                    role["telecom"] = [{"system": "phone", "value": f"{phone[:-2]}{50 + person:02d}", "use": "work"}]
+                    role["availableTime"] = available_time(DIRECT_LINE_HOURS)
+                built.practitioners.append(practitioner)
+                built.roles.append(role)
+                unit.staff.append((practitioner, role, staff_kind))
+        built.units.setdefault(unit_type, []).append(unit)
 
     # -- agreements ------------------------------------------------------------------------
 
@@ -284,7 +311,7 @@ class DemoGenerator:
             "birthDate": birth.isoformat(),
             "telecom": [{"system": "phone", "value": f"070-{rnd.randint(1000000, 9999999)}", "use": "mobile"}],
         })
-        vc = rnd.choice(self.region.units["vardcentral"])
+        vc = self._listed_at(number, rnd.choice(self.region.units["vardcentral"][:3]))
         hospital = rnd.choice(self.region.units["sjukhusklinik"])
         homecare = rnd.choice(self.region.units["hemsjukvard"])
         kommun = rnd.choice(self.region.units["hemtjanst"])
@@ -349,6 +376,15 @@ class DemoGenerator:
             "activity": activities,
         })
         return [patient, team, *goals, plan]
+
+    def _listed_at(self, number: int, drawn: Unit) -> Unit:
+        """The vårdcentral the patient is listed at. Ängens vårdcentral is in Sjövik beside Ekdalen:
+        of the patients drawn to Ekdalen, those of agreements 1, 5, 9, … (``number % 4 == 1``) chose
+        Ängen. Decided without the random stream, so every agreement draws what it drew before the
+        private vårdcentral existed and the other agreements are unchanged."""
+        if drawn.organization["id"] == "demo-org-vc-ekdalen" and number % 4 == 1:
+            return next(u for u in self.region.units["vardcentral"] if u.organization["id"] == ANGEN)
+        return drawn
 
     def _participant(self, code: str, display: str, role: dict[str, Any], unit: Unit,
                      start: datetime.date | datetime.datetime, end: datetime.date | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,8 +15,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from patientkontrakt.config import Settings
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.demo import PLAN_STATES, DemoGenerator, load_demo
-from patientkontrakt.domain.identifiers import PERSONNUMMER, parse_person_number
+from patientkontrakt.domain.demo import ANGEN, PLAN_STATES, DemoGenerator, load_demo
+from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER, parse_person_number
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.service import RESOURCE_TYPES
@@ -124,3 +125,46 @@ def test_demo_command_loads_a_sqlite_database(sqlite_database: str, tmp_path: Pa
         assert count(client, "CarePlan") == 3
         entries = client.get("/fhir/Patient/demo-pat-000000/$patientkontrakt").json()["entry"]
         assert [e["resource"]["resourceType"] for e in entries][:3] == ["Patient", "CarePlan", "CareTeam"]
+
+
+def _provider(orgs: dict[str, dict[str, Any]], org: dict[str, Any]) -> dict[str, Any]:
+    """The top of ``org``'s ``partOf`` chain: its vårdgivare (or kommun)."""
+    while "partOf" in org:
+        org = orgs[org["partOf"]["reference"].removeprefix("Organization/")]
+    return org
+
+
+def test_the_region_has_three_kinds_of_provider_and_a_private_vardcentral() -> None:
+    region = DemoGenerator(seed=1).region
+    orgs = {o["id"]: o for o in region.organizations}
+    providers = [o for o in region.organizations if "partOf" not in o]
+    kinds = {o["id"]: o["type"][0]["coding"][0]["code"] for o in providers}
+    assert kinds == {"demo-org-region": "region", "demo-org-kommun-exempelstad": "kommun",
+                     "demo-org-kommun-sjovik": "kommun", "demo-org-lakarhuset-angen": "privat-vardgivare"}
+
+    angen = orgs[ANGEN]
+    assert angen["name"] == "Ängens vårdcentral"
+    assert _provider(orgs, angen)["id"] == "demo-org-lakarhuset-angen"
+    assert [c["coding"][0]["code"] for c in angen["type"]] == ["privat-vardgivare", "vardcentral"]
+    # its HSA-ids are of its own organisationsnummer, not the region's
+    [hsa] = angen["identifier"]
+    assert hsa["system"] == HSA_ID
+    assert hsa["value"].split("-")[0] == orgs["demo-org-lakarhuset-angen"]["identifier"][0]["value"].split("-")[0]
+    assert hsa["value"].split("-")[0] != orgs["demo-org-region"]["identifier"][0]["value"].split("-")[0]
+    # staffed like the region's vårdcentraler
+    [unit] = [u for u in region.units["vardcentral"] if u.organization["id"] == ANGEN]
+    assert sorted(kind for _, _, kind in unit.staff) == ["lakare", "lakare", "sjukskoterska", "sjukskoterska",
+                                                        "sjukskoterska"]
+    for unit_list in region.units.values():
+        for unit in unit_list:
+            assert _provider(orgs, unit.organization) is not unit.organization, "every unit has a provider"
+
+
+def test_some_agreements_are_at_the_private_vardcentral_and_the_others_unchanged() -> None:
+    plans = [resources[-1] for resources in DemoGenerator(seed=1).agreements(16)]
+    at_angen = [n for n, plan in enumerate(plans) if plan["author"]["reference"] == f"Organization/{ANGEN}"]
+    assert at_angen == [1]  # the docstring of demo.py names them for the tests that use them
+    # the region's agreements the security tests rely on
+    authors = {n: plan["author"]["reference"].removeprefix("Organization/demo-org-") for n, plan in enumerate(plans)}
+    assert [n for n, a in authors.items() if a == "vc-bjorkbacken"] == [2, 3, 7, 10]
+    assert [n for n, a in authors.items() if a == "vc-strandvagen"] == [5, 8, 9, 13, 15]
