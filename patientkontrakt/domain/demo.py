@@ -15,18 +15,44 @@ Agreements come in every state (draft, active, on hold, completed, revoked), wit
 the patient), and planned activities across region, hospital and kommun, past and upcoming.
 Some agreements have changed fast vårdkontakt, so the history of contacts shows.
 
+Sharing across care providers (issue 14; ``DemoGenerator.sharing``, loaded only once the service
+serves Consent). Every third agreement that is active has a SIP (``demo-sip-<key>``, category
+``sip``, ``partOf`` the agreement) written by the kommun's hemsjukvård (Exempelstad) or hemtjänst
+(Sjövik), with the patient's samtycke recorded by that unit (``demo-consent-<key>-1``: IRCP the
+kommun unit, CST the region's vårdgivare) in its ``supportingInfo``. Spärrar are recorded at the
+vårdcentral and block its part (CST the vårdcentral unit). Which numbers have what is the same for
+every seed; the units below are those of seed 1 (the tests, ``make run``). Patients are
+``demo-pat-<key>``, agreements ``demo-plan-<key>``, ``<key>`` the number in six digits:
+
+=====  ==================  =======================================================================
+ no.   vårdcentral         sharing
+=====  ==================  =======================================================================
+  0    Ekdalen             SIP by Hemsjukvården Exempelstad (overall: kommun), samtycke active
+  1    Ängen (private)     none
+  3    Björkbacken         SIP by Hemtjänsten Sjövik (overall: region), samtycke active, and a
+                           yttre spärr on Björkbacken's part (``demo-consent-000003-2``)
+  9    Strandvägen         SIP *draft* by Hemsjukvården Exempelstad, samtycke only *proposed*
+                           (asked for, not given): the kommun does not yet see the region's part
+ 11    Ekdalen             inre spärr on Ekdalen's part (``demo-consent-000011-1``): hidden from
+                           the hospital clinic, of the same vårdgivare
+=====  ==================  =======================================================================
+
+and past the first 16: SIPs with an active samtycke 18, 24, 27, 42, 48 (27 also a yttre spärr),
+draft with a proposed samtycke 33, inre spärr 35; at Ängens vårdcentral 17, 21, 25, 41, 45.
+
 Everything is deterministic for a seed and ``today``; ids are stable, so loading twice
 changes nothing.
 
-Its length (over 400 lines) is the demo region's data (units, staff, agreement templates)
-beside the generator that uses it; nothing in the service imports it but the loader.
+Its length (over 400 lines) is the demo region's data (units, staff, agreement templates, the
+sharing between providers) beside the generator that uses it; nothing in the service imports it
+but the loader.
 """
 
 from __future__ import annotations
 
 import datetime
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +142,29 @@ TITLES = {
     "underskoterska": ("Undersköterska", "nurse"),
 }
 PLAN_STATES = ("active", "active", "active", "active", "draft", "on-hold", "completed", "revoked")
+# Sharing across care providers (issue 14): codes and profiles of the SIP and of samtycke and spärr.
+SIP = "sip"
+CONSENT_CATEGORY = f"{codes.CANONICAL}/CodeSystem/pk-consent-category"
+HUVUDMAN = f"{codes.CANONICAL}/CodeSystem/pk-huvudman"
+HUVUDMAN_DISPLAY = {"region": "Region", "kommun": "Kommun", "annan": "Annan"}
+# A private vårdcentral works under the region's vårdval: the region is its huvudman.
+HUVUDMAN_OF_KIND = {"region": "region", "kommun": "kommun", "privat-vardgivare": "region"}
+SIP_RESPONSIBILITY = codes.profile_url("pk-sip-overgripande-ansvar")
+SIP_HUVUDMAN = codes.profile_url("pk-sip-huvudman")
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+IRCP = {"coding": [{"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}]}
+CST = {"coding": [{"system": PARTICIPATION, "code": "CST", "display": "custodian"}]}
+CONSENT_KINDS = {  # category: (display, (policyRule code, display, text))
+    "samtycke": ("Samtycke till sammanhållen journalföring",
+                 ("OPTIN", "opt-in", "Patientdatalagen (2008:355) 6 kap. 3 §")),
+    "inre-sparr": ("Inre spärr", ("OPTOUT", "opt-out", "Patientdatalagen (2008:355) 4 kap. 4 §")),
+    "yttre-sparr": ("Yttre spärr", ("OPTOUT", "opt-out", "Patientdatalagen (2008:355) 6 kap. 2 §")),
+}
+SAMTYCKE_PENDING = 9  # agreements 9, 33, 57, …: the SIP is a draft, its samtycke only proposed
+INRE_SPARR = 11  # agreements 11, 35, 59, …: an inre spärr on the vårdcentral's part
+YTTRE_SPARR = 3  # agreements 3, 27, 51, …: a yttre spärr on the vårdcentral's part
 ANGEN = "demo-org-vc-angen"  # the private vårdcentral, of its own vårdgivare Läkarhuset Ängen AB
 KIND_DISPLAY = {"region": "Region", "kommun": "Kommun", "privat-vardgivare": "Privat vårdgivare"}
 
@@ -169,6 +218,18 @@ class Region:
 
     def resources(self) -> list[dict[str, Any]]:
         return [*self.organizations, *self.practitioners, *self.roles]
+
+    def unit(self, reference: dict[str, Any]) -> Unit:
+        """The care unit a Reference(Organization) points to."""
+        return next(u for units in self.units.values() for u in units
+                    if reference["reference"] == f"Organization/{u.organization['id']}")
+
+    def provider(self, org: dict[str, Any]) -> dict[str, Any]:
+        """The top of ``org``'s ``partOf`` chain: its vårdgivare, or its kommun."""
+        by_id = {f"Organization/{o['id']}": o for o in self.organizations}
+        while "partOf" in org:
+            org = by_id[org["partOf"]["reference"]]
+        return org
 
 
 class DemoGenerator:
@@ -439,6 +500,129 @@ class DemoGenerator:
         return out
 
 
+    # -- sharing across care providers: SIP, samtycke, spärr --------------------------------
+
+    def sharing(self, agreement: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The Consents and the SIP of ``agreement`` (as ``agreement()`` returned it), Consents first;
+        empty for most. Derived from the agreement alone, without the random stream, so calling it
+        or not changes no other agreement. Which agreements have what: the module docstring."""
+        patient, plan = agreement[0], agreement[-1]
+        number = int(plan["id"].removeprefix("demo-plan-"))
+        key = f"{number:06d}"
+        vc = self.region.unit(plan["author"])
+        hospital, homecare, hemtjanst = (self.region.unit(c) for c in plan["contributor"])
+        started = datetime.date.fromisoformat(plan["period"]["start"])
+        consents: list[dict[str, Any]] = []
+        sip: dict[str, Any] | None = None
+        if has_sip(number):
+            kommun = homecare if self.region.provider(homecare.organization) is self.region.provider(
+                hemtjanst.organization) else hemtjanst
+            agreed = min(started + datetime.timedelta(days=20), self.today)
+            given = number % 24 != SAMTYCKE_PENDING
+            region_side = [vc.organization, hospital.organization]
+            custodians = list({p["id"]: p for p in map(self.region.provider, region_side)}.values())
+            consents.append(self._consent(
+                key, len(consents) + 1, patient, "samtycke", kommun.organization, agreed,
+                [(IRCP, kommun.organization), *((CST, p) for p in custodians)],
+                status="active" if given else "proposed"))
+            sip = self._sip(key, number, patient, plan, consents[-1], kommun, vc, hospital, homecare, hemtjanst,
+                            agreed, given)
+        blocked = min(started + datetime.timedelta(days=40), self.today)
+        same_provider = self.region.provider(vc.organization) is self.region.provider(hospital.organization)
+        if number % 24 == INRE_SPARR and same_provider:
+            consents.append(self._consent(key, len(consents) + 1, patient, "inre-sparr", vc.organization, blocked,
+                                          [(CST, vc.organization)]))
+        if number % 24 == YTTRE_SPARR:
+            consents.append(self._consent(key, len(consents) + 1, patient, "yttre-sparr", vc.organization, blocked,
+                                          [(CST, vc.organization)]))
+        return [*consents, *([sip] if sip else [])]
+
+    def _consent(self, key: str, index: int, patient: dict[str, Any], category: str, recorded_at: dict[str, Any],
+                 day: datetime.date, actors: list[tuple[dict[str, Any], dict[str, Any]]],
+                 status: str = "active") -> dict[str, Any]:
+        """A ``pk-samtycke`` (permit) or ``pk-sparr`` (deny) in the R4 privacy-consent pattern."""
+        display, rule = CONSENT_KINDS[category]
+        consent = _tagged({
+            "resourceType": "Consent",
+            "id": f"demo-consent-{key}-{index}",
+            "status": status,
+            "scope": _coding(CONSENT_SCOPE, "patient-privacy", "Privacy Consent"),
+            "category": [_coding(CONSENT_CATEGORY, category, display)],
+            "patient": _ref(patient),
+            "dateTime": f"{day.isoformat()}T10:00:00+01:00",
+            "performer": [_ref(patient)],
+            "organization": [_ref(recorded_at, recorded_at["name"])],
+            "policyRule": {**_coding(ACT_CODE, *rule[:2]), "text": rule[2]},
+            "provision": {
+                "type": "permit" if category == "samtycke" else "deny",
+                "period": {"start": day.isoformat()},
+                "actor": [{"role": role, "reference": _ref(org, org["name"])} for role, org in actors],
+            },
+        })
+        consent["meta"]["profile"] = [codes.profile_url("pk-samtycke" if category == "samtycke" else "pk-sparr")]
+        return consent
+
+    def _sip(self, key: str, number: int, patient: dict[str, Any], plan: dict[str, Any], consent: dict[str, Any],
+             kommun: Unit, vc: Unit, hospital: Unit, homecare: Unit, hemtjanst: Unit, agreed: datetime.date,
+             given: bool) -> dict[str, Any]:
+        """The kommun's SIP (HSL 16 kap. 4 §) beside the agreement: one intervention of the region's,
+        one or two of the kommun's, and who holds the overall responsibility."""
+        region_part = (("uppfoljning", "Uppföljning", "Läkemedelsgenomgång och uppföljning hos fast läkarkontakt", vc)
+                       if number % 2 == 0 else
+                       ("behandling", "Behandling", "Återbesök på medicinmottagningen var tredje månad", hospital))
+        parts = [region_part, ("hemtjanstinsats", "Hemtjänstinsats", "Hjälp med inköp, städning och dusch", hemtjanst)]
+        if kommun is homecare:
+            parts.append(("hembesok", "Hembesök", "Distriktssköterskan följer upp läkemedel och sår", homecare))
+        activities = []
+        for code, display, text, unit in parts:
+            huvudman = HUVUDMAN_OF_KIND[self.region.provider(unit.organization)["type"][0]["coding"][0]["code"]]
+            activities.append({
+                "extension": [{"url": SIP_HUVUDMAN, "valueCodeableConcept": _huvudman(huvudman)}],
+                "detail": {
+                    "code": _coding(codes.ACTIVITY_KIND, code, display),
+                    "status": "in-progress" if given else "not-started",
+                    "performer": [_ref(unit.organization, unit.organization["name"])],
+                    "description": text,
+                },
+            })
+        name = plan["subject"]["display"]
+        sip = _tagged({
+            "resourceType": "CarePlan",
+            "id": f"demo-sip-{key}",
+            "extension": [{"url": SIP_RESPONSIBILITY,
+                           "valueCodeableConcept": _huvudman("kommun" if number % 2 == 0 else "region")}],
+            "status": "active" if given else "draft",
+            "intent": "plan",
+            "category": [_coding(codes.CAREPLAN_CATEGORY, SIP, "Samordnad individuell plan (SIP)")],
+            "title": f"SIP för {name}",
+            "description": "Samordnad individuell plan: vad regionen och kommunen gör, och vem som håller ihop planen.",
+            "subject": _ref(patient, name),
+            "partOf": [_ref(plan)],
+            "period": {"start": agreed.isoformat()},
+            "created": agreed.isoformat(),
+            "author": _ref(kommun.organization, kommun.organization["name"]),
+            "supportingInfo": [_ref(consent)],
+            "activity": activities,
+        })
+        sip["meta"]["profile"] = [codes.profile_url("pk-sip")]
+        return sip
+
+
+def serves_sharing(types: Collection[str]) -> bool:
+    """The service takes the demo's Consents and SIPs: it serves Consent (and, with it, the
+    ``pk-samtycke``, ``pk-sparr`` and ``pk-sip`` profiles that issue 14 adds together)."""
+    return "Consent" in types
+
+
+def has_sip(number: int) -> bool:
+    """Agreement ``number`` has a SIP: every third, when it is active."""
+    return number % 3 == 0 and PLAN_STATES[number % len(PLAN_STATES)] == "active"
+
+
+def _huvudman(code: str) -> dict[str, Any]:
+    return _coding(HUVUDMAN, code, HUVUDMAN_DISPLAY[code])
+
+
 def _day(value: datetime.date | datetime.datetime) -> str:
     return value.date().isoformat() if isinstance(value, datetime.datetime) else value.isoformat()
 
@@ -462,9 +646,13 @@ Progress = Callable[[int, int], None]
 async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 1,
                     progress: Progress | None = None) -> int:
     """Load the region and ``agreements`` agreements through the full write path (validation and
-    rules), one transaction each, with PUT and stable ids: loading twice adds no versions."""
+    rules), one transaction each, with PUT and stable ids: loading twice adds no versions.
+
+    An agreement's SIP and Consents (``DemoGenerator.sharing``) follow it in a transaction of their
+    own, once the service serves Consent (``serves_sharing``); until then they are left out."""
     generator = DemoGenerator(seed=seed)
     minimal = Preferences(return_="minimal")
+    sharing = serves_sharing(bundles.service.types)
     await bundles.process(INTERNAL, transaction(generator.region.resources()), minimal)
     count = len(generator.region.resources())
     if progress is not None:
@@ -472,6 +660,9 @@ async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 
     for done, resources in enumerate(generator.agreements(agreements), start=1):
         await bundles.process(INTERNAL, transaction(resources), minimal)
         count += len(resources)
+        if sharing and (shared := generator.sharing(resources)):
+            await bundles.process(INTERNAL, transaction(shared), minimal)
+            count += len(shared)
         if progress is not None:
             progress(done, agreements)
     return count
