@@ -515,8 +515,7 @@ class DemoGenerator:
         consents: list[dict[str, Any]] = []
         sip: dict[str, Any] | None = None
         if has_sip(number):
-            kommun = homecare if self.region.provider(homecare.organization) is self.region.provider(
-                hemtjanst.organization) else hemtjanst
+            kommun = homecare if self._same_provider(homecare, hemtjanst) else hemtjanst
             agreed = min(started + datetime.timedelta(days=20), self.today)
             given = number % 24 != SAMTYCKE_PENDING
             region_side = [vc.organization, hospital.organization]
@@ -528,14 +527,16 @@ class DemoGenerator:
             sip = self._sip(key, number, patient, plan, consents[-1], kommun, vc, hospital, homecare, hemtjanst,
                             agreed, given)
         blocked = min(started + datetime.timedelta(days=40), self.today)
-        same_provider = self.region.provider(vc.organization) is self.region.provider(hospital.organization)
-        if number % 24 == INRE_SPARR and same_provider:
+        if number % 24 == INRE_SPARR and self._same_provider(vc, hospital):
             consents.append(self._consent(key, len(consents) + 1, patient, "inre-sparr", vc.organization, blocked,
                                           [(CST, vc.organization)]))
         if number % 24 == YTTRE_SPARR:
             consents.append(self._consent(key, len(consents) + 1, patient, "yttre-sparr", vc.organization, blocked,
                                           [(CST, vc.organization)]))
         return [*consents, *([sip] if sip else [])]
+
+    def _same_provider(self, one: Unit, other: Unit) -> bool:
+        return bool(self.region.provider(one.organization)["id"] == self.region.provider(other.organization)["id"])
 
     def _consent(self, key: str, index: int, patient: dict[str, Any], category: str, recorded_at: dict[str, Any],
                  day: datetime.date, actors: list[tuple[dict[str, Any], dict[str, Any]]],
