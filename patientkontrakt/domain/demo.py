@@ -21,7 +21,8 @@ serves Consent). Every third agreement that is active has a SIP (``demo-sip-<key
 (Sjövik), with the patient's samtycke recorded by that unit (``demo-consent-<key>-1``: IRCP the
 kommun unit, CST the region's vårdgivare) in its ``supportingInfo``. Spärrar are recorded at the
 vårdcentral and block its part (CST the vårdcentral unit). Which numbers have what is the same for
-every seed; the units below are those of seed 1 (the tests, ``make run``). Patients are
+every seed (but an inre spärr only where the vårdcentral is the region's, beside its hospital
+clinic); the units below are those of seed 1 (the tests, ``make run``). Patients are
 ``demo-pat-<key>``, agreements ``demo-plan-<key>``, ``<key>`` the number in six digits:
 
 =====  ==================  =======================================================================
