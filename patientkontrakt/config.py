@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         default="", description="Comma-separated PEM files of keys still accepted and published (rollover).")
     access_token_lifetime: int = Field(default=600, description="Seconds an access token lives (at most 900).")
     refresh_token_lifetime: int = Field(default=8 * 3600, description="Seconds a refresh token lives.")
+    emergency_access_lifetime: int = Field(
+        default=600, ge=60, le=900,
+        description="Seconds an emergency access (nödåtkomst) lasts before a new reason must be given.")
     revocation_refresh_seconds: float = Field(
         default=5.0, ge=0,
         description="Seconds a process keeps its copy of the revocation list before it reloads it (0: every "

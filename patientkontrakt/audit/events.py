@@ -117,7 +117,7 @@ def render(row: AuditRow, base: str, *, name_refused: bool = True) -> dict[str, 
         "outcome": "0" if row.outcome == "success" else "4",
         "outcomeDesc": f"{row.status} {row.outcome}",
         "purposeOfEvent": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                                        "code": row.purpose}]}],
+                                        "code": row.purpose}], **({"text": row.reason} if row.reason else {})}],
         "agent": agents,
         "source": {
             "observer": {"display": f"Patientkontrakt {base}"},

@@ -61,7 +61,7 @@ def _entry(access: Access, interaction: str, request: str, resources: list[str],
         "care_provider": who.care_provider, "client_id": who.client_id, "interaction": interaction,
         "request": request[:2000].replace("\x00", "\\0"), "resources": orjson.dumps(resources).decode(),
         "patient_id": patient_id,
-        "outcome": outcome, "status": status, "purpose": who.purpose,
+        "outcome": outcome, "status": status, "purpose": who.purpose, "reason": who.reason,
     }
 
 

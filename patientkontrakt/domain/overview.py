@@ -2,7 +2,8 @@
 
 One round trip for the patient view and for an EHR: the Patient, the agreement (CarePlan) with
 its activities in time order, its CareTeam (with the history of fast vårdkontakt), the goals
-(the patient's own first, including those the patient added that no agreement names yet),
+(the patient's own first, including those the patient added that no agreement names yet), the
+SIPs (samordnad individuell plan) that are part of the agreement,
 booked Appointments in time order, the PractitionerRoles, Practitioners and Organizations all
 of these name, and the Provenance of changes to the agreement, its team and its goals.
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from patientkontrakt.domain import codes
+from patientkontrakt.domain import codes, sharing
 from patientkontrakt.fhir.access import Access, NoLog, access_of, visible
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import FhirError, Gone, HiddenResource, Issue, operation_outcome
@@ -116,19 +117,29 @@ class AgreementOverview:
             p for p in await visible(unit, await unit.get_by_pks(pks))
             if not p.deleted and self._is_open_agreement(orjson.loads(p.body))
         ]
+        notices = await self._blocked(unit, patient_id)
         if not plans:
             note = Issue(code="not-found", severity="information",
                          diagnostics=f"Patient/{patient_id} has no active Patientkontrakt",
                          details_sv="Du har inget gällande patientkontrakt just nu.")
-            return self._bundle([patient], outcome=note), [patient]
+            return self._bundle([patient], outcome=[note, *notices]), [patient]
         resources = await self._collect(unit, [patient, *plans])
-        return self._bundle(resources), resources
+        return self._bundle(resources, outcome=notices), resources
 
     async def _for_plan(self, unit: Unit, plan: StoredResource) -> tuple[bytes, list[StoredResource]]:
         if plan.deleted:
             raise Gone(f"CarePlan/{plan.id} was deleted", details_sv="Patientkontraktet har tagits bort.")
         resources = await self._collect(unit, [plan])
-        return self._bundle(resources), resources
+        notices = await self._blocked(unit, plan.patient_id) if plan.patient_id else []
+        return self._bundle(resources, outcome=notices), resources
+
+    @staticmethod
+    async def _blocked(unit: Unit, patient_id: str) -> list[Issue]:
+        """That the caller is not shown some of the patient's information, and why (a spärr, no
+        samtycke): never what it is (``Access.blocked``)."""
+        kinds = await access_of(unit).blocked(unit, patient_id)
+        return [Issue(code="suppressed", severity="warning", diagnostics=sharing.BLOCKED_NOTICES[kind][0],
+                      details_sv=sharing.BLOCKED_NOTICES[kind][1]) for kind in ("sparr", "samtycke") if kind in kinds]
 
     @staticmethod
     def _is_open_agreement(plan: dict[str, Any]) -> bool:
@@ -152,6 +163,13 @@ class AgreementOverview:
                         wanted.add((parsed.type, parsed.id))
             frontier = await visible(unit, [r for r in await unit.get_many(wanted) if _allowed(unit, r.type)])
             found.update(((r.type, r.id), r) for r in frontier)
+        # the SIPs that are part of the agreement: who does what in the kommun's and the
+        # region's coordinated plan, shown beside the agreement's own activities
+        agreements = [key for key in found if key[0] == "CarePlan"]
+        if agreements:
+            pks = await unit.referencing("CarePlan", "part-of", agreements, 20)
+            sips = [r for r in await unit.get_by_pks(pks) if not r.deleted and (r.type, r.id) not in found]
+            found.update(((r.type, r.id), r) for r in await visible(unit, sips))
         patients = [key for key in found if key[0] == "Patient"]
         if patients and _allowed(unit, "Goal"):
             # The patient's own goals ("Det här är viktigt för mig") belong to the agreement even
@@ -168,7 +186,7 @@ class AgreementOverview:
             found.update(((r.type, r.id), r) for r in await visible(unit, provenance))
         return list(found.values())
 
-    def _bundle(self, resources: Iterable[StoredResource], outcome: Issue | None = None) -> bytes:
+    def _bundle(self, resources: Iterable[StoredResource], outcome: list[Issue] | None = None) -> bytes:
         parsed = {(r.type, r.id): orjson.loads(r.body) for r in resources}
         appointments = {f"Appointment/{i}": body for (t, i), body in parsed.items() if t == "Appointment"}
         entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = []
@@ -186,8 +204,8 @@ class AgreementOverview:
             if type_ == "CarePlan" and body.get("activity"):
                 body = {**body, "activity": sorted(body["activity"], key=lambda a: _activity_start(a, appointments))}
             entries.append(({"fullUrl": f"{self._base}/{type_}/{id_}"}, dumps(body), {}))
-        if outcome is not None:
-            entries.append(({}, dumps(operation_outcome([outcome])), {}))
+        if outcome:
+            entries.append(({}, dumps(operation_outcome(outcome)), {}))
         head = {
             "resourceType": "Bundle",
             "id": str(uuid.uuid4()),

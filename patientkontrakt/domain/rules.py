@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from patientkontrakt.domain import codes, lifecycle
+from patientkontrakt.domain import codes, lifecycle, sharing
 from patientkontrakt.domain.identifiers import (
     HSA_ID,
     PERSONNUMMER,
@@ -318,10 +318,27 @@ class PatientkontraktRules:
             return lifecycle.goal_warnings(resource, previous, now_utc())
         return []
 
-    # -- after_store: record a change of fast vårdkontakt ----------------------------------
+    # -- after_store: owner and consent rules, then a change of fast vårdkontakt ------------
+
+    async def reindexed(self, unit: Unit, stored: StoredResource) -> None:
+        await self._sharing(unit, stored)
+
+    @staticmethod
+    async def _sharing(unit: Unit, stored: StoredResource) -> None:
+        """What the access rules across providers need of a write: an owner for a resource that
+        got none from its writer (the service's own writes, rows stored before owners were
+        recorded), and what a Consent now says (``domain/sharing.py``)."""
+        if stored.owner_provider is None and stored.type not in sharing.UNOWNED:
+            owner = await sharing.derived_owner(unit, orjson.loads(stored.body))
+            if owner is not None:
+                await unit.set_owner(stored.pk, owner)
+        if stored.type == "Consent":
+            rules = await sharing.consent_rules(unit, orjson.loads(stored.body), stored.patient_id)
+            await unit.replace_consent_rules(stored.pk, rules)
 
     async def after_store(self, unit: Unit, stored: StoredResource, existing: StoredResource | None,
                           context: WriteContext, writer: Writer) -> None:
+        await self._sharing(unit, stored)
         if stored.type != "CareTeam" or existing is None or existing.deleted \
                 or lifecycle.justification(context, "CareTeam", stored.id) is not None:
             return

@@ -56,7 +56,9 @@ class Principal:
     care_unit_name: str | None = None
     care_provider: str | None = None  # HSA-id of the vårdgivare
     client_id: str | None = None
-    purpose: str = "TREAT"  # v3 PurposeOfUse: TREAT (vård och behandling), PATRQT (the patient's own)
+    purpose: str = "TREAT"  # v3 PurposeOfUse: TREAT (vård och behandling), PATRQT (the patient's own),
+    # ETREAT (emergency access, nödåtkomst: ``reason`` says why)
+    reason: str | None = None
 
 
 class Access(Protocol):
@@ -102,6 +104,18 @@ class Access(Protocol):
         """After the unit's writes, in the same transaction: raise if any may not stand."""
         ...
 
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        """What the caller is not shown of the patient's data although its part in the
+        patient's care reaches it: ``"sparr"`` (a spärr) and ``"samtycke"`` (no samtycke). Staff
+        are told *that* such information exists, never what it is."""
+        ...
+
+    def owner(self, type_: str) -> tuple[str, str] | None:
+        """Who owns a ``type_`` resource this caller creates: (care unit Organization id, care
+        provider HSA-id), recorded by storage; None: no one the caller can name (the domain
+        may derive one from the content)."""
+        ...
+
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         """Before deleting ``existing`` (already known to be visible): raise if the caller may not."""
         ...
@@ -139,6 +153,12 @@ class Internal:
 
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
         return None
+
+    def owner(self, type_: str) -> tuple[str, str] | None:
+        return None
+
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        return frozenset()
 
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         return None

@@ -47,12 +47,16 @@ SEARCH_PARAMETERS: dict[str, tuple[str, ...]] = {
     "PractitionerRole": ("practitioner", "organization", "identifier", "role", "active"),
     "CarePlan": (
         "patient", "subject", "status", "category", "intent", "date", "care-team", "goal",
-        "activity-date", "identifier", "activity-reference",
+        "activity-date", "identifier", "activity-reference", "part-of",
     ),
     "CareTeam": ("patient", "subject", "status", "category", "participant", "identifier"),
     "Goal": ("patient", "subject", "lifecycle-status", "target-date", "identifier"),
     "Appointment": ("patient", "actor", "date", "status", "identifier"),
     "Provenance": ("target", "patient", "agent", "recorded"),
+    "Consent": (
+        "patient", "status", "category", "scope", "actor", "period", "organization", "date",
+        "identifier", "action", "purpose", "security-label", "data", "source-reference", "consentor",
+    ),
 }
 
 _NOT_DATATYPES = {"Element", "BackboneElement", "Resource", "Extension", "Narrative", "xhtml"}

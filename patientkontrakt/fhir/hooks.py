@@ -67,6 +67,11 @@ class WriteHooks(Protocol):
         """Warnings about an accepted write of ``resource`` over ``existing``; no database."""
         ...
 
+    async def reindexed(self, unit: Unit, stored: StoredResource) -> None:
+        """``stored`` had its index rows re-extracted (``fhir/reindex.py``): derive again what the
+        domain keeps beside them."""
+        ...
+
 
 class NoHooks:
     """The generic FHIR server: no domain rules."""
@@ -90,3 +95,6 @@ class NoHooks:
 
     def warnings(self, resource: dict[str, Any], existing: StoredResource | None) -> list[Issue]:
         return []
+
+    async def reindexed(self, unit: Unit, stored: StoredResource) -> None:
+        return None

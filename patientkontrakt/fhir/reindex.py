@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 
 import orjson
 
@@ -25,8 +26,9 @@ BATCH = 500
 
 # How the rows and the patient are derived from the definitions; bumped when that code changes
 # so that existing databases are re-extracted. 2: a Provenance's patient is its targets' (it was
-# left empty, so patients could not read the Provenance of their own agreement).
-DERIVATION = 2
+# left empty, so patients could not read the Provenance of their own agreement). 3: the domain
+# derives the owner of rows stored without one and what each Consent says (``hooks.reindexed``).
+DERIVATION = 3
 
 
 def fingerprint(defs: Definitions) -> str:
@@ -49,6 +51,7 @@ async def reindex(service: FhirService) -> int:
                 await unit.write_index(stored.pk, stored.type, tables, replace=True)
                 patient = await service.writer.patient_of(unit, stored.type, stored.id, tables)
                 await unit.set_patient(stored.pk, patient)
+                await service.writer.hooks.reindexed(unit, replace(stored, patient_id=patient))
         if not batch:
             return count
         count += len(batch)

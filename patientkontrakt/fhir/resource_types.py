@@ -11,4 +11,5 @@ RESOURCE_TYPES = (
     "Goal",
     "Appointment",
     "Provenance",
+    "Consent",
 )

@@ -138,13 +138,16 @@ class Writer:
         tables = list(rows.tables())  # read twice: a Provenance's patient is its targets'
         patient_id = await self.patient_of(unit, type_, id_, tables)
         if existing is not None:
+            # An update keeps the owner: the record stays the creating provider's.
             await unit.update(existing.pk, version, now, text, patient_id=patient_id)
-            pk = existing.pk
+            pk, owner = existing.pk, (existing.owner_unit, existing.owner_provider)
         else:
-            pk = await unit.insert(type_, id_, version, now, text, patient_id=patient_id)
+            new_owner = access_of(unit).owner(type_)
+            pk = await unit.insert(type_, id_, version, now, text, patient_id=patient_id, owner=new_owner)
+            owner = new_owner or (None, None)
         await unit.add_version(type_, id_, version, now, method, text)
         await unit.write_index(pk, type_, tables, replace=existing is not None)
-        stored = StoredResource(pk, type_, id_, version, now, False, text, patient_id)
+        stored = StoredResource(pk, type_, id_, version, now, False, text, patient_id, *owner)
         unit.written.append(stored)
         unit.touched.append(stored)
         if context.provenance is not None:
@@ -413,7 +416,8 @@ class Writer:
         await unit.add_version(type_, id_, version, now, "DELETE", None)
         # The index rows stay: searches skip deleted resources anyway, and the access rules still
         # see whose the resource was, so its owners get 410 and everyone else 404.
-        gone = StoredResource(existing.pk, type_, id_, version, now, True, existing.body, existing.patient_id)
+        gone = StoredResource(existing.pk, type_, id_, version, now, True, existing.body, existing.patient_id,
+                              existing.owner_unit, existing.owner_provider)
         unit.touched.append(gone)
         return WriteOutcome(204, gone)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from patientkontrakt.fhir.access import Access, Principal
@@ -71,6 +72,9 @@ class Authenticator:
             care_provider=grant.care_provider, client_id=str(claims["client_id"]),
             purpose=_PURPOSE.get(grant.kind, "TREAT"),
         )
+        emergency = grant.purpose_of_use == "ETREAT" and grant.kind == "staff" and grant.emergency_patient
+        if emergency:
+            principal = replace(principal, purpose="ETREAT", reason=grant.emergency_reason)
         scopes = Scopes.parse(str(claims["scope"]))
         if not self._unit_rules:
             return ScopedAccess(principal, scopes, self._parser, self._builder)
@@ -83,5 +87,6 @@ class Authenticator:
         if grant.kind in ("staff", "system"):
             if not grant.care_unit_org:
                 raise invalid_token("the token names no care unit to act for")
-            return CareUnitAccess(principal, scopes, self._parser, self._builder, grant.care_unit_org)
+            return CareUnitAccess(principal, scopes, self._parser, self._builder, grant.care_unit_org,
+                                  emergency_patient=grant.emergency_patient if emergency else None)
         raise invalid_token(f"unknown kind of user {grant.kind!r}")

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER, SAMORDNINGSNUMMER
 from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 from patientkontrakt.fhir.service import FhirService
@@ -28,6 +29,7 @@ from patientkontrakt.security.tokens import Grant
 from patientkontrakt.storage.repository import Unit
 
 _PARTOF_DEPTH = 10
+SOCIAL_CARE = frozenset({"hemtjanst"})  # care unit types of social care (socialtjänst), not health care
 log = logging.getLogger("patientkontrakt.security")
 
 
@@ -240,6 +242,15 @@ class Directory:
                 return None
             provider = await self._provider(_Reads(unit), found[0])
             return str(found[0]["id"]), str(found[0].get("name") or ""), provider
+
+    async def is_social_care(self, org_id: str) -> bool:
+        """Whether ``Organization/org_id`` is a social-care unit (hemtjänst): an *omsorgsgivare*,
+        not a *vårdgivare*, so the emergency rules of lag 2022:913 (3 kap. 6 §) are not its."""
+        async with self._service.store.reading() as unit:
+            org = await _Reads(unit).get("Organization", org_id)
+        types = [c for concept in (org or {}).get("type") or [] if isinstance(concept, dict)
+                 for c in concept.get("coding") or [] if isinstance(c, dict)]
+        return any(c.get("system") == codes.CARE_UNIT_TYPE and c.get("code") in SOCIAL_CARE for c in types)
 
     async def care_unit_by_id(self, org_id: str) -> tuple[str | None, str, str | None]:
         """(HSA-id, name, care provider HSA-id) of the unit ``Organization/org_id``."""

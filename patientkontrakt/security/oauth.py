@@ -41,7 +41,7 @@ import secrets
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -53,6 +53,7 @@ from joserfc.jwk import KeySet
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.fhir.errors import Unauthorized
 from patientkontrakt.security.claims import AUDIENCE, ClaimError, ClaimSet, date, text
 from patientkontrakt.security.clients import BACKEND_KINDS
 from patientkontrakt.security.identity import Directory
@@ -65,6 +66,10 @@ from patientkontrakt.storage.oauth import ClientRow, OAuthStore, Revoked
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["RS384", "ES384"]
 CODE_LIFETIME = 60
+# RFC 8693 token exchange: a staff member's access token for one marked for emergency access.
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+MIN_REASON, MAX_REASON = 10, 1000
 PENDING_LIFETIME = 600
 MAX_ASSERTION_LIFETIME = 300
 _JWKS_MAX_BYTES = 256 * 1024
@@ -175,7 +180,7 @@ class AuthorizationServer:
         return {
             "issuer": self.issuer,
             **self.endpoints(),
-            "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token", TOKEN_EXCHANGE],
             "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
             "scopes_supported": [
@@ -296,6 +301,8 @@ class AuthorizationServer:
             return await self._refresh(form)
         if grant_type == "client_credentials":
             return await self._client_credentials(form)
+        if grant_type == TOKEN_EXCHANGE:
+            return await self._emergency_access(form)
         raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     async def _client(self, form: dict[str, str], *, backend: bool = False) -> ClientRow:
@@ -458,6 +465,48 @@ class AuthorizationServer:
         access_token, claims = self.tokens.issue(grant, scope, client.client_id)
         return {"access_token": access_token, "token_type": "Bearer", "expires_in": self.tokens.lifetime,
                 "scope": scope}
+
+    async def _emergency_access(self, form: dict[str, str]) -> dict[str, Any]:
+        """Emergency access (nödåtkomst, Patientdatalagen 6 kap 4 §) as an RFC 8693 token
+        exchange: a staff member's access token (``subject_token``), the patient (``patient``,
+        a Patient id), ``purpose_of_use=ETREAT`` and the typed ``reason`` give a token marked
+        ETREAT for that patient, for ``emergency_access_lifetime`` at most and never renewed:
+        under it the unit reads what another provider holds about the patient without the
+        patient's samtycke, never what a spärr blocks (``storage/access_sql.py``). Every access
+        under it is logged with the reason."""
+        client = await self._client(form)
+        if form.get("subject_token_type") != ACCESS_TOKEN_TYPE or not form.get("subject_token"):
+            raise OAuthError("invalid_request", f"subject_token_type must be {ACCESS_TOKEN_TYPE}")
+        if form.get("purpose_of_use") != "ETREAT":
+            raise OAuthError("invalid_request", "purpose_of_use must be ETREAT (emergency access)")
+        reason = " ".join((form.get("reason") or "").split())
+        if not MIN_REASON <= len(reason) <= MAX_REASON:
+            raise OAuthError("invalid_request", f"an emergency access needs a reason of {MIN_REASON} to "
+                                                f"{MAX_REASON} characters")
+        patient = (form.get("patient") or "").strip()
+        if not patient or len(patient) > 64 or "/" in patient:
+            raise OAuthError("invalid_request", "patient must be the id of the Patient the emergency is about")
+        try:
+            claims = self.tokens.verify(form["subject_token"])
+        except Unauthorized:
+            raise OAuthError("invalid_grant", "the subject_token is not a valid access token") from None
+        grant = Grant.from_claims(claims)
+        if claims.get("client_id") != client.client_id or grant.kind != "staff" or not grant.care_unit_org:
+            raise OAuthError("invalid_grant", "only a staff member's own access token, acting for a care unit, "
+                                              "can be exchanged for an emergency access")
+        if await self.directory.is_social_care(grant.care_unit_org):
+            raise OAuthError("invalid_grant", "emergency access is for health care (vårdgivare); a social-care "
+                                              "unit reads other providers' data only with the person's samtycke")
+        if grant.purpose_of_use is not None:
+            raise OAuthError("invalid_grant", "an emergency access is not renewed: give the reason again")
+        if self.revocations is not None and self.revocations.revoked(keys_of(claims)):
+            raise OAuthError("invalid_grant", "the subject_token was revoked")
+        emergency = replace(grant, purpose_of_use="ETREAT", emergency_patient=patient, emergency_reason=reason)
+        access_token, issued = self.tokens.issue(emergency, str(claims["scope"]), client.client_id,
+                                                 session=claims.get("sid"),
+                                                 lifetime=self.settings.emergency_access_lifetime)
+        return {"access_token": access_token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
+                "expires_in": int(issued["exp"] - issued["iat"]), "scope": issued["scope"]}
 
     def _new_refresh(self, family: str, client_id: str, scope: str, grant: str,
                      expires_at: datetime | None = None) -> tuple[str, dict[str, Any]]:

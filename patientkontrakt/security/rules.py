@@ -37,18 +37,31 @@ from typing import Any
 
 import orjson
 
+from patientkontrakt.domain import sharing
 from patientkontrakt.fhir.access import PERMISSIONS, Principal, bound
 from patientkontrakt.fhir.errors import Forbidden, NotFound
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.security.scopes import ResourceScope, Scopes
-from patientkontrakt.storage.access_sql import ORG, PATIENT, AccessSql, Restriction, both, nothing
+from patientkontrakt.storage.access_sql import (
+    EMERGENCY,
+    ORG,
+    PATIENT,
+    PROVIDER,
+    AccessSql,
+    Restriction,
+    both,
+    nothing,
+)
 from patientkontrakt.storage.repository import StoredResource, Unit
 from patientkontrakt.storage.search_sql import QueryBuilder
 
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole"})
-PATIENT_DATA = frozenset({"Patient", "CarePlan", "CareTeam", "Goal", "Appointment", "Provenance"})
+PATIENT_DATA = frozenset({"Patient", "CarePlan", "CareTeam", "Goal", "Appointment", "Provenance", "Consent"})
+# Patient data a care provider owns, shown across providers only as Patientdatalagen allows
+# (``AccessSql.shared``); the Patient resource is who the patient is, not a provider's record.
+SHARED_RECORDS = PATIENT_DATA - {"Patient"}
 _CONTEXTS = {"staff": frozenset({"user"}), "system": frozenset({"system"}), "patient": frozenset({"patient"})}
-_SQL = AccessSql(directory=DIRECTORY, patient_data=PATIENT_DATA)
+_SQL = AccessSql(directory=DIRECTORY, patient_data=PATIENT_DATA, shared=SHARED_RECORDS)
 
 
 class ScopedAccess:
@@ -119,6 +132,12 @@ class ScopedAccess:
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         return None
 
+    def owner(self, type_: str) -> tuple[str, str] | None:
+        return None
+
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        return frozenset()
+
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
         """Whatever was written must be visible to its writer (scope narrowing, care unit, own
         compartment); otherwise the whole unit of work is refused and rolled back."""
@@ -140,17 +159,30 @@ class CareUnitAccess(ScopedAccess):
     """Staff and systems acting for a care unit (``care_unit_org``: the unit's Organization id)."""
 
     def __init__(self, principal: Principal, scopes: Scopes, parser: SearchParser, builder: QueryBuilder,
-                 care_unit_org: str) -> None:
+                 care_unit_org: str, emergency_patient: str | None = None) -> None:
         super().__init__(principal, scopes, parser, builder)
         self.care_unit_org = care_unit_org
-        self.parameters = {ORG: care_unit_org}
+        self.emergency_patient = emergency_patient
+        self.parameters = {ORG: care_unit_org, PROVIDER: principal.care_provider, EMERGENCY: emergency_patient}
         self._reach_sizes: dict[str, int] = {}
 
     def _rule(self, type_: str) -> Restriction | None:
         condition = _SQL.care_unit(type_)
         if condition is None:
             return None
-        return Restriction(f"care-unit:{type_}", condition, {ORG: self.care_unit_org})
+        return Restriction(f"care-unit:{type_}", condition, self.parameters)
+
+    async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
+        found = set()
+        for kind in ("sparr", "samtycke"):
+            if await unit.any_row(_SQL.blocked(kind), {**self.parameters, PATIENT: patient_id}):
+                found.add(kind)
+        return frozenset(found)
+
+    def owner(self, type_: str) -> tuple[str, str] | None:
+        """What the unit creates is the unit's, and its provider's, record."""
+        provider = self.principal.care_provider
+        return (self.care_unit_org, provider) if provider and type_ not in DIRECTORY else None
 
     def reach(self, type_: str) -> Restriction | None:
         """The unit's agreements found from the unit (``AccessSql.care_unit_reach``), so that a
@@ -211,13 +243,29 @@ class CareUnitAccess(ScopedAccess):
                                        "adress, öppettider); resten av enhetens uppgifter kommer från katalogen (HSA).")
         return resource
 
+    def _own_record(self, existing: StoredResource, what: str, what_sv: str) -> None:
+        """A record belongs to the care provider that created it (Patientdatalagen: each
+        provider keeps its own records): another provider's unit may read it, when the rules
+        allow, but not change it."""
+        if existing.owner_provider is not None and existing.owner_provider != self.principal.care_provider:
+            raise Forbidden(f"{existing.type}/{existing.id} is another care provider's record; you may not {what}",
+                            details_sv=f"Uppgiften tillhör en annan vårdgivare; du kan inte {what_sv}.")
+
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         self._directory_guard(existing.type)
+        self._own_record(existing, "delete it", "ta bort den")
+        if existing.type == "Consent":
+            raise Forbidden("A samtycke or spärr is not deleted: revoke it (status inactive), so its history stays",
+                            details_sv="Ett samtycke eller en spärr tas inte bort: återkalla det i stället.")
         if existing.type == "CarePlan":
             self._responsible(existing, "delete it", "ta bort det")
 
     async def admit(self, unit: Unit, resource: dict[str, Any], existing: StoredResource | None) -> dict[str, Any]:
         type_ = resource["resourceType"]
+        if existing is not None:
+            self._own_record(existing, "change it", "ändra den")
+        if type_ == "Consent":
+            return await self._admit_consent(unit, resource)
         contact_details = self._own_contact_details(resource, existing)
         if contact_details is None:
             self._directory_guard(type_)
@@ -235,6 +283,35 @@ class CareUnitAccess(ScopedAccess):
         if existing is None and type_ == "Patient" and "managingOrganization" not in resource:
             resource = {**resource, "managingOrganization": unit_ref}
         return resource
+
+
+    async def _admit_consent(self, unit: Unit, consent: dict[str, Any]) -> dict[str, Any]:
+        """A samtycke or spärr the patient asked this unit to record (``domain/sharing.py``):
+        the unit's own provider records it (``Consent.organization`` is set to the unit); a
+        samtycke lets the unit or its own provider read (its IRCP actors); a spärr blocks data
+        of the unit's own provider (its CST actors), the only data a provider can block."""
+        kind = sharing.consent_kind(consent)
+        if kind is None:
+            raise Forbidden("A Consent recorded here is a samtycke or a spärr: category "
+                            f"{sharing.CONSENT_CATEGORY}#samtycke, #inre-sparr or #yttre-sparr",
+                            expression=("Consent.category",),
+                            details_sv="Ange om det är ett samtycke eller en spärr.")
+        provider = self.principal.care_provider
+        role = sharing.RECIPIENT if kind == sharing.SAMTYCKE else sharing.CUSTODIAN
+        for org in sharing.actors(consent, role):
+            place = await sharing.place_of(unit, org)
+            if place is None or place[1] != provider or (role == sharing.RECIPIENT and not place[0]
+                                                         and org != self.care_unit_org):
+                what = "your own unit or care provider" if role == sharing.RECIPIENT else \
+                    "units of your own care provider (or the provider itself)"
+                raise Forbidden(f"Organization/{org} cannot be a {role} actor of a {kind} recorded here: "
+                                f"only {what}", expression=("Consent.provision.actor",),
+                                details_sv="Ett samtycke gäller den egna enheten eller vårdgivaren; en spärr "
+                                           "gäller den egna vårdgivarens enheter.")
+        unit_ref = {"reference": f"Organization/{self.care_unit_org}"}
+        if self.principal.care_unit_name:
+            unit_ref["display"] = self.principal.care_unit_name
+        return {**consent, "organization": [unit_ref]}
 
 
 CONTACT_ELEMENTS = ("telecom", "address")

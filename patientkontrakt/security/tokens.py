@@ -40,6 +40,8 @@ ACCESS_TOKEN_CLAIMS = ClaimSet(
     care_unit_org=text(max_length=64), commission=text(max_length=64), care_provider=text(max_length=64),
     name=text(max_length=512, min_length=0), title=text(max_length=512, min_length=0),
     care_unit_name=text(max_length=512, min_length=0),
+    purpose_of_use=choice("ETREAT"), emergency_patient=text(max_length=64),
+    emergency_reason=text(max_length=1000),
 )
 
 
@@ -58,6 +60,11 @@ class Grant:
     care_unit_org: str | None = None
     commission: str | None = None
     care_provider: str | None = None
+    # An emergency access (nödåtkomst, Patientdatalagen 6 kap 4 §): purpose of use ETREAT (HL7 v3
+    # ActReason, as IHE IUA), for one patient, with the reason the staff member typed.
+    purpose_of_use: str | None = None
+    emergency_patient: str | None = None
+    emergency_reason: str | None = None
 
     def claims(self) -> dict[str, Any]:
         values = {
@@ -65,6 +72,8 @@ class Grant:
             "fhirUser": self.fhir_user, "patient": self.patient, "care_unit": self.care_unit,
             "care_unit_name": self.care_unit_name, "care_unit_org": self.care_unit_org,
             "commission": self.commission, "care_provider": self.care_provider,
+            "purpose_of_use": self.purpose_of_use, "emergency_patient": self.emergency_patient,
+            "emergency_reason": self.emergency_reason,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -75,7 +84,8 @@ class Grant:
             title=claims.get("title"), fhir_user=claims.get("fhirUser"), patient=claims.get("patient"),
             care_unit=claims.get("care_unit"), care_unit_name=claims.get("care_unit_name"),
             care_unit_org=claims.get("care_unit_org"), commission=claims.get("commission"),
-            care_provider=claims.get("care_provider"),
+            care_provider=claims.get("care_provider"), purpose_of_use=claims.get("purpose_of_use"),
+            emergency_patient=claims.get("emergency_patient"), emergency_reason=claims.get("emergency_reason"),
         )
 
 
@@ -109,12 +119,14 @@ class AccessTokens:
         self.lifetime = lifetime
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def issue(self, grant: Grant, scope: str, client_id: str, session: str | None = None
-              ) -> tuple[str, dict[str, Any]]:
-        """A token for ``grant``; ``session``: the sign-in (refresh token family) it belongs to."""
+    def issue(self, grant: Grant, scope: str, client_id: str, session: str | None = None,
+              lifetime: int | None = None) -> tuple[str, dict[str, Any]]:
+        """A token for ``grant``; ``session``: the sign-in (refresh token family) it belongs to;
+        ``lifetime``: shorter than the usual, in seconds."""
         now = int(time.time())
+        seconds = min(lifetime, self.lifetime) if lifetime else self.lifetime
         claims = {
-            "iss": self.issuer, "aud": self.audience, "iat": now, "nbf": now, "exp": now + self.lifetime,
+            "iss": self.issuer, "aud": self.audience, "iat": now, "nbf": now, "exp": now + seconds,
             "jti": str(uuid.uuid4()), "client_id": client_id, "scope": scope, **grant.claims(),
             **({"sid": session} if session else {}),
         }

@@ -16,15 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.functions import FunctionElement
 
 from patientkontrakt.storage.conditions import SharedCondition
-from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE
+from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE
 
 R = RESOURCE.c
 REF = INDEX_TABLES["reference"]
 ORG = "acc_org"  # the care unit's Organization id
+PROVIDER = "acc_provider"  # the care unit's care provider (HSA-id)
+EMERGENCY = "acc_emergency"  # the patient of an emergency access (nödåtkomst), else NULL
 PATIENT = "acc_patient"  # the patient's Patient id
 # The care unit's Organization id is written into the SQL text (``literal_execute``), so that
 # PostgreSQL plans each statement for the unit it is run for: one Organization can be named by
@@ -32,7 +37,10 @@ PATIENT = "acc_patient"  # the patient's Patient id
 # (a generic plan) once scanned every reference to the unit on each read (docs/performance.md).
 _ORG = sa.bindparam(ORG, type_=sa.String(), literal_execute=True)
 _PATIENT = sa.bindparam(PATIENT, type_=sa.String())
-_NAMED = (ORG, PATIENT)
+_PROVIDER = sa.bindparam(PROVIDER, type_=sa.String())
+_EMERGENCY = sa.bindparam(EMERGENCY, type_=sa.String())
+_NAMED = (ORG, PATIENT, PROVIDER, EMERGENCY)
+CR = CONSENT_RULE.c
 
 Condition = sa.ColumnElement[bool]
 
@@ -71,19 +79,38 @@ class AccessSql:
     types a patient sees by their compartment (``resource.patient_id``).
     """
 
-    def __init__(self, *, directory: frozenset[str], patient_data: frozenset[str]) -> None:
+    def __init__(self, *, directory: frozenset[str], patient_data: frozenset[str],
+                 shared: frozenset[str] = frozenset()) -> None:
         self._directory = directory
         self._patient_data = patient_data
+        self._shared_types = shared
         self._care_unit: dict[str, Condition | None] = {}
         self._care_unit_reach: Condition | None = None
         self._patient: dict[str, Condition] = {}
+        self._shared_blocked: dict[str, Condition] = {}
 
     def care_unit(self, type_: str) -> Condition | None:
-        """What a care unit (``ORG``) sees of ``type_``; None: all of it."""
+        """What a care unit (``ORG`` of the care provider ``PROVIDER``) sees of ``type_``; None:
+        all of it. Of the ``shared`` types, what the unit's part in the patient's care reaches
+        and, of that, what Patientdatalagen lets it see across units and providers
+        (``_shared_condition``)."""
         if type_ not in self._care_unit:
             condition = _care_unit_condition(type_, self._directory)
+            if condition is not None and type_ in self._shared_types:
+                condition = sa.and_(condition, _shared_condition())
             self._care_unit[type_] = None if condition is None else SharedCondition(_inline_constants(condition))
         return self._care_unit[type_]
+
+    def blocked(self, kind: str) -> Condition:
+        """Rows of the patient ``PATIENT`` that a care unit does not see because of a spärr
+        (``kind`` ``"sparr"``) or a missing samtycke (``"samtycke"``), among those its part in
+        the patient's care reaches (``_blocked_condition``)."""
+        key = f"blocked:{kind}"
+        if key not in self._shared_blocked:
+            reached = sa.or_(*(sa.and_(R.res_type == type_, condition) for type_ in sorted(self._shared_types)
+                               if (condition := _care_unit_condition(type_, self._directory)) is not None))
+            self._shared_blocked[key] = SharedCondition(_inline_constants(_blocked_condition(kind, reached)))
+        return self._shared_blocked[key]
 
     def care_unit_reach(self) -> Condition:
         """The care unit's agreements found from the unit outward (``plans_reached``): holds for
@@ -278,7 +305,95 @@ def _care_unit_condition(type_: str, directory: frozenset[str]) -> Condition | N
         return sa.or_(acts, _part_of_agreement("Appointment", "activity-reference"))
     if type_ == "Provenance":
         return _any(_provenance_paths())
+    if type_ == "Consent":
+        return sa.and_(_any(_patient_paths(R.patient_id)), _consent_paths())
     return sa.false()  # a type these rules do not know: nothing
+
+
+# -- across care providers: ownership, samtycke, spärr, emergency access --------------------
+
+
+class utc_now(FunctionElement[Any]):  # noqa: N801 - an SQL function, named like one
+    """The current time as naive UTC, as ``DateTime`` columns hold it."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now)
+def _utc_now_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    return "(now() AT TIME ZONE 'UTC')"
+
+
+def _in_force(kind: str, *conditions: Condition) -> Condition:
+    """An active Consent of ``kind`` about the row's patient, in its period now, holding
+    ``conditions`` (on ``consent_rule``): one probe of ``ix_consent_rule_patient``."""
+    rule = CONSENT_RULE.alias("acc_rule")
+    consent = RESOURCE.alias("acc_rule_consent")
+    now = utc_now()
+    adapt = sql_util.ClauseAdapter(rule).traverse
+    return sa.exists().where(
+        rule.c.patient_id == R.patient_id, rule.c.kind == kind,
+        sa.or_(rule.c.starts.is_(None), rule.c.starts <= now), sa.or_(rule.c.ends.is_(None), rule.c.ends > now),
+        consent.c.pk == rule.c.consent_pk, consent.c.deleted.is_(False),
+        *(adapt(c) for c in conditions))
+
+
+def _blocked_by_sparr() -> tuple[Condition, Condition]:
+    """(an inre spärr blocks the row's owning unit, a yttre spärr blocks its unit or provider)."""
+    inre = _in_force("inre-sparr", CR.custodian_unit == R.owner_unit)
+    yttre = _in_force("yttre-sparr", sa.or_(CR.custodian_unit == R.owner_unit,
+                                            CR.custodian_provider == R.owner_provider))
+    return inre, yttre
+
+
+def _shared_condition() -> Condition:
+    """Patientdatalagen on a row owned by a care provider (``owner_provider``):
+
+    * the owning unit always sees it, and a row no provider owns is not restricted here;
+    * another unit of the same provider sees it unless an *inre spärr* (4 kap 4 §) blocks the
+      owning unit;
+    * a unit of another provider sees it only without a spärr on the owning unit (an inre spärr
+      covers what the unit holds from every other unit, so from other providers too) or a
+      *yttre spärr* on the unit or its provider (6 kap 2 §), and with the patient's *samtycke*
+      (6 kap 3 §) to the unit or its provider covering the owner — or, instead of the samtycke,
+      under an emergency access to this patient (6 kap 4 §), which never passes a spärr.
+    """
+    inre, yttre = _blocked_by_sparr()
+    same_provider = sa.and_(R.owner_provider == _PROVIDER, sa.not_(inre))
+    consent = _in_force(
+        "samtycke",
+        sa.or_(CR.recipient_unit == _ORG, CR.recipient_provider == _PROVIDER),
+        sa.or_(sa.and_(CR.custodian_unit.is_(None), CR.custodian_provider.is_(None)),
+               CR.custodian_unit == R.owner_unit, CR.custodian_provider == R.owner_provider))
+    other_provider = sa.and_(R.owner_provider != _PROVIDER, sa.not_(inre), sa.not_(yttre),
+                             sa.or_(R.patient_id == _EMERGENCY, consent))
+    return sa.or_(R.owner_provider.is_(None), R.owner_unit == _ORG, same_provider, other_provider)
+
+
+def _blocked_condition(kind: str, reached: Condition) -> Condition:
+    """Rows of the patient ``PATIENT`` that the care unit's part in the patient's care
+    (``reached``) would show it but that it does not see because of a spärr (``kind``
+    ``"sparr"``) or for want of a samtycke (``"samtycke"``): what staff are told exists, never
+    what it is."""
+    inre, yttre = _blocked_by_sparr()
+    base = sa.and_(R.patient_id == _PATIENT, R.deleted.is_(False), R.owner_provider.is_not(None),
+                   R.owner_unit != _ORG, reached, sa.not_(_shared_condition()))
+    sparr = sa.or_(inre, sa.and_(R.owner_provider != _PROVIDER, yttre))
+    return sa.and_(base, sparr if kind == "sparr" else sa.not_(sparr))
+
+
+def _consent_paths() -> Condition:
+    """A Consent a care unit sees, besides taking part in the patient's care: one its own
+    provider recorded, or a samtycke that names the unit or its provider as recipient."""
+    rule = CONSENT_RULE.alias("acc_consent_for")
+    return sa.or_(R.owner_provider == _PROVIDER, sa.exists().where(
+        rule.c.consent_pk == R.pk, sa.or_(rule.c.recipient_unit == _ORG, rule.c.recipient_provider == _PROVIDER)))
 
 
 def _inline_constants(condition: Condition) -> Condition:

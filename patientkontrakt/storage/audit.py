@@ -45,7 +45,10 @@ SEAL_LOCK = 0x504B_5345_414C  # "PKSEAL": held (try-lock, per transaction) by th
 # The fields a leaf covers, in order (the leaf of a row is leaf_of(row); _LEAF_SQL is the same).
 FIELDS = ("seq", "recorded", "user_id", "user_name", "user_kind", "role", "fhir_user", "care_unit",
           "care_unit_name", "care_provider", "client_id", "interaction", "request", "resources",
-          "patient_id", "outcome", "status", "purpose")
+          "patient_id", "outcome", "status", "purpose", "reason")
+# Fields a leaf covers only when they hold a value, so that the leaves of entries written before
+# the field existed (migration 0007: ``reason``) are unchanged.
+OPTIONAL = frozenset({"reason"})
 PARTITIONS_AHEAD = 3  # months with a partition of their own beyond the current one (PostgreSQL)
 
 
@@ -54,9 +57,10 @@ def canonical(row: dict[str, Any]) -> str:
     and as easy to build in SQL as here."""
     parts = []
     for name in FIELDS:
-        value = row[name]
+        value = row.get(name)
         if value is None:
-            parts.append("~")
+            if name not in OPTIONAL:
+                parts.append("~")
             continue
         text = value.isoformat(timespec="microseconds") if isinstance(value, datetime) else str(value)
         parts.append(f"{len(text)}:{text}")
@@ -72,6 +76,7 @@ def leaf_of(row: dict[str, Any]) -> bytes:
 # "<length>:<text>", NULL as "~"); the timestamp as Python's isoformat with microseconds.
 _LEAF_SQL = "sha256('\\x00'::bytea || convert_to(concat_ws('|', " + ", ".join(
     "audit_field(to_char(recorded, 'YYYY-MM-DD\"T\"HH24:MI:SS.US'))" if name == "recorded"
+    else f"CASE WHEN {name} IS NULL THEN NULL ELSE audit_field({name}::text) END" if name in OPTIONAL
     else f"audit_field({name}::text)" for name in FIELDS) + "), 'UTF8'))"
 _TYPES = {"recorded": "timestamp", "status": "integer"}
 _INSERTED = ", ".join(FIELDS[1:])
@@ -108,6 +113,7 @@ class AuditRow:
     outcome: str
     status: int
     purpose: str
+    reason: str | None = None
 
 
 _COLUMNS = tuple(A[name] for name in AuditRow.__dataclass_fields__)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from patientkontrakt.storage.access_sql import Restriction, care_plan_of, reached_count
 from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
 from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
-from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
+from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 
 R = RESOURCE.c
 V = RESOURCE_VERSION.c
@@ -46,6 +46,8 @@ class StoredResource:
     deleted: bool
     body: str
     patient_id: str | None = None  # the Patient compartment it is in (see tables.Resource)
+    owner_unit: str | None = None  # the care unit (Organization id) that created it (tables.Resource)
+    owner_provider: str | None = None  # that unit's care provider (HSA-id)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class StoredVersion:
     body: str | None
 
 
-CURRENT_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id)
+CURRENT_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id,
+                   R.owner_unit, R.owner_provider)
 _VERSION_COLUMNS = (V.res_type, V.res_id, V.version_id, V.last_updated, V.method, V.deleted, V.body)
 # Read by id is the hottest statement: built once, so a call only binds values instead of
 # constructing a Select and generating its cache key every time (docs/performance.md).
@@ -200,12 +203,14 @@ class Unit:
 
     async def insert(
         self, type_: str, id_: str, version_id: int, last_updated: datetime, body: str,
-        patient_id: str | None = None,
+        patient_id: str | None = None, owner: tuple[str, str] | None = None,
     ) -> int:
+        owner_unit, owner_provider = owner or (None, None)
         result = await self.conn.execute(
             sa.insert(RESOURCE)
             .values(res_type=type_, res_id=id_, version_id=version_id, last_updated=last_updated,
-                    deleted=False, body=body, patient_id=patient_id)
+                    deleted=False, body=body, patient_id=patient_id, owner_unit=owner_unit,
+                    owner_provider=owner_provider)
             .returning(R.pk)
         )
         pk: int = result.scalar_one()
@@ -369,6 +374,11 @@ class Unit:
         counted up to ``limit``."""
         return int((await self.conn.execute(reached_count(limit), self.parameters)).scalar_one())
 
+    async def any_row(self, condition: sa.ColumnElement[bool], parameters: Mapping[str, Any]) -> bool:
+        """Whether any resource row meets ``condition`` (an access rule's, with its values)."""
+        query = sa.select(sa.exists().where(condition))
+        return bool((await self.conn.execute(query, {**self.parameters, **parameters})).scalar_one())
+
     async def has_care_plan(self, patient_id: str) -> bool:
         """Whether the patient has a current (not deleted) CarePlan."""
         return bool((await self.conn.execute(care_plan_of(patient_id), self.parameters)).scalar_one())
@@ -382,6 +392,18 @@ class Unit:
 
     async def set_patient(self, pk: int, patient_id: str | None) -> None:
         await self.conn.execute(sa.update(RESOURCE).where(R.pk == pk).values(patient_id=patient_id))
+
+    async def set_owner(self, pk: int, owner: tuple[str, str]) -> None:
+        """Give a resource that has no owner one (what the service itself wrote, or a resource
+        stored before owners were recorded); an owner once set is never replaced."""
+        await self.conn.execute(sa.update(RESOURCE).where(R.pk == pk, R.owner_provider.is_(None))
+                                .values(owner_unit=owner[0], owner_provider=owner[1]))
+
+    async def replace_consent_rules(self, consent_pk: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """What the Consent ``consent_pk`` says now (``tables.ConsentRule``), replacing what it said."""
+        await self.conn.execute(sa.delete(CONSENT_RULE).where(CONSENT_RULE.c.consent_pk == consent_pk))
+        if rows:
+            await self.conn.execute(sa.insert(CONSENT_RULE), [{**row, "consent_pk": consent_pk} for row in rows])
 
     async def state(self, key: str) -> str | None:
         row = (await self.conn.execute(sa.select(SERVER_STATE.c.value).where(SERVER_STATE.c.key == key))).first()

@@ -59,6 +59,12 @@ class Resource(SQLModel, table=True):
     # The id of the Patient whose compartment the resource is in (its own id for a Patient), set
     # at write time: access rules and the access log read it without parsing the body.
     patient_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    # Who owns the resource (Patientdatalagen: the care provider whose record it is), set by
+    # storage when it is created, never from the body: the care unit that wrote it (its
+    # Organization id) and that unit's care provider (vårdgivare, HSA-id). An update keeps them.
+    # NULL for what belongs to no provider (the directory, what a patient writes about themself).
+    owner_unit: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    owner_provider: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
 
 
 class ResourceVersion(SQLModel, table=True):
@@ -167,6 +173,32 @@ class IdxUri(SQLModel, table=True):
     uri: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
 
 
+class ConsentRule(SQLModel, table=True):
+    """What an active Consent (samtycke or spärr) says, in the form the access rules probe: one
+    row per (recipient, custodian) pair of its ``provision.actor``s, written with the Consent and
+    replaced when it changes (none while it is not ``active``). A recipient (IRCP) is the care
+    unit (``recipient_unit``, Organization id) or provider (``recipient_provider``, HSA-id) that
+    may read; a custodian (CST) the unit or provider whose data the provision is about (both NULL
+    on a samtycke: every other provider's data). ``starts``/``ends``: ``provision.period`` (UTC)."""
+
+    __tablename__ = "consent_rule"
+    __table_args__ = (
+        sa.Index("ix_consent_rule_patient", "patient_id", "kind"),
+        sa.Index("ix_consent_rule_consent", "consent_pk"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigKey, primary_key=True, autoincrement=True))
+    consent_pk: int = Field(sa_column=_resource_fk())
+    patient_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # samtycke | inre-sparr | yttre-sparr
+    recipient_unit: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    recipient_provider: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    custodian_unit: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    custodian_provider: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    starts: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    ends: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+
+
 class ServerState(SQLModel, table=True):
     """Small facts about the database itself, e.g. which search parameters its index was built with."""
 
@@ -214,6 +246,8 @@ class AuditLog(SQLModel, table=True):
     outcome: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     status: int = Field(nullable=False)
     purpose: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    # Why, when the purpose needs one: the reason typed for an emergency access (ETREAT).
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
 
 
 class AuditQueue(SQLModel, table=True):
@@ -346,6 +380,7 @@ INDEX_TABLES: dict[str, sa.Table] = {
 RESOURCE: sa.Table = Resource.__table__  # type: ignore[attr-defined]
 RESOURCE_VERSION: sa.Table = ResourceVersion.__table__  # type: ignore[attr-defined]
 SERVER_STATE: sa.Table = ServerState.__table__  # type: ignore[attr-defined]
+CONSENT_RULE: sa.Table = ConsentRule.__table__  # type: ignore[attr-defined]
 AUDIT_LOG: sa.Table = AuditLog.__table__  # type: ignore[attr-defined]
 AUDIT_QUEUE: sa.Table = AuditQueue.__table__  # type: ignore[attr-defined]
 AUDIT_LEAF: sa.Table = AuditLeaf.__table__  # type: ignore[attr-defined]

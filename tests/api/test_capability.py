@@ -127,6 +127,13 @@ MINIMAL: dict[str, dict[str, Any]] = {
                     "participant": [{"actor": {"reference": "Patient/{patient}"}, "status": "needs-action"}]},
     "Provenance": {"resourceType": "Provenance", "target": [{"reference": "Patient/{patient}"}],
                    "recorded": "2024-03-01T10:00:00Z", "agent": [{"who": {"display": "Lisa Läkare"}}]},
+    "Consent": {"resourceType": "Consent", "status": "active",
+                "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                      "code": "patient-privacy"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                "patient": {"reference": "Patient/{patient}"},
+                "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                           "code": "OPTIN"}]}},
 }
 
 

@@ -63,7 +63,7 @@ def _references(value: Any) -> Iterator[str]:
 def test_the_folder_holds_every_kind_of_resource() -> None:
     kinds = {r["resourceType"] for r in RESOURCES.values()}
     assert {"StructureDefinition", "CodeSystem", "ValueSet", "OperationDefinition"} <= kinds
-    assert len(STRUCTURES) == 9  # eight profiles and one extension
+    assert len(STRUCTURES) == 14  # eleven profiles and three extensions
     assert len(EXAMPLES) >= len(STRUCTURES)
 
 
@@ -154,16 +154,23 @@ def test_example_references_resolve_among_the_examples(key: str) -> None:
         assert reference in EXAMPLES, f"{key} refers to {reference}, which is not one of the examples"
 
 
-def test_every_example_is_reachable_from_the_agreement() -> None:
-    """The examples form one agreement: everything hangs off the CarePlan."""
-    (agreement_key,) = [k for k in EXAMPLES if k.startswith("CarePlan/")]
+def test_every_example_is_connected_to_the_agreement() -> None:
+    """The examples form one agreement: everything hangs off the Patientkontrakt, or (the SIP,
+    the samtycke and the spärrar) refers to it or to what it names."""
+    (agreement_key,) = [k for k, r in EXAMPLES.items()
+                        if f"{BASE}/StructureDefinition/pk-patientkontrakt" in r["meta"]["profile"]]
+    neighbours: dict[str, set[str]] = {key: set() for key in EXAMPLES}
+    for key, example in EXAMPLES.items():
+        for reference in _references(example):
+            neighbours[key].add(reference)
+            neighbours[reference].add(key)
     seen: set[str] = set()
     todo = [agreement_key]
     while todo:
         key = todo.pop()
         if key not in seen:
             seen.add(key)
-            todo.extend(_references(EXAMPLES[key]))
+            todo.extend(neighbours[key])
     assert seen == set(EXAMPLES)
 
 
@@ -238,7 +245,8 @@ def _holds(resource: dict[str, Any], path: str, key: str) -> bool:
 def test_the_invariants_are_in_place() -> None:
     keys = {k for _, _, k, _ in INVARIANTS}
     assert {"pk-patient-1", "pk-hsaid-1", "pk-patientkontrakt-1", "pk-patientkontrakt-2",
-            "pk-patientkontrakt-3", "pk-vardteam-2", "pk-aktivitet-1"} <= keys
+            "pk-patientkontrakt-3", "pk-vardteam-2", "pk-aktivitet-1", "pk-samtycke-1", "pk-sparr-1",
+            "pk-sip-1", "pk-sip-2", "pk-sip-3"} <= keys
 
 
 @pytest.mark.parametrize(
@@ -305,6 +313,63 @@ def test_aktivitet_does_not_end_before_it_starts() -> None:
     appointment = _by_id("Appointment", "pk-example-aktivitet-besok")
     appointment["end"] = "2026-12-08T08:30:00+01:00"
     assert not _holds(appointment, "Appointment", "pk-aktivitet-1")
+
+
+def test_samtycke_has_exactly_one_recipient() -> None:
+    samtycke = _by_id("Consent", "pk-example-samtycke-tolvan")
+    assert _holds(samtycke, "Consent", "pk-samtycke-1")
+    no_recipient = copy.deepcopy(samtycke)
+    no_recipient["provision"]["actor"] = no_recipient["provision"]["actor"][1:]  # only the custodian
+    assert not _holds(no_recipient, "Consent", "pk-samtycke-1")
+    two = copy.deepcopy(samtycke)
+    two["provision"]["actor"].append(copy.deepcopy(samtycke["provision"]["actor"][0]))
+    assert not _holds(two, "Consent", "pk-samtycke-1")
+
+
+def test_sparr_actors_are_all_custodians() -> None:
+    for id_ in ("pk-example-inre-sparr-tolvan", "pk-example-yttre-sparr-tolvan"):
+        sparr = _by_id("Consent", id_)
+        assert _holds(sparr, "Consent", "pk-sparr-1")
+        sparr["provision"]["actor"].append({
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                 "code": "IRCP"}]},
+            "reference": {"reference": "Organization/pk-example-org-exempels-kommun"},
+        })
+        assert not _holds(sparr, "Consent", "pk-sparr-1")
+
+
+def test_consent_profiles_fix_scope_category_and_provision_type() -> None:
+    fixed = {}
+    for name in ("pk-samtycke", "pk-sparr"):
+        elements = {e["id"]: e for e in STRUCTURES[f"{BASE}/StructureDefinition/{name}"]["snapshot"]["element"]}
+        fixed[name] = elements["Consent.provision.type"]["fixedCode"]
+        assert elements["Consent.scope"]["patternCodeableConcept"]["coding"] == [
+            {"code": "patient-privacy", "system": "http://terminology.hl7.org/CodeSystem/consentscope"}]
+        assert elements["Consent.provision.actor.role"]["binding"] == {
+            "strength": "required", "valueSet": f"{BASE}/ValueSet/pk-consent-actor-role"}
+    assert fixed == {"pk-samtycke": "permit", "pk-sparr": "deny"}
+    sparr = {e["id"]: e for e in STRUCTURES[f"{BASE}/StructureDefinition/pk-sparr"]["snapshot"]["element"]}
+    assert sparr["Consent.category:sparr"]["binding"]["valueSet"] == f"{BASE}/ValueSet/pk-sparr-category"
+    codes = {c["code"] for c in RESOURCES["ValueSet-pk-sparr-category.json"]["compose"]["include"][0]["concept"]}
+    assert codes == {"inre-sparr", "yttre-sparr"}
+
+
+def test_sip_is_not_itself_an_agreement_and_names_who_does_what() -> None:
+    sip = _by_id("CarePlan", "pk-example-sip-tolvan")
+    detail = "CarePlan.activity.detail"
+    both = copy.deepcopy(sip)
+    both["category"].append({"coding": [{"system": f"{BASE}/CodeSystem/pk-careplan-category",
+                                         "code": "patientkontrakt"}]})
+    assert not _holds(both, "CarePlan", "pk-sip-1")
+    only_role = copy.deepcopy(sip)
+    karin = "PractitionerRole/pk-example-role-karin-hemtjansten"
+    only_role["activity"][0]["detail"]["performer"] = [{"reference": karin}]
+    assert not _holds(only_role, detail, "pk-sip-2")
+    nothing = copy.deepcopy(sip)
+    del nothing["activity"][1]["detail"]["code"], nothing["activity"][1]["detail"]["description"]
+    assert not _holds(nothing, detail, "pk-sip-3")
+    ansvar = RESOURCES["ValueSet-pk-overgripande-ansvar.json"]["compose"]["include"][0]["concept"]
+    assert {c["code"] for c in ansvar} == {"region", "kommun"}
 
 
 # -- the JSON is what the FSH compiles to -------------------------------------------------------

@@ -7,3 +7,6 @@ Alias: $orgnr = urn:oid:2.5.4.97
 Alias: $practitioner-role = http://terminology.hl7.org/CodeSystem/practitioner-role
 Alias: $ucum = http://unitsofmeasure.org
 Alias: $loinc = http://loinc.org
+Alias: $v3-ParticipationType = http://terminology.hl7.org/CodeSystem/v3-ParticipationType
+Alias: $v3-ActCode = http://terminology.hl7.org/CodeSystem/v3-ActCode
+Alias: $consentscope = http://terminology.hl7.org/CodeSystem/consentscope

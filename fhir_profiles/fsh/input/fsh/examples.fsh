@@ -388,3 +388,92 @@ Description: "Överenskommelse mellan Tolvan Tolvansson, Vårdcentralen Norr, Me
 * activity[6].detail.scheduledTiming.repeat.when = #ACM
 * activity[6].detail.performer[0] = Reference(pk-example-org-vc-norr)
 * activity[6].detail.description = "Väg dig varje morgon före frukost och skriv upp vikten. Ring Anna om du har gått upp mer än 2 kg på tre dagar. Vårdcentralen följer upp."
+
+// --- Samtycke, spärrar and the SIP -------------------------------------------------------
+
+Instance: pk-example-samtycke-tolvan
+InstanceOf: PKSamtycke
+Usage: #example
+Title: "Tolvans samtycke: kommunen får ta del av regionens uppgifter"
+Description: "Tolvan samtycker till att Exempels kommun tar del av de uppgifter som Region Exempel gör tillgängliga, och till sin SIP. Registrerat hos Hemtjänsten Norr."
+* status = #active
+* scope = $consentscope#patient-privacy "Privacy Consent"
+* category[samtycke] = PKConsentCategory#samtycke "Samtycke till sammanhållen journalföring"
+* patient = Reference(pk-example-patient-tolvan)
+* dateTime = "2026-11-20T10:15:00+01:00"
+* performer[0] = Reference(pk-example-patient-tolvan)
+* organization[0] = Reference(pk-example-org-hemtjansten-norr)
+* policyRule = $v3-ActCode#OPTIN "opt-in"
+* provision.type = #permit
+* provision.period.start = "2026-11-20"
+* provision.actor[0].role = $v3-ParticipationType#IRCP "information recipient"
+* provision.actor[0].reference = Reference(pk-example-org-exempels-kommun)
+* provision.actor[1].role = $v3-ParticipationType#CST "custodian"
+* provision.actor[1].reference = Reference(pk-example-org-region-exempel)
+
+Instance: pk-example-inre-sparr-tolvan
+InstanceOf: PKSparr
+Usage: #example
+Title: "Tolvans inre spärr av Medicinklinikens uppgifter (hävd)"
+Description: "Tolvan spärrade Medicinklinikens uppgifter mot Region Exempels andra vårdenheter och hävde spärren den 30 november 2026 (status inactive)."
+* status = #inactive
+* scope = $consentscope#patient-privacy "Privacy Consent"
+* category[sparr] = PKConsentCategory#inre-sparr "Inre spärr"
+* patient = Reference(pk-example-patient-tolvan)
+* dateTime = "2026-10-01T14:00:00+02:00"
+* performer[0] = Reference(pk-example-patient-tolvan)
+* organization[0] = Reference(pk-example-org-medicinkliniken)
+* policyRule = $v3-ActCode#OPTOUT "opt-out"
+* provision.type = #deny
+* provision.period.start = "2026-10-01"
+* provision.period.end = "2026-11-30"
+* provision.actor[0].role = $v3-ParticipationType#CST "custodian"
+* provision.actor[0].reference = Reference(pk-example-org-medicinkliniken)
+
+Instance: pk-example-yttre-sparr-tolvan
+InstanceOf: PKSparr
+Usage: #example
+Title: "Tolvans yttre spärr av Medicinklinikens uppgifter"
+Description: "Tolvan spärrar Medicinklinikens uppgifter mot andra vårdgivare: kommunen får, trots samtycket, inte ta del av dem."
+* status = #active
+* scope = $consentscope#patient-privacy "Privacy Consent"
+* category[sparr] = PKConsentCategory#yttre-sparr "Yttre spärr"
+* patient = Reference(pk-example-patient-tolvan)
+* dateTime = "2026-11-22T09:30:00+01:00"
+* performer[0] = Reference(pk-example-patient-tolvan)
+* organization[0] = Reference(pk-example-org-medicinkliniken)
+* policyRule = $v3-ActCode#OPTOUT "opt-out"
+* provision.type = #deny
+* provision.period.start = "2026-11-22"
+* provision.actor[0].role = $v3-ParticipationType#CST "custodian"
+* provision.actor[0].reference = Reference(pk-example-org-medicinkliniken)
+
+Instance: pk-example-sip-tolvan
+InstanceOf: PKSip
+Usage: #example
+Title: "Tolvans SIP"
+Description: "Samordnad individuell plan för Tolvan från SIP-mötet: hemtjänsten och vårdcentralen gör var sin del, kommunen har det övergripande ansvaret."
+* status = #active
+* extension[overgripandeAnsvar].valueCodeableConcept = PKHuvudman#kommun "Kommun"
+* category[sip] = PKCarePlanCategory#sip "Samordnad individuell plan (SIP)"
+* title = "Min SIP"
+* description = "Det här har vi kommit överens om på SIP-mötet. Kommunen samordnar; Karin Karlsson på hemtjänsten är din kontaktperson."
+* partOf[0] = Reference(pk-example-patientkontrakt-tolvan)
+* subject = Reference(pk-example-patient-tolvan)
+* period.start = "2027-01-12"
+* created = "2027-01-12"
+* author = Reference(pk-example-org-hemtjansten-norr)
+* contributor[0] = Reference(pk-example-org-vc-norr)
+* supportingInfo[samtycke] = Reference(pk-example-samtycke-tolvan)
+* activity[0].extension[huvudman].valueCodeableConcept = PKHuvudman#kommun "Kommun"
+* activity[0].detail.code = PKActivityKind#hemtjanstinsats "Hemtjänstinsats"
+* activity[0].detail.status = #in-progress
+* activity[0].detail.performer[0] = Reference(pk-example-org-hemtjansten-norr)
+* activity[0].detail.performer[1] = Reference(pk-example-role-karin-hemtjansten)
+* activity[0].detail.description = "Hemtjänsten hjälper dig med frukost och medicinerna varje morgon och handlar en gång i veckan."
+* activity[1].extension[huvudman].valueCodeableConcept = PKHuvudman#region "Region"
+* activity[1].detail.code = PKActivityKind#uppfoljning "Uppföljning"
+* activity[1].detail.status = #not-started
+* activity[1].detail.performer[0] = Reference(pk-example-org-vc-norr)
+* activity[1].detail.performer[1] = Reference(pk-example-role-anna-vc-norr)
+* activity[1].detail.description = "Vårdcentralen följer upp din vikt och dina mediciner och säger till hemtjänsten om något ska ändras."

@@ -21,10 +21,12 @@ RuleSet: English(code, text)
 CodeSystem: PKCarePlanCategory
 Id: pk-careplan-category
 Title: "Patientkontrakt: vårdplanskategori"
-Description: "Kategori som markerar en CarePlan som ett Patientkontrakt: den överenskommelse som patient och vård skriver tillsammans (God och nära vård)."
+Description: "Kategori som markerar vad en CarePlan är: ett Patientkontrakt, den överenskommelse som patient och vård skriver tillsammans (God och nära vård), eller en samordnad individuell plan (SIP) som hör till ett Patientkontrakt."
 * insert PKCodeSystem
 * #patientkontrakt "Patientkontrakt" "Överenskommelse mellan patient och vård om vad som ska hända, när och vem patienten vänder sig till."
 * insert English(#patientkontrakt, Patient contract)
+* #sip "Samordnad individuell plan (SIP)" "Samordnad individuell plan enligt HSL (2017:30) 16 kap 4 § och SoL 2 kap 7 §: region och kommun planerar tillsammans med den enskilde vem som gör vad och vem som har det övergripande ansvaret."
+* insert English(#sip, Coordinated individual plan)
 
 ValueSet: PKCarePlanCategoryVS
 Id: pk-careplan-category
@@ -138,3 +140,67 @@ Title: "Patientkontrakt: typ av aktivitet"
 Description: "Alla koder i kodverket pk-activity-kind."
 * insert PKTerminology
 * include codes from system PKActivityKind
+
+// ---------------------------------------------------------------------------------------
+CodeSystem: PKConsentCategory
+Id: pk-consent-category
+Title: "Patientkontrakt: samtycke och spärr"
+Description: "Vad en Consent är: patientens samtycke till att en vårdgivare tar del av andra vårdgivares uppgifter, eller en spärr inom eller mellan vårdgivare (patientdatalagen 2008:355, 4 och 6 kap)."
+* insert PKCodeSystem
+* #samtycke "Samtycke till sammanhållen journalföring" "Patientens samtycke till att en vårdenhet eller vårdgivare tar del av uppgifter som andra vårdgivare gör tillgängliga (patientdatalagen 6 kap 3 §)."
+* insert English(#samtycke, Consent to shared health records)
+* #inre-sparr "Inre spärr" "Patienten motsätter sig att uppgifter hos en vårdenhet görs tillgängliga för vårdgivarens andra vårdenheter (patientdatalagen 4 kap 4 §)."
+* insert English(#inre-sparr, Internal block)
+* #yttre-sparr "Yttre spärr" "Patienten motsätter sig att uppgifter hos en vårdenhet eller vårdgivare görs tillgängliga för andra vårdgivare (patientdatalagen 6 kap 2 §)."
+* insert English(#yttre-sparr, External block)
+
+ValueSet: PKConsentCategoryVS
+Id: pk-consent-category
+Title: "Patientkontrakt: samtycke och spärr"
+Description: "Alla koder i kodverket pk-consent-category."
+* insert PKTerminology
+* include codes from system PKConsentCategory
+
+ValueSet: PKSparrCategoryVS
+Id: pk-sparr-category
+Title: "Patientkontrakt: spärr"
+Description: "Spärrarna i kodverket pk-consent-category: inre spärr och yttre spärr."
+* insert PKTerminology
+* PKConsentCategory#inre-sparr "Inre spärr"
+* PKConsentCategory#yttre-sparr "Yttre spärr"
+
+ValueSet: PKConsentActorRoleVS
+Id: pk-consent-actor-role
+Title: "Patientkontrakt: roll i samtycke och spärr"
+Description: "Vilken roll en organisation har i ett samtycke eller en spärr (HL7 v3 ParticipationType): mottagare (IRCP), den vårdenhet eller vårdgivare som får ta del av uppgifterna, eller informationsägare (CST), den vårdenhet eller vårdgivare vars uppgifter samtycket eller spärren gäller."
+* insert PKTerminology
+* $v3-ParticipationType#IRCP "information recipient"
+* $v3-ParticipationType#CST "custodian"
+
+// ---------------------------------------------------------------------------------------
+CodeSystem: PKHuvudman
+Id: pk-huvudman
+Title: "Patientkontrakt: huvudman i en SIP"
+Description: "Vilken huvudman som ansvarar för en insats i en samordnad individuell plan (SIP), och vem som har det övergripande ansvaret för planen."
+* insert PKCodeSystem
+* #region "Region" "Regionen (hälso- och sjukvård i regional regi, även privata vårdgivare på regionens uppdrag)."
+* insert English(#region, Region)
+* #kommun "Kommun" "Kommunen (socialtjänst, hemtjänst, kommunal hälso- och sjukvård)."
+* insert English(#kommun, Municipality)
+* #annan "Annan" "Annan aktör, till exempel Försäkringskassan, Arbetsförmedlingen eller skolan."
+* insert English(#annan, Other)
+
+ValueSet: PKHuvudmanVS
+Id: pk-huvudman
+Title: "Patientkontrakt: huvudman i en SIP"
+Description: "Alla koder i kodverket pk-huvudman."
+* insert PKTerminology
+* include codes from system PKHuvudman
+
+ValueSet: PKOvergripandeAnsvarVS
+Id: pk-overgripande-ansvar
+Title: "Patientkontrakt: övergripande ansvar för en SIP"
+Description: "Huvudmän som kan ha det övergripande ansvaret för en SIP: region eller kommun (HSL 16 kap 4 §, SoL 2 kap 7 §)."
+* insert PKTerminology
+* PKHuvudman#region "Region"
+* PKHuvudman#kommun "Kommun"
