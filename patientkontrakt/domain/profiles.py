@@ -14,6 +14,15 @@ rules, and a resource is walked along it, checking
   every element with fhirpathpy costs milliseconds per resource. Invariants that call
   ``resolve()`` are left out too: fhirpathpy cannot follow references (R4's ctm-1 is one).
 
+Extension slices (discriminated by ``url``) are matched by the extension's canonical URL, and a
+value in such a slice is validated against that extension's own profile when we hold it.
+
+Which profile a resource must conform to (``select``): the one profile of ours for its type; where
+a type has several (CarePlan: pk-patientkontrakt and pk-sip; Consent: pk-samtycke and pk-sparr), the
+one whose mandatory ``category`` slices the resource's categories fill, else the type's default
+(``codes.DEFAULT_PROFILES``), else none, which is an issue naming the categories that would do.
+Our other profiles of the type that ``meta.profile`` claims are checked too.
+
 Every problem becomes an ``Issue`` with a FHIRPath-style ``expression``; all are reported.
 """
 
@@ -26,6 +35,7 @@ from typing import Any
 import fhirpathpy
 from fhirpathpy.models import models
 
+from patientkontrakt.domain import codes
 from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.errors import Issue
 
@@ -57,6 +67,7 @@ class ElementRule:
     max: int | None  # None = unbounded
     types: tuple[str, ...]
     target_types: tuple[str, ...]
+    type_profiles: tuple[str, ...] = ()  # canonical URLs of the extension (or type) profiles
     fixed: Any = None
     pattern: Any = None
     required_value_set: str | None = None
@@ -85,6 +96,13 @@ class Profile:
     name: str
     type: str
     root: ElementRule
+    title: str = ""
+
+    @property
+    def category_slices(self) -> list[ElementRule]:
+        """The mandatory slices of ``category``: what a resource of this profile is (``select``)."""
+        category = next((c for c in self.root.children if c.name == "category" and c.slice_name is None), None)
+        return [s for s in category.slices if s.min > 0] if category is not None else []
 
 
 def _value_with_prefix(element: dict[str, Any], prefix: str) -> Any:
@@ -104,8 +122,10 @@ def _compile(sd: dict[str, Any], profile_types: dict[str, str]) -> Profile:
         max_text = str(element.get("max", "*"))
         types: list[str] = []
         targets: list[str] = []
+        type_profiles: list[str] = []
         for type_ in element.get("type", []):
             types.append(type_["code"])
+            type_profiles.extend(type_.get("profile", []))
             for profile in type_.get("targetProfile", []):
                 targets.append(profile_types.get(profile, profile.rsplit("/", 1)[-1]))
         binding = element.get("binding") or {}
@@ -119,6 +139,7 @@ def _compile(sd: dict[str, Any], profile_types: dict[str, str]) -> Profile:
             max=None if max_text == "*" else int(max_text),
             types=tuple(types),
             target_types=tuple(targets),
+            type_profiles=tuple(type_profiles),
             fixed=_value_with_prefix(element, "fixed"),
             pattern=_value_with_prefix(element, "pattern"),
             required_value_set=(
@@ -146,7 +167,8 @@ def _compile(sd: dict[str, Any], profile_types: dict[str, str]) -> Profile:
         else:
             rules[parent_id].children.append(rule)
     assert root is not None
-    return Profile(url=sd["url"], name=sd.get("name") or sd.get("id", ""), type=sd["type"], root=root)
+    return Profile(url=sd["url"], name=sd.get("name") or sd.get("id", ""), type=sd["type"], root=root,
+                   title=sd.get("title", ""))
 
 
 def _matches_pattern(pattern: Any, value: Any) -> bool:
@@ -202,8 +224,52 @@ class ProfileValidator:
         self._compiled: dict[str, Callable[..., list[Any]]] = {}
 
     def profile_for_type(self, type_name: str) -> Profile | None:
-        """The profile of ours that constrains a resource type (one per type)."""
-        return next((p for p in self.profiles.values() if p.type == type_name), None)
+        """The profile of ours that constrains a resource type: its default where it has several."""
+        default = self.profiles.get(codes.DEFAULT_PROFILES.get(type_name, ""))
+        return default or next((p for p in self.profiles.values() if p.type == type_name), None)
+
+    def select(self, resource: dict[str, Any]) -> tuple[list[Profile], list[Issue]]:
+        """The profiles of ours ``resource`` must conform to, or an issue saying which category
+        would choose one (see the module's docstring)."""
+        type_name = resource.get("resourceType", "")
+        candidates = [p for p in self.profiles.values() if p.type == type_name]
+        claimed = set((resource.get("meta") or {}).get("profile") or [])
+        chosen = [p for p in candidates if p.category_slices and self._fills(p, resource)]
+        if not chosen and len(candidates) > 1:
+            default = self.profiles.get(codes.DEFAULT_PROFILES.get(type_name, ""))
+            chosen = [default] if default is not None else []
+        elif not chosen:
+            chosen = candidates
+        chosen += [p for p in candidates if p.url in claimed and p not in chosen]
+        if chosen or not candidates:
+            return chosen, []
+        kinds = "; ".join(f"{p.name} ({self._describe(p)})" for p in candidates)
+        titles = ", ".join(p.title or p.name for p in candidates)
+        return [], [Issue(
+            code="required",
+            diagnostics=f"{type_name}.category: none of the categories that make a {type_name} one of "
+                        f"our profiles: {kinds}",
+            expression=(f"{type_name}.category",),
+            details_sv=f"Kategorin saknas eller är okänd; den anger vilken sort det är ({titles}).",
+        )]
+
+    def _fills(self, profile: Profile, resource: dict[str, Any]) -> bool:
+        category = next(c for c in profile.root.children if c.name == "category" and c.slice_name is None)
+        values = resource.get("category")
+        values = values if isinstance(values, list) else [values] if values is not None else []
+        return all(any(self._in_slice(category, s, "", v) for v in values) for s in profile.category_slices)
+
+    def _describe(self, profile: Profile) -> str:
+        wanted: list[str] = []
+        for slice_ in profile.category_slices:
+            pattern = slice_.pattern if slice_.pattern is not None else slice_.fixed
+            if isinstance(pattern, dict):
+                wanted.extend(f"{c.get('system')}#{c.get('code')}" for c in pattern.get("coding", []))
+            elif slice_.required_value_set is not None:
+                got = self._defs.value_set_codes(slice_.required_value_set) or frozenset()
+                wanted.append(" or ".join(f"{system}#{code}" for system, code in sorted(got))
+                              or slice_.required_value_set)
+        return "category " + " and ".join(wanted)
 
     def validate(self, resource: dict[str, Any], profile: Profile) -> list[Issue]:
         issues: list[Issue] = []
@@ -261,6 +327,11 @@ class ProfileValidator:
             target = _rule_at(slice_, disc.path)
             found = _values_at(value, disc.path)
             if disc.type in ("value", "pattern"):
+                if target is None and disc.path == "url" and slice_.type_profiles:
+                    # An extension slice: the extension's canonical URL is its url.
+                    if not (isinstance(value, dict) and value.get("url") in slice_.type_profiles):
+                        return False
+                    continue
                 if target is None:
                     return False
                 if target.fixed is not None:
@@ -331,6 +402,10 @@ class ProfileValidator:
             self._check_constraint(constraint, value, at, resource, issues)
         if rule.children and isinstance(value, dict):
             self._children(rule, value, at, resource, issues)
+        for url in rule.type_profiles:
+            extension = self.profiles.get(url)
+            if extension is not None and extension.type == "Extension" and isinstance(value, dict):
+                self._check_value(extension.root, value, at, resource, issues)
 
     def _check_target(self, rule: ElementRule, reference: str, at: str, issues: list[Issue]) -> None:
         if reference.startswith("#") or reference.startswith("urn:"):

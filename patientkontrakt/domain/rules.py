@@ -2,7 +2,8 @@
 
 * Swedish identifiers are normalised (personnummer/samordningsnummer to 12 digits under the HL7
   Sweden systems, OID forms mapped) and invalid ones refused, naming the field.
-* Every write of a type we profile is validated against our profile and stamped with it.
+* Every write of a type we profile is validated against our profile and stamped with it; where a
+  type has several (CarePlan, Consent), its category chooses (``ProfileValidator.select``).
 * A Patientkontrakt (CarePlan) that is active or on hold has a CareTeam for the same patient with
   exactly one fast vårdkontakt whose period is current; when the responsible unit (``author``)
   is a vårdcentral, also a current fast läkarkontakt who is a physician (PractitionerRole coded
@@ -104,13 +105,16 @@ class PatientkontraktRules:
         self._normalise_identifiers(resource, resource.get("resourceType", ""), issues)
         if issues:
             raise Unprocessable(issues[0].diagnostics, issues=issues)
-        profile = self.profiles.profile_for_type(resource["resourceType"])
-        if profile is not None:
+        profiles, issues = self.profiles.select(resource)
+        if issues:
+            raise Unprocessable(issues[0].diagnostics, issues=issues)
+        if profiles:
             meta = dict(resource.get("meta") or {})
-            if profile.url not in meta.get("profile", []):
-                meta["profile"] = [*meta.get("profile", []), profile.url]
+            claimed = [url for url in [p.url for p in profiles] if url not in meta.get("profile", [])]
+            if claimed:
+                meta["profile"] = [*meta.get("profile", []), *claimed]
                 resource = {**resource, "meta": meta}
-            issues = [i for i in self.profiles.validate(resource, profile) if i.severity == "error"]
+            issues = [i for p in profiles for i in self.profiles.validate(resource, p) if i.severity == "error"]
             if issues:
                 raise Unprocessable(issues[0].diagnostics, issues=issues)
         issues = lifecycle.date_issues(resource)

@@ -65,14 +65,16 @@ def capability_statement(
     ``security`` is ``rest.security``; ``extra_resources`` are served besides ``types``;
     ``update_create`` the types whose new resources may get an id of the client's (None: all)."""
     resources = []
-    profiles = {sd["type"]: url for url, sd in defs.profiles.items()}
+    profiles: dict[str, list[str]] = {}
+    for url, sd in sorted(defs.profiles.items()):
+        profiles.setdefault(sd["type"], []).append(url)
     for type_ in sorted(types):
         params = defs.params_for(type_)
         extra = (operations or {}).get(type_, [])
         resources.append({
             "type": type_,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{type_}",
-            **({"supportedProfile": [profiles[type_]]} if type_ in profiles and operations else {}),
+            **({"supportedProfile": profiles[type_]} if type_ in profiles and operations else {}),
             "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
             "versioning": "versioned-update",
             "readHistory": True,

@@ -137,7 +137,10 @@ def clients(server: Server, clean_pg: str) -> Iterator[Clients]:
 def _examples() -> list[dict[str, Any]]:
     examples = [json.loads(path.read_text()) for path in
                 (PROJECT_ROOT / "fhir_profiles" / "profiles").glob("*-pk-example-*.json")]
-    return sorted((e for e in examples if e["resourceType"] in _ORDER),
+    # The agreement and what it names; the SIP (pk-sip) and the Consents it needs are another
+    # provider's part (Exempels kommun), not the example care unit's to write.
+    sip = "https://patientkontrakt.se/fhir/StructureDefinition/pk-sip"
+    return sorted((e for e in examples if e["resourceType"] in _ORDER and sip not in e["meta"]["profile"]),
                   key=lambda e: (_ORDER.index(e["resourceType"]), "partOf" in e, e["id"]))
 
 

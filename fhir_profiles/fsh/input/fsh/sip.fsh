@@ -5,7 +5,7 @@
 Extension: PKSipOvergripandeAnsvar
 Id: pk-sip-overgripande-ansvar
 Title: "SIP: övergripande ansvar"
-Description: "Vilken huvudman, region eller kommun, som har det övergripande ansvaret för en samordnad individuell plan (HSL 16 kap 4 § andra stycket 4)."
+Description: "Vilken huvudman, region eller kommun, som har det övergripande ansvaret för en samordnad individuell plan (HSL 2017:30 16 kap 4 §: vem av huvudmännen som ska ha det övergripande ansvaret för planen)."
 * insert PKConformance
 * ^context[0].type = #element
 * ^context[0].expression = "CarePlan"
@@ -17,7 +17,7 @@ Description: "Vilken huvudman, region eller kommun, som har det övergripande an
 Extension: PKSipHuvudman
 Id: pk-sip-huvudman
 Title: "SIP: huvudman för insatsen"
-Description: "Vilken huvudman som ansvarar för en insats i en samordnad individuell plan: region, kommun eller annan (HSL 16 kap 4 § andra stycket 2)."
+Description: "Vilken huvudman som ansvarar för en insats i en samordnad individuell plan: region, kommun eller annan (HSL 2017:30 16 kap 4 §: vilka insatser respektive huvudman ska svara för)."
 * insert PKConformance
 * ^context[0].type = #element
 * ^context[0].expression = "CarePlan.activity"
@@ -34,6 +34,7 @@ Title: "Patientkontrakt: SIP"
 Description: "En samordnad individuell plan (SIP) som hör till ett Patientkontrakt (partOf): vilka insatser region, kommun och andra gör (activity, med utförande organisation och huvudman), vem som har det övergripande ansvaret (region eller kommun) och den enskildes samtycke till planen (supportingInfo, ett pk-samtycke). Enheten som skrev planen är author."
 * insert PKConformance
 * obeys pk-sip-1
+* extension ^short = "Tillägg, bland dem det övergripande ansvaret"
 * extension contains PKSipOvergripandeAnsvar named overgripandeAnsvar 1..1
 * extension[overgripandeAnsvar] ^short = "Huvudmannen med övergripande ansvar: region eller kommun"
 * category 1..*
@@ -64,6 +65,7 @@ Description: "En samordnad individuell plan (SIP) som hör till ett Patientkontr
 * supportingInfo contains samtycke 1..1
 * supportingInfo[samtycke] only Reference(PKSamtycke)
 * supportingInfo[samtycke] ^short = "Den enskildes samtycke till planen (HSL 16 kap 4 §)"
+* activity.extension ^short = "Tillägg, bland dem insatsens huvudman"
 * activity.extension contains PKSipHuvudman named huvudman 1..1
 * activity.extension[huvudman] ^short = "Huvudman för insatsen: region, kommun eller annan"
 * activity.detail 1..1
