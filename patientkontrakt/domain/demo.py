@@ -15,12 +15,12 @@ Agreements come in every state (draft, active, on hold, completed, revoked), wit
 the patient), and planned activities across region, hospital and kommun, past and upcoming.
 Some agreements have changed fast vårdkontakt, so the history of contacts shows.
 
-Sharing across care providers (issue 14; ``DemoGenerator.sharing``, loaded only once the service
-serves Consent). Every third agreement that is active has a SIP (``demo-sip-<key>``, category
-``sip``, ``partOf`` the agreement) written by the kommun's hemsjukvård (Exempelstad) or hemtjänst
-(Sjövik), with the patient's samtycke recorded by that unit (``demo-consent-<key>-1``: IRCP the
-kommun unit, CST the region's vårdgivare) in its ``supportingInfo``. Spärrar are recorded at the
-vårdcentral and block its part (CST the vårdcentral unit). Which numbers have what is the same for
+Sharing across care providers (issue 14; ``DemoGenerator.sharing``). Every third agreement that
+is active has a SIP (``demo-sip-<key>``, category ``sip``, ``partOf`` the agreement) written by
+the kommun's hemsjukvård (Exempelstad) or hemtjänst (Sjövik), with the patient's samtycke
+recorded by that unit (``demo-consent-<key>-1``: IRCP the kommun unit, CST the region's
+vårdgivare) in its ``supportingInfo``. Spärrar are recorded at the vårdcentral and block its part
+(CST the vårdcentral unit). Which numbers have what is the same for
 every seed (but an inre spärr only where the vårdcentral is the region's, beside its hospital
 clinic); the units below are those of seed 1 (the tests, ``make run``). Patients are
 ``demo-pat-<key>``, agreements ``demo-plan-<key>``, ``<key>`` the number in six digits:
@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import datetime
 import random
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,25 +143,20 @@ TITLES = {
     "underskoterska": ("Undersköterska", "nurse"),
 }
 PLAN_STATES = ("active", "active", "active", "active", "draft", "on-hold", "completed", "revoked")
-# Sharing across care providers (issue 14): codes and profiles of the SIP and of samtycke and spärr.
-SIP = "sip"
-CONSENT_CATEGORY = f"{codes.CANONICAL}/CodeSystem/pk-consent-category"
-HUVUDMAN = f"{codes.CANONICAL}/CodeSystem/pk-huvudman"
+# Sharing across care providers (issue 14): the SIP, samtycke and spärr.
 HUVUDMAN_DISPLAY = {"region": "Region", "kommun": "Kommun", "annan": "Annan"}
 # A private vårdcentral works under the region's vårdval: the region is its huvudman.
 HUVUDMAN_OF_KIND = {"region": "region", "kommun": "kommun", "privat-vardgivare": "region"}
-SIP_RESPONSIBILITY = codes.profile_url("pk-sip-overgripande-ansvar")
-SIP_HUVUDMAN = codes.profile_url("pk-sip-huvudman")
-CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
-PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-IRCP = {"coding": [{"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}]}
-CST = {"coding": [{"system": PARTICIPATION, "code": "CST", "display": "custodian"}]}
-CONSENT_KINDS = {  # category: (display, (policyRule code, display, text))
-    "samtycke": ("Samtycke till sammanhållen journalföring",
-                 ("OPTIN", "opt-in", "Patientdatalagen (2008:355) 6 kap. 3 §")),
-    "inre-sparr": ("Inre spärr", ("OPTOUT", "opt-out", "Patientdatalagen (2008:355) 4 kap. 4 §")),
-    "yttre-sparr": ("Yttre spärr", ("OPTOUT", "opt-out", "Patientdatalagen (2008:355) 6 kap. 2 §")),
+IRCP = {"coding": [{"system": codes.PARTICIPATION_TYPE, "code": codes.INFORMATION_RECIPIENT,
+                    "display": "information recipient"}]}
+CST = {"coding": [{"system": codes.PARTICIPATION_TYPE, "code": codes.CUSTODIAN, "display": "custodian"}]}
+_SVOD = "Lag (2022:913) om sammanhållen vård- och omsorgsdokumentation"
+CONSENT_KINDS = {  # category: (display, policyRule (code, display), the law it rests on, profile)
+    codes.SAMTYCKE: ("Samtycke till sammanhållen journalföring", (codes.OPT_IN, "opt-in"),
+                     f"{_SVOD} 3 kap. 1–2 §§", codes.SAMTYCKE_PROFILE),
+    codes.INRE_SPARR: ("Inre spärr", (codes.OPT_OUT, "opt-out"), "Patientdatalagen (2008:355) 4 kap. 4 §",
+                       codes.SPARR_PROFILE),
+    codes.YTTRE_SPARR: ("Yttre spärr", (codes.OPT_OUT, "opt-out"), f"{_SVOD} 2 kap. 3 §", codes.SPARR_PROFILE),
 }
 SAMTYCKE_PENDING = 9  # agreements 9, 33, 57, …: the SIP is a draft, its samtycke only proposed
 INRE_SPARR = 11  # agreements 11, 35, 59, …: an inre spärr on the vårdcentral's part
@@ -522,17 +517,17 @@ class DemoGenerator:
             region_side = [vc.organization, hospital.organization]
             custodians = list({p["id"]: p for p in map(self.region.provider, region_side)}.values())
             consents.append(self._consent(
-                key, len(consents) + 1, patient, "samtycke", kommun.organization, agreed,
+                key, len(consents) + 1, patient, codes.SAMTYCKE, kommun.organization, agreed,
                 [(IRCP, kommun.organization), *((CST, p) for p in custodians)],
                 status="active" if given else "proposed"))
             sip = self._sip(key, number, patient, plan, consents[-1], kommun, vc, hospital, homecare, hemtjanst,
                             agreed, given)
         blocked = min(started + datetime.timedelta(days=40), self.today)
         if number % 24 == INRE_SPARR and self._same_provider(vc, hospital):
-            consents.append(self._consent(key, len(consents) + 1, patient, "inre-sparr", vc.organization, blocked,
+            consents.append(self._consent(key, len(consents) + 1, patient, codes.INRE_SPARR, vc.organization, blocked,
                                           [(CST, vc.organization)]))
         if number % 24 == YTTRE_SPARR:
-            consents.append(self._consent(key, len(consents) + 1, patient, "yttre-sparr", vc.organization, blocked,
+            consents.append(self._consent(key, len(consents) + 1, patient, codes.YTTRE_SPARR, vc.organization, blocked,
                                           [(CST, vc.organization)]))
         return [*consents, *([sip] if sip else [])]
 
@@ -543,25 +538,25 @@ class DemoGenerator:
                  day: datetime.date, actors: list[tuple[dict[str, Any], dict[str, Any]]],
                  status: str = "active") -> dict[str, Any]:
         """A ``pk-samtycke`` (permit) or ``pk-sparr`` (deny) in the R4 privacy-consent pattern."""
-        display, rule = CONSENT_KINDS[category]
+        display, rule, law, profile = CONSENT_KINDS[category]
         consent = _tagged({
             "resourceType": "Consent",
             "id": f"demo-consent-{key}-{index}",
             "status": status,
-            "scope": _coding(CONSENT_SCOPE, "patient-privacy", "Privacy Consent"),
-            "category": [_coding(CONSENT_CATEGORY, category, display)],
+            "scope": _coding(codes.CONSENT_SCOPE, codes.PATIENT_PRIVACY, "Privacy Consent"),
+            "category": [_coding(codes.CONSENT_CATEGORY, category, display)],
             "patient": _ref(patient),
             "dateTime": f"{day.isoformat()}T10:00:00+01:00",
             "performer": [_ref(patient)],
             "organization": [_ref(recorded_at, recorded_at["name"])],
-            "policyRule": {**_coding(ACT_CODE, *rule[:2]), "text": rule[2]},
+            "policyRule": {**_coding(codes.ACT_CODE, *rule), "text": law},
             "provision": {
-                "type": "permit" if category == "samtycke" else "deny",
+                "type": "permit" if category == codes.SAMTYCKE else "deny",
                 "period": {"start": day.isoformat()},
                 "actor": [{"role": role, "reference": _ref(org, org["name"])} for role, org in actors],
             },
         })
-        consent["meta"]["profile"] = [codes.profile_url("pk-samtycke" if category == "samtycke" else "pk-sparr")]
+        consent["meta"]["profile"] = [profile]
         return consent
 
     def _sip(self, key: str, number: int, patient: dict[str, Any], plan: dict[str, Any], consent: dict[str, Any],
@@ -579,7 +574,7 @@ class DemoGenerator:
         for code, display, text, unit in parts:
             huvudman = HUVUDMAN_OF_KIND[self.region.provider(unit.organization)["type"][0]["coding"][0]["code"]]
             activities.append({
-                "extension": [{"url": SIP_HUVUDMAN, "valueCodeableConcept": _huvudman(huvudman)}],
+                "extension": [{"url": codes.SIP_HUVUDMAN, "valueCodeableConcept": _huvudman(huvudman)}],
                 "detail": {
                     "code": _coding(codes.ACTIVITY_KIND, code, display),
                     "status": "in-progress" if given else "not-started",
@@ -591,11 +586,11 @@ class DemoGenerator:
         sip = _tagged({
             "resourceType": "CarePlan",
             "id": f"demo-sip-{key}",
-            "extension": [{"url": SIP_RESPONSIBILITY,
+            "extension": [{"url": codes.SIP_OVERGRIPANDE_ANSVAR,
                            "valueCodeableConcept": _huvudman("kommun" if number % 2 == 0 else "region")}],
             "status": "active" if given else "draft",
             "intent": "plan",
-            "category": [_coding(codes.CAREPLAN_CATEGORY, SIP, "Samordnad individuell plan (SIP)")],
+            "category": [_coding(codes.CAREPLAN_CATEGORY, codes.SIP, "Samordnad individuell plan (SIP)")],
             "title": f"SIP för {name}",
             "description": "Samordnad individuell plan: vad regionen och kommunen gör, och vem som håller ihop planen.",
             "subject": _ref(patient, name),
@@ -606,14 +601,8 @@ class DemoGenerator:
             "supportingInfo": [_ref(consent)],
             "activity": activities,
         })
-        sip["meta"]["profile"] = [codes.profile_url("pk-sip")]
+        sip["meta"]["profile"] = [codes.SIP_PROFILE]
         return sip
-
-
-def serves_sharing(types: Collection[str]) -> bool:
-    """The service takes the demo's Consents and SIPs: it serves Consent (and, with it, the
-    ``pk-samtycke``, ``pk-sparr`` and ``pk-sip`` profiles that issue 14 adds together)."""
-    return "Consent" in types
 
 
 def has_sip(number: int) -> bool:
@@ -622,7 +611,7 @@ def has_sip(number: int) -> bool:
 
 
 def _huvudman(code: str) -> dict[str, Any]:
-    return _coding(HUVUDMAN, code, HUVUDMAN_DISPLAY[code])
+    return _coding(codes.HUVUDMAN, code, HUVUDMAN_DISPLAY[code])
 
 
 def _day(value: datetime.date | datetime.datetime) -> str:
@@ -651,10 +640,9 @@ async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 
     rules), one transaction each, with PUT and stable ids: loading twice adds no versions.
 
     An agreement's SIP and Consents (``DemoGenerator.sharing``) follow it in a transaction of their
-    own, once the service serves Consent (``serves_sharing``); until then they are left out."""
+    own: the Consents' rules are derived as they are stored, and the agreement is there to point at."""
     generator = DemoGenerator(seed=seed)
     minimal = Preferences(return_="minimal")
-    sharing = serves_sharing(bundles.service.types)
     await bundles.process(INTERNAL, transaction(generator.region.resources()), minimal)
     count = len(generator.region.resources())
     if progress is not None:
@@ -662,7 +650,7 @@ async def load_demo(bundles: BundleProcessor, agreements: int = 50, seed: int = 
     for done, resources in enumerate(generator.agreements(agreements), start=1):
         await bundles.process(INTERNAL, transaction(resources), minimal)
         count += len(resources)
-        if sharing and (shared := generator.sharing(resources)):
+        if shared := generator.sharing(resources):
             await bundles.process(INTERNAL, transaction(shared), minimal)
             count += len(shared)
         if progress is not None:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -16,7 +15,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from patientkontrakt.config import Settings
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.demo import ANGEN, PLAN_STATES, DemoGenerator, load_demo, serves_sharing
+from patientkontrakt.domain.demo import ANGEN, PLAN_STATES, DemoGenerator, load_demo
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER, parse_person_number
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
@@ -46,12 +45,12 @@ def load(settings: Settings, agreements: int) -> int:
 
 def expected_resources(agreements: int) -> int:
     """The region, each agreement's Patient, CareTeam, three Goals and CarePlan, and its SIP and
-    Consents once the service serves Consent."""
+    Consents if it has any."""
     generator = DemoGenerator(seed=1)
     total = len(generator.region.resources())
     for resources in generator.agreements(agreements):
         assert len(resources) == 6
-        total += len(resources) + (len(generator.sharing(resources)) if serves_sharing(RESOURCE_TYPES) else 0)
+        total += len(resources) + len(generator.sharing(resources))
     return total
 
 
@@ -71,6 +70,13 @@ def test_load_demo_stores_region_and_agreements_through_the_rules(pk_client: Tes
     assert sum(totals.values()) == loaded
     assert totals["Patient"] == count(pk_client, "CarePlan", category=AGREEMENT) == totals["CareTeam"] == agreements
     assert totals["Provenance"] == 0
+    sips = search(pk_client, "CarePlan", category=f"{codes.CAREPLAN_CATEGORY}|{codes.SIP}")
+    assert sorted(p["id"] for p in sips) == ["demo-sip-000000", "demo-sip-000003"]
+    assert all(p["meta"]["profile"] == [codes.SIP_PROFILE] for p in sips)
+    consents = {c["id"]: c["meta"]["profile"] for c in search(pk_client, "Consent")}
+    assert consents == {"demo-consent-000000-1": [codes.SAMTYCKE_PROFILE],
+                        "demo-consent-000003-1": [codes.SAMTYCKE_PROFILE],
+                        "demo-consent-000003-2": [codes.SPARR_PROFILE]}
     for type_, total in totals.items():
         assert count(pk_client, type_, _tag=HTEST) == total, f"every {type_} is tagged HTEST"
 
@@ -135,8 +141,11 @@ def test_demo_command_loads_a_sqlite_database(sqlite_database: str, tmp_path: Pa
                     headers={"authorization": f"Bearer {engine_token(settings)}"}) as client:
         assert versions_stored(client) == loaded
         assert count(client, "CarePlan", category=AGREEMENT) == 3
-        entries = client.get("/fhir/Patient/demo-pat-000000/$patientkontrakt").json()["entry"]
-        assert [e["resource"]["resourceType"] for e in entries][:3] == ["Patient", "CarePlan", "CareTeam"]
+        entries = [e["resource"] for e in client.get("/fhir/Patient/demo-pat-000000/$patientkontrakt").json()["entry"]]
+        assert [(r["resourceType"], r["id"]) for r in entries][:2] == [("Patient", "demo-pat-000000"),
+                                                                     ("CarePlan", "demo-plan-000000")]
+        assert {"CareTeam/demo-team-000000", "CarePlan/demo-sip-000000"} <= {
+            f"{r['resourceType']}/{r['id']}" for r in entries}, "agreement 0's SIP is loaded with it"
 
 
 def test_the_region_has_three_kinds_of_provider_and_a_private_vardcentral() -> None:
@@ -252,10 +261,11 @@ def test_the_sip_and_its_samtycke_have_the_shape_of_the_contract() -> None:
             assert consent["scope"]["coding"][0]["code"] == "patient-privacy"
             assert consent["patient"] == {"reference": f"Patient/{patient['id']}"}
             assert consent["performer"] == [consent["patient"]]
-            assert consent["policyRule"]["text"].startswith("Patientdatalagen (2008:355)")
             [recorded_at] = consent["organization"]
             assert "partOf" in known[recorded_at["reference"]], "recorded at a care unit"
             sparr = _category(consent) != "samtycke"
+            assert consent["policyRule"]["coding"][0]["code"] == ("OPTOUT" if sparr else "OPTIN")
+            assert "§" in consent["policyRule"]["text"], "names the paragraph it rests on"
             assert consent["provision"]["type"] == ("deny" if sparr else "permit")
             assert consent["meta"]["profile"] == [codes.profile_url("pk-sparr" if sparr else "pk-samtycke")]
         if not (sips := _of(shared, "sip")):
@@ -309,28 +319,20 @@ def test_the_sparrar_are_recorded_at_the_vardcentral_and_block_its_part() -> Non
 class _Recorder:
     """A BundleProcessor that keeps the Bundles it is given."""
 
-    def __init__(self, types: frozenset[str]) -> None:
-        self.service = SimpleNamespace(types=types)
+    def __init__(self) -> None:
         self.bundles: list[dict[str, Any]] = []
 
     async def process(self, _access: object, body: dict[str, Any], _prefer: object) -> None:
         self.bundles.append(body)
 
 
-@pytest.mark.parametrize("served", [False, True], ids=["without Consent", "with Consent"])
-def test_load_demo_loads_the_sharing_in_a_transaction_of_its_own_once_consent_is_served(served: bool) -> None:
-    types = frozenset({"Patient", "CarePlan", *(["Consent"] if served else [])})
-    recorder = _Recorder(types)
+def test_load_demo_loads_the_sharing_in_a_transaction_of_its_own_after_its_agreement() -> None:
+    recorder = _Recorder()
     count = asyncio.run(load_demo(cast(BundleProcessor, recorder), agreements=4))
     ids = [[e["resource"]["id"] for e in bundle["entry"]] for bundle in recorder.bundles]
-    agreement_bundles = [b for b in ids if b[0].startswith("demo-pat-")]
-    assert [b[0] for b in agreement_bundles] == [f"demo-pat-{n:06d}" for n in range(4)]
-    shared = [b for b in ids[1:] if not b[0].startswith("demo-pat-")]
-    if served:
-        assert shared == [["demo-consent-000000-1", "demo-sip-000000"],
-                          ["demo-consent-000003-1", "demo-consent-000003-2", "demo-sip-000003"]]
-        assert ids[2] == shared[0], "agreement 0's sharing follows it"
-    else:
-        assert shared == []
+    assert [b[0] for b in ids[1:]] == ["demo-pat-000000", "demo-consent-000000-1", "demo-pat-000001",
+                                       "demo-pat-000002", "demo-pat-000003", "demo-consent-000003-1"]
+    assert ids[2] == ["demo-consent-000000-1", "demo-sip-000000"]
+    assert ids[-1] == ["demo-consent-000003-1", "demo-consent-000003-2", "demo-sip-000003"]
     assert count == sum(len(b) for b in ids)
     assert all(bundle["type"] == "transaction" for bundle in recorder.bundles)
