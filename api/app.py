@@ -19,7 +19,7 @@ from api.auth import RequireToken
 from api.headers import SecurityHeaders
 from api.limits import BodyLimits
 from api.oidc import ExternalIdP
-from api.pages import activity_changes, goal_changes, mitt, personal, plan_changes, unit
+from api.pages import activity_changes, goal_changes, log_review, mitt, personal, plan_changes, unit
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
 from patientkontrakt import __version__
 from patientkontrakt.audit.checkpoint import AuditKeys
@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.settings = settings
         app.state.service = service
         app.state.audit = audit
-        app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits)
+        app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits,
+                                             review_log=audit)
         app.state.bundles = BundleProcessor(service)
         app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     app.include_router(activity_changes.router)
     app.include_router(goal_changes.router)
     app.include_router(unit.router)
+    app.include_router(log_review.router)
     app.include_router(mitt.router)
     docs.install(app)
     app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")

@@ -3,8 +3,9 @@
 ``validate_sample`` runs generated resources through the server's ``prepare`` (the FHIR
 validator and the Patientkontrakt profiles and rules). ``verify_against_writer`` replaces one
 loaded agreement, inside a transaction that is rolled back, by writing it through the server's
-write path, and compares the stored rows: bodies (apart from ``meta.lastUpdated``), versions
-and every index row.
+write path, and compares the stored rows: bodies (apart from ``meta.lastUpdated``), the owner
+(``owner_unit``, ``owner_provider``), versions, every index row and, of a Consent, its
+``consent_rule`` rows.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store, Unit
-from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION
+from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION
 
 # References point backwards in this order, so every write's references resolve.
-_WRITE_ORDER = ("Patient", "Organization", "Practitioner", "PractitionerRole", "CareTeam", "Goal", "CarePlan")
+_WRITE_ORDER = ("Patient", "Organization", "Practitioner", "PractitionerRole", "CareTeam", "Goal", "CarePlan",
+                "Consent")
+_RULE_COLUMNS = [c for c in CONSENT_RULE.c if c.name not in ("id", "consent_pk")]
 
 
 def validate_sample(service: FhirService, agreements: list[int], extra: list[dict[str, Any]]) -> int:
@@ -60,14 +63,18 @@ async def _snapshot(unit: Unit, resources: list[dict[str, Any]]) -> dict[str, An
     out: dict[str, Any] = {}
     for type_, id_ in keys:
         row = (await unit.conn.execute(
-            sa.select(R.pk, R.version_id, R.deleted, R.body, R.patient_id).where(R.res_type == type_, R.res_id == id_)
+            sa.select(R.pk, R.version_id, R.deleted, R.body, R.patient_id, R.owner_unit, R.owner_provider)
+            .where(R.res_type == type_, R.res_id == id_)
         )).one()
         versions = (await unit.conn.execute(
             sa.select(V.version_id, V.method, V.deleted, V.body).where(V.res_type == type_, V.res_id == id_)
         )).all()
         entry: dict[str, Any] = {
             "resource": (row.version_id, row.deleted, _without_updated(row.body), row.patient_id),
+            "owner": (row.owner_unit, row.owner_provider),
             "versions": [(v.version_id, v.method, v.deleted, _without_updated(v.body)) for v in versions],
+            "consent_rule": sorted(tuple(str(v) for v in r) for r in (await unit.conn.execute(
+                sa.select(*_RULE_COLUMNS).where(CONSENT_RULE.c.consent_pk == row.pk))).all()),
         }
         for name, table in INDEX_TABLES.items():
             columns = [c for c in table.c if c.name not in ("id", "resource_pk")]
@@ -77,17 +84,19 @@ async def _snapshot(unit: Unit, resources: list[dict[str, Any]]) -> dict[str, An
     return out
 
 
-async def verify_against_writer(url: str, agreement: int) -> int:
-    """Compare loaded agreement ``agreement`` with the same resources created through the
-    server's write path (``prepare``, then ``Writer.store`` with reference checks and the
-    domain rules), inside a transaction that is rolled back.
+async def verify_against_writer(url: str, agreement: int, resources: list[dict[str, Any]] | None = None) -> int:
+    """Compare loaded agreement ``agreement`` (or the loaded ``resources``) with the same
+    resources created through the server's write path (``prepare``, then ``Writer.store`` with
+    reference checks and the domain rules, without a caller: what the service itself writes, so
+    storage derives the owner from the content), inside a transaction that is rolled back.
 
-    Returns the number of index rows compared; raises AssertionError on any difference.
+    Returns the number of index and consent rule rows compared, plus one per owner that is set;
+    raises AssertionError on any difference.
     """
     settings = Settings(database_url=url, base_url=local_base().removesuffix("/fhir"))
     store = Store(create_engine(url, pool_size=2))
     service = build_service(settings, store)
-    resources = synthetic.agreement(agreement)
+    resources = synthetic.agreement(agreement) if resources is None else resources
     keys = [(r["resourceType"], r["id"]) for r in resources]
     written: dict[str, Any] = {}
     try:
@@ -100,6 +109,7 @@ async def verify_against_writer(url: str, agreement: int) -> int:
                     sa.select(R.pk).where(sa.tuple_(R.res_type, R.res_id).in_(keys)))).all()]
                 for table in INDEX_TABLES.values():
                     await unit.conn.execute(sa.delete(table).where(table.c.resource_pk.in_(pks)))
+                await unit.conn.execute(sa.delete(CONSENT_RULE).where(CONSENT_RULE.c.consent_pk.in_(pks)))
                 await unit.conn.execute(sa.delete(RESOURCE).where(R.pk.in_(pks)))
                 await unit.conn.execute(sa.delete(RESOURCE_VERSION).where(sa.tuple_(V.res_type, V.res_id).in_(keys)))
                 for resource in sorted(resources, key=lambda r: _WRITE_ORDER.index(r["resourceType"])):
@@ -118,7 +128,45 @@ async def verify_against_writer(url: str, agreement: int) -> int:
             if got[part] != value:
                 raise AssertionError(f"{key}: loaded {part} differs from what Writer.store writes:\n"
                                      f"loaded:  {got[part]}\nwritten: {value}")
-            if part in INDEX_TABLES:
+            if part in INDEX_TABLES or part == "consent_rule":
                 compared += len(value)
+            if part == "owner" and value != (None, None):
+                compared += 1
     return compared
 
+
+
+def expected_owners(agreement: int) -> dict[str, tuple[str | None, str | None]]:
+    """Who owns what of agreement ``agreement`` (domain.sharing.derived_owner, design of issue
+    14): the vårdcentral and its provider, the region, own the plan, the team and the nurse's
+    goals; the Patient (no managingOrganization), the patient's own goal and the directory
+    belong to no provider."""
+    unit = (synthetic.organization_id(agreement), synthetic.REGION_HSA_ID)
+    nobody = (None, None)
+    owners = {"Patient": nobody, "Organization": nobody, "Practitioner": nobody, "PractitionerRole": nobody,
+              "CareTeam": unit, "CarePlan": unit}
+    out = {}
+    for resource in synthetic.agreement(agreement):
+        type_ = resource["resourceType"]
+        stated_by_patient = type_ == "Goal" and resource["expressedBy"]["reference"].startswith("Patient/")
+        out[f"{type_}/{resource['id']}"] = nobody if stated_by_patient else owners.get(type_, unit)
+    return out
+
+
+async def check_owners(url: str, agreement: int) -> int:
+    """The loaded owners of agreement ``agreement`` are ``expected_owners``: not NULL where a
+    provider owns the record (``verify_against_writer`` shows they are the writer's too)."""
+    engine = create_engine(url, pool_size=1)
+    R = RESOURCE.c
+    try:
+        async with engine.connect() as conn:
+            expected = expected_owners(agreement)
+            for key, owner in expected.items():
+                type_, id_ = key.split("/", 1)
+                row = (await conn.execute(sa.select(R.owner_unit, R.owner_provider)
+                                          .where(R.res_type == type_, R.res_id == id_))).one()
+                if tuple(row) != owner:
+                    raise AssertionError(f"{key}: owner {tuple(row)}, expected {owner}")
+    finally:
+        await engine.dispose()
+    return sum(1 for owner in expected.values() if owner != (None, None))

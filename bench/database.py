@@ -1,7 +1,8 @@
 """Benchmark databases: one pristine, loaded database per size, cloned for every run.
 
 ``pk_bench_<N>`` holds the migrated schema and the N loaded agreements and is never written by
-a scenario. A run works on ``pk_bench_<N>_run``, a file copy of it (``CREATE DATABASE …
+a scenario (``--database-prefix`` names them otherwise, e.g. for a second checkout on the same
+PostgreSQL). A run works on ``pk_bench_<N>_run``, a file copy of it (``CREATE DATABASE …
 TEMPLATE … STRATEGY FILE_COPY``), so the create/update/transaction scenarios of one run cannot
 change what the next run reads and searches. The pristine database carries a comment with a
 fingerprint of everything that decides what is stored (the generator, the search parameters,
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.storage.database import head_revision
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 # What decides the stored bodies and index rows: a change here means a reload.
 _FINGERPRINT_FILES = (
@@ -31,6 +32,7 @@ _FINGERPRINT_FILES = (
     "patientkontrakt/fhir/writes.py",
     "patientkontrakt/storage/tables.py",
     "patientkontrakt/domain/rules.py",
+    "patientkontrakt/domain/sharing.py",
     "patientkontrakt/domain/identifiers.py",
     "patientkontrakt/domain/profiles.py",
 )
@@ -49,12 +51,15 @@ def fingerprint(agreements: int) -> str:
     return f"patientkontrakt-bench v{GENERATOR_VERSION} agreements={agreements} schema={head} {digest.hexdigest()[:16]}"
 
 
-def pristine_name(agreements: int) -> str:
-    return f"pk_bench_{agreements}"
+DEFAULT_PREFIX = "pk_bench"
 
 
-def run_name(agreements: int) -> str:
-    return f"pk_bench_{agreements}_run"
+def pristine_name(agreements: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}_{agreements}"
+
+
+def run_name(agreements: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}_{agreements}_run"
 
 
 def asyncpg_dsn(url: str, database: str | None = None) -> str:

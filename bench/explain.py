@@ -5,8 +5,8 @@ The statements are not written by hand: the search runs through the server's own
 makes) against the benchmark database, and every statement SQLAlchemy executes on the way is
 captured (``before_execute``) and compiled for PostgreSQL with literal binds. Each is then run
 once to warm the cache and explained with ANALYZE and BUFFERS. The search runs with the
-``Access`` the server builds for the benchmark's token (``synthetic.bench_grant``), so the plans
-include the care unit's access rules.
+``Access`` the server builds for the benchmark's token (``synthetic.bench_grant``, or another of
+``synthetic.GRANTS``), so the plans include the care unit's access rules.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def compile_literal(statement: Any) -> str:
     return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 
-async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]], signing_key: Path) -> list[str]:
+async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]], signing_key: Path,
+                     grant: str = "clinic") -> list[str]:
     """The statements one search of the benchmark's caller executes, in order, as literal
     PostgreSQL SQL."""
     engine = create_engine(database_url, pool_size=1)
@@ -51,7 +52,7 @@ async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]]
         service = build_service(Settings(database_url=database_url), store)
         tokens = AccessTokens(SigningKeys.load(signing_key), "https://bench.invalid", "https://bench.invalid/fhir",
                               lifetime=60)
-        token = tokens.issue(synthetic.bench_grant(), synthetic.BENCH_SCOPE, "bench")[0]
+        token = tokens.issue(synthetic.GRANTS[grant](), synthetic.BENCH_SCOPE, "bench")[0]
         access = Authenticator(tokens, service.parser, service.search_engine.builder).access(f"Bearer {token}")
         query = service.parser.parse(type_, pairs, strict=Preferences().strict)
         event.listen(engine.sync_engine, "before_execute", capture)
@@ -66,8 +67,8 @@ async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]]
 
 
 async def explain(database_url: str, type_: str, pairs: list[tuple[str, str]], header: str,
-                  signing_key: Path) -> str:
-    statements = await search_sql(database_url, type_, pairs, signing_key)
+                  signing_key: Path, grant: str = "clinic") -> str:
+    statements = await search_sql(database_url, type_, pairs, signing_key, grant)
     parts = [header]
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:

@@ -72,7 +72,20 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
             out[key] = round(ours[mine]["rps"] / base[theirs]["rps"], 3)
     if "read" in ours and "read_noauth" in ours and ours["read_noauth"]["rps"]:
         out["read_auth_vs_noauth"] = round(ours["read"]["rps"] / ours["read_noauth"]["rps"], 3)
+    # The consent scenarios against the same requests without the Consents (bench/scenarios.py):
+    # throughput, and the server's CPU per request (> 1: the Consents cost CPU).
+    for mine, theirs in CONSENT_BASELINES.items():
+        if mine in ours and theirs in ours and ours[theirs]["rps"]:
+            out[f"{mine}_vs_{theirs}"] = round(ours[mine]["rps"] / ours[theirs]["rps"], 3)
+            cpu, base_cpu = ours[mine].get("server_cpu_us_per_req"), ours[theirs].get("server_cpu_us_per_req")
+            if cpu and base_cpu:
+                out[f"{mine}_vs_{theirs}_cpu_per_req"] = round(cpu / base_cpu, 3)
     return out
+
+
+CONSENT_BASELINES = {"read_control": "read", "search_control": "search",
+                     "read_samtycke": "read_control", "search_samtycke": "search_control",
+                     "read_sparr": "read_control", "search_sparr": "search_control"}
 
 
 def targets(runs: dict[str, dict[str, Any]], main_n: int) -> dict[str, Any]:
@@ -118,6 +131,12 @@ _ROWS = (
     ("scenarios", "read_compare", "read, --compare-root", "fastapi_read"),
     ("scenarios", "search", "search ?patient&_include", None),
     ("scenarios", "search_1conn", "search, 1 connection", None),
+    ("scenarios", "read_control", "read, again (control)", "read"),
+    ("scenarios", "search_control", "search, again (control)", "search"),
+    ("scenarios", "read_samtycke", "read, other provider+samtycke", "read_control"),
+    ("scenarios", "search_samtycke", "search, other prov.+samtycke", "search_control"),
+    ("scenarios", "read_sparr", "read, inre spärr elsewhere", "read_control"),
+    ("scenarios", "search_sparr", "search, inre spärr elsewhere", "search_control"),
     ("scenarios", "create", "create CarePlan", "db_insert"),
     ("scenarios", "update", "update CarePlan", None),
     ("scenarios", "transaction", "transaction (10 entries)", None),
@@ -130,7 +149,7 @@ _ROWS = (
 def table(n: int, run: dict[str, Any]) -> str:
     lines = [
         f"N = {n:,} agreements ({run.get('resources', 0):,} resources loaded)",
-        f"{'scenario':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} {'vs baseline':>16} {'errors':>6}"
+        f"{'scenario':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} {'vs baseline':>26} {'errors':>6}"
         f" {'srv CPU':>7} {'srv us/req':>10} {'client CPU':>10}",
     ]
     for group, key, label, baseline in _ROWS:
@@ -138,13 +157,19 @@ def table(n: int, run: dict[str, Any]) -> str:
         if row is None:
             continue
         ratio = ""
-        if baseline and baseline in run.get("baselines", {}) and run["baselines"][baseline]["rps"]:
+        if baseline in CONSENT_BASELINES.values():
+            mine = run.get("scenarios", {}).get(baseline)
+            if mine and mine["rps"]:
+                ratio = f"{row['rps'] / mine['rps']:.0%} of {'control' if baseline.endswith('_control') else baseline}"
+                if row.get("server_cpu_us_per_req") and mine.get("server_cpu_us_per_req"):
+                    ratio += f", {row['server_cpu_us_per_req'] / mine['server_cpu_us_per_req']:.2f}x us"
+        elif baseline and baseline in run.get("baselines", {}) and run["baselines"][baseline]["rps"]:
             ratio = f"{row['rps'] / run['baselines'][baseline]['rps']:.0%}"
             ratio += " of FastAPI" if baseline == "fastapi_read" else " of INSERT"
         server = f"{row['server_cpu_pct']:.0f}%" if row.get("server_cpu_pct") is not None else "-"
         per_request = f"{row['server_cpu_us_per_req']:,}" if row.get("server_cpu_us_per_req") is not None else "-"
         client = f"{row['client_cpu_pct']:.0f}%"
-        lines.append(f"{label:<30} {row['rps']:>8,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>8.2f} {ratio:>16}"
+        lines.append(f"{label:<30} {row['rps']:>8,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>8.2f} {ratio:>26}"
                      f" {row['errors']:>6} {server:>7} {per_request:>10} {client:>10}")
     return "\n".join(lines)
 

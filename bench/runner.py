@@ -1,10 +1,15 @@
 """The benchmark run: databases, servers, scenarios, baselines, report.
 
 For the main size (``--agreements``) every scenario and baseline is measured; for the other
-``--scales`` only the search (for the growth check). Each measurement is a warm-up run and a
-measured run with the same load generator, connections and duration, started when the machine
-is quiet. Servers are measured one at a time (an idle one costs nothing), and read by id
-alternates with the bare FastAPI baseline in rounds, so drift on a shared machine hits both.
+``--scales`` only the search (for the growth check). The consent scenarios (``read-samtycke``,
+``search-samtycke``, ``read-sparr``, ``search-sparr``) run after the plain reads and before the
+writes: their Consents are loaded into the run database (``loader.load_consents``, checked
+against the server's write path), a server started on it, and the Consents removed again.
+
+Each measurement is a warm-up run and a measured run with the same load generator, connections
+and duration, started when the machine is quiet. Servers are measured one at a time (an idle one
+costs nothing), and read by id alternates with the bare FastAPI baseline in rounds, so drift on
+a shared machine hits both.
 """
 
 from __future__ import annotations
@@ -25,10 +30,19 @@ from typing import Any
 import orjson
 
 from bench import checks, dbloops, report, synthetic
-from bench.database import Admin, asyncpg_dsn, fingerprint, pristine_name, relative, run_name, sqlalchemy_url
+from bench.database import (
+    DEFAULT_PREFIX,
+    Admin,
+    asyncpg_dsn,
+    fingerprint,
+    pristine_name,
+    relative,
+    run_name,
+    sqlalchemy_url,
+)
 from bench.explain import explain
 from bench.load import LoadResult, ensure_wrk, run_python, run_wrk, write_request_file, wrk_version
-from bench.loader import default_jobs, load, offline_service
+from bench.loader import default_jobs, load, load_consents, offline_service, remove_consents
 from bench.scenarios import SCENARIOS, Scenario
 from bench.servers import Server, baseline_server, machine_busy, patientkontrakt_server
 from patientkontrakt.config import PROJECT_ROOT, Settings
@@ -54,20 +68,21 @@ class Bench:
         self.output = Path(args.output)
         self.signing_key = generate_key(self.workdir / "signing.pem")
 
-    def token(self, server: Server) -> str | None:
+    def token(self, server: Server, grant: str = "clinic") -> str | None:
         """A fresh access token for ``server``: a system acting for the regional clinic that takes
-        part in every synthetic agreement (``bench.synthetic.shared``), with every system scope.
-        Signed with the key the server was started with; the no-auth server needs none."""
+        part in every synthetic agreement (``bench.synthetic.shared``), or for ``grant``
+        (``synthetic.GRANTS``), with every system scope. Signed with the key the server was
+        started with; the no-auth server needs none."""
         if server.name.endswith("-noauth") or not server.name.startswith("patientkontrakt"):
             return None
         tokens = AccessTokens(SigningKeys.load(self.signing_key), server.url, f"{server.url}/fhir", lifetime=900)
-        return tokens.issue(synthetic.bench_grant(), synthetic.BENCH_SCOPE, "bench")[0]
+        return tokens.issue(synthetic.GRANTS[grant](), synthetic.BENCH_SCOPE, "bench")[0]
 
     # -- databases -------------------------------------------------------------------------
 
     async def prepare(self, n: int) -> tuple[str, dict[str, Any]]:
         """A fresh run database holding ``n`` agreements; the load info for the report."""
-        pristine, run = pristine_name(n), run_name(n)
+        pristine, run = pristine_name(n, self.args.database_prefix), run_name(n, self.args.database_prefix)
         expected = fingerprint(n)
         info: dict[str, Any] = {"database": pristine, "fingerprint": expected}
         await self.admin.drop(run)
@@ -100,9 +115,10 @@ class Bench:
         extra += synthetic.transaction_resources(n, 0)
         validated = checks.validate_sample(offline_service(), sample, extra)
         compared = await checks.verify_against_writer(url, n // 2)
+        owned = await checks.check_owners(url, n // 2)
         print(f"[{n:,}] validated {validated} resources through the server's prepare (FHIR validator, profiles, "
-              f"rules); agreement {n // 2} matches the server's write path ({compared} index rows compared)",
-              flush=True)
+              f"rules); agreement {n // 2} matches the server's write path ({compared} index rows and owners "
+              f"compared; {owned} resources owned by the vårdcentral and the region)", flush=True)
         await self.admin.set_comment(pristine, fingerprint(n))
         return {
             "reused": False,
@@ -144,9 +160,9 @@ class Bench:
                 return busy
 
     def measure_http(self, server: Server, request_file: Path, mode: str, label: str,
-                     connections: int | None = None) -> dict[str, Any]:
+                     connections: int | None = None, grant: str = "clinic") -> dict[str, Any]:
         connections = connections or self.args.connections
-        token = self.token(server)
+        token = self.token(server, grant)
         if self.args.warmup > 0:
             self._generate(server.url, request_file, mode, self.args.warmup, connections, token)
         idle = self._quiet()
@@ -182,6 +198,9 @@ class Bench:
             names = [s for s in self.args.scenarios if full or s == "search"]
             files = {name: self._request_file(n, SCENARIOS[name]) for name in names}
             paired = full and "read" in names
+            plain = [name for name in names if SCENARIOS[name].consents is None]
+            states = list(dict.fromkeys(SCENARIOS[name].consents for name in names if SCENARIOS[name].consents))
+            states.sort(key=lambda state: state != "none")  # the control first, right before the Consents
             print(f"[{n:,}] patientkontrakt serve ({self.args.workers} worker(s))"
                   + (", the same without authentication and access log (bench/noauth_app.py) and the bare "
                      "FastAPI baseline (bench/baseline_app.py), all idle but the one measured"
@@ -195,8 +214,13 @@ class Bench:
                     url, self.args.workers, self.signing_key, root, auth=False)) if paired else None
                 other = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, Path(
                     self.args.compare_root))) if paired and self.args.compare_root else None
+                for name in plain:
+                    SCENARIOS[name].preflight(ours.url, _first_line(files[name]),
+                                              self.token(ours, SCENARIOS[name].grant))
                 for name in names:
-                    SCENARIOS[name].preflight(ours.url, _first_line(files[name]), self.token(ours))
+                    if SCENARIOS[name].refused is not None:
+                        SCENARIOS[name].preflight(ours.url, _first_line(files[name]),
+                                                  self.token(ours, SCENARIOS[name].grant), without_consents=True)
                 if base is not None and noauth is not None:
                     SCENARIOS["read"].preflight(base.url, _first_line(files["read"]))
                     SCENARIOS["read"].preflight(noauth.url, _first_line(files["read"]))
@@ -214,36 +238,104 @@ class Bench:
                     out["baselines"]["fastapi_read"] = _best(rounds.pop("fastapi_read"))
                     for key, values in rounds.items():
                         out["scenarios"][key] = _best(values)
-                for name in names:
-                    if name in out["scenarios"]:
-                        continue
-                    scenario = SCENARIOS[name]
-                    out["scenarios"][name] = self.measure_http(ours, files[name], scenario.mode, scenario.title)
-                    if name == "search" and self.args.connections > 1:
-                        # Service time without queueing: what the data size does, apart from the load.
-                        out["scenarios"]["search_1conn"] = self.measure_http(
-                            ours, files[name], scenario.mode, f"{scenario.title}, 1 connection", connections=1)
+                # The read-only scenarios, then those of each Consent state, then the writes (a
+                # created draft would be a second match of the searches).
+                for name in [name for name in plain if not SCENARIOS[name].writes]:
+                    self._measure(ours, n, name, files[name], out)
+                for state in states:
+                    await self._consent_state(n, url, state, [name for name in names
+                                                              if SCENARIOS[name].consents == state], files, out,
+                                              pause=[s for s in (ours, other) if s is not None])
+                for name in [name for name in plain if SCENARIOS[name].writes]:
+                    self._measure(ours, n, name, files[name], out)
             if full:
                 await self._db_baselines(n, url, out)
             out["ratios"] = report.ratios(out)
         finally:
             if not self.args.keep:
-                await self.admin.drop(run_name(n))
+                await self.admin.drop(run_name(n, self.args.database_prefix))
         return out
 
-    async def _explain(self, n: int, url: str, out: dict[str, Any]) -> None:
+    def _measure(self, server: Server, n: int, name: str, request_file: Path, out: dict[str, Any]) -> None:
+        if name in out["scenarios"]:
+            return
+        scenario = SCENARIOS[name]
+        key = name.replace("-", "_")
+        if scenario.consents is not None and scenario.lines is SCENARIOS["read"].lines and self.args.rounds > 1:
+            # As the read it is compared with: the best of the rounds (not interleaved: the
+            # Consents are not in force for the read).
+            out["scenarios"][key] = _best([
+                self.measure_http(server, request_file, scenario.mode, f"{scenario.title} [{number}]",
+                                  grant=scenario.grant)
+                for number in range(1, self.args.rounds + 1)])
+        else:
+            out["scenarios"][key] = self.measure_http(server, request_file, scenario.mode, scenario.title,
+                                                      grant=scenario.grant)
+        if scenario.name == "search" and self.args.connections > 1:
+            # Service time without queueing: what the data size does, apart from the load.
+            out["scenarios"]["search_1conn"] = self.measure_http(
+                server, request_file, scenario.mode, f"{scenario.title}, 1 connection", connections=1)
+
+    async def _consent_state(self, n: int, url: str, state: str, names: list[str], files: dict[str, Path],
+                             out: dict[str, Any], pause: list[Server]) -> None:
+        """Measure ``names`` with every patient's Consent ``state`` in force: load the Consents
+        into the run database, check one against the server's write path, serve the database
+        from a server started now (its statements planned with the Consents there), then take
+        them out again. The servers in ``pause`` are stopped meanwhile: an idle server's access
+        log sealer would otherwise seal the measured server's entries for it (whichever takes the
+        lock seals), making it look cheaper than the baseline, which sealed its own."""
+        dsn = asyncpg_dsn(url)
+        for server in pause:
+            server.stop()
+        try:
+            if state == "none":
+                await self._serve_and_measure(n, url, names, files, out)
+                return
+            loaded = await load_consents(dsn, n, state, self.args.jobs)
+            try:
+                sample = synthetic.CONSENTS[state](n // 2)
+                compared = await checks.verify_against_writer(url, n // 2, [sample])
+                print(f"[{n:,}] loaded {loaded.count:,} Consents ({state}) in {loaded.seconds:.1f} s; "
+                      f"{sample['resourceType']}/{sample['id']} matches the server's write path ({compared} index, "
+                      f"consent rule and owner rows compared)", flush=True)
+                out.setdefault("consents", {})[state] = {
+                    "consents": loaded.count, "load_seconds": round(loaded.seconds, 1),
+                    "writer_equivalence_rows": compared}
+                await self._explain(n, url, out, state, SCENARIOS[names[0]].grant)
+                await self._serve_and_measure(n, url, names, files, out)
+            finally:
+                await remove_consents(dsn, loaded)
+        finally:
+            for server in pause:
+                server.start()
+
+    async def _serve_and_measure(self, n: int, url: str, names: list[str], files: dict[str, Path],
+                                 out: dict[str, Any]) -> None:
+        """Start a server on the run database as it is now and measure ``names`` on it."""
+        with patientkontrakt_server(url, self.args.workers, self.signing_key, Path(self.args.server_root)) as server:
+            for name in names:
+                SCENARIOS[name].preflight(server.url, _first_line(files[name]),
+                                          self.token(server, SCENARIOS[name].grant))
+            for name in names:
+                self._measure(server, n, name, files[name], out)
+
+    async def _explain(self, n: int, url: str, out: dict[str, Any], state: str | None = None,
+                       grant: str = "clinic") -> None:
         patient = synthetic.patient_id(n // 3)
         pairs = [("patient", patient), ("_include", "CarePlan:care-team")]
+        caller = ("a system of the regional clinic" if grant == "clinic"
+                  else "a system of the kommun's hemsjukvård, another care provider")
+        consents = f", every patient's {state} in force (bench/scenarios.py)" if state else ""
         header = (f"-- EXPLAIN (ANALYZE, BUFFERS) of the statements the server runs for\n"
                   f"-- GET /fhir/CarePlan?patient={patient}&_include=CarePlan:care-team\n"
-                  f"-- N = {n:,} agreements ({n * synthetic.RESOURCES_PER_AGREEMENT:,} resources); built by "
-                  f"FhirService.parser.parse + search_engine.find for the bench's token (a system of the regional "
-                  f"clinic, with its access rules), compiled with literal binds (bench/explain.py)\n"
+                  f"-- N = {n:,} agreements ({n * synthetic.RESOURCES_PER_AGREEMENT:,} resources){consents}; built by "
+                  f"FhirService.parser.parse + search_engine.find for the bench's token ({caller}, with its access "
+                  f"rules), compiled with literal binds (bench/explain.py)\n"
                   f"-- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, command: {_command()}")
-        text = await explain(url, "CarePlan", pairs, header, self.signing_key)
-        path = self.output / f"explain-{n}.txt"
+        text = await explain(url, "CarePlan", pairs, header, self.signing_key, grant)
+        path = self.output / (f"explain-{n}-{state}.txt" if state else f"explain-{n}.txt")
         path.write_text(text, encoding="utf-8")
-        out["explain"] = relative(path)
+        out[f"explain_{state}" if state else "explain"] = relative(path)
         print(f"[{n:,}] wrote {relative(path)}", flush=True)
 
     async def _db_baselines(self, n: int, url: str, out: dict[str, Any]) -> None:
@@ -346,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="loader processes (default: nproc)")
     parser.add_argument("--reload", action="store_true", help="reload even if a loaded database matches")
     parser.add_argument("--keep", action="store_true", help="keep the run database (pk_bench_<N>_run)")
+    parser.add_argument("--database-prefix", default=DEFAULT_PREFIX,
+                        help=f"name the databases <prefix>_<N> and <prefix>_<N>_run (default {DEFAULT_PREFIX}; "
+                             "another one keeps a second checkout from replacing this one's)")
     parser.add_argument("--output", default=str(PROJECT_ROOT / "bench" / "results"), help="results directory")
     return parser
 

@@ -5,12 +5,19 @@ responsible care unit); two Practitioners with their PractitionerRoles (medarbet
 nurse who is the fast vårdkontakt, a physician who is the fast läkarkontakt; the profiles make
 CareTeam members PractitionerRoles); the CareTeam; the CarePlan (category patientkontrakt,
 period, three activities with scheduled periods and the unit as performer, careTeam, goal and
-author references; the regional clinic as contributor); and three Goals (one stated by the
-patient, two by the nurse). Everything is a pure function of ``i``, so the loader, the request
-files and a reused database agree. Besides the agreements there is one shared resource: the
-regional clinic (``shared()``), which takes part in every agreement, so the benchmark's token,
-acting for that clinic, may read and write all of them through the same access rules as any
-care unit.
+author references; the regional clinic and the kommun's hemsjukvård as contributors); and
+three Goals (one stated by the patient, two by the nurse). Everything is a pure function of
+``i``, so the loader, the request files and a reused database agree.
+
+Besides the agreements there are shared Organizations (``shared()``): two care providers
+(*vårdgivare*: an Organization without ``partOf``, with an HSA-id) — the test region and the
+test kommun — and three care units: the regional clinic and a mottagning of the region, and the
+kommun's hemsjukvård. Every vårdcentral and the clinic are ``partOf`` the region, so what an
+agreement's unit writes is owned by the region (``resource.owner_provider``). The clinic and
+the hemsjukvård take part in every agreement: the benchmark's token acts for the clinic (the
+same provider as the owners: no samtycke needed) or, in the consent scenarios, for the
+hemsjukvård (another provider: it reads only under the patient's samtycke). ``samtycke(i)`` and
+``sparr(i)`` are the Consents of those scenarios (docs/performance.md).
 
 Ids are UUID-shaped like the server's own (``uuid4``) but computable: the first group names the
 resource kind, the last the agreement (``00000006-0000-4000-8000-000000000042`` is the CarePlan
@@ -25,11 +32,12 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from patientkontrakt.domain import codes
+from patientkontrakt.domain import codes, sharing
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.security.tokens import Grant
 
 ORGNR = "2321990000"  # the demo region's fictional organisationsnummer (valid check digit)
+KOMMUN_ORGNR = "2121990002"  # a fictional kommun's (valid check digit)
 
 # Resource kinds of an agreement; the position (1-based) is the first group of the id.
 KINDS = ("Patient", "Organization", "Practitioner", "Practitioner", "CareTeam", "CarePlan",
@@ -55,29 +63,62 @@ def resource_id(kind: int, agreement: int) -> str:
 
 CLINIC_ID = resource_id(99, 0)
 CLINIC_HSA_ID = f"SE{ORGNR}-BKLINIK"
+REGION_ID = resource_id(98, 0)  # the care provider of every vårdcentral and the clinic
+REGION_HSA_ID = f"SE{ORGNR}-0001"
+KOMMUN_ID = resource_id(97, 0)  # another care provider
+KOMMUN_HSA_ID = f"SE{KOMMUN_ORGNR}-0001"
+HOMECARE_ID = resource_id(96, 0)  # the kommun's hemsjukvård, in every agreement
+HOMECARE_HSA_ID = f"SE{KOMMUN_ORGNR}-BHEMSJUKVARD"
+MOTTAGNING_ID = resource_id(95, 0)  # a unit of the region in no agreement: the spärr's custodian
+MOTTAGNING_HSA_ID = f"SE{ORGNR}-BMOTTAGNING"
 BENCH_SCOPE = "system/*.cruds"
+# The Consents of the consent scenarios (kinds after the transaction's Appointments, 12 to 15).
+SAMTYCKE_KIND, SPARR_KIND = 16, 17
 
 
 def bench_grant() -> Grant:
     """Who the benchmark's token is: a system acting for the regional clinic that takes part in
-    every synthetic agreement (``shared``), so every read and search passes the access rules."""
+    every synthetic agreement (``shared``), of the same care provider as the agreements' units,
+    so every read and search passes the access rules without a samtycke."""
     return Grant(kind="system", sub="bench", name="Benchmark", care_unit=CLINIC_HSA_ID,
-                 care_unit_name="Regionkliniken (test)", care_unit_org=CLINIC_ID)
+                 care_unit_name="Regionkliniken (test)", care_unit_org=CLINIC_ID, care_provider=REGION_HSA_ID)
+
+
+def kommun_grant() -> Grant:
+    """The token of the samtycke scenarios: a system acting for the kommun's hemsjukvård, which
+    takes part in every agreement but is another care provider than the one that owns them."""
+    return Grant(kind="system", sub="bench", name="Benchmark", care_unit=HOMECARE_HSA_ID,
+                 care_unit_name="Hemsjukvården (test)", care_unit_org=HOMECARE_ID, care_provider=KOMMUN_HSA_ID)
+
+
+GRANTS = {"clinic": bench_grant, "kommun": kommun_grant}
+
+
+def _organization(id_: str, hsa: str, kind: tuple[str, str], name: str, unit_type: tuple[str, str] | None = None,
+                  part_of: str | None = None) -> dict[str, Any]:
+    types = [_coding(codes.ORGANIZATION_KIND, *kind)]
+    if unit_type:
+        types.append(_coding(codes.CARE_UNIT_TYPE, *unit_type))
+    org = _directory_entry("Organization", id_, hsa, type=types, name=name,
+                           telecom=[{"system": "phone", "value": "010-100 00 01", "use": "work"}])
+    if part_of:
+        org["partOf"] = {"reference": f"Organization/{part_of}"}
+    return org
 
 
 def shared() -> list[dict[str, Any]]:
-    """The regional clinic that contributes to every synthetic agreement."""
-    return [{
-        "resourceType": "Organization",
-        "id": CLINIC_ID,
-        "meta": _tag(),
-        "identifier": [{"system": HSA_ID, "value": CLINIC_HSA_ID}],
-        "active": True,
-        "type": [_coding(codes.ORGANIZATION_KIND, "region", "Region"),
-                 _coding(codes.CARE_UNIT_TYPE, "sjukhusklinik", "Sjukhusklinik")],
-        "name": "Regionkliniken (test)",
-        "telecom": [{"system": "phone", "value": "010-100 00 01", "use": "work"}],
-    }]
+    """The Organizations every agreement shares: the providers first (units name them)."""
+    region, kommun = ("region", "Region"), ("kommun", "Kommun")
+    return [
+        _organization(REGION_ID, REGION_HSA_ID, region, "Region Test"),
+        _organization(KOMMUN_ID, KOMMUN_HSA_ID, kommun, "Testkommunen"),
+        _organization(CLINIC_ID, CLINIC_HSA_ID, region, "Regionkliniken (test)",
+                      ("sjukhusklinik", "Sjukhusklinik"), REGION_ID),
+        _organization(HOMECARE_ID, HOMECARE_HSA_ID, kommun, "Hemsjukvården (test)",
+                      ("hemsjukvard", "Hemsjukvård"), KOMMUN_ID),
+        _organization(MOTTAGNING_ID, MOTTAGNING_HSA_ID, region, "Testmottagningen",
+                      ("annan", "Annan"), REGION_ID),
+    ]
 
 
 def patient_id(i: int) -> str:
@@ -175,6 +216,7 @@ def agreement(i: int, organization: int | None = None) -> list[dict[str, Any]]:
               _coding(codes.CARE_UNIT_TYPE, "vardcentral", "Vårdcentral")],
         name=f"Testvårdcentralen {i}",
         telecom=[{"system": "phone", "value": "010-100 00 00", "use": "work"}],
+        partOf={"reference": f"Organization/{REGION_ID}"},
     )
     staff = (("Sara", "nurse", "Sjuksköterska"), ("Lars", "doctor", "Läkare"))
     practitioners = [
@@ -242,7 +284,8 @@ def agreement(i: int, organization: int | None = None) -> list[dict[str, Any]]:
         "subject": _ref(1, i, "Patient", f"{given} Testperson"),
         "period": {"start": start.isoformat(), "end": end.isoformat()},
         "author": org,
-        "contributor": [{"reference": f"Organization/{CLINIC_ID}", "display": "Regionkliniken (test)"}],
+        "contributor": [{"reference": f"Organization/{CLINIC_ID}", "display": "Regionkliniken (test)"},
+                        {"reference": f"Organization/{HOMECARE_ID}", "display": "Hemsjukvården (test)"}],
         "careTeam": [_ref(5, i, "CareTeam")],
         "goal": [_ref(7 + n, i, "Goal") for n in range(3)],
         "activity": activities,
@@ -305,6 +348,56 @@ def appointments(i: int) -> list[dict[str, Any]]:
             ],
         })
     return booked
+
+
+def _consent(i: int, kind: int, category: tuple[str, str], recorder: str,
+             actors: list[tuple[str, str]]) -> dict[str, Any]:
+    """A Consent of agreement ``i``'s patient (the R4 privacy-consent pattern, design of issue
+    14): in force from 2024 without end, recorded by the unit ``recorder``."""
+    permit = category[0] == sharing.SAMTYCKE
+    patient = _ref(1, i, "Patient")
+    return {
+        "resourceType": "Consent",
+        "id": resource_id(kind, i),
+        "meta": _tag(),
+        "status": "active",
+        "scope": _coding("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy", "Privacy Consent"),
+        "category": [_coding(sharing.CONSENT_CATEGORY, *category)],
+        "patient": patient,
+        "dateTime": f"{_start(i).isoformat()}T10:00:00+01:00",
+        "performer": [patient],
+        "organization": [{"reference": f"Organization/{recorder}"}],
+        "policyRule": _coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", *(
+            ("OPTIN", "opt-in") if permit else ("OPTOUT", "opt-out"))),
+        "provision": {
+            "type": "permit" if permit else "deny",
+            "period": {"start": _start(i).isoformat()},
+            "actor": [{"role": _coding(sharing.PARTICIPATION, role, display),
+                       "reference": {"reference": f"Organization/{org}"}}
+                      for role, display, org in ((r, _ROLE_DISPLAY[r], o) for r, o in actors)],
+        },
+    }
+
+
+_ROLE_DISPLAY = {sharing.RECIPIENT: "information recipient", sharing.CUSTODIAN: "custodian"}
+
+
+def samtycke(i: int) -> dict[str, Any]:
+    """Agreement ``i``'s patient's samtycke, recorded at the kommun's hemsjukvård: the
+    hemsjukvård (IRCP) may read what the region (CST) holds about the patient."""
+    return _consent(i, SAMTYCKE_KIND, (sharing.SAMTYCKE, "Samtycke till sammanhållen journalföring"), HOMECARE_ID,
+                    [(sharing.RECIPIENT, HOMECARE_ID), (sharing.CUSTODIAN, REGION_ID)])
+
+
+def sparr(i: int) -> dict[str, Any]:
+    """Agreement ``i``'s patient's inre spärr on the region's mottagning (CST), recorded there:
+    it hides the mottagning's part from every other unit and none of the agreement, so every
+    read of the agreement probes it and still finds its data."""
+    return _consent(i, SPARR_KIND, (sharing.INRE_SPARR, "Inre spärr"), MOTTAGNING_ID,
+                    [(sharing.CUSTODIAN, MOTTAGNING_ID)])
+
+
+CONSENTS = {"samtycke": samtycke, "sparr": sparr}
 
 
 _DIRECTORY = ("Organization", "Practitioner", "PractitionerRole")

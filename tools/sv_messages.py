@@ -266,6 +266,119 @@ SV |= {
     "Street address": "Gatuadress",
     "Postal code": "Postnummer",
     "City": "Ort",
+    # /mitt: "Dina spärrar och samtycken" (mitt/consents.html) and the SIP beside the agreement (mitt/sip.html)
+    "Your blocks and consents": "Dina spärrar och samtycken",
+    "Who in the care may see information about you from other care providers, and what you have blocked.":
+        "Vem i vården som får ta del av uppgifter om dig från andra vårdgivare, och vad du har spärrat.",
+    "See your blocks and consents": "Se dina spärrar och samtycken",
+    "Each care provider – the region, the kommun or a private clinic – keeps its own records about you. "
+    "Here you see who in the care may see information about you from other care providers (your consents), "
+    "and what you have blocked (your blocks).":
+        "Varje vårdgivare – regionen, kommunen eller en privat mottagning – har sin egen journal om dig. Här ser "
+        "du vem i vården som får ta del av uppgifter om dig från andra vårdgivare (dina samtycken), och vad du "
+        "har spärrat (dina spärrar).",
+    "You have no blocks and no consents": "Du har inga spärrar och inga samtycken",
+    "The care may read what other care providers have written about you only with your consent, or in an "
+    "emergency when you cannot answer. If you want to give a consent or block information, talk to your care unit.":
+        "Vården får läsa det som andra vårdgivare har skrivit om dig bara med ditt samtycke, eller i en nödsituation "
+        "när du inte kan svara. Vill du ge ett samtycke eller spärra uppgifter? Prata med din vårdenhet.",
+    "Your consents": "Dina samtycken",
+    "Your blocks": "Dina spärrar",
+    "Consent (samtycke)": "Samtycke",
+    "Internal block (inre spärr)": "Inre spärr",
+    "External block (yttre spärr)": "Yttre spärr",
+    "a care unit": "en vårdenhet",
+    "You have given your consent for %(unit)s to see information about you from other care providers.":
+        "Du har gett ditt samtycke till att %(unit)s får ta del av uppgifter om dig från andra vårdgivare.",
+    "It covers the information at %(units)s.": "Det gäller uppgifterna hos %(units)s.",
+    "The information at %(unit)s is blocked: it is not shown to other units, not even at other care providers.":
+        "Uppgifterna hos %(unit)s är spärrade: de visas inte för andra enheter, inte heller hos andra vårdgivare.",
+    "The information at %(unit)s is blocked: it is not shown to other care providers.":
+        "Uppgifterna hos %(unit)s är spärrade: de visas inte för andra vårdgivare.",
+    "Valid from %(start)s to %(end)s": "Gäller från %(start)s till och med %(end)s",
+    "Valid from %(start)s until further notice": "Gäller från %(start)s tills vidare",
+    "Valid until %(end)s": "Gäller till och med %(end)s",
+    "Recorded by %(unit)s on %(date)s": "Registrerat av %(unit)s den %(date)s",
+    "Recorded on %(date)s": "Registrerat den %(date)s",
+    "You can take back your consent at any time. Contact %(unit)s.":
+        "Du kan när som helst ta tillbaka ditt samtycke. Kontakta %(unit)s.",
+    "A block is lifted only at your request, by the care unit that holds the information. Contact %(unit)s.":
+        "En spärr hävs bara om du begär det, av den vårdenhet som har uppgifterna. Kontakta %(unit)s.",
+    "your care unit": "din vårdenhet",
+    "You have not given any consent.": "Du har inte gett något samtycke.",
+    "You have no blocks.": "Du har inga spärrar.",
+    "Earlier": "Tidigare",
+    "These no longer apply.": "De här gäller inte längre.",
+    "ended": "har upphört", "taken back": "återtaget", "lifted": "hävd",
+    "What do consent and block mean?": "Vad betyder samtycke och spärr?",
+    "With your consent, a care unit may see what other care providers have written about you, when it needs it "
+    "for your care. Without it, each care provider sees only its own information about you.":
+        "Med ditt samtycke får en vårdenhet ta del av det som andra vårdgivare har skrivit om dig, när den behöver "
+        "det för din vård. Utan samtycke ser varje vårdgivare bara sina egna uppgifter om dig.",
+    "What a care unit has written about you is not shown to any other unit: not to the other units of the same "
+    "care provider, and not to other care providers.":
+        "Det som en vårdenhet har skrivit om dig visas inte för någon annan enhet: varken för samma vårdgivares "
+        "andra enheter eller för andra vårdgivare.",
+    "What a care unit or care provider has written about you is not shown to other care providers, even if you "
+    "have given them your consent.":
+        "Det som en vårdenhet eller vårdgivare har skrivit om dig visas inte för andra vårdgivare, inte ens om du "
+        "har gett dem ditt samtycke.",
+    "You decide. A consent or a block is recorded by the care unit you ask. A block is lifted only at your request, "
+    "by the care unit that holds the information; not even in an emergency may the care look past a block.":
+        "Det är du som bestämmer. Ett samtycke eller en spärr registreras av den vårdenhet du ber om det. En spärr "
+        "hävs bara om du begär det, av den vårdenhet som har uppgifterna. Inte ens i en nödsituation får vården gå "
+        "förbi en spärr.",
+    "In your SIP (coordinated individual plan)": "I din SIP (samordnad individuell plan)",
+    "A SIP is the plan the region and the kommun have made together with you: who does what.":
+        "En SIP är planen som regionen och kommunen har gjort tillsammans med dig: vem som gör vad.",
+    "The region has the overall responsibility for your SIP.": "Regionen har det övergripande ansvaret för din SIP.",
+    "The kommun has the overall responsibility for your SIP.": "Kommunen har det övergripande ansvaret för din SIP.",
+    "Who does it": "Vem gör det",
+    "The region": "Regionen", "The kommun": "Kommunen", "Other": "Annan",
+}
+
+
+# -- the provider's log review: /personal/logg (personal/log_review.html, log_review.py)
+SV |= {
+    "Log review": "Logggranskning",
+    "Every access to patient data at the care provider's units. Review the emergency accesses first: "
+    "was each one needed, and is the reason enough?":
+        "All åtkomst till patientuppgifter vid vårdgivarens enheter. Granska nödåtkomsterna först: behövdes "
+        "var och en, och räcker skälet?",
+    "Emergency accesses": "Nödåtkomster",
+    ("%(num)d emergency access", "%(num)d emergency accesses"): ("%(num)d nödåtkomst", "%(num)d nödåtkomster"),
+    "(the latest %(shown)d shown)": "(de senaste %(shown)d visas)",
+    "No emergency accesses.": "Inga nödåtkomster.",
+    "All accesses": "All åtkomst",
+    "Search the log": "Sök i loggen",
+    "User (HSA-id)": "Användare (HSA-id)",
+    "Patient: personnummer or Patient id": "Patient: personnummer eller Patient-id",
+    "Care unit (HSA-id)": "Vårdenhet (HSA-id)",
+    "From date": "Från och med datum",
+    "To date": "Till och med datum",
+    "Export these accesses as CSV": "Exportera åtkomsterna som CSV",
+    "(at most %(max)d rows, newest first; for Excel)": "(högst %(max)d rader, nyaste först; för Excel)",
+    ("%(num)d access", "%(num)d accesses"): ("%(num)d åtkomst", "%(num)d åtkomster"),
+    "No accesses found.": "Ingen åtkomst hittades.",
+    "Not shown": "Visas inte",
+    "User": "Användare",
+    "User's HSA-id": "Användarens HSA-id",
+    "Role": "Roll",
+    "Care unit's HSA-id": "Vårdenhetens HSA-id",
+    "Patient id": "Patient-id",
+    "Purpose": "Ändamål",
+    "Reason": "Skäl",
+    "Action": "Åtgärd",
+    "Resources": "Resurser",
+    "Outcome": "Utfall",
+    "Request": "Begäran",
+    "Write an HSA-id, for example SE2321000016-P0001.": "Skriv ett HSA-id, till exempel SE2321000016-P0001.",
+    "Write the date as YYYY-MM-DD, for example 2026-12-01.": "Skriv datumet som ÅÅÅÅ-MM-DD, till exempel 2026-12-01.",
+    "Write a personnummer or a Patient id.": "Skriv ett personnummer eller ett Patient-id.",
+    "Care and treatment": "Vård och behandling",
+    "Emergency access": "Nödåtkomst",
+    "The patient's own": "Patientens egen",
+    "System administration": "Systemadministration",
 }
 
 

@@ -3,9 +3,11 @@
 The patient signs in (the test IdP, or BankID/Freja through the region's IdP) and sees their
 agreement in plain language: their fast vårdkontakt and fast läkarkontakt and how to reach
 them, what matters to them (they add and change their own goals here), the care's goals, the
-planned activities across region and kommun (upcoming first, past folded away), the plan, and
-who has read their agreement: the access log entries about them (PDL 8 kap 5 §). Everything
-through the FHIR core with the patient's own token, like any SMART app.
+planned activities across region and kommun (upcoming first, past folded away) with the
+interventions of the SIPs that are part of the agreement, the plan, and who has read their
+agreement: the access log entries about them (PDL 8 kap 5 §). ``/mitt/sparrar`` shows their
+samtycken and spärrar. Everything through the FHIR core with the patient's own token, like any
+SMART app.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.pages import forms
+from api.pages import consent_view, forms, sip_view
 from api.pages.common import Page, bilingual, body, home_page, sign_in_routes, signed_in
 from api.pages.labels import N_
 from api.pages.lifecycle import provenance, set_goal_outcome
 from api.pages.session import PATIENT
+from api.pages.sip_view import SipView
 from api.pages.views import AgreementView, agreement_view
 from patientkontrakt.domain import codes
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
@@ -32,6 +35,7 @@ router = APIRouter(prefix="/mitt", include_in_schema=False)
 _PREFER = Preferences()
 LOG_ENTRIES = 50
 EARLIER_AGREEMENTS = 10
+CONSENTS = 100
 GOAL_OUTCOMES = ("active", "achieved", "cancelled")  # ongoing, reached, withdrawn (lifecycleStatus cancelled)
 _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "tillbakataget"}  # stored data is Swedish
 
@@ -39,13 +43,16 @@ _OUTCOME_WORDS = {"active": "pågår", "achieved": "uppnått", "cancelled": "til
 sign_in_routes(router, PATIENT)
 
 
-async def _mine(page: Page) -> list[AgreementView]:
-    """The patient's open agreements (active or on hold), newest first."""
+async def _mine(page: Page) -> tuple[list[AgreementView], dict[str, list[SipView]]]:
+    """The patient's open agreements (active or on hold), newest first, and the open SIPs that
+    are part of them (by agreement id): ``$patientkontrakt`` gives both."""
     assert page.session.patient is not None
     bundle = orjson.loads(await page.request.app.state.overview.for_patient(page.access, page.session.patient))
-    plans = [e["resource"]["id"] for e in bundle.get("entry", []) if e["resource"]["resourceType"] == "CarePlan"]
-    views = [v for plan in plans if (v := agreement_view(bundle, plan)) is not None]
-    return sorted(views, key=lambda v: v.start, reverse=True)
+    resources = [e["resource"] for e in bundle.get("entry", []) if "resource" in e]
+    plans = [r for r in resources if r["resourceType"] == "CarePlan"]
+    views = [v for plan in plans if not sip_view.is_sip(plan) and (v := agreement_view(bundle, plan["id"])) is not None]
+    agreements = sorted(views, key=lambda v: v.start, reverse=True)
+    return agreements, await _sips(page, [p for p in plans if sip_view.is_sip(p)], resources, agreements)
 
 
 async def _earlier(page: Page) -> list[AgreementView]:
@@ -66,6 +73,38 @@ async def _earlier(page: Page) -> list[AgreementView]:
         if view is not None:
             views.append(view)
     return sorted(views, key=lambda v: (v.end or v.start), reverse=True)
+
+
+async def _search(page: Page, type_: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The resources of ``type_`` a search under the patient's access finds (logged like any)."""
+    found = body(await page.request.app.state.service.search(page.access, type_, params, _PREFER))
+    return [e["resource"] for e in found.get("entry", []) if e.get("resource", {}).get("resourceType") == type_]
+
+
+async def _organizations(page: Page, ids: set[str]) -> list[dict[str, Any]]:
+    """The Organizations ``ids`` that the patient may read: those their own records name."""
+    if not ids:
+        return []
+    return await _search(page, "Organization", [("_id", ",".join(sorted(ids))), ("_count", str(len(ids)))])
+
+
+async def _sips(page: Page, plans: list[dict[str, Any]], resources: list[dict[str, Any]],
+                agreements: list[AgreementView]) -> dict[str, list[SipView]]:
+    """The open SIPs among ``plans``, by the agreement they are part of. The Organizations that do
+    their interventions come with the Bundle (``resources``) when the agreement names them too;
+    the others are read."""
+    shown: dict[str, list[SipView]] = {a.id: [] for a in agreements}
+    open_plans = [p for p in plans if p.get("status") in sip_view.OPEN_STATES]
+    if not open_plans:
+        return shown
+    organizations = [r for r in resources if r["resourceType"] == "Organization"]
+    missing = sip_view.organizations_named(open_plans) - {str(o["id"]) for o in organizations}
+    organizations += await _organizations(page, missing)
+    for view in filter(None, (sip_view.sip_view(plan, organizations) for plan in open_plans)):
+        for agreement in view.part_of:
+            if agreement in shown:
+                shown[agreement].append(view)
+    return shown
 
 
 async def _who_has_read(page: Page) -> list[dict[str, str]]:
@@ -100,14 +139,28 @@ async def _who_has_read(page: Page) -> list[dict[str, str]]:
 @router.get("")
 async def home(request: Request) -> Response:
     async def run(page: Page) -> Response:
-        agreements = await _mine(page)
+        agreements, sips = await _mine(page)
         earlier = await _earlier(page)
         readers = await _who_has_read(page)
         template = "mitt/print.html" if page.request.query_params.get("utskrift") else "mitt/agreement.html"
         return page.render(template, {"agreements": agreements, "earlier": earlier, "readers": readers, "errors": {},
+                                      "sips": sips,
                                       "f": {}, "saved": page.request.query_params.get("sparat"),
                                       "printed": datetime.datetime.now(datetime.UTC)})
     return await home_page(request, PATIENT, "mitt/landing.html", run)
+
+
+@router.get("/sparrar")
+async def consents(request: Request) -> Response:
+    """"Dina spärrar och samtycken": the patient's samtycken and spärrar, read-only (the care
+    unit the patient asks records and revokes them), with the names of the units they are about."""
+    async def run(page: Page) -> Response:
+        found = await _search(page, "Consent", [("patient", f"Patient/{page.session.patient}"),
+                                                ("_count", str(CONSENTS))])
+        organizations = await _organizations(page, consent_view.organizations_named(found))
+        names = {str(o["id"]): str(o.get("name", "")) for o in organizations if o.get("name")}
+        return page.render("mitt/consents.html", {"consents": consent_view.consent_views(found, names)})
+    return await signed_in(request, PATIENT, run)
 
 
 def _goal_form(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -149,9 +202,10 @@ async def add_goal(request: Request) -> Response:
                 return page.redirect("/mitt?sparat=1#mina-mal")
             except FhirError as error:
                 errors["text"] = bilingual(error.issues[0].details_sv or error.diagnostics, error.issues[0].diagnostics)
-        agreements = await _mine(page)
+        agreements, sips = await _mine(page)
         return page.render("mitt/agreement.html", {"agreements": agreements, "earlier": await _earlier(page),
-                                                   "readers": await _who_has_read(page), "errors": errors, "f": form},
+                                                   "readers": await _who_has_read(page), "errors": errors, "f": form,
+                                                   "sips": sips},
                            status_code=422)
     return await signed_in(request, PATIENT, run)
 

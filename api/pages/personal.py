@@ -42,6 +42,7 @@ from patientkontrakt.domain.identifiers import (
 from patientkontrakt.fhir.errors import FhirError, PreconditionFailed
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.requests import Preferences
+from patientkontrakt.security.tokens import LOG_REVIEWER
 
 router = APIRouter(prefix="/personal", include_in_schema=False)
 PAGE_SIZE = 20
@@ -121,7 +122,7 @@ async def _list(page: Page) -> Response:
     return page.render("personal/list.html", {
         "rows": rows, "total": total, "q": query, "status": status, "sort": sort, "statuses": STATUSES,
         "sorts": list(SORTS), "page_number": page_number, "pages": pages, "query_error": error,
-        "other_century": other_century,
+        "other_century": other_century, "log_reviewer": LOG_REVIEWER in page.access.principal.roles,
         "previous": link(page_number - 1) if page_number > 1 else None,
         "next": link(page_number + 1) if page_number < pages else None,
     })

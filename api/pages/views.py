@@ -241,7 +241,8 @@ def _current(period: Any) -> bool:
 
 class _Index:
     def __init__(self, resources: list[dict[str, Any]]) -> None:
-        self.by_ref = {f"{r['resourceType']}/{r['id']}": r for r in resources}
+        # an OperationOutcome of the Bundle (a note, that something is not shown) has no id
+        self.by_ref = {f"{r['resourceType']}/{r['id']}": r for r in resources if "id" in r}
 
     def get(self, reference: str) -> dict[str, Any] | None:
         return self.by_ref.get(reference)

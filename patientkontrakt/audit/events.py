@@ -1,23 +1,29 @@
 """The access log as read-only FHIR ``AuditEvent`` resources (read and search).
 
 Each log entry is rendered as an R4 AuditEvent on the fly (the log row is the record; nothing is
-stored twice). Search parameters: ``patient``, ``agent`` (HSA-id, personnummer, client id or
-``fhirUser`` reference), ``entity`` (``Type/id``; ``Patient/id`` finds every entry about the
-patient), ``date`` (with prefixes), ``_count`` and ``_offset``; newest first. As in any R4 search, a
-repeated parameter must hold every time and a comma-separated value is any of its parts.
+stored twice). Search parameters: ``patient``, ``agent`` (HSA-id of the user or of the care unit,
+personnummer, client id or ``fhirUser`` reference), ``entity`` (``Type/id``; ``Patient/id`` finds
+every entry about the patient), ``date`` (with prefixes), ``purpose`` (our own: the v3 ActReason
+code of the purpose of use, ``ETREAT`` for emergency access; ``system|code`` too), ``_count`` and
+``_offset``; newest first. As in any R4 search, a repeated parameter must hold every time and a
+comma-separated value is any of its parts.
 
 Who sees what: a patient the entries about themselves (the *loggutdrag*, PDL 8 kap 5 §); staff
-and systems the entries of the care unit they act for (the unit's own log review); each needs
-an AuditEvent read/search scope. A care unit's refused attempts (a read of what it may not see,
-or of what does not exist: the two are logged alike) are shown without the patient and resources
-the server recorded for the patient's log extract, and ``patient``/``entity`` find only its
-successful entries: otherwise its own log would tell it whose a hidden resource is, or that it
-exists.
+and systems the entries of the care unit they act for (the unit's own log review); a log reviewer
+(a commission coded ``pk-staff-role#logggranskare``, token role ``log-reviewer``) the entries of
+every unit of their care provider and of no other (the provider's log review, PDL 4 kap. 3 §,
+HSLF-FS 2016:40 4 kap. 9 §); each needs an AuditEvent read/search scope. A care unit's refused
+attempts (a read of what it may not see, or of what does not exist: the two are logged alike) are
+shown to staff, reviewers included, without the patient and resources the server recorded for the
+patient's log extract, and ``patient``/``entity`` find only successful entries: otherwise the
+log would tell them whose a hidden resource is, or that it exists.
 
 Both interactions run through the interaction pipeline (``fhir/interactions.py``): the scopes, the
-stages, refused attempts logged. What they return is not itself logged (the log's own entries
-are not patient data held in the record; logging the reading of the log would make every log
-review grow the log it reviews).
+stages, refused attempts logged. What a patient or a unit reads of its own log is not itself
+logged (the log's own entries are not patient data held in the record; logging every such reading
+would make every review grow the log it reviews). A log reviewer's reading is, one entry per
+request (per patient asked about), purpose ``HCOMPL``: they read every unit's entries, patients
+named, so their reviews must be reviewable in turn (``AuditLog.reviewed``).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
+from patientkontrakt.audit.log import AuditLog
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.fhir.access import Access, NoLog
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
@@ -37,11 +45,12 @@ from patientkontrakt.fhir.limits import DEFAULT_LIMITS, Limits, check_parameter_
 from patientkontrakt.fhir.paging import page_links, page_number
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.fhir.results import Result
+from patientkontrakt.security.tokens import LOG_REVIEWER
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.audit import AuditQuery, AuditRow
 from patientkontrakt.storage.repository import Store
 
-SEARCH_PARAMS = ("patient", "agent", "entity", "date")
+SEARCH_PARAMS = ("patient", "agent", "entity", "date", "purpose")
 _ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "history-instance": "R",
             "history-type": "E", "history-system": "E", "update": "U", "delete": "D", "operation": "E",
             "transaction": "E", "validate": "E"}
@@ -130,11 +139,19 @@ def render(row: AuditRow, base: str, *, name_refused: bool = True) -> dict[str, 
 
 class AuditEvents:
     def __init__(self, store: Store, base: str, pipeline: Pipeline | None = None,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, review_log: AuditLog | None = None) -> None:
         self._store = store
         self._base = base
         self._pipeline = pipeline or Pipeline(NoLog())
         self._limits = limits
+        self._review_log = review_log
+
+    async def _reviewed(self, access: Access, interaction: str, request: str,
+                        patient_ids: list[str] | None) -> None:
+        """A log reviewer's reading is logged (``AuditLog.reviewed``): they read every unit's
+        entries, patients named, so their own reading must be reviewable in turn."""
+        if self._review_log is not None and _reviewer(access):
+            await self._review_log.reviewed(access, interaction, request, patient_ids or [None])
 
     @staticmethod
     def _scope(access: Access) -> AuditQuery:
@@ -143,6 +160,10 @@ class AuditEvents:
         patient = getattr(access, "patient_id", None)
         if who.kind == "patient" and patient:
             return AuditQuery(patient_ids=[patient])
+        if _reviewer(access):
+            # Refused entries stay without their patient here too: a reviewer who could see them
+            # would learn, by a refused read of their own, whose a hidden resource is.
+            return AuditQuery(care_provider=who.care_provider, names_of_successes_only=True)
         if who.kind in ("staff", "system") and who.care_unit:
             return AuditQuery(care_unit=who.care_unit, names_of_successes_only=True)
         raise Forbidden("Only a patient (about themselves) or a care unit (its own entries) may read the log",
@@ -161,20 +182,23 @@ class AuditEvents:
         if not rows:
             raise NotFound(f"AuditEvent/{id_} is not known", details_sv="Loggposten finns inte.")
         event = render(rows[0], self._base, name_refused=not query.names_of_successes_only)
+        await self._reviewed(access, "read", f"AuditEvent/{id_}", [rows[0].patient_id] if rows[0].patient_id else None)
         return Result(200, dumps(event), version_id=1, last_updated=rows[0].recorded)
 
-    async def search(self, access: Access, pairs: list[tuple[str, str]]) -> Result:
+    async def search(self, access: Access, pairs: list[tuple[str, str]], *, max_count: int = MAX_COUNT) -> Result:
+        """``max_count``: the largest ``_count`` taken (the log review's CSV export asks for more
+        than the API's 200 in one search, so that one export is one logged review)."""
         async with self._pipeline.run(access, Interaction.of("search-type", "AuditEvent", "AuditEvent")):
-            return await self._search(access, pairs)
+            return await self._search(access, pairs, max_count)
 
-    async def _search(self, access: Access, pairs: list[tuple[str, str]]) -> Result:
+    async def _search(self, access: Access, pairs: list[tuple[str, str]], max_count: int) -> Result:
         query = self._scope(access)
         check_parameter_count(self._limits, pairs)
         count, offset = 50, 0
         used: list[tuple[str, str]] = []
         for key, value in pairs:
             if key == "_count":
-                count = page_number(key, value, MAX_COUNT)
+                count = page_number(key, value, max_count)
                 continue
             if key == "_offset":
                 offset = page_number(key, value)
@@ -197,10 +221,14 @@ class AuditEvents:
                 query.agents.append([v.split("|", 1)[-1].removeprefix(self._base + "/") for v in values])
             elif key == "entity":
                 query.entity.append([v.removeprefix(self._base + "/") for v in values])
+            elif key == "purpose":
+                query.purposes.append([v.rsplit("|", 1)[-1] for v in values])
             else:
                 query.recorded.append([_date(v) for v in values])
             used.append((key, value))
         rows, total = await sql.search(self._store, query, offset, max(count, 1))
+        await self._reviewed(access, "search-type", "AuditEvent" + (f"?{urlencode(used)}" if used else ""),
+                             query.patient_ids if any(k == "patient" for k, _ in used) else None)
         has_next = count > 0 and len(rows) > count  # _count=0 asks for the total only: no next page
         rows = rows[:count]
         links = page_links(f"{self._base}/AuditEvent", used, count, offset, has_next=has_next)
@@ -213,6 +241,12 @@ class AuditEvents:
             for row in rows
         ]
         return Result(200, render_bundle(head, entries))
+
+
+def _reviewer(access: Access) -> bool:
+    """Whether the caller is a log reviewer of a care provider (token role ``log-reviewer``)."""
+    who = access.principal
+    return who.kind == "staff" and LOG_REVIEWER in who.roles and bool(who.care_provider)
 
 
 def _date(value: str) -> tuple[str, Any, Any]:

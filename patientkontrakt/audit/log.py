@@ -36,6 +36,8 @@ from patientkontrakt.storage.repository import Store, StoredResource, Unit
 
 log = logging.getLogger("patientkontrakt.audit")
 MAX_RESOURCES_PER_ENTRY = 200
+# v3 ActReason HCOMPL (health compliance): the purpose of a log reviewer's reading of the log.
+REVIEW_PURPOSE = "HCOMPL"
 
 
 def _entries(access: Access, interaction: str, request: str, resources: Iterable[StoredResource],
@@ -93,6 +95,20 @@ class AuditLog:
         names = [f"{resource.type}/{resource.id}"] if resource is not None else []
         patient = resource.patient_id if resource is not None else None
         await self._commit([_entry(access, interaction, request, names, patient, status, "refused", now_utc())])
+
+    async def reviewed(self, access: Access, interaction: str, request: str,
+                       patient_ids: Iterable[str | None]) -> None:
+        """A log reviewer read the log: one entry per patient asked about (``None``: one entry
+        naming no patient), purpose ``HCOMPL``, committed before the answer is shown. The
+        reviewer's own reviews are then in the provider's log for the next review, and a search
+        for one patient's entries is in that patient's log extract."""
+        if not access.logged:
+            return
+        recorded = now_utc()
+        entries = [{**_entry(access, interaction, request, [], patient, 200, "success", recorded),
+                    "purpose": REVIEW_PURPOSE, "reason": None} for patient in dict.fromkeys(patient_ids)]
+        if entries:
+            await self._commit(entries)
 
     # -- group commit ----------------------------------------------------------------------
 

@@ -22,6 +22,10 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 OPT_IN = "OPTIN"  # policyRule of a samtycke (R4 ppc-1: a Consent has policyRule or policy)
 OPT_OUT = "OPTOUT"  # policyRule of a spärr
 PRACTITIONER_ROLE = "http://terminology.hl7.org/CodeSystem/practitioner-role"
+# Tasks a commission (PractitionerRole.code) gives beyond care: ``logggranskare`` reviews the
+# access log of the whole care provider (PDL 4 kap. 3 §, HSLF-FS 2016:40 4 kap. 9 §).
+STAFF_ROLE = f"{CANONICAL}/CodeSystem/pk-staff-role"
+LOG_REVIEWER = "logggranskare"
 
 # HL7 v3 ActReason HTEST: "test health data" — every demo and benchmark resource carries it.
 TEST_DATA_TAG = {

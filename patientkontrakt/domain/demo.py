@@ -297,6 +297,10 @@ class DemoGenerator:
         built.organizations.append(private)
         self._unit(built, "vc-angen", "Ängens vårdcentral", private, private_nr, "vardcentral", "0124-105 10",
                    random.Random(f"{self.seed}:angen"))
+        for practitioner, role, unit in _log_reviewers(built.units):
+            built.practitioners.append(practitioner)
+            built.roles.append(role)
+            unit.staff.append((practitioner, role, "logggranskare"))
         return Region(built.organizations, built.practitioners, built.roles, built.units)
 
     def _unit(self, built: _Directory, key: str, name: str, parent: dict[str, Any], orgnr: str, unit_type: str,
@@ -612,6 +616,31 @@ def has_sip(number: int) -> bool:
 
 def _huvudman(code: str) -> dict[str, Any]:
     return _coding(codes.HUVUDMAN, code, HUVUDMAN_DISPLAY[code])
+# The providers' log reviewers (pk-staff-role#logggranskare): (unit type, given name, family name).
+LOG_REVIEWERS = (("sjukhusklinik", "Lena", "Granqvist"), ("hemsjukvard", "Tomas", "Loggren"))
+
+
+def _log_reviewers(units: dict[str, list[Unit]]) -> Iterator[tuple[dict[str, Any], dict[str, Any], Unit]]:
+    """One log reviewer at the first unit of each type in ``LOG_REVIEWERS`` (the region's hospital
+    clinic, the kommun's hemsjukvård), numbered apart from the other staff so that adding them
+    changes no one else's id."""
+    for number, (unit_type, given, family) in enumerate(LOG_REVIEWERS, start=1):
+        unit = units[unit_type][0]
+        org = unit.organization
+        prefix = org["identifier"][0]["value"].split("-")[0]
+        practitioner = _tagged({
+            "resourceType": "Practitioner", "id": f"demo-prac-logg-{number}",
+            "identifier": [{"system": HSA_ID, "value": f"{prefix}-P9{number:03d}"}], "active": True,
+            "name": [{"family": family, "given": [given]}], "gender": "female" if number % 2 else "male",
+        })
+        role = _tagged({
+            "resourceType": "PractitionerRole", "id": f"demo-role-logg-{number}",
+            "identifier": [{"system": HSA_ID, "value": f"{prefix}-U9{number:03d}"}], "active": True,
+            "practitioner": _ref(practitioner, f"{given} {family}"), "organization": _ref(org, org["name"]),
+            "code": [{"coding": [{"system": codes.STAFF_ROLE, "code": codes.LOG_REVIEWER,
+                                  "display": "Logggranskare"}], "text": "Logggranskare"}],
+        })
+        yield practitioner, role, unit
 
 
 def _day(value: datetime.date | datetime.datetime) -> str:

@@ -59,6 +59,7 @@ class Principal:
     purpose: str = "TREAT"  # v3 PurposeOfUse: TREAT (vård och behandling), PATRQT (the patient's own),
     # ETREAT (emergency access, nödåtkomst: ``reason`` says why)
     reason: str | None = None
+    roles: frozenset[str] = frozenset()  # tasks beyond acting for the unit, e.g. "log-reviewer"
 
 
 class Access(Protocol):

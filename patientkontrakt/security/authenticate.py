@@ -71,6 +71,7 @@ class Authenticator:
             fhir_user=grant.fhir_user, care_unit=grant.care_unit, care_unit_name=grant.care_unit_name,
             care_provider=grant.care_provider, client_id=str(claims["client_id"]),
             purpose=_PURPOSE.get(grant.kind, "TREAT"),
+            roles=frozenset(grant.roles) if grant.kind == "staff" else frozenset(),
         )
         emergency = grant.purpose_of_use == "ETREAT" and grant.kind == "staff" and grant.emergency_patient
         if emergency:

@@ -25,7 +25,7 @@ from patientkontrakt.domain import codes
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER, SAMORDNINGSNUMMER
 from patientkontrakt.fhir.dates import DateFormatError, now_utc, parse_range
 from patientkontrakt.fhir.service import FhirService
-from patientkontrakt.security.tokens import Grant
+from patientkontrakt.security.tokens import LOG_REVIEWER, Grant
 from patientkontrakt.storage.repository import Unit
 
 _PARTOF_DEPTH = 10
@@ -73,6 +73,14 @@ def _ref_id(reference: Any, type_: str) -> str | None:
         if len(parts) >= 2 and parts[-2] == type_:
             return parts[-1]
     return None
+
+
+def _roles(role: dict[str, Any]) -> tuple[str, ...]:
+    """The token roles a commission's ``code`` gives (``pk-staff-role#logggranskare``: log reviewer)."""
+    codings = [c for concept in role.get("code") or [] if isinstance(concept, dict)
+               for c in concept.get("coding") or [] if isinstance(c, dict)]
+    reviewer = any(c.get("system") == codes.STAFF_ROLE and c.get("code") == codes.LOG_REVIEWER for c in codings)
+    return (LOG_REVIEWER,) if reviewer else ()
 
 
 def _people_and_units(role: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -158,6 +166,7 @@ class Directory:
             fhir_user=f"PractitionerRole/{role['id']}", care_unit=identifier_value(org, HSA_ID),
             care_unit_name=str(org.get("name") or ""), care_unit_org=str(org["id"]),
             commission=identifier_value(role, HSA_ID), care_provider=await self._provider(reads, org),
+            roles=_roles(role),
         )
         return StaffChoice(grant, str(role["id"]), _name(practitioner), title, str(org.get("name") or ""))
 

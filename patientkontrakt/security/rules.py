@@ -247,7 +247,8 @@ class CareUnitAccess(ScopedAccess):
         """A record belongs to the care provider that created it (Patientdatalagen: each
         provider keeps its own records): another provider's unit may read it, when the rules
         allow, but not change it."""
-        if existing.owner_provider is not None and existing.owner_provider != self.principal.care_provider:
+        if existing.owner_provider is not None and existing.owner_unit != self.care_unit_org \
+                and existing.owner_provider != self.principal.care_provider:
             raise Forbidden(f"{existing.type}/{existing.id} is another care provider's record; you may not {what}",
                             details_sv=f"Uppgiften tillhör en annan vårdgivare; du kan inte {what_sv}.")
 

@@ -41,8 +41,12 @@ ACCESS_TOKEN_CLAIMS = ClaimSet(
     name=text(max_length=512, min_length=0), title=text(max_length=512, min_length=0),
     care_unit_name=text(max_length=512, min_length=0),
     purpose_of_use=choice("ETREAT"), emergency_patient=text(max_length=64),
-    emergency_reason=text(max_length=1000),
+    emergency_reason=text(max_length=1000), pk_roles=text(max_length=256),
 )
+# Roles a commission may carry beyond acting for its unit (``pk_roles``, space-separated):
+# ``log-reviewer`` reviews the access log of every unit of its care provider (PDL 4 kap. 3 §).
+LOG_REVIEWER = "log-reviewer"
+ROLES = frozenset({LOG_REVIEWER})
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Grant:
     purpose_of_use: str | None = None
     emergency_patient: str | None = None
     emergency_reason: str | None = None
+    roles: tuple[str, ...] = ()  # of ``ROLES``, from the commission's PractitionerRole.code
 
     def claims(self) -> dict[str, Any]:
         values = {
@@ -73,7 +78,7 @@ class Grant:
             "care_unit_name": self.care_unit_name, "care_unit_org": self.care_unit_org,
             "commission": self.commission, "care_provider": self.care_provider,
             "purpose_of_use": self.purpose_of_use, "emergency_patient": self.emergency_patient,
-            "emergency_reason": self.emergency_reason,
+            "emergency_reason": self.emergency_reason, "pk_roles": " ".join(self.roles) or None,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -86,6 +91,7 @@ class Grant:
             care_unit_org=claims.get("care_unit_org"), commission=claims.get("commission"),
             care_provider=claims.get("care_provider"), purpose_of_use=claims.get("purpose_of_use"),
             emergency_patient=claims.get("emergency_patient"), emergency_reason=claims.get("emergency_reason"),
+            roles=tuple(r for r in str(claims.get("pk_roles") or "").split() if r in ROLES),
         )
 
 

@@ -364,15 +364,19 @@ def _shared_condition() -> Condition:
       (6 kap 3 §) to the unit or its provider covering the owner — or, instead of the samtycke,
       under an emergency access to this patient (6 kap 4 §), which never passes a spärr.
     """
+    # Never NULL, so that ``not_`` of it (``_blocked_condition``) means what it says: a unit
+    # with no known provider is no provider's, and no emergency access is ``NULL``.
+    provider = sa.func.coalesce(_PROVIDER, "")
+    emergency = sa.and_(_EMERGENCY.is_not(None), R.patient_id == _EMERGENCY)
     inre, yttre = _blocked_by_sparr()
-    same_provider = sa.and_(R.owner_provider == _PROVIDER, sa.not_(inre))
+    same_provider = sa.and_(R.owner_provider == provider, sa.not_(inre))
     consent = _in_force(
         "samtycke",
-        sa.or_(CR.recipient_unit == _ORG, CR.recipient_provider == _PROVIDER),
+        sa.or_(CR.recipient_unit == _ORG, CR.recipient_provider == provider),
         sa.or_(sa.and_(CR.custodian_unit.is_(None), CR.custodian_provider.is_(None)),
                CR.custodian_unit == R.owner_unit, CR.custodian_provider == R.owner_provider))
-    other_provider = sa.and_(R.owner_provider != _PROVIDER, sa.not_(inre), sa.not_(yttre),
-                             sa.or_(R.patient_id == _EMERGENCY, consent))
+    other_provider = sa.and_(R.owner_provider != provider, sa.not_(inre), sa.not_(yttre),
+                             sa.or_(emergency, consent))
     return sa.or_(R.owner_provider.is_(None), R.owner_unit == _ORG, same_provider, other_provider)
 
 
@@ -384,7 +388,7 @@ def _blocked_condition(kind: str, reached: Condition) -> Condition:
     inre, yttre = _blocked_by_sparr()
     base = sa.and_(R.patient_id == _PATIENT, R.deleted.is_(False), R.owner_provider.is_not(None),
                    R.owner_unit != _ORG, reached, sa.not_(_shared_condition()))
-    sparr = sa.or_(inre, sa.and_(R.owner_provider != _PROVIDER, yttre))
+    sparr = sa.or_(inre, sa.and_(R.owner_provider != sa.func.coalesce(_PROVIDER, ""), yttre))
     return sa.and_(base, sparr if kind == "sparr" else sa.not_(sparr))
 
 

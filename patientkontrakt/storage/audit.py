@@ -379,7 +379,9 @@ class AuditQuery:
 
     patient_ids: list[str] | None = None  # any of
     care_unit: str | None = None
-    agents: list[list[str]] = field(default_factory=list)  # user id, fhirUser reference or client id
+    care_provider: str | None = None  # HSA-id of the vårdgivare whose units wrote the entries
+    agents: list[list[str]] = field(default_factory=list)  # user id, fhirUser reference, client id or unit HSA-id
+    purposes: list[list[str]] = field(default_factory=list)  # v3 ActReason codes (TREAT, ETREAT, PATRQT…)
     entity: list[list[str]] = field(default_factory=list)  # "Type/id"
     since: datetime | None = None  # recorded at or after
     until: datetime | None = None  # recorded before
@@ -396,9 +398,13 @@ def _where(query: AuditQuery) -> list[Any]:
         where.append(A.patient_id.in_(query.patient_ids) if query.patient_ids else sa.false())
     if query.care_unit is not None:
         where.append(A.care_unit == query.care_unit)
+    if query.care_provider is not None:
+        where.append(A.care_provider == query.care_provider)
     for agents in query.agents:
-        where.append(sa.or_(A.user_id.in_(agents), A.fhir_user.in_(agents), A.client_id.in_(agents))
-                     if agents else sa.false())
+        where.append(sa.or_(A.user_id.in_(agents), A.fhir_user.in_(agents), A.client_id.in_(agents),
+                            A.care_unit.in_(agents)) if agents else sa.false())
+    for purposes in query.purposes:
+        where.append(A.purpose.in_(purposes) if purposes else sa.false())
     for names in query.entity:
         where.append(sa.or_(*(_entity(e) for e in names)) if names else sa.false())
     for ranges in query.recorded:

@@ -225,6 +225,7 @@ class AuditLog(SQLModel, table=True):
         sa.Index("ix_audit_recorded", "recorded"),
         sa.Index("ix_audit_user", "user_id", "seq"),
         sa.Index("ix_audit_care_unit", "care_unit", "seq"),
+        sa.Index("ix_audit_care_provider", "care_provider", "seq"),  # a provider's log review
         {"postgresql_partition_by": "RANGE (recorded)"},
     )
 

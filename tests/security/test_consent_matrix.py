@@ -30,13 +30,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.domain.sharing import CONSENT_CATEGORY, PARTICIPATION
-from patientkontrakt.security.clients import Clients
-from patientkontrakt.security.demo_clients import STAFF_SCOPES
 from patientkontrakt.security.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, demo_database, make_settings
 from tests.security.conftest import World, _agreements
+from tests.security.test_sessions import pages_sign_in, register_pages_clients
 
 VC = "demo-org-vc-bjorkbacken"  # owns the agreement (Region Exempel)
 CLINIC = "demo-org-med-lanssjukhuset"  # another unit of Region Exempel
@@ -87,22 +86,14 @@ def world(module_db: str) -> World:
     generator = DemoGenerator(seed=1)
     settings = make_settings(module_db)
 
-    async def register() -> None:  # the staff pages' client, which exchanges tokens for emergency access
-        store = Store(create_engine(settings.database_url, pool_size=1))
-        try:
-            await Clients(store).add("pk-personal", name="Patientkontrakt – personal", kind="public",
-                                     redirect_uris=["http://127.0.0.1/personal/callback"], scope=STAFF_SCOPES)
-        finally:
-            await store.dispose()
-
-    asyncio.run(register())
+    register_pages_clients(settings.database_url)  # the staff pages' client exchanges tokens for nödåtkomst
     _SETTINGS[:] = [settings]
     return World(settings, generator, _agreements(generator)[:8])
 
 
 @pytest.fixture(scope="module")
 def app(module_db: str) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(module_db)), base_url=BASE_URL) as client:
+    with TestClient(create_app(make_settings(module_db, test_idp=True)), base_url=BASE_URL) as client:
         client.headers.update({"content-type": "application/fhir+json"})
         yield client
 
@@ -140,6 +131,7 @@ class Scene:
     world: World
     app: TestClient
     kommun_goal: str
+    sip: str
 
     @property
     def target(self) -> Any:
@@ -189,15 +181,43 @@ class Scene:
                 "own goal": ("Goal", t.patient_goal, UNOWNED), "Patient": ("Patient", t.patient, UNOWNED)}
 
 
+def sip(patient: str, plan: str, consent_id: str) -> dict[str, Any]:
+    """The hemsjukvård's SIP, part of the agreement (profile pk-sip)."""
+    def huvudman(code: str) -> dict[str, Any]:
+        return {"coding": [{"system": "https://patientkontrakt.se/fhir/CodeSystem/pk-huvudman", "code": code}]}
+    return {
+        "resourceType": "CarePlan", "status": "active", "intent": "plan", "title": "SIP",
+        "category": [{"coding": [{"system": "https://patientkontrakt.se/fhir/CodeSystem/pk-careplan-category",
+                                  "code": "sip"}]}],
+        "extension": [{"url": "https://patientkontrakt.se/fhir/StructureDefinition/pk-sip-overgripande-ansvar",
+                       "valueCodeableConcept": huvudman("kommun")}],
+        "partOf": [{"reference": f"CarePlan/{plan}"}], "subject": {"reference": f"Patient/{patient}"},
+        "author": {"reference": f"Organization/{HOMECARE}"},
+        "supportingInfo": [{"reference": f"Consent/{consent_id}"}],
+        "activity": [{"extension": [{"url": "https://patientkontrakt.se/fhir/StructureDefinition/pk-sip-huvudman",
+                                     "valueCodeableConcept": huvudman("kommun")}],
+                      "detail": {"status": "in-progress", "description": "Såromläggning varannan dag",
+                                 "performer": [{"reference": f"Organization/{HOMECARE}"}]}}],
+    }
+
+
 @pytest.fixture(scope="module")
 def scene(world: World, app: TestClient) -> Scene:
-    patient = world.agreements[TARGET].patient
+    """The agreement, plus what the hemsjukvård writes about the patient: a goal of its own, and
+    a SIP that is part of the agreement (written while a samtycke let it see the agreement; the
+    samtycke is revoked again, the SIP stays the kommun's)."""
+    patient, plan = world.agreements[TARGET].patient, world.agreements[TARGET].plan
     goal = {"resourceType": "Goal", "lifecycleStatus": "active",
             "description": {"text": "Klara förflyttning säng–rullstol själv"},
             "subject": {"reference": f"Patient/{patient}"},
             "expressedBy": {"reference": f"PractitionerRole/{world.role_at(HOMECARE, 'nurse')}"}}
-    first = Scene(world, app, "")
-    return Scene(world, app, first.record(HOMECARE, goal))
+    first = Scene(world, app, "", "")
+    goal_id = first.record(HOMECARE, goal)
+    consent_id = first.record(HOMECARE, consent(patient, "samtycke", "IRCP", HOMECARE))
+    sip_id = first.record(HOMECARE, sip(patient, plan, consent_id))
+    first.revoke(HOMECARE, consent_id)
+    _SIP[:] = [sip_id]
+    return Scene(world, app, goal_id, sip_id)
 
 
 # -- the probes: each says whether the caller is shown (type, id) ---------------------------
@@ -208,7 +228,20 @@ def _ids(bundle: dict[str, Any], type_: str) -> set[str]:
             if e.get("resource", {}).get("resourceType") == type_ and "id" in e["resource"]}
 
 
+_PAGED: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (authorization, url) -> the pages, per state
+
+
 def _pages(app: TestClient, url: str, headers: dict[str, str], limit: int = 40) -> list[dict[str, Any]]:
+    """Every page of a history, read once per reader and state (``_PAGED`` is emptied when the
+    state changes): the history holds every resource probed, so reading it once per resource
+    would only repeat the same requests."""
+    key = (headers["authorization"], url)
+    if key not in _PAGED:
+        _PAGED[key] = _all_pages(app, url, headers, limit)
+    return _PAGED[key]
+
+
+def _all_pages(app: TestClient, url: str, headers: dict[str, str], limit: int) -> list[dict[str, Any]]:
     bundles = []
     while url and len(bundles) < limit:
         response = app.get(url, headers=headers)
@@ -319,6 +352,23 @@ def probe_operation(app: TestClient, h: dict[str, str], t: str, i: str, p: str) 
     return i in _ids(response.json(), t)
 
 
+def probe_include(app: TestClient, h: dict[str, str], t: str, i: str, p: str) -> bool:
+    """The hemsjukvård's SIP with ``_include`` of the agreement it is part of."""
+    bundle = app.get(f"/fhir/CarePlan?_id={_SIP[0]}&_include=CarePlan:part-of", headers=h).json()
+    return i in _ids(bundle, "CarePlan")
+
+
+def probe_chain(app: TestClient, h: dict[str, str], t: str, i: str, p: str) -> bool:
+    """The SIP found through a chain on the agreement it is part of: only if the agreement is seen."""
+    bundle = app.get(f"/fhir/CarePlan?_id={_SIP[0]}&part-of._id={i}&_total=accurate", headers=h).json()
+    assert bundle["total"] == len(_ids(bundle, "CarePlan"))
+    return _SIP[0] in _ids(bundle, "CarePlan")
+
+
+_SIP: list[str] = []
+# Through the kommun's SIP: only for the agreement, and only for readers that see the SIP.
+THROUGH_THE_SIP = {"include": probe_include, "chain": probe_chain}
+
 PROBES: dict[str, Callable[[TestClient, dict[str, str], str, str, str], bool]] = {
     "read": probe_read, "vread": probe_vread, "search-total": probe_search_total, "count": probe_count,
     "patient-search": probe_patient_search, "revinclude": probe_revinclude,
@@ -331,6 +381,7 @@ PROBES: dict[str, Callable[[TestClient, dict[str, str], str, str, str], bool]] =
 @pytest.mark.parametrize("state", list(STATES))
 def test_consent_matrix(scene: Scene, state: str) -> None:
     recorded: list[tuple[str, str]] = []
+    _PAGED.clear()
     try:
         for unit, kind, role, actor, end in STATES[state]:
             recorded.append((unit, scene.record(unit, consent(scene.target.patient, kind, role, actor, end))))
@@ -353,7 +404,41 @@ def test_consent_matrix(scene: Scene, state: str) -> None:
                     seen[(caller, name, probe)] = got
                     if got != want:
                         wrong.append(f"{caller} {name} via {probe}: {got}, expected {want}")
+            if caller.startswith("other-provider"):  # the readers that see the kommun's SIP
+                for probe, check in THROUGH_THE_SIP.items():
+                    want = OWNED_BY_VC[state][index]
+                    got = Y if check(scene.app, headers, "CarePlan", scene.target.plan, scene.target.patient) else N
+                    if got != want:
+                        wrong.append(f"{caller} CarePlan via {probe} from the SIP: {got}, expected {want}")
+            else:  # the region sees no SIP of the kommun's, so nothing through it
+                assert not probe_read(scene.app, headers, "CarePlan", scene.sip, "")
         assert not wrong, "\n".join(wrong)
+    finally:
+        for unit, consent_id in recorded:
+            scene.revoke(unit, consent_id)
+
+
+@pytest.mark.parametrize("state", ["none", "samtycke", "inre-sparr"])
+def test_the_staff_pages_follow_the_same_rules(scene: Scene, state: str) -> None:
+    """The agreement's page at /personal, for each reader signed in to the pages: shown exactly
+    when the API shows the agreement, and otherwise the same page as for an agreement that does
+    not exist."""
+    roles = {"same-unit": (VC, "nurse"), "same-provider": (CLINIC, "nurse"), "other-provider": (HOMECARE, "nurse")}
+    recorded: list[tuple[str, str]] = []
+    try:
+        for unit, kind, role, actor, end in STATES[state]:
+            recorded.append((unit, scene.record(unit, consent(scene.target.patient, kind, role, actor, end))))
+        for index, caller in enumerate(CALLERS[:3]):
+            with TestClient(scene.app.app, base_url=BASE_URL) as browser:
+                pages_sign_in(browser, "/personal", f"role:{scene.world.role_at(*roles[caller])}")
+                page = browser.get(f"/personal/avtal/{scene.target.plan}")
+                absent = browser.get("/personal/avtal/no-such-agreement")
+            assert page.status_code in (200, 404), page.status_code
+            assert absent.status_code == 404
+            got = Y if page.status_code == 200 else N
+            assert got == OWNED_BY_VC[state][index], f"{caller} in {state}: {got}"
+            if got == N:
+                assert page.text.replace(scene.target.plan, "no-such-agreement") == absent.text
     finally:
         for unit, consent_id in recorded:
             scene.revoke(unit, consent_id)
@@ -379,18 +464,29 @@ def _notices(app: TestClient, headers: dict[str, str], patient: str) -> list[str
 def test_staff_are_told_that_blocked_information_exists_never_what(scene: Scene) -> None:
     patient = scene.target.patient
     homecare, clinic, vc = (scene.headers(c) for c in ("other-provider", "same-provider", "same-unit"))
-    missing_consent = _notices(scene.app, homecare, patient)
-    assert len(missing_consent) == 1 and "samtycke" in missing_consent[0]
-    assert _notices(scene.app, clinic, patient) == []  # sees all the region holds
+
+    def told(headers: dict[str, str], word: str) -> list[str]:
+        return [text for text in _notices(scene.app, headers, patient) if word in text]
+
+    # the hemsjukvård is not shown the region's part: it needs the patient's samtycke
+    assert len(told(homecare, "samtycke")) == 1
+    # the region's units are not shown the hemsjukvård's goal (the kommun's part) either
+    assert len(told(clinic, "samtycke")) == 1 and len(told(vc, "samtycke")) == 1
+    assert told(clinic, "spärrat") == []
     sparr = scene.record(VC, consent(patient, "inre-sparr", "CST", VC))
     try:
-        told = _notices(scene.app, clinic, patient)
-        assert len(told) == 1 and "spärrat" in told[0]
-        assert "Björkbacken" not in told[0] and VC not in told[0]  # never where, never what
-        assert _notices(scene.app, vc, patient) == []  # the unit sees its own
+        notice = told(clinic, "spärrat")
+        assert len(notice) == 1
+        assert "Björkbacken" not in notice[0] and VC not in notice[0]  # never where, never what
+        assert told(vc, "spärrat") == []  # the unit sees its own
     finally:
         scene.revoke(VC, sparr)
-    assert _notices(scene.app, clinic, patient) == []
+    assert told(clinic, "spärrat") == []
+    with_consent = scene.record(HOMECARE, consent(patient, "samtycke", "IRCP", HOMECARE))
+    try:
+        assert told(homecare, "samtycke") == []
+    finally:
+        scene.revoke(HOMECARE, with_consent)
 
 
 # -- recording samtycke and spärr: only what the unit may record -----------------------------

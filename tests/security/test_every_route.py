@@ -73,6 +73,7 @@ from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, _dsn, demo_database, make_settings
 from tests.security.conftest import AGREEMENTS, PATIENT_SCOPES, STAFF_SCOPES, Agreement, World, _agreements
+from tests.security.test_consent_matrix import consent
 
 Route = tuple[str, str]  # (method, path template)
 
@@ -82,6 +83,7 @@ TARGET = 2  # the agreement the probes act on: Björkbacken's, hidden from Stran
 SHARED = 3  # Björkbacken's; its patient also has a draft agreement at Strandvägen (set up below)
 REOPEN = 10  # Björkbacken's, closed in the set-up so that the staff pages can reopen it
 OTHER_PATIENT = 8  # Strandvägen's: its patient is the other patient at /mitt
+CONSENTED = 7  # Björkbacken's: its patient's samtycke, recorded in the set-up, is shown at /mitt/sparrar
 ABSENT = "no-such-id"  # an id nobody uses
 CSRF = "csrf-of-the-probes-session"
 
@@ -100,6 +102,8 @@ _SIGN_IN = "(test_oauth.py, test_external_idp.py, test_sign_in_pages.py)"
 _LOG_WRITE = ("always 405, the access log cannot be written through the API; no resource is read "
               "(test_audit.py::test_the_log_cannot_be_written_through_the_api)")
 _TOKENS = "OAuth: tokens, not resources (test_oauth.py, test_sessions.py)"
+_LOG_REVIEW = ("the care provider's log review: log reviewers only (403 for anyone else), read through the "
+               "AuditEvent search, whose scope and logging are the API's (test_log_review.py)")
 
 ROUTES: dict[Route, str] = {
     # -- FHIR (api/fhir.py) --------------------------------------------------------------------
@@ -174,6 +178,7 @@ ROUTES: dict[Route, str] = {
     ("GET", "/mitt"): PROBED,
     ("POST", "/mitt/mal"): PROBED,
     ("GET", "/mitt/mal/{goal_id}"): PROBED,
+    ("GET", "/mitt/sparrar"): PROBED,
     ("POST", "/mitt/mal/{goal_id}"): PROBED,
     # -- the rest (api/app.py, api/docs.py) ------------------------------------------------------
     ("GET", "/"): "the home page: fixed links",
@@ -184,6 +189,9 @@ ROUTES: dict[Route, str] = {
     ("GET", "/docs"): "Swagger UI: a fixed page that loads /openapi.json",
     ("GET", "/static"): "the package's static files (CSS, JavaScript)",
     ("GET", "/static/docs"): "Swagger UI's static files (the fastapi-offline package)",
+    # -- the provider's log review (api/pages/log_review.py) -------------------------------------
+    ("GET", "/personal/logg"): _LOG_REVIEW,
+    ("GET", "/personal/logg.csv"): _LOG_REVIEW,
 }
 
 
@@ -398,6 +406,7 @@ def ctx() -> Iterator[Ctx]:
             found = Ctx(world, http, db)
             _share_the_patient_of(found, SHARED)
             _close(found, REOPEN)
+            _record_samtycke(found, CONSENTED)
             yield found
         db.close()
 
@@ -426,6 +435,13 @@ def _close(ctx: Ctx, number: int) -> None:
         "csrf": CSRF, "version": plan["meta"]["versionId"], "outcome": "completed", "reason": "Klart",
         "goals": "keep", "confirm": "yes"})
     assert closed.status_code == 303, closed.text
+
+
+def _record_samtycke(ctx: Ctx, number: int) -> None:
+    """The patient of agreement ``number`` gives Björkbacken their samtycke, recorded there."""
+    body = consent(ctx.agreement(number).patient, "samtycke", "IRCP", AUTHOR)
+    response = ctx.http.post("/fhir/Consent", json=body, headers={**ctx.own, "content-type": "application/fhir+json"})
+    assert response.status_code == 201, response.text
 
 
 # -- what the stages check -------------------------------------------------------------------------------
@@ -1094,6 +1110,12 @@ def _own_goal_text(ctx: Ctx, number: int) -> tuple[str, ...]:
     return (ctx.get("Goal", ctx.agreement(number).patient_goal)["description"]["text"],)
 
 
+def _samtycke_text(ctx: Ctx, number: int) -> tuple[str, ...]:
+    """On /mitt/sparrar: the patient's samtycke (``_record_samtycke``)."""
+    unit = next(o["name"] for o in ctx.world.generator.region.organizations if o["id"] == AUTHOR)
+    return (f"Du har gett ditt samtycke till att {unit} får ta del av uppgifter om dig från andra vårdgivare.",)
+
+
 def _plan_page(suffix: str = "") -> Callable[[Ctx, int], str]:
     return lambda ctx, number: f"/personal/avtal/{ctx.agreement(number).plan}{suffix}"
 
@@ -1141,6 +1163,8 @@ PAGES: list[Probe] = [
     Page("mitt-goal", ("POST", "/mitt/mal/{goal_id}"), area=sessions.PATIENT,
          path=lambda ctx, n: f"/mitt/mal/{ctx.agreement(n).patient_goal}", form=_own_goal_form,
          interactions=("read", "update"), refused_as="read", ok=(303,), content=_own_goal_text),
+    Page("mitt-consents", ("GET", "/mitt/sparrar"), area=sessions.PATIENT, path=lambda ctx, n: "/mitt/sparrar",
+         number=CONSENTED, interactions=("search-type",), refused_as=None, content=_samtycke_text),
 ]
 
 PROBES: list[Probe] = [*API, *LISTINGS, *_bundle_probes("batch"), *_bundle_probes("transaction"), *AUDIT, *PAGES]

@@ -363,7 +363,8 @@ def test_smart_configuration_names_the_endpoints_and_only_s256(site: Site) -> No
     assert smart["introspection_endpoint"] == f"{BASE_URL}/oauth/introspect"
     assert smart["revocation_endpoint"] == f"{BASE_URL}/oauth/revoke"
     assert smart["jwks_uri"] == f"{BASE_URL}/oauth/jwks"
-    assert set(smart["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
+    assert set(smart["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials",
+                                                   "urn:ietf:params:oauth:grant-type:token-exchange"}
     assert set(smart["token_endpoint_auth_methods_supported"]) == {"private_key_jwt", "none"}
     assert sorted(smart["token_endpoint_auth_signing_alg_values_supported"]) == ["ES384", "RS384"]
     assert smart["response_types_supported"] == ["code"]

@@ -20,9 +20,9 @@ RuleSet: PKConsentCommon
 * performer 1..*
 * performer only Reference(PKPatient)
 * performer ^short = "Patienten, som ger beskedet"
-* organization 1..*
+* organization 0..*
 * organization only Reference(PKOrganization)
-* organization ^short = "Vårdenheten som registrerade beskedet (sätts av tjänsten)"
+* organization ^short = "Vårdenheten som registrerade beskedet (sätts alltid av tjänsten, det klienten anger ersätts)"
 * provision 1..1
 * provision.type 1..1
 * provision.period 1..1

@@ -204,3 +204,19 @@ Description: "Huvudmän som kan ha det övergripande ansvaret för en SIP: regio
 * insert PKTerminology
 * PKHuvudman#region "Region"
 * PKHuvudman#kommun "Kommun"
+
+// ---------------------------------------------------------------------------------------
+CodeSystem: PKStaffRole
+Id: pk-staff-role
+Title: "Patientkontrakt: uppgift i medarbetaruppdraget"
+Description: "Uppgifter som ett medarbetaruppdrag (PractitionerRole.code) kan ge utöver vården: logggranskaren granskar åtkomstloggen för vårdgivarens alla enheter."
+* insert PKCodeSystem
+* #logggranskare "Logggranskare" "Granskar vårdgivarens åtkomstlogg systematiskt och återkommande: nödåtkomster först, sedan all åtkomst (PDL 4 kap. 3 §, HSLF-FS 2016:40 4 kap. 9 §)."
+* insert English(#logggranskare, Log reviewer)
+
+ValueSet: PKStaffRoleVS
+Id: pk-staff-role
+Title: "Patientkontrakt: uppgift i medarbetaruppdraget"
+Description: "Alla koder i kodverket pk-staff-role."
+* insert PKTerminology
+* include codes from system PKStaffRole

@@ -7,7 +7,8 @@ Create Date: 2026-12-05
 Sharing across care providers (Patientdatalagen 4 kap 4 §, 6 kap 2-4 §§): every resource row
 records the care unit and care provider that created it (``owner_unit``, ``owner_provider``);
 ``consent_rule`` holds what each active samtycke or spärr says, for the access rules to probe;
-the access log gains ``reason``, the reason typed for an emergency access. Rows written before
+the access log gains ``reason``, the reason typed for an emergency access, and an index by care
+provider for the provider's log review. Rows written before
 have no owner until the reindex that ``patientkontrakt migrate`` runs next (derivation 3 of
 ``fhir/reindex.py``) derives it from their content.
 """
@@ -48,9 +49,12 @@ def upgrade() -> None:
         batch_op.create_index('ix_consent_rule_consent', ['consent_pk'], unique=False)
     # The access log's tables refuse UPDATE (triggers of 0005); adding a column is not one.
     op.add_column('audit_log', sa.Column('reason', sa.Text(), nullable=True))
+    # a provider's log reviewers read the entries of all its units
+    op.create_index('ix_audit_care_provider', 'audit_log', ['care_provider', 'seq'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_audit_care_provider', table_name='audit_log')
     op.drop_column('audit_log', 'reason')
     with op.batch_alter_table('consent_rule', schema=None) as batch_op:
         batch_op.drop_index('ix_consent_rule_consent')
