@@ -158,9 +158,10 @@ CONSENT_KINDS = {  # category: (display, policyRule (code, display), the law it 
                        codes.SPARR_PROFILE),
     codes.YTTRE_SPARR: ("Yttre spärr", (codes.OPT_OUT, "opt-out"), f"{_SVOD} 2 kap. 3 §", codes.SPARR_PROFILE),
 }
-SAMTYCKE_PENDING = 9  # agreements 9, 33, 57, …: the SIP is a draft, its samtycke only proposed
-INRE_SPARR = 11  # agreements 11, 35, 59, …: an inre spärr on the vårdcentral's part
-YTTRE_SPARR = 3  # agreements 3, 27, 51, …: a yttre spärr on the vårdcentral's part
+# Which agreements have what, by their number modulo 24 (three sets of the eight states).
+_PENDING_SAMTYCKE_AT = 9  # 9, 33, 57, …: the SIP is a draft, its samtycke only proposed
+_INRE_SPARR_AT = 11  # 11, 35, 59, …: an inre spärr on the vårdcentral's part
+_YTTRE_SPARR_AT = 3  # 3, 27, 51, …: a yttre spärr on the vårdcentral's part
 ANGEN = "demo-org-vc-angen"  # the private vårdcentral, of its own vårdgivare Läkarhuset Ängen AB
 KIND_DISPLAY = {"region": "Region", "kommun": "Kommun", "privat-vardgivare": "Privat vårdgivare"}
 
@@ -517,7 +518,7 @@ class DemoGenerator:
         if has_sip(number):
             kommun = homecare if self._same_provider(homecare, hemtjanst) else hemtjanst
             agreed = min(started + datetime.timedelta(days=20), self.today)
-            given = number % 24 != SAMTYCKE_PENDING
+            given = number % 24 != _PENDING_SAMTYCKE_AT
             region_side = [vc.organization, hospital.organization]
             custodians = list({p["id"]: p for p in map(self.region.provider, region_side)}.values())
             consents.append(self._consent(
@@ -527,11 +528,11 @@ class DemoGenerator:
             sip = self._sip(key, number, patient, plan, consents[-1], kommun, vc, hospital, homecare, hemtjanst,
                             agreed, given)
         blocked = min(started + datetime.timedelta(days=40), self.today)
-        if number % 24 == INRE_SPARR and self._same_provider(vc, hospital):
-            consents.append(self._consent(key, len(consents) + 1, patient, codes.INRE_SPARR, vc.organization, blocked,
-                                          [(CST, vc.organization)]))
-        if number % 24 == YTTRE_SPARR:
-            consents.append(self._consent(key, len(consents) + 1, patient, codes.YTTRE_SPARR, vc.organization, blocked,
+        sparr = sparr_on_vardcentral(number)
+        if sparr == codes.INRE_SPARR and not self._same_provider(vc, hospital):
+            sparr = None  # a private vårdcentral has no other unit to block its part from
+        if sparr is not None:
+            consents.append(self._consent(key, len(consents) + 1, patient, sparr, vc.organization, blocked,
                                           [(CST, vc.organization)]))
         return [*consents, *([sip] if sip else [])]
 
@@ -612,6 +613,12 @@ class DemoGenerator:
 def has_sip(number: int) -> bool:
     """Agreement ``number`` has a SIP: every third, when it is active."""
     return number % 3 == 0 and PLAN_STATES[number % len(PLAN_STATES)] == "active"
+
+
+def sparr_on_vardcentral(number: int) -> str | None:
+    """The spärr agreement ``number`` has on its vårdcentral's part: an inre spärr (11, 35, …; only
+    at a region vårdcentral), a yttre spärr (3, 27, …), or none."""
+    return {_INRE_SPARR_AT: codes.INRE_SPARR, _YTTRE_SPARR_AT: codes.YTTRE_SPARR}.get(number % 24)
 
 
 def _huvudman(code: str) -> dict[str, Any]:
