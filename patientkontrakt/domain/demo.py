@@ -615,6 +615,12 @@ def has_sip(number: int) -> bool:
     return number % 3 == 0 and PLAN_STATES[number % len(PLAN_STATES)] == "active"
 
 
+def has_consents(number: int) -> bool:
+    """The demo may record Consents for agreement ``number``: a samtycke with its SIP, or a spärr
+    (not the inre spärr of an agreement at the private vårdcentral, which is left out)."""
+    return has_sip(number) or sparr_on_vardcentral(number) is not None
+
+
 def sparr_on_vardcentral(number: int) -> str | None:
     """The spärr agreement ``number`` has on its vårdcentral's part: an inre spärr (11, 35, …; only
     at a region vårdcentral), a yttre spärr (3, 27, …), or none."""
