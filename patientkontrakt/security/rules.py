@@ -19,6 +19,14 @@ verified token:
   address, opening hours) and nothing else of it. A new agreement gets the caller's unit as
   author, a new patient the unit as managing organisation, and whatever is written must stay
   within what the unit sees.
+
+  Across care units and providers (Patientdatalagen 4 kap. 4 §, lag (2022:913) om sammanhållen
+  vård- och omsorgsdokumentation): of the patient data a provider owns (``SHARED_RECORDS``, the
+  owner recorded by storage when the resource is created), a unit sees another provider's part
+  only with the patient's samtycke (or under emergency access, ETREAT) and never past a spärr,
+  and another unit's of its own provider unless an inre spärr blocks it; it may change only its
+  own provider's records, and records a samtycke or spärr only as its own provider may
+  (``_admit_consent``). The conditions are ``AccessSql``'s; docs/security.md has the matrix.
 * ``DirectoryAccess`` — the region's directory client, the only one that writes the directory.
 * ``PatientAccess`` — the patient (``patient/`` scopes): their own compartment (their Patient
   record and the agreements, teams, goals, activities and Provenance about them) and the
@@ -58,7 +66,7 @@ from patientkontrakt.storage.search_sql import QueryBuilder
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole"})
 PATIENT_DATA = frozenset({"Patient", "CarePlan", "CareTeam", "Goal", "Appointment", "Provenance", "Consent"})
 # Patient data a care provider owns, shown across providers only as Patientdatalagen allows
-# (``AccessSql.shared``); the Patient resource is who the patient is, not a provider's record.
+# (``AccessSql.care_unit``); the Patient resource is who the patient is, not a provider's record.
 SHARED_RECORDS = PATIENT_DATA - {"Patient"}
 _CONTEXTS = {"staff": frozenset({"user"}), "system": frozenset({"system"}), "patient": frozenset({"patient"})}
 _SQL = AccessSql(directory=DIRECTORY, patient_data=PATIENT_DATA, shared=SHARED_RECORDS)
@@ -284,7 +292,6 @@ class CareUnitAccess(ScopedAccess):
         if existing is None and type_ == "Patient" and "managingOrganization" not in resource:
             resource = {**resource, "managingOrganization": unit_ref}
         return resource
-
 
     async def _admit_consent(self, unit: Unit, consent: dict[str, Any]) -> dict[str, Any]:
         """A samtycke or spärr the patient asked this unit to record (``domain/sharing.py``):

@@ -6,8 +6,13 @@ are built here, so that SQL is written only in storage. ``AccessSql`` builds eac
 condition once per type, as a ``SharedCondition`` (``storage/conditions.py``) whose constants
 are SQL literals (``_inline_constants``): the planner sees them in a generic plan too, and
 SQLAlchemy does not walk the condition again for every statement it is in. The care unit's and
-the patient's ids are the only bind parameters (``ORG``, ``PATIENT``): the executor passes them
-with each statement (``Restriction.values``, ``Unit.parameters``).
+the patient's ids, the unit's care provider and the patient of an emergency access are the only
+bind parameters (``ORG``, ``PATIENT``, ``PROVIDER``, ``EMERGENCY``): the executor passes them with
+each statement (``Restriction.values``, ``Unit.parameters``).
+
+Across units and providers (``_shared_condition``), a row is judged by its owner
+(``resource.owner_unit``/``owner_provider``) and the patient's Consents in force, which are
+probed in ``consent_rule`` (one index probe per rule kind, only for rows another unit owns).
 """
 
 from __future__ import annotations

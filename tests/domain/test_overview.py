@@ -125,7 +125,10 @@ def test_booked_appointments_are_included_and_sorted_with_the_activities(pk_clie
     appointments = {f"Appointment/{a['id']}": a for a in of_type(entries, "Appointment")}
     assert set(appointments) == {"Appointment/pk-example-aktivitet-besok", "Appointment/pk-example-aktivitet-video"}
     assert [a["start"] for a in appointments.values()] == sorted(a["start"] for a in appointments.values())
-    [plan] = of_type(entries, "CarePlan")
+    plans = {p["id"]: p for p in of_type(entries, "CarePlan")}
+    # the agreement, and the SIP that is part of it (the kommun's and the region's plan)
+    assert set(plans) == {"pk-example-patientkontrakt-tolvan", "pk-example-sip-tolvan"}
+    plan = plans["pk-example-patientkontrakt-tolvan"]
     timed = starts(plan, appointments)
     assert timed == ["2026-12-01T07:30:00+01:00", "2026-12-08T09:00:00+01:00", "2027-01-12T13:00:00+01:00",
                      "2027-01-19T14:00:00+01:00"]
