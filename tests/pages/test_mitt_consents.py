@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from patientkontrakt.domain.codes import CANONICAL, CAREPLAN_CATEGORY
-from patientkontrakt.domain.demo import DemoGenerator
+from patientkontrakt.domain.demo import DemoGenerator, has_consents
 from tests.conftest import BASE_URL, demo_database, make_settings
 from tests.security.conftest import World, _agreements
 from tests.security.test_consent_matrix import CLINIC, HOMECARE, REGION, TARGET, VC, consent
@@ -95,7 +95,8 @@ def recorded(app: TestClient, world: World) -> dict[str, str]:
     vårdcentral's data), a revoked yttre spärr (the region's data) and an expired samtycke;
     another patient's samtycke."""
     target = world.agreements[TARGET]
-    other = next(a for a in world.agreements if a.patient != target.patient and a.author not in (VC, HOMECARE, CLINIC))
+    other = next(a for a in world.agreements if a.patient != target.patient and a.author not in (VC, HOMECARE, CLINIC)
+                 and not has_consents(a.number))  # none from the demo either
     patient = target.patient
     samtycke = _record(app, world, HOMECARE, consent(patient, "samtycke", "IRCP", HOMECARE))
     # the kommun writes the SIP while its samtycke lets it read the agreement (before the spärr)
@@ -159,7 +160,8 @@ def test_another_patient_sees_only_their_own(app: TestClient, world: World, reco
 
 def test_a_patient_without_any_sees_the_empty_state(app: TestClient, world: World,
                                                     recorded: dict[str, str]) -> None:
-    nobody = next(a.patient for a in world.agreements if a.patient not in (recorded["patient"], recorded["other"]))
+    nobody = next(a.patient for a in world.agreements
+                  if a.patient not in (recorded["patient"], recorded["other"]) and not has_consents(a.number))
     page = _page(app, nobody, "/mitt/sparrar")
     assert "Du har inga spärrar och inga samtycken" in page
 

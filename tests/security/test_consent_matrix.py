@@ -28,7 +28,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from patientkontrakt.domain.demo import DemoGenerator
+from patientkontrakt.domain.demo import DemoGenerator, has_sip
 from patientkontrakt.domain.sharing import CONSENT_CATEGORY, PARTICIPATION
 from patientkontrakt.security.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from patientkontrakt.storage.database import create_engine
@@ -561,7 +561,8 @@ def test_emergency_access_is_for_staff_of_health_care_only(scene: Scene) -> None
 def test_emergency_access_opens_one_patient_only(scene: Scene) -> None:
     w = scene.world
     staff = w.staff(w.role_at(HOMECARE, "nurse"))
-    other = next(a for a in w.agreements if a.number != TARGET and HOMECARE in a.contributors)
+    # another patient in the hemsjukvård's care who has given it no samtycke (those with a SIP have)
+    other = next(a for a in w.agreements if a.number != TARGET and HOMECARE in a.contributors and not has_sip(a.number))
     token = scene.emergency(staff, scene.target.patient)["access_token"]
     headers = {"authorization": f"Bearer {token}"}
     assert probe_read(scene.app, headers, "CarePlan", scene.target.plan, "")
