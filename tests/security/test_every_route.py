@@ -12,7 +12,8 @@ history of an instance, a type and the system, ``$patientkontrakt`` on Patient a
 ``$everything`` by GET and by POST, ``$validate`` of a type and of an instance, AuditEvent read
 and search by GET and POST, and each kind of entry in a batch and in a transaction) or one page
 of the staff pages (``/personal``) and the e-service (``/mitt``). The server offers no search of
-the whole system (``GET /fhir`` is not a route). Each probe meets the pipeline's three stages, each stage its own test:
+the whole system (``GET /fhir`` is not a route). Each probe meets the pipeline's three stages,
+each stage its own test:
 
 * ``scope``: a token without the permission the interaction needs (every other permission on
   every type kept) is refused with a 403 OperationOutcome; a page signed in without scopes for
