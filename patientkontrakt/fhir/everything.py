@@ -146,11 +146,14 @@ async def everything(service: FhirService, exchange: Exchange, patient_id: str, 
     path = f"Patient/{patient_id}/{NAME}"
     async with service.store.reading(access) as unit:
         patient = await unit.get("Patient", patient_id)
-        if patient is None or not await _sees(unit, patient.pk, seen["Patient"]):
-            # absent and hidden alike; the pipeline logs the refusal once the connection is back
-            raise HiddenResource(f"Patient/{patient_id} is not known", patient, details_sv="Patienten finns inte.")
-        if patient.deleted:
-            raise Gone(f"Patient/{patient_id} was deleted", details_sv="Patienten har tagits bort.")
+        visible = patient is not None and await _sees(unit, patient.pk, seen["Patient"])
+    # absent and hidden alike; the pipeline logs the refusal (with the connection back in the pool)
+    if patient is None or not visible:
+        raise HiddenResource(f"Patient/{patient_id} is not known", patient, details_sv="Patienten finns inte.")
+    if patient.deleted:  # as a read answers it, and logs it
+        await exchange.shown([patient], status=410)
+        raise Gone(f"Patient/{patient_id} was deleted", details_sv="Patienten har tagits bort.")
+    async with service.store.reading(access) as unit:
         own = {t: c for t, c in seen.items() if t in compartment_types}
         directory = {t: c for t, c in seen.items() if t in DIRECTORY and t in wanted}
         named: list[tuple[str, str]] = []

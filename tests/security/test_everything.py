@@ -349,3 +349,21 @@ def test_the_access_log_has_the_entry(world: World, app: TestClient, module_db: 
     app.get(f"/fhir/Patient/{a.patient}/$everything", headers=nurse(world, OTHER_UNIT))
     refused = log_entries(module_db, a.patient)[before + 1:]
     assert [(e["interaction"], e["outcome"], e["status"]) for e in refused] == [("operation", "refused", 404)]
+
+
+def test_a_deleted_patient_is_gone(world: World, app: TestClient, module_db: str) -> None:
+    from stdnum import luhn
+
+    number = "19400101" + "123"
+    body = {"resourceType": "Patient", "name": [{"family": "Borttagen", "given": ["Test"]}],
+            "identifier": [{"system": "http://electronichealth.se/identifier/personnummer",
+                            "value": number + luhn.calc_check_digit(number[2:])}]}
+    headers = world.system(VC)
+    created = app.post("/fhir/Patient", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    patient = created.json()["id"]
+    assert everything(app, patient, headers, "_type=Patient") == [f"Patient/{patient}"]
+    assert app.delete(f"/fhir/Patient/{patient}", headers=headers).status_code == 204
+    gone = app.get(f"/fhir/Patient/{patient}/$everything", headers=headers)
+    assert gone.status_code == 410 and gone.json()["resourceType"] == "OperationOutcome"
+    assert [(e["interaction"], e["status"]) for e in log_entries(module_db, patient)][-1] == ("operation", 410)
