@@ -180,7 +180,9 @@ async def everything(service: FhirService, exchange: Exchange, patient_id: str, 
                 rows = rows[: args.count]
                 has_previous = args.after is not None and await compartment.any_beyond(unit, where, below=args.after)
     body = _bundle(service.base, path, args, rows, total, has_previous, has_next)
-    shown = rows if any(r.pk == patient.pk for r in rows) else [patient, *rows]
+    # the access log keeps one entry per patient among what is shown: a page of directory
+    # resources only (or of none) is still an access to this patient's record
+    shown = rows if any(r.patient_id == patient_id for r in rows) else [patient, *rows]
     query = urlencode([*args.kept, ("_count", str(args.count)),
                        *((k, str(v)) for k in _CURSORS if (v := getattr(args, k[1:])) is not None)])
     await exchange.shown(shown, request=f"{path}?{query}")
