@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 NAME = "$everything"
 DIRECTORY = ("Organization", "Practitioner", "PractitionerRole")
-_ROLE_TARGETS = ("Practitioner", "Organization")  # what a named PractitionerRole brings along
+# what a named PractitionerRole brings along: its Practitioner and Organization
+_ROLE_PARAMS = [("PractitionerRole", "practitioner"), ("PractitionerRole", "organization")]
 _CURSORS = ("_after", "_before")
 _IGNORED = ("start", "end")
 _GENERAL = frozenset({"_format", "_pretty"})  # R4 http.html#parameters: not the operation's
@@ -162,8 +163,7 @@ async def everything(service: FhirService, exchange: Exchange, patient_id: str, 
             roles = [key for key in named if key[0] == "PractitionerRole"]
             if roles:
                 role_pks = [r.pk for r in await unit.get_many(roles)]
-                named += await unit.references_from(role_pks, [("PractitionerRole", "practitioner"),
-                                                               ("PractitionerRole", "organization")])
+                named += await unit.references_from(role_pks, _ROLE_PARAMS)
         where = compartment.everything(patient_id, {t: c for t, c in own.items() if t in wanted}, directory,
                                        named, args.since)
         total = await compartment.count(unit, where)
