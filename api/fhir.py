@@ -12,6 +12,7 @@ from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, Service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
+from patientkontrakt.fhir.everything import parameters_of
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
@@ -183,6 +184,22 @@ async def patientkontrakt_for_patient(id_: str, request: Request, overview: Over
     """The whole Patientkontrakt as one Bundle (fhir_profiles OperationDefinition patientkontrakt)."""
     _negotiate(request)
     return _respond(Result(200, await overview.for_patient(caller_of(request), id_)))
+
+
+@router.get("/Patient/{id_}/$everything")
+async def everything(id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    """R4 patient-operation-everything (patientkontrakt/fhir/everything.py)."""
+    _negotiate(request)
+    return _respond(await service.everything(caller_of(request), id_, request.query_params.multi_items(), prefer))
+
+
+@router.post("/Patient/{id_}/$everything")
+async def everything_post(id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    """The same by POST (R4 operations.html: every operation), its parameters in a Parameters body."""
+    _negotiate(request)
+    body = await _json_body(request) if await request.body() else None
+    return _respond(await service.everything(caller_of(request), id_,
+                                             [*request.query_params.multi_items(), *parameters_of(body)], prefer))
 
 
 @router.get("/CarePlan/{id_}/$patientkontrakt")

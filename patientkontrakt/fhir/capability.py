@@ -15,6 +15,8 @@ SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
 
 VALIDATE = ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")
+# Per type, the operations of the FHIR engine itself (besides ``$validate`` on every type).
+ENGINE_OPERATIONS = {"Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")]}
 
 
 def smart_security(endpoints: dict[str, str]) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def capability_statement(
         profiles.setdefault(sd["type"], []).append(url)
     for type_ in sorted(types):
         params = defs.params_for(type_)
-        extra = (operations or {}).get(type_, [])
+        extra = [*ENGINE_OPERATIONS.get(type_, []), *(operations or {}).get(type_, [])]
         resources.append({
             "type": type_,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{type_}",

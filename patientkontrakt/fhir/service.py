@@ -26,6 +26,7 @@ from patientkontrakt.fhir.errors import (
     NotFound,
     operation_outcome,
 )
+from patientkontrakt.fhir.everything import arguments, everything
 from patientkontrakt.fhir.history import history_args, history_bundle
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer
@@ -285,6 +286,18 @@ class FhirService:
         request = f"{type_}/{id_}/$validate" if id_ is not None else f"{type_}/$validate"
         async with self.pipeline.run(access, Interaction.of("validate", type_, request)) as exchange:
             return await validate(self, exchange, type_, id_, body, pairs)
+
+    # -- $everything -----------------------------------------------------------------------
+
+    async def everything(self, access: Access, id_: str, pairs: list[tuple[str, str]], prefer: Preferences) -> Result:
+        """R4 patient-operation-everything: the patient's record as the caller may see it, paged
+        (fhir/everything.py); logged like $patientkontrakt, an operation on the Patient."""
+        interaction = Interaction.of("operation", "Patient", f"Patient/{id_}/$everything")
+        async with self.pipeline.run(access, interaction) as exchange:
+            self.check_id("Patient", id_)
+            args = arguments(pairs, self.types, self.settings.default_page_size, self.settings.max_page_size,
+                             strict=prefer.strict)
+            return await everything(self, exchange, id_, args)
 
     # -- search ----------------------------------------------------------------------------
 

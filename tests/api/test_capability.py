@@ -292,3 +292,15 @@ def test_security_names_smart_and_the_oauth_endpoints(client: TestClient) -> Non
     urls = {e["url"]: e["valueUri"] for e in uris["extension"]}
     assert urls["token"].endswith("/oauth/token") and urls["authorize"].endswith("/oauth/authorize")
     assert set(urls) == {"token", "authorize", "introspect", "revoke"}
+
+
+def test_patient_declares_everything_with_the_core_definition(client: TestClient) -> None:
+    """``Patient/$everything`` is the FHIR engine's own: declared with the core R4 definition
+    whatever else the server registers (patientkontrakt/fhir/everything.py)."""
+    resources = rest_resources(client)
+    operations = {o["name"]: o["definition"] for o in resources["Patient"]["operation"]}
+    assert operations["everything"] == "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+    assert operations["validate"] == "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+    for type_, resource in resources.items():
+        if type_ != "Patient":
+            assert "everything" not in {o["name"] for o in resource.get("operation", [])}, type_

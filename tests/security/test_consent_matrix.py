@@ -10,7 +10,7 @@ unit), a nurse of the clinic (another unit of the same provider), a nurse of the
 the Consents in force, recorded through the API by the units the patient asked. Each probe
 answers whether a resource is *shown*; a refused path must look exactly like an absent one
 (404, not in a search, its ``_total``, a count, an include, a history, a batch entry, the
-operation, and a conditional create that does not find it).
+operations ``$patientkontrakt`` and ``$everything``, and a conditional create that does not find it).
 """
 
 from __future__ import annotations
@@ -352,6 +352,15 @@ def probe_operation(app: TestClient, h: dict[str, str], t: str, i: str, p: str) 
     return i in _ids(response.json(), t)
 
 
+def probe_everything(app: TestClient, h: dict[str, str], t: str, i: str, p: str) -> bool:
+    """The patient's ``$everything`` paged to the end: on no page unless shown, and every page's
+    total counts exactly what the pages show."""
+    pages = _pages(app, f"/fhir/Patient/{p}/$everything?_count=4", h)
+    shown = [e["resource"]["id"] for b in pages for e in b.get("entry", []) if e["search"]["mode"] == "match"]
+    assert all(b["total"] == len(shown) for b in pages), [b["total"] for b in pages]
+    return any(i in _ids(b, t) for b in pages)
+
+
 def probe_include(app: TestClient, h: dict[str, str], t: str, i: str, p: str) -> bool:
     """The hemsjukvård's SIP with ``_include`` of the agreement it is part of."""
     bundle = app.get(f"/fhir/CarePlan?_id={_SIP[0]}&_include=CarePlan:part-of", headers=h).json()
@@ -375,6 +384,7 @@ PROBES: dict[str, Callable[[TestClient, dict[str, str], str, str, str], bool]] =
     "history-instance": probe_history_instance, "history-type": probe_history_type,
     "history-system": probe_history_system, "batch": probe_batch,
     "conditional-create": probe_conditional_create, "$patientkontrakt": probe_operation,
+    "$everything": probe_everything,
 }
 
 

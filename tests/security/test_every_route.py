@@ -9,10 +9,11 @@ table names that the app no longer serves.
 A probe is one FHIR interaction (read, vread, update, conditional update, delete, conditional
 delete, create, conditional create, search by GET and by POST, ``_include``/``_revinclude``,
 history of an instance, a type and the system, ``$patientkontrakt`` on Patient and CarePlan,
-``$validate`` of a type and of an instance, AuditEvent read and search by GET and POST, and each
-kind of entry in a batch and in a transaction) or one page of the staff pages (``/personal``)
-and the e-service (``/mitt``). The server offers no search of the whole system (``GET /fhir``
-is not a route). Each probe meets the pipeline's three stages, each stage its own test:
+``$everything`` by GET and by POST, ``$validate`` of a type and of an instance, AuditEvent read
+and search by GET and POST, and each kind of entry in a batch and in a transaction) or one page
+of the staff pages (``/personal``) and the e-service (``/mitt``). The server offers no search of
+the whole system (``GET /fhir`` is not a route). Each probe meets the pipeline's three stages,
+each stage its own test:
 
 * ``scope``: a token without the permission the interaction needs (every other permission on
   every type kept) is refused with a 403 OperationOutcome; a page signed in without scopes for
@@ -203,6 +204,9 @@ ROUTES: dict[Route, str] = {
     ("POST", "/personal/nodatkomst/avsluta"): "ends the session's emergency access: revokes its token and drops it "
                                              "from the session; no resource is read (test_sharing_pages.py)",
     ("GET", "/personal/sip/{plan_id}"): PROBED,
+    # -- Patient/$everything (api/fhir.py, patientkontrakt/fhir/everything.py) -------------------
+    ("GET", "/fhir/Patient/{id_}/$everything"): PROBED,
+    ("POST", "/fhir/Patient/{id_}/$everything"): PROBED,
 }
 
 
@@ -1093,6 +1097,15 @@ LISTINGS: list[Probe] = [
             call=lambda ctx: Call("GET", "/fhir/Goal/_history?_count=1000")),
     Listing("history-system", ("GET", "/fhir/_history"), interaction="history-system",
             call=lambda ctx: Call("GET", "/fhir/_history?_count=1000")),
+]
+
+_EVERYTHING_PARAMETERS = {"resourceType": "Parameters", "parameter": [{"name": "_count", "valueInteger": 1000}]}
+API += [
+    Api("everything", ("GET", "/fhir/Patient/{id_}/$everything"), interaction="operation",
+        call=lambda ctx, n: Call("GET", f"/fhir/Patient/{n}/$everything?_count=1000"), mine=_patient, hidden=_patient),
+    Api("everything-by-post", ("POST", "/fhir/Patient/{id_}/$everything"), interaction="operation",
+        call=lambda ctx, n: Call("POST", f"/fhir/Patient/{n}/$everything", json=_EVERYTHING_PARAMETERS),
+        mine=_patient, hidden=_patient),
 ]
 
 AUDIT: list[Probe] = [
