@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from patientkontrakt.domain import codes, sharing
-from patientkontrakt.fhir.access import Access, NoLog, access_of, visible
+from patientkontrakt.domain import codes
+from patientkontrakt.fhir.access import Access, NoLog, access_of, blocked_notices, visible
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import FhirError, Gone, HiddenResource, Issue, operation_outcome
 from patientkontrakt.fhir.indexing import parse_reference, reference_elements
@@ -117,7 +117,7 @@ class AgreementOverview:
             p for p in await visible(unit, await unit.get_by_pks(pks))
             if not p.deleted and self._is_open_agreement(orjson.loads(p.body))
         ]
-        notices = await self._blocked(unit, patient_id)
+        notices = await blocked_notices(unit, patient_id)
         if not plans:
             note = Issue(code="not-found", severity="information",
                          diagnostics=f"Patient/{patient_id} has no active Patientkontrakt",
@@ -130,16 +130,8 @@ class AgreementOverview:
         if plan.deleted:
             raise Gone(f"CarePlan/{plan.id} was deleted", details_sv="Patientkontraktet har tagits bort.")
         resources = await self._collect(unit, [plan])
-        notices = await self._blocked(unit, plan.patient_id) if plan.patient_id else []
+        notices = await blocked_notices(unit, plan.patient_id) if plan.patient_id else []
         return self._bundle(resources, outcome=notices), resources
-
-    @staticmethod
-    async def _blocked(unit: Unit, patient_id: str) -> list[Issue]:
-        """That the caller is not shown some of the patient's information, and why (a spärr, no
-        samtycke): never what it is (``Access.blocked``)."""
-        kinds = await access_of(unit).blocked(unit, patient_id)
-        return [Issue(code="suppressed", severity="warning", diagnostics=sharing.BLOCKED_NOTICES[kind][0],
-                      details_sv=sharing.BLOCKED_NOTICES[kind][1]) for kind in ("sparr", "samtycke") if kind in kinds]
 
     @staticmethod
     def _is_open_agreement(plan: dict[str, Any]) -> bool:

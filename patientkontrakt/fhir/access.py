@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from patientkontrakt.fhir.errors import Issue
 from patientkontrakt.storage.access_sql import Restriction
 from patientkontrakt.storage.repository import StoredResource, Unit
 
@@ -111,6 +112,11 @@ class Access(Protocol):
         are told *that* such information exists, never what it is."""
         ...
 
+    async def notices(self, unit: Unit, patient_id: str) -> list[Issue]:
+        """``blocked`` as issues for a Bundle's OperationOutcome (code ``suppressed``, severity
+        ``warning``), in the caller's words: that something is not shown and how to proceed."""
+        ...
+
     def owner(self, type_: str) -> tuple[str, str] | None:
         """Who owns a ``type_`` resource this caller creates: (care unit Organization id, care
         provider HSA-id), recorded by storage; None: no one the caller can name (the domain
@@ -161,6 +167,9 @@ class Internal:
     async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
         return frozenset()
 
+    async def notices(self, unit: Unit, patient_id: str) -> list[Issue]:
+        return []
+
     async def admit_delete(self, unit: Unit, existing: StoredResource) -> None:
         return None
 
@@ -172,6 +181,12 @@ def access_of(unit: Unit) -> Access:
     """The access a unit of work runs under (``INTERNAL`` when none was given)."""
     access: Access | None = unit.access
     return access if access is not None else INTERNAL
+
+
+async def blocked_notices(unit: Unit, patient_id: str) -> list[Issue]:
+    """What the unit's caller is told of the patient's information it is not shown
+    (``Access.notices``)."""
+    return await access_of(unit).notices(unit, patient_id)
 
 
 def bound(restriction: Restriction | None) -> Any:

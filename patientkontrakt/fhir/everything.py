@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from patientkontrakt.fhir.access import Access, bound
+from patientkontrakt.fhir.access import Access, blocked_notices, bound
 from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import BadRequest, FhirError, Gone, HiddenResource, Issue, operation_outcome
 from patientkontrakt.fhir.interactions import Exchange
@@ -179,7 +179,11 @@ async def everything(service: FhirService, exchange: Exchange, patient_id: str, 
                 has_next = len(rows) > args.count
                 rows = rows[: args.count]
                 has_previous = args.after is not None and await compartment.any_beyond(unit, where, below=args.after)
-    body = _bundle(service.base, path, args, rows, total, has_previous, has_next)
+        # the first page tells staff that the record holds what they are not shown (a spärr, no
+        # samtycke), never what (``Access.blocked``)
+        first = args.count > 0 and args.after is None and args.before is None  # _count=0: the total alone
+        notices = await blocked_notices(unit, patient_id) if first else []
+    body = _bundle(service.base, path, args, rows, total, has_previous, has_next, notices)
     # the access log keeps one entry per patient among what is shown: a page of directory
     # resources only (or of none) is still an access to this patient's record
     shown = rows if any(r.patient_id == patient_id for r in rows) else [patient, *rows]
@@ -194,7 +198,7 @@ async def _sees(unit: Unit, pk: int, condition: Any) -> bool:
 
 
 def _bundle(base: str, path: str, args: Arguments, rows: list[StoredResource], total: int, has_previous: bool,
-            has_next: bool) -> bytes:
+            has_next: bool, notices: list[Issue]) -> bytes:
     url = f"{base}/{path}"
 
     def link(*cursor: tuple[str, str]) -> str:
@@ -215,6 +219,6 @@ def _bundle(base: str, path: str, args: Arguments, rows: list[StoredResource], t
             "type": "searchset", "total": total, "link": links}
     entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = [
         ({"fullUrl": f"{base}/{r.type}/{r.id}"}, r.body, {"search": {"mode": "match"}}) for r in rows]
-    if args.warnings:
-        entries.append(({}, dumps(operation_outcome(args.warnings)), {"search": {"mode": "outcome"}}))
+    if args.warnings or notices:
+        entries.append(({}, dumps(operation_outcome([*args.warnings, *notices])), {"search": {"mode": "outcome"}}))
     return render_bundle(head, entries)

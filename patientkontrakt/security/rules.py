@@ -47,7 +47,7 @@ import orjson
 
 from patientkontrakt.domain import sharing
 from patientkontrakt.fhir.access import PERMISSIONS, Principal, bound
-from patientkontrakt.fhir.errors import Forbidden, NotFound
+from patientkontrakt.fhir.errors import Forbidden, Issue, NotFound
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.security.scopes import ResourceScope, Scopes
 from patientkontrakt.storage.access_sql import (
@@ -145,6 +145,11 @@ class ScopedAccess:
 
     async def blocked(self, unit: Unit, patient_id: str) -> frozenset[str]:
         return frozenset()
+
+    async def notices(self, unit: Unit, patient_id: str) -> list[Issue]:
+        kinds = await self.blocked(unit, patient_id)
+        return [Issue(code="suppressed", severity="warning", diagnostics=sharing.BLOCKED_NOTICES[kind][0],
+                      details_sv=sharing.BLOCKED_NOTICES[kind][1]) for kind in ("sparr", "samtycke") if kind in kinds]
 
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
         """Whatever was written must be visible to its writer (scope narrowing, care unit, own

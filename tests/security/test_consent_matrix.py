@@ -480,6 +480,10 @@ def test_staff_are_told_that_blocked_information_exists_never_what(scene: Scene)
 
     # the hemsjukvård is not shown the region's part: it needs the patient's samtycke
     assert len(told(homecare, "samtycke")) == 1
+    # $everything says the same on its first page
+    everything = scene.app.get(f"/fhir/Patient/{patient}/$everything", headers=homecare).json()
+    assert [i["code"] for e in everything["entry"] if e["search"]["mode"] == "outcome"
+            for i in e["resource"]["issue"]] == ["suppressed"]
     # the region's units are not shown the hemsjukvård's goal (the kommun's part) either
     assert len(told(clinic, "samtycke")) == 1 and len(told(vc, "samtycke")) == 1
     assert told(clinic, "spärrat") == []
