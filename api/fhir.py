@@ -15,7 +15,7 @@ from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAccepta
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
-from patientkontrakt.fhir.requests import parse_body
+from patientkontrakt.fhir.requests import no_in_parameters, parse_body
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.service import FhirService
 
@@ -111,6 +111,15 @@ async def audit_write(request: Request) -> Response:
                            details_sv="Loggen kan inte ändras.", headers={"Allow": "GET"})
 
 
+# $validate has a resource in-parameter, so it cannot be invoked by GET (R4 operations.html#request);
+# without these the type-level form would be taken for a read of the id "$validate".
+@router.get("/{type_}/$validate", include_in_schema=False)
+@router.get("/{type_}/{id_}/$validate", include_in_schema=False)
+async def validate_by_get(request: Request) -> Response:
+    raise MethodNotAllowed("$validate takes a resource, so it must be invoked with POST (R4 operations.html)",
+                           details_sv="$validate anropas med POST.", headers={"Allow": "POST"})
+
+
 # Read by id is the most frequent interaction and routes are tried in order, so it comes first;
 # the type history must precede it, or "_history" would be taken for an id (docs/performance.md).
 @router.get("/{type_}/_history")
@@ -188,6 +197,27 @@ async def patientkontrakt_for_patient(id_: str, request: Request, overview: Over
 @router.get("/CarePlan/{id_}/$patientkontrakt")
 async def patientkontrakt_for_plan(id_: str, request: Request, overview: OverviewDep) -> Response:
     _negotiate(request)
+    return _respond(Result(200, await overview.for_plan(caller_of(request), id_)))
+
+
+async def _no_operation_input(request: Request, operation: str) -> None:
+    """The body of an operation without in-parameters invoked by POST: none, or an empty
+    ``Parameters`` (R4 operations.html: servers SHALL support POST for every operation)."""
+    _negotiate(request)
+    if (await request.body()).strip():
+        no_in_parameters(await _json_body(request), operation)
+
+
+@router.post("/Patient/{id_}/$patientkontrakt")
+async def patientkontrakt_for_patient_post(id_: str, request: Request, overview: OverviewDep) -> Response:
+    """The same operation by POST: answered, logged and refused exactly as by GET."""
+    await _no_operation_input(request, "$patientkontrakt")
+    return _respond(Result(200, await overview.for_patient(caller_of(request), id_)))
+
+
+@router.post("/CarePlan/{id_}/$patientkontrakt")
+async def patientkontrakt_for_plan_post(id_: str, request: Request, overview: OverviewDep) -> Response:
+    await _no_operation_input(request, "$patientkontrakt")
     return _respond(Result(200, await overview.for_plan(caller_of(request), id_)))
 
 

@@ -203,6 +203,13 @@ ROUTES: dict[Route, str] = {
     ("POST", "/personal/nodatkomst/avsluta"): "ends the session's emergency access: revokes its token and drops it "
                                              "from the session; no resource is read (test_sharing_pages.py)",
     ("GET", "/personal/sip/{plan_id}"): PROBED,
+    # -- operations by POST, and $validate refused by GET (api/fhir.py) ---------------------------
+    ("POST", "/fhir/Patient/{id_}/$patientkontrakt"): PROBED,
+    ("POST", "/fhir/CarePlan/{id_}/$patientkontrakt"): PROBED,
+    ("GET", "/fhir/{type_}/$validate"): "always 405: $validate takes a resource, so only POST invokes it; "
+                                        "nothing is read (test_operations.py)",
+    ("GET", "/fhir/{type_}/{id_}/$validate"): "always 405: $validate takes a resource, so only POST invokes it; "
+                                              "nothing is read (test_operations.py)",
 }
 
 
@@ -1284,7 +1291,19 @@ PAGES += [
          interactions=("read",), refused_as="read"),
 ]
 
-PROBES: list[Probe] = [*API, *LISTINGS, *_bundle_probes("batch"), *_bundle_probes("transaction"), *AUDIT, *PAGES]
+# $patientkontrakt by POST (R4: every operation by POST too), with an empty Parameters body.
+_NO_PARAMETERS = {"resourceType": "Parameters"}
+OPERATIONS_BY_POST: list[Probe] = [
+    Api("patientkontrakt-Patient-POST", ("POST", "/fhir/Patient/{id_}/$patientkontrakt"), interaction="operation",
+        call=lambda ctx, n: Call("POST", f"/fhir/Patient/{n}/$patientkontrakt", json=_NO_PARAMETERS),
+        mine=_patient, hidden=_patient),
+    Api("patientkontrakt-CarePlan-POST", ("POST", "/fhir/CarePlan/{id_}/$patientkontrakt"), interaction="operation",
+        call=lambda ctx, n: Call("POST", f"/fhir/CarePlan/{n}/$patientkontrakt", json=_NO_PARAMETERS),
+        mine=_plan, hidden=_plan),
+]
+
+PROBES: list[Probe] = [*API, *LISTINGS, *_bundle_probes("batch"), *_bundle_probes("transaction"), *AUDIT, *PAGES,
+                       *OPERATIONS_BY_POST]
 
 
 # -- the tests ---------------------------------------------------------------------------------------------
