@@ -106,6 +106,11 @@ _TOKENS = "OAuth: tokens, not resources (test_oauth.py, test_sessions.py)"
 _LOG_REVIEW = ("the care provider's log review: log reviewers only (403 for anyone else), read through the "
                "AuditEvent search, whose scope and logging are the API's (test_log_review.py)")
 
+_CONFORMANCE = ("the definitions the CapabilityStatement names (StructureDefinition, SearchParameter, "
+                "OperationDefinition, ValueSet, CodeSystem): public like it, from memory, no patient data "
+                "(test_conformance_resources.py)")
+_CONFORMANCE_WRITE = "always 405: the definitions are read-only; nothing is read (test_conformance_resources.py)"
+
 ROUTES: dict[Route, str] = {
     # -- FHIR (api/fhir.py) --------------------------------------------------------------------
     ("GET", "/fhir/{type_}/{id_}"): PROBED,
@@ -210,6 +215,17 @@ ROUTES: dict[Route, str] = {
                                         "nothing is read (test_operations.py)",
     ("GET", "/fhir/{type_}/{id_}/$validate"): "always 405: $validate takes a resource, so only POST invokes it; "
                                               "nothing is read (test_operations.py)",
+    # -- the conformance resources (api/fhir.py, patientkontrakt/fhir/conformance.py) -------------
+    ("GET", "/fhir/{type_:conformance}"): _CONFORMANCE,
+    ("POST", "/fhir/{type_:conformance}/_search"): _CONFORMANCE,
+    ("GET", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE,
+    ("POST", "/fhir/{type_:conformance}"): _CONFORMANCE_WRITE,
+    ("PUT", "/fhir/{type_:conformance}"): _CONFORMANCE_WRITE,
+    ("DELETE", "/fhir/{type_:conformance}"): _CONFORMANCE_WRITE,
+    ("POST", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    ("PUT", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    ("DELETE", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    ("PATCH", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
 }
 
 
@@ -1356,12 +1372,14 @@ def test_what_carries_no_patient_data_shows_and_logs_none(ctx: Ctx) -> None:
     access log, and nothing of agreement 2's patient in the answer."""
     values = {"plan_id": ctx.agreement().plan, "goal_id": ctx.agreement().goals[1], "type_": "Goal",
               "id_": ctx.agreement().goals[1], "version": "1", "index": "0"}
-    files = {"/static": "/static/site.css", "/static/docs": "/static/docs/swagger-ui.css"}
+    files = {"/static": "/static/site.css", "/static/docs": "/static/docs/swagger-ui.css",
+             "/fhir/{type_:conformance}": "/fhir/StructureDefinition?name=PK",
+             "/fhir/{type_:conformance}/{id_}": "/fhir/StructureDefinition/pk-patient"}
     start = ctx.mark()
     for (method, path), why in sorted(ROUTES.items()):
         if why == PROBED or method not in ("GET", "HEAD"):
             continue
-        url = files.get(path, path.format(**values))
+        url = files[path] if path in files else path.format(**values)
         if path.startswith("/personal"):
             response = ctx.page(method, url, sessions.STAFF, ctx.own)
         elif path.startswith("/mitt"):
