@@ -49,7 +49,8 @@ _RESULT_PARAMETERS = frozenset({"_count", "_offset", "_total", "_summary", "_for
 def read_only(type_: str) -> MethodNotAllowed:
     """The answer to anything but a read or a search of a conformance resource."""
     return MethodNotAllowed(
-        f"{type_} resources are served read-only: read ({type_}/[id]) and search ({type_}?url=...) only",
+        f"{type_} resources are served read-only, and not through Bundles: only read (GET [base]/{type_}/[id]) "
+        f"and search (GET [base]/{type_}?url=...)",
         details_sv="Definitionerna kan bara läsas och sökas här.", headers={"Allow": "GET"})
 
 
