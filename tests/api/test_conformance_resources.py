@@ -149,8 +149,10 @@ def test_they_are_read_only(pk_client: TestClient, type_: str) -> None:
         {"resource": body, "request": {"method": "POST", "url": type_}}]}
     [entry] = pk_client.post("/fhir", json=bundle).json()["entry"]
     assert entry["response"]["status"].startswith("405")
-    # a write without a token is refused before anything else
+    # only reading and searching is public: anything else without a token is refused before all else
     assert pk_client.post(f"/fhir/{type_}", content=json.dumps(body), headers=NO_TOKEN).status_code == 401
+    assert pk_client.put(f"/fhir/{type_}/x", content=json.dumps(body), headers=NO_TOKEN).status_code == 401
+    assert pk_client.get(f"/fhir/{type_}/x/_history", headers=NO_TOKEN).status_code == 401
 
 
 def test_reading_them_is_not_logged(pk_client: TestClient, settings: Settings) -> None:
