@@ -8,7 +8,7 @@ table names that the app no longer serves.
 
 A probe is one FHIR interaction (read, vread, update, conditional update, delete, conditional
 delete, create, conditional create, search by GET and by POST, ``_include``/``_revinclude``,
-history of an instance, a type and the system, ``$patientkontrakt`` on Patient and CarePlan,
+history of an instance, a type and the system, ``$patientkontrakt`` on Patient and CarePlan (GET and POST),
 ``$validate`` of a type and of an instance, AuditEvent read and search by GET and POST, and each
 kind of entry in a batch and in a transaction) or one page of the staff pages (``/personal``)
 and the e-service (``/mitt``). The server offers no search of the whole system (``GET /fhir``
