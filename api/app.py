@@ -31,6 +31,7 @@ from patientkontrakt.domain.codes import CANONICAL
 from patientkontrakt.domain.overview import AgreementOverview
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.fhir.conformance import ConformanceResources
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.logs import configure as configure_logging
 from patientkontrakt.logs import describe
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits,
                                              review_log=audit)
         app.state.bundles = BundleProcessor(service)
+        app.state.conformance = ConformanceResources.load(settings.profiles_dir, service.base, service.limits,
+                                                          settings.default_page_size, settings.max_page_size)
         app.state.revocations = revocations
         app.state.authenticator = Authenticator(tokens, service.parser, service.search_engine.builder,
                                                 care_unit_rules=care_unit_rules, revocations=revocations)

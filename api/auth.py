@@ -1,7 +1,8 @@
 """Every FHIR endpoint requires a valid access token, checked in one place.
 
 ``RequireToken`` is ASGI middleware in front of the whole app: a request under ``/fhir``
-(except the CapabilityStatement and the SMART discovery document) gets a 401
+(except the CapabilityStatement, the SMART discovery document and the conformance resources,
+``is_public``) gets a 401
 OperationOutcome with ``WWW-Authenticate`` unless its bearer token verifies and is not revoked
 (the revocation list is reloaded first when it is due); otherwise the
 ``Access`` built from the token is put on the request, and the routes hand it to the core. A
@@ -19,12 +20,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.errors import outcome_response
 from api.requestlog import described
 from patientkontrakt.fhir.access import Access, Principal
+from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger("patientkontrakt.api")
 PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})  # for GET and HEAD
+
+
+def is_public(method: str, path: str) -> bool:
+    """The CapabilityStatement, the SMART discovery document, and reading and searching the
+    conformance resources the CapabilityStatement names (docs/security.md, "Conformance resources")."""
+    if method in ("GET", "HEAD"):
+        if path in PUBLIC:
+            return True
+        parts = path.split("/")  # "", "fhir", type[, id]
+        return len(parts) in (3, 4) and parts[2] in CONFORMANCE_TYPES
+    parts = path.split("/")
+    return method == "POST" and len(parts) == 4 and parts[2] in CONFORMANCE_TYPES and parts[3] == "_search"
 
 
 class Anonymous:
@@ -40,7 +54,7 @@ class RequireToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        public = path in PUBLIC and scope.get("method") in ("GET", "HEAD")
+        public = is_public(scope.get("method", ""), path)
         if scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")) and not public:
             state = scope["app"].state
             authenticator: Authenticator = state.authenticator

@@ -6,21 +6,39 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from api.auth import caller_of
 from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
 from api.errors import FHIR_JSON
-from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
+from patientkontrakt.fhir.capability import AUDIT_EVENT, CONFORMANCE_RESOURCES, capability_statement, smart_security
+from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES, ConformanceResources, read_only
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from patientkontrakt.fhir.everything import parameters_of
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
-from patientkontrakt.fhir.requests import parse_body
+from patientkontrakt.fhir.requests import no_in_parameters, parse_body
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.service import FhirService
 
 router = APIRouter(prefix="/fhir")
+
+
+class _ConformanceType(Convertor[str]):
+    """A path segment naming a conformance resource type, so that their few routes precede the
+    engine's ``/{type_}`` ones without a check in each of those."""
+
+    regex = "|".join(sorted(CONFORMANCE_TYPES))
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("conformance", _ConformanceType())
 
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 _FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
@@ -84,6 +102,37 @@ async def _search_parameters(request: Request) -> list[tuple[str, str]]:
     return [*request.query_params.multi_items(), *form]
 
 
+# The conformance resources (fhir/conformance.py): read and search only, public like /metadata
+# (api/auth.py), from memory, not logged.
+@router.get("/{type_:conformance}")
+async def conformance_search(type_: str, request: Request, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    return _respond(_conformance(request).search(type_, request.query_params.multi_items(), strict=prefer.strict))
+
+
+@router.post("/{type_:conformance}/_search")
+async def conformance_search_post(type_: str, request: Request, prefer: PreferDep) -> Response:
+    _negotiate(request)
+    return _respond(_conformance(request).search(type_, await _search_parameters(request), strict=prefer.strict))
+
+
+@router.get("/{type_:conformance}/{id_}")
+async def conformance_read(type_: str, id_: str, request: Request) -> Response:
+    _negotiate(request)
+    return _respond(_conformance(request).read(type_, id_))
+
+
+@router.api_route("/{type_:conformance}", methods=["POST", "PUT", "DELETE"], include_in_schema=False)
+@router.api_route("/{type_:conformance}/{id_}", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+async def conformance_write(type_: str) -> Response:
+    raise read_only(type_)
+
+
+def _conformance(request: Request) -> ConformanceResources:
+    resources: ConformanceResources = request.app.state.conformance
+    return resources
+
+
 # The access log as AuditEvent: read and search only, served from the log itself (audit/events.py).
 @router.get("/AuditEvent")
 async def audit_search(request: Request, events: AuditEventsDep) -> Response:
@@ -110,6 +159,15 @@ async def audit_read(id_: str, request: Request, events: AuditEventsDep) -> Resp
 async def audit_write(request: Request) -> Response:
     raise MethodNotAllowed("AuditEvent is written by the server only: the access log cannot be changed",
                            details_sv="Loggen kan inte ändras.", headers={"Allow": "GET"})
+
+
+# $validate has a resource in-parameter, so it cannot be invoked by GET (R4 operations.html#request);
+# without these the type-level form would be taken for a read of the id "$validate".
+@router.get("/{type_}/$validate", include_in_schema=False)
+@router.get("/{type_}/{id_}/$validate", include_in_schema=False)
+async def validate_by_get(request: Request) -> Response:
+    raise MethodNotAllowed("$validate takes a resource, so it must be invoked with POST (R4 operations.html)",
+                           details_sv="$validate anropas med POST.", headers={"Allow": "POST"})
 
 
 # Read by id is the most frequent interaction and routes are tried in order, so it comes first;
@@ -140,7 +198,7 @@ async def metadata(request: Request, service: ServiceDep) -> Response:
     statement = capability_statement(service.defs, service.types, service.base, request.app.state.started,
                                      getattr(request.app.state, "operations", None),
                                      security=smart_security(request.app.state.oauth.endpoints()),
-                                     extra_resources=[AUDIT_EVENT],
+                                     extra_resources=[AUDIT_EVENT, *CONFORMANCE_RESOURCES],
                                      update_create=getattr(request.app.state, "update_create", None))
     return Response(dumps(statement), media_type=FHIR_JSON)
 
@@ -205,6 +263,27 @@ async def everything_post(id_: str, request: Request, service: ServiceDep, prefe
 @router.get("/CarePlan/{id_}/$patientkontrakt")
 async def patientkontrakt_for_plan(id_: str, request: Request, overview: OverviewDep) -> Response:
     _negotiate(request)
+    return _respond(Result(200, await overview.for_plan(caller_of(request), id_)))
+
+
+async def _no_operation_input(request: Request, operation: str) -> None:
+    """The body of an operation without in-parameters invoked by POST: none, or an empty
+    ``Parameters`` (R4 operations.html: servers SHALL support POST for every operation)."""
+    _negotiate(request)
+    if (await request.body()).strip():
+        no_in_parameters(await _json_body(request), operation)
+
+
+@router.post("/Patient/{id_}/$patientkontrakt")
+async def patientkontrakt_for_patient_post(id_: str, request: Request, overview: OverviewDep) -> Response:
+    """The same operation by POST: answered, logged and refused exactly as by GET."""
+    await _no_operation_input(request, "$patientkontrakt")
+    return _respond(Result(200, await overview.for_patient(caller_of(request), id_)))
+
+
+@router.post("/CarePlan/{id_}/$patientkontrakt")
+async def patientkontrakt_for_plan_post(id_: str, request: Request, overview: OverviewDep) -> Response:
+    await _no_operation_input(request, "$patientkontrakt")
     return _respond(Result(200, await overview.for_plan(caller_of(request), id_)))
 
 

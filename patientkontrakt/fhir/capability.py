@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from patientkontrakt import __version__
+from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES
+from patientkontrakt.fhir.conformance import SEARCH_PARAMETERS as CONFORMANCE_SEARCH
 from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.indexing import COLUMN_PARAMS
 
@@ -51,6 +53,19 @@ AUDIT_EVENT = {
                            ("date", "date"))
     ],
 }
+
+
+CONFORMANCE_RESOURCES = [
+    {
+        "type": type_,
+        "documentation": "The definitions this server uses (fhir_profiles): read and search only, public like this "
+                         "CapabilityStatement; every canonical URL named here can be read from the server.",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": [{"name": name, "definition": url, "type": kind}
+                        for name, (kind, url) in CONFORMANCE_SEARCH.items()],
+    }
+    for type_ in sorted(CONFORMANCE_TYPES)
+]
 
 
 def capability_statement(

@@ -13,7 +13,12 @@ What is written, unchanged from the package:
   strength *required* anywhere in those structures, and the code systems they draw on;
 * ``fhir_profiles/search/SearchParameter-*.json``: the core search parameters we register;
 * ``fhir_profiles/core/CompartmentDefinition-patient.json``: which parameters put a resource in
-  a patient's compartment (access rules and the access log).
+  a patient's compartment (access rules and the access log);
+* ``fhir_profiles/core/OperationDefinition-*.json`` and ``SearchParameter-*.json``: the other
+  definitions the CapabilityStatement names (``$validate``, the AuditEvent parameters the access
+  log answers, and ``url``, ``name``, ``version`` of the conformance resources), so that every
+  canonical URL it names can be read from the server (``patientkontrakt/fhir/conformance.py``).
+  They are in ``core/``, not ``search/``: nothing is indexed by them.
 
 Our own search parameters (the ones core R4 lacks) live beside them with our canonical URL and
 are not touched by this script.
@@ -58,6 +63,13 @@ SEARCH_PARAMETERS: dict[str, tuple[str, ...]] = {
         "identifier", "action", "purpose", "security-label", "data", "source-reference", "consentor",
     ),
 }
+
+# Definitions the CapabilityStatement names that the engine does not index by (see the docstring).
+NAMED_DEFINITIONS = (
+    "OperationDefinition-Resource-validate.json",
+    *(f"SearchParameter-AuditEvent-{code}.json" for code in ("patient", "agent", "entity", "date")),
+    *(f"SearchParameter-conformance-{code}.json" for code in ("url", "name", "version")),
+)
 
 _NOT_DATATYPES = {"Element", "BackboneElement", "Resource", "Extension", "Narrative", "xhtml"}
 
@@ -148,6 +160,8 @@ def extract(package: Path, out: Path) -> list[str]:
             write(core, cs, f"CodeSystem-{cs['id']}.json")
 
     write(core, _load(package, "CompartmentDefinition-patient.json"), "CompartmentDefinition-patient.json")
+    for name in NAMED_DEFINITIONS:
+        write(core, _load(package, name), name)
 
     wanted = {(base, code) for base, codes in SEARCH_PARAMETERS.items() for code in codes}
     for path in sorted(package.glob("SearchParameter-*.json")):

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from patientkontrakt.fhir.errors import BadRequest
+from patientkontrakt.fhir.errors import BadRequest, Issue
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS, ContentLimitExceeded, exceeded
 
 
@@ -47,6 +47,26 @@ def parse_body(raw: bytes, max_depth: int = DEFAULT_LIMITS.json_depth) -> dict[s
                          details_sv="Innehållet ska vara en FHIR-resurs.")
     _check_json(data, max_depth, nul_possible=b"\\u0000" in raw)
     return data
+
+
+def no_in_parameters(body: dict[str, Any], operation: str) -> None:
+    """The body of an operation invoked by POST that takes no in-parameters but its target (R4
+    operations.html#request: a ``Parameters`` resource): a ``Parameters`` without any ``parameter``.
+    Each parameter sent is named in the 400, so a client learns what the operation does not take."""
+    if body.get("resourceType") != "Parameters":
+        raise BadRequest(f"{operation} takes a Parameters resource by POST, not a {body.get('resourceType')!r}",
+                         expression=("resourceType",), details_sv="Innehållet ska vara en Parameters-resurs.")
+    given = body.get("parameter", [])
+    if not isinstance(given, list):
+        raise BadRequest("Parameters.parameter must be an array", expression=("Parameters.parameter",),
+                         details_sv="Parameters.parameter ska vara en lista.")
+    if given:
+        raise BadRequest(f"{operation} takes no parameters", details_sv="Operationen tar inga parametrar.", issues=[
+            Issue(code="not-supported", expression=(f"Parameters.parameter[{i}]",),
+                  diagnostics=f"{operation} has no parameter "
+                              f"{p.get('name') if isinstance(p, dict) else p!r}: it takes none but its target",
+                  details_sv="Operationen tar inga parametrar.")
+            for i, p in enumerate(given)])
 
 
 def _check_json(data: dict[str, Any], max_depth: int, *, nul_possible: bool) -> None:

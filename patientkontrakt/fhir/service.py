@@ -15,6 +15,7 @@ import orjson
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.access import Access, AccessLog, NoLog, bound
+from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES, read_only
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
 from patientkontrakt.fhir.errors import (
     BadRequest,
@@ -71,7 +72,11 @@ class FhirService:
     # -- helpers ---------------------------------------------------------------------------
 
     def check_type(self, type_: str) -> None:
+        """``type_`` is one this engine stores; a conformance resource type is served read-only
+        elsewhere (conformance.py), so every other interaction on it is 405."""
         if type_ not in self.types:
+            if type_ in CONFORMANCE_TYPES:
+                raise read_only(type_)
             raise NotFound(f"Unknown resource type {type_!r}", details_sv=f"Resurstypen {type_!r} finns inte här.")
 
     def check_id(self, type_: str, id_: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B import get_fhir_model_class
 
+from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES
 from patientkontrakt.fhir.definitions import SearchParam
 from patientkontrakt.fhir.indexing import COLUMN_PARAMS
 from patientkontrakt.fhir.service import RESOURCE_TYPES, FhirService
@@ -68,7 +69,9 @@ def test_every_served_type_is_listed_once_with_its_interactions(client: TestClie
     resources = rest_resources(client)
     statement = metadata(client)
     assert len(statement["rest"][0]["resource"]) == len(resources)  # no duplicates
-    assert set(resources) == set(service(client).types) | {"AuditEvent"}
+    assert set(resources) == set(service(client).types) | {"AuditEvent"} | CONFORMANCE_TYPES
+    for type_ in CONFORMANCE_TYPES:  # read-only (test_conformance_resources.py)
+        assert [i["code"] for i in resources.pop(type_)["interaction"]] == ["read", "search-type"]
     audit = resources.pop("AuditEvent")
     assert {i["code"] for i in audit["interaction"]} == {"read", "search-type"}  # the log is read-only
     assert {p["name"] for p in audit["searchParam"]} == {"patient", "agent", "entity", "date"}

@@ -8,12 +8,12 @@ table names that the app no longer serves.
 
 A probe is one FHIR interaction (read, vread, update, conditional update, delete, conditional
 delete, create, conditional create, search by GET and by POST, ``_include``/``_revinclude``,
-history of an instance, a type and the system, ``$patientkontrakt`` on Patient and CarePlan,
-``$everything`` by GET and by POST, ``$validate`` of a type and of an instance, AuditEvent read
-and search by GET and POST, and each kind of entry in a batch and in a transaction) or one page
-of the staff pages (``/personal``) and the e-service (``/mitt``). The server offers no search of
-the whole system (``GET /fhir`` is not a route). Each probe meets the pipeline's three stages,
-each stage its own test:
+history of an instance, a type and the system, ``$patientkontrakt`` on Patient and CarePlan (GET
+and POST), ``$everything`` by GET and by POST, ``$validate`` of a type and of an instance,
+AuditEvent read and search by GET and POST, and each kind of entry in a batch and in a
+transaction) or one page of the staff pages (``/personal``) and the e-service (``/mitt``). The
+server offers no search of the whole system (``GET /fhir`` is not a route). Each probe meets the
+pipeline's three stages, each stage its own test:
 
 * ``scope``: a token without the permission the interaction needs (every other permission on
   every type kept) is refused with a 403 OperationOutcome; a page signed in without scopes for
@@ -106,6 +106,11 @@ _LOG_WRITE = ("always 405, the access log cannot be written through the API; no 
 _TOKENS = "OAuth: tokens, not resources (test_oauth.py, test_sessions.py)"
 _LOG_REVIEW = ("the care provider's log review: log reviewers only (403 for anyone else), read through the "
                "AuditEvent search, whose scope and logging are the API's (test_log_review.py)")
+
+_CONFORMANCE = ("the definitions the CapabilityStatement names (StructureDefinition, SearchParameter, "
+                "OperationDefinition, ValueSet, CodeSystem): public like it, from memory, no patient data "
+                "(test_conformance_resources.py)")
+_CONFORMANCE_WRITE = "always 405: the definitions are read-only; nothing is read (test_conformance_resources.py)"
 
 ROUTES: dict[Route, str] = {
     # -- FHIR (api/fhir.py) --------------------------------------------------------------------
@@ -207,6 +212,24 @@ ROUTES: dict[Route, str] = {
     # -- Patient/$everything (api/fhir.py, patientkontrakt/fhir/everything.py) -------------------
     ("GET", "/fhir/Patient/{id_}/$everything"): PROBED,
     ("POST", "/fhir/Patient/{id_}/$everything"): PROBED,
+    # -- operations by POST, and $validate refused by GET (api/fhir.py) ---------------------------
+    ("POST", "/fhir/Patient/{id_}/$patientkontrakt"): PROBED,
+    ("POST", "/fhir/CarePlan/{id_}/$patientkontrakt"): PROBED,
+    ("GET", "/fhir/{type_}/$validate"): "always 405: $validate takes a resource, so only POST invokes it; "
+                                        "nothing is read (test_operations.py)",
+    ("GET", "/fhir/{type_}/{id_}/$validate"): "always 405: $validate takes a resource, so only POST invokes it; "
+                                              "nothing is read (test_operations.py)",
+    # -- the conformance resources (api/fhir.py, patientkontrakt/fhir/conformance.py) -------------
+    ("GET", "/fhir/{type_:conformance}"): _CONFORMANCE,
+    ("POST", "/fhir/{type_:conformance}/_search"): _CONFORMANCE,
+    ("GET", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE,
+    ("POST", "/fhir/{type_:conformance}"): _CONFORMANCE_WRITE,
+    ("PUT", "/fhir/{type_:conformance}"): _CONFORMANCE_WRITE,
+    ("DELETE", "/fhir/{type_:conformance}"): _CONFORMANCE_WRITE,
+    ("POST", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    ("PUT", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    ("DELETE", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    ("PATCH", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
 }
 
 
@@ -1297,7 +1320,19 @@ PAGES += [
          interactions=("read",), refused_as="read"),
 ]
 
-PROBES: list[Probe] = [*API, *LISTINGS, *_bundle_probes("batch"), *_bundle_probes("transaction"), *AUDIT, *PAGES]
+# $patientkontrakt by POST (R4: every operation by POST too), with an empty Parameters body.
+_NO_PARAMETERS = {"resourceType": "Parameters"}
+OPERATIONS_BY_POST: list[Probe] = [
+    Api("patientkontrakt-Patient-POST", ("POST", "/fhir/Patient/{id_}/$patientkontrakt"), interaction="operation",
+        call=lambda ctx, n: Call("POST", f"/fhir/Patient/{n}/$patientkontrakt", json=_NO_PARAMETERS),
+        mine=_patient, hidden=_patient),
+    Api("patientkontrakt-CarePlan-POST", ("POST", "/fhir/CarePlan/{id_}/$patientkontrakt"), interaction="operation",
+        call=lambda ctx, n: Call("POST", f"/fhir/CarePlan/{n}/$patientkontrakt", json=_NO_PARAMETERS),
+        mine=_plan, hidden=_plan),
+]
+
+PROBES: list[Probe] = [*API, *LISTINGS, *_bundle_probes("batch"), *_bundle_probes("transaction"), *AUDIT, *PAGES,
+                       *OPERATIONS_BY_POST]
 
 
 # -- the tests ---------------------------------------------------------------------------------------------
@@ -1350,12 +1385,14 @@ def test_what_carries_no_patient_data_shows_and_logs_none(ctx: Ctx) -> None:
     access log, and nothing of agreement 2's patient in the answer."""
     values = {"plan_id": ctx.agreement().plan, "goal_id": ctx.agreement().goals[1], "type_": "Goal",
               "id_": ctx.agreement().goals[1], "version": "1", "index": "0"}
-    files = {"/static": "/static/site.css", "/static/docs": "/static/docs/swagger-ui.css"}
+    files = {"/static": "/static/site.css", "/static/docs": "/static/docs/swagger-ui.css",
+             "/fhir/{type_:conformance}": "/fhir/StructureDefinition?name=PK",
+             "/fhir/{type_:conformance}/{id_}": "/fhir/StructureDefinition/pk-patient"}
     start = ctx.mark()
     for (method, path), why in sorted(ROUTES.items()):
         if why == PROBED or method not in ("GET", "HEAD"):
             continue
-        url = files.get(path, path.format(**values))
+        url = files[path] if path in files else path.format(**values)
         if path.startswith("/personal"):
             response = ctx.page(method, url, sessions.STAFF, ctx.own)
         elif path.startswith("/mitt"):

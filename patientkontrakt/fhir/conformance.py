@@ -1,0 +1,208 @@
+"""The conformance resources the server stands on, readable and searchable (R4 http.html#read,
+search.html): the StructureDefinitions, SearchParameters, OperationDefinitions, ValueSets and
+CodeSystems under ``fhir_profiles/`` (``core/``, ``profiles/``, ``search/``), so that every
+canonical URL the CapabilityStatement names resolves on the server itself.
+
+They are definitions, not patient data, and the same for every caller: served from memory (no
+database, no access log), read-only (a write is 405), and public like the CapabilityStatement
+(docs/security.md, "Conformance resources"). This is why they do not pass the interaction
+pipeline, which is about who may see which patient data.
+
+Search parameters: ``_id``, ``url`` (a canonical, optionally ``url|version``), ``name`` (string:
+starts with, ignoring case and accents; ``:exact``, ``:contains``), ``version``; comma-separated
+values are ORed, repeated parameters ANDed; ``_count``, ``_offset``, ``_total``, ``_summary=count``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.fhir.errors import BadRequest, Issue, MethodNotAllowed, NotFound, operation_outcome
+from patientkontrakt.fhir.indexing import normalize_string
+from patientkontrakt.fhir.limits import Limits, count_values, exceeded
+from patientkontrakt.fhir.paging import page_links, page_number
+from patientkontrakt.fhir.rendering import dumps, render_bundle
+from patientkontrakt.fhir.results import Result
+
+CONFORMANCE_TYPES = frozenset({"CodeSystem", "OperationDefinition", "SearchParameter", "StructureDefinition",
+                               "ValueSet"})
+FOLDERS = ("core", "profiles", "search")
+
+# name -> (type, canonical URL of its SearchParameter), as the CapabilityStatement lists them.
+SEARCH_PARAMETERS = {
+    "_id": ("token", "http://hl7.org/fhir/SearchParameter/Resource-id"),
+    "url": ("uri", "http://hl7.org/fhir/SearchParameter/conformance-url"),
+    "name": ("string", "http://hl7.org/fhir/SearchParameter/conformance-name"),
+    "version": ("token", "http://hl7.org/fhir/SearchParameter/conformance-version"),
+}
+_MODIFIERS = {"_id": ("",), "url": ("",), "name": ("", "exact", "contains"), "version": ("",)}
+_RESULT_PARAMETERS = frozenset({"_count", "_offset", "_total", "_summary", "_format", "_pretty"})
+
+
+def read_only(type_: str) -> MethodNotAllowed:
+    """The answer to anything but a read or a search of a conformance resource."""
+    return MethodNotAllowed(
+        f"{type_} resources are served read-only, and not through Bundles: only read (GET [base]/{type_}/[id]) "
+        f"and search (GET [base]/{type_}?url=...)",
+        details_sv="Definitionerna kan bara läsas och sökas här.", headers={"Allow": "GET"})
+
+
+@dataclass(frozen=True)
+class Definition:
+    type: str
+    id: str
+    url: str
+    name: str
+    version: str
+    body: bytes  # compact JSON, as served
+
+
+def _split(value: str) -> list[str]:
+    """A comma-separated search value (``\\,`` a literal comma, other escapes as FHIR has them)."""
+    values, current, escaped = [], [], False
+    for ch in value:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ",":
+            values.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    values.append("".join(current))
+    return values
+
+
+def _matcher(name: str, modifier: str, value: str) -> Callable[[Definition], bool]:
+    if name == "_id":
+        return lambda d: d.id == value
+    if name == "version":
+        return lambda d: d.version == value
+    if name == "url":
+        url, _, version = value.partition("|")  # R4 search.html#versions: canonical|version
+        return lambda d: d.url == url and (not version or d.version == version)
+    wanted = normalize_string(value)
+    if modifier == "exact":
+        return lambda d: d.name == value
+    if modifier == "contains":
+        return lambda d: wanted in normalize_string(d.name)
+    return lambda d: normalize_string(d.name).startswith(wanted)
+
+
+class ConformanceResources:
+    """Every conformance resource under one ``fhir_profiles`` folder, by type and id."""
+
+    def __init__(self, definitions: Iterable[dict[str, Any]], base: str, limits: Limits,
+                 default_count: int, max_count: int) -> None:
+        self.base, self.limits = base, limits
+        self.default_count, self.max_count = default_count, max_count
+        self.by_type: dict[str, dict[str, Definition]] = {t: {} for t in sorted(CONFORMANCE_TYPES)}
+        for resource in definitions:
+            type_, id_ = resource.get("resourceType"), resource.get("id")
+            if type_ not in CONFORMANCE_TYPES or not isinstance(id_, str):
+                continue
+            if id_ in self.by_type[type_]:
+                raise ValueError(f"two {type_} resources have the id {id_!r}")
+            self.by_type[type_][id_] = Definition(type_, id_, str(resource.get("url", "")),
+                                                  str(resource.get("name", "")), str(resource.get("version", "")),
+                                                  orjson.dumps(resource))
+
+    @classmethod
+    def load(cls, profiles_dir: Path, base: str, limits: Limits, default_count: int,
+             max_count: int) -> ConformanceResources:
+        def resources() -> Iterable[dict[str, Any]]:
+            for folder in FOLDERS:
+                for path in sorted((profiles_dir / folder).glob("*.json")):
+                    data: dict[str, Any] = orjson.loads(path.read_bytes())
+                    yield data
+        return cls(resources(), base, limits, default_count, max_count)
+
+    def urls(self) -> dict[str, tuple[str, str]]:
+        """canonical URL -> (type, id) of every resource served."""
+        return {d.url: (d.type, d.id) for defs in self.by_type.values() for d in defs.values() if d.url}
+
+    def _of(self, type_: str) -> dict[str, Definition]:
+        if type_ not in self.by_type:
+            raise NotFound(f"Unknown resource type {type_!r}", details_sv=f"Resurstypen {type_!r} finns inte här.")
+        return self.by_type[type_]
+
+    def read(self, type_: str, id_: str) -> Result:
+        """R4 http.html#read."""
+        found = self._of(type_).get(id_)
+        if found is None:
+            raise NotFound(f"{type_}/{id_} is not known", details_sv="Resursen finns inte.")
+        return Result(200, found.body)
+
+    def search(self, type_: str, pairs: list[tuple[str, str]], *, strict: bool = False) -> Result:
+        """R4 search.html on the type: a searchset Bundle with ``total``, sorted by id."""
+        candidates = self._of(type_)
+        if len(pairs) > self.limits.search_parameters:
+            raise exceeded("search_parameters", self.limits.search_parameters,
+                           f"The search has {len(pairs)} parameters", "Sökningen har för många parametrar")
+        tests: list[list[Callable[[Definition], bool]]] = []
+        ignored: list[str] = []
+        used: list[tuple[str, str]] = []
+        count, offset, summary_count = self.default_count, 0, False
+        for key, value in pairs:
+            name, _, modifier = key.partition(":")
+            if name == "_count":
+                count = page_number("_count", value, self.max_count)
+            elif name == "_offset":
+                offset = page_number("_offset", value)
+            elif name == "_summary":
+                if value not in ("count", "false"):
+                    raise BadRequest("_summary must be count or false on a search of definitions",
+                                     expression=("_summary",))
+                summary_count = value == "count"
+                used.append((key, value))
+            elif name == "_total":
+                if value not in ("none", "estimate", "accurate"):
+                    raise BadRequest("_total must be none, estimate or accurate", expression=("_total",))
+                used.append((key, value))
+            elif name in _RESULT_PARAMETERS:
+                continue
+            elif name in _MODIFIERS:
+                if modifier not in _MODIFIERS[name]:
+                    raise BadRequest(f"The modifier :{modifier} is not supported on {name}", expression=(key,),
+                                     details_sv="Sökparametern stöder inte den modifieraren.")
+                if count_values(value) > self.limits.search_values:
+                    raise exceeded("search_values", self.limits.search_values,
+                                   f"{key} has {count_values(value)} values", "Sökparametern har för många värden",
+                                   expression=(key,))
+                if not value:
+                    raise BadRequest(f"{key} has no value", expression=(key,), details_sv="Sökparametern saknar värde.")
+                tests.append([_matcher(name, modifier, v) for v in _split(value)])
+                used.append((key, value))
+            elif strict:
+                raise BadRequest(f"Unknown search parameter {key!r} for {type_}: the definitions are searched by "
+                                 f"{', '.join(SEARCH_PARAMETERS)}", expression=(key,),
+                                 details_sv="Okänd sökparameter.")
+            else:
+                ignored.append(key)
+        matches = [d for _, d in sorted(candidates.items()) if all(any(t(d) for t in anyof) for anyof in tests)]
+        if summary_count:
+            count = 0
+        page = matches[offset:offset + count]
+        head: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()),
+                                "meta": {"lastUpdated": format_instant(now_utc())}, "type": "searchset",
+                                "total": len(matches),
+                                "link": page_links(f"{self.base}/{type_}", used, count, offset,
+                                                   has_next=offset + count < len(matches), total=len(matches),
+                                                   ends=True)}
+        entries: list[tuple[dict[str, Any], str | bytes | None, dict[str, Any]]] = [
+            ({"fullUrl": f"{self.base}/{d.type}/{d.id}"}, d.body, {"search": {"mode": "match"}}) for d in page]
+        if ignored:
+            entries.append(({}, dumps(operation_outcome([Issue(
+                code="not-supported", severity="warning", expression=(key,),
+                diagnostics=f"Unknown search parameter {key!r} for {type_} was ignored",
+                details_sv="Okänd sökparameter ignorerades.") for key in ignored])), {"search": {"mode": "outcome"}}))
+        return Result(200, render_bundle(head, entries))
