@@ -15,7 +15,7 @@ What is written, unchanged from the package:
 * ``fhir_profiles/core/CompartmentDefinition-patient.json``: which parameters put a resource in
   a patient's compartment (access rules and the access log);
 * ``fhir_profiles/core/OperationDefinition-*.json`` and ``SearchParameter-*.json``: the other
-  definitions the CapabilityStatement names (``$validate``, the AuditEvent parameters the access
+  definitions the CapabilityStatement names (``$validate``, ``$everything``, the AuditEvent parameters the access
   log answers, and ``url``, ``name``, ``version`` of the conformance resources), so that every
   canonical URL it names can be read from the server (``patientkontrakt/fhir/conformance.py``).
   They are in ``core/``, not ``search/``: nothing is indexed by them.
@@ -67,6 +67,7 @@ SEARCH_PARAMETERS: dict[str, tuple[str, ...]] = {
 # Definitions the CapabilityStatement names that the engine does not index by (see the docstring).
 NAMED_DEFINITIONS = (
     "OperationDefinition-Resource-validate.json",
+    "OperationDefinition-Patient-everything.json",
     *(f"SearchParameter-AuditEvent-{code}.json" for code in ("patient", "agent", "entity", "date")),
     *(f"SearchParameter-conformance-{code}.json" for code in ("url", "name", "version")),
 )
