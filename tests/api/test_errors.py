@@ -179,7 +179,7 @@ def test_put_with_an_invalid_id_is_400(client: TestClient) -> None:
     ("PUT", "/fhir", {"POST"}),
     ("DELETE", "/fhir", {"POST"}),
     ("GET", "/fhir", {"POST"}),
-    ("PUT", "/fhir/Patient/pat-1/_history/1", {"GET"}),
+    ("PUT", "/fhir/Patient/pat-1/_history/1", {"GET", "HEAD"}),
 ])
 def test_unsupported_method_is_405_with_allow(client: TestClient, method: str, path: str, allowed: set[str]) -> None:
     create(client, patient())

@@ -92,6 +92,8 @@ def test_the_slash_does_not_open_the_public_urls_wider(client: TestClient) -> No
 
 
 def test_other_redirects_are_kept(client: TestClient) -> None:
+    slashed = client.get("/personal/", follow_redirects=False)
+    assert slashed.status_code == 307 and slashed.headers["location"] == "http://testserver/personal"
     response = client.get("/lang", params={"to": "en", "next": "/personal"}, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/personal"
 
