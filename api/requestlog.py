@@ -44,10 +44,8 @@ def route_of(scope: Scope) -> str:
     """The template of the route that serves (or, before routing, would serve) the request."""
     route, params = scope.get("route"), scope.get("path_params")
     if route is None and hasattr(scope.get("app"), "router"):
-        # HEAD is served as GET (api/rest.py), in a copy of the scope: the route is the GET's.
-        probe = {**scope, "method": "GET"} if scope.get("method") == "HEAD" else scope
         for candidate in scope["app"].router.routes:
-            match, child = candidate.matches(probe)
+            match, child = candidate.matches(scope)
             if match == Match.FULL:
                 route, params = candidate, child.get("path_params")
                 break

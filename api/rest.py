@@ -22,6 +22,7 @@ from api.asgi import HttpWrapper
 _FHIR_JSON = b"application/fhir+json"
 _PLAIN_JSON = b"application/json; charset=utf-8"
 _FHIR_TYPES = frozenset({"application/fhir+json", "application/json+fhir"})
+_ROUTING = ("route", "path_params", "endpoint")  # what routing adds to a scope
 
 
 class FhirTrailingSlash(HttpWrapper):
@@ -41,7 +42,8 @@ class FhirTrailingSlash(HttpWrapper):
 
 class HeadAsGet(HttpWrapper):
     """``HEAD`` runs as ``GET``; the body is dropped on its way out. The server's own scope keeps
-    ``HEAD`` (uvicorn then expects no body), the application gets a copy that says ``GET``."""
+    ``HEAD`` (uvicorn then expects no body), the application gets a copy that says ``GET``; the
+    route found for it is copied back, for the request log (api/requestlog.py)."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "HEAD":
@@ -55,7 +57,13 @@ class HeadAsGet(HttpWrapper):
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, headers_only)
+        finally:
+            for key in _ROUTING:
+                if key in as_get:
+                    scope[key] = as_get[key]
 
 
 def wants_plain_json(query_string: bytes, accept: str | None) -> bool:
