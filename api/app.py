@@ -20,6 +20,7 @@ from api.headers import SecurityHeaders
 from api.limits import BodyLimits
 from api.oidc import ExternalIdP
 from api.pages import activity_changes, goal_changes, log_review, mitt, personal, plan_changes, unit
+from api.rest import FhirTrailingSlash, HeadAsGet, JsonMediaType
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
 from patientkontrakt import __version__
 from patientkontrakt.audit.checkpoint import AuditKeys
@@ -194,5 +195,9 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
 
     app.add_middleware(RequireToken)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
-    app.add_middleware(SecurityHeaders)  # outermost: on every response, refusals included
+    app.add_middleware(SecurityHeaders)  # on every response, refusals included
+    # Around those (api/rest.py): they change what is asked or how it is labelled, never refuse.
+    app.add_middleware(JsonMediaType)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(FhirTrailingSlash)
     return app

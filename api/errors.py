@@ -86,8 +86,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def _allowed(request: Request) -> str:
     """Every method some route serves at this path: a 405 carries ``Allow`` (RFC 9110 §15.5.6)."""
     routes = request.app.router.routes
+    # HEAD is served wherever GET is (api/rest.py)
     return ", ".join(m for m in _METHODS
-                     if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes))
+                     if any(r.matches({**request.scope, "method": "GET" if m == "HEAD" else m})[0] == Match.FULL
+                            for r in routes))
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

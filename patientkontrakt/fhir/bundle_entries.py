@@ -44,6 +44,7 @@ class EntryResponse:
     version_id: int | None = None
     last_modified: str | None = None
     outcome: dict[str, Any] | None = None
+    full_url: str | None = None  # Bundle.entry.fullUrl: the resource's own URL, without its version
 
 
 def interaction_of(entry: Entry) -> str:

@@ -16,6 +16,7 @@ An entry's parsing and what it needs are ``bundle_entries.py``; what stays here 
 from __future__ import annotations
 
 import re
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from patientkontrakt.fhir.access import Access, access_of
@@ -311,7 +312,10 @@ class BundleProcessor:
             page = await service.search_engine.find(unit, query)
             service.drop_unscoped_includes(access, page)
             unit.touched.extend(page.matches + page.included)
-            return EntryResponse(200, body=searchset(service.base, query, page, service.subsetter))
+            # The searchset has no URL of its own: its fullUrl is the urn:uuid of its id.
+            bundle_id = str(uuid.uuid4())
+            return EntryResponse(200, body=searchset(service.base, query, page, service.subsetter,
+                                                     bundle_id=bundle_id), full_url=f"urn:uuid:{bundle_id}")
         current = await service.writer.visible_existing(unit, entry.type, entry.id, lock=False)
         if current is None:
             stored = await unit.get(entry.type, entry.id)
@@ -326,11 +330,13 @@ class BundleProcessor:
                                details_sv="Versionen finns inte.")
             assert current is not None
             unit.touched.append(current)
-            return EntryResponse(200, body=found.body, version_id=found.version_id)
+            return EntryResponse(200, body=found.body, version_id=found.version_id,
+                                 full_url=f"{service.base}/{entry.type}/{entry.id}")
         result = service.read_result(current, entry.type, entry.id)
         assert current is not None
         unit.touched.append(current)
-        return EntryResponse(200, body=result.body, version_id=result.version_id)
+        return EntryResponse(200, body=result.body, version_id=result.version_id,
+                             full_url=f"{service.base}/{entry.type}/{entry.id}")
 
     def _from_outcome(self, outcome: WriteOutcome, prefer: Preferences) -> EntryResponse:
         """An entry's response; the write's warnings go in ``response.outcome`` whatever the
@@ -345,6 +351,7 @@ class BundleProcessor:
             version_id=stored.version_id,
             last_modified=format_instant(stored.last_updated),
             outcome=operation_outcome(list(outcome.issues)) if outcome.issues else None,
+            full_url=f"{self.service.base}/{stored.type}/{stored.id}",
         )
 
     # -- batch -----------------------------------------------------------------------------
@@ -413,5 +420,7 @@ class BundleProcessor:
                 out["lastModified"] = response.last_modified
             if response.outcome is not None:
                 out["outcome"] = response.outcome
-            entries.append(({}, response.body, {"response": out}))
+            # R4 Bundle.entry.fullUrl: SHALL be there whenever the entry has a resource or a location
+            before = {"fullUrl": response.full_url} if response.full_url else {}
+            entries.append((before, response.body, {"response": out}))
         return render_bundle({"resourceType": "Bundle", "type": kind}, entries)

@@ -133,7 +133,6 @@ def capability_statement(
         "implementation": {"description": "Patientkontrakt FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "patchFormat": [],
         "rest": [{
             "mode": "server",
             **({"security": security} if security else {}),

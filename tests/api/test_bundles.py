@@ -623,3 +623,43 @@ def test_transaction_put_id_must_match_url(client: TestClient) -> None:
     response = send(client, bundle("transaction", put("Patient/a", {**patient(), "id": "b"})))
     outcome = assert_outcome(response, 400, "invalid")
     assert outcome["issue"][0]["expression"] == ["Bundle.entry[0].resource.id"]
+
+
+# -- fullUrl in batch and transaction responses ------------------------------------------------------------
+
+
+def test_every_transaction_entry_with_a_resource_or_location_has_a_full_url(client: TestClient) -> None:
+    existing = create(client, patient())
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:5a0c1c5e-0000-4000-8000-000000000002", "resource": patient(pnr="191111111111"),
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {**existing, "gender": "female"},
+         "request": {"method": "PUT", "url": f"Patient/{existing['id']}"}},
+        {"request": {"method": "GET", "url": f"Patient/{existing['id']}"}},
+        {"request": {"method": "GET", "url": "Patient?gender=female"}},
+    ]}
+    response = client.post("/fhir", json=bundle, headers={"prefer": "return=minimal"})
+    assert response.status_code == 200, response.text
+    created, updated, read, searched = response.json()["entry"]
+    new_id = created["response"]["location"].split("/")[5]
+    assert created["fullUrl"] == f"http://testserver/fhir/Patient/{new_id}"
+    assert updated["fullUrl"] == read["fullUrl"] == f"http://testserver/fhir/Patient/{existing['id']}"
+    assert read["resource"]["id"] == existing["id"]
+    assert searched["fullUrl"] == f"urn:uuid:{searched['resource']['id']}"
+
+
+def test_every_batch_entry_with_a_resource_has_a_full_url_and_failures_have_none(client: TestClient) -> None:
+    existing = create(client, patient())
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patient(pnr="191111111111"), "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": f"Patient/{existing['id']}/_history/1"}},
+        {"request": {"method": "GET", "url": "Patient/nobody"}},
+        {"request": {"method": "DELETE", "url": f"Patient/{existing['id']}"}},
+    ]}
+    response = client.post("/fhir", json=bundle)
+    assert response.status_code == 200, response.text
+    created, vread, missing, deleted = response.json()["entry"]
+    assert created["fullUrl"] == f"http://testserver/fhir/Patient/{created['resource']['id']}"
+    assert vread["fullUrl"] == f"http://testserver/fhir/Patient/{existing['id']}"
+    assert "fullUrl" not in missing and missing["response"]["status"].startswith("404")
+    assert "fullUrl" not in deleted and "resource" not in deleted

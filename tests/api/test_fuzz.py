@@ -35,6 +35,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from api.rest import wants_plain_json
 from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.fhir.definitions import load_definitions
 from patientkontrakt.fhir.search.params import RESULT_PARAMS
@@ -167,9 +168,13 @@ def check(response: httpx.Response) -> None:
     event(f"status {response.status_code}")
     assert response.status_code < 500, f"{where}: {response.text[:2000]}"
     if request.method == "HEAD":
+        assert response.content == b"", where
         return
+    # application/fhir+json, or application/json where that was asked for (api/rest.py)
+    media_type = "application/json" if request.url.path.startswith("/fhir") and wants_plain_json(
+        request.url.query, request.headers.get("accept")) else FHIR_JSON
     if response.status_code >= 400:
-        assert response.headers.get("content-type", "").startswith(FHIR_JSON), where
+        assert response.headers.get("content-type", "").startswith(media_type), where
         outcome = response.json()
         assert outcome["resourceType"] == "OperationOutcome", where
         assert outcome["issue"], where
@@ -177,7 +182,7 @@ def check(response: httpx.Response) -> None:
             assert issue["severity"] in ("fatal", "error", "warning", "information"), where
             assert isinstance(issue["code"], str) and issue["code"], where
     elif response.content and request.url.path.startswith("/fhir"):
-        assert response.headers.get("content-type", "").startswith(FHIR_JSON), where
+        assert response.headers.get("content-type", "").startswith(media_type), where
         assert isinstance(json.loads(response.content), dict), where
 
 

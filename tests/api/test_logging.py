@@ -244,6 +244,7 @@ def test_the_request_log_has_routes_and_statuses_never_ids_or_queries(server: Se
         ("GET", "/fhir/Patient", {"identifier": f"{PNR}|{NUMBER}", "name": FAMILY}),
         ("GET", f"/fhir/{FAMILY}", {"name": GIVEN}), ("GET", f"/fhir/Patient/{NUMBER}/_history/1", {}),
         ("GET", f"/personal/avtal/{NUMBER}", {}), ("GET", f"/nowhere/{NUMBER}", {"q": FAMILY}),
+        ("HEAD", f"/fhir/Organization/{org}", {}), ("GET", "/fhir/Organization/", {"name": FAMILY}),
     ]
     for method, path, params in requests:
         httpx.request(method, server.base_url + path, params=params, headers=auth, timeout=30)
@@ -254,8 +255,14 @@ def test_the_request_log_has_routes_and_statuses_never_ids_or_queries(server: Se
     log = server.log(start)
     for line in ("POST /fhir/Organization 201", "GET /fhir/Organization/{id_} 200", "GET /fhir/Patient/{id_} ",
                  "GET /fhir/Patient ", "GET /fhir/{type_} ", "GET /fhir/Patient/{id_}/_history/{version} ",
-                 "GET /personal/avtal/{plan_id} ", "GET (no route) 404", "POST /fhir/Patient/_search "):
+                 "GET /personal/avtal/{plan_id} ", "GET (no route) 404", "POST /fhir/Patient/_search ",
+                 "HEAD /fhir/Organization/{id_} 200", "GET /fhir/Organization 200"):
         assert line in log, (line, log)
     assert org not in log and NUMBER not in log and FAMILY not in log and GIVEN not in log, log
     assert "HTTP/1.1" not in log and "identifier" not in log and "?" not in log, log
     assert not patient_data_in(log)
+    # HEAD through uvicorn: the GET's headers, Content-Length included, and no body (api/rest.py)
+    get = httpx.get(f"{server.fhir_base}/Organization/{org}", headers=auth, timeout=30)
+    head = httpx.head(f"{server.fhir_base}/Organization/{org}", headers=auth, timeout=30)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(get.content)) and head.headers["etag"] == get.headers["etag"]

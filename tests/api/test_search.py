@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from patientkontrakt.fhir.access import bound
 from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.search import engine
-from tests.factories import PNR, care_plan, care_team, organization, practitioner
+from tests.factories import PNR, care_plan, care_team, create, goal, organization, patient, practitioner
 
 SAMORDNING = "http://electronichealth.se/identifier/samordningsnummer"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -1468,3 +1468,25 @@ def _always(index: int | None) -> Any:
     async def driver(*_args: Any) -> int | None:
         return index
     return driver
+
+
+# -- Bundle.total --------------------------------------------------------------------------------------------
+
+
+def test_total_accurate_is_there_with_includes_and_counts_the_matches_only(client: TestClient) -> None:
+    owner = create(client, patient())
+    plans = [create(client, care_plan(owner["id"])) for _ in range(3)]
+    create(client, goal(owner["id"]))
+    for params in ({"_include": "CarePlan:subject"}, {"_revinclude": "Provenance:target"},
+                   {"_include": "CarePlan:subject", "_count": "1"}, {"_include": "*", "_count": "2"},
+                   {"_include": "CarePlan:subject", "_count": "0"}):
+        response = client.get("/fhir/CarePlan", params={**params, "_total": "accurate"})
+        assert response.status_code == 200, response.text
+        assert response.json()["total"] == len(plans), params
+    by_post = client.post("/fhir/CarePlan/_search", content="_include=CarePlan:subject&_total=accurate&_count=1",
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert by_post.json()["total"] == len(plans)
+    patients = client.get("/fhir/Patient", params={"_revinclude": "CarePlan:subject", "_total": "accurate",
+                                                  "_count": "1"}).json()
+    assert patients["total"] == 1
+    assert {e["search"]["mode"] for e in patients["entry"]} == {"match", "include"}

@@ -191,12 +191,14 @@ def searchset(
     page: SearchPage,
     subsetter: Subsetter,
     path: str | None = None,
+    bundle_id: str | None = None,
 ) -> bytes:
-    """Render a searchset Bundle (R4 bundle.html, search.html#return)."""
+    """Render a searchset Bundle (R4 bundle.html, search.html#return); its id is ``bundle_id``
+    or a new UUID."""
     link_base = f"{base}/{path if path is not None else query.type}"
     head: dict[str, Any] = {
         "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
+        "id": bundle_id or str(uuid.uuid4()),
         "meta": {"lastUpdated": format_instant(now_utc())},
         "type": "searchset",
     }
