@@ -11,6 +11,7 @@ from api.auth import caller_of
 from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, smart_security
+from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from patientkontrakt.fhir.hooks import WriteContext
 from patientkontrakt.fhir.offload import PARSE, run_cpu
@@ -51,6 +52,14 @@ async def _json_body(request: Request) -> dict[str, object]:
         )
     raw = await request.body()
     return await run_cpu(len(raw) * PARSE, parse_body, raw, request.app.state.service.limits.json_depth)
+
+
+def _conditions(request: Request) -> ReadConditions:
+    """The validators of a conditional read (R4 http.html#cread)."""
+    headers = request.headers
+    if "if-none-match" not in headers and "if-modified-since" not in headers:
+        return NO_CONDITIONS
+    return ReadConditions(headers.get("if-none-match"), headers.get("if-modified-since"))
 
 
 def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
@@ -127,10 +136,11 @@ async def read(type_: str, id_: str, request: Request) -> Response:
     if request.query_params:
         _negotiate(request)
         summary, elements = _subset_args(request)
-        return _respond(await service.read(caller_of(request), type_, id_, summary=summary, elements=elements))
+        return _respond(await service.read(caller_of(request), type_, id_, summary=summary, elements=elements,
+                                           conditions=_conditions(request)))
     if "accept" in request.headers:
         _negotiate(request)
-    return _respond(await service.read(caller_of(request), type_, id_))
+    return _respond(await service.read(caller_of(request), type_, id_, conditions=_conditions(request)))
 
 
 @router.get("/metadata")
@@ -241,4 +251,4 @@ async def history_instance(type_: str, id_: str, request: Request, service: Serv
 @router.get("/{type_}/{id_}/_history/{version}")
 async def vread(type_: str, id_: str, version: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.vread(caller_of(request), type_, id_, version))
+    return _respond(await service.vread(caller_of(request), type_, id_, version, _conditions(request)))

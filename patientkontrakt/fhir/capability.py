@@ -80,7 +80,7 @@ def capability_statement(
             "readHistory": True,
             "updateCreate": update_create is None or type_ in update_create,
             "conditionalCreate": True,
-            "conditionalRead": "not-supported",
+            "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "referencePolicy": ["literal", "local", "enforced"],

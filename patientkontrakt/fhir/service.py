@@ -15,6 +15,7 @@ import orjson
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.access import Access, AccessLog, NoLog, bound
+from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
 from patientkontrakt.fhir.errors import (
     BadRequest,
@@ -154,8 +155,9 @@ class FhirService:
     # -- read ------------------------------------------------------------------------------
 
     async def read(self, access: Access, type_: str, id_: str, *, summary: str | None = None,
-                   elements: tuple[str, ...] = ()) -> Result:
-        """R4 http.html#read: the stored JSON as it was written; deleted → 410.
+                   elements: tuple[str, ...] = (), conditions: ReadConditions = NO_CONDITIONS) -> Result:
+        """R4 http.html#read: the stored JSON as it was written; deleted → 410; unchanged since
+        the version the client holds → 304 (#cread), logged as the read it is.
 
         A resource the caller may not see is answered exactly like one that does not exist.
         """
@@ -171,6 +173,9 @@ class FhirService:
                 raise HiddenResource(f"{type_}/{id_} is not known", stored, details_sv="Resursen finns inte.")
             if stored.deleted:
                 await exchange.shown([stored], status=410)
+            if not stored.deleted and conditions.unchanged(stored.version_id, stored.last_updated):
+                await exchange.shown([stored], status=304)
+                return Result(304, version_id=stored.version_id, last_updated=stored.last_updated)
             result = self.read_result(stored, type_, id_, summary, elements)
             await exchange.shown([stored])
         return result
@@ -186,8 +191,10 @@ class FhirService:
         return Result(200, body.encode() if isinstance(body, str) else body,
                       version_id=stored.version_id, last_updated=stored.last_updated)
 
-    async def vread(self, access: Access, type_: str, id_: str, version: str) -> Result:
-        """R4 http.html#vread; the caller must be able to see the resource as it is now."""
+    async def vread(self, access: Access, type_: str, id_: str, version: str,
+                    conditions: ReadConditions = NO_CONDITIONS) -> Result:
+        """R4 http.html#vread; the caller must be able to see the resource as it is now. A client
+        that holds the version already gets 304 (#cread)."""
         self.check_type(type_)
         interaction = Interaction.of("vread", type_, f"{type_}/{id_}/_history/{version}")
         async with self.pipeline.run(access, interaction) as exchange:
@@ -207,6 +214,9 @@ class FhirService:
             if found.deleted or found.body is None:
                 raise Gone(f"{type_}/{id_} version {version} is a deletion",
                            details_sv="Versionen är en borttagning.")
+            if conditions.unchanged(found.version_id, found.last_updated):
+                await exchange.shown([stored], status=304)
+                return Result(304, version_id=found.version_id, last_updated=found.last_updated)
             await exchange.shown([stored])
         return Result(200, found.body.encode(), version_id=found.version_id, last_updated=found.last_updated)
 

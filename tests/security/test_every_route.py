@@ -1011,7 +1011,17 @@ API: list[Probe] = [
         not_applicable={"logged": "validates the resource the caller sends, as a create would (a reference is "
                                   "checked to exist for the caller), and answers only with issues: no stored "
                                   "resource is shown"}),
+    # A conditional read tells the caller the resource is unchanged: a read of it, and never for a hidden one.
+    Api("conditional-read-if-none-match", ("GET", "/fhir/{type_}/{id_}"), interaction="read", ok=(304,),
+        call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}", headers={"if-none-match": "*"})),
+    Api("conditional-read-if-modified-since", ("GET", "/fhir/{type_}/{id_}"), interaction="read", ok=(304,),
+        call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}", headers={"if-modified-since": _FAR_FUTURE})),
+    Api("conditional-vread", ("GET", "/fhir/{type_}/{id_}/_history/{version}"), interaction="vread", ok=(304,),
+        call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}/_history/1", headers={"if-none-match": 'W/"1"'})),
 ]
+
+
+_FAR_FUTURE = "Fri, 31 Dec 9998 23:59:59 GMT"
 
 
 def _entry_read(ctx: Ctx, n: str) -> dict[str, Any]:
