@@ -14,9 +14,10 @@ from patientkontrakt.fhir.capability import AUDIT_EVENT, capability_statement, s
 from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from patientkontrakt.fhir.hooks import WriteContext
+from patientkontrakt.fhir.json_patch import JSON_PATCH, check_patch
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
-from patientkontrakt.fhir.requests import parse_body
+from patientkontrakt.fhir.requests import parse_body, parse_json
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.service import FhirService
 
@@ -234,6 +235,36 @@ async def update(type_: str, id_: str, request: Request, service: ServiceDep, pr
     body, context = await _write_input(type_, request, service)
     return _respond(await service.update(caller_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
                                          prefer=prefer, context=context))
+
+
+async def _patch_input(type_: str, request: Request, service: FhirService
+                       ) -> tuple[list[dict[str, object]], WriteContext]:
+    """A JSON Patch document (R4 http.html#patch) and the context of its ``X-Provenance``."""
+    _negotiate(request)
+    service.check_type(type_)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON_PATCH:
+        fhirpath = " (FHIRPath Patch, a Parameters resource, is not supported)" if content_type in _JSON_TYPES else ""
+        raise UnsupportedMediaType(f"PATCH takes a JSON Patch document as {JSON_PATCH}, not "
+                                   f"{content_type or '(none)'}{fhirpath}",
+                                   details_sv=f"Skicka ändringen som JSON Patch ({JSON_PATCH}).")
+    raw = await request.body()
+    document = await run_cpu(len(raw) * PARSE, parse_json, raw, service.limits.json_depth)
+    return check_patch(document), service.write_context(request.headers.get("x-provenance"))
+
+
+@router.patch("/{type_}/{id_}")
+async def patch(type_: str, id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    operations, context = await _patch_input(type_, request, service)
+    return _respond(await service.patch(caller_of(request), type_, id_, None, operations,
+                                        if_match=request.headers.get("if-match"), prefer=prefer, context=context))
+
+
+@router.patch("/{type_}")
+async def conditional_patch(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    operations, context = await _patch_input(type_, request, service)
+    return _respond(await service.patch(caller_of(request), type_, None, request.url.query, operations,
+                                        if_match=request.headers.get("if-match"), prefer=prefer, context=context))
 
 
 @router.delete("/{type_}/{id_}")

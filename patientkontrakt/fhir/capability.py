@@ -9,7 +9,7 @@ from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.indexing import COLUMN_PARAMS
 
 TYPE_INTERACTIONS = (
-    "read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type",
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
@@ -116,7 +116,7 @@ def capability_statement(
         "implementation": {"description": "Patientkontrakt FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "patchFormat": [],
+        "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
             **({"security": security} if security else {}),

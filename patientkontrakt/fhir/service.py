@@ -33,6 +33,7 @@ from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.interactions import Exchange, Interaction, Pipeline, Stage
 from patientkontrakt.fhir.limits import Limits, exceeded
 from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
+from patientkontrakt.fhir.patch import patch
 from patientkontrakt.fhir.rendering import Subsetter, dumps
 from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.resource_types import RESOURCE_TYPES
@@ -281,6 +282,13 @@ class FhirService:
                 outcome = await self.writer.conditional_delete(unit, type_, criteria)
                 await exchange.written(unit, 204)
         return Result(204, version_id=outcome.resource.version_id)
+
+    async def patch(self, access: Access, type_: str, id_: str | None, criteria: str | None,
+                    operations: list[dict[str, Any]], *, if_match: str | None, prefer: Preferences,
+                    context: WriteContext = NO_CONTEXT) -> Result:
+        """R4 http.html#patch (JSON Patch), by id or conditional: see ``patch.py``."""
+        return await patch(self, access, type_, id_, criteria, operations, if_match=if_match, prefer=prefer,
+                           context=context)
 
     # -- $validate --------------------------------------------------------------------------
 

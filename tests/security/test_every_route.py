@@ -203,6 +203,9 @@ ROUTES: dict[Route, str] = {
     ("POST", "/personal/nodatkomst/avsluta"): "ends the session's emergency access: revokes its token and drops it "
                                              "from the session; no resource is read (test_sharing_pages.py)",
     ("GET", "/personal/sip/{plan_id}"): PROBED,
+    # -- PATCH (api/fhir.py) ----------------------------------------------------------------------
+    ("PATCH", "/fhir/{type_}/{id_}"): PROBED,
+    ("PATCH", "/fhir/{type_}"): PROBED,
 }
 
 
@@ -1016,12 +1019,22 @@ API: list[Probe] = [
         call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}", headers={"if-none-match": "*"})),
     Api("conditional-read-if-modified-since", ("GET", "/fhir/{type_}/{id_}"), interaction="read", ok=(304,),
         call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}", headers={"if-modified-since": _FAR_FUTURE})),
+    Api("patch", ("PATCH", "/fhir/{type_}/{id_}"), interaction="update", letter="u",
+        call=lambda ctx, n: Call("PATCH", f"/fhir/Goal/{n}", json=_description_patch(), headers=_JSON_PATCH)),
+    Api("conditional-patch", ("PATCH", "/fhir/{type_}"), interaction="update", letter="u",
+        call=lambda ctx, n: Call("PATCH", f"/fhir/Goal?_id={n}", json=_description_patch(), headers=_JSON_PATCH),
+        mine=_goal(2), hidden=_goal(2), refused_entry=False),  # a hidden goal matches nothing: 404 as absent
     Api("conditional-vread", ("GET", "/fhir/{type_}/{id_}/_history/{version}"), interaction="vread", ok=(304,),
         call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}/_history/1", headers={"if-none-match": 'W/"1"'})),
 ]
 
 
 _FAR_FUTURE = "Fri, 31 Dec 9998 23:59:59 GMT"
+_JSON_PATCH = {"content-type": "application/json-patch+json"}
+
+
+def _description_patch() -> list[dict[str, Any]]:
+    return [{"op": "replace", "path": "/description/text", "value": f"Ändrat mål {uuid.uuid4().hex[:6]}"}]
 
 
 def _entry_read(ctx: Ctx, n: str) -> dict[str, Any]:
