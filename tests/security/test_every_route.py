@@ -42,6 +42,7 @@ them (3 is closed, 10 reopened), so that they do not depend on each other's orde
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import os
@@ -1075,6 +1076,19 @@ def _entry_conditional_delete(ctx: Ctx, n: str) -> dict[str, Any]:
     return {"request": {"method": "DELETE", "url": f"Goal?_id={n}"}}
 
 
+def _binary_patch() -> dict[str, Any]:
+    data = base64.b64encode(json.dumps(_description_patch()).encode()).decode()
+    return {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data}
+
+
+def _entry_patch(ctx: Ctx, n: str) -> dict[str, Any]:
+    return {"resource": _binary_patch(), "request": {"method": "PATCH", "url": f"Goal/{n}"}}
+
+
+def _entry_conditional_patch(ctx: Ctx, n: str) -> dict[str, Any]:
+    return {"resource": _binary_patch(), "request": {"method": "PATCH", "url": f"Goal?_id={n}"}}
+
+
 def _bundle_probes(kind: str) -> list[Probe]:
     route = ("POST", "/fhir")
     return [
@@ -1093,6 +1107,9 @@ def _bundle_probes(kind: str) -> list[Probe]:
                  mine=_throwaway, ok=(204,)),
         InBundle(f"{kind}-conditional-delete", route, kind=kind, interaction="delete", letter="d",
                  entry=_entry_conditional_delete, mine=_throwaway, by_id=False, ok=(204,)),
+        InBundle(f"{kind}-patch", route, kind=kind, interaction="update", letter="u", entry=_entry_patch),
+        InBundle(f"{kind}-conditional-patch", route, kind=kind, interaction="update", letter="u",
+                 entry=_entry_conditional_patch, mine=_goal(2), hidden=_goal(2), by_id=False),
     ]
 
 
