@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
 from patientkontrakt.fhir.errors import BadRequest, FhirError, Issue, UnsupportedMediaType
 from patientkontrakt.fhir.json_patch import JSON_PATCH, check_patch
 from patientkontrakt.fhir.limits import DEFAULT_LIMITS
@@ -38,6 +39,7 @@ class Entry:
     if_match: str | None
     pairs: list[tuple[str, str]] = field(default_factory=list)
     patch: list[dict[str, Any]] | None = None  # a PATCH entry's JSON Patch operations
+    conditions: ReadConditions = NO_CONDITIONS  # a GET's ifNoneMatch and ifModifiedSince
 
 
 @dataclass
@@ -156,7 +158,13 @@ def parse_entry(raw: Any, base: str, check_type: Callable[[str], None],
         if_none_exist=request.get("ifNoneExist") if isinstance(request.get("ifNoneExist"), str) else None,
         if_match=request.get("ifMatch") if isinstance(request.get("ifMatch"), str) else None,
         pairs=parse_qsl(parts.query, keep_blank_values=True), patch=operations,
+        conditions=ReadConditions(_text(request, "ifNoneMatch"), _text(request, "ifModifiedSince")),
     )
+
+
+def _text(request: dict[str, Any], name: str) -> str | None:
+    value = request.get(name)
+    return value if isinstance(value, str) else None
 
 
 def _patch_of(resource: Any, json_depth: int) -> list[dict[str, Any]]:

@@ -342,7 +342,13 @@ class BundleProcessor:
                                details_sv="Versionen finns inte.")
             assert current is not None
             unit.touched.append(current)
+            if entry.conditions.unchanged(found.version_id, found.last_updated):
+                return EntryResponse(304, version_id=found.version_id,
+                                     last_modified=format_instant(found.last_updated))
             return EntryResponse(200, body=found.body, version_id=found.version_id)
+        if not current.deleted and entry.conditions.unchanged(current.version_id, current.last_updated):
+            unit.touched.append(current)  # a read of it, as alone (R4 http.html#cread)
+            return EntryResponse(304, version_id=current.version_id, last_modified=format_instant(current.last_updated))
         result = service.read_result(current, entry.type, entry.id)
         assert current is not None
         unit.touched.append(current)

@@ -697,3 +697,21 @@ def test_fhirpath_patch_entries_are_415(client: TestClient) -> None:
     assert entries[0]["response"]["status"].startswith("415")
     assert "FHIRPath Patch" in entries[0]["response"]["outcome"]["issue"][0]["diagnostics"]
     assert_outcome(send(client, bundle("transaction", entry)), 415, "not-supported")
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_conditional_read_entries(client: TestClient, kind: str) -> None:
+    pid = create(client, patient())["id"]
+    reads = [{"request": {"method": "GET", "url": f"Patient/{pid}", "ifNoneMatch": 'W/"1"'}},
+             {"request": {"method": "GET", "url": f"Patient/{pid}", "ifNoneMatch": 'W/"7"'}},
+             {"request": {"method": "GET", "url": f"Patient/{pid}/_history/1",
+                          "ifModifiedSince": "Fri, 31 Dec 9998 23:59:59 GMT"}}]
+    entries = ok(client, bundle(kind, *reads))
+    assert [e["response"]["status"].split()[0] for e in entries] == ["304", "200", "304"]
+    assert "resource" not in entries[0] and entries[0]["response"]["etag"] == 'W/"1"'
+    assert entries[1]["resource"]["id"] == pid
+    absent = {"request": {"method": "GET", "url": "Patient/nobody", "ifNoneMatch": "*"}}
+    if kind == "batch":
+        assert ok(client, bundle(kind, absent))[0]["response"]["status"].startswith("404")
+    else:
+        assert_outcome(send(client, bundle(kind, absent)), 404, "not-found")

@@ -1107,6 +1107,8 @@ def _bundle_probes(kind: str) -> list[Probe]:
                  mine=_throwaway, ok=(204,)),
         InBundle(f"{kind}-conditional-delete", route, kind=kind, interaction="delete", letter="d",
                  entry=_entry_conditional_delete, mine=_throwaway, by_id=False, ok=(204,)),
+        InBundle(f"{kind}-conditional-read", route, kind=kind, interaction="read", ok=(304,),
+                 entry=lambda ctx, n: {"request": {"method": "GET", "url": f"Goal/{n}", "ifNoneMatch": "*"}}),
         InBundle(f"{kind}-patch", route, kind=kind, interaction="update", letter="u", entry=_entry_patch),
         InBundle(f"{kind}-conditional-patch", route, kind=kind, interaction="update", letter="u",
                  entry=_entry_conditional_patch, mine=_goal(2), hidden=_goal(2), by_id=False),
