@@ -114,7 +114,7 @@ async def audit_read(id_: str, request: Request, events: AuditEventsDep) -> Resp
     return _respond(await events.read(caller_of(request), id_))
 
 
-@router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE"], include_in_schema=False)
+@router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 @router.api_route("/AuditEvent/{id_}", methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def audit_write(request: Request) -> Response:
     raise MethodNotAllowed("AuditEvent is written by the server only: the access log cannot be changed",

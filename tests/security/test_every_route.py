@@ -6,9 +6,10 @@ why it carries none. ``test_every_route_is_classified`` fails for a route the ap
 table does not name (a route added later must be classified, and probed) and for a route the
 table names that the app no longer serves.
 
-A probe is one FHIR interaction (read, vread, update, conditional update, delete, conditional
-delete, create, conditional create, search by GET and by POST, ``_include``/``_revinclude``,
-history of an instance, a type and the system, ``$patientkontrakt`` on Patient and CarePlan,
+A probe is one FHIR interaction (read, vread, conditional read and vread, update, conditional
+update, patch, conditional patch, delete, conditional delete, create, conditional create,
+search by GET and by POST, ``_include``/``_revinclude``, history of an instance, a type and the
+system, ``$patientkontrakt`` on Patient and CarePlan,
 ``$validate`` of a type and of an instance, AuditEvent read and search by GET and POST, and each
 kind of entry in a batch and in a transaction) or one page of the staff pages (``/personal``)
 and the e-service (``/mitt``). The server offers no search of the whole system (``GET /fhir``
@@ -207,6 +208,7 @@ ROUTES: dict[Route, str] = {
     # -- PATCH (api/fhir.py) ----------------------------------------------------------------------
     ("PATCH", "/fhir/{type_}/{id_}"): PROBED,
     ("PATCH", "/fhir/{type_}"): PROBED,
+    ("PATCH", "/fhir/AuditEvent"): _LOG_WRITE,
 }
 
 
