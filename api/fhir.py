@@ -12,13 +12,15 @@ from api.auth import caller_of
 from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, CONFORMANCE_RESOURCES, capability_statement, smart_security
+from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
 from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES, ConformanceResources, read_only
 from patientkontrakt.fhir.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from patientkontrakt.fhir.everything import parameters_of
 from patientkontrakt.fhir.hooks import WriteContext
+from patientkontrakt.fhir.json_patch import JSON_PATCH, check_patch
 from patientkontrakt.fhir.offload import PARSE, run_cpu
 from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
-from patientkontrakt.fhir.requests import no_in_parameters, parse_body
+from patientkontrakt.fhir.requests import no_in_parameters, parse_body, parse_json
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.service import FhirService
 
@@ -70,6 +72,14 @@ async def _json_body(request: Request) -> dict[str, object]:
         )
     raw = await request.body()
     return await run_cpu(len(raw) * PARSE, parse_body, raw, request.app.state.service.limits.json_depth)
+
+
+def _conditions(request: Request) -> ReadConditions:
+    """The validators of a conditional read (R4 http.html#cread)."""
+    headers = request.headers
+    if "if-none-match" not in headers and "if-modified-since" not in headers:
+        return NO_CONDITIONS
+    return ReadConditions(headers.get("if-none-match"), headers.get("if-modified-since"))
 
 
 def _subset_args(request: Request) -> tuple[str | None, tuple[str, ...]]:
@@ -154,7 +164,7 @@ async def audit_read(id_: str, request: Request, events: AuditEventsDep) -> Resp
     return _respond(await events.read(caller_of(request), id_))
 
 
-@router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE"], include_in_schema=False)
+@router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 @router.api_route("/AuditEvent/{id_}", methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def audit_write(request: Request) -> Response:
     raise MethodNotAllowed("AuditEvent is written by the server only: the access log cannot be changed",
@@ -186,10 +196,11 @@ async def read(type_: str, id_: str, request: Request) -> Response:
     if request.query_params:
         _negotiate(request)
         summary, elements = _subset_args(request)
-        return _respond(await service.read(caller_of(request), type_, id_, summary=summary, elements=elements))
+        return _respond(await service.read(caller_of(request), type_, id_, summary=summary, elements=elements,
+                                           conditions=_conditions(request)))
     if "accept" in request.headers:
         _negotiate(request)
-    return _respond(await service.read(caller_of(request), type_, id_))
+    return _respond(await service.read(caller_of(request), type_, id_, conditions=_conditions(request)))
 
 
 @router.get("/metadata")
@@ -322,6 +333,36 @@ async def update(type_: str, id_: str, request: Request, service: ServiceDep, pr
                                          prefer=prefer, context=context))
 
 
+async def _patch_input(type_: str, request: Request, service: FhirService
+                       ) -> tuple[list[dict[str, object]], WriteContext]:
+    """A JSON Patch document (R4 http.html#patch) and the context of its ``X-Provenance``."""
+    _negotiate(request)
+    service.check_type(type_)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON_PATCH:
+        fhirpath = " (FHIRPath Patch, a Parameters resource, is not supported)" if content_type in _JSON_TYPES else ""
+        raise UnsupportedMediaType(f"PATCH takes a JSON Patch document as {JSON_PATCH}, not "
+                                   f"{content_type or '(none)'}{fhirpath}",
+                                   details_sv=f"Skicka ändringen som JSON Patch ({JSON_PATCH}).")
+    raw = await request.body()
+    document = await run_cpu(len(raw) * PARSE, parse_json, raw, service.limits.json_depth)
+    return check_patch(document), service.write_context(request.headers.get("x-provenance"))
+
+
+@router.patch("/{type_}/{id_}")
+async def patch(type_: str, id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    operations, context = await _patch_input(type_, request, service)
+    return _respond(await service.patch(caller_of(request), type_, id_, None, operations,
+                                        if_match=request.headers.get("if-match"), prefer=prefer, context=context))
+
+
+@router.patch("/{type_}")
+async def conditional_patch(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+    operations, context = await _patch_input(type_, request, service)
+    return _respond(await service.patch(caller_of(request), type_, None, request.url.query, operations,
+                                        if_match=request.headers.get("if-match"), prefer=prefer, context=context))
+
+
 @router.delete("/{type_}/{id_}")
 async def delete(type_: str, id_: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
@@ -337,4 +378,4 @@ async def history_instance(type_: str, id_: str, request: Request, service: Serv
 @router.get("/{type_}/{id_}/_history/{version}")
 async def vread(type_: str, id_: str, version: str, request: Request, service: ServiceDep) -> Response:
     _negotiate(request)
-    return _respond(await service.vread(caller_of(request), type_, id_, version))
+    return _respond(await service.vread(caller_of(request), type_, id_, version, _conditions(request)))

@@ -4,17 +4,23 @@ errors name it (``Bundle.entry[i]``). ``bundles.py`` processes them."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from patientkontrakt.fhir.errors import BadRequest, FhirError, Issue
+from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
+from patientkontrakt.fhir.errors import BadRequest, FhirError, Issue, UnsupportedMediaType
+from patientkontrakt.fhir.json_patch import JSON_PATCH, check_patch
+from patientkontrakt.fhir.limits import DEFAULT_LIMITS
+from patientkontrakt.fhir.requests import parse_json
 from patientkontrakt.fhir.writes import ID_PATTERN
 
 # R4 http.html#trules: the order in which a transaction processes its entries.
-ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 
 @dataclass
@@ -32,6 +38,8 @@ class Entry:
     if_none_exist: str | None
     if_match: str | None
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    patch: list[dict[str, Any]] | None = None  # a PATCH entry's JSON Patch operations
+    conditions: ReadConditions = NO_CONDITIONS  # a GET's ifNoneMatch and ifModifiedSince
 
 
 @dataclass
@@ -52,7 +60,7 @@ def interaction_of(entry: Entry) -> str:
         return "delete"
     if entry.method == "POST":
         return "create"
-    if entry.method == "PUT":
+    if entry.method in ("PUT", "PATCH"):
         return "update"
     if entry.id is None:
         return "search-type"
@@ -63,7 +71,7 @@ def needs_of(entry: Entry) -> tuple[tuple[str, str], ...]:
     """What the caller's scopes must grant for the entry: its interaction, and search for what a
     conditional form finds."""
     own = (entry.type, interaction_of(entry))
-    if entry.method in ("PUT", "DELETE") and entry.id is None or entry.if_none_exist:
+    if entry.method in ("PUT", "PATCH", "DELETE") and entry.id is None or entry.if_none_exist:
         return own, (entry.type, "search-type")
     return (own,)
 
@@ -93,14 +101,16 @@ def _entry_expression(where: str, expression: str) -> str:
     return f"{where}.{expression}"
 
 
-def parse_numbered_entry(index: int, raw: Any, base: str, check_type: Callable[[str], None]) -> Entry:
+def parse_numbered_entry(index: int, raw: Any, base: str, check_type: Callable[[str], None],
+                         json_depth: int = DEFAULT_LIMITS.json_depth) -> Entry:
     """``parse_entry``, its errors naming the entry."""
     try:
-        return parse_entry(raw, base, check_type)
+        return parse_entry(raw, base, check_type, json_depth)
     except FhirError as error:
         raise entry_error(index, error) from None
 
-def parse_entry(raw: Any, base: str, check_type: Callable[[str], None]) -> Entry:
+def parse_entry(raw: Any, base: str, check_type: Callable[[str], None],
+                json_depth: int = DEFAULT_LIMITS.json_depth) -> Entry:
     """An entry's ``request`` (method, URL relative to ``base`` or absolute, conditions) and
     ``resource`` (a copy: the processor rewrites its references)."""
     if not isinstance(raw, dict):
@@ -129,7 +139,7 @@ def parse_entry(raw: Any, base: str, check_type: Callable[[str], None]) -> Entry
     if len(segments) > 2 and version is None or len(segments) > 4:
         raise BadRequest(f"request.url {request['url']!r} is not supported", expression=("request.url",),
                          details_sv="Adressen stöds inte.")
-    if method == "PUT" and id_ is not None and not ID_PATTERN.match(id_):
+    if method in ("PUT", "PATCH") and id_ is not None and not ID_PATTERN.match(id_):
         raise BadRequest(f"request.url {request['url']!r}: {id_!r} is not a valid FHIR id",
                          expression=("request.url",), details_sv="Ogiltigt id.")
     resource = raw.get("resource")
@@ -138,11 +148,47 @@ def parse_entry(raw: Any, base: str, check_type: Callable[[str], None]) -> Entry
             raise BadRequest(f"{method} needs entry.resource", expression=("resource",),
                              details_sv="Posten saknar resurs.")
         resource = copy.deepcopy(resource)
+    operations = _patch_of(resource, json_depth) if method == "PATCH" else None
+    if method == "PATCH" and (version is not None or id_ is None and not parts.query):
+        raise BadRequest(f"request.url {request['url']!r}: PATCH names a resource (Type/id) or a search (Type?…)",
+                         expression=("request.url",), details_sv="Adressen stöds inte.")
     full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
     return Entry(
         index=0, method=method, type=type_, id=id_, query=parts.query or None, version=version,
         resource=resource if method in ("POST", "PUT") else None, full_url=full_url,
         if_none_exist=request.get("ifNoneExist") if isinstance(request.get("ifNoneExist"), str) else None,
         if_match=request.get("ifMatch") if isinstance(request.get("ifMatch"), str) else None,
-        pairs=parse_qsl(parts.query, keep_blank_values=True),
+        pairs=parse_qsl(parts.query, keep_blank_values=True), patch=operations,
+        conditions=ReadConditions(_text(request, "ifNoneMatch"), _text(request, "ifModifiedSince")),
     )
+
+
+def _text(request: dict[str, Any], name: str) -> str | None:
+    value = request.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _patch_of(resource: Any, json_depth: int) -> list[dict[str, Any]]:
+    """A PATCH entry's JSON Patch: R4 http.html#patch, "a Binary resource whose content is the
+    patch document" (contentType ``application/json-patch+json``, the document base64 in
+    ``data``). FHIRPath Patch (a Parameters resource) is not supported."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        raise UnsupportedMediaType("FHIRPath Patch (a Parameters resource) is not supported; send a JSON Patch as "
+                                   f"a Binary of contentType {JSON_PATCH}", expression=("resource",),
+                                   details_sv="FHIRPath Patch stöds inte; skicka en JSON Patch.")
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
+        raise BadRequest(f"A PATCH entry needs a Binary resource holding a JSON Patch ({JSON_PATCH}) in data",
+                         expression=("resource",), details_sv="Posten saknar ändringen (en Binary med JSON Patch).")
+    if resource.get("contentType") != JSON_PATCH:
+        raise UnsupportedMediaType(f"The Binary's contentType is {resource.get('contentType')!r}; a PATCH entry "
+                                   f"takes {JSON_PATCH}", expression=("resource.contentType",),
+                                   details_sv="Ändringen ska vara en JSON Patch.")
+    data = resource.get("data")
+    try:
+        raw = base64.b64decode(data, validate=True) if isinstance(data, str) else None
+    except binascii.Error:
+        raw = None
+    if raw is None:
+        raise BadRequest("The Binary's data must hold the JSON Patch document, base64-encoded",
+                         expression=("resource.data",), details_sv="Ändringen saknas eller är felkodad.")
+    return check_patch(parse_json(raw, json_depth))

@@ -1,10 +1,11 @@
 """Batch and transaction Bundles (R4 http.html#transaction).
 
 A *transaction* runs in one database transaction: entries are processed in the order the
-specification gives (DELETE, POST, PUT, GET), ``urn:uuid:`` full URLs get server ids before any
-write so that entries can reference each other, conditional creates and conditional
-references resolve inside the transaction, references are checked once every entry is
-written, and any failing entry rolls everything back. A *batch* runs each entry on its own.
+specification gives (DELETE, POST, PUT and PATCH, GET; a PATCH becomes the PUT of its result),
+``urn:uuid:`` full URLs get server ids before any write so that entries can reference each
+other, conditional creates and conditional references resolve inside the transaction,
+references are checked once every entry is written, and any failing entry rolls everything
+back. A *batch* runs each entry on its own.
 Each write is told what the whole transaction writes (``WriteContext.transaction``), so a rule
 can accept a Provenance entry as the reason for a change; warnings about an entry's write go in
 its ``response.outcome``.
@@ -43,6 +44,7 @@ from patientkontrakt.fhir.indexing import reference_elements
 from patientkontrakt.fhir.interactions import Exchange, Interaction
 from patientkontrakt.fhir.limits import ContentLimitExceeded, exceeded
 from patientkontrakt.fhir.offload import COPY, RULES, VALIDATE, run_cpu, weight_of
+from patientkontrakt.fhir.patch import patch_in, patched_resource, valid_patched
 from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import Result, status_text
 from patientkontrakt.fhir.search.engine import searchset
@@ -77,7 +79,8 @@ class BundleProcessor:
                            "Bundlen har för många poster", expression=("Bundle.entry",), error=ContentLimitExceeded)
         if kind == "transaction":
             base, check_type = self.service.base, self.service.check_type
-            entries = [await run_cpu(weight_of(e) * COPY, parse_numbered_entry, i, e, base, check_type)
+            depth = self.service.limits.json_depth
+            entries = [await run_cpu(weight_of(e) * COPY, parse_numbered_entry, i, e, base, check_type, depth)
                        for i, e in enumerate(raw_entries)]
             interaction = Interaction("transaction", None, f"transaction of {len(entries)} entries")
             async with self.service.pipeline.run(access, interaction) as exchange:
@@ -121,6 +124,8 @@ class BundleProcessor:
                 try:
                     if entry.method == "DELETE":
                         responses[entry.index] = await self._delete(unit, entry, deleted)
+                    elif entry.method == "PATCH":
+                        await self._patched(unit, entry)
                     elif entry.method in ("POST", "PUT"):
                         await self._assign(unit, entry, ids)
                     if entry.method in ("DELETE", "PUT"):
@@ -213,7 +218,7 @@ class BundleProcessor:
     def _check_duplicates(self, entries: list[Entry]) -> None:
         seen: dict[tuple[str, str], int] = {}
         for entry in entries:
-            if entry.method in ("PUT", "DELETE") and entry.id is not None:
+            if entry.method in ("PUT", "PATCH", "DELETE") and entry.id is not None:
                 key = (entry.type, entry.id)
                 if key in seen:
                     raise entry_error(entry.index, BadRequest(
@@ -228,6 +233,17 @@ class BundleProcessor:
                         f"fullUrl {entry.full_url} is used by entry {full_urls[entry.full_url]} too",
                         details_sv="Samma fullUrl förekommer två gånger."))
                 full_urls[entry.full_url] = entry.index
+
+    async def _patched(self, unit: Unit, entry: Entry) -> None:
+        """A PATCH entry becomes the PUT of its result, before any entry is written (only the
+        deletions have run): its target is found and checked as the caller could see it before
+        the transaction, and from here on it is written, checked and answered as a PUT is."""
+        assert entry.patch is not None
+        resource = await patched_resource(self.service, unit, entry.type, entry.id, entry.query, entry.patch,
+                                          if_match=entry.if_match)
+        entry.resource = await run_cpu(weight_of(resource) * VALIDATE, valid_patched, self.service, entry.type,
+                                       resource, rules=False)
+        entry.id, entry.method = str(resource["id"]), "PUT"
 
     async def _assign(self, unit: Unit, entry: Entry, ids: dict[str, str]) -> None:
         """Decide the id each POST/PUT will get, so references can be rewritten first."""
@@ -330,8 +346,14 @@ class BundleProcessor:
                                details_sv="Versionen finns inte.")
             assert current is not None
             unit.touched.append(current)
+            if entry.conditions.unchanged(found.version_id, found.last_updated):
+                return EntryResponse(304, version_id=found.version_id,
+                                     last_modified=format_instant(found.last_updated))
             return EntryResponse(200, body=found.body, version_id=found.version_id,
                                  full_url=f"{service.base}/{entry.type}/{entry.id}")
+        if not current.deleted and entry.conditions.unchanged(current.version_id, current.last_updated):
+            unit.touched.append(current)  # a read of it, as alone (R4 http.html#cread)
+            return EntryResponse(304, version_id=current.version_id, last_modified=format_instant(current.last_updated))
         result = service.read_result(current, entry.type, entry.id)
         assert current is not None
         unit.touched.append(current)
@@ -360,7 +382,7 @@ class BundleProcessor:
         responses = []
         for index, raw in enumerate(raw_entries):
             try:
-                entry = parse_entry(raw, self.service.base, self.service.check_type)
+                entry = parse_entry(raw, self.service.base, self.service.check_type, self.service.limits.json_depth)
                 entry.index = index
                 interaction = Interaction(interaction_of(entry), entry.type, f"batch entry {index}", needs_of(entry))
                 async with self.service.pipeline.run(access, interaction) as exchange:
@@ -392,6 +414,11 @@ class BundleProcessor:
             return await self._delete(unit, entry)
         if entry.method in ("GET", "HEAD"):
             return await self._get(unit, entry)
+        if entry.method == "PATCH":
+            assert entry.patch is not None
+            outcome = await patch_in(service, unit, entry.type, entry.id, entry.query, entry.patch,
+                                     if_match=entry.if_match)
+            return self._from_outcome(outcome, prefer)
         assert entry.resource is not None
         if entry.method == "POST":
             outcome = await service.writer.create(unit, entry.resource, if_none_exist=entry.if_none_exist)

@@ -11,7 +11,7 @@ from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.indexing import COLUMN_PARAMS
 
 TYPE_INTERACTIONS = (
-    "read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type",
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
@@ -97,7 +97,7 @@ def capability_statement(
             "readHistory": True,
             "updateCreate": update_create is None or type_ in update_create,
             "conditionalCreate": True,
-            "conditionalRead": "not-supported",
+            "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "referencePolicy": ["literal", "local", "enforced"],
@@ -133,6 +133,7 @@ def capability_statement(
         "implementation": {"description": "Patientkontrakt FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
             **({"security": security} if security else {}),

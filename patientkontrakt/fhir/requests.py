@@ -36,16 +36,24 @@ class Preferences:
 def parse_body(raw: bytes, max_depth: int = DEFAULT_LIMITS.json_depth) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 naming what is wrong; objects and arrays nest
     at most ``max_depth`` deep (``PK_MAX_JSON_DEPTH``)."""
+    data = parse_json(raw, max_depth)
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object (a FHIR resource)",
+                         details_sv="Innehållet ska vara en FHIR-resurs.")
+    return data
+
+
+def parse_json(raw: bytes, max_depth: int = DEFAULT_LIMITS.json_depth) -> Any:
+    """The request body as JSON of any kind (a JSON Patch is an array), checked as ``parse_body``
+    checks a resource."""
     if not raw.strip():
         raise BadRequest("The request has no body", details_sv="Begäran saknar innehåll.")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}", details_sv="Innehållet är inte giltig JSON.") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The body must be a JSON object (a FHIR resource)",
-                         details_sv="Innehållet ska vara en FHIR-resurs.")
-    _check_json(data, max_depth, nul_possible=b"\\u0000" in raw)
+    if isinstance(data, dict | list):
+        _check_json(data, max_depth, nul_possible=b"\\u0000" in raw)
     return data
 
 
@@ -69,12 +77,12 @@ def no_in_parameters(body: dict[str, Any], operation: str) -> None:
             for i, p in enumerate(given)])
 
 
-def _check_json(data: dict[str, Any], max_depth: int, *, nul_possible: bool) -> None:
+def _check_json(data: dict[str, Any] | list[Any], max_depth: int, *, nul_possible: bool) -> None:
     """Refuse what no FHIR JSON needs and the server cannot process: nesting deeper than
     ``max_depth`` (FHIR resources stay far below the default; deeper documents would exhaust the
     recursion of the validator and the Bundle processor), and U+0000 in a string or name
     (PostgreSQL cannot store it)."""
-    root = data.get("resourceType") if isinstance(data.get("resourceType"), str) else "$"
+    root = data.get("resourceType") if isinstance(data, dict) and isinstance(data.get("resourceType"), str) else "$"
     stack: list[tuple[dict[str, Any] | list[Any], str, int]] = [(data, str(root), 1)]
     while stack:
         node, where, depth = stack.pop()

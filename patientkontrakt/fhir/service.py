@@ -15,6 +15,7 @@ import orjson
 
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.access import Access, AccessLog, NoLog, bound
+from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
 from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES, read_only
 from patientkontrakt.fhir.definitions import Definitions, load_definitions
 from patientkontrakt.fhir.errors import (
@@ -34,6 +35,7 @@ from patientkontrakt.fhir.indexing import Indexer
 from patientkontrakt.fhir.interactions import Exchange, Interaction, Pipeline, Stage
 from patientkontrakt.fhir.limits import Limits, exceeded
 from patientkontrakt.fhir.offload import RENDER, SUBSET, VALIDATE, run_cpu, weight_of
+from patientkontrakt.fhir.patch import patch
 from patientkontrakt.fhir.rendering import Subsetter, dumps
 from patientkontrakt.fhir.requests import Preferences
 from patientkontrakt.fhir.resource_types import RESOURCE_TYPES
@@ -160,8 +162,9 @@ class FhirService:
     # -- read ------------------------------------------------------------------------------
 
     async def read(self, access: Access, type_: str, id_: str, *, summary: str | None = None,
-                   elements: tuple[str, ...] = ()) -> Result:
-        """R4 http.html#read: the stored JSON as it was written; deleted → 410.
+                   elements: tuple[str, ...] = (), conditions: ReadConditions = NO_CONDITIONS) -> Result:
+        """R4 http.html#read: the stored JSON as it was written; deleted → 410; unchanged since
+        the version the client holds → 304 (#cread), logged as the read it is.
 
         A resource the caller may not see is answered exactly like one that does not exist.
         """
@@ -177,6 +180,9 @@ class FhirService:
                 raise HiddenResource(f"{type_}/{id_} is not known", stored, details_sv="Resursen finns inte.")
             if stored.deleted:
                 await exchange.shown([stored], status=410)
+            if not stored.deleted and conditions.unchanged(stored.version_id, stored.last_updated):
+                await exchange.shown([stored], status=304)
+                return Result(304, version_id=stored.version_id, last_updated=stored.last_updated)
             result = self.read_result(stored, type_, id_, summary, elements)
             await exchange.shown([stored])
         return result
@@ -192,8 +198,10 @@ class FhirService:
         return Result(200, body.encode() if isinstance(body, str) else body,
                       version_id=stored.version_id, last_updated=stored.last_updated)
 
-    async def vread(self, access: Access, type_: str, id_: str, version: str) -> Result:
-        """R4 http.html#vread; the caller must be able to see the resource as it is now."""
+    async def vread(self, access: Access, type_: str, id_: str, version: str,
+                    conditions: ReadConditions = NO_CONDITIONS) -> Result:
+        """R4 http.html#vread; the caller must be able to see the resource as it is now. A client
+        that holds the version already gets 304 (#cread)."""
         self.check_type(type_)
         interaction = Interaction.of("vread", type_, f"{type_}/{id_}/_history/{version}")
         async with self.pipeline.run(access, interaction) as exchange:
@@ -213,6 +221,9 @@ class FhirService:
             if found.deleted or found.body is None:
                 raise Gone(f"{type_}/{id_} version {version} is a deletion",
                            details_sv="Versionen är en borttagning.")
+            if conditions.unchanged(found.version_id, found.last_updated):
+                await exchange.shown([stored], status=304)
+                return Result(304, version_id=found.version_id, last_updated=found.last_updated)
             await exchange.shown([stored])
         return Result(200, found.body.encode(), version_id=found.version_id, last_updated=found.last_updated)
 
@@ -277,6 +288,13 @@ class FhirService:
                 outcome = await self.writer.conditional_delete(unit, type_, criteria)
                 await exchange.written(unit, 204)
         return Result(204, version_id=outcome.resource.version_id)
+
+    async def patch(self, access: Access, type_: str, id_: str | None, criteria: str | None,
+                    operations: list[dict[str, Any]], *, if_match: str | None, prefer: Preferences,
+                    context: WriteContext = NO_CONTEXT) -> Result:
+        """R4 http.html#patch (JSON Patch), by id or conditional: see ``patch.py``."""
+        return await patch(self, access, type_, id_, criteria, operations, if_match=if_match, prefer=prefer,
+                           context=context)
 
     # -- $validate --------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -601,7 +603,8 @@ def test_malformed_bundle_is_400(client: TestClient, body: dict[str, Any], expre
     ({"resource": patient()}, "Bundle.entry[1].request"),
     ({"resource": patient(), "request": {"method": "POST"}}, "Bundle.entry[1].request"),
     ({"resource": patient(), "request": {"url": "Patient"}}, "Bundle.entry[1].request"),
-    ({"resource": patient(), "request": {"method": "PATCH", "url": "Patient/x"}}, "Bundle.entry[1].request.method"),
+    ({"resource": patient(), "request": {"method": "TRACE", "url": "Patient/x"}}, "Bundle.entry[1].request.method"),
+    ({"resource": patient(), "request": {"method": "PATCH", "url": "Patient/x"}}, "Bundle.entry[1].resource"),
     ({"request": {"method": "POST", "url": "Patient"}}, "Bundle.entry[1].resource"),
     ({"request": {"method": "GET", "url": ""}}, "Bundle.entry[1].request.url"),
     ("not an object", "Bundle.entry[1]"),
@@ -663,3 +666,92 @@ def test_every_batch_entry_with_a_resource_has_a_full_url_and_failures_have_none
     assert vread["fullUrl"] == f"http://testserver/fhir/Patient/{existing['id']}"
     assert "fullUrl" not in missing and missing["response"]["status"].startswith("404")
     assert "fullUrl" not in deleted and "resource" not in deleted
+
+
+# -- PATCH entries: a JSON Patch in a Binary (R4 http.html#patch) ---------------------------------------
+
+
+def patch(url: str, operations: Any, if_match: str | None = None) -> dict[str, Any]:
+    data = base64.b64encode(json.dumps(operations).encode()).decode()
+    entry: dict[str, Any] = {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                                          "data": data}, "request": {"method": "PATCH", "url": url}}
+    if if_match:
+        entry["request"]["ifMatch"] = if_match
+    return entry
+
+
+FEMALE = [{"op": "replace", "path": "/gender", "value": "female"}]
+FAILS = [{"op": "test", "path": "/gender", "value": "other"}]
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_patch_entries(client: TestClient, kind: str) -> None:
+    pid = create(client, patient())["id"]
+    entries = ok(client, bundle(kind, patch(f"Patient/{pid}", FEMALE), post(organization())))
+    assert entries[0]["response"]["status"].startswith("200")
+    assert entries[0]["response"]["etag"] == 'W/"2"'
+    assert entries[0]["resource"]["gender"] == "female"
+    assert read(client, f"Patient/{pid}")["gender"] == "female"
+
+
+def test_conditional_patch_entry(client: TestClient) -> None:
+    pid = create(client, patient())["id"]
+    ok(client, bundle("transaction", patch(f"Patient?identifier={PNR}|191212121212", FEMALE)))
+    assert read(client, f"Patient/{pid}")["gender"] == "female"
+
+
+def test_a_failing_patch_fails_the_transaction(client: TestClient) -> None:
+    pid = create(client, patient())["id"]
+    before = db_state(client)
+    response = send(client, bundle("transaction", post(organization()), patch(f"Patient/{pid}", FAILS)))
+    outcome = assert_outcome(response, 422, "processing")
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[1]"]
+    assert db_state(client) == before
+    stale = send(client, bundle("transaction", patch(f"Patient/{pid}", FEMALE, if_match='W/"2"')))
+    assert_outcome(stale, 412)
+    assert_outcome(send(client, bundle("transaction", patch("Patient/nobody", FEMALE))), 404, "not-found")
+    assert db_state(client) == before
+
+
+def test_a_failing_patch_entry_of_a_batch_fails_alone(client: TestClient) -> None:
+    pid = create(client, patient())["id"]
+    entries = ok(client, bundle("batch", patch(f"Patient/{pid}", FAILS), patch(f"Patient/{pid}", FEMALE),
+                                patch(f"Patient/{pid}", [{"op": "replace", "path": "/id", "value": "x"}])))
+    assert [e["response"]["status"].split()[0] for e in entries] == ["422", "200", "422"]
+    assert entries[0]["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert read(client, f"Patient/{pid}")["meta"]["versionId"] == "2"
+
+
+def test_a_patch_and_a_put_of_the_same_resource_are_refused(client: TestClient) -> None:
+    created = create(client, patient())
+    response = send(client, bundle("transaction", patch(f"Patient/{created['id']}", FEMALE),
+                                   put(f"Patient/{created['id']}", created)))
+    assert_outcome(response, 400, "invalid")
+
+
+def test_fhirpath_patch_entries_are_415(client: TestClient) -> None:
+    pid = create(client, patient())["id"]
+    entry = {"resource": {"resourceType": "Parameters", "parameter": []},
+             "request": {"method": "PATCH", "url": f"Patient/{pid}"}}
+    entries = ok(client, bundle("batch", entry))
+    assert entries[0]["response"]["status"].startswith("415")
+    assert "FHIRPath Patch" in entries[0]["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert_outcome(send(client, bundle("transaction", entry)), 415, "not-supported")
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_conditional_read_entries(client: TestClient, kind: str) -> None:
+    pid = create(client, patient())["id"]
+    reads = [{"request": {"method": "GET", "url": f"Patient/{pid}", "ifNoneMatch": 'W/"1"'}},
+             {"request": {"method": "GET", "url": f"Patient/{pid}", "ifNoneMatch": 'W/"7"'}},
+             {"request": {"method": "GET", "url": f"Patient/{pid}/_history/1",
+                          "ifModifiedSince": "Fri, 31 Dec 9998 23:59:59 GMT"}}]
+    entries = ok(client, bundle(kind, *reads))
+    assert [e["response"]["status"].split()[0] for e in entries] == ["304", "200", "304"]
+    assert "resource" not in entries[0] and entries[0]["response"]["etag"] == 'W/"1"'
+    assert entries[1]["resource"]["id"] == pid
+    absent = {"request": {"method": "GET", "url": "Patient/nobody", "ifNoneMatch": "*"}}
+    if kind == "batch":
+        assert ok(client, bundle(kind, absent))[0]["response"]["status"].startswith("404")
+    else:
+        assert_outcome(send(client, bundle(kind, absent)), 404, "not-found")

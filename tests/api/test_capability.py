@@ -15,7 +15,7 @@ from patientkontrakt.fhir.indexing import COLUMN_PARAMS
 from patientkontrakt.fhir.service import RESOURCE_TYPES, FhirService
 from tests.factories import care_plan, care_team, create, goal, organization, patient, practitioner
 
-TYPE_INTERACTIONS = {"read", "vread", "update", "delete", "history-instance", "history-type", "create",
+TYPE_INTERACTIONS = {"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                      "search-type"}
 STRICT = {"Prefer": "handling=strict"}
 
@@ -162,8 +162,13 @@ def test_every_advertised_interaction_works(client: TestClient, type_: str) -> N
     assert updated.json()["meta"]["versionId"] == "2"
     assert client.put(f"/fhir/{type_}/client-{type_.lower()}", json={**body, "id": f"client-{type_.lower()}"}
                       ).status_code == 201  # updateCreate
-    assert client.get(f"/fhir/{type_}/{rid}/_history").json()["total"] == 2  # history-instance
-    assert client.get(f"/fhir/{type_}/_history").json()["total"] == 3 + (type_ == "Patient")  # history-type
+    tag = b'[{"op": "add", "path": "/meta/tag/-", "value": {"code": "y"}}]'
+    patched = client.patch(f"/fhir/{type_}/{rid}", content=tag, headers={"content-type": "application/json-patch+json"})
+    assert patched.status_code == 200, patched.text  # patch
+    assert patched.json()["meta"]["versionId"] == "3"
+    assert client.get(f"/fhir/{type_}/{rid}", headers={"if-none-match": 'W/"3"'}).status_code == 304  # conditionalRead
+    assert client.get(f"/fhir/{type_}/{rid}/_history").json()["total"] == 3  # history-instance
+    assert client.get(f"/fhir/{type_}/_history").json()["total"] == 4 + (type_ == "Patient")  # history-type
     found = client.get(f"/fhir/{type_}", params={"_id": rid})  # search-type
     assert [e["resource"]["id"] for e in found.json()["entry"]] == [rid]
     assert client.delete(f"/fhir/{type_}/{rid}").status_code == 204  # delete

@@ -643,3 +643,31 @@ def test_violating_transaction_leaves_nothing_stored(pk_client: TestClient, brea
     assert search(pk_client, "Patient", name=agreement.patient["name"][0]["family"]) == []
     assert search(pk_client, "CarePlan") == [] and search(pk_client, "CareTeam") == []
     assert search(pk_client, "Goal") == []
+
+
+# -- PATCH takes the path of an update: the same profiles and rules -----------------------------
+
+
+def _patch(client: TestClient, type_: str, id_: str, operations: list[dict[str, Any]]) -> Any:
+    return client.patch(f"/fhir/{type_}/{id_}", content=json.dumps(operations),
+                        headers={"content-type": "application/json-patch+json"})
+
+
+def test_a_patch_that_breaks_the_profile_is_refused(pk_client: TestClient) -> None:
+    agreement = prepare(pk_client)
+    before = versions_stored(pk_client)
+    refused(pk_client, _patch(pk_client, "CarePlan", agreement.plan["id"], [{"op": "remove", "path": "/author"}]),
+            before, status=422, code="required", expression="CarePlan.author",
+            swedish="Ansvarig vårdenhet: minst 1 krävs", english="CarePlan.author: at least 1 required")
+
+
+def test_a_patch_that_breaks_a_rule_is_refused(pk_client: TestClient) -> None:
+    agreement = prepare(pk_client)
+    draft = {**deep(agreement.plan), "id": "draft-plan", "status": "draft"}
+    assert put(pk_client, draft).status_code == 201
+    before = versions_stored(pk_client)
+    refused(pk_client, _patch(pk_client, "CarePlan", "draft-plan", [{"op": "replace", "path": "/status",
+                                                                   "value": "active"}]),
+            before, status=409, code="conflict", expression="CarePlan.status",
+            swedish="redan ett gällande patientkontrakt", english="already has an active Patientkontrakt")
+    assert read(pk_client, "CarePlan", "draft-plan")["status"] == "draft"

@@ -3,12 +3,15 @@ permissions it needs, and errors that name the entry. Pure: no database."""
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
 
 from patientkontrakt.fhir.bundle_entries import entry_error, interaction_of, needs_of, parse_entry, parse_numbered_entry
-from patientkontrakt.fhir.errors import BadRequest, FhirError, NotFound
+from patientkontrakt.fhir.errors import BadRequest, FhirError, NotFound, UnsupportedMediaType
+from patientkontrakt.fhir.json_patch import JSON_PATCH
 
 BASE = "https://example.org/fhir"
 TYPES = {"Patient", "CarePlan", "Goal"}
@@ -17,6 +20,14 @@ TYPES = {"Patient", "CarePlan", "Goal"}
 def check_type(type_: str) -> None:
     if type_ not in TYPES:
         raise NotFound(f"Unknown resource type {type_!r}")
+
+
+def binary(document: Any) -> dict[str, Any]:
+    """A PATCH entry's resource: the JSON Patch ``document`` (one operation when empty) as a
+    Binary (R4 http.html#patch)."""
+    ops = document if document != [] else [{"op": "remove", "path": "/note"}]
+    return {"resourceType": "Binary", "contentType": JSON_PATCH,
+            "data": base64.b64encode(json.dumps(ops).encode()).decode()}
 
 
 def entry(method: str, url: str, resource: dict[str, Any] | None = None, **request: str) -> dict[str, Any]:
@@ -38,6 +49,8 @@ def entry(method: str, url: str, resource: dict[str, Any] | None = None, **reque
      [("Goal", "update"), ("Goal", "search-type")]),
     (entry("DELETE", "Goal/g1"), "delete", [("Goal", "delete")]),
     (entry("DELETE", "Goal?identifier=x"), "delete", [("Goal", "delete"), ("Goal", "search-type")]),
+    (entry("PATCH", "Goal/g1", binary([])), "update", [("Goal", "update")]),
+    (entry("PATCH", "Goal?identifier=x", binary([])), "update", [("Goal", "update"), ("Goal", "search-type")]),
 ])
 def test_each_entry_needs_its_interaction_and_search_for_its_conditions(
         raw: dict[str, Any], interaction: str, needs: list[tuple[str, str]]) -> None:
@@ -62,7 +75,18 @@ def test_the_resource_is_a_copy() -> None:
 @pytest.mark.parametrize(("raw", "error", "expression"), [
     ("not an object", BadRequest, "Bundle.entry[3]"),
     ({"resource": {}}, BadRequest, "Bundle.entry[3].request"),
-    (entry("PATCH", "Goal/g1"), BadRequest, "Bundle.entry[3].request.method"),
+    (entry("TRACE", "Goal/g1"), BadRequest, "Bundle.entry[3].request.method"),
+    (entry("PATCH", "Goal/g1"), BadRequest, "Bundle.entry[3].resource"),
+    (entry("PATCH", "Goal/g1", {"resourceType": "Goal"}), BadRequest, "Bundle.entry[3].resource"),
+    (entry("PATCH", "Goal/g1", {"resourceType": "Parameters"}), UnsupportedMediaType, "Bundle.entry[3].resource"),
+    (entry("PATCH", "Goal/g1", {**binary([]), "contentType": "application/json"}), UnsupportedMediaType,
+     "Bundle.entry[3].resource.contentType"),
+    (entry("PATCH", "Goal/g1", {**binary([]), "data": "not base64!"}), BadRequest, "Bundle.entry[3].resource.data"),
+    (entry("PATCH", "Goal/g1", {"resourceType": "Binary", "contentType": JSON_PATCH}), BadRequest,
+     "Bundle.entry[3].resource.data"),
+    (entry("PATCH", "Goal/g1", binary({"op": "remove"})), BadRequest, "Bundle.entry[3]"),
+    (entry("PATCH", "Goal", binary([])), BadRequest, "Bundle.entry[3].request.url"),
+    (entry("PATCH", "Goal/g1/_history/1", binary([])), BadRequest, "Bundle.entry[3].request.url"),
     (entry("GET", "/"), BadRequest, "Bundle.entry[3].request.url"),
     (entry("GET", "Goal/g1/x/y/z"), BadRequest, "Bundle.entry[3].request.url"),
     (entry("PUT", "Goal/not%20an%20id", {"resourceType": "Goal"}), BadRequest, "Bundle.entry[3].request.url"),

@@ -982,6 +982,7 @@ def test_paging_through_the_log(world: World, app: TestClient) -> None:
 @pytest.mark.parametrize(("method", "path"), [
     ("POST", "/fhir/AuditEvent"), ("PUT", "/fhir/AuditEvent"), ("DELETE", "/fhir/AuditEvent"),
     ("PUT", "/fhir/AuditEvent/1"), ("DELETE", "/fhir/AuditEvent/1"), ("PATCH", "/fhir/AuditEvent/1"),
+    ("PATCH", "/fhir/AuditEvent"),
 ])
 def test_the_log_cannot_be_written_through_the_api(world: World, app: TestClient, method: str, path: str) -> None:
     target = world.agreements[TARGET]

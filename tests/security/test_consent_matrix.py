@@ -543,6 +543,11 @@ def test_another_providers_record_cannot_be_changed_even_when_shown(scene: Scene
         changed = {**plan.json(), "description": "Ändrad av kommunen"}
         response = app.put(f"/fhir/CarePlan/{scene.target.plan}", json=changed, headers=homecare)
         assert response.status_code == 403, response.text
+        patch = [{"op": "add", "path": "/description", "value": "Ändrad av kommunen"}]
+        response = app.patch(f"/fhir/CarePlan/{scene.target.plan}", json=patch,
+                             headers={**homecare, "content-type": "application/json-patch+json"})
+        assert response.status_code == 403, response.text
+        assert app.get(f"/fhir/CarePlan/{scene.target.plan}", headers=homecare).json() == plan.json()
     finally:
         scene.revoke(HOMECARE, consent_id)
 

@@ -6,14 +6,15 @@ why it carries none. ``test_every_route_is_classified`` fails for a route the ap
 table does not name (a route added later must be classified, and probed) and for a route the
 table names that the app no longer serves.
 
-A probe is one FHIR interaction (read, vread, update, conditional update, delete, conditional
-delete, create, conditional create, search by GET and by POST, ``_include``/``_revinclude``,
-history of an instance, a type and the system, ``$patientkontrakt`` on Patient and CarePlan (GET
-and POST), ``$everything`` by GET and by POST, ``$validate`` of a type and of an instance,
-AuditEvent read and search by GET and POST, and each kind of entry in a batch and in a
-transaction) or one page of the staff pages (``/personal``) and the e-service (``/mitt``). The
-server offers no search of the whole system (``GET /fhir`` is not a route). Each probe meets the
-pipeline's three stages, each stage its own test:
+A probe is one FHIR interaction (read, vread, conditional read and vread, update, conditional
+update, patch, conditional patch, delete, conditional delete, create, conditional create,
+search by GET and by POST, ``_include``/``_revinclude``, history of an instance, a type and the
+system, ``$patientkontrakt`` on Patient and CarePlan (GET and POST), ``$everything`` by GET and
+by POST, ``$validate`` of a type and of an instance, AuditEvent read and search by GET and POST,
+and each kind of entry in a batch and in a transaction) or one page of the staff pages
+(``/personal``) and the e-service (``/mitt``). The server offers no search of the whole system
+(``GET /fhir`` is not a route). Each probe meets the pipeline's three stages, each stage its own
+test:
 
 * ``scope``: a token without the permission the interaction needs (every other permission on
   every type kept) is refused with a 403 OperationOutcome; a page signed in without scopes for
@@ -43,6 +44,7 @@ them (3 is closed, 10 reopened), so that they do not depend on each other's orde
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import os
@@ -230,6 +232,10 @@ ROUTES: dict[Route, str] = {
     ("PUT", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
     ("DELETE", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
     ("PATCH", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    # -- PATCH (api/fhir.py) ----------------------------------------------------------------------
+    ("PATCH", "/fhir/{type_}/{id_}"): PROBED,
+    ("PATCH", "/fhir/{type_}"): PROBED,
+    ("PATCH", "/fhir/AuditEvent"): _LOG_WRITE,
 }
 
 
@@ -1038,7 +1044,27 @@ API: list[Probe] = [
         not_applicable={"logged": "validates the resource the caller sends, as a create would (a reference is "
                                   "checked to exist for the caller), and answers only with issues: no stored "
                                   "resource is shown"}),
+    # A conditional read tells the caller the resource is unchanged: a read of it, and never for a hidden one.
+    Api("conditional-read-if-none-match", ("GET", "/fhir/{type_}/{id_}"), interaction="read", ok=(304,),
+        call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}", headers={"if-none-match": "*"})),
+    Api("conditional-read-if-modified-since", ("GET", "/fhir/{type_}/{id_}"), interaction="read", ok=(304,),
+        call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}", headers={"if-modified-since": _FAR_FUTURE})),
+    Api("patch", ("PATCH", "/fhir/{type_}/{id_}"), interaction="update", letter="u",
+        call=lambda ctx, n: Call("PATCH", f"/fhir/Goal/{n}", json=_description_patch(), headers=_JSON_PATCH)),
+    Api("conditional-patch", ("PATCH", "/fhir/{type_}"), interaction="update", letter="u",
+        call=lambda ctx, n: Call("PATCH", f"/fhir/Goal?_id={n}", json=_description_patch(), headers=_JSON_PATCH),
+        mine=_goal(2), hidden=_goal(2), refused_entry=False),  # a hidden goal matches nothing: 404 as absent
+    Api("conditional-vread", ("GET", "/fhir/{type_}/{id_}/_history/{version}"), interaction="vread", ok=(304,),
+        call=lambda ctx, n: Call("GET", f"/fhir/Goal/{n}/_history/1", headers={"if-none-match": 'W/"1"'})),
 ]
+
+
+_FAR_FUTURE = "Fri, 31 Dec 9998 23:59:59 GMT"
+_JSON_PATCH = {"content-type": "application/json-patch+json"}
+
+
+def _description_patch() -> list[dict[str, Any]]:
+    return [{"op": "replace", "path": "/description/text", "value": f"Ändrat mål {uuid.uuid4().hex[:6]}"}]
 
 
 def _entry_read(ctx: Ctx, n: str) -> dict[str, Any]:
@@ -1079,6 +1105,19 @@ def _entry_conditional_delete(ctx: Ctx, n: str) -> dict[str, Any]:
     return {"request": {"method": "DELETE", "url": f"Goal?_id={n}"}}
 
 
+def _binary_patch() -> dict[str, Any]:
+    data = base64.b64encode(json.dumps(_description_patch()).encode()).decode()
+    return {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data}
+
+
+def _entry_patch(ctx: Ctx, n: str) -> dict[str, Any]:
+    return {"resource": _binary_patch(), "request": {"method": "PATCH", "url": f"Goal/{n}"}}
+
+
+def _entry_conditional_patch(ctx: Ctx, n: str) -> dict[str, Any]:
+    return {"resource": _binary_patch(), "request": {"method": "PATCH", "url": f"Goal?_id={n}"}}
+
+
 def _bundle_probes(kind: str) -> list[Probe]:
     route = ("POST", "/fhir")
     return [
@@ -1097,6 +1136,11 @@ def _bundle_probes(kind: str) -> list[Probe]:
                  mine=_throwaway, ok=(204,)),
         InBundle(f"{kind}-conditional-delete", route, kind=kind, interaction="delete", letter="d",
                  entry=_entry_conditional_delete, mine=_throwaway, by_id=False, ok=(204,)),
+        InBundle(f"{kind}-conditional-read", route, kind=kind, interaction="read", ok=(304,),
+                 entry=lambda ctx, n: {"request": {"method": "GET", "url": f"Goal/{n}", "ifNoneMatch": "*"}}),
+        InBundle(f"{kind}-patch", route, kind=kind, interaction="update", letter="u", entry=_entry_patch),
+        InBundle(f"{kind}-conditional-patch", route, kind=kind, interaction="update", letter="u",
+                 entry=_entry_conditional_patch, mine=_goal(2), hidden=_goal(2), by_id=False),
     ]
 
 

@@ -12,6 +12,7 @@ Runs on PostgreSQL and on SQLite.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -74,7 +75,25 @@ def _probes(type_: str, id_: str, body: dict[str, Any]) -> list[tuple[str, str, 
         ("DELETE", f"/fhir/{type_}/{id_}", {"headers": {"if-match": 'W/"1"'}}),
         ("POST", f"/fhir/{type_}/{id_}/$validate", {"json": body, "params": params}),
         ("POST", f"/fhir/{type_}/{id_}/$validate", {"params": {"mode": "delete"}}),
+        # conditional read: never 304 for what the caller may not see
+        ("GET", f"/fhir/{type_}/{id_}", {"headers": {"if-none-match": "*"}}),
+        ("GET", f"/fhir/{type_}/{id_}/_history/1", {"headers": {"if-none-match": 'W/"1"'}}),
+        ("GET", f"/fhir/{type_}/{id_}", {"headers": {"if-modified-since": "Fri, 31 Dec 9998 23:59:59 GMT"}}),
+        # patch: not a 412, a failed test or an invalid result either
+        *(("PATCH", f"/fhir/{type_}/{id_}", {"content": json.dumps(ops), "headers": {**_JSON_PATCH, **extra}})
+          for ops, extra in _PATCHES),
+        ("PATCH", f"/fhir/{type_}", {"content": json.dumps(_PATCHES[0][0]), "headers": _JSON_PATCH,
+                                     "params": {"_id": id_}}),
     ]
+
+
+_JSON_PATCH = {"content-type": "application/json-patch+json"}
+_PATCHES: list[tuple[list[dict[str, Any]], dict[str, str]]] = [
+    ([{"op": "add", "path": "/language", "value": "sv"}], {}),
+    ([{"op": "add", "path": "/language", "value": "sv"}], {"if-match": 'W/"999"'}),
+    ([{"op": "test", "path": "/id", "value": "something else"}], {}),
+    ([{"op": "remove", "path": "/resourceType"}], {}),
+]
 
 
 def _bundle_probes(type_: str, id_: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -86,6 +105,10 @@ def _bundle_probes(type_: str, id_: str, body: dict[str, Any]) -> list[dict[str,
         {"resource": body, "request": {"method": "PUT", "url": f"{type_}/{id_}", "ifMatch": 'W/"1"'}},
         {"resource": body, "request": {"method": "PUT", "url": f"{type_}?_id=nothing-matches"}},
         {"request": {"method": "DELETE", "url": f"{type_}/{id_}"}},
+        *({"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                        "data": base64.b64encode(json.dumps(ops).encode()).decode()},
+           "request": {"method": "PATCH", "url": f"{type_}/{id_}", **({"ifMatch": extra["if-match"]} if extra else {})}}
+          for ops, extra in _PATCHES),
     ]
     return [{"resourceType": "Bundle", "type": kind, "entry": [entry]} for entry in entries
             for kind in ("transaction", "batch")]
