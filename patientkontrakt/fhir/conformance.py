@@ -30,6 +30,7 @@ from patientkontrakt.fhir.limits import Limits, count_values, exceeded
 from patientkontrakt.fhir.paging import page_links, page_number
 from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.fhir.results import Result
+from patientkontrakt.fhir.search.params import split_values
 
 CONFORMANCE_TYPES = frozenset({"CodeSystem", "OperationDefinition", "SearchParameter", "StructureDefinition",
                                "ValueSet"})
@@ -62,24 +63,6 @@ class Definition:
     name: str
     version: str
     body: bytes  # compact JSON, as served
-
-
-def _split(value: str) -> list[str]:
-    """A comma-separated search value (``\\,`` a literal comma, other escapes as FHIR has them)."""
-    values, current, escaped = [], [], False
-    for ch in value:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            values.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    values.append("".join(current))
-    return values
 
 
 def _matcher(name: str, modifier: str, value: str) -> Callable[[Definition], bool]:
@@ -180,7 +163,7 @@ class ConformanceResources:
                                    expression=(key,))
                 if not value:
                     raise BadRequest(f"{key} has no value", expression=(key,), details_sv="Sökparametern saknar värde.")
-                tests.append([_matcher(name, modifier, v) for v in _split(value)])
+                tests.append([_matcher(name, modifier, v) for v in split_values(value)])
                 used.append((key, value))
             elif strict:
                 raise BadRequest(f"Unknown search parameter {key!r} for {type_}: the definitions are searched by "
