@@ -199,6 +199,82 @@ class ConsentRule(SQLModel, table=True):
     ends: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
 
 
+class SubscriptionState(SQLModel, table=True):
+    """The delivery state of a ``Subscription`` resource (R4 subscription.html, and the topic-based
+    form of the Subscriptions R5 Backport IG): one row per stored Subscription, written with it.
+
+    ``principal``: what the worker needs to judge, at delivery time, what the subscriber may read
+    (JSON; the identity and care unit of whoever created the Subscription). ``events_since_start``:
+    the last event number given out (SubscriptionStatus.eventsSinceSubscriptionStart). The worker
+    that delivers holds a lease (``lease_owner`` until ``lease_until``) instead of a transaction
+    across the HTTP call; ``next_attempt`` is when the subscription is due again after a failure."""
+
+    __tablename__ = "subscription"
+    __table_args__ = (sa.Index("ix_subscription_due", "status", "next_attempt"),)
+
+    resource_pk: int = Field(sa_column=sa.Column(BigKey, sa.ForeignKey("resource.pk", ondelete="CASCADE"),
+                                                 primary_key=True, autoincrement=False))
+    res_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # requested | active | error | off
+    topic: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))  # backport topic URL
+    channel: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # rest-hook
+    endpoint: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    content: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # empty | id-only | full-resource
+    headers: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON array of "Name: value"
+    principal: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON
+    events_since_start: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    failures: int = Field(default=0, nullable=False)  # consecutive failed attempts
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    next_attempt: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    lease_owner: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    last_delivered: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+
+
+class SubscriptionTrigger(SQLModel, table=True):
+    """What a subscription watches: one row per resource type, with the search query (without the
+    type, ``''`` for every resource of it) a changed resource must match. An R4 ``criteria`` gives
+    one row; a backport topic one per resource type it covers, with the subscription's filters."""
+
+    __tablename__ = "subscription_trigger"
+    __table_args__ = (
+        sa.Index("ix_subscription_trigger_type", "res_type"),
+        sa.Index("ix_subscription_trigger_subscription", "subscription_pk"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigKey, primary_key=True, autoincrement=True))
+    subscription_pk: int = Field(sa_column=sa.Column(BigKey, sa.ForeignKey("subscription.resource_pk",
+                                                                           ondelete="CASCADE"), nullable=False))
+    res_type: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    query: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+
+
+class SubscriptionOutbox(SQLModel, table=True):
+    """Notifications to deliver, written in the same database transaction as the change (or the
+    handshake) they announce; ``delivered`` once the endpoint accepted it. ``event_number`` is
+    given the first time the worker tries it and kept across retries, so a receiver can
+    de-duplicate. Per subscription, delivery follows ``id``."""
+
+    __tablename__ = "subscription_outbox"
+    __table_args__ = (
+        sa.Index("ix_outbox_pending", "subscription_pk", "delivered", "id"),
+        sa.Index("ix_outbox_created", "created"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigKey, primary_key=True, autoincrement=True))
+    subscription_pk: int = Field(sa_column=sa.Column(BigKey, sa.ForeignKey("subscription.resource_pk",
+                                                                           ondelete="CASCADE"), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # handshake | event | heartbeat
+    res_type: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    res_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    version_id: int | None = Field(default=None, nullable=True)
+    event_number: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True))
+    created: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    attempts: int = Field(default=0, nullable=False)
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    delivered: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+
+
 class ServerState(SQLModel, table=True):
     """Small facts about the database itself, e.g. which search parameters its index was built with."""
 
@@ -391,3 +467,6 @@ OAUTH_CODE: sa.Table = OAuthCode.__table__  # type: ignore[attr-defined]
 REFRESH_TOKEN: sa.Table = RefreshToken.__table__  # type: ignore[attr-defined]
 USED_JTI: sa.Table = UsedJti.__table__  # type: ignore[attr-defined]
 TOKEN_REVOCATION: sa.Table = TokenRevocation.__table__  # type: ignore[attr-defined]
+SUBSCRIPTION: sa.Table = SubscriptionState.__table__  # type: ignore[attr-defined]
+SUBSCRIPTION_TRIGGER: sa.Table = SubscriptionTrigger.__table__  # type: ignore[attr-defined]
+SUBSCRIPTION_OUTBOX: sa.Table = SubscriptionOutbox.__table__  # type: ignore[attr-defined]
