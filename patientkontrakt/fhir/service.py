@@ -379,6 +379,8 @@ class FhirService:
         args = history_args(pairs, self.settings.default_page_size, self.settings.max_page_size)
         restrictions = {t: bound(access.restriction(t)) for t in types}
         current_only = frozenset(t for t in types if not access.past_versions(t))
+        # S first, apart: the history below reads a snapshot taken after it (module history.py).
+        until = args.until or await self.store.safe_point()
         async with self.store.reading(access) as unit:
             # A refusal is logged by the pipeline once the connection is back in the pool: the
             # log writer needs one of its own.
@@ -389,16 +391,23 @@ class FhirService:
                 if restrictions[type_] is not None \
                         and not await unit.visible_pks([current.pk], restrictions[type_]):
                     raise HiddenResource(f"{type_}/{id_} is not known", current, details_sv="Resursen finns inte.")
-            rows = await unit.history(type_=type_, id_=id_, since=args["since"], at=args["at"],
-                                      offset=args["offset"], count=args["count"], restrictions=restrictions,
+            window = args.window(until)
+            rows = await unit.history(type_=type_, id_=id_, since=args.since, at=args.at, offset=args.offset,
+                                      count=args.count, window=window, restrictions=restrictions,
                                       current_only=current_only)
-            has_next = len(rows) > args["count"]
-            rows = rows[: args["count"]]
-            total = await unit.history_count(type_=type_, id_=id_, since=args["since"], at=args["at"],
+            more = len(rows) > args.count
+            rows = rows[: args.count]
+            if args.backward:
+                rows.reverse()
+            # Beyond the page in the direction travelled there is more when the query said so; the
+            # other way, when the page was reached by a cursor or an offset.
+            came = args.cursor is not None or args.offset > 0
+            has_next, has_previous = (came, more) if args.backward else (more, came)
+            total = await unit.history_count(type_=type_, id_=id_, since=args.since, at=args.at, until=until,
                                              restrictions=restrictions, current_only=current_only)
             seen = await unit.get_many({(r.type, r.id) for r in rows}, include_deleted=True)
         body = await run_cpu(_rendering_cost(rows, False), history_bundle, self.base, path, pairs, rows, total,
-                             has_next, args)
+                             args, until, has_next=has_next, has_previous=has_previous)
         await exchange.shown(seen)
         return Result(200, body)
 

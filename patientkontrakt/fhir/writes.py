@@ -131,7 +131,7 @@ class Writer:
                 # checked now, against what the caller could see before this write.
                 await self.check_references(unit, {**context.provenance, "resourceType": "Provenance"})
         version = existing.version_id + 1 if existing else 1
-        now = now_utc()
+        now = await unit.stamp()
         body = versioned_body(resource, version, now)
         text = orjson.dumps(body).decode()
         rows = self._indexer.extract(body, self._base)
@@ -411,7 +411,7 @@ class Writer:
         await access_of(unit).admit_delete(unit, existing)
         if check_referrers:
             await self.check_referrers(unit, type_, id_, existing.pk)
-        version, now = existing.version_id + 1, now_utc()
+        version, now = existing.version_id + 1, await unit.stamp()
         await unit.update(existing.pk, version, now, existing.body, deleted=True)
         await unit.add_version(type_, id_, version, now, "DELETE", None)
         # The index rows stay: searches skip deleted resources anyway, and the access rules still

@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.storage.access_sql import Restriction, care_plan_of, reached_count
 from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
 from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
@@ -59,6 +60,7 @@ class StoredVersion:
     method: str
     deleted: bool
     body: str | None
+    seq: int | None = None  # its place in the server's history (history pages' cursors)
 
 
 CURRENT_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id,
@@ -91,6 +93,44 @@ _REFERENCES_FROM = {(by_param, of_type): _references_from(by_param, of_type)
                     for by_param in (False, True) for of_type in (False, True)}
 
 
+@dataclass(frozen=True)
+class HistoryWindow:
+    """Which versions one history answer is taken from, fixed at its first page
+    (``patientkontrakt.fhir.history``).
+
+    ``until``: the safe point S, exclusive: every version stamped before it is committed
+    (``Store.safe_point``). ``after``: the keyset cursor, the (``last_updated``, ``seq``) of the
+    previous page's last entry; the page holds the versions past it in the order asked, or,
+    ``backward``, those just before it (a ``previous`` link; still returned in the order asked).
+    ``ascending``: oldest first (R5's ``_sort=_lastUpdated``) instead of newest first.
+    """
+
+    until: datetime
+    after: tuple[datetime, int] | None = None
+    ascending: bool = False
+    backward: bool = False
+
+
+def floor_ms(value: datetime) -> datetime:
+    """``value`` truncated to the millisecond: the precision of stamps and of safe points."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+# The transaction's id, taken before the write stamps anything, makes it show in
+# pg_stat_activity (``backend_xid``) until it ends; ``now()`` is when it began (``xact_start``).
+_TAKE_XID = sa.text("SELECT pg_current_xact_id(), now() AT TIME ZONE 'UTC'")
+# The safe point on PostgreSQL: when this statement began, or when the oldest transaction of
+# this database that holds an id began, whichever is earlier. A transaction whose start this
+# role may not see (another role's, without pg_read_all_stats) counts as infinitely old.
+_SAFE_POINT = sa.text(
+    "SELECT statement_timestamp() AT TIME ZONE 'UTC', "
+    "min(coalesce(xact_start, '-infinity'::timestamptz)) AT TIME ZONE 'UTC' "
+    "FROM pg_stat_activity "
+    "WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+)
+
+
 def current(row: Sequence[Any]) -> StoredResource:
     """A row of ``CURRENT_COLUMNS`` as a ``StoredResource``."""
     return StoredResource(*row)
@@ -114,7 +154,8 @@ def _current_during(at: datetime | tuple[datetime, datetime]) -> tuple[sa.Column
 def _history_filter(type_: str | None, id_: str | None, since: datetime | None,
                     at: datetime | tuple[datetime, datetime] | None,
                     restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None,
-                    current_only: frozenset[str] = frozenset()) -> list[sa.ColumnElement[bool]]:
+                    current_only: frozenset[str] = frozenset(),
+                    until: datetime | None = None) -> list[sa.ColumnElement[bool]]:
     where: list[sa.ColumnElement[bool]] = []
     if type_ is not None:
         where.append(V.res_type == type_)
@@ -122,6 +163,8 @@ def _history_filter(type_: str | None, id_: str | None, since: datetime | None,
         where.append(V.res_id == id_)
     if since is not None:
         where.append(V.last_updated >= since)
+    if until is not None:
+        where.append(V.last_updated < until)
     if at is not None:
         where.extend(_current_during(at))
     if restrictions is not None:
@@ -157,6 +200,7 @@ class Unit:
         # The values of the access rules' named parameters, passed with every statement that
         # may hold a restriction (``Restriction``).
         self.parameters: dict[str, Any] = dict(getattr(access, "parameters", None) or {})
+        self._stamp_floor: datetime | None = None
 
     # -- current resources -----------------------------------------------------------------
 
@@ -250,6 +294,28 @@ class Unit:
             )
         )
 
+    async def stamp(self) -> datetime:
+        """The instant a version written in this transaction is stamped with (``last_updated``,
+        ``meta.lastUpdated``): now, never earlier than the transaction began.
+
+        What makes history sync gapless (``Store.safe_point``): no version may be stamped before
+        a safe point that a reader computed while its transaction was invisible to it. On
+        PostgreSQL the first stamp of a transaction takes its transaction id, so that the
+        transaction shows in pg_stat_activity from then until it ends, and learns when it began
+        by the database's clock; every stamp is at least that instant (truncated to the
+        millisecond), so a reader's safe point, by the same clock, is never past an in-flight
+        stamp whatever the application servers' clocks say. One round trip per write
+        transaction (docs/performance.md). On SQLite a write holds the database's write lock
+        from its BEGIN IMMEDIATE, which the safe point waits for, so the clock alone will do.
+        """
+        if self._stamp_floor is None:
+            if self.dialect == "postgresql":
+                began = (await self.conn.execute(_TAKE_XID)).one()[1]
+                self._stamp_floor = floor_ms(began)
+            else:
+                self._stamp_floor = datetime.min
+        return max(now_utc(), self._stamp_floor)
+
     async def get_version(self, type_: str, id_: str, version_id: int) -> StoredVersion | None:
         query = sa.select(*_VERSION_COLUMNS).where(
             V.res_type == type_, V.res_id == id_, V.version_id == version_id
@@ -266,29 +332,44 @@ class Unit:
         at: datetime | tuple[datetime, datetime] | None,
         offset: int,
         count: int,
+        window: HistoryWindow | None = None,
         restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
         current_only: frozenset[str] = frozenset(),
     ) -> list[StoredVersion]:
         """Versions newest first (R4 http.html#history), ``count + 1`` rows to detect a next page.
 
         ``at`` is an instant or an inclusive period: only versions current at some time in it.
-        ``restrictions`` limits the result to those types, and to the versions of resources whose
-        current row meets the type's condition (None: every resource of the type); of the types in
-        ``current_only`` (restricted ones), only the current versions.
+        ``window``: only versions stamped before its safe point, past its cursor, in its order
+        (``HistoryWindow``); ties of ``last_updated`` are broken by ``seq``, so the order is total
+        and a cursor names one place in it. ``restrictions`` limits the result to those types,
+        and to the versions of resources whose current row meets the type's condition (None:
+        every resource of the type); of the types in ``current_only`` (restricted ones), only the
+        current versions.
         """
-        query = sa.select(*_VERSION_COLUMNS).where(
-            *_history_filter(type_, id_, since, at, restrictions, current_only))
-        query = query.order_by(V.last_updated.desc(), V.seq.desc()).offset(offset).limit(count + 1)
-        return [_version(r) for r in (await self.conn.execute(query, self.parameters)).all()]
+        where = _history_filter(type_, id_, since, at, restrictions, current_only,
+                                window.until if window else None)
+        # Rows are read in the direction of travel: oldest first for an ascending page or a page
+        # back from a descending one.
+        up = window is not None and window.ascending != window.backward
+        if window is not None and window.after is not None:
+            last_updated, seq = window.after
+            key = sa.tuple_(V.last_updated, V.seq)
+            cursor = sa.tuple_(sa.literal(last_updated, sa.DateTime()), sa.literal(seq, sa.BigInteger()))
+            where.append(key > cursor if up else key < cursor)
+        order = (V.last_updated.asc(), V.seq.asc()) if up else (V.last_updated.desc(), V.seq.desc())
+        query = sa.select(*_VERSION_COLUMNS, V.seq).where(*where).order_by(*order).offset(offset).limit(count + 1)
+        rows = [_version(r) for r in (await self.conn.execute(query, self.parameters)).all()]
+        return rows
 
     async def history_count(
         self, *, type_: str | None, id_: str | None, since: datetime | None,
         at: datetime | tuple[datetime, datetime] | None,
+        until: datetime | None = None,
         restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
         current_only: frozenset[str] = frozenset(),
     ) -> int:
         query = sa.select(sa.func.count()).select_from(RESOURCE_VERSION).where(
-            *_history_filter(type_, id_, since, at, restrictions, current_only))
+            *_history_filter(type_, id_, since, at, restrictions, current_only, until))
         total: int = (await self.conn.execute(query, self.parameters)).scalar_one()
         return total
 
@@ -541,6 +622,33 @@ class Store:
                 yield Unit(conn, access)
             finally:
                 await transaction.rollback()
+
+    async def safe_point(self) -> datetime:
+        """The safe point S of history (R4 http.html#history, docs/api.md "History sync"): an
+        instant, truncated to the millisecond, before which every version is committed and
+        visible to any snapshot taken after this call returned. No transaction still in
+        flight can commit a version stamped before it (``Unit.stamp``).
+
+        PostgreSQL: the earlier of now and the start of the oldest transaction of this database
+        that holds a transaction id, from pg_stat_activity, by the database's clock; every
+        transaction gone from pg_stat_activity by then is committed. The history must then be
+        read on a later snapshot (a later statement; on SQLite a later transaction) and on the
+        primary: a replica's pg_stat_activity does not show the primary's writers.
+
+        SQLite: now, taken while holding the write lock (BEGIN IMMEDIATE, then COMMIT at once):
+        every write transaction that stamped earlier has committed by then, whichever process
+        wrote it; a later one stamps later. A history request waits for the write in flight.
+        """
+        if self.dialect == "postgresql":
+            async with self.reading() as reader:
+                row = (await reader.conn.execute(_SAFE_POINT)).one()
+            started: datetime = row[0]
+            oldest: datetime | None = row[1]
+            return floor_ms(started if oldest is None else min(started, oldest))
+        async with _outages(), self.engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                return floor_ms(datetime.now(UTC).replace(tzinfo=None))
 
     async def ping(self) -> None:
         """Raise if the database cannot answer (health checks)."""
