@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from patientkontrakt.fhir.dates import DateFormatError, format_instant, parse_range
+from patientkontrakt.fhir.dates import DateFormatError, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import BadRequest
 from patientkontrakt.fhir.paging import page_number
 from patientkontrakt.fhir.rendering import render_bundle
@@ -37,6 +37,8 @@ from patientkontrakt.storage.repository import HistoryWindow, StoredVersion
 _EPOCH = datetime(1970, 1, 1)
 # R5 http.html#history defines _sort for history with these values; R4 has no _sort there.
 _SORTS = {"-_lastUpdated": False, "_lastUpdated": True, "none": False}
+# How far the clock of the server that wrote a cursor may be ahead of this one's.
+_CLOCKS_APART = timedelta(minutes=1)
 
 
 @dataclass
@@ -90,6 +92,8 @@ def _parse_cursor(value: str) -> tuple[datetime, tuple[datetime, int] | None, bo
         if len(parts) not in (1, 4) or not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts[:3]):
             raise ValueError(value)
         until = _EPOCH + timedelta(microseconds=int(parts[0]))
+        if until > now_utc() + _CLOCKS_APART:
+            raise ValueError(value)  # no safe point is in the future
         if len(parts) == 1:
             return until, None, False
         if parts[3] not in ("n", "p"):

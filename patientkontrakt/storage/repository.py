@@ -117,8 +117,10 @@ def floor_ms(value: datetime) -> datetime:
 
 
 # The transaction's id, taken before the write stamps anything, makes it show in
-# pg_stat_activity (``backend_xid``) until it ends; ``now()`` is when it began (``xact_start``).
-_TAKE_XID = sa.text("SELECT pg_current_xact_id(), now() AT TIME ZONE 'UTC'")
+# pg_stat_activity (``backend_xid``) until it ends; then the database's clock, read once the id
+# is taken (the CTE is evaluated first).
+_TAKE_XID = sa.text("WITH taken AS MATERIALIZED (SELECT pg_current_xact_id()) "
+                    "SELECT clock_timestamp() AT TIME ZONE 'UTC' FROM taken")
 # The safe point on PostgreSQL: when this statement began, or when the oldest transaction of
 # this database that holds an id began, whichever is earlier. A transaction whose start this
 # role may not see (another role's, without pg_read_all_stats) counts as infinitely old.
@@ -301,17 +303,20 @@ class Unit:
         What makes history sync gapless (``Store.safe_point``): no version may be stamped before
         a safe point that a reader computed while its transaction was invisible to it. On
         PostgreSQL the first stamp of a transaction takes its transaction id, so that the
-        transaction shows in pg_stat_activity from then until it ends, and learns when it began
-        by the database's clock; every stamp is at least that instant (truncated to the
-        millisecond), so a reader's safe point, by the same clock, is never past an in-flight
-        stamp whatever the application servers' clocks say. One round trip per write
-        transaction (docs/performance.md). On SQLite a write holds the database's write lock
-        from its BEGIN IMMEDIATE, which the safe point waits for, so the clock alone will do.
+        transaction shows in pg_stat_activity from then until it ends, and then reads the
+        database's clock; every stamp is at least that instant (truncated to the millisecond).
+        A reader that did not see the transaction read pg_stat_activity before the id was taken,
+        so its safe point, by the same clock, is earlier than every stamp of the transaction;
+        one that saw it holds its safe point at the transaction's start, earlier still. That
+        holds whatever the application servers' clocks say (a clock ahead only stamps later).
+        One round trip per write transaction (docs/performance.md). On SQLite a write holds
+        the database's write lock from its BEGIN IMMEDIATE, which the safe point waits for, so
+        the clock alone will do.
         """
         if self._stamp_floor is None:
             if self.dialect == "postgresql":
-                began = (await self.conn.execute(_TAKE_XID)).one()[1]
-                self._stamp_floor = floor_ms(began)
+                taken: datetime = (await self.conn.execute(_TAKE_XID)).scalar_one()
+                self._stamp_floor = floor_ms(taken)
             else:
                 self._stamp_floor = datetime.min
         return max(now_utc(), self._stamp_floor)
