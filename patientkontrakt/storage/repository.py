@@ -184,6 +184,25 @@ def _history_filter(type_: str | None, id_: str | None, since: datetime | None,
     return where
 
 
+def history_query(type_: str | None, id_: str | None, since: datetime | None,
+                  at: datetime | tuple[datetime, datetime] | None, offset: int, count: int,
+                  window: HistoryWindow | None,
+                  restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
+                  current_only: frozenset[str] = frozenset()) -> sa.Select[Any]:
+    """The statement of ``Unit.history`` (apart, so that its plans can be looked at: docs/performance.md)."""
+    where = _history_filter(type_, id_, since, at, restrictions, current_only, window.until if window else None)
+    # Rows are read in the direction of travel: oldest first for an ascending page or a page
+    # back from a descending one.
+    up = window is not None and window.ascending != window.backward
+    if window is not None and window.after is not None:
+        last_updated, seq = window.after
+        key = sa.tuple_(V.last_updated, V.seq)
+        cursor = sa.tuple_(sa.literal(last_updated, sa.DateTime()), sa.literal(seq, sa.BigInteger()))
+        where.append(key > cursor if up else key < cursor)
+    order = (V.last_updated.asc(), V.seq.asc()) if up else (V.last_updated.desc(), V.seq.desc())
+    return sa.select(*_VERSION_COLUMNS, V.seq).where(*where).order_by(*order).offset(offset).limit(count + 1)
+
+
 class Unit:
     """Primitive storage operations on one connection (and, when writing, one transaction).
 
@@ -351,20 +370,8 @@ class Unit:
         every resource of the type); of the types in ``current_only`` (restricted ones), only the
         current versions.
         """
-        where = _history_filter(type_, id_, since, at, restrictions, current_only,
-                                window.until if window else None)
-        # Rows are read in the direction of travel: oldest first for an ascending page or a page
-        # back from a descending one.
-        up = window is not None and window.ascending != window.backward
-        if window is not None and window.after is not None:
-            last_updated, seq = window.after
-            key = sa.tuple_(V.last_updated, V.seq)
-            cursor = sa.tuple_(sa.literal(last_updated, sa.DateTime()), sa.literal(seq, sa.BigInteger()))
-            where.append(key > cursor if up else key < cursor)
-        order = (V.last_updated.asc(), V.seq.asc()) if up else (V.last_updated.desc(), V.seq.desc())
-        query = sa.select(*_VERSION_COLUMNS, V.seq).where(*where).order_by(*order).offset(offset).limit(count + 1)
-        rows = [_version(r) for r in (await self.conn.execute(query, self.parameters)).all()]
-        return rows
+        query = history_query(type_, id_, since, at, offset, count, window, restrictions, current_only)
+        return [_version(r) for r in (await self.conn.execute(query, self.parameters)).all()]
 
     async def history_count(
         self, *, type_: str | None, id_: str | None, since: datetime | None,
