@@ -138,7 +138,9 @@ def capability_statement(
             "mode": "server",
             **({"security": security} if security else {}),
             "documentation": "Search result parameters: _count, _offset, _sort, _include, _revinclude "
-                             "(incl. :iterate), _total, _summary, _elements. Prefer: handling=strict|lenient.",
+                             "(incl. :iterate), _total, _summary, _elements. Prefer: handling=strict|lenient. "
+                             "History: _since, _at, _count, _sort=_lastUpdated|-_lastUpdated; paged by key; "
+                             "Bundle.meta.lastUpdated is the next sync's _since (no gaps, no repeats).",
             "resource": resources,
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
         }],
