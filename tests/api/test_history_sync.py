@@ -199,6 +199,7 @@ async def test_a_write_in_flight_is_left_to_the_next_sync(http: httpx.AsyncClien
     before it (PostgreSQL), or the sync waits for it (SQLite's single writer); in the next sync
     either way, exactly once."""
     await put(http, live, {**organization(), "id": "before"})
+    await asyncio.sleep(0.01)
     writing, stamp = await _held_version(store, "late")
     try:
         await asyncio.sleep(0.01)
@@ -285,6 +286,7 @@ async def test_ehr_down_then_catching_up_under_concurrent_writers(http: httpx.As
             finished = writing.done()
             if finished:
                 writing.result()  # a writer's failure, if any
+                await asyncio.sleep(0.01)  # S passes the last stamp's millisecond
             result = await sync(http, live, since, count=7, between_pages=lambda: asyncio.sleep(0.002))
             got += result.versions
             since = result.point
