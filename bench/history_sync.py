@@ -10,7 +10,7 @@ versions per resource, ten per millisecond). Prints:
 - ``EXPLAIN (ANALYZE)`` of the statement ``Unit.history`` runs (``history_query``) for system,
   type and instance history, first pages and pages by cursor, newest and oldest first, without
   access restrictions (bench/explain.py shows the care unit's restrictions on searches);
-- the cost of the transaction id a write takes before it stamps (``_TAKE_XID``): write
+- the cost of the transaction id a write takes before it stamps (``TAKE_XID``): write
   transactions of one version INSERT with and without it, interleaved, best and median of five
   rounds, and the statement alone inside one transaction.
 """
@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from patientkontrakt.storage.database import create_engine, migrate
-from patientkontrakt.storage.repository import _TAKE_XID, HistoryWindow, Store, history_query
+from patientkontrakt.storage.history_sql import TAKE_XID, HistoryWindow, history_query
+from patientkontrakt.storage.repository import Store
 
 DATABASE = "pk_history_bench"
 
@@ -96,7 +97,7 @@ async def stamp_cost(server: str, transactions: int) -> None:
         for n in range(transactions):
             async with store.writing() as unit:
                 if take:
-                    await unit.conn.execute(_TAKE_XID)
+                    await unit.conn.execute(TAKE_XID)
                 await unit.add_version("Bench", f"b{n}", 1, datetime(2020, 1, 1), "PUT", "{}")
         return (time.perf_counter() - start) / transactions * 1e6
 
@@ -111,7 +112,7 @@ async def stamp_cost(server: str, transactions: int) -> None:
             for _ in range(5):
                 start = time.perf_counter()
                 for _ in range(transactions):
-                    await unit.conn.execute(_TAKE_XID)
+                    await unit.conn.execute(TAKE_XID)
                 alone.append((time.perf_counter() - start) / transactions * 1e6)
         for name, values in (("write transaction", without), ("with the transaction id", with_id),
                              ("the statement alone", alone)):

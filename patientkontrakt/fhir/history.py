@@ -32,7 +32,8 @@ from patientkontrakt.fhir.errors import BadRequest
 from patientkontrakt.fhir.paging import page_number
 from patientkontrakt.fhir.rendering import render_bundle
 from patientkontrakt.fhir.results import status_text
-from patientkontrakt.storage.repository import HistoryWindow, StoredVersion
+from patientkontrakt.storage.history_sql import HistoryWindow
+from patientkontrakt.storage.repository import StoredVersion
 
 _EPOCH = datetime(1970, 1, 1)
 # R5 http.html#history defines _sort for history with these values; R4 has no _sort there.

@@ -11,8 +11,8 @@ error, whichever statement met it.
 
 Its length (over 400 lines) is one interface: the unit of work's primitive operations on the
 resource, version and index tables, which every interaction composes inside one transaction;
-the SQL that builds searches and access rules lives beside it (``search_sql.py``,
-``access_sql.py``).
+the SQL that builds searches, access rules and history pages lives beside it (``search_sql.py``,
+``access_sql.py``, ``history_sql.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.storage.access_sql import Restriction, care_plan_of, reached_count
 from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
 from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
+from patientkontrakt.storage.history_sql import (
+    SAFE_POINT,
+    TAKE_XID,
+    VERSION_COLUMNS,
+    HistoryWindow,
+    floor_ms,
+    history_filter,
+    history_query,
+)
 from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 
 R = RESOURCE.c
@@ -65,7 +74,6 @@ class StoredVersion:
 
 CURRENT_COLUMNS = (R.pk, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.body, R.patient_id,
                    R.owner_unit, R.owner_provider)
-_VERSION_COLUMNS = (V.res_type, V.res_id, V.version_id, V.last_updated, V.method, V.deleted, V.body)
 # Read by id is the hottest statement: built once, so a call only binds values instead of
 # constructing a Select and generating its cache key every time (docs/performance.md).
 _GET = sa.select(*CURRENT_COLUMNS).where(R.res_type == sa.bindparam("type_"), R.res_id == sa.bindparam("id_"))
@@ -93,46 +101,6 @@ _REFERENCES_FROM = {(by_param, of_type): _references_from(by_param, of_type)
                     for by_param in (False, True) for of_type in (False, True)}
 
 
-@dataclass(frozen=True)
-class HistoryWindow:
-    """Which versions one history answer is taken from, fixed at its first page
-    (``patientkontrakt.fhir.history``).
-
-    ``until``: the safe point S, exclusive: every version stamped before it is committed
-    (``Store.safe_point``). ``after``: the keyset cursor, the (``last_updated``, ``seq``) of the
-    previous page's last entry; the page holds the versions past it in the order asked, or,
-    ``backward``, those just before it (a ``previous`` link; still returned in the order asked).
-    ``ascending``: oldest first (R5's ``_sort=_lastUpdated``) instead of newest first.
-    """
-
-    until: datetime
-    after: tuple[datetime, int] | None = None
-    ascending: bool = False
-    backward: bool = False
-
-
-def floor_ms(value: datetime) -> datetime:
-    """``value`` truncated to the millisecond: the precision of stamps and of safe points."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-# The transaction's id, taken before the write stamps anything, makes it show in
-# pg_stat_activity (``backend_xid``) until it ends; then the database's clock, read once the id
-# is taken (the CTE is evaluated first).
-_TAKE_XID = sa.text("WITH taken AS MATERIALIZED (SELECT pg_current_xact_id()) "
-                    "SELECT clock_timestamp() AT TIME ZONE 'UTC' FROM taken")
-# The safe point on PostgreSQL: when this statement began, or when the oldest transaction of
-# this database that holds an id began, whichever is earlier. A transaction whose start this
-# role may not see (another role's, without pg_read_all_stats) counts as infinitely old.
-_SAFE_POINT = sa.text(
-    "SELECT statement_timestamp() AT TIME ZONE 'UTC', "
-    "min(coalesce(xact_start, '-infinity'::timestamptz)) AT TIME ZONE 'UTC' "
-    "FROM pg_stat_activity "
-    "WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
-)
-
-
 def current(row: Sequence[Any]) -> StoredResource:
     """A row of ``CURRENT_COLUMNS`` as a ``StoredResource``."""
     return StoredResource(*row)
@@ -140,67 +108,6 @@ def current(row: Sequence[Any]) -> StoredResource:
 
 def _version(row: Sequence[Any]) -> StoredVersion:
     return StoredVersion(*row)
-
-
-def _current_during(at: datetime | tuple[datetime, datetime]) -> tuple[sa.ColumnElement[bool], ...]:
-    """Versions current at some time in [low, high]: written by its end, not replaced by its start."""
-    low, high = at if isinstance(at, tuple) else (at, at)
-    later = RESOURCE_VERSION.alias("later")
-    replaced = sa.exists().where(
-        later.c.res_type == V.res_type, later.c.res_id == V.res_id,
-        later.c.version_id > V.version_id, later.c.last_updated <= low,
-    )
-    return V.last_updated <= high, ~replaced
-
-
-def _history_filter(type_: str | None, id_: str | None, since: datetime | None,
-                    at: datetime | tuple[datetime, datetime] | None,
-                    restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None,
-                    current_only: frozenset[str] = frozenset(),
-                    until: datetime | None = None) -> list[sa.ColumnElement[bool]]:
-    where: list[sa.ColumnElement[bool]] = []
-    if type_ is not None:
-        where.append(V.res_type == type_)
-    if id_ is not None:
-        where.append(V.res_id == id_)
-    if since is not None:
-        where.append(V.last_updated >= since)
-    if until is not None:
-        where.append(V.last_updated < until)
-    if at is not None:
-        where.extend(_current_during(at))
-    if restrictions is not None:
-        options = []
-        for name, condition in restrictions.items():
-            if condition is None:
-                options.append(V.res_type == name)
-            else:
-                # ``condition`` is written over ``resource``; here it correlates to the row of
-                # the version's resource (and, for ``current_only`` types, to that version only).
-                current = (R.version_id == V.version_id,) if name in current_only else ()
-                options.append(sa.and_(V.res_type == name, sa.exists().where(
-                    R.res_type == V.res_type, R.res_id == V.res_id, *current, condition)))
-        where.append(sa.or_(*options) if options else sa.false())
-    return where
-
-
-def history_query(type_: str | None, id_: str | None, since: datetime | None,
-                  at: datetime | tuple[datetime, datetime] | None, offset: int, count: int,
-                  window: HistoryWindow | None,
-                  restrictions: Mapping[str, sa.ColumnElement[bool] | None] | None = None,
-                  current_only: frozenset[str] = frozenset()) -> sa.Select[Any]:
-    """The statement of ``Unit.history`` (apart, so that its plans can be looked at: docs/performance.md)."""
-    where = _history_filter(type_, id_, since, at, restrictions, current_only, window.until if window else None)
-    # Rows are read in the direction of travel: oldest first for an ascending page or a page
-    # back from a descending one.
-    up = window is not None and window.ascending != window.backward
-    if window is not None and window.after is not None:
-        last_updated, seq = window.after
-        key = sa.tuple_(V.last_updated, V.seq)
-        cursor = sa.tuple_(sa.literal(last_updated, sa.DateTime()), sa.literal(seq, sa.BigInteger()))
-        where.append(key > cursor if up else key < cursor)
-    order = (V.last_updated.asc(), V.seq.asc()) if up else (V.last_updated.desc(), V.seq.desc())
-    return sa.select(*_VERSION_COLUMNS, V.seq).where(*where).order_by(*order).offset(offset).limit(count + 1)
 
 
 class Unit:
@@ -334,14 +241,14 @@ class Unit:
         """
         if self._stamp_floor is None:
             if self.dialect == "postgresql":
-                taken: datetime = (await self.conn.execute(_TAKE_XID)).scalar_one()
+                taken: datetime = (await self.conn.execute(TAKE_XID)).scalar_one()
                 self._stamp_floor = floor_ms(taken)
             else:
                 self._stamp_floor = datetime.min
         return max(now_utc(), self._stamp_floor)
 
     async def get_version(self, type_: str, id_: str, version_id: int) -> StoredVersion | None:
-        query = sa.select(*_VERSION_COLUMNS).where(
+        query = sa.select(*VERSION_COLUMNS).where(
             V.res_type == type_, V.res_id == id_, V.version_id == version_id
         )
         row = (await self.conn.execute(query)).first()
@@ -381,7 +288,7 @@ class Unit:
         current_only: frozenset[str] = frozenset(),
     ) -> int:
         query = sa.select(sa.func.count()).select_from(RESOURCE_VERSION).where(
-            *_history_filter(type_, id_, since, at, restrictions, current_only, until))
+            *history_filter(type_, id_, since, at, restrictions, current_only, until))
         total: int = (await self.conn.execute(query, self.parameters)).scalar_one()
         return total
 
@@ -653,7 +560,7 @@ class Store:
         """
         if self.dialect == "postgresql":
             async with self.reading() as reader:
-                row = (await reader.conn.execute(_SAFE_POINT)).one()
+                row = (await reader.conn.execute(SAFE_POINT)).one()
             started: datetime = row[0]
             oldest: datetime | None = row[1]
             return floor_ms(started if oldest is None else min(started, oldest))

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from patientkontrakt.storage.database import create_engine
-from patientkontrakt.storage.repository import Store, floor_ms
+from patientkontrakt.storage.history_sql import floor_ms
+from patientkontrakt.storage.repository import Store
 from tests.conftest import _dsn
 
 
