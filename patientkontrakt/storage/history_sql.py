@@ -48,7 +48,7 @@ def floor_ms(value: datetime) -> datetime:
 # pg_stat_activity (``backend_xid``) until it ends; then the database's clock, read once the id
 # is taken (the CTE is evaluated first).
 TAKE_XID = sa.text("WITH taken AS MATERIALIZED (SELECT pg_current_xact_id()) "
-                    "SELECT clock_timestamp() AT TIME ZONE 'UTC' FROM taken")
+                   "SELECT clock_timestamp() AT TIME ZONE 'UTC' FROM taken")
 # The safe point on PostgreSQL: when this statement began, or when the oldest transaction of
 # this database that holds an id began, whichever is earlier. A transaction whose start this
 # role may not see (another role's, without pg_read_all_stats) counts as infinitely old.
