@@ -1,5 +1,6 @@
-"""What the delivery tests share: a receiver (a real HTTP server on loopback), subscriptions and
-their outbox rows written into the database, workers in-process or as real processes."""
+"""What the delivery tests share: a receiver (a real HTTP server on loopback), subscriptions
+created through the API, outbox rows (from real writes, or written as a matching write writes
+them where a test needs many), workers in-process or as real processes."""
 
 from __future__ import annotations
 
@@ -18,19 +19,16 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from patientkontrakt.audit.log import AuditLog
 from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.dates import now_utc
-from patientkontrakt.notify.principal import principal_of
 from patientkontrakt.notify.worker import Worker
-from patientkontrakt.security.authenticate import Authenticator
-from patientkontrakt.security.keys import SigningKeys
-from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
-from patientkontrakt.storage.tables import RESOURCE, SUBSCRIPTION, SUBSCRIPTION_OUTBOX
+from patientkontrakt.storage.tables import SUBSCRIPTION, SUBSCRIPTION_OUTBOX
 from tests.conftest import SERVER_LOGS, make_settings
 
 # -- the receiver -------------------------------------------------------------------------------
@@ -132,22 +130,6 @@ def delivery_settings(url: str, **overrides: Any) -> Settings:
     return make_settings(url, **{**values, **overrides})
 
 
-def principal(settings: Settings, headers: dict[str, str]) -> str:
-    """The principal the API records for the caller of ``headers`` (``notify.principal``)."""
-    async def go() -> str:
-        store = Store(create_engine(settings.database_url, pool_size=1))
-        try:
-            service = build_service(settings, store)
-            tokens = AccessTokens(SigningKeys.load(settings.signing_key), settings.base_url.rstrip("/"),
-                                  settings.fhir_base)
-            access = Authenticator(tokens, service.parser, service.search_engine.builder).access(
-                headers["authorization"])
-            return principal_of(access)
-        finally:
-            await store.dispose()
-    return asyncio.run(go())
-
-
 def _db(settings: Settings, work: Callable[[Store], Any]) -> Any:
     async def go() -> Any:
         store = Store(create_engine(settings.database_url, pool_size=1))
@@ -158,22 +140,44 @@ def _db(settings: Settings, work: Callable[[Store], Any]) -> Any:
     return asyncio.run(go())
 
 
-def subscribe(settings: Settings, id_: str, endpoint: str, who: str, *, topic: str | None = None,
-              content: str = "full-resource", headers: tuple[str, ...] = (), status: str = "requested") -> int:
-    """A Subscription's rows as the API writes them (its resource, its state, the handshake)."""
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+
+
+def subscription(endpoint: str, *, criteria: str = "CarePlan", topic: str | None = None,
+                 content: str = "full-resource", headers: tuple[str, ...] = (),
+                 filters: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A Subscription as a client writes it: R4 (``criteria``; content full-resource or empty) or
+    the backport form (``topic``, ``filters``, content empty, id-only or full-resource)."""
+    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint}
+    if headers:
+        channel["header"] = list(headers)
+    body: dict[str, Any] = {"resourceType": "Subscription", "status": "requested", "reason": "test",
+                            "criteria": criteria, "channel": channel}
+    if topic is None:
+        if content == "full-resource":
+            channel["payload"] = "application/fhir+json"
+        return body
+    body["criteria"] = topic
+    channel["payload"] = "application/fhir+json"
+    channel["_payload"] = {"extension": [{"url": f"{BACKPORT}/backport-payload-content", "valueCode": content}]}
+    if filters:
+        body["_criteria"] = {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria", "valueString": f}
+                                           for f in filters]}
+    return body
+
+
+def subscribe(app: TestClient, caller: dict[str, str], endpoint: str, **kwargs: Any) -> int:
+    """POST a Subscription through the API with the ``caller``'s headers; its ``subscription`` pk."""
+    response = app.post("/fhir/Subscription", json=subscription(endpoint, **kwargs), headers=caller)
+    assert response.status_code == 201, response.text
+    id_ = response.json()["id"]
+    settings = app.app.state.settings  # type: ignore[attr-defined]
+
     async def work(store: Store) -> int:
-        now = now_utc()
-        body = {"resourceType": "Subscription", "id": id_, "status": status, "reason": "test",
-                "criteria": "CarePlan?", "channel": {"type": "rest-hook", "endpoint": endpoint}}
-        async with store.writing() as unit:
-            pk = await unit.insert("Subscription", id_, 1, now, orjson.dumps(body).decode())
-            await unit.conn.execute(SUBSCRIPTION.insert().values(
-                resource_pk=pk, res_id=id_, status=status, topic=topic, channel="rest-hook", endpoint=endpoint,
-                content=content, headers=orjson.dumps(list(headers)).decode(), principal=who,
-                events_since_start=0, failures=0))
-            await unit.conn.execute(SUBSCRIPTION_OUTBOX.insert().values(
-                subscription_pk=pk, kind="handshake", created=now, attempts=0))
-        return pk
+        async with store.reading() as unit:
+            pk = (await unit.conn.execute(sa.select(SUBSCRIPTION.c.resource_pk).where(
+                SUBSCRIPTION.c.res_id == id_))).scalar_one()
+        return int(pk)
     result: int = _db(settings, work)
     return result
 
@@ -201,10 +205,11 @@ def state(settings: Settings, pk: int) -> tuple[Any, list[Any]]:
 
 
 def forget_subscriptions(settings: Settings) -> None:
+    """Every subscription ``off`` and nothing owed: the next test's worker finds only its own."""
     async def work(store: Store) -> None:
         async with store.writing() as unit:
-            await unit.conn.execute(SUBSCRIPTION.delete())
-            await unit.conn.execute(RESOURCE.delete().where(RESOURCE.c.res_type == "Subscription"))
+            await unit.conn.execute(SUBSCRIPTION_OUTBOX.delete())
+            await unit.conn.execute(SUBSCRIPTION.update().values(status="off", lease_owner=None, lease_until=None))
     _db(settings, work)
 
 

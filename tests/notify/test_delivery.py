@@ -34,10 +34,10 @@ from tests.notify.delivery_tools import (
     deliver,
     delivery_settings,
     forget_subscriptions,
-    principal,
     receiving,
     state,
     subscribe,
+    subscription,
     worker_process,
 )
 from tests.security.conftest import World, _agreements
@@ -59,6 +59,14 @@ def world(module_db: str) -> World:
     return World(delivery_settings(module_db), generator, _agreements(generator)[:4])
 
 
+@pytest.fixture(scope="module")
+def app(world: World) -> Iterator[TestClient]:
+    """The service as deployed (care-unit rules, access log), in-process, for the API's writes."""
+    with TestClient(create_app(world.settings), base_url=BASE_URL) as client:
+        client.headers.update({"content-type": "application/fhir+json"})
+        yield client
+
+
 @pytest.fixture
 def settings(world: World) -> Iterator[Settings]:
     yield world.settings
@@ -71,9 +79,9 @@ def receiver() -> Iterator[Receiver]:
         yield r
 
 
-def vc_system(world: World) -> str:
+def vc_system(world: World) -> dict[str, str]:
     """A backend system of the vårdcentral that owns agreement TARGET, as a subscriber."""
-    return principal(world.settings, world.system(VC, "system/*.rs"))
+    return world.system(VC)
 
 
 def all_delivered(settings: Settings, pk: int) -> Any:
@@ -91,8 +99,8 @@ def numbers(received: list[Received]) -> list[int | None]:
 
 
 def test_r4_rest_hook_handshake_then_each_change_in_order_with_its_headers(
-        world: World, settings: Settings, receiver: Receiver) -> None:
-    pk = subscribe(settings, "s-r4", receiver.url("/hook"), vc_system(world), headers=(SECRET, "X-Region: Exempel"))
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(app, vc_system(world), receiver.url("/hook"), headers=(SECRET, "X-Region: Exempel"))
     target = world.agreements[TARGET]
     announce(settings, pk, plan_events(world, 3))
     deliver(settings, all_delivered(settings, pk))
@@ -118,8 +126,50 @@ def test_r4_rest_hook_handshake_then_each_change_in_order_with_its_headers(
     assert [r.event_number for r in rows] == [None, 1, 2, 3]
 
 
-def test_r4_without_payload_is_an_empty_post(world: World, settings: Settings, receiver: Receiver) -> None:
-    pk = subscribe(settings, "s-empty", receiver.url("/empty"), vc_system(world), content="empty")
+def change(app: TestClient, headers: dict[str, str], type_: str, id_: str) -> int:
+    """A real update through the API (a new description); the new version."""
+    current = app.get(f"/fhir/{type_}/{id_}", headers=headers)
+    assert current.status_code == 200, current.text
+    body = current.json()
+    if type_ == "Goal":
+        body["description"] = {"text": f"{body['description'].get('text', '')} (ändrat)"}
+    else:
+        body["description"] = f"{body.get('description', '')} (ändrat)"
+    response = app.put(f"/fhir/{type_}/{id_}", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return int(response.json()["meta"]["versionId"])
+
+
+def test_only_matching_changes_notify(app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    """Real writes through the API: an R4 criteria on one patient's CarePlans, and the topic
+    filtered to that patient (every resource of the topic)."""
+    target = world.agreements[TARGET]
+    other = next(a for a in world.agreements if a.patient != target.patient)
+    vc = vc_system(world)
+    r4 = subscribe(app, vc, receiver.url("/r4"), criteria=f"CarePlan?patient=Patient/{target.patient}")
+    topic = subscribe(app, vc, receiver.url("/topic"), topic=TOPIC, content="id-only",
+                      filters=(f"CarePlan?patient=Patient/{target.patient}",))
+    plan_version = change(app, vc, "CarePlan", target.plan)
+    change(app, world.system(other.author), "CarePlan", other.plan)  # another patient: neither
+    goal_version = change(app, vc, "Goal", target.goals[1])  # not a CarePlan: the topic only
+    deliver(settings, lambda: all_delivered(settings, r4)() and all_delivered(settings, topic)())
+
+    got = receiver.at("/r4")
+    assert [(r.method, r.path, r.event_number) for r in got] == [
+        ("POST", "/r4", None), ("PUT", f"/r4/CarePlan/{target.plan}", 1)]
+    assert got[1].json()["meta"]["versionId"] == str(plan_version)
+    focus = []
+    for request in receiver.at("/topic")[1:]:
+        parts = {p["name"]: p for p in request.json()["entry"][0]["resource"]["parameter"]}
+        event = {p["name"]: p for p in parts["notification-event"]["part"]}
+        focus.append((event["focus"]["valueReference"]["reference"].split("/fhir/")[1],
+                      request.headers["x-subscription-resource-version"]))
+    assert focus == [(f"CarePlan/{target.plan}", str(plan_version)), (f"Goal/{target.goals[1]}", str(goal_version))]
+
+
+def test_r4_without_payload_is_an_empty_post(
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(app, vc_system(world), receiver.url("/empty"), content="empty")
     announce(settings, pk, plan_events(world, 2))
     deliver(settings, all_delivered(settings, pk))
     got = receiver.at("/empty")
@@ -128,10 +178,11 @@ def test_r4_without_payload_is_an_empty_post(world: World, settings: Settings, r
     assert "x-subscription-resource-version" not in got[1].headers
 
 
-def test_backport_bundles(world: World, settings: Settings, receiver: Receiver) -> None:
+def test_backport_bundles(
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
     who = vc_system(world)
-    full = subscribe(settings, "s-full", receiver.url("/full"), who, topic=TOPIC, content="full-resource")
-    ids = subscribe(settings, "s-ids", receiver.url("/ids"), who, topic=TOPIC, content="id-only")
+    full = subscribe(app, who, receiver.url("/full"), topic=TOPIC, content="full-resource")
+    ids = subscribe(app, who, receiver.url("/ids"), topic=TOPIC, content="id-only")
     target = world.agreements[TARGET]
     for pk in (full, ids):
         announce(settings, pk, plan_events(world, 2))
@@ -147,7 +198,8 @@ def test_backport_bundles(world: World, settings: Settings, receiver: Receiver) 
     assert handshake["type"]["valueCode"] == "handshake"
     assert handshake["status"]["valueCode"] == "requested"
     assert handshake["topic"]["valueCanonical"] == TOPIC
-    assert handshake["subscription"]["valueReference"]["reference"] == f"{BASE_URL}/fhir/Subscription/s-full"
+    full_id = state(settings, full)[0].res_id
+    assert handshake["subscription"]["valueReference"]["reference"] == f"{BASE_URL}/fhir/Subscription/{full_id}"
     assert handshake["events-since-subscription-start"]["valueString"] == "0"
 
     for path, content in (("/full", "full-resource"), ("/ids", "id-only")):
@@ -174,8 +226,8 @@ def test_backport_bundles(world: World, settings: Settings, receiver: Receiver) 
 
 
 def test_a_receiver_down_for_a_while_gets_everything_afterwards_in_order(
-        world: World, settings: Settings, receiver: Receiver) -> None:
-    pk = subscribe(settings, "s-down", receiver.url("/down"), vc_system(world), content="id-only")
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(app, vc_system(world), receiver.url("/down"), content="empty")
     receiver.failing = 6  # the handshake fails six times: nothing after it goes first
     announce(settings, pk, plan_events(world, 8))
     deliver(settings, all_delivered(settings, pk))
@@ -186,10 +238,11 @@ def test_a_receiver_down_for_a_while_gets_everything_afterwards_in_order(
     assert row.failures == 0 and row.status == "active" and row.error is None
 
 
-def test_error_status_with_the_reason_after_repeated_failure(world: World, receiver: Receiver) -> None:
+def test_error_status_with_the_reason_after_repeated_failure(
+        app: TestClient, world: World, receiver: Receiver) -> None:
     settings = delivery_settings(world.settings.database_url, subscription_max_failures=3)
     try:
-        pk = subscribe(settings, "s-error", receiver.url("/error"), vc_system(world), content="id-only")
+        pk = subscribe(app, vc_system(world), receiver.url("/error"), content="empty")
         announce(settings, pk, plan_events(world, 2))
         receiver.status = 500
         deliver(settings, lambda: state(settings, pk)[0].status == "error")
@@ -202,12 +255,19 @@ def test_error_status_with_the_reason_after_repeated_failure(world: World, recei
         forget_subscriptions(settings)
 
 
-def test_an_endpoint_on_loopback_is_refused_without_the_setting(world: World, receiver: Receiver) -> None:
+def test_an_endpoint_on_loopback_is_refused_without_the_setting(
+        app: TestClient, world: World, receiver: Receiver) -> None:
     assert check_url(receiver.url("/loop"), frozenset()) is not None
     settings = delivery_settings(world.settings.database_url, subscription_allowed_hosts="",
                                  subscription_max_failures=2)
+    with TestClient(create_app(settings), base_url=BASE_URL) as strict:
+        response = strict.post("/fhir/Subscription", json=subscription(receiver.url("/loop")),
+                               headers={**vc_system(world), "content-type": "application/fhir+json"})
+        assert response.status_code == 422, response.text
+        assert "channel.endpoint is refused" in response.text
     try:
-        pk = subscribe(settings, "s-loop", receiver.url("/loop"), vc_system(world))
+        # written while it was allowed; delivered by a worker that does not allow it
+        pk = subscribe(app, vc_system(world), receiver.url("/loop"))
         deliver(settings, lambda: state(settings, pk)[0].status == "error")
         row, rows = state(settings, pk)
         assert "https" in rows[0].last_error or "not public" in rows[0].last_error
@@ -217,14 +277,12 @@ def test_an_endpoint_on_loopback_is_refused_without_the_setting(world: World, re
 
 
 def test_a_subscriber_that_loses_access_stops_receiving_the_patients_data(
-        world: World, settings: Settings, receiver: Receiver) -> None:
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
     """The hemsjukvård (another care provider) sees the vårdcentral's agreement only with the
     patient's samtycke and never past a spärr, at delivery time."""
     target = world.agreements[TARGET]
     nurse = world.staff(world.role_at(HOMECARE, "nurse"))
-    with TestClient(create_app(settings), base_url=BASE_URL) as app:
-        app.headers.update({"content-type": "application/fhir+json"})
-
+    if True:
         def record(unit: str, resource: dict[str, Any]) -> str:
             response = app.post(f"/fhir/{resource['resourceType']}", json=resource,
                                 headers=world.staff(world.role_at(unit, "nurse")))
@@ -237,7 +295,7 @@ def test_a_subscriber_that_loses_access_stops_receiving_the_patients_data(
             assert response.status_code == 200, response.text
 
         samtycke = record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
-        pk = subscribe(settings, "s-homecare", receiver.url("/kommun"), principal(settings, nurse))
+        pk = subscribe(app, nurse, receiver.url("/kommun"))
         plan = ("CarePlan", target.plan, 1)
         announce(settings, pk, [plan])
         deliver(settings, all_delivered(settings, pk))
@@ -264,9 +322,9 @@ def test_a_subscriber_that_loses_access_stops_receiving_the_patients_data(
 
 
 def test_two_workers_deliver_each_notification_once(
-        world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
+        app: TestClient, world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
     who = vc_system(world)
-    pks = {name: subscribe(settings, f"s-two-{name}", receiver.url(f"/two/{name}/"), who, content="id-only")
+    pks = {name: subscribe(app, who, receiver.url(f"/two/{name}/"), content="empty")
            for name in ("a", "b", "c", "d")}
     for pk in pks.values():
         announce(settings, pk, plan_events(world, 15))
@@ -283,9 +341,9 @@ def test_two_workers_deliver_each_notification_once(
 
 
 def test_a_worker_killed_mid_delivery_loses_nothing(
-        world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
+        app: TestClient, world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
     settings = delivery_settings(world.settings.database_url, worker_lease=2.0)
-    pk = subscribe(settings, "s-kill", receiver.url("/kill"), vc_system(world), content="id-only")
+    pk = subscribe(app, vc_system(world), receiver.url("/kill"), content="empty")
     announce(settings, pk, plan_events(world, 12))
     receiver.delay = 0.15
     with worker_process(settings, tmp_path, "killed") as first:
@@ -311,8 +369,9 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
     assert all_delivered(settings, pk)()
 
 
-def test_subscriptions_status_command(world: World, settings: Settings, receiver: Receiver) -> None:
-    pk = subscribe(settings, "s-status", receiver.url("/status"), vc_system(world), content="id-only")
+def test_subscriptions_status_command(
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(app, vc_system(world), receiver.url("/status"), content="empty")
     announce(settings, pk, plan_events(world, 2))
     deliver(settings, all_delivered(settings, pk))
     announce(settings, pk, plan_events(world, 1))
@@ -320,10 +379,12 @@ def test_subscriptions_status_command(world: World, settings: Settings, receiver
     command = [str(Path(sys.executable).parent / "patientkontrakt"), "subscriptions", "status"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    header, line = result.stdout.splitlines()[:2]
+    header, *lines = result.stdout.splitlines()
     assert header.split()[:3] == ["id", "owner", "unit"]
-    cells = line.split()
-    assert cells[:4] == ["s-status", world.system(VC) and cells[1], "active", "127.0.0.1"]
-    assert cells[4:7] == ["1", "3", "0"]  # pending, delivered (the handshake too), skipped
+    id_ = state(settings, pk)[0].res_id
+    cells = next(line.split() for line in lines if line.startswith(id_))
+    assert cells[2:4] == ["active", "127.0.0.1"]
+    assert cells[1].startswith("SE"), "the owner's care unit (HSA-id)"
+    assert cells[4:8] == ["1", "3", "0", "0"]  # pending, delivered (the handshake too), skipped, failures
     as_json = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert '"pending":1' in as_json.stdout and '"active":1' in as_json.stdout

@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+
+from api.app import create_app
 from patientkontrakt.domain.demo import DemoGenerator, load_demo
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
+from tests.conftest import BASE_URL
 from tests.notify.delivery_tools import (
     announce,
     delivery_settings,
-    principal,
     receiving,
     state,
     subscribe,
@@ -39,8 +42,9 @@ def test_a_worker_process_delivers_on_sqlite(sqlite_url: str, tmp_path: Path) ->
     generator = DemoGenerator(seed=1)
     world = World(settings, generator, _agreements(generator)[:TARGET + 1])
     target = world.agreements[TARGET]
-    with receiving() as receiver:
-        pk = subscribe(settings, "s-sqlite", receiver.url("/hook"), principal(settings, world.system(VC)))
+    with receiving() as receiver, TestClient(create_app(settings), base_url=BASE_URL) as app:
+        app.headers.update({"content-type": "application/fhir+json"})
+        pk = subscribe(app, world.system(VC), receiver.url("/hook"))
         announce(settings, pk, [("CarePlan", target.plan, 1), ("CareTeam", target.team, 1)])
         with worker_process(settings, tmp_path, "sqlite-worker"):
             got = receiver.wait_for("/hook", 3, timeout=60)
