@@ -27,6 +27,7 @@ would still tell them that something they may not see changed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -216,6 +217,7 @@ class Sender:
 
     def __init__(self, allowed: frozenset[str], timeout: float) -> None:
         self.allowed = allowed
+        self.timeout = timeout  # the whole exchange; httpx's timeout is per connect, read and write
         # trust_env=False: no proxy from the environment, which would connect to where it likes
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
 
@@ -238,17 +240,22 @@ class Sender:
             url = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
             extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
             try:
-                response = await self.client.request(request.method, url, content=request.body, headers=headers,
-                                                     extensions=extensions)
+                status = await asyncio.wait_for(self._status_of(request, url, headers, extensions), self.timeout)
             except httpx.ConnectError:
                 last = "cannot connect to the endpoint"
                 continue
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, TimeoutError):
                 raise DeliveryFailed("the endpoint did not answer in time") from None
             except httpx.HTTPError as exc:
                 raise DeliveryFailed(f"the request failed ({type(exc).__name__})") from None
-            await response.aclose()
-            if 200 <= response.status_code < 300:
-                return response.status_code
-            raise DeliveryFailed(f"the endpoint answered {response.status_code}")
+            if 200 <= status < 300:
+                return status
+            raise DeliveryFailed(f"the endpoint answered {status}")
         raise DeliveryFailed(last)
+
+    async def _status_of(self, request: Request, url: str, headers: dict[str, str],
+                         extensions: dict[str, Any]) -> int:
+        """The answer's status; its body is never read (an endpoint could send without end)."""
+        async with self.client.stream(request.method, url, content=request.body, headers=headers,
+                                      extensions=extensions) as response:
+            return response.status_code

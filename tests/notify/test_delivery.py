@@ -338,6 +338,7 @@ def test_two_workers_deliver_each_notification_once(
     logs = [(tmp_path / f"worker-{n}.log").read_text() for n in (1, 2)]
     shares = [log.count("delivered, status 200") for log in logs]
     assert sum(shares) == 4 * 16 and all(shares), f"both workers delivered: {shares}"
+    assert all('subscriptions {"subscriptions":' in log for log in logs), "each logs its status line"
 
 
 def test_a_worker_killed_mid_delivery_loses_nothing(
