@@ -94,3 +94,8 @@ def topic_definition(topic: Topic) -> dict[str, Any]:
         ],
         "code": {"coding": [{"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]},
     }
+
+
+def topic_extensions() -> list[dict[str, Any]]:
+    """``rest.resource.extension`` of Subscription in the CapabilityStatement: every topic offered."""
+    return [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(TOPICS)]

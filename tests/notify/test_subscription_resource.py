@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.tables import SUBSCRIPTION, SUBSCRIPTION_OUTBOX, SUBSCRIPTION_TRIGGER
-from tests.factories import care_plan, create, patient
+from tests.factories import create
 from tests.notify.conftest import settings_on_each_database
 
 settings = settings_on_each_database
@@ -189,7 +189,3 @@ def test_a_bad_subscription_in_a_transaction_rolls_it_back(client: TestClient) -
     assert response.status_code == 422, response.text
     assert client.get("/fhir/Subscription").json().get("total") == 0
 
-
-def test_patient_and_plan_fixture_for_smoke(client: TestClient) -> None:
-    pat = create(client, patient())
-    create(client, care_plan(pat["id"]))
