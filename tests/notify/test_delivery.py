@@ -349,7 +349,7 @@ def test_two_workers_deliver_each_notification_once(
 def test_a_worker_killed_mid_delivery_loses_nothing(
         app: TestClient, world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
     settings = delivery_settings(world.settings.database_url, worker_lease=2.0)
-    pk = subscribe(app, vc_system(world), receiver.url("/kill"), content="empty")
+    pk = subscribe(app, vc_system(world), receiver.url("/kill"), content="empty", headers=(SECRET,))
     announce(settings, pk, plan_events(world, 12))
     receiver.delay = 0.15
     with worker_process(settings, tmp_path, "killed") as first:
@@ -373,6 +373,11 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
         # a repeat is the same event (same number) sent right again: the receiver can drop it
         assert any(a == b for a, b in zip(got, got[1:], strict=False))
     assert all_delivered(settings, pk)()
+    assert all(r.headers["authorization"] == "Bearer the-endpoints-own-secret" for r in receiver.at("/kill"))
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in ("killed", "successor")}
+    assert "event 1: delivered, status 200" in logs["killed"]
+    assert "event 12: delivered, status 200" in logs["successor"]
+    assert not any("the-endpoints-own-secret" in log for log in logs.values()), "header values are never logged"
 
 
 def test_subscriptions_status_command(
