@@ -3,6 +3,7 @@ revocations."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from patientkontrakt.logs import describe
 from patientkontrakt.storage.errors import DatabaseError
 from patientkontrakt.storage.repository import Store
-from patientkontrakt.storage.tables import OAUTH_CLIENT, OAUTH_CODE, REFRESH_TOKEN, TOKEN_REVOCATION, USED_JTI
+from patientkontrakt.storage.tables import (
+    OAUTH_CLIENT,
+    OAUTH_CODE,
+    REFRESH_TOKEN,
+    SUBSCRIPTION,
+    TOKEN_REVOCATION,
+    USED_JTI,
+)
 
 C = OAUTH_CLIENT.c
 K = OAUTH_CODE.c
@@ -98,13 +106,16 @@ class OAuthStore:
 
     async def remove_client(self, client_id: str, now: datetime, tokens_until: datetime) -> bool:
         """Remove a registration; its refresh tokens are revoked, and its access tokens with them
-        (a ``client`` revocation until ``tokens_until``)."""
+        (a ``client`` revocation until ``tokens_until``), and its Subscriptions stop: their
+        delivery state becomes ``error`` (``SUBSCRIBER_REMOVED``), so the worker sends nothing
+        more to a client that may no longer read anything."""
         async with self._store.writing() as unit:
             result = await unit.conn.execute(sa.delete(OAUTH_CLIENT).where(C.client_id == client_id))
             await unit.conn.execute(sa.update(REFRESH_TOKEN).where(T.client_id == client_id, T.revoked_at.is_(None))
                                     .values(revoked_at=now))
             if result.rowcount:
                 await _record(unit.conn, [Revoked("client", client_id, tokens_until)], now)
+                await _stop_subscriptions(unit.conn, client_id)
         return bool(result.rowcount)
 
     # -- codes -----------------------------------------------------------------------------
@@ -202,6 +213,31 @@ class OAuthStore:
         except IntegrityError:  # the same jti, recorded at the same moment by another request
             return False
         return True
+
+
+SUBSCRIBER_REMOVED = "the client that created this Subscription was removed; nothing more is delivered"
+
+
+async def _stop_subscriptions(conn: AsyncConnection, client_id: str) -> None:
+    """Put the Subscriptions ``client_id`` created (``subscription.principal``, see
+    ``notify/principal.py``) in status ``error``: the worker delivers only ``requested`` and
+    ``active`` ones."""
+    S = SUBSCRIPTION.c
+    live = sa.select(S.resource_pk, S.principal).where(S.status.in_(("requested", "active")))
+    rows = (await conn.execute(live)).all()
+    stopped = [pk for pk, principal in rows if _client_of(principal) == client_id]
+    if stopped:
+        await conn.execute(SUBSCRIPTION.update().where(S.resource_pk.in_(stopped))
+                           .values(status="error", error=SUBSCRIBER_REMOVED, lease_owner=None, lease_until=None))
+
+
+def _client_of(principal: Any) -> str | None:
+    try:
+        who = json.loads(principal).get("principal") or {}
+    except (ValueError, AttributeError):
+        return None
+    client = who.get("client_id") if isinstance(who, dict) else None
+    return client if isinstance(client, str) else None
 
 
 async def _revoke_family(conn: AsyncConnection, family_id: str, now: datetime, tokens_until: datetime) -> None:

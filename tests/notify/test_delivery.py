@@ -26,10 +26,12 @@ from api.app import create_app
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.notify.endpoints import check_url
+from patientkontrakt.security.clients import Clients
 from tests.conftest import BASE_URL, demo_database
 from tests.notify.delivery_tools import (
     Received,
     Receiver,
+    _db,
     announce,
     deliver,
     delivery_settings,
@@ -282,43 +284,67 @@ def test_a_subscriber_that_loses_access_stops_receiving_the_patients_data(
     patient's samtycke and never past a spärr, at delivery time."""
     target = world.agreements[TARGET]
     nurse = world.staff(world.role_at(HOMECARE, "nurse"))
-    if True:
-        def record(unit: str, resource: dict[str, Any]) -> str:
-            response = app.post(f"/fhir/{resource['resourceType']}", json=resource,
-                                headers=world.staff(world.role_at(unit, "nurse")))
-            assert response.status_code == 201, response.text
-            return str(response.json()["id"])
 
-        def revoke(consent_id: str) -> None:
-            current = app.get(f"/fhir/Consent/{consent_id}", headers=nurse).json()
-            response = app.put(f"/fhir/Consent/{consent_id}", json={**current, "status": "inactive"}, headers=nurse)
-            assert response.status_code == 200, response.text
+    def record(unit: str, resource: dict[str, Any]) -> str:
+        response = app.post(f"/fhir/{resource['resourceType']}", json=resource,
+                            headers=world.staff(world.role_at(unit, "nurse")))
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
 
-        samtycke = record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
-        pk = subscribe(app, nurse, receiver.url("/kommun"))
-        plan = ("CarePlan", target.plan, 1)
-        announce(settings, pk, [plan])
-        deliver(settings, all_delivered(settings, pk))
-        assert [r.path for r in receiver.at("/kommun")] == ["/kommun", f"/kommun/CarePlan/{target.plan}"]
+    def revoke(consent_id: str) -> None:
+        current = app.get(f"/fhir/Consent/{consent_id}", headers=nurse).json()
+        response = app.put(f"/fhir/Consent/{consent_id}", json={**current, "status": "inactive"}, headers=nurse)
+        assert response.status_code == 200, response.text
 
-        revoke(samtycke)
-        announce(settings, pk, [plan])
-        deliver(settings, all_delivered(settings, pk))
-        assert len(receiver.at("/kommun")) == 2, "nothing after the samtycke was revoked"
-        _, rows = state(settings, pk)
-        assert rows[-1].last_error.startswith("skipped") and rows[-1].delivered is not None
+    samtycke = record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
+    pk = subscribe(app, nurse, receiver.url("/kommun"))
+    plan = ("CarePlan", target.plan, 1)
+    announce(settings, pk, [plan])
+    deliver(settings, all_delivered(settings, pk))
+    assert [r.path for r in receiver.at("/kommun")] == ["/kommun", f"/kommun/CarePlan/{target.plan}"]
 
-        samtycke = record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
-        announce(settings, pk, [plan])
-        deliver(settings, all_delivered(settings, pk))
-        assert len(receiver.at("/kommun")) == 3, "the samtycke given again"
-        sparr = record(VC, consent(target.patient, "yttre-sparr", "CST", VC))
-        announce(settings, pk, [plan])
-        deliver(settings, all_delivered(settings, pk))
-        assert len(receiver.at("/kommun")) == 3, "nothing past the spärr"
-        # the event numbers a skipped event took are not reused: the receiver sees a gap, not a repeat
-        assert numbers(receiver.at("/kommun")) == [None, 1, 3]
-        assert sparr and samtycke
+    revoke(samtycke)
+    announce(settings, pk, [plan])
+    deliver(settings, all_delivered(settings, pk))
+    assert len(receiver.at("/kommun")) == 2, "nothing after the samtycke was revoked"
+    _, rows = state(settings, pk)
+    assert rows[-1].last_error.startswith("skipped") and rows[-1].delivered is not None
+
+    samtycke = record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
+    announce(settings, pk, [plan])
+    deliver(settings, all_delivered(settings, pk))
+    assert len(receiver.at("/kommun")) == 3, "the samtycke given again"
+    sparr = record(VC, consent(target.patient, "yttre-sparr", "CST", VC))
+    announce(settings, pk, [plan])
+    deliver(settings, all_delivered(settings, pk))
+    assert len(receiver.at("/kommun")) == 3, "nothing past the spärr"
+    # the event numbers a skipped event took are not reused: the receiver sees a gap, not a repeat
+    assert numbers(receiver.at("/kommun")) == [None, 1, 3]
+    assert sparr and samtycke
+
+
+def test_a_removed_client_receives_nothing_more(
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    """``patientkontrakt clients remove``: the client's tokens stop working, and so do its
+    Subscriptions (they outlive any token): status error, nothing more sent."""
+    hsa = world._run(lambda directory: directory.care_unit_by_id(VC))[0]
+    _db(settings, lambda store: Clients(store).add(
+        "test-ehr", name="Test EHR", kind="backend", redirect_uris=[], scope="system/*.rs",
+        jwks_uri="https://ehr.example.se/jwks.json", care_unit=hsa))
+    pk = subscribe(app, vc_system(world), receiver.url("/removed"))
+    target = world.agreements[TARGET]
+    announce(settings, pk, [("CarePlan", target.plan, 1)])
+    deliver(settings, all_delivered(settings, pk))
+    assert [r.path for r in receiver.at("/removed")] == ["/removed", f"/removed/CarePlan/{target.plan}"]
+
+    assert _db(settings, lambda store: Clients(store).remove("test-ehr")) is True
+    announce(settings, pk, [("CarePlan", target.plan, 1)])
+    row, rows = state(settings, pk)
+    assert row.status == "error" and "removed" in row.error
+    deliver(settings, lambda: True)
+    time.sleep(0.3)  # a worker that would (wrongly) deliver has had several polls
+    assert len(receiver.at("/removed")) == 2
+    assert rows[-1].delivered is None
 
 
 def test_two_workers_deliver_each_notification_once(
