@@ -308,6 +308,8 @@ class BulkExport:
         """Remove expired jobs, then claim one due job and run it to the end; whether there was
         work. Safe in several processes at once (``storage.export.claim``)."""
         now = now_utc()
+        if not await sql.anything_due(self.store, now):
+            return False
         removed = await sql.delete_expired(self.store, now)
         job = await sql.claim(self.store, self.runner_id, now, self._lease())
         if job is None:

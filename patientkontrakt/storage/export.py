@@ -123,6 +123,15 @@ async def delete_expired(store: Store, now: datetime) -> int:
     return len(ids)
 
 
+async def anything_due(store: Store, now: datetime) -> bool:
+    """Whether a job waits to be run (or taken over) or to be removed: one read, so that an idle
+    runner writes nothing."""
+    due = sa.or_(J.status == "queued", sa.and_(J.status == "running", J.lease_until < now),
+                 sa.and_(J.expires.is_not(None), J.expires <= now))
+    async with store.reading() as unit:
+        return bool((await unit.conn.execute(sa.select(sa.exists().where(due)))).scalar_one())
+
+
 async def claim(store: Store, lease_owner: str, now: datetime, lease_until: datetime) -> Job | None:
     """Take the oldest queued job, or a running one whose lease ran out (its runner is gone: its
     files so far are dropped and it starts again). PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so
