@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from patientkontrakt.domain.demo import DemoGenerator, load_demo
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.security.tokens import Grant
+from patientkontrakt.storage import export as sql
 from patientkontrakt.storage.database import create_engine, migrate
 from patientkontrakt.storage.repository import Store
 from patientkontrakt.storage.tables import EXPORT_JOB
@@ -264,14 +265,17 @@ def test_patient_and_staff_tokens_are_refused(site: Site) -> None:
 def test_a_download_is_in_the_access_log_one_entry_per_patient(site: Site) -> None:
     headers = site.system()
     manifest = site.manifest(headers, site.kick_off(headers, _type="Patient"))
-    before = site.sql("SELECT count(*) FROM audit_log WHERE client_id = 'test-ehr' AND request LIKE '$export-file%'")
+    job = manifest["output"][0]["url"].split("/")[-2]
+    query = "SELECT patient_id, interaction, resources, user_kind FROM audit_log WHERE request LIKE :request"
+    assert site.sql(query, request=f"$export-file/{job}/%") == []  # nothing logged before the download
     files = site.download(headers, manifest)
-    rows = site.sql("SELECT patient_id, interaction, resources FROM audit_log WHERE client_id = 'test-ehr' "
-                    "AND request LIKE '$export-file%'")
-    assert len(rows) - before[0][0] == len(files["Patient"])
-    logged = {r[0] for r in rows[before[0][0]:]} if rows else set()
-    assert logged == _ids(files["Patient"])
-    assert {r[1] for r in rows} == {"operation"}
+    rows = site.sql(query, request=f"$export-file/{job}/%")
+    assert len(rows) == len(files["Patient"])
+    assert {r[0] for r in rows} == _ids(files["Patient"])
+    assert {(r[1], r[3]) for r in rows} == {("operation", "system")}
+    assert all(orjson.loads(r[2]) == [f"Patient/{r[0]}"] for r in rows)
+    site.download(headers, manifest)  # each download is a disclosure of its own
+    assert len(site.sql(query, request=f"$export-file/{job}/%")) == 2 * len(rows)
 
 
 def test_cancel_removes_the_job_and_its_files(site: Site) -> None:
@@ -408,3 +412,29 @@ def test_a_client_has_at_most_n_exports_running(app: tuple[TestClient, Settings]
     assert running.status_code == 202 and running.headers["retry-after"] and running.headers["x-progress"]
     assert client.delete(status_url, headers=headers).status_code == 202
     assert client.get("/fhir/$export", headers=headers).status_code == 202
+
+
+# -- the runner: several at once, one that died ------------------------------------------------
+
+
+async def test_runners_claim_different_jobs_and_take_over_one_whose_lease_ran_out(db_url: str) -> None:
+    store = Store(create_engine(db_url, pool_size=4))
+    try:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for n in range(2):
+            job = {"id": f"job-{n}", "owner": "o", "access": "{}", "request": "r", "params": "{}",
+                   "status": "queued", "created": now + timedelta(seconds=n)}
+            assert await sql.create_job(store, job, max_active=5)
+        lease = now + timedelta(seconds=60)
+        first, second = await asyncio.gather(sql.claim(store, "a", now, lease), sql.claim(store, "b", now, lease))
+        assert first is not None and second is not None and {first.id, second.id} == {"job-0", "job-1"}
+        assert await sql.claim(store, "c", now, lease) is None  # both held
+        later = lease + timedelta(seconds=1)  # runner "a" died: its lease ran out
+        taken = await sql.claim(store, "c", later, later + timedelta(seconds=60))
+        assert taken is not None and taken.id == first.id
+        file = {"res_type": "Patient", "part": 0, "count": 0, "content": "", "patients": "{}"}
+        assert not await sql.write_file(store, first.id, "a", later, "x", file)  # the old runner writes nothing
+        assert await sql.write_file(store, first.id, "c", later + timedelta(seconds=60), "x", file)
+        assert [f.type for f in await sql.files_of(store, first.id)] == ["Patient"]
+    finally:
+        await store.dispose()
