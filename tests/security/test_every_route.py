@@ -1448,7 +1448,8 @@ def test_what_carries_no_patient_data_shows_and_logs_none(ctx: Ctx) -> None:
     (``POST``s there change sessions, tokens or the directory): no entry about a patient in the
     access log, and nothing of agreement 2's patient in the answer."""
     values = {"plan_id": ctx.agreement().plan, "goal_id": ctx.agreement().goals[1], "type_": "Goal",
-              "id_": ctx.agreement().goals[1], "version": "1", "index": "0"}
+              "id_": ctx.agreement().goals[1], "version": "1", "index": "0",
+              "job_id": "no-such-job", "file_id": "1", "group_id": "g"}  # $export: nothing to show
     files = {"/static": "/static/site.css", "/static/docs": "/static/docs/swagger-ui.css",
              "/fhir/{type_:conformance}": "/fhir/StructureDefinition?name=PK",
              "/fhir/{type_:conformance}/{id_}": "/fhir/StructureDefinition/pk-patient"}
