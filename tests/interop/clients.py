@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,12 @@ from urllib.parse import urljoin
 import pytest
 import requests
 from fhirclient.models.bundle import Bundle as FHIRClientBundle
-from fhirclient.server import FHIRServer
+from fhirclient.server import (
+    FHIRNotFoundException,
+    FHIRPermissionDeniedException,
+    FHIRServer,
+    FHIRUnauthorizedException,
+)
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import BaseFHIRError, OperationOutcome
 
@@ -117,7 +124,10 @@ class Fhirpy(Client):
             raise self._refused(error) from error
 
     def read(self, resource_type: str, id_: str) -> Resource:
-        return dict(self.client.get(resource_type, id_))
+        try:
+            return dict(self.client.get(resource_type, id_))
+        except BaseFHIRError as error:
+            raise self._refused(error) from error
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[str]:
         found = self.client.resources(resource_type).search(**params).limit(7).fetch_all()
@@ -141,7 +151,10 @@ class Fhirpy(Client):
     def create(self, resource: Resource) -> Resource:
         body = {k: v for k, v in resource.items() if k != "resourceType"}
         created = self.client.resource(resource["resourceType"], **body)
-        created.save()
+        try:
+            created.save()
+        except BaseFHIRError as error:
+            raise self._refused(error) from error
         return dict(created.serialize())
 
 
@@ -159,21 +172,25 @@ class Fhirclient(Client):
         return getattr(importlib.import_module(f"fhirclient.models.{resource_type.lower()}"), resource_type)
 
     @staticmethod
-    def _refused(error: requests.HTTPError | Exception) -> Refused:
-        response = getattr(error, "response", None)
-        if response is None:
-            raise error
-        return Refused(response.status_code, response.json())
+    @contextmanager
+    def _errors() -> Iterator[None]:
+        """fhirclient's exceptions (its own for 401, 403 and 404, requests' otherwise) carry the
+        response."""
+        try:
+            yield
+        except (requests.HTTPError, FHIRUnauthorizedException, FHIRPermissionDeniedException,
+                FHIRNotFoundException) as error:
+            response = error.response
+            raise Refused(response.status_code, response.json()) from error
 
     def transaction(self, bundle: Resource) -> Resource:
-        # fhirclient's post_json at the base (its base_uri ends in a slash: POST …/fhir/)
-        try:
-            return dict(self.server.post_json("", bundle).json())
-        except requests.HTTPError as error:
-            raise self._refused(error) from error
+        # a Bundle model of type transaction creates itself at the base (fhirclient's createPath)
+        with self._errors():
+            return dict(FHIRClientBundle(bundle).create(self.server))
 
     def read(self, resource_type: str, id_: str) -> Resource:
-        return dict(self._model(resource_type).read(id_, self.server).as_json())
+        with self._errors():
+            return dict(self._model(resource_type).read(id_, self.server).as_json())
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[str]:
         search = self._model(resource_type).where(struct={**params, "_count": "7"})
@@ -194,15 +211,13 @@ class Fhirclient(Client):
                                                    "Accept": "application/fhir+json"})
         response = self.server.session.patch(urljoin(self.server.base_uri, f"{resource_type}/{id_}"),
                                              headers=headers, data=json.dumps(operations))
-        try:
+        with self._errors():
             self.server.raise_for_status(response)
-        except requests.HTTPError as error:
-            raise self._refused(error) from error
         return dict(response.json())
 
     def create(self, resource: Resource) -> Resource:
-        model = self._model(resource["resourceType"])(resource)
-        answer = model.create(self.server)
+        with self._errors():
+            answer = self._model(resource["resourceType"])(resource).create(self.server)
         return dict(answer) if answer else {}
 
 
