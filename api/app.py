@@ -130,9 +130,10 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
             operation = ("patientkontrakt", f"{CANONICAL}/OperationDefinition/patientkontrakt")
             app.state.operations = {"Patient": [operation], "CarePlan": [operation]}
         # Under the care-unit rules a caller may not see every resource of the patient data
-        # types, so new ones get server ids (Writer.client_ids): a hidden id and an unknown one
-        # must get the same answer to a PUT.
-        app.state.update_create = frozenset(service.types) - PATIENT_DATA if care_unit_rules else None
+        # types (nor other units' Subscriptions), so new ones get server ids (Writer.client_ids):
+        # a hidden id and an unknown one must get the same answer to a PUT.
+        app.state.update_create = frozenset(service.types) - PATIENT_DATA - {"Subscription"} \
+            if care_unit_rules else None
         app.state.started = format_instant(now_utc())
         # The definitions and compiled profiles are a large, long-lived object graph: moved out of
         # the collector's reach, full collections no longer scan them and stop adding tens of

@@ -23,6 +23,8 @@ from patientkontrakt.fhir.rendering import SUMMARY_PARAMS, dumps
 from patientkontrakt.fhir.requests import no_in_parameters, parse_body, parse_json
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.notify.status_operation import subscription_status as status_of
+from patientkontrakt.notify.topics import topic_extensions
 
 router = APIRouter(prefix="/fhir")
 
@@ -210,7 +212,8 @@ async def metadata(request: Request, service: ServiceDep) -> Response:
                                      getattr(request.app.state, "operations", None),
                                      security=smart_security(request.app.state.oauth.endpoints()),
                                      extra_resources=[AUDIT_EVENT, *CONFORMANCE_RESOURCES],
-                                     update_create=getattr(request.app.state, "update_create", None))
+                                     update_create=getattr(request.app.state, "update_create", None),
+                                     extensions={"Subscription": topic_extensions()})
     return Response(dumps(statement), media_type=FHIR_JSON)
 
 
@@ -296,6 +299,23 @@ async def patientkontrakt_for_patient_post(id_: str, request: Request, overview:
 async def patientkontrakt_for_plan_post(id_: str, request: Request, overview: OverviewDep) -> Response:
     await _no_operation_input(request, "$patientkontrakt")
     return _respond(Result(200, await overview.for_plan(caller_of(request), id_)))
+
+
+@router.get("/Subscription/{id_}/$status")
+async def subscription_status(id_: str, request: Request, service: ServiceDep) -> Response:
+    """The Backport IG's $status of one Subscription (patientkontrakt/notify/status_operation.py)."""
+    _negotiate(request)
+    return _respond(await status_of(service, caller_of(request), id_))
+
+
+@router.post("/Subscription/{id_}/$status")
+async def subscription_status_post(id_: str, request: Request, service: ServiceDep) -> Response:
+    """The same by POST (its only in-parameter, ``id``, is ignored at the instance level)."""
+    _negotiate(request)
+    if (await request.body()).strip() and (await _json_body(request)).get("resourceType") != "Parameters":
+        raise BadRequest("The body of $status by POST is a Parameters resource",
+                         details_sv="Skicka en Parameters-resurs.")
+    return _respond(await status_of(service, caller_of(request), id_))
 
 
 @router.post("/{type_}/_search")

@@ -18,7 +18,11 @@ SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
 VALIDATE = ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")
 # Per type, the operations of the FHIR engine itself (besides ``$validate`` on every type).
-ENGINE_OPERATIONS = {"Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")]}
+ENGINE_OPERATIONS = {
+    "Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
+    "Subscription": [("status", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+                                "backport-subscription-status")],
+}
 
 
 def smart_security(endpoints: dict[str, str]) -> dict[str, Any]:
@@ -77,10 +81,12 @@ def capability_statement(
     security: dict[str, Any] | None = None,
     extra_resources: list[dict[str, Any]] | None = None,
     update_create: frozenset[str] | None = None,
+    extensions: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """``operations`` maps a type to extra (name, OperationDefinition URL) it supports;
     ``security`` is ``rest.security``; ``extra_resources`` are served besides ``types``;
-    ``update_create`` the types whose new resources may get an id of the client's (None: all)."""
+    ``update_create`` the types whose new resources may get an id of the client's (None: all);
+    ``extensions`` a type's ``rest.resource.extension`` (the subscription topics on Subscription)."""
     resources = []
     profiles: dict[str, list[str]] = {}
     for url, sd in sorted(defs.profiles.items()):
@@ -89,6 +95,7 @@ def capability_statement(
         params = defs.params_for(type_)
         extra = [*ENGINE_OPERATIONS.get(type_, []), *(operations or {}).get(type_, [])]
         resources.append({
+            **({"extension": extensions[type_]} if extensions and type_ in extensions else {}),
             "type": type_,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{type_}",
             **({"supportedProfile": profiles[type_]} if type_ in profiles and operations else {}),

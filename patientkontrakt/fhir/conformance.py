@@ -1,7 +1,8 @@
 """The conformance resources the server stands on, readable and searchable (R4 http.html#read,
 search.html): the StructureDefinitions, SearchParameters, OperationDefinitions, ValueSets and
 CodeSystems under ``fhir_profiles/`` (``core/``, ``profiles/``, ``search/``), so that every
-canonical URL the CapabilityStatement names resolves on the server itself.
+canonical URL the CapabilityStatement names resolves on the server itself; and the subscription
+topics, each a ``Basic`` (``notify/topics.py``: R4 has no SubscriptionTopic).
 
 They are definitions, not patient data, and the same for every caller: served from memory (no
 database, no access log), read-only (a write is 405), and public like the CapabilityStatement
@@ -32,8 +33,8 @@ from patientkontrakt.fhir.rendering import dumps, render_bundle
 from patientkontrakt.fhir.results import Result
 from patientkontrakt.fhir.search.params import split_values
 
-CONFORMANCE_TYPES = frozenset({"CodeSystem", "OperationDefinition", "SearchParameter", "StructureDefinition",
-                               "ValueSet"})
+CONFORMANCE_TYPES = frozenset({"Basic", "CodeSystem", "OperationDefinition", "SearchParameter",
+                               "StructureDefinition", "ValueSet"})
 FOLDERS = ("core", "profiles", "search")
 
 # name -> (type, canonical URL of its SearchParameter), as the CapabilityStatement lists them.
@@ -45,6 +46,20 @@ SEARCH_PARAMETERS = {
 }
 _MODIFIERS = {"_id": ("",), "url": ("",), "name": ("", "exact", "contains"), "version": ("",)}
 _RESULT_PARAMETERS = frozenset({"_count", "_offset", "_total", "_summary", "_format", "_pretty"})
+
+
+# A subscription topic (notify/topics.py) is an R4 Basic whose canonical URL is the R5
+# SubscriptionTopic's, in a cross-version extension.
+_TOPIC_URL = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic.url"
+
+
+def _canonical(resource: dict[str, Any]) -> str:
+    if "url" in resource:
+        return str(resource["url"])
+    for ext in resource.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == _TOPIC_URL:
+            return str(ext.get("valueUri", ""))
+    return ""
 
 
 def read_only(type_: str) -> MethodNotAllowed:
@@ -95,7 +110,7 @@ class ConformanceResources:
                 continue
             if id_ in self.by_type[type_]:
                 raise ValueError(f"two {type_} resources have the id {id_!r}")
-            self.by_type[type_][id_] = Definition(type_, id_, str(resource.get("url", "")),
+            self.by_type[type_][id_] = Definition(type_, id_, _canonical(resource),
                                                   str(resource.get("name", "")), str(resource.get("version", "")),
                                                   orjson.dumps(resource))
 

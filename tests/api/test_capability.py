@@ -137,6 +137,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
                 "patient": {"reference": "Patient/{patient}"},
                 "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                                            "code": "OPTIN"}]}},
+    "Subscription": {"resourceType": "Subscription", "status": "off", "reason": "Journalen", "criteria": "Goal",
+                     "channel": {"type": "rest-hook", "endpoint": "https://ehr.example.org/hook"}},
 }
 
 

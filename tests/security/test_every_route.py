@@ -112,6 +112,8 @@ _LOG_REVIEW = ("the care provider's log review: log reviewers only (403 for anyo
 _CONFORMANCE = ("the definitions the CapabilityStatement names (StructureDefinition, SearchParameter, "
                 "OperationDefinition, ValueSet, CodeSystem): public like it, from memory, no patient data "
                 "(test_conformance_resources.py)")
+_SUBSCRIPTION_STATUS = ("a Subscription's delivery state, not patient data: only the care unit that owns it gets "
+                        "an answer, 404 for everyone else (tests/notify/test_ownership.py)")
 _CONFORMANCE_WRITE = "always 405: the definitions are read-only; nothing is read (test_conformance_resources.py)"
 
 ROUTES: dict[Route, str] = {
@@ -232,6 +234,9 @@ ROUTES: dict[Route, str] = {
     ("PUT", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
     ("DELETE", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
     ("PATCH", "/fhir/{type_:conformance}/{id_}"): _CONFORMANCE_WRITE,
+    # -- subscriptions (api/fhir.py, patientkontrakt/notify/status_operation.py) -------------------
+    ("GET", "/fhir/Subscription/{id_}/$status"): _SUBSCRIPTION_STATUS,
+    ("POST", "/fhir/Subscription/{id_}/$status"): _SUBSCRIPTION_STATUS,
     # -- PATCH (api/fhir.py) ----------------------------------------------------------------------
     ("PATCH", "/fhir/{type_}/{id_}"): PROBED,
     ("PATCH", "/fhir/{type_}"): PROBED,
