@@ -5,7 +5,8 @@ Two forms (docs/api.md, "Subscriptions"):
 * R4 ``Subscription`` with ``criteria`` (R4 subscription.html, channel ``rest-hook``): without a
   payload, a ``POST`` with an empty body to the endpoint; with ``payload`` ``application/fhir+json``,
   the resource is sent as an update, ``PUT [endpoint]/[type]/[id]`` (the endpoint taken as a FHIR
-  base, as HAPI FHIR does). The handshake is an empty ``POST``.
+  base, as HAPI FHIR does), a deletion as ``DELETE [endpoint]/[type]/[id]``. The handshake is an
+  empty ``POST``.
 * The topic-based form of the Subscriptions R5 Backport IG (1.1): a ``Bundle`` of type ``history``
   ``POST``ed to the endpoint, its first entry the ``Parameters`` of the SubscriptionStatus
   (``$status``: status, type, events-since-subscription-start, and per event its notification-event
@@ -26,6 +27,7 @@ would still tell them that something they may not see changed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -107,12 +109,15 @@ class DeliveryFailed(Exception):
         self.reason = reason
 
 
-async def announced(service: FhirService, access: Access, event: Event) -> dict[str, Any]:
-    """The announced version of the resource, read as the subscriber now; ``Skip`` if they may not."""
+async def announced(service: FhirService, access: Access, event: Event) -> dict[str, Any] | None:
+    """The announced version of the resource, read as the subscriber now (None: the version is a
+    deletion they may see); ``Skip`` if they may not see it."""
     assert event.res_type and event.res_id and event.version_id is not None
     try:
         result = await service.vread(access, event.res_type, event.res_id, str(event.version_id))
-    except (NotFound, Gone, Forbidden) as exc:
+    except Gone:
+        return None
+    except (NotFound, Forbidden) as exc:
         raise Skip(type(exc).__name__) from None
     if result.body is None:
         raise Skip("no body")
@@ -145,6 +150,7 @@ def _status_parameters(service: FhirService, sub: Subscriber, kind: str, status:
 
 def backport_bundle(service: FhirService, sub: Subscriber, event: Event, number: int | None,
                     resource: dict[str, Any] | None) -> dict[str, Any]:
+    """The notification Bundle; ``resource`` None for a deletion (a ``DELETE`` entry, no resource)."""
     kind = {"handshake": "handshake", "heartbeat": "heartbeat"}.get(event.kind, "event-notification")
     status = "requested" if event.kind == "handshake" else "active"
     status_url = service.full_url("Subscription", sub.id) + "/$status"
@@ -154,13 +160,15 @@ def backport_bundle(service: FhirService, sub: Subscriber, event: Event, number:
         "request": {"method": "GET", "url": status_url},
         "response": {"status": "200"},
     }]
-    if resource is not None and event.res_type and event.res_id:
-        entries.append({
-            "fullUrl": service.full_url(event.res_type, event.res_id),
-            "resource": resource,
-            "request": {"method": "PUT", "url": f"{event.res_type}/{event.res_id}"},
-            "response": {"status": "200", "etag": f'W/"{event.version_id}"'},
-        })
+    if sub.content == "full-resource" and event.kind == "event" and event.res_type and event.res_id:
+        entry: dict[str, Any] = {"fullUrl": service.full_url(event.res_type, event.res_id)}
+        if resource is not None:
+            entry["resource"] = resource
+        entry["request"] = {"method": "PUT" if resource is not None else "DELETE",
+                            "url": f"{event.res_type}/{event.res_id}"}
+        entry["response"] = {"status": "200" if resource is not None else "204",
+                             "etag": f'W/"{event.version_id}"'}
+        entries.append(entry)
     return {"resourceType": "Bundle", "id": str(uuid4()), "type": "history",
             "timestamp": format_instant(event.created), "entry": entries}
 
@@ -181,12 +189,13 @@ async def build(service: FhirService, access: Access | None, sub: Subscriber, ev
     if event.kind == "event" and sub.content != "empty":
         headers[VERSION_HEADER] = str(event.version_id)
     if sub.topic is not None:
-        payload = resource if sub.content == "full-resource" else None
-        body = orjson.dumps(backport_bundle(service, sub, event, number, payload))
+        body = orjson.dumps(backport_bundle(service, sub, event, number, resource))
         headers["Content-Type"] = FHIR_JSON
         return Request("POST", sub.endpoint, body, headers)
-    if event.kind == "event" and sub.content == "full-resource" and resource is not None:
+    if event.kind == "event" and sub.content == "full-resource":
         url = sub.endpoint.rstrip("/") + f"/{event.res_type}/{event.res_id}"
+        if resource is None:  # a deletion, as HAPI FHIR sends it: DELETE on the endpoint as a base
+            return Request("DELETE", url, b"", headers)
         headers["Content-Type"] = FHIR_JSON
         return Request("PUT", url, orjson.dumps(resource), headers)
     return Request("POST", sub.endpoint, b"", headers)
@@ -208,6 +217,7 @@ class Sender:
 
     def __init__(self, allowed: frozenset[str], timeout: float) -> None:
         self.allowed = allowed
+        self.timeout = timeout  # the whole exchange; httpx's timeout is per connect, read and write
         # trust_env=False: no proxy from the environment, which would connect to where it likes
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
 
@@ -230,17 +240,22 @@ class Sender:
             url = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
             extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
             try:
-                response = await self.client.request(request.method, url, content=request.body, headers=headers,
-                                                     extensions=extensions)
+                status = await asyncio.wait_for(self._status_of(request, url, headers, extensions), self.timeout)
             except httpx.ConnectError:
                 last = "cannot connect to the endpoint"
                 continue
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, TimeoutError):
                 raise DeliveryFailed("the endpoint did not answer in time") from None
             except httpx.HTTPError as exc:
                 raise DeliveryFailed(f"the request failed ({type(exc).__name__})") from None
-            await response.aclose()
-            if 200 <= response.status_code < 300:
-                return response.status_code
-            raise DeliveryFailed(f"the endpoint answered {response.status_code}")
+            if 200 <= status < 300:
+                return status
+            raise DeliveryFailed(f"the endpoint answered {status}")
         raise DeliveryFailed(last)
+
+    async def _status_of(self, request: Request, url: str, headers: dict[str, str],
+                         extensions: dict[str, Any]) -> int:
+        """The answer's status; its body is never read (an endpoint could send without end)."""
+        async with self.client.stream(request.method, url, content=request.body, headers=headers,
+                                      extensions=extensions) as response:
+            return response.status_code

@@ -38,11 +38,13 @@ import sqlalchemy as sa
 from patientkontrakt.config import Settings
 from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.logs import describe
 from patientkontrakt.notify.delivery import DeliveryFailed, Event, Sender, Skip, Subscriber, build
 from patientkontrakt.notify.principal import UnknownPrincipal, access_from
 from patientkontrakt.notify.status import delivery_status, status_line
+from patientkontrakt.notify.subscriptions import set_status
 from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.tables import SUBSCRIPTION as S
 from patientkontrakt.storage.tables import SUBSCRIPTION_OUTBOX as O
@@ -137,6 +139,9 @@ class Worker:
                       pending)
                .order_by(S.c.last_delivered.asc().nulls_first(), S.c.resource_pk)
                .limit(1))
+        async with self.store.reading() as unit:  # idle workers take no write lock (SQLite: one writer)
+            if (await unit.conn.execute(due)).scalar() is None:
+                return None
         async with self.store.writing() as unit:
             if self.store.dialect == "postgresql":
                 due = due.with_for_update(skip_locked=True, of=S)
@@ -253,7 +258,7 @@ class Worker:
                 delivered=now, attempts=O.c.attempts + (0 if skipped else 1),
                 last_error=SKIPPED if skipped else None))
             if event.kind == "handshake" and not skipped and sub.status == "requested":
-                await set_status(self.service, unit, sub.pk, "active", None)
+                await self._set_status(unit, sub, "active", None)
         return True
 
     async def _failed(self, sub: Subscriber, event: Event, reason: str) -> None:
@@ -271,12 +276,16 @@ class Worker:
                 attempts=O.c.attempts + 1, last_error=reason))
             if failures >= self.settings.subscription_max_failures:
                 error = f"{failures} deliveries in a row failed; the last: {reason}"
-                await set_status(self.service, unit, sub.pk, "error", error)
+                await self._set_status(unit, sub, "error", error)
                 log.warning("subscription %s: status error after %s failures", sub.id, failures)
 
-
-async def set_status(service: FhirService, unit: Any, pk: int, status: str, error: str | None) -> None:
-    """The system sets a Subscription's status (and ``error``): the delivery state now; the
-    resource's new version with it (notify.subscriptions, at merge)."""
-    await unit.conn.execute(S.update().where(S.c.resource_pk == pk).values(status=status, error=error))
-
+    async def _set_status(self, unit: Any, sub: Subscriber, status: str, error: str | None) -> None:
+        """The Subscription's new status: a new version of the resource (``set_status``); if the
+        resource cannot take it (say, its endpoint is no longer allowed), the state row alone."""
+        try:
+            async with unit.conn.begin_nested():
+                await set_status(self.service, unit, sub.pk, status, error)
+        except FhirError as refused:
+            log.warning("subscription %s: status %s kept in the delivery state only: %s", sub.id, status,
+                        type(refused).__name__)
+            await unit.conn.execute(S.update().where(S.c.resource_pk == sub.pk).values(status=status, error=error))
