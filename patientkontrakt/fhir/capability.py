@@ -23,6 +23,9 @@ ENGINE_OPERATIONS = {
     "Subscription": [("status", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
                                 "backport-subscription-status")],
 }
+# Bulk Data $export (fhir/export.py): ours, based on the Bulk Data Access IG's (their ``base``).
+EXPORT = ("export", "https://patientkontrakt.se/fhir/OperationDefinition/export")
+PATIENT_EXPORT = ("export", "https://patientkontrakt.se/fhir/OperationDefinition/patient-export")
 
 
 def smart_security(endpoints: dict[str, str]) -> dict[str, Any]:
@@ -93,7 +96,8 @@ def capability_statement(
         profiles.setdefault(sd["type"], []).append(url)
     for type_ in sorted(types):
         params = defs.params_for(type_)
-        extra = [*ENGINE_OPERATIONS.get(type_, []), *(operations or {}).get(type_, [])]
+        extra = [*ENGINE_OPERATIONS.get(type_, []), *(operations or {}).get(type_, []),
+                 *([PATIENT_EXPORT] if type_ == "Patient" else [])]
         resources.append({
             **({"extension": extensions[type_]} if extensions and type_ in extensions else {}),
             "type": type_,
@@ -148,5 +152,8 @@ def capability_statement(
                              "(incl. :iterate), _total, _summary, _elements. Prefer: handling=strict|lenient.",
             "resource": resources,
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            "operation": [{"name": EXPORT[0], "definition": EXPORT[1],
+                           "documentation": "Bulk Data Access IG 2.0 (SMART Backend Services clients): "
+                                            "Prefer: respond-async; _outputFormat, _since, _type"}],
         }],
     }
