@@ -96,6 +96,10 @@ class Client(ABC):
     @abstractmethod
     def create(self, resource: Resource) -> Resource: ...
 
+    @abstractmethod
+    def operation(self, resource_type: str, id_: str, name: str) -> Resource:
+        """``GET {type}/{id}/${name}``."""
+
 
 class Fhirpy(Client):
     name = "fhirpy"
@@ -156,6 +160,12 @@ class Fhirpy(Client):
         except BaseFHIRError as error:
             raise self._refused(error) from error
         return dict(created.serialize())
+
+    def operation(self, resource_type: str, id_: str, name: str) -> Resource:
+        try:
+            return dict(self.client.execute(f"{resource_type}/{id_}/${name}", method="get"))
+        except BaseFHIRError as error:
+            raise self._refused(error) from error
 
 
 class Fhirclient(Client):
@@ -220,6 +230,10 @@ class Fhirclient(Client):
             answer = self._model(resource["resourceType"])(resource).create(self.server)
         return dict(answer) if answer else {}
 
+    def operation(self, resource_type: str, id_: str, name: str) -> Resource:
+        with self._errors():
+            return dict(self.server.request_json(f"{resource_type}/{id_}/${name}"))
+
 
 class FhirKit(Client):
     """fhir-kit-client, through ``node client.mjs``: one Node process per call."""
@@ -267,6 +281,9 @@ class FhirKit(Client):
 
     def create(self, resource: Resource) -> Resource:
         return dict(self._with_file("create", resource, resource["resourceType"]))
+
+    def operation(self, resource_type: str, id_: str, name: str) -> Resource:
+        return dict(self.run("operation", f"{resource_type}/{id_}", name))
 
     def export(self, path: str, query: str = "") -> Resource:
         return dict(self.run("export", path, *([query] if query else [])))

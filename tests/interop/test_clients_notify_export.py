@@ -214,7 +214,7 @@ def test_a_rest_hook_subscription_delivers_a_change_made_through_the_client(
         eventually("the Subscription active", lambda: client.read("Subscription", subscription)["status"] == "active")
         handshakes = receiver.snapshot()
         assert handshakes, "the handshake did not reach the endpoint"
-        assert handshakes[0].method == "POST" and handshakes[0].path.startswith(f"/ehr/{name}")
+        assert (handshakes[0].method, handshakes[0].path, handshakes[0].body) == ("POST", f"/ehr/{name}", b"")
         assert handshakes[0].headers.get("authorization") == RECEIVER_SECRET
 
         # a change the criteria do not match (the patient's CareTeam), then one they do (the CarePlan)
@@ -228,7 +228,10 @@ def test_a_rest_hook_subscription_delivers_a_change_made_through_the_client(
                          if any(x.get("meta", {}).get("versionId") == version for x in r.resources())), None)
 
         notification = eventually("the change delivered to the receiver", delivered)
+        # R4 rest-hook with a payload: the resource as an update, the endpoint taken as a base
+        assert (notification.method, notification.path) == ("PUT", f"/ehr/{name}/CarePlan/{agreement.plan}")
         assert notification.headers.get("authorization") == RECEIVER_SECRET
+        assert notification.headers.get("x-subscription-resource-version") == version
         plan = next(x for x in notification.resources() if x.get("resourceType") == "CarePlan")
         assert plan["id"] == agreement.plan and plan["description"] == text
         assert plan["subject"]["reference"] == f"Patient/{agreement.patient}"
@@ -240,28 +243,115 @@ def test_a_rest_hook_subscription_delivers_a_change_made_through_the_client(
         assert client.read("Subscription", subscription)["status"] == "active"
 
 
-def test_a_subscription_to_a_loopback_endpoint_of_a_patient_the_unit_cannot_see_is_refused(
-        served: Server, world: World) -> None:
-    """The client subscribes only to what it may read: criteria naming a patient outside the
-    unit's agreements are refused with an OperationOutcome (and nothing is delivered)."""
+@pytest.mark.parametrize("endpoint", ["http://10.1.2.3/ehr", "http://localhost/ehr", "http://169.254.169.254/ehr"])
+def test_a_subscription_to_an_internal_address_is_refused(endpoint: str, served: Server, world: World) -> None:
+    """Only 127.0.0.1 is allowed here (PK_SUBSCRIPTION_ALLOWED_HOSTS): a private, a loopback name
+    and a link-local (cloud metadata) address are refused with an OperationOutcome (fhirpy)."""
     mine = world.agreements[0]
-    outside = world.not_involving(mine.author)[0]
+    client = client_for("fhirpy", served, world, mine.author)
+    with pytest.raises(Refused) as refused:
+        client.create(rest_hook(endpoint, f"CarePlan?patient={mine.patient}"))
+    assert refused.value.outcome["resourceType"] == "OperationOutcome"
+    assert any(i["severity"] == "error" for i in refused.value.outcome["issue"])
+
+
+def test_nothing_of_a_patient_the_unit_cannot_see_reaches_its_endpoint(served: Server, world: World) -> None:
+    """A Subscription whose criteria name a patient outside the unit's agreements: changes of
+    that patient's agreement (by the unit responsible for it) never reach the endpoint."""
+    mine = world.agreements[0]
+    outside = next(a for a in world.not_involving(mine.author) if a.status == "active")
     client = client_for("fhir-kit-client", served, world, mine.author)
     receiver = Receiver()
     with loopback_site(receiver.handler()) as origin:
         try:
             created = client.create(rest_hook(f"{origin}/ehr", f"CarePlan?patient={outside.patient}"))
-        except Refused as refused:
+        except Refused as refused:  # refusing it outright would do too
             assert refused.outcome["resourceType"] == "OperationOutcome"
-            assert refused.status in (400, 403, 404, 422)
             return
-        # accepted (a search that finds nothing is not an error): then nothing of that patient
-        # may ever reach the endpoint
         eventually("the Subscription active", lambda: client.read("Subscription", created["id"])["status"] == "active")
         other = client_for("fhir-kit-client", served, world, outside.author)
-        other.patch("CarePlan", outside.plan, [{"op": "replace", "path": "/description", "value": "Annan enhet"}])
+        changed = other.patch("CarePlan", outside.plan, [{"op": "replace", "path": "/description",
+                                                          "value": "Ändrat av den ansvariga enheten"}])
+        assert changed["meta"]["versionId"]
         time.sleep(3)
         assert receiver.about("CarePlan", outside.plan) == []
+        assert [r.method for r in receiver.snapshot()] == ["POST"]  # the handshake only
+
+
+# -- the topic-based form of the Subscriptions R5 Backport IG ------------------------------------
+
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+TOPIC = "https://patientkontrakt.se/fhir/SubscriptionTopic/patientkontrakt"
+
+
+def topic_subscription(endpoint: str, patient: str) -> dict[str, Any]:
+    """A Subscription to the topic *a Patientkontrakt changed* for one patient, full resources."""
+    return {
+        "resourceType": "Subscription", "status": "requested",
+        "meta": {"profile": [f"{BACKPORT}/backport-subscription"]},
+        "reason": "Journalsystemet följer patientens patientkontrakt",
+        "criteria": TOPIC,
+        "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria",
+                                     "valueString": f"CarePlan?patient=Patient/{patient}"}]},
+        "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
+                    "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content",
+                                                "valueCode": "full-resource"}]},
+                    "header": [f"Authorization: {RECEIVER_SECRET}"]},
+    }
+
+
+def _status(notification: Received) -> dict[str, Any]:
+    """The SubscriptionStatus parameters of a Backport notification Bundle, by name."""
+    bundle = notification.json()
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "history", bundle
+    first = bundle["entry"][0]["resource"]
+    assert first["resourceType"] == "Parameters"
+    return {p["name"]: p for p in first["parameter"]}
+
+
+@pytest.mark.parametrize("name", ["fhirpy", "fhir-kit-client"])
+def test_a_topic_subscription_announces_a_change_of_the_agreement(name: str, served: Server, world: World) -> None:
+    """The Backport IG's form: a handshake Bundle, then an event-notification Bundle whose status
+    names the changed Goal as its focus and which carries the Goal (full-resource)."""
+    # active agreements other than those of the rest-hook tests (0, 1, 2)
+    agreement = [a for a in world.agreements if a.status == "active"][3 + ["fhirpy", "fhir-kit-client"].index(name)]
+    client = client_for(name, served, world, agreement.author)
+    receiver = Receiver()
+    with loopback_site(receiver.handler()) as origin:
+        created = client.create(topic_subscription(f"{origin}/topic", agreement.patient))
+        assert created["criteria"] == TOPIC
+        assert f"{BACKPORT}/backport-subscription" in created["meta"]["profile"]
+        eventually("the Subscription active", lambda: client.read("Subscription", created["id"])["status"] == "active")
+        handshake = receiver.snapshot()[0]
+        assert handshake.method == "POST" and handshake.path == "/topic"
+        assert _status(handshake)["type"]["valueCode"] == "handshake"
+
+        goal = agreement.goals[1]
+        patched = client.patch("Goal", goal, [{"op": "replace", "path": "/lifecycleStatus", "value": "on-hold"}])
+        version = patched["meta"]["versionId"]
+
+        def delivered() -> Received | None:
+            return next((r for r in receiver.about("Goal", goal)
+                         if any(x.get("meta", {}).get("versionId") == version for x in r.resources())), None)
+
+        notification = eventually("the Goal's change announced", delivered)
+        assert notification.method == "POST" and notification.path == "/topic"
+        assert notification.headers.get("authorization") == RECEIVER_SECRET
+        status = _status(notification)
+        assert status["type"]["valueCode"] == "event-notification"
+        assert status["topic"]["valueCanonical"] == TOPIC
+        event = {p["name"]: p for p in status["notification-event"]["part"]}
+        assert event["focus"]["valueReference"]["reference"] == f"{served.fhir_base}/Goal/{goal}"
+        assert event["event-number"]["valueString"] == notification.headers["x-subscription-event-number"]
+        carried = next(x for x in notification.resources() if x["resourceType"] == "Goal")
+        assert carried["lifecycleStatus"] == "on-hold"
+
+        # $status through the client: active, and the events counted
+        answer = client.operation("Subscription", created["id"], "status")
+        parameters = next(e["resource"] for e in answer["entry"] if e["resource"]["resourceType"] == "Parameters")
+        named = {p["name"]: p for p in parameters["parameter"]}
+        assert named["status"]["valueCode"] == "active"
+        assert int(named["events-since-subscription-start"]["valueString"]) >= 1
 
 
 # -- Bulk Data $export -------------------------------------------------------------------------------

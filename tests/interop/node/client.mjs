@@ -9,6 +9,7 @@
 //   everything PATIENT_ID [COUNT]   Patient/$everything, paged to the end: {pages, total, ids}
 //   patch TYPE/ID JSON              a JSON Patch (application/json-patch+json): the result
 //   create TYPE FILE                POST the resource in FILE: the created resource
+//   operation TYPE/ID NAME          GET TYPE/ID/$NAME: what it answers
 //   export PATH [QUERY]             Bulk Data kick-off (PATH e.g. $export, Patient/$export,
 //                                   Group/ID/$export), status polls, the manifest and every
 //                                   file downloaded: {kickoff, polls, manifest, ids}
@@ -129,6 +130,8 @@ async function run() {
       return client.patch({ ...typeAndId(args[0]), jsonPatch: JSON.parse(args[1]) });
     case 'create':
       return client.create({ resourceType: args[0], body: readJson(args[1]) });
+    case 'operation':
+      return client.operation({ name: args[1], ...typeAndId(args[0]), method: 'GET' });
     case 'export':
       return bulkExport(args[0], args[1]);
     default:
