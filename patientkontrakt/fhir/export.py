@@ -202,16 +202,10 @@ class BulkExport:
             types = [t for t in types if t == "Patient" or compartment.get(t)]
         return types
 
-    async def kick_off(self, access: Access, level: str, group_id: str | None, pairs: list[tuple[str, str]],
-                       prefer: str | None, request_url: str) -> Result:
-        """Bulk Data IG export.html#bulk-data-kick-off-request."""
-        if level == "group":
-            raise NotFound(f"Group/{group_id} is not known: this server serves no Group resources, so export at "
-                           "the system or Patient level", details_sv="Gruppen finns inte.")
-        respond_async, lenient = preferences(prefer)
-        if not respond_async:
-            raise BadRequest("$export runs asynchronously: send Prefer: respond-async (Bulk Data IG)",
-                             expression=("Prefer",), details_sv="Ange Prefer: respond-async.")
+    def _admit(self, access: Access, level: str, pairs: list[tuple[str, str]], lenient: bool
+               ) -> tuple[dict[str, Any], Arguments]:
+        """What the job keeps of the caller, and its checked parameters; 403 for a caller that
+        may not export, or for a type named without the scope."""
         if access.principal.kind != "system":
             raise Forbidden("$export is for backend systems (SMART Backend Services, system/ scopes), not "
                             f"{access.principal.kind} tokens", details_sv="Bara system får göra bulkexport.")
@@ -227,6 +221,22 @@ class BulkExport:
         if not args.types:
             raise Forbidden("The access token grants search of no type to export",
                             details_sv="Du har inte behörighet att exportera något.")
+        return stored, args
+
+    async def kick_off(self, access: Access, level: str, group_id: str | None, pairs: list[tuple[str, str]],
+                       prefer: str | None, request_url: str) -> Result:
+        """Bulk Data IG export.html#bulk-data-kick-off-request."""
+        if level == "group":
+            raise NotFound(f"Group/{group_id} is not known: this server serves no Group resources, so export at "
+                           "the system or Patient level", details_sv="Gruppen finns inte.")
+        respond_async, lenient = preferences(prefer)
+        if not respond_async:
+            raise BadRequest("$export runs asynchronously: send Prefer: respond-async (Bulk Data IG)",
+                             expression=("Prefer",), details_sv="Ange Prefer: respond-async.")
+        path = "Patient/$export" if level == "patient" else "$export"
+        # a refusal (403) is logged, as for every interaction (fhir/interactions.py)
+        async with self.service.pipeline.run(access, Interaction("operation", None, path)):
+            stored, args = self._admit(access, level, pairs, lenient)
         job_id = secrets.token_urlsafe(32)
         job = {"id": job_id, "owner": owner_of(access), "access": orjson.dumps(stored).decode(),
                "request": request_url, "params": orjson.dumps(args.__dict__).decode(), "status": "queued",

@@ -260,6 +260,8 @@ def test_patient_and_staff_tokens_are_refused(site: Site) -> None:
         response = httpx.get(f"{site.base}/$export", timeout=30, headers={**headers, "prefer": "respond-async"})
         assert response.status_code == 403, response.text
         assert response.json()["issue"][0]["code"] == "forbidden"
+    refusals = site.sql("SELECT user_kind, status, outcome FROM audit_log WHERE request = '$export'")
+    assert {("patient", 403, "refused"), ("staff", 403, "refused")} <= set(refusals)
 
 
 def test_a_download_is_in_the_access_log_one_entry_per_patient(site: Site) -> None:
