@@ -431,3 +431,17 @@ def test_a_patient_level_export_of_the_agreements(served: Server, bulk_token: st
         assert len(ids) == len(set(ids))
         assert sorted(f"{type_}/{i}" for i in ids) == sorted(kit.search(type_, {})), type_
     assert set(result["ids"]) <= {"CarePlan", "Goal"}
+
+
+def test_an_export_cancelled_and_a_group_export_refused(served: Server, bulk_token: str) -> None:
+    """The IG's DELETE of the status URL (202; the job is gone: 404 afterwards), and the Group
+    level, which this server has no Groups for: 404 with an OperationOutcome, through the client."""
+    kit = FhirKit(served.fhir_base, bulk_token)
+    result = kit.run("export-cancel", "$export", "_type=CarePlan")
+    assert result["kickoff"]["status"] == 202
+    assert result["cancel"]["status"] == 202
+    assert result["after"]["status"] == 404
+    assert result["after"]["outcome"]["resourceType"] == "OperationOutcome"
+    with pytest.raises(Refused) as group:
+        kit.export("Group/vardcentralens-listade/$export")
+    assert group.value.status == 404 and group.value.outcome["resourceType"] == "OperationOutcome"

@@ -13,6 +13,8 @@
 //   export PATH [QUERY]             Bulk Data kick-off (PATH e.g. $export, Patient/$export,
 //                                   Group/ID/$export), status polls, the manifest and every
 //                                   file downloaded: {kickoff, polls, manifest, ids}
+//   export-cancel PATH [QUERY]      kick-off, then DELETE of the status URL and a poll after it:
+//                                   {kickoff, cancel, after}
 //
 // One JSON object on stdout: {"ok": true, "result": ...}, or, for an HTTP error the client
 // reports, {"ok": false, "status": N, "outcome": BODY}. Anything else is a crash (exit 1).
@@ -110,6 +112,24 @@ async function bulkExport(path, query) {
   return { kickoff: { status: kickoffStatus, contentLocation: statusUrl }, polls, manifest, files, ids };
 }
 
+// Kick-off, then cancel (DELETE of the status URL, Bulk Data IG "Delete a Bulk Data Request"),
+// then one more poll, whose HTTP error is reported as its status.
+async function cancelExport(path, query) {
+  const url = query ? `${path}?${query}` : path;
+  const kickoff = await client.request(url, { options: { headers: { prefer: 'respond-async' } } });
+  const statusUrl = header(kickoff, 'content-location');
+  const cancelled = await client.request(statusUrl, { method: 'DELETE' });
+  let after;
+  try {
+    after = Client.httpFor(await client.request(statusUrl)).response.status;
+  } catch (error) {
+    if (!error.response?.status) throw error;
+    after = { status: error.response.status, outcome: error.response.data };
+  }
+  return { kickoff: { status: Client.httpFor(kickoff).response.status, contentLocation: statusUrl },
+    cancel: { status: Client.httpFor(cancelled).response.status, body: cancelled }, after };
+}
+
 async function run() {
   switch (command) {
     case 'read':
@@ -134,6 +154,8 @@ async function run() {
       return client.operation({ name: args[1], ...typeAndId(args[0]), method: 'GET' });
     case 'export':
       return bulkExport(args[0], args[1]);
+    case 'export-cancel':
+      return cancelExport(args[0], args[1]);
     default:
       throw new Error(`unknown command ${command}`);
   }
