@@ -94,7 +94,8 @@ class SubscriptionRules:
     # -- the resource ----------------------------------------------------------------------
 
     def parse(self, resource: dict[str, Any], access: Access) -> Parsed:
-        channel = resource.get("channel") or {}
+        found = resource.get("channel")
+        channel: dict[str, Any] = found if isinstance(found, dict) else {}
         if channel.get("type") != "rest-hook":
             raise NotSupported(f"channel.type {channel.get('type')!r} is not supported: this server delivers "
                                "only rest-hook", expression=("Subscription.channel.type",),
@@ -166,7 +167,7 @@ class SubscriptionRules:
         self._builder.conditions(self._parser.parse(type_, pairs, strict=True))
 
     def _topic_triggers(self, topic: Topic, resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-        extensions = (resource.get("_criteria") or {}).get("extension") or []
+        extensions = _extensions(resource.get("_criteria"))
         filters: list[tuple[str, str]] = []
         for index, ext in enumerate(extensions):
             where = f"Subscription.criteria.extension[{index}]"
@@ -210,7 +211,7 @@ class SubscriptionRules:
             raise NotSupported(f"channel.payload {payload!r} is not supported: application/fhir+json",
                                expression=("Subscription.channel.payload",),
                                details_sv="Bara application/fhir+json stöds.")
-        contents = [ext.get("valueCode") for ext in (channel.get("_payload") or {}).get("extension") or []
+        contents = [ext.get("valueCode") for ext in _extensions(channel.get("_payload"))
                     if isinstance(ext, dict) and ext.get("url") == PAYLOAD_CONTENT]
         if not contents:
             return "empty" if payload is None else "id-only"
@@ -255,6 +256,12 @@ class SubscriptionRules:
         await unit.conn.execute(O.delete().where(O.c.subscription_pk == gone.pk))
         await unit.conn.execute(T.delete().where(T.c.subscription_pk == gone.pk))
         await unit.conn.execute(S.delete().where(S.c.resource_pk == gone.pk))
+
+
+def _extensions(element: Any) -> list[Any]:
+    """The extensions of a primitive's ``_element`` (R4 json.html#primitive), whatever was sent."""
+    found = element.get("extension") if isinstance(element, dict) else None
+    return found if isinstance(found, list) else []
 
 
 def _with_profile(resource: dict[str, Any], profile: str) -> dict[str, Any]:

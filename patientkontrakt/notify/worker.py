@@ -99,6 +99,9 @@ class Worker:
             except DatabaseUnavailable as exc:
                 log.warning("worker: database unavailable: %s", describe(exc))
                 busy = False
+            except Exception as exc:  # one bad subscription must not stop every delivery
+                log.error("worker: delivery failed unexpectedly: %s", describe(exc))
+                busy = False
             if interval > 0 and asyncio.get_running_loop().time() >= next_status:
                 next_status = asyncio.get_running_loop().time() + interval
                 await self._log_status()

@@ -324,14 +324,19 @@ def test_a_subscriber_that_loses_access_stops_receiving_the_patients_data(
 def test_two_workers_deliver_each_notification_once(
         app: TestClient, world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
     who = vc_system(world)
-    pks = {name: subscribe(app, who, receiver.url(f"/two/{name}/"), content="empty")
-           for name in ("a", "b", "c", "d")}
-    for pk in pks.values():
-        announce(settings, pk, plan_events(world, 15))
     receiver.delay = 0.05
     with worker_process(settings, tmp_path, "worker-1"), worker_process(settings, tmp_path, "worker-2"):
+        deadline = time.monotonic() + 60
+        while not all("started" in (tmp_path / f"worker-{n}.log").read_text() for n in (1, 2)):
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+        # both workers are looking for work when it comes
+        pks = {name: subscribe(app, who, receiver.url(f"/two/{name}/"), content="empty")
+               for name in ("a", "b", "c", "d")}
+        for pk in pks.values():
+            announce(settings, pk, plan_events(world, 15))
         receiver.wait_for("/two/", 4 * 16, timeout=60)
-        time.sleep(1)  # any repeat would come now
+        time.sleep(1.5)  # any repeat would come now, and each status line
     for name in pks:
         got = receiver.at(f"/two/{name}/")
         assert numbers(got) == [None, *range(1, 16)], name  # each once, in order

@@ -189,3 +189,22 @@ def test_a_bad_subscription_in_a_transaction_rolls_it_back(client: TestClient) -
     assert response.status_code == 422, response.text
     assert client.get("/fhir/Subscription").json().get("total") == 0
 
+
+
+def test_status_operation_answers_the_state_and_refuses_bad_input(client: TestClient) -> None:
+    body = create(client, backport(["Goal?patient=Patient/p1"]))
+    status = client.get(f"/fhir/Subscription/{body['id']}/$status")
+    assert status.status_code == 200, status.text
+    bundle = status.json()
+    assert bundle["type"] == "searchset" and bundle["total"] == 1
+    parameters = bundle["entry"][0]["resource"]
+    assert parameters["meta"]["profile"] == [f"{BACKPORT}/backport-subscription-status-r4"]
+    assert [p["name"] for p in parameters["parameter"]] == [
+        "subscription", "topic", "status", "type", "events-since-subscription-start"]
+    not_parameters = client.post(f"/fhir/Subscription/{body['id']}/$status", json={"resourceType": "Patient"})
+    assert not_parameters.status_code == 400 and not_parameters.json()["resourceType"] == "OperationOutcome"
+    for missing in ("nobody", "a%20b"):
+        response = client.get(f"/fhir/Subscription/{missing}/$status")
+        assert response.status_code == 404 and response.json()["resourceType"] == "OperationOutcome"
+    assert client.delete(f"/fhir/Subscription/{body['id']}").status_code == 204
+    assert client.get(f"/fhir/Subscription/{body['id']}/$status").status_code == 404
