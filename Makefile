@@ -32,7 +32,8 @@ run: $(RUN_STAMP)
 		kill $$worker 2>/dev/null; wait $$worker; exit $$served
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
-test: $(TEST_STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed
+test: $(TEST_STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
+		tests/interop/node/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -112,6 +113,11 @@ profiles: fhir_profiles/node_modules/.installed
 # axe-core for the accessibility checks of the browser tests (injected into the pages).
 tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
 	cd tests/browser && npm ci --no-audit --no-fund
+	touch $@
+
+# fhir-kit-client, the npm FHIR client the interop tests drive (tests/interop/node/client.mjs).
+tests/interop/node/node_modules/.installed: tests/interop/node/package.json tests/interop/node/package-lock.json
+	cd tests/interop/node && npm ci --no-audit --no-fund
 	touch $@
 
 fhir_profiles/node_modules/.installed: fhir_profiles/package.json fhir_profiles/package-lock.json
