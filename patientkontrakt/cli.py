@@ -44,6 +44,8 @@ environment (all in docs/operations.md):
   PK_LOG_LEVEL      debug, info, warning, error (default info)
   PK_REQUEST_LOG    true: one log line per request, without ids or query strings
   PK_RETRY_AFTER    seconds clients are told to wait while the database is unavailable (default 10)
+  PK_SUBSCRIPTION_ALLOWED_HOSTS  hosts a Subscription may deliver to although not public https
+                    (comma-separated; make run: 127.0.0.1)
 
 examples:
   patientkontrakt migrate
@@ -51,6 +53,8 @@ examples:
   PK_TEST_IDP=true patientkontrakt serve --host 127.0.0.1 --port 8080
   patientkontrakt token demo-ehr --key demo-ehr-key.pem
   patientkontrakt audit verify --checkpoint /mnt/worm/pk-checkpoints
+  patientkontrakt worker
+  patientkontrakt subscriptions status
 """
 
 
@@ -131,6 +135,67 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,  # it prints ids and query strings: api/requestlog.py logs requests instead
         http="api.limits:HeaderTimeoutProtocol",  # PK_HEADER_TIMEOUT (uvicorn has no header timeout)
     )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from patientkontrakt.logs import configure
+
+    settings = get_settings()
+    configure(settings.log_level)
+    try:
+        asyncio.run(_run_worker(settings))
+    except (DatabaseNotMigrated, DatabaseUnavailable, OSError, SQLAlchemyError) as exc:
+        print(f"patientkontrakt: worker: {describe(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run_worker(settings: Settings) -> None:
+    """Deliver notifications until SIGTERM or SIGINT (then finish the request under way)."""
+    import signal
+
+    from patientkontrakt.audit.log import AuditLog
+    from patientkontrakt.domain.setup import build_service
+    from patientkontrakt.notify.worker import Worker
+
+    engine = create_engine(settings.database_url, pool_size=4, connect_timeout=settings.db_connect_timeout,
+                           statement_timeout=settings.statement_timeout)
+    try:
+        await ensure_migrated(engine)
+        store = Store(engine)
+        worker = Worker(build_service(settings, store, log=AuditLog(store)), settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await worker.run(stop)
+        finally:
+            await worker.close()
+    finally:
+        await engine.dispose()
+
+
+def _cmd_subscriptions(args: argparse.Namespace) -> int:
+    from patientkontrakt.notify.status import delivery_status, status_line, table
+
+    settings = get_settings()
+
+    async def run() -> str:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            await ensure_migrated(engine)
+            rows = await delivery_status(Store(engine))
+        finally:
+            await engine.dispose()
+        return status_line(rows) if args.json else table(rows)
+
+    try:
+        print(asyncio.run(run()))
+    except (DatabaseNotMigrated, DatabaseUnavailable, OSError, SQLAlchemyError) as exc:
+        print(f"patientkontrakt: subscriptions: {describe(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -286,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log every request: method, route, status and duration, never ids or query strings "
                             "(PK_REQUEST_LOG)")
     serve.set_defaults(func=_cmd_serve)
+
+    worker = commands.add_parser("worker", help="deliver Subscription notifications (run one or more beside the "
+                                                "service; PK_SUBSCRIPTION_ALLOWED_HOSTS, PK_WORKER_*)")
+    worker.set_defaults(func=_cmd_worker)
+
+    subscriptions = commands.add_parser("subscriptions", help="Subscriptions and their deliveries")
+    subscription_actions = subscriptions.add_subparsers(dest="action", required=True, metavar="action")
+    status = subscription_actions.add_parser(
+        "status", help="per subscription: owner unit, status, endpoint host, pending, delivered, skipped, "
+                       "failures, last error, last delivery, age of the oldest pending notification")
+    status.add_argument("--json", action="store_true", help="one JSON line of totals, as the worker logs it")
+    subscriptions.set_defaults(func=_cmd_subscriptions)
 
     migrate_cmd = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate_cmd.set_defaults(func=_cmd_migrate)

@@ -117,6 +117,33 @@ class Settings(BaseSettings):
         default=False, description="Migration 0005 only: migrate an access log whose hash chain (0002-0004) is "
                                    "broken, once someone has looked at why.")
 
+    # -- subscriptions and their delivery (docs/api.md, "Subscriptions"; docs/security.md) --------
+    subscription_allowed_hosts: str = Field(
+        default="", description="Comma-separated host names or addresses a Subscription may deliver to although "
+                                "they are not public (or over http): e.g. 127.0.0.1 for the demo. Default: "
+                                "https to public addresses only.")
+    subscription_max_failures: int = Field(
+        default=10, ge=1, description="Consecutive failed deliveries after which a Subscription's status is error.")
+    subscription_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds one delivery (connect, send, answer) may take.")
+    subscription_backoff: float = Field(
+        default=2.0, gt=0, description="Seconds before the first retry; doubled per failure, with jitter.")
+    subscription_backoff_max: float = Field(
+        default=600.0, gt=0, description="Longest wait between two attempts of one Subscription.")
+    worker_lease: float = Field(
+        default=60.0, gt=0, description="Seconds a worker holds a Subscription it delivers; another worker takes "
+                                        "it over once the lease runs out (a worker that died).")
+    worker_poll_interval: float = Field(
+        default=0.5, gt=0, description="Seconds an idle worker waits before looking for due notifications.")
+    worker_status_interval: float = Field(
+        default=60.0, ge=0, description="Seconds between the worker's delivery-status log lines (0: none).")
+
+    @property
+    def subscription_allowed(self) -> frozenset[str]:
+        from patientkontrakt.notify.endpoints import allowed_hosts
+
+        return allowed_hosts(self.subscription_allowed_hosts)
+
     @property
     def audit_log_origin(self) -> str:
         if self.audit_origin:

@@ -37,7 +37,6 @@ from patientkontrakt.fhir.resource_types import RESOURCE_TYPES as SERVED_TYPES
 # The types we serve, and those the server's other resources and messages are.
 RESOURCE_TYPES = (
     *SERVED_TYPES,
-    "Subscription",
     "AuditEvent",
     "Bundle",
     "OperationOutcome",
@@ -62,6 +61,7 @@ SEARCH_PARAMETERS: dict[str, tuple[str, ...]] = {
         "patient", "status", "category", "scope", "actor", "period", "organization", "date",
         "identifier", "action", "purpose", "security-label", "data", "source-reference", "consentor",
     ),
+    "Subscription": ("status", "type", "url", "criteria", "payload"),
 }
 
 # Definitions the CapabilityStatement names that the engine does not index by (see the docstring).

@@ -12,4 +12,5 @@ RESOURCE_TYPES = (
     "Appointment",
     "Provenance",
     "Consent",
+    "Subscription",
 )

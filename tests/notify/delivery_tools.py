@@ -1,0 +1,272 @@
+"""What the delivery tests share: a receiver (a real HTTP server on loopback), subscriptions and
+their outbox rows written into the database, workers in-process or as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from patientkontrakt.audit.log import AuditLog
+from patientkontrakt.config import PROJECT_ROOT, Settings
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.notify.principal import principal_of
+from patientkontrakt.notify.worker import Worker
+from patientkontrakt.security.authenticate import Authenticator
+from patientkontrakt.security.keys import SigningKeys
+from patientkontrakt.security.tokens import AccessTokens
+from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.repository import Store
+from patientkontrakt.storage.tables import RESOURCE, SUBSCRIPTION, SUBSCRIPTION_OUTBOX
+from tests.conftest import SERVER_LOGS, make_settings
+
+# -- the receiver -------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event_number(self) -> int | None:
+        value = self.headers.get("x-subscription-event-number")
+        return int(value) if value else None
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Records every request; answers ``status`` (``failing`` requests first answer 503), after
+    ``delay`` seconds."""
+
+    origin: str = ""
+    requests: list[Received] = field(default_factory=list)
+    status: int = 200
+    failing: int = 0
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str = "/hook") -> str:
+        return self.origin + path
+
+    def at(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path.startswith(path)]
+
+    def wait_for(self, path: str, count: int, timeout: float = 30) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.at(path)
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"{path}: {len(self.at(path))} requests, not {count}, within {timeout} s")
+
+
+@contextmanager
+def receiving() -> Iterator[Receiver]:
+    receiver = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if receiver.delay:
+                time.sleep(receiver.delay)
+            with receiver.lock:
+                if receiver.failing > 0:
+                    receiver.failing -= 1
+                    status = 503
+                else:
+                    status = receiver.status
+                    if 200 <= status < 300:
+                        receiver.requests.append(Received(self.command, self.path,
+                                                          {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_PUT = _handle
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.origin = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+# -- subscriptions in the database ----------------------------------------------------------------
+
+
+def delivery_settings(url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "subscription_allowed_hosts": "127.0.0.1", "subscription_backoff": 0.05, "subscription_backoff_max": 0.2,
+        "subscription_max_failures": 100, "worker_lease": 5.0, "worker_poll_interval": 0.05,
+        "worker_status_interval": 0, "subscription_timeout": 5.0}
+    return make_settings(url, **{**values, **overrides})
+
+
+def principal(settings: Settings, headers: dict[str, str]) -> str:
+    """The principal the API records for the caller of ``headers`` (``notify.principal``)."""
+    async def go() -> str:
+        store = Store(create_engine(settings.database_url, pool_size=1))
+        try:
+            service = build_service(settings, store)
+            tokens = AccessTokens(SigningKeys.load(settings.signing_key), settings.base_url.rstrip("/"),
+                                  settings.fhir_base)
+            access = Authenticator(tokens, service.parser, service.search_engine.builder).access(
+                headers["authorization"])
+            return principal_of(access)
+        finally:
+            await store.dispose()
+    return asyncio.run(go())
+
+
+def _db(settings: Settings, work: Callable[[Store], Any]) -> Any:
+    async def go() -> Any:
+        store = Store(create_engine(settings.database_url, pool_size=1))
+        try:
+            return await work(store)
+        finally:
+            await store.dispose()
+    return asyncio.run(go())
+
+
+def subscribe(settings: Settings, id_: str, endpoint: str, who: str, *, topic: str | None = None,
+              content: str = "full-resource", headers: tuple[str, ...] = (), status: str = "requested") -> int:
+    """A Subscription's rows as the API writes them (its resource, its state, the handshake)."""
+    async def work(store: Store) -> int:
+        now = now_utc()
+        body = {"resourceType": "Subscription", "id": id_, "status": status, "reason": "test",
+                "criteria": "CarePlan?", "channel": {"type": "rest-hook", "endpoint": endpoint}}
+        async with store.writing() as unit:
+            pk = await unit.insert("Subscription", id_, 1, now, orjson.dumps(body).decode())
+            await unit.conn.execute(SUBSCRIPTION.insert().values(
+                resource_pk=pk, res_id=id_, status=status, topic=topic, channel="rest-hook", endpoint=endpoint,
+                content=content, headers=orjson.dumps(list(headers)).decode(), principal=who,
+                events_since_start=0, failures=0))
+            await unit.conn.execute(SUBSCRIPTION_OUTBOX.insert().values(
+                subscription_pk=pk, kind="handshake", created=now, attempts=0))
+        return pk
+    result: int = _db(settings, work)
+    return result
+
+
+def announce(settings: Settings, pk: int, events: list[tuple[str, str, int]]) -> None:
+    """Outbox rows for changes (type, id, version), as a write that matches would add them."""
+    async def work(store: Store) -> None:
+        async with store.writing() as unit:
+            for type_, id_, version in events:
+                await unit.conn.execute(SUBSCRIPTION_OUTBOX.insert().values(
+                    subscription_pk=pk, kind="event", res_type=type_, res_id=id_, version_id=version,
+                    created=now_utc(), attempts=0))
+    _db(settings, work)
+
+
+def state(settings: Settings, pk: int) -> tuple[Any, list[Any]]:
+    async def work(store: Store) -> tuple[Any, list[Any]]:
+        async with store.reading() as unit:
+            row = (await unit.conn.execute(sa.select(SUBSCRIPTION).where(SUBSCRIPTION.c.resource_pk == pk))).one()
+            rows = (await unit.conn.execute(sa.select(SUBSCRIPTION_OUTBOX).where(
+                SUBSCRIPTION_OUTBOX.c.subscription_pk == pk).order_by(SUBSCRIPTION_OUTBOX.c.id))).all()
+        return row, list(rows)
+    result: tuple[Any, list[Any]] = _db(settings, work)
+    return result
+
+
+def forget_subscriptions(settings: Settings) -> None:
+    async def work(store: Store) -> None:
+        async with store.writing() as unit:
+            await unit.conn.execute(SUBSCRIPTION.delete())
+            await unit.conn.execute(RESOURCE.delete().where(RESOURCE.c.res_type == "Subscription"))
+    _db(settings, work)
+
+
+# -- workers ----------------------------------------------------------------------------------------
+
+
+def deliver(settings: Settings, done: Callable[[], bool], timeout: float = 30) -> None:
+    """An in-process worker (its own thread and event loop) delivers until ``done()``."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    async def work() -> None:
+        store = Store(create_engine(settings.database_url, pool_size=2))
+        worker = Worker(build_service(settings, store, log=AuditLog(store)), settings)
+        try:
+            while not stop.is_set():
+                if not await worker.run_once():
+                    await asyncio.sleep(0.02)
+        finally:
+            await worker.close()
+            await store.dispose()
+
+    def run() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # handed to the test
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not done() and not failure:
+            assert time.monotonic() < deadline, "not delivered in time"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    if failure:
+        raise failure[0]
+
+
+@contextmanager
+def worker_process(settings: Settings, folder: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``patientkontrakt worker`` as a real process; its log is checked for patient data last."""
+    env = {**os.environ, "PK_DATABASE_URL": settings.database_url, "PK_BASE_URL": settings.base_url,
+           "PK_LOG_LEVEL": "info", "PK_SUBSCRIPTION_ALLOWED_HOSTS": settings.subscription_allowed_hosts,
+           "PK_WORKER_LEASE": str(settings.worker_lease), "PK_WORKER_POLL_INTERVAL": "0.05",
+           "PK_WORKER_STATUS_INTERVAL": "1", "PK_SUBSCRIPTION_BACKOFF": str(settings.subscription_backoff),
+           "PK_SUBSCRIPTION_BACKOFF_MAX": str(settings.subscription_backoff_max)}
+    log_path = folder / f"{name}.log"
+    SERVER_LOGS.append(log_path)
+    command = [str(Path(sys.executable).parent / "patientkontrakt"), "worker"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)

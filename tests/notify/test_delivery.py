@@ -1,0 +1,331 @@
+"""Delivering notifications (issue 15), on PostgreSQL with the demo region: a real receiver on
+loopback (allowed through PK_SUBSCRIPTION_ALLOWED_HOSTS), the worker in-process or as real
+processes. Subscriptions and their outbox rows are written as the API writes them.
+
+Duplicates: two workers that both run deliver each notification exactly once (asserted: zero
+repeats). A worker killed mid-delivery may leave one notification sent but not marked; the worker
+that takes over sends it again with the same event number (asserted: a repeat carries the number
+it had, and nothing is lost or reordered).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from patientkontrakt.config import Settings
+from patientkontrakt.domain.demo import DemoGenerator
+from patientkontrakt.notify.endpoints import check_url
+from tests.conftest import BASE_URL, demo_database
+from tests.notify.delivery_tools import (
+    Received,
+    Receiver,
+    announce,
+    deliver,
+    delivery_settings,
+    forget_subscriptions,
+    principal,
+    receiving,
+    state,
+    subscribe,
+    worker_process,
+)
+from tests.security.conftest import World, _agreements
+from tests.security.test_consent_matrix import HOMECARE, TARGET, VC, consent
+
+TOPIC = "https://patientkontrakt.se/fhir/SubscriptionTopic/patientkontrakt"
+SECRET = "Authorization: Bearer the-endpoints-own-secret"
+
+
+@pytest.fixture(scope="module")
+def module_db() -> Iterator[str]:
+    with demo_database(f"pk_notify_{os.getpid()}", 4) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def world(module_db: str) -> World:
+    generator = DemoGenerator(seed=1)
+    return World(delivery_settings(module_db), generator, _agreements(generator)[:4])
+
+
+@pytest.fixture
+def settings(world: World) -> Iterator[Settings]:
+    yield world.settings
+    forget_subscriptions(world.settings)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as r:
+        yield r
+
+
+def vc_system(world: World) -> str:
+    """A backend system of the vårdcentral that owns agreement TARGET, as a subscriber."""
+    return principal(world.settings, world.system(VC, "system/*.rs"))
+
+
+def all_delivered(settings: Settings, pk: int) -> Any:
+    return lambda: all(row.delivered is not None for row in state(settings, pk)[1])
+
+
+def plan_events(world: World, count: int) -> list[tuple[str, str, int]]:
+    target = world.agreements[TARGET]
+    cycle = [("CarePlan", target.plan, 1), ("CareTeam", target.team, 1), ("Goal", target.goals[1], 1)]
+    return [cycle[i % 3] for i in range(count)]
+
+
+def numbers(received: list[Received]) -> list[int | None]:
+    return [r.event_number for r in received]
+
+
+def test_r4_rest_hook_handshake_then_each_change_in_order_with_its_headers(
+        world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(settings, "s-r4", receiver.url("/hook"), vc_system(world), headers=(SECRET, "X-Region: Exempel"))
+    target = world.agreements[TARGET]
+    announce(settings, pk, plan_events(world, 3))
+    deliver(settings, all_delivered(settings, pk))
+
+    got = receiver.at("/hook")
+    assert [(r.method, r.path) for r in got] == [
+        ("POST", "/hook"), ("PUT", f"/hook/CarePlan/{target.plan}"), ("PUT", f"/hook/CareTeam/{target.team}"),
+        ("PUT", f"/hook/Goal/{target.goals[1]}")]
+    handshake, plan = got[0], got[1]
+    assert handshake.body == b"" and handshake.event_number is None
+    assert numbers(got[1:]) == [1, 2, 3]
+    assert plan.json()["resourceType"] == "CarePlan" and plan.json()["id"] == target.plan
+    assert plan.json()["meta"]["versionId"] == "1"
+    assert plan.headers["x-subscription-resource-version"] == "1"
+    assert plan.headers["content-type"] == "application/fhir+json"
+    for request in got:
+        assert request.headers["authorization"] == "Bearer the-endpoints-own-secret"
+        assert request.headers["x-region"] == "Exempel"
+        assert request.headers["host"] == receiver.origin.removeprefix("http://")
+    row, rows = state(settings, pk)
+    assert row.status == "active" and row.events_since_start == 3 and row.failures == 0
+    assert row.lease_owner is None and row.last_delivered is not None
+    assert [r.event_number for r in rows] == [None, 1, 2, 3]
+
+
+def test_r4_without_payload_is_an_empty_post(world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(settings, "s-empty", receiver.url("/empty"), vc_system(world), content="empty")
+    announce(settings, pk, plan_events(world, 2))
+    deliver(settings, all_delivered(settings, pk))
+    got = receiver.at("/empty")
+    assert [(r.method, r.path, r.body) for r in got] == [("POST", "/empty", b"")] * 3
+    assert numbers(got) == [None, 1, 2]
+    assert "x-subscription-resource-version" not in got[1].headers
+
+
+def test_backport_bundles(world: World, settings: Settings, receiver: Receiver) -> None:
+    who = vc_system(world)
+    full = subscribe(settings, "s-full", receiver.url("/full"), who, topic=TOPIC, content="full-resource")
+    ids = subscribe(settings, "s-ids", receiver.url("/ids"), who, topic=TOPIC, content="id-only")
+    target = world.agreements[TARGET]
+    for pk in (full, ids):
+        announce(settings, pk, plan_events(world, 2))
+    deliver(settings, lambda: all_delivered(settings, full)() and all_delivered(settings, ids)())
+
+    def status(bundle: dict[str, Any]) -> dict[str, Any]:
+        assert bundle["resourceType"] == "Bundle" and bundle["type"] == "history"
+        first = bundle["entry"][0]
+        assert first["request"]["url"].endswith("/$status")
+        return {p["name"]: p for p in first["resource"]["parameter"]}
+
+    handshake = status(receiver.at("/full")[0].json())
+    assert handshake["type"]["valueCode"] == "handshake"
+    assert handshake["status"]["valueCode"] == "requested"
+    assert handshake["topic"]["valueCanonical"] == TOPIC
+    assert handshake["subscription"]["valueReference"]["reference"] == f"{BASE_URL}/fhir/Subscription/s-full"
+    assert handshake["events-since-subscription-start"]["valueString"] == "0"
+
+    for path, content in (("/full", "full-resource"), ("/ids", "id-only")):
+        events = receiver.at(path)[1:]
+        assert len(events) == 2
+        for number, request in enumerate(events, start=1):
+            bundle = request.json()
+            params = status(bundle)
+            assert params["type"]["valueCode"] == "event-notification"
+            assert params["status"]["valueCode"] == "active"
+            assert params["events-since-subscription-start"]["valueString"] == str(number)
+            event = {p["name"]: p for p in params["notification-event"]["part"]}
+            assert event["event-number"]["valueString"] == str(number)
+            assert request.event_number == number
+            focus = event["focus"]["valueReference"]["reference"]
+            if content == "full-resource":
+                assert len(bundle["entry"]) == 2
+                assert bundle["entry"][1]["fullUrl"] == focus
+                assert bundle["entry"][1]["resource"]["meta"]["versionId"] == "1"
+            else:
+                assert len(bundle["entry"]) == 1
+        first = {p["name"]: p for p in status(events[0].json())["notification-event"]["part"]}
+        assert first["focus"]["valueReference"]["reference"] == f"{BASE_URL}/fhir/CarePlan/{target.plan}"
+
+
+def test_a_receiver_down_for_a_while_gets_everything_afterwards_in_order(
+        world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(settings, "s-down", receiver.url("/down"), vc_system(world), content="id-only")
+    receiver.failing = 6  # the handshake fails six times: nothing after it goes first
+    announce(settings, pk, plan_events(world, 8))
+    deliver(settings, all_delivered(settings, pk))
+    got = receiver.at("/down")
+    assert numbers(got) == [None, *range(1, 9)]
+    row, rows = state(settings, pk)
+    assert rows[0].attempts == 7 and all(r.attempts == 1 for r in rows[1:])
+    assert row.failures == 0 and row.status == "active" and row.error is None
+
+
+def test_error_status_with_the_reason_after_repeated_failure(world: World, receiver: Receiver) -> None:
+    settings = delivery_settings(world.settings.database_url, subscription_max_failures=3)
+    try:
+        pk = subscribe(settings, "s-error", receiver.url("/error"), vc_system(world), content="id-only")
+        announce(settings, pk, plan_events(world, 2))
+        receiver.status = 500
+        deliver(settings, lambda: state(settings, pk)[0].status == "error")
+        row, rows = state(settings, pk)
+        assert row.failures == 3 and "3 deliveries in a row failed" in row.error and "500" in row.error
+        assert rows[0].attempts == 3 and rows[0].last_error == "the endpoint answered 500"
+        assert all(r.delivered is None for r in rows) and rows[1].event_number is None
+        assert receiver.at("/error") == []
+    finally:
+        forget_subscriptions(settings)
+
+
+def test_an_endpoint_on_loopback_is_refused_without_the_setting(world: World, receiver: Receiver) -> None:
+    assert check_url(receiver.url("/loop"), frozenset()) is not None
+    settings = delivery_settings(world.settings.database_url, subscription_allowed_hosts="",
+                                 subscription_max_failures=2)
+    try:
+        pk = subscribe(settings, "s-loop", receiver.url("/loop"), vc_system(world))
+        deliver(settings, lambda: state(settings, pk)[0].status == "error")
+        row, rows = state(settings, pk)
+        assert "https" in rows[0].last_error or "not public" in rows[0].last_error
+        assert receiver.requests == []
+    finally:
+        forget_subscriptions(settings)
+
+
+def test_a_subscriber_that_loses_access_stops_receiving_the_patients_data(
+        world: World, settings: Settings, receiver: Receiver) -> None:
+    """The hemsjukvård (another care provider) sees the vårdcentral's agreement only with the
+    patient's samtycke and never past a spärr, at delivery time."""
+    target = world.agreements[TARGET]
+    nurse = world.staff(world.role_at(HOMECARE, "nurse"))
+    with TestClient(create_app(settings), base_url=BASE_URL) as app:
+        app.headers.update({"content-type": "application/fhir+json"})
+
+        def record(unit: str, resource: dict[str, Any]) -> str:
+            response = app.post(f"/fhir/{resource['resourceType']}", json=resource,
+                                headers=world.staff(world.role_at(unit, "nurse")))
+            assert response.status_code == 201, response.text
+            return str(response.json()["id"])
+
+        def revoke(consent_id: str) -> None:
+            current = app.get(f"/fhir/Consent/{consent_id}", headers=nurse).json()
+            response = app.put(f"/fhir/Consent/{consent_id}", json={**current, "status": "inactive"}, headers=nurse)
+            assert response.status_code == 200, response.text
+
+        samtycke = record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
+        pk = subscribe(settings, "s-homecare", receiver.url("/kommun"), principal(settings, nurse))
+        plan = ("CarePlan", target.plan, 1)
+        announce(settings, pk, [plan])
+        deliver(settings, all_delivered(settings, pk))
+        assert [r.path for r in receiver.at("/kommun")] == ["/kommun", f"/kommun/CarePlan/{target.plan}"]
+
+        revoke(samtycke)
+        announce(settings, pk, [plan])
+        deliver(settings, all_delivered(settings, pk))
+        assert len(receiver.at("/kommun")) == 2, "nothing after the samtycke was revoked"
+        _, rows = state(settings, pk)
+        assert rows[-1].last_error.startswith("skipped") and rows[-1].delivered is not None
+
+        samtycke = record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
+        announce(settings, pk, [plan])
+        deliver(settings, all_delivered(settings, pk))
+        assert len(receiver.at("/kommun")) == 3, "the samtycke given again"
+        sparr = record(VC, consent(target.patient, "yttre-sparr", "CST", VC))
+        announce(settings, pk, [plan])
+        deliver(settings, all_delivered(settings, pk))
+        assert len(receiver.at("/kommun")) == 3, "nothing past the spärr"
+        # the event numbers a skipped event took are not reused: the receiver sees a gap, not a repeat
+        assert numbers(receiver.at("/kommun")) == [None, 1, 3]
+        assert sparr and samtycke
+
+
+def test_two_workers_deliver_each_notification_once(
+        world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
+    who = vc_system(world)
+    pks = {name: subscribe(settings, f"s-two-{name}", receiver.url(f"/two/{name}/"), who, content="id-only")
+           for name in ("a", "b", "c", "d")}
+    for pk in pks.values():
+        announce(settings, pk, plan_events(world, 15))
+    receiver.delay = 0.01
+    with worker_process(settings, tmp_path, "worker-1"), worker_process(settings, tmp_path, "worker-2"):
+        receiver.wait_for("/two/", 4 * 16, timeout=60)
+        time.sleep(1)  # any repeat would come now
+    for name in pks:
+        got = receiver.at(f"/two/{name}/")
+        assert numbers(got) == [None, *range(1, 16)], name  # each once, in order
+    logs = "".join((tmp_path / f"worker-{n}.log").read_text() for n in (1, 2))
+    assert "delivered, status 200" in logs
+    for n in (1, 2):
+        assert "delivered" in (tmp_path / f"worker-{n}.log").read_text() or n == 2
+    assert "the-endpoints-own-secret" not in logs
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing(
+        world: World, settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
+    settings = delivery_settings(world.settings.database_url, worker_lease=2.0)
+    pk = subscribe(settings, "s-kill", receiver.url("/kill"), vc_system(world), content="id-only")
+    announce(settings, pk, plan_events(world, 12))
+    receiver.delay = 0.15
+    with worker_process(settings, tmp_path, "killed") as first:
+        receiver.wait_for("/kill", 5)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    receiver.delay = 0
+    sent = len(receiver.at("/kill"))
+    assert sent < 13, "killed before it was done"
+    with worker_process(settings, tmp_path, "successor"):
+        receiver.wait_for("/kill", 13, timeout=60)
+        deadline = time.monotonic() + 30
+        while not all_delivered(settings, pk)() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    got = numbers(receiver.at("/kill"))
+    first_seen = list(dict.fromkeys(got))
+    assert first_seen == [None, *range(1, 13)], "nothing lost, in order"
+    repeats = len(got) - len(first_seen)
+    assert repeats <= 1, "at most the notification in flight is sent again"
+    if repeats:
+        # a repeat is the same event (same number) sent right again: the receiver can drop it
+        assert any(a == b for a, b in zip(got, got[1:], strict=False))
+    assert all_delivered(settings, pk)()
+
+
+def test_subscriptions_status_command(world: World, settings: Settings, receiver: Receiver) -> None:
+    pk = subscribe(settings, "s-status", receiver.url("/status"), vc_system(world), content="id-only")
+    announce(settings, pk, plan_events(world, 2))
+    deliver(settings, all_delivered(settings, pk))
+    announce(settings, pk, plan_events(world, 1))
+    env = {**os.environ, "PK_DATABASE_URL": settings.database_url}
+    command = [str(Path(sys.executable).parent / "patientkontrakt"), "subscriptions", "status"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    header, line = result.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["id", "owner", "unit"]
+    cells = line.split()
+    assert cells[:4] == ["s-status", world.system(VC) and cells[1], "active", "127.0.0.1"]
+    assert cells[4:7] == ["1", "3", "0"]  # pending, delivered (the handshake too), skipped
+    as_json = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert '"pending":1' in as_json.stdout and '"active":1' in as_json.stdout
