@@ -18,12 +18,18 @@ export PK_TEST_DATABASE_URL
 ## demo region (one process), and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the
 ## test sign-in (demo users only). PK_BASE_URL follows the port, so the demo's sign-in clients come
 ## back to it; the access log keeps the name it had on port 8000 (its checkpoints are signed with it).
+## Beside the server runs one notification worker (`patientkontrakt worker`), stopped with it;
+## Subscriptions may deliver to 127.0.0.1 (PK_SUBSCRIPTION_ALLOWED_HOSTS), over plain http.
 run: export PK_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: export PK_AUDIT_ORIGIN ?= 127.0.0.1:8000/audit
+run: export PK_SUBSCRIPTION_ALLOWED_HOSTS ?= 127.0.0.1
 run: $(RUN_STAMP)
 	$(BIN)/python -m compileall -qq -j 0 -x 'site-packages/fhir/resources/' $(VENV)/lib & \
 		$(BIN)/patientkontrakt demo --migrate; loaded=$$?; wait; exit $$loaded
-	PK_TEST_IDP=true PK_AUDIT_CHECKPOINT_FILE=audit-checkpoints.txt $(BIN)/patientkontrakt serve --host 127.0.0.1 --port $(PORT)
+	$(BIN)/patientkontrakt worker & worker=$$!; trap 'kill $$worker 2>/dev/null' INT TERM; \
+		PK_TEST_IDP=true PK_AUDIT_CHECKPOINT_FILE=audit-checkpoints.txt \
+		$(BIN)/patientkontrakt serve --host 127.0.0.1 --port $(PORT); served=$$?; \
+		kill $$worker 2>/dev/null; wait $$worker; exit $$served
 
 ## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
 test: $(TEST_STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed

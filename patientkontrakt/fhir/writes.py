@@ -37,6 +37,7 @@ from patientkontrakt.fhir.errors import (
 )
 from patientkontrakt.fhir.hooks import NO_CONTEXT, NoHooks, WriteContext, WriteHooks
 from patientkontrakt.fhir.indexing import Indexer, parse_reference, reference_elements
+from patientkontrakt.fhir.observers import NoObserver, WriteObserver
 from patientkontrakt.fhir.results import parse_etag
 from patientkontrakt.storage.repository import StoredResource, Unit
 
@@ -96,13 +97,15 @@ def versioned_body(resource: dict[str, Any], version: int, now: datetime) -> dic
 
 class Writer:
     def __init__(self, indexer: Indexer, local_base: str, served_types: frozenset[str], matcher: Matcher,
-                 hooks: WriteHooks | None = None, compartment: dict[str, tuple[str, ...]] | None = None) -> None:
+                 hooks: WriteHooks | None = None, compartment: dict[str, tuple[str, ...]] | None = None,
+                 observer: WriteObserver | None = None) -> None:
         self._indexer = indexer
         self._base = local_base
         self._types = served_types
         self._match = matcher
         self.hooks: WriteHooks = hooks or NoHooks()
         self._compartment = compartment or {}
+        self.observer: WriteObserver = observer or NoObserver()
 
     # -- primitives ------------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Writer:
         type_, id_ = resource["resourceType"], resource["id"]
         resource = await access_of(unit).admit(unit, resource, existing)
         resource = await self.hooks.before_store(unit, resource, existing, context)
+        resource = await self.observer.before_store(unit, resource, existing)
         if check_references:
             await self.verify(unit, resource)
             if context.provenance is not None:
@@ -150,6 +154,7 @@ class Writer:
         stored = StoredResource(pk, type_, id_, version, now, False, text, patient_id, *owner)
         unit.written.append(stored)
         unit.touched.append(stored)
+        await self.observer.stored(unit, stored, existing)
         if context.provenance is not None:
             await self._provenance(unit, context.provenance, stored)
         await self.hooks.after_store(unit, stored, existing, context, self)
@@ -419,6 +424,7 @@ class Writer:
         gone = StoredResource(existing.pk, type_, id_, version, now, True, existing.body, existing.patient_id,
                               existing.owner_unit, existing.owner_provider)
         unit.touched.append(gone)
+        await self.observer.deleted(unit, gone)
         return WriteOutcome(204, gone)
 
     async def check_referrers(self, unit: Unit, type_: str, id_: str, pk: int) -> None:

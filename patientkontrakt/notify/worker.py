@@ -137,6 +137,9 @@ class Worker:
                       pending)
                .order_by(S.c.last_delivered.asc().nulls_first(), S.c.resource_pk)
                .limit(1))
+        async with self.store.reading() as unit:  # idle workers take no write lock (SQLite: one writer)
+            if (await unit.conn.execute(due)).scalar() is None:
+                return None
         async with self.store.writing() as unit:
             if self.store.dialect == "postgresql":
                 due = due.with_for_update(skip_locked=True, of=S)

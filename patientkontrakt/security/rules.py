@@ -193,8 +193,11 @@ class CareUnitAccess(ScopedAccess):
         return frozenset(found)
 
     def owner(self, type_: str) -> tuple[str, str] | None:
-        """What the unit creates is the unit's, and its provider's, record."""
+        """What the unit creates is the unit's, and its provider's, record; a Subscription is the
+        unit's whatever its provider (only its owner unit sees it)."""
         provider = self.principal.care_provider
+        if type_ == "Subscription":
+            return self.care_unit_org, provider or ""
         return (self.care_unit_org, provider) if provider and type_ not in DIRECTORY else None
 
     def reach(self, type_: str) -> Restriction | None:
@@ -370,6 +373,9 @@ class PatientAccess(ScopedAccess):
         self.parameters = {PATIENT: patient_id}
 
     def require(self, type_: str, interaction: str) -> None:
+        if type_ == "Subscription":
+            raise Forbidden("Subscriptions are for the systems of care units, not for patients' tokens",
+                            details_sv="Som patient kan du inte prenumerera på ändringar här.")
         if PERMISSIONS[interaction] in "cud" and type_ != "Goal" or interaction == "delete":
             raise Forbidden(f"A patient may not {interaction} {type_} resources; only add and change "
                             "their own goals", details_sv="Som patient kan du bara lägga till och ändra dina egna mål.")

@@ -312,6 +312,10 @@ def _care_unit_condition(type_: str, directory: frozenset[str]) -> Condition | N
         return _any(_provenance_paths())
     if type_ == "Consent":
         return sa.and_(_any(_patient_paths(R.patient_id)), _consent_paths())
+    if type_ == "Subscription":
+        # not patient data, but its endpoint and headers are the unit's own: only the unit that
+        # created it sees it (and so reads, changes, deletes it)
+        return R.owner_unit == _ORG
     return sa.false()  # a type these rules do not know: nothing
 
 

@@ -270,18 +270,16 @@ def test_two_workers_deliver_each_notification_once(
            for name in ("a", "b", "c", "d")}
     for pk in pks.values():
         announce(settings, pk, plan_events(world, 15))
-    receiver.delay = 0.01
+    receiver.delay = 0.05
     with worker_process(settings, tmp_path, "worker-1"), worker_process(settings, tmp_path, "worker-2"):
         receiver.wait_for("/two/", 4 * 16, timeout=60)
         time.sleep(1)  # any repeat would come now
     for name in pks:
         got = receiver.at(f"/two/{name}/")
         assert numbers(got) == [None, *range(1, 16)], name  # each once, in order
-    logs = "".join((tmp_path / f"worker-{n}.log").read_text() for n in (1, 2))
-    assert "delivered, status 200" in logs
-    for n in (1, 2):
-        assert "delivered" in (tmp_path / f"worker-{n}.log").read_text() or n == 2
-    assert "the-endpoints-own-secret" not in logs
+    logs = [(tmp_path / f"worker-{n}.log").read_text() for n in (1, 2)]
+    shares = [log.count("delivered, status 200") for log in logs]
+    assert sum(shares) == 4 * 16 and all(shares), f"both workers delivered: {shares}"
 
 
 def test_a_worker_killed_mid_delivery_loses_nothing(
@@ -306,7 +304,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
     first_seen = list(dict.fromkeys(got))
     assert first_seen == [None, *range(1, 13)], "nothing lost, in order"
     repeats = len(got) - len(first_seen)
-    assert repeats <= 1, "at most the notification in flight is sent again"
+    assert repeats <= 1, f"at most the notification in flight is sent again: {got}"
     if repeats:
         # a repeat is the same event (same number) sent right again: the receiver can drop it
         assert any(a == b for a, b in zip(got, got[1:], strict=False))
