@@ -218,6 +218,9 @@ async def write_load(base_url: str, lines: list[tuple[str, str, str]], token: st
         headers["Authorization"] = f"Bearer {token}"
     answered: dict[Key, float] = {}
     latencies: list[float] = []
+    # Unique per call: an update identical to the current version would write none, and its
+    # answer would name a version another load wrote.
+    tag = f"{random.randrange(1 << 32):08x}"
     counts = {"requests": 0, "errors": 0, "unread": 0}
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0, headers=headers) as client:
@@ -225,12 +228,12 @@ async def write_load(base_url: str, lines: list[tuple[str, str, str]], token: st
         deadline = started + duration
 
         async def worker(number: int) -> None:
-            rng = random.Random(1000 + number)
+            rng = random.Random(f"{tag}-{number}")
             counter = 0
             while time.perf_counter() < deadline:
                 counter += 1
                 method, target, body = rng.choice(lines)
-                content = body.replace("__REV__", f"n{number}-{counter}").encode() if body else None
+                content = body.replace("__REV__", f"{tag}-{number}-{counter}").encode() if body else None
                 begin = time.perf_counter()
                 counts["requests"] += 1
                 try:
@@ -293,6 +296,7 @@ def latency_report(receiver: Receiver, load: WriteLoad, committed: dict[Key, dat
         "expected": len(expected),
         "delivered": len(delivered),
         "missing": len(expected) - len(delivered),
+        "missing_sample": ["{}/{}/_history/{}".format(*key) for key in sorted(expected - set(delivered))[:10]],
         "duplicates": receiver.duplicates(),
         "other_versions_notified": len(unexpected),
         "receiver_requests": receiver.requests,

@@ -377,7 +377,9 @@ class Bench:
                 workers = [stack.enter_context(worker_process(server, k + 1))
                            for k in range(self.args.notify_workers)]
                 token = self.token(server)
+                dsn = asyncpg_dsn(url)
                 subscription = await asyncio.to_thread(_subscribe, server.url, token, receiver.url)
+                await _wait_active(dsn, subscription)
                 print(f"  Subscription/{subscription} active; receiver {receiver.url}", flush=True)
                 if self.args.warmup > 0:
                     warm = await notify.write_load(server.url, lines, token, self.args.connections,
@@ -386,7 +388,6 @@ class Bench:
                 receiver.arrivals.clear()
                 receiver.requests = receiver.empty = 0
                 idle = self._quiet()
-                dsn = asyncpg_dsn(url)
                 first_seq = await _max_seq(dsn)
                 cpu_server, cpu_workers = server.cpu_seconds(), sum(w.cpu_seconds() for w in workers)
                 busy_before, total_before = machine_busy()
@@ -397,8 +398,10 @@ class Bench:
                 cpu_workers = sum(w.cpu_seconds() for w in workers) - cpu_workers
                 committed = await _committed(dsn, first_seq)
                 state = await asyncio.to_thread(_subscription_status, server.url, token, subscription)
+                delivery_state = await _delivery_state(dsn, subscription)
         row = notify.latency_report(receiver, load, committed, waited)
-        row.update({"subscription_status_after": state, "criteria": notify.CRITERIA,
+        row.update({"subscription_status_after": state, "delivery_state_after": delivery_state,
+                    "criteria": notify.CRITERIA,
                     "workers": self.args.notify_workers, "server_cpu_s": round(cpu_server, 2),
                     "worker_cpu_s": round(cpu_workers, 2),
                     "worker_cpu_us_per_notification": round(1e6 * cpu_workers / max(1, row["delivered"])),
@@ -410,7 +413,7 @@ class Bench:
         print(f"  notifications {row['delivered']:,}/{row['expected']:,} delivered ({row['duplicates']} duplicates)"
               f" of {row['write_rps']:,.0f} writes/s; latency from the write's answer p50 {resp['p50_ms']} ms p99 "
               f"{resp['p99_ms']} ms (from meta.lastUpdated p50 {stamp['p50_ms']} ms p99 {stamp['p99_ms']} ms); "
-              f"Subscription {state}", flush=True)
+              f"Subscription {state} (delivery state {delivery_state})", flush=True)
         if row["missing"]:
             print(f"  WARNING: {row['missing']} notifications did not arrive within {self.args.notify_drain:.0f} s "
                   f"of the load's end", flush=True)
@@ -471,31 +474,48 @@ class Bench:
             "baseline: asyncpg INSERT", lambda d: dbloops.insert_loop(dsn, bodies, connections, d))
 
 
-def _subscribe(base_url: str, token: str | None, endpoint: str, timeout: float = 60.0) -> str:
-    """Create the bench's rest-hook Subscription and wait for its handshake (``active``)."""
+def _subscribe(base_url: str, token: str | None, endpoint: str) -> str:
+    """Create the bench's rest-hook Subscription; its id."""
     headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json",
                **({"Authorization": f"Bearer {token}"} if token else {})}
     body = notify.subscription(endpoint)
     response = httpx.post(f"{base_url}/fhir/Subscription", content=orjson.dumps(body), headers=headers, timeout=30.0)
     if response.status_code != 201:
         raise RuntimeError(f"creating the Subscription: {response.status_code}\n{response.text[:2000]}")
-    id_ = response.json()["id"]
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
-        status = _subscription_status(base_url, token, id_)
-        if status == "active":
-            return str(id_)
-        if status in ("error", "off"):
-            break
-        time.sleep(0.2)
-    raise RuntimeError(f"Subscription/{id_} is {status!r}, not active")
+    return str(response.json()["id"])
+
+
+async def _wait_active(dsn: str, id_: str, timeout: float = 60.0) -> None:
+    """Wait for the handshake: the Subscription's delivery state ``active`` (what the worker
+    delivers by), or fail with the state it is in."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await conn.fetchrow("SELECT status, error FROM subscription WHERE res_id = $1", id_)
+            status = row["status"] if row else None
+            if status == "active":
+                return
+            if status in ("error", "off") or time.monotonic() > deadline:
+                raise RuntimeError(f"Subscription/{id_} is {status!r}, not active ({row['error'] if row else ''})")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 def _subscription_status(base_url: str, token: str | None, id_: str) -> str:
     headers = {"Accept": "application/fhir+json", **({"Authorization": f"Bearer {token}"} if token else {})}
     response = httpx.get(f"{base_url}/fhir/Subscription/{id_}", headers=headers, timeout=30.0)
     return str(response.json().get("status")) if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+async def _delivery_state(dsn: str, id_: str) -> str | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        value = await conn.fetchval("SELECT status FROM subscription WHERE res_id = $1", id_)
+        return None if value is None else str(value)
+    finally:
+        await conn.close()
 
 
 async def _max_seq(dsn: str) -> int:
