@@ -291,7 +291,7 @@ async def _run_parallel(dsn: str, statements: list[str], connections: int) -> No
     async def worker() -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute("SET maintenance_work_mem = '256MB'")
+            await conn.execute("SET maintenance_work_mem = '1GB'")
             while not queue.empty():
                 await conn.execute(queue.get_nowait())
         finally:
