@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import docs, errors, fhir, oauth, requestlog
+from api import docs, errors, export, fhir, oauth, requestlog
 from api.auth import RequireToken
 from api.headers import SecurityHeaders
 from api.limits import BodyLimits
@@ -34,6 +34,7 @@ from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.conformance import ConformanceResources
 from patientkontrakt.fhir.dates import format_instant, now_utc
+from patientkontrakt.fhir.export import run_forever
 from patientkontrakt.logs import configure as configure_logging
 from patientkontrakt.logs import describe
 from patientkontrakt.security.authenticate import Authenticator
@@ -42,6 +43,7 @@ from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.oauth import AuthorizationServer
 from patientkontrakt.security.revocation import Revocations
 from patientkontrakt.security.rules import PATIENT_DATA
+from patientkontrakt.security.stored_access import bulk_export
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
 from patientkontrakt.storage.errors import DatabaseUnavailable
@@ -116,6 +118,11 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits,
                                              review_log=audit)
         app.state.bundles = BundleProcessor(service)
+        # Bulk Data $export: every API process runs exports in the background (several may:
+        # jobs are claimed in the database), unless PK_EXPORT_POLL_INTERVAL is 0.
+        app.state.export = bulk_export(service)
+        exporting = asyncio.create_task(run_forever(app.state.export, settings.export_poll_interval)) \
+            if settings.export_poll_interval > 0 else None
         app.state.conformance = ConformanceResources.load(settings.profiles_dir, service.base, service.limits,
                                                           settings.default_page_size, settings.max_page_size)
         app.state.revocations = revocations
@@ -140,6 +147,10 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         gc.collect()
         gc.freeze()
         yield
+        if exporting is not None:
+            exporting.cancel()
+            with suppress(asyncio.CancelledError):
+                await exporting
         if sealing is not None:
             sealing.cancel()
             with suppress(asyncio.CancelledError):
@@ -158,6 +169,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     if settings.request_log:
         requestlog.install(app)
     app.include_router(oauth.router)
+    app.include_router(export.router)  # before fhir.router: its /{type_}/{id_} would take Patient/$export
     app.include_router(fhir.router)
     app.include_router(personal.router)
     app.include_router(plan_changes.router)

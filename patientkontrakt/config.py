@@ -67,6 +67,22 @@ class Settings(BaseSettings):
     statement_timeout: float = Field(
         default=10.0, gt=0, description="Seconds one database statement may run before it is cancelled.")
 
+    # -- Bulk Data $export (docs/api.md, "Bulk export") ---------------------------------------
+    export_expiry: int = Field(
+        default=3600, ge=1, description="Seconds a finished export (its status and files) is kept; then 404.")
+    export_max_jobs: int = Field(
+        default=2, ge=1, description="Exports one client may have queued or running at once; beyond: 429.")
+    export_batch_size: int = Field(default=2000, ge=1, description="Resources read by one statement of an export.")
+    export_file_size: int = Field(
+        default=20000, ge=1, description="Resources in one ndjson file of an export (more: further files).")
+    export_retry_after: int = Field(
+        default=2, ge=1, description="Seconds a client polling a running export is told to wait (Retry-After).")
+    export_poll_interval: float = Field(
+        default=1.0, ge=0, description="Seconds an API process waits before looking for export work again when "
+                                       "there was none (0: the API processes run no exports; a worker must).")
+    export_lease: float = Field(
+        default=60.0, gt=0, description="Seconds an export's runner holds it without news; then another takes over.")
+
     # -- authorization (design §5; docs/security.md) ----------------------------------------
     signing_key: Path = Field(
         default=Path("patientkontrakt-signing-key.pem"),

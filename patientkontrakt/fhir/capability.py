@@ -19,6 +19,9 @@ SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 VALIDATE = ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")
 # Per type, the operations of the FHIR engine itself (besides ``$validate`` on every type).
 ENGINE_OPERATIONS = {"Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")]}
+# Bulk Data $export (fhir/export.py): ours, based on the Bulk Data Access IG's (their ``base``).
+EXPORT = ("export", "https://patientkontrakt.se/fhir/OperationDefinition/export")
+PATIENT_EXPORT = ("export", "https://patientkontrakt.se/fhir/OperationDefinition/patient-export")
 
 
 def smart_security(endpoints: dict[str, str]) -> dict[str, Any]:
@@ -87,7 +90,8 @@ def capability_statement(
         profiles.setdefault(sd["type"], []).append(url)
     for type_ in sorted(types):
         params = defs.params_for(type_)
-        extra = [*ENGINE_OPERATIONS.get(type_, []), *(operations or {}).get(type_, [])]
+        extra = [*ENGINE_OPERATIONS.get(type_, []), *(operations or {}).get(type_, []),
+                 *([PATIENT_EXPORT] if type_ == "Patient" else [])]
         resources.append({
             "type": type_,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{type_}",
@@ -141,5 +145,8 @@ def capability_statement(
                              "(incl. :iterate), _total, _summary, _elements. Prefer: handling=strict|lenient.",
             "resource": resources,
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            "operation": [{"name": EXPORT[0], "definition": EXPORT[1],
+                           "documentation": "Bulk Data Access IG 2.0 (SMART Backend Services clients): "
+                                            "Prefer: respond-async; _outputFormat, _since, _type"}],
         }],
     }

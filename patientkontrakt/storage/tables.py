@@ -275,6 +275,55 @@ class SubscriptionOutbox(SQLModel, table=True):
     delivered: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
 
 
+class ExportJob(SQLModel, table=True):
+    """A Bulk Data ``$export`` (Bulk Data Access IG 2.0): kicked off by a backend client, run in
+    the background by whichever process claims it (``lease_owner`` until ``lease_until``), its
+    files in ``export_file``. ``id`` is random and unguessable: it is in the status URL.
+
+    ``owner``: who may poll it and download its files (client, principal, care unit); ``access``:
+    what the runner needs to rebuild the caller's access rules (JSON, ``security/stored_access.py``).
+    ``params``: the checked kick-off parameters (JSON). ``expires``: when it and its files go."""
+
+    __tablename__ = "export_job"
+    __table_args__ = (
+        sa.Index("ix_export_job_due", "status", "created"),
+        sa.Index("ix_export_job_owner", "owner", "status"),
+    )
+
+    id: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    owner: str = Field(sa_column=sa.Column(sa.String(400), nullable=False))
+    access: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON
+    request: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # the kick-off URL
+    params: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # queued | running | done | failed
+    progress: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
+    created: datetime = Field(sa_column=sa.Column(sa.DateTime(), nullable=False))
+    transaction_time: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    finished: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    expires: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    lease_owner: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+
+
+class ExportFile(SQLModel, table=True):
+    """One ndjson file of an export: ``count`` resources of one type (part ``part`` of that type),
+    and the patients whose data it holds (``patients``: JSON, patient id -> resource names, for the
+    access log entries written when it is downloaded)."""
+
+    __tablename__ = "export_file"
+    __table_args__ = (sa.Index("ix_export_file_job", "job_id", "res_type", "part"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigKey, primary_key=True, autoincrement=True))
+    job_id: str = Field(sa_column=sa.Column(sa.String(64), sa.ForeignKey("export_job.id", ondelete="CASCADE"),
+                                            nullable=False))
+    res_type: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    part: int = Field(nullable=False)
+    count: int = Field(nullable=False)
+    content: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # ndjson
+    patients: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON
+
+
 class ServerState(SQLModel, table=True):
     """Small facts about the database itself, e.g. which search parameters its index was built with."""
 
@@ -470,3 +519,5 @@ TOKEN_REVOCATION: sa.Table = TokenRevocation.__table__  # type: ignore[attr-defi
 SUBSCRIPTION: sa.Table = SubscriptionState.__table__  # type: ignore[attr-defined]
 SUBSCRIPTION_TRIGGER: sa.Table = SubscriptionTrigger.__table__  # type: ignore[attr-defined]
 SUBSCRIPTION_OUTBOX: sa.Table = SubscriptionOutbox.__table__  # type: ignore[attr-defined]
+EXPORT_JOB: sa.Table = ExportJob.__table__  # type: ignore[attr-defined]
+EXPORT_FILE: sa.Table = ExportFile.__table__  # type: ignore[attr-defined]

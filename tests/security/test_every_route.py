@@ -114,6 +114,9 @@ _CONFORMANCE = ("the definitions the CapabilityStatement names (StructureDefinit
                 "(test_conformance_resources.py)")
 _CONFORMANCE_WRITE = "always 405: the definitions are read-only; nothing is read (test_conformance_resources.py)"
 
+_EXPORT_KICK_OFF = ("starts a Bulk Data export: backend systems only (403 for staff and patients), scopes checked; "
+                    "nothing is read until the files are built (test_export.py)")
+
 ROUTES: dict[Route, str] = {
     # -- FHIR (api/fhir.py) --------------------------------------------------------------------
     ("GET", "/fhir/{type_}/{id_}"): PROBED,
@@ -236,6 +239,23 @@ ROUTES: dict[Route, str] = {
     ("PATCH", "/fhir/{type_}/{id_}"): PROBED,
     ("PATCH", "/fhir/{type_}"): PROBED,
     ("PATCH", "/fhir/AuditEvent"): _LOG_WRITE,
+    # -- Bulk Data $export (api/export.py, patientkontrakt/fhir/export.py) -------------------------
+    ("GET", "/fhir/$export"): _EXPORT_KICK_OFF,
+    ("POST", "/fhir/$export"): _EXPORT_KICK_OFF,
+    ("GET", "/fhir/Patient/$export"): _EXPORT_KICK_OFF,
+    ("POST", "/fhir/Patient/$export"): _EXPORT_KICK_OFF,
+    ("GET", "/fhir/Group/{group_id}/$export"): "always 404: this server serves no Group resources; nothing is read "
+                                               "(test_export.py)",
+    ("POST", "/fhir/Group/{group_id}/$export"): "always 404: this server serves no Group resources; nothing is read "
+                                                "(test_export.py)",
+    ("GET", "/fhir/$export-status/{job_id}"): "an export's status and manifest (file URLs and counts, no resource); "
+                                              "the client that started it only, 404 for anyone else (test_export.py)",
+    ("DELETE", "/fhir/$export-status/{job_id}"): "cancels an export: the client that started it only, 404 for anyone "
+                                                 "else; nothing is read (test_export.py)",
+    ("GET", "/fhir/$export-file/{job_id}/{file_id}"): "an export's ndjson file: the client that started it only (404 "
+                                                      "for anyone else); exactly what that client's searches find, "
+                                                      "consent and spärr included; each download logged, one entry "
+                                                      "per patient (test_export.py)",
 }
 
 

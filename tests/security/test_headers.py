@@ -89,7 +89,7 @@ def test_every_response_has_the_security_headers(site: Site) -> None:
     csrf = {area: csrf_of(http.get(area)) for area in ("/personal", "/mitt")}
     values = {"plan_id": agreement.plan, "goal_id": agreement.patient_goal, "type_": "CarePlan",
               "id_": agreement.plan, "version": "1", "index": "0", "patient_id": agreement.patient,
-              "consent_id": "no-such-consent"}
+              "consent_id": "no-such-consent", "job_id": "no-such-job", "file_id": "1", "group_id": "g"}
     # error pages and refusals too: an unknown agreement, an unknown client, no token, too large
     for response in (http.get("/personal/avtal/no-such-plan"), http.get("/oauth/authorize", params={"client_id": "x"})):
         assert response.status_code in (400, 404), response.text

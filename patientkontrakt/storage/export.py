@@ -1,0 +1,193 @@
+"""The SQL of Bulk Data ``$export`` (``fhir/export.py``): jobs, their files, and the batches a
+job reads.
+
+A batch is one statement: the next ``limit`` current resources of one type after a ``pk`` (keyset,
+no OFFSET), under the caller's access condition, returning the stored JSON text as it is, so the
+runner joins it into ndjson lines without parsing a resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from patientkontrakt.storage.repository import Store, Unit
+from patientkontrakt.storage.tables import EXPORT_FILE, EXPORT_JOB, RESOURCE
+
+J = EXPORT_JOB.c
+F = EXPORT_FILE.c
+R = RESOURCE.c
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    owner: str
+    access: str
+    request: str
+    params: str
+    status: str
+    progress: str | None
+    created: datetime
+    transaction_time: datetime | None
+    finished: datetime | None
+    expires: datetime | None
+    error: str | None
+
+
+_JOB_COLUMNS = (J.id, J.owner, J.access, J.request, J.params, J.status, J.progress, J.created,
+                J.transaction_time, J.finished, J.expires, J.error)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    id: int
+    type: str
+    part: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Row:
+    pk: int
+    id: str
+    patient_id: str | None
+    body: str
+
+
+def _job(row: Sequence[Any]) -> Job:
+    return Job(*row)
+
+
+def _file(row: Sequence[Any]) -> FileInfo:
+    return FileInfo(*row)
+
+
+def _row(row: Sequence[Any]) -> Row:
+    return Row(*row)
+
+
+async def create_job(store: Store, job: dict[str, Any], max_active: int) -> bool:
+    """Insert ``job`` unless its owner already has ``max_active`` jobs queued or running (False)."""
+    async with store.writing() as unit:
+        await unit.lock_key(f"export:{job['owner']}")
+        active = (await unit.conn.execute(sa.select(sa.func.count()).select_from(EXPORT_JOB).where(
+            J.owner == job["owner"], J.status.in_(ACTIVE)))).scalar_one()
+        if active >= max_active:
+            return False
+        await unit.conn.execute(sa.insert(EXPORT_JOB).values(**job))
+    return True
+
+
+async def get_job(store: Store, job_id: str) -> Job | None:
+    async with store.reading() as unit:
+        row = (await unit.conn.execute(sa.select(*_JOB_COLUMNS).where(J.id == job_id))).first()
+    return _job(row) if row else None
+
+
+async def files_of(store: Store, job_id: str) -> list[FileInfo]:
+    async with store.reading() as unit:
+        rows = (await unit.conn.execute(sa.select(F.id, F.res_type, F.part, F.count).where(F.job_id == job_id)
+                                        .order_by(F.res_type, F.part))).all()
+    return [_file(row) for row in rows]
+
+
+async def file_content(store: Store, job_id: str, file_id: int) -> tuple[str, str, str] | None:
+    """(resource type, ndjson, patients JSON) of the file, or None."""
+    async with store.reading() as unit:
+        row = (await unit.conn.execute(sa.select(F.res_type, F.content, F.patients).where(
+            F.job_id == job_id, F.id == file_id))).first()
+    return (str(row[0]), str(row[1]), str(row[2])) if row else None
+
+
+async def delete_job(store: Store, job_id: str) -> None:
+    """The job and its files (``ON DELETE CASCADE``)."""
+    async with store.writing() as unit:
+        await unit.conn.execute(sa.delete(EXPORT_FILE).where(F.job_id == job_id))
+        await unit.conn.execute(sa.delete(EXPORT_JOB).where(J.id == job_id))
+
+
+async def delete_expired(store: Store, now: datetime) -> int:
+    """Remove the finished jobs whose time is up, with their files; how many."""
+    async with store.writing() as unit:
+        ids: list[str] = list((await unit.conn.execute(sa.select(J.id).where(J.expires.is_not(None), J.expires <= now)
+                                            .limit(100))).scalars())
+        if ids:
+            await unit.conn.execute(sa.delete(EXPORT_FILE).where(F.job_id.in_(ids)))
+            await unit.conn.execute(sa.delete(EXPORT_JOB).where(J.id.in_(ids)))
+    return len(ids)
+
+
+async def claim(store: Store, lease_owner: str, now: datetime, lease_until: datetime) -> Job | None:
+    """Take the oldest queued job, or a running one whose lease ran out (its runner is gone: its
+    files so far are dropped and it starts again). PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so
+    processes claiming at once get different jobs; SQLite: the write lock (``BEGIN IMMEDIATE``)."""
+    due = sa.or_(J.status == "queued", sa.and_(J.status == "running", J.lease_until < now))
+    query = sa.select(*_JOB_COLUMNS).where(due).order_by(J.created).limit(1)
+    async with store.writing() as unit:
+        if unit.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        row = (await unit.conn.execute(query)).first()
+        if row is None:
+            return None
+        job = _job(row)
+        await unit.conn.execute(sa.delete(EXPORT_FILE).where(F.job_id == job.id))
+        await unit.conn.execute(sa.update(EXPORT_JOB).where(J.id == job.id).values(
+            status="running", lease_owner=lease_owner, lease_until=lease_until, transaction_time=now,
+            progress="started"))
+    return Job(**{**job.__dict__, "status": "running", "transaction_time": now})
+
+
+async def _renew(unit: Unit, job_id: str, runner: str, lease_until: datetime, **values: Any) -> bool:
+    result = await unit.conn.execute(sa.update(EXPORT_JOB).where(
+        J.id == job_id, J.lease_owner == runner, J.status == "running").values(lease_until=lease_until, **values))
+    return bool(result.rowcount)
+
+
+async def write_file(store: Store, job_id: str, lease_owner: str, lease_until: datetime, progress: str,
+                     file: dict[str, Any]) -> bool:
+    """Add a file to the job, renewing the lease; False if the job is gone or no longer this
+    runner's (cancelled, or taken over after the lease ran out): then nothing is written."""
+    async with store.writing() as unit:
+        if not await _renew(unit, job_id, lease_owner, lease_until, progress=progress):
+            return False
+        await unit.conn.execute(sa.insert(EXPORT_FILE).values(job_id=job_id, **file))
+    return True
+
+
+async def renew(store: Store, job_id: str, lease_owner: str, lease_until: datetime, progress: str) -> bool:
+    async with store.writing() as unit:
+        return await _renew(unit, job_id, lease_owner, lease_until, progress=progress)
+
+
+async def finish(store: Store, job_id: str, lease_owner: str, now: datetime, expires: datetime,
+                 error: str | None = None) -> bool:
+    async with store.writing() as unit:
+        return await _renew(unit, job_id, lease_owner, now, status="failed" if error else "done", finished=now,
+                            expires=expires, error=error, lease_owner=None, progress=None)
+
+
+async def batch(store: Store, access: Any, type_: str, condition: Any, after: int, limit: int, *,
+                since: datetime | None, until: datetime, patients: Sequence[str] | None,
+                compartment_only: bool) -> list[Row]:
+    """The next ``limit`` current resources of ``type_`` with ``pk`` above ``after`` that
+    ``condition`` (the caller's access condition, None: all) admits, changed after ``since`` and
+    not after ``until``; of the ``patients`` only, or of some patient (``compartment_only``)."""
+    where = [R.res_type == type_, R.pk > after, R.deleted.is_(False), R.last_updated <= until]
+    if since is not None:
+        where.append(R.last_updated > since)
+    if patients is not None:
+        where.append(R.patient_id.in_(list(patients)))
+    elif compartment_only:
+        where.append(R.patient_id.is_not(None))
+    if condition is not None:
+        where.append(condition)
+    query = sa.select(R.pk, R.res_id, R.patient_id, R.body).where(*where).order_by(R.pk).limit(limit)
+    async with store.reading(access) as unit:
+        rows = (await unit.conn.execute(query, unit.parameters)).all()
+    return [_row(row) for row in rows]

@@ -1,0 +1,410 @@
+"""Bulk Data ``$export`` (Bulk Data Access IG 2.0; patientkontrakt/fhir/export.py).
+
+Over a live server (``patientkontrakt serve`` in a subprocess, on PostgreSQL and on SQLite, with
+the demo region loaded and the export runner polling every 0.2 s): kick-off → status polling →
+manifest → ndjson files, read back and compared with what a search by the same client finds
+(``_total=accurate``), at the system and Patient levels, with ``_type`` and ``_since``; another
+client cannot see the job or its files; a patient's token is refused; a resource hidden by the
+consent rules (no samtycke, a spärr) is in no file; cancel; expiry; the access log of a download.
+
+In-process (a clean PostgreSQL database, no runner): the kick-off's checks and the limit of jobs
+per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from patientkontrakt.config import Settings
+from patientkontrakt.domain.demo import DemoGenerator, load_demo
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.security.tokens import Grant
+from patientkontrakt.storage.database import create_engine, migrate
+from patientkontrakt.storage.repository import Store
+from patientkontrakt.storage.tables import EXPORT_JOB
+from tests.conftest import BASE_URL, audit_key_file, demo_database, issue_token, make_settings
+from tests.interop.test_fhirpy import Server, serving
+from tests.interop.test_smart_clients import _command
+from tests.security.conftest import World, _agreements
+from tests.security.test_consent_matrix import CLINIC, HOMECARE, TARGET, VC, consent
+
+AGREEMENTS = 8
+SYSTEM = "system/*.rs"
+EXPORTED = ("Patient", "CarePlan", "CareTeam", "Goal", "Appointment", "Provenance", "Consent", "Organization",
+            "Practitioner", "PractitionerRole")
+
+
+# -- the live server ----------------------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    server: Server
+    world: World
+    url: str
+
+    @property
+    def base(self) -> str:
+        return self.server.fhir_base
+
+    def system(self, org: str = VC, scope: str = SYSTEM, client: str = "test-ehr") -> dict[str, str]:
+        unit = self.world._run(lambda d: d.care_unit_by_id(org))
+        grant = Grant(kind="system", sub=client, name="Test EHR", care_unit=unit[0], care_unit_name=unit[1],
+                      care_unit_org=org, care_provider=unit[2])
+        return {"authorization": f"Bearer {issue_token(self.world.settings, grant, scope, client)}"}
+
+    def kick_off(self, headers: dict[str, str], path: str = "$export", method: str = "GET",
+                 **params: str) -> str:
+        response = httpx.request(method, f"{self.base}/{path}", params=params, timeout=30,
+                                 headers={**headers, "prefer": "respond-async", "accept": "application/fhir+json"})
+        assert response.status_code == 202, response.text
+        return response.headers["content-location"]
+
+    def manifest(self, headers: dict[str, str], status_url: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            response = httpx.get(status_url, headers=headers, timeout=30)
+            if response.status_code == 200:
+                assert response.headers["content-type"].startswith("application/json")
+                return dict(response.json())
+            assert response.status_code == 202, response.text
+            assert response.headers["retry-after"] == "1"
+            assert response.headers["x-progress"]
+            time.sleep(0.2)
+        pytest.fail(f"the export did not finish within 60 s:\n{self.server.log()}")
+
+    def download(self, headers: dict[str, str], manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """type -> the resources of every file of that type; each file's count checked."""
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for output in manifest["output"]:
+            response = httpx.get(output["url"], headers={**headers, "accept": "application/fhir+ndjson"}, timeout=30)
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"].startswith("application/fhir+ndjson")
+            lines = [orjson.loads(line) for line in response.text.splitlines()]
+            assert len(lines) == output["count"] and response.text.endswith("\n")
+            assert {r["resourceType"] for r in lines} == {output["type"]}
+            by_type.setdefault(output["type"], []).extend(lines)
+        return by_type
+
+    def export(self, headers: dict[str, str], path: str = "$export", **params: str
+               ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        manifest = self.manifest(headers, self.kick_off(headers, path, **params))
+        return manifest, self.download(headers, manifest)
+
+    def search_ids(self, headers: dict[str, str], type_: str, **params: str) -> set[str]:
+        """Every id a search by the same client finds, paged to the end; its total checked."""
+        ids: set[str] = set()
+        url: str | None = f"{self.base}/{type_}"
+        query: dict[str, str] | None = {"_count": "200", "_total": "accurate", **params}
+        total = None
+        while url:
+            response = httpx.get(url, params=query, headers=headers, timeout=30)
+            assert response.status_code == 200, response.text
+            bundle = response.json()
+            total = bundle.get("total", total)
+            ids |= {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
+            url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+            query = None
+        assert total == len(ids)
+        return ids
+
+    def sql(self, statement: str | sa.Executable, **values: Any) -> list[Any]:
+        async def run() -> list[Any]:
+            engine = create_engine(self.url, pool_size=1)
+            try:
+                async with engine.begin() as conn:
+                    query = sa.text(statement) if isinstance(statement, str) else statement
+                    result = await conn.execute(query, values)
+                    return list(result.all()) if result.returns_rows else []
+            finally:
+                await engine.dispose()
+        return asyncio.run(run())
+
+    def expire(self, job: str) -> None:
+        """Age the job past its expiry (``PK_EXPORT_EXPIRY``), as if its time had come."""
+        self.sql(sa.update(EXPORT_JOB).where(EXPORT_JOB.c.id == job).values(expires=datetime(2000, 1, 1)))
+
+
+def _environment(url: str, signing_key: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
+    return {**env, "PK_DATABASE_URL": url, "PK_SIGNING_KEY": str(signing_key), "PK_AUDIT_KEY": str(audit_key_file()),
+            "PK_LOG_LEVEL": "info", "PK_AUDIT_SEAL_INTERVAL": "0", "PK_EXPORT_POLL_INTERVAL": "0.2",
+            "PK_EXPORT_RETRY_AFTER": "1", "PK_EXPORT_BATCH_SIZE": "7", "PK_EXPORT_FILE_SIZE": "20",
+            "PK_EXPORT_MAX_JOBS": "3"}
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo region (8 agreements) on a database of its own."""
+    if request.param == "postgresql":
+        with demo_database(f"pk_export_{os.getpid()}", AGREEMENTS) as url:
+            yield url
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('export') / 'pk.db'}"
+    migrate(url)
+
+    async def load() -> None:
+        store = Store(create_engine(url, pool_size=2))
+        try:
+            await load_demo(BundleProcessor(build_service(make_settings(url), store)), AGREEMENTS)
+        finally:
+            await store.dispose()
+
+    asyncio.run(load())
+    yield url
+
+
+@pytest.fixture(scope="module")
+def site(database: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with serving(_command(), _environment(database, signing_key), tmp_path_factory.mktemp("server")) as server:
+        settings = make_settings(database, base_url=server.base_url)
+        generator = DemoGenerator(seed=1)
+        yield Site(server, World(settings, generator, _agreements(generator)[:AGREEMENTS]), database)
+        assert server.process.poll() is None, "the server died"
+
+
+def _ids(resources: list[dict[str, Any]]) -> set[str]:
+    ids = [r["id"] for r in resources]
+    assert len(ids) == len(set(ids)), "a resource exported twice"
+    return set(ids)
+
+
+# -- the whole flow -----------------------------------------------------------------------------
+
+
+def test_a_system_export_holds_exactly_what_the_client_finds_by_search(site: Site) -> None:
+    headers = site.system()
+    manifest, files = site.export(headers, _outputFormat="application/fhir+ndjson")
+    assert manifest["requiresAccessToken"] is True
+    assert manifest["error"] == []
+    assert manifest["request"].startswith(f"{site.base}/$export")
+    assert manifest["transactionTime"].endswith("Z")
+    for type_ in EXPORTED:
+        assert _ids(files.get(type_, [])) == site.search_ids(headers, type_), type_
+    assert sum(o["count"] for o in manifest["output"]) == sum(len(v) for v in files.values())
+    # small files (PK_EXPORT_FILE_SIZE=20 from batches of 7): a type of many resources is in parts
+    assert max(sum(1 for o in manifest["output"] if o["type"] == t) for t in files) > 1
+
+
+def test_type_and_since_narrow_the_export(site: Site) -> None:
+    headers = site.system()
+    manifest, files = site.export(headers, _type="CarePlan,Goal")
+    assert set(files) <= {"CarePlan", "Goal"} and {o["type"] for o in manifest["output"]} == set(files)
+    assert _ids(files["CarePlan"]) == site.search_ids(headers, "CarePlan")
+    updated = sorted(g["meta"]["lastUpdated"] for g in files["Goal"])
+    since = updated[len(updated) // 2]
+    _, later = site.export(headers, _type="Goal", _since=since)
+    assert _ids(later.get("Goal", [])) == site.search_ids(headers, "Goal", _lastUpdated=f"gt{since}")
+    assert 0 < len(later.get("Goal", [])) < len(files["Goal"])
+
+
+def test_a_patient_level_export_holds_the_patient_compartments(site: Site) -> None:
+    headers = site.system()
+    manifest, files = site.export(headers, "Patient/$export", method="POST")
+    assert not {"Organization", "Practitioner", "PractitionerRole"} & set(files)
+    for type_ in ("Patient", "CarePlan", "Goal", "CareTeam"):
+        assert _ids(files[type_]) == site.search_ids(headers, type_), type_
+    one = sorted(_ids(files["Patient"]))[0]
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": f"Patient/{one}"}},
+        {"name": "_type", "valueString": "Patient,CarePlan"}]}
+    response = httpx.post(f"{site.base}/Patient/$export", json=body, timeout=30, headers={
+        **headers, "prefer": "respond-async", "content-type": "application/fhir+json"})
+    assert response.status_code == 202, response.text
+    single = site.download(headers, site.manifest(headers, response.headers["content-location"]))
+    assert _ids(single["Patient"]) == {one}
+    assert _ids(single["CarePlan"]) == site.search_ids(headers, "CarePlan", patient=one)
+
+
+def test_group_export_is_not_found_here(site: Site) -> None:
+    response = httpx.get(f"{site.base}/Group/anything/$export", timeout=30,
+                         headers={**site.system(), "prefer": "respond-async"})
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_only_the_client_that_kicked_off_sees_the_job_and_its_files(site: Site) -> None:
+    headers = site.system()
+    status_url = site.kick_off(headers, _type="Patient")
+    manifest = site.manifest(headers, status_url)
+    file_url = manifest["output"][0]["url"]
+    others = [site.system(client="other-ehr"), site.system(org=CLINIC),
+              site.world.patient(site.world.agreements[0].patient)]
+    for other in others:
+        assert httpx.get(status_url, headers=other, timeout=30).status_code == 404
+        assert httpx.get(file_url, headers=other, timeout=30).status_code == 404
+        assert httpx.delete(status_url, headers=other, timeout=30).status_code == 404
+    assert httpx.get(file_url, timeout=30).status_code == 401
+    assert httpx.get(file_url, headers=headers, timeout=30).status_code == 200
+
+
+def test_patient_and_staff_tokens_are_refused(site: Site) -> None:
+    w = site.world
+    for headers in (w.patient(w.agreements[0].patient), w.staff(w.role_at(VC, "nurse"))):
+        response = httpx.get(f"{site.base}/$export", timeout=30, headers={**headers, "prefer": "respond-async"})
+        assert response.status_code == 403, response.text
+        assert response.json()["issue"][0]["code"] == "forbidden"
+
+
+def test_a_download_is_in_the_access_log_one_entry_per_patient(site: Site) -> None:
+    headers = site.system()
+    manifest = site.manifest(headers, site.kick_off(headers, _type="Patient"))
+    before = site.sql("SELECT count(*) FROM audit_log WHERE client_id = 'test-ehr' AND request LIKE '$export-file%'")
+    files = site.download(headers, manifest)
+    rows = site.sql("SELECT patient_id, interaction, resources FROM audit_log WHERE client_id = 'test-ehr' "
+                    "AND request LIKE '$export-file%'")
+    assert len(rows) - before[0][0] == len(files["Patient"])
+    logged = {r[0] for r in rows[before[0][0]:]} if rows else set()
+    assert logged == _ids(files["Patient"])
+    assert {r[1] for r in rows} == {"operation"}
+
+
+def test_cancel_removes_the_job_and_its_files(site: Site) -> None:
+    headers = site.system()
+    status_url = site.kick_off(headers, _type="Goal")
+    manifest = site.manifest(headers, status_url)
+    response = httpx.delete(status_url, headers=headers, timeout=30)
+    assert response.status_code == 202
+    assert httpx.get(status_url, headers=headers, timeout=30).status_code == 404
+    assert httpx.get(manifest["output"][0]["url"], headers=headers, timeout=30).status_code == 404
+    job = status_url.rsplit("/", 1)[1]
+    assert site.sql("SELECT count(*) FROM export_file WHERE job_id = :job", job=job)[0][0] == 0
+
+
+def test_an_expired_export_is_gone(site: Site) -> None:
+    headers = site.system()
+    status_url = site.kick_off(headers, _type="Patient")
+    manifest = site.manifest(headers, status_url)
+    job = status_url.rsplit("/", 1)[1]
+    site.expire(job)
+    assert httpx.get(manifest["output"][0]["url"], headers=headers, timeout=30).status_code == 404
+    assert httpx.get(status_url, headers=headers, timeout=30).status_code == 404
+    assert site.sql("SELECT count(*) FROM export_job WHERE id = :job", job=job)[0][0] == 0
+    assert site.sql("SELECT count(*) FROM export_file WHERE job_id = :job", job=job)[0][0] == 0
+
+
+def test_what_consent_and_sparr_hide_is_in_no_file(site: Site) -> None:
+    """The hemsjukvård (another care provider) takes part in agreement TARGET of the vårdcentral:
+    without the patient's samtycke its system does not see the vårdcentral's part, with one it
+    does, and a yttre spärr hides it again (tests/security/test_consent_matrix.py)."""
+    w = site.world
+    target = w.agreements[TARGET]
+    homecare = site.system(org=HOMECARE)
+
+    def exported() -> dict[str, set[str]]:
+        _, files = site.export(homecare, _type="CarePlan,CareTeam")
+        found = {t: _ids(files.get(t, [])) for t in ("CarePlan", "CareTeam")}
+        for type_, ids in found.items():
+            assert ids == site.search_ids(homecare, type_), type_
+        return found
+
+    def record(unit: str, resource: dict[str, Any]) -> None:
+        response = httpx.post(f"{site.base}/Consent", json=resource, timeout=30, headers={
+            **w.staff(w.role_at(unit, "nurse")), "content-type": "application/fhir+json"})
+        assert response.status_code == 201, response.text
+
+    hidden = exported()
+    assert target.plan not in hidden["CarePlan"] and target.team not in hidden["CareTeam"]
+    record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
+    shown = exported()
+    assert target.plan in shown["CarePlan"] and target.team in shown["CareTeam"]
+    record(VC, consent(target.patient, "yttre-sparr", "CST", VC))
+    blocked = exported()
+    assert target.plan not in blocked["CarePlan"] and target.team not in blocked["CareTeam"]
+
+
+# -- the kick-off's checks (in-process, no runner) ---------------------------------------------
+
+
+@pytest.fixture
+def app(clean_pg: str) -> Iterator[tuple[TestClient, Settings]]:
+    settings = make_settings(clean_pg, export_poll_interval=0, export_max_jobs=2)
+    with TestClient(create_app(settings), base_url=BASE_URL) as client:
+        yield client, settings
+
+
+def _system(settings: Settings, client: str = "test-ehr", scope: str = SYSTEM) -> dict[str, str]:
+    grant = Grant(kind="system", sub=client, name="Test EHR", care_unit="SE2321000016-E001",
+                  care_unit_name="Vårdcentralen Norr", care_unit_org="org-1", care_provider="SE2321000016-P001")
+    return {"authorization": f"Bearer {issue_token(settings, grant, scope, client)}"}
+
+
+@pytest.mark.parametrize(("params", "prefer", "status", "expression"), [
+    ({}, None, 400, "Prefer"),
+    ({"_outputFormat": "application/fhir+json"}, "respond-async", 400, "_outputFormat"),
+    ({"_type": "Nothing"}, "respond-async", 400, "_type"),
+    ({"_type": "AuditEvent"}, "respond-async", 400, "_type"),
+    ({"_since": "yesterday"}, "respond-async", 400, "_since"),
+    ({"_typeFilter": "CarePlan?status=active"}, "respond-async", 400, "_typeFilter"),
+    ({"_elements": "id"}, "respond-async", 400, "_elements"),
+    ({"includeAssociatedData": "LatestProvenanceResources"}, "respond-async", 400, "includeAssociatedData"),
+    ({"patient": "Patient/x"}, "respond-async", 400, "patient"),
+    ({"whatever": "1"}, "respond-async", 400, "whatever"),
+    ({"_typeFilter": "CarePlan?status=active"}, "respond-async, handling=lenient", 202, None),
+    ({"_outputFormat": "ndjson", "_type": "CarePlan", "_since": "2020-01-01T00:00:00Z"}, "respond-async", 202, None),
+])
+def test_kick_off_checks(app: tuple[TestClient, Settings], params: dict[str, str], prefer: str | None,
+                         status: int, expression: str | None) -> None:
+    client, settings = app
+    headers = {**_system(settings), **({"prefer": prefer} if prefer else {})}
+    response = client.get("/fhir/$export", params=params, headers=headers)
+    assert response.status_code == status, response.text
+    if status == 202:
+        assert response.headers["content-location"].startswith(f"{BASE_URL}/fhir/$export-status/")
+    else:
+        issue = response.json()["issue"][0]
+        assert issue["expression"] == [expression], issue
+
+
+def test_a_type_outside_the_scopes_is_forbidden_and_the_others_are_left_out(app: tuple[TestClient, Settings]) -> None:
+    client, settings = app
+    narrow = _system(settings, scope="system/CarePlan.rs system/Goal.rs")
+    response = client.get("/fhir/$export", params={"_type": "Patient"}, headers={**narrow, "prefer": "respond-async"})
+    assert response.status_code == 403
+    response = client.get("/fhir/$export", headers={**narrow, "prefer": "respond-async"})
+    assert response.status_code == 202
+    job = response.headers["content-location"].rsplit("/", 1)[1]
+    params = asyncio.run(_params(settings.database_url, job))
+    assert params["types"] == ["CarePlan", "Goal"]
+
+
+async def _params(url: str, job: str) -> dict[str, Any]:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            text = (await conn.execute(sa.text("SELECT params FROM export_job WHERE id = :id"), {"id": job})).scalar()
+    finally:
+        await engine.dispose()
+    return dict(orjson.loads(text))
+
+
+def test_a_client_has_at_most_n_exports_running(app: tuple[TestClient, Settings]) -> None:
+    client, settings = app
+    headers = {**_system(settings), "prefer": "respond-async"}
+    first = client.get("/fhir/$export", headers=headers)
+    assert client.post("/fhir/Patient/$export", headers=headers).status_code == 202
+    refused = client.get("/fhir/$export", headers=headers)
+    assert refused.status_code == 429
+    assert refused.json()["issue"][0]["code"] == "throttled"
+    assert client.get("/fhir/$export", headers={**_system(settings, client="other"), "prefer": "respond-async"}
+                      ).status_code == 202
+    status_url = first.headers["content-location"]
+    running = client.get(status_url, headers=headers)
+    assert running.status_code == 202 and running.headers["retry-after"] and running.headers["x-progress"]
+    assert client.delete(status_url, headers=headers).status_code == 202
+    assert client.get("/fhir/$export", headers=headers).status_code == 202
