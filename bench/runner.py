@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-timeout", type=float, default=1800.0,
                         help="give up on an export after this many seconds (default 1800)")
     parser.add_argument("--notify-workers", type=int, default=1,
-                        help="patientkontrakt worker processes beside the server for notify and export (default 1)")
+                        help="patientkontrakt worker processes beside the server for notify (default 1)")
     parser.add_argument("--notify-drain", type=float, default=60.0,
                         help="after the write load, wait up to this many seconds for the last notifications "
                              "(default 60)")
