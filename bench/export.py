@@ -104,8 +104,10 @@ def _retry_after(response: httpx.Response, cap: float) -> float:
 
 
 async def run_export(base_url: str, token: str, *, path: str = "/fhir/$export", params: dict[str, str] | None = None,
-                     poll: float = 0.5, timeout: float = 1800.0, concurrency: int = 2) -> ExportResult:
-    """One system-level export as a backend client, from kick-off to every file read."""
+                     poll: float = 0.5, timeout: float = 1800.0, concurrency: int = 2,
+                     report_every: float = 0.0) -> ExportResult:
+    """One system-level export as a backend client, from kick-off to every file read;
+    ``report_every`` > 0: print the status's ``X-Progress`` that often (seconds)."""
     auth = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, timeout=120.0) as client:
         started = time.perf_counter()
@@ -116,6 +118,7 @@ async def run_export(base_url: str, token: str, *, path: str = "/fhir/$export", 
                                f"{kickoff.text[:2000]}")
         status_url = kickoff.headers["content-location"]
         polls = 0
+        reported = started
         while True:
             polls += 1
             status = await client.get(status_url, headers={**auth, "Accept": "application/json"})
@@ -123,6 +126,10 @@ async def run_export(base_url: str, token: str, *, path: str = "/fhir/$export", 
                 break
             if status.status_code not in (202, 429):
                 raise ExportFailed(f"status: {status.status_code}:\n{status.text[:2000]}")
+            if report_every > 0 and time.perf_counter() - reported >= report_every:
+                reported = time.perf_counter()
+                print(f"  export running for {reported - started:.0f} s: {status.headers.get('x-progress', '?')}",
+                      flush=True)
             if time.perf_counter() - started > timeout:
                 raise ExportFailed(f"not complete after {timeout:.0f} s ({polls} polls)")
             await asyncio.sleep(_retry_after(status, poll))

@@ -436,7 +436,7 @@ class Bench:
             idle = self._quiet()
             cpu_server = server.cpu_seconds()
             result = await export.run_export(server.url, self.token(server) or "", poll=self.args.export_poll,
-                                             timeout=self.args.export_timeout)
+                                             timeout=self.args.export_timeout, report_every=60.0)
             cpu_server = server.cpu_seconds() - cpu_server
         exported_types = sorted(result.by_type)
         if exported_types != types:  # the first COPY was of other rows: not a baseline
