@@ -15,6 +15,7 @@ resource WHERE NOT deleted AND res_type = ANY(…)) TO STDOUT`` through asyncpg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,7 +132,10 @@ async def run_export(base_url: str, token: str, *, path: str = "/fhir/$export", 
                 print(f"  export running for {reported - started:.0f} s: {status.headers.get('x-progress', '?')}",
                       flush=True)
             if time.perf_counter() - started > timeout:
-                raise ExportFailed(f"not complete after {timeout:.0f} s ({polls} polls)")
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.delete(status_url, headers=auth)
+                raise ExportFailed(f"not complete after {timeout:.0f} s ({polls} polls; "
+                                   f"{status.headers.get('x-progress', 'no progress')})")
             await asyncio.sleep(_retry_after(status, poll))
         complete = time.perf_counter()
         manifest = status.json()

@@ -203,6 +203,8 @@ def export_lines(row: dict[str, Any] | None) -> list[str]:
     """The export row (bench/export.py) and the COPY of the same rows beside it."""
     if not row:
         return []
+    if "error" in row:
+        return [f"{'$export':<30} failed: {row['error'][:200]}"]
     copy = row["copy"]
     ratio = "-" if row.get("vs_copy") is None else f"{row['vs_copy']:.1%}"
     lines = [

@@ -435,8 +435,14 @@ class Bench:
             server = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root))
             idle = self._quiet()
             cpu_server = server.cpu_seconds()
-            result = await export.run_export(server.url, self.token(server) or "", poll=self.args.export_poll,
-                                             timeout=self.args.export_timeout, report_every=60.0)
+            try:
+                result = await export.run_export(server.url, self.token(server) or "", poll=self.args.export_poll,
+                                                 timeout=self.args.export_timeout, report_every=60.0)
+            except export.ExportFailed as failed:
+                # Reported, and the rest of the run kept (the server stops with the job).
+                print(f"  export FAILED: {failed}", flush=True)
+                out["export"] = {"error": str(failed)[:2000]}
+                return
             cpu_server = server.cpu_seconds() - cpu_server
         exported_types = sorted(result.by_type)
         if exported_types != types:  # the first COPY was of other rows: not a baseline
