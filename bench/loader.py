@@ -218,20 +218,25 @@ def _add(out: Records, pk: int, resource: dict[str, Any], directory: _Directory)
             target.append(tuple(full.get(c) for c in columns))
 
 
+# The shared resources' pk and seq are 1, 2, …; the agreements' start after these (the service's
+# own keys start at 1 too, and keyset scans such as $export's and reindex's begin after 0).
+SHARED_PKS = 16
+
+
 def build_chunk(bounds: tuple[int, int]) -> Records:
-    """COPY records for agreements ``start..stop-1``; pk and seq are ``11 * i + k + 1``, and the
-    shared resources (in the first chunk) get ``-1, -2, …`` so they never collide."""
+    """COPY records for agreements ``start..stop-1``; pk and seq are ``SHARED_PKS + 11 * i + k +
+    1``, and the shared resources (in the first chunk) get ``1, 2, …`` so they never collide."""
     start, stop = bounds
     out: Records = {name: [] for name in TABLES}
     if start == 0:
         directory = _Directory(_shared, [])
         for k, resource in enumerate(prepared_shared()):
-            _add(out, -(k + 1), resource, directory)
+            _add(out, k + 1, resource, directory)
     for i in range(start, stop):
         resources = prepared_agreement(i)
         directory = _Directory(_shared, resources)
         for k, resource in enumerate(resources):
-            _add(out, synthetic.RESOURCES_PER_AGREEMENT * i + k + 1, resource, directory)
+            _add(out, SHARED_PKS + synthetic.RESOURCES_PER_AGREEMENT * i + k + 1, resource, directory)
     return out
 
 
@@ -291,7 +296,7 @@ async def _run_parallel(dsn: str, statements: list[str], connections: int) -> No
     async def worker() -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute("SET maintenance_work_mem = '256MB'")
+            await conn.execute("SET maintenance_work_mem = '1GB'")
             while not queue.empty():
                 await conn.execute(queue.get_nowait())
         finally:

@@ -70,6 +70,8 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
     for key, mine, theirs in pairs:
         if mine in ours and theirs in base and base[theirs]["rps"]:
             out[key] = round(ours[mine]["rps"] / base[theirs]["rps"], 3)
+    if run.get("export", {}).get("vs_copy") is not None:
+        out["export_vs_copy"] = run["export"]["vs_copy"]
     if "read" in ours and "read_noauth" in ours and ours["read_noauth"]["rps"]:
         out["read_auth_vs_noauth"] = round(ours["read"]["rps"] / ours["read_noauth"]["rps"], 3)
     # The consent scenarios against the same requests without the Consents (bench/scenarios.py):
@@ -171,7 +173,50 @@ def table(n: int, run: dict[str, Any]) -> str:
         client = f"{row['client_cpu_pct']:.0f}%"
         lines.append(f"{label:<30} {row['rps']:>8,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>8.2f} {ratio:>26}"
                      f" {row['errors']:>6} {server:>7} {per_request:>10} {client:>10}")
+    lines.extend(notify_lines(run.get("notify")))
+    lines.extend(export_lines(run.get("export")))
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def notify_lines(row: dict[str, Any] | None) -> list[str]:
+    """The notification latency rows (bench/notify.py): commit → arrival at the receiver."""
+    if not row:
+        return []
+    answer, stamp = row["from_response"], row["from_last_updated"]
+    return [
+        f"notifications under update+create ({row['write_rps']:,.0f} writes/s, {row['workers']} worker(s)): "
+        f"{row['delivered']:,} of {row['expected']:,} delivered, {row['duplicates']} duplicates, "
+        f"{row['missing']} missing",
+        f"  {'latency from the write':<28} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"  {'answer (lower bound)':<28} {_ms(answer['p50_ms']):>8} {_ms(answer['p99_ms']):>8} "
+        f"{_ms(answer['max_ms']):>8}",
+        f"  {'meta.lastUpdated (upper)':<28} {_ms(stamp['p50_ms']):>8} {_ms(stamp['p99_ms']):>8} "
+        f"{_ms(stamp['max_ms']):>8}",
+    ]
+
+
+def export_lines(row: dict[str, Any] | None) -> list[str]:
+    """The export row (bench/export.py) and the COPY of the same rows beside it."""
+    if not row:
+        return []
+    if "error" in row:
+        return [f"{'$export':<30} failed: {row['error'][:200]}"]
+    copy = row["copy"]
+    ratio = "-" if row.get("vs_copy") is None else f"{row['vs_copy']:.1%}"
+    lines = [
+        f"{'$export, kick-off to last byte':<30} {row['resources_per_s']:>8,} resources/s  {row['resources']:,} "
+        f"resources, {row['files']} files, {row['bytes'] / 1e6:,.0f} MB in {row['seconds']:,.1f} s "
+        f"({row['seconds_to_complete']:,.1f} s to the manifest)  {ratio} of COPY",
+        f"{'baseline: COPY of the same rows':<30} {copy['resources_per_s']:>8,} resources/s  {copy['resources']:,} "
+        f"rows, {copy['bytes'] / 1e6:,.0f} MB in {copy['seconds']:,.1f} s",
+    ]
+    if not row.get("copy_rows_match", True):
+        lines.append(f"  (the export returned {row['resources']:,} resources, the COPY {copy['resources']:,} rows)")
+    return lines
 
 
 def target_lines(checks: dict[str, Any]) -> str:

@@ -27,9 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import orjson
 
-from bench import checks, dbloops, report, synthetic
+from bench import checks, dbloops, export, notify, report, synthetic
 from bench.database import (
     DEFAULT_PREFIX,
     Admin,
@@ -44,13 +46,15 @@ from bench.explain import explain
 from bench.load import LoadResult, ensure_wrk, run_python, run_wrk, write_request_file, wrk_version
 from bench.loader import default_jobs, load, load_consents, offline_service, remove_consents
 from bench.scenarios import SCENARIOS, Scenario
-from bench.servers import Server, baseline_server, machine_busy, patientkontrakt_server
+from bench.servers import Server, baseline_server, machine_busy, patientkontrakt_server, worker_process
 from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.security.keys import SigningKeys, generate_key
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import migrate
 
 MAX_AGREEMENTS = 1_000_000
+# Besides the load-generator scenarios (bench/scenarios.py): notification latency and export.
+ALL_SCENARIOS = [*SCENARIOS, "notify", "export"]
 QUIET_BELOW = 0.30  # machine busy share under which a measurement may start
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -189,65 +193,21 @@ class Bench:
               f"  (machine {100 * idle:.0f}% busy before)", flush=True)
         return row
 
-    async def run_size(self, n: int, full: bool) -> dict[str, Any]:
+    async def run_size(self, n: int, full: bool, export: bool = False) -> dict[str, Any]:
+        """Measure at ``n`` agreements: every scenario if ``full``, else the search (``--scales``);
+        the export and its COPY baseline if ``export`` (``--export-agreements``)."""
         url, info = await self.prepare(n)
         out: dict[str, Any] = {"agreements": n, "resources": n * synthetic.RESOURCES_PER_AGREEMENT,
                                "database": info, "scenarios": {}, "baselines": {}}
+        names = [s for s in self.args.scenarios if s in SCENARIOS
+                 and (full or (s == "search" and n in self.args.scales))]
         try:
-            await self._explain(n, url, out)
-            names = [s for s in self.args.scenarios if full or s == "search"]
-            files = {name: self._request_file(n, SCENARIOS[name]) for name in names}
-            paired = full and "read" in names
-            plain = [name for name in names if SCENARIOS[name].consents is None]
-            states = list(dict.fromkeys(SCENARIOS[name].consents for name in names if SCENARIOS[name].consents))
-            states.sort(key=lambda state: state != "none")  # the control first, right before the Consents
-            print(f"[{n:,}] patientkontrakt serve ({self.args.workers} worker(s))"
-                  + (", the same without authentication and access log (bench/noauth_app.py) and the bare "
-                     "FastAPI baseline (bench/baseline_app.py), all idle but the one measured"
-                     if paired else ""), flush=True)
-            root = Path(self.args.server_root)
-            with contextlib.ExitStack() as stack:
-                ours = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root))
-                base = stack.enter_context(baseline_server(asyncpg_dsn(url), self.args.workers,
-                                                           Settings().db_pool_size)) if paired else None
-                noauth = stack.enter_context(patientkontrakt_server(
-                    url, self.args.workers, self.signing_key, root, auth=False)) if paired else None
-                other = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, Path(
-                    self.args.compare_root))) if paired and self.args.compare_root else None
-                for name in plain:
-                    SCENARIOS[name].preflight(ours.url, _first_line(files[name]),
-                                              self.token(ours, SCENARIOS[name].grant))
-                for name in names:
-                    if SCENARIOS[name].refused is not None:
-                        SCENARIOS[name].preflight(ours.url, _first_line(files[name]),
-                                                  self.token(ours, SCENARIOS[name].grant), without_consents=True)
-                if base is not None and noauth is not None:
-                    SCENARIOS["read"].preflight(base.url, _first_line(files["read"]))
-                    SCENARIOS["read"].preflight(noauth.url, _first_line(files["read"]))
-                    sides = [("fastapi_read", base, "baseline: bare FastAPI read"),
-                             ("read_noauth", noauth, f"{SCENARIOS['read'].title}, no auth/log"),
-                             ("read", ours, SCENARIOS["read"].title)]
-                    if other is not None:
-                        sides.append(("read_compare", other, f"{SCENARIOS['read'].title} (--compare-root)"))
-                    # Interleaved rounds: drift on a shared machine hits every side alike.
-                    rounds: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in sides}
-                    for number in range(1, self.args.rounds + 1):
-                        for key, server, title in sides:
-                            rounds[key].append(self.measure_http(server, files["read"], "random",
-                                                                 f"{title} [{number}]"))
-                    out["baselines"]["fastapi_read"] = _best(rounds.pop("fastapi_read"))
-                    for key, values in rounds.items():
-                        out["scenarios"][key] = _best(values)
-                # The read-only scenarios, then those of each Consent state, then the writes (a
-                # created draft would be a second match of the searches).
-                for name in [name for name in plain if not SCENARIOS[name].writes]:
-                    self._measure(ours, n, name, files[name], out)
-                for state in states:
-                    await self._consent_state(n, url, state, [name for name in names
-                                                              if SCENARIOS[name].consents == state], files, out,
-                                              pause=[s for s in (ours, other) if s is not None])
-                for name in [name for name in plain if SCENARIOS[name].writes]:
-                    self._measure(ours, n, name, files[name], out)
+            if names:
+                await self._scenarios(n, url, names, full, out)
+            if full and "notify" in self.args.scenarios:
+                await self._notify(n, url, out)
+            if export:
+                await self._export(n, url, out)
             if full:
                 await self._db_baselines(n, url, out)
             out["ratios"] = report.ratios(out)
@@ -255,6 +215,63 @@ class Bench:
             if not self.args.keep:
                 await self.admin.drop(run_name(n, self.args.database_prefix))
         return out
+
+    async def _scenarios(self, n: int, url: str, names: list[str], full: bool, out: dict[str, Any]) -> None:
+        """The HTTP scenarios ``names`` (``bench.scenarios``) and, if ``full``, the read's
+        interleaved baselines."""
+        await self._explain(n, url, out)
+        files = {name: self._request_file(n, SCENARIOS[name]) for name in names}
+        paired = full and "read" in names
+        plain = [name for name in names if SCENARIOS[name].consents is None]
+        states = list(dict.fromkeys(SCENARIOS[name].consents for name in names if SCENARIOS[name].consents))
+        states.sort(key=lambda state: state != "none")  # the control first, right before the Consents
+        print(f"[{n:,}] patientkontrakt serve ({self.args.workers} worker(s))"
+              + (", the same without authentication and access log (bench/noauth_app.py) and the bare "
+                 "FastAPI baseline (bench/baseline_app.py), all idle but the one measured"
+                 if paired else ""), flush=True)
+        root = Path(self.args.server_root)
+        with contextlib.ExitStack() as stack:
+            ours = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root))
+            base = stack.enter_context(baseline_server(asyncpg_dsn(url), self.args.workers,
+                                                       Settings().db_pool_size)) if paired else None
+            noauth = stack.enter_context(patientkontrakt_server(
+                url, self.args.workers, self.signing_key, root, auth=False)) if paired else None
+            other = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, Path(
+                self.args.compare_root))) if paired and self.args.compare_root else None
+            for name in plain:
+                SCENARIOS[name].preflight(ours.url, _first_line(files[name]),
+                                          self.token(ours, SCENARIOS[name].grant))
+            for name in names:
+                if SCENARIOS[name].refused is not None:
+                    SCENARIOS[name].preflight(ours.url, _first_line(files[name]),
+                                              self.token(ours, SCENARIOS[name].grant), without_consents=True)
+            if base is not None and noauth is not None:
+                SCENARIOS["read"].preflight(base.url, _first_line(files["read"]))
+                SCENARIOS["read"].preflight(noauth.url, _first_line(files["read"]))
+                sides = [("fastapi_read", base, "baseline: bare FastAPI read"),
+                         ("read_noauth", noauth, f"{SCENARIOS['read'].title}, no auth/log"),
+                         ("read", ours, SCENARIOS["read"].title)]
+                if other is not None:
+                    sides.append(("read_compare", other, f"{SCENARIOS['read'].title} (--compare-root)"))
+                # Interleaved rounds: drift on a shared machine hits every side alike.
+                rounds: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in sides}
+                for number in range(1, self.args.rounds + 1):
+                    for key, server, title in sides:
+                        rounds[key].append(self.measure_http(server, files["read"], "random",
+                                                             f"{title} [{number}]"))
+                out["baselines"]["fastapi_read"] = _best(rounds.pop("fastapi_read"))
+                for key, values in rounds.items():
+                    out["scenarios"][key] = _best(values)
+            # The read-only scenarios, then those of each Consent state, then the writes (a
+            # created draft would be a second match of the searches).
+            for name in [name for name in plain if not SCENARIOS[name].writes]:
+                self._measure(ours, n, name, files[name], out)
+            for state in states:
+                await self._consent_state(n, url, state, [name for name in names
+                                                          if SCENARIOS[name].consents == state], files, out,
+                                          pause=[s for s in (ours, other) if s is not None])
+            for name in [name for name in plain if SCENARIOS[name].writes]:
+                self._measure(ours, n, name, files[name], out)
 
     def _measure(self, server: Server, n: int, name: str, request_file: Path, out: dict[str, Any]) -> None:
         if name in out["scenarios"]:
@@ -338,6 +355,121 @@ class Bench:
         out[f"explain_{state}" if state else "explain"] = relative(path)
         print(f"[{n:,}] wrote {relative(path)}", flush=True)
 
+    # -- notifications and export (issue 15) ---------------------------------------------
+
+    async def _notify(self, n: int, url: str, out: dict[str, Any]) -> None:
+        """Notification latency under the write load: a rest-hook Subscription on the
+        agreements' CarePlans (``notify.CRITERIA``) with its endpoint in this
+        process (``bench.notify.Receiver``), a server and ``patientkontrakt worker`` started for
+        it (the other servers are stopped by now), then the update and create requests of those
+        scenarios from ``--connections`` Python clients for ``--duration`` s, each answer's
+        version and time recorded (``bench.notify``)."""
+        lines = SCENARIOS["update"].lines(n) + SCENARIOS["create"].lines(n)
+        env = {"PK_SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1"}
+        root = Path(self.args.server_root)
+        print(f"[{n:,}] notification latency: a rest-hook Subscription ({notify.CRITERIA}), "
+              f"patientkontrakt serve and {self.args.notify_workers} patientkontrakt worker(s); update and "
+              f"create from {self.args.connections} Python clients", flush=True)
+        async with notify.Receiver() as receiver:
+            with contextlib.ExitStack() as stack:
+                server = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root,
+                                                                    env=env))
+                workers = [stack.enter_context(worker_process(server, k + 1))
+                           for k in range(self.args.notify_workers)]
+                token = self.token(server)
+                dsn = asyncpg_dsn(url)
+                subscription = await asyncio.to_thread(_subscribe, server.url, token, receiver.url)
+                await _wait_active(dsn, subscription)
+                print(f"  Subscription/{subscription} active; receiver {receiver.url}", flush=True)
+                if self.args.warmup > 0:
+                    warm = await notify.write_load(server.url, lines, token, self.args.connections,
+                                                   self.args.warmup)
+                    await notify.wait_delivered(receiver, set(warm.answered), self.args.notify_drain)
+                receiver.arrivals.clear()
+                receiver.requests = receiver.empty = 0
+                idle = self._quiet()
+                first_seq = await _max_seq(dsn)
+                cpu_server, cpu_workers = server.cpu_seconds(), sum(w.cpu_seconds() for w in workers)
+                busy_before, total_before = machine_busy()
+                load = await notify.write_load(server.url, lines, token, self.args.connections, self.args.duration)
+                busy_after, total_after = machine_busy()
+                waited = await notify.wait_delivered(receiver, set(load.answered), self.args.notify_drain)
+                cpu_server = server.cpu_seconds() - cpu_server
+                cpu_workers = sum(w.cpu_seconds() for w in workers) - cpu_workers
+                committed = await _committed(dsn, first_seq)
+                state = await asyncio.to_thread(_subscription_status, server.url, token, subscription)
+                delivery_state = await _delivery_state(dsn, subscription)
+        row = notify.latency_report(receiver, load, committed, waited)
+        row.update({"subscription_status_after": state, "delivery_state_after": delivery_state,
+                    "criteria": notify.CRITERIA,
+                    "workers": self.args.notify_workers, "server_cpu_s": round(cpu_server, 2),
+                    "worker_cpu_s": round(cpu_workers, 2),
+                    "worker_cpu_us_per_notification": round(1e6 * cpu_workers / max(1, row["delivered"])),
+                    "machine_busy_pct": round(100 * (busy_after - busy_before) / max(1.0, total_after - total_before),
+                                              1),
+                    "machine_busy_before_pct": round(100 * idle, 1)})
+        out["notify"] = row
+        resp, stamp = row["from_response"], row["from_last_updated"]
+        print(f"  notifications {row['delivered']:,}/{row['expected']:,} delivered ({row['duplicates']} duplicates)"
+              f" of {row['write_rps']:,.0f} writes/s; latency from the write's answer p50 {resp['p50_ms']} ms p99 "
+              f"{resp['p99_ms']} ms (from meta.lastUpdated p50 {stamp['p50_ms']} ms p99 {stamp['p99_ms']} ms); "
+              f"Subscription {state} (delivery state {delivery_state})", flush=True)
+        if row["missing"]:
+            print(f"  WARNING: {row['missing']} notifications did not arrive within {self.args.notify_drain:.0f} s "
+                  f"of the load's end", flush=True)
+
+    async def _export(self, n: int, url: str, out: dict[str, Any]) -> None:
+        """System-level ``$export`` as the bench's backend client (the regional clinic, which may
+        read every synthetic agreement), every file downloaded and counted; and the database's
+        COPY of the same rows (``bench.export``), before and after it: the best of the two is
+        the baseline."""
+        dsn = asyncpg_dsn(url)
+        in_database = await export.resource_types(dsn)
+        types = sorted(in_database)
+        root = Path(self.args.server_root)
+        print(f"[{n:,}] export: GET /fhir/$export (Prefer: respond-async) as the regional clinic's backend client, "
+              f"beside COPY of the same rows ({sum(in_database.values()):,} resources in the database)", flush=True)
+        copies = [await export.copy_rate(dsn, types)]
+        with contextlib.ExitStack() as stack:
+            # The job runs in the API process (PK_EXPORT_POLL_INTERVAL); no worker is needed.
+            server = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root))
+            idle = self._quiet()
+            cpu_server = server.cpu_seconds()
+            try:
+                result = await export.run_export(server.url, self.token(server) or "", poll=self.args.export_poll,
+                                                 timeout=self.args.export_timeout, report_every=60.0)
+            except export.ExportFailed as failed:
+                # Reported, and the rest of the run kept (the server stops with the job).
+                print(f"  export FAILED: {failed}", flush=True)
+                out["export"] = {"error": str(failed)[:2000]}
+                return
+            cpu_server = server.cpu_seconds() - cpu_server
+        exported_types = sorted(result.by_type)
+        if exported_types != types:  # the first COPY was of other rows: not a baseline
+            copies = [await export.copy_rate(dsn, exported_types)]
+        copies.append(await export.copy_rate(dsn, exported_types))
+        best = max(copies, key=lambda c: c.per_second)
+        row = result.as_dict()
+        row.update({
+            "server_cpu_s": round(cpu_server, 2),
+            "server_cpu_us_per_resource": round(1e6 * cpu_server / max(1, result.resources), 1),
+            "machine_busy_before_pct": round(100 * idle, 1),
+            "in_database": {t: in_database.get(t, 0) for t in exported_types},
+            "not_exported_types": [t for t in types if t not in result.by_type],
+            "manifest_counts": result.manifest_counts,
+            "copy": best.as_dict(), "copy_runs": [c.as_dict() for c in copies],
+            "copy_rows_match": best.rows == result.resources,
+            "vs_copy": round(result.per_second / best.per_second, 4) if best.per_second else None,
+        })
+        out["export"] = row
+        print(f"  export {result.resources:,} resources in {result.files} files, {result.bytes / 1e6:,.0f} MB, "
+              f"{result.seconds:.1f} s ({result.seconds_to_complete:.1f} s to the manifest): "
+              f"{result.per_second:,.0f} resources/s; COPY of the same rows {best.rows:,} in {best.seconds:.1f} s: "
+              f"{best.per_second:,.0f} resources/s (export {row['vs_copy']:.1%} of COPY)", flush=True)
+        if not row["copy_rows_match"]:
+            print(f"  NOTE: the export returned {result.resources:,} resources, the COPY {best.rows:,} rows "
+                  f"(by type: export {result.by_type}, database {row['in_database']})", flush=True)
+
     async def _db_baselines(self, n: int, url: str, out: dict[str, Any]) -> None:
         dsn = asyncpg_dsn(url)
         ids = [line[1].rsplit("/", 1)[1] for line in SCENARIOS["read"].lines(n)]
@@ -348,6 +480,69 @@ class Bench:
             "baseline: asyncpg SELECT", lambda d: dbloops.select_loop(dsn, ids, connections, d))
         out["baselines"]["db_insert"] = await self.measure_db(
             "baseline: asyncpg INSERT", lambda d: dbloops.insert_loop(dsn, bodies, connections, d))
+
+
+def _subscribe(base_url: str, token: str | None, endpoint: str) -> str:
+    """Create the bench's rest-hook Subscription; its id."""
+    headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json",
+               **({"Authorization": f"Bearer {token}"} if token else {})}
+    body = notify.subscription(endpoint)
+    response = httpx.post(f"{base_url}/fhir/Subscription", content=orjson.dumps(body), headers=headers, timeout=30.0)
+    if response.status_code != 201:
+        raise RuntimeError(f"creating the Subscription: {response.status_code}\n{response.text[:2000]}")
+    return str(response.json()["id"])
+
+
+async def _wait_active(dsn: str, id_: str, timeout: float = 60.0) -> None:
+    """Wait for the handshake: the Subscription's delivery state ``active`` (what the worker
+    delivers by), or fail with the state it is in."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await conn.fetchrow("SELECT status, error FROM subscription WHERE res_id = $1", id_)
+            status = row["status"] if row else None
+            if status == "active":
+                return
+            if status in ("error", "off") or time.monotonic() > deadline:
+                raise RuntimeError(f"Subscription/{id_} is {status!r}, not active ({row['error'] if row else ''})")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+def _subscription_status(base_url: str, token: str | None, id_: str) -> str:
+    headers = {"Accept": "application/fhir+json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    response = httpx.get(f"{base_url}/fhir/Subscription/{id_}", headers=headers, timeout=30.0)
+    return str(response.json().get("status")) if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+async def _delivery_state(dsn: str, id_: str) -> str | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        value = await conn.fetchval("SELECT status FROM subscription WHERE res_id = $1", id_)
+        return None if value is None else str(value)
+    finally:
+        await conn.close()
+
+
+async def _max_seq(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM resource_version"))
+    finally:
+        await conn.close()
+
+
+async def _committed(dsn: str, after_seq: int) -> dict[notify.Key, datetime]:
+    """``last_updated`` of every version written after ``after_seq`` (stamped before its commit)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT res_type, res_id, version_id, last_updated FROM resource_version "
+                                "WHERE seq > $1", after_seq)
+    finally:
+        await conn.close()
+    return {(r["res_type"], r["res_id"], r["version_id"]): r["last_updated"] for r in rows}
 
 
 def _body(line: tuple[str, str, str]) -> dict[str, Any]:
@@ -425,8 +620,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for both servers (default 1)")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
                         help="load generator: wrk (installed with apt-get if missing) or the Python httpx client")
-    parser.add_argument("--scenarios", type=lambda s: [x for x in s.split(",") if x], default=list(SCENARIOS),
-                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--scenarios", type=lambda s: [x for x in s.split(",") if x], default=ALL_SCENARIOS,
+                        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} (notify: notification latency "
+                             "under the write load at the main size; export: $export and COPY at --export-agreements)")
+    parser.add_argument("--export-agreements", type=_agreements, default=100_000,
+                        help="size of the export scenario's database (default 100,000 agreements: 1.1 M resources; "
+                             "loaded once, like every size, and reused while its fingerprint matches)")
+    parser.add_argument("--export-poll", type=float, default=0.5,
+                        help="poll the export's status at Retry-After, but at least this often (s, default 0.5)")
+    parser.add_argument("--export-timeout", type=float, default=1800.0,
+                        help="give up on an export after this many seconds (default 1800)")
+    parser.add_argument("--notify-workers", type=int, default=1,
+                        help="patientkontrakt worker processes beside the server for notify (default 1)")
+    parser.add_argument("--notify-drain", type=float, default=60.0,
+                        help="after the write load, wait up to this many seconds for the last notifications "
+                             "(default 60)")
     parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL,
                         help=f"PostgreSQL server and maintenance database (default {DEFAULT_ADMIN_URL})")
     parser.add_argument("--server-root", default=str(PROJECT_ROOT),
@@ -446,9 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    unknown = [s for s in args.scenarios if s not in ALL_SCENARIOS]
     if unknown:
-        raise SystemExit(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
+        raise SystemExit(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
     bench = Bench(args)
     bench.output.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
@@ -458,16 +666,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": await report.machine_info(asyncpg_dsn(args.database_url),
                                              wrk_version(bench.wrk) if bench.wrk else None),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
-                     "rounds": args.rounds, "quiet_wait_s": args.quiet_wait, "server_root": args.server_root,
+                     "rounds": args.rounds, "quiet_wait_s": args.quiet_wait,
+                     "export_agreements": args.export_agreements, "export_poll_s": args.export_poll,
+                     "notify_workers": args.notify_workers, "server_root": args.server_root,
                      "compare_root": args.compare_root,
                      "wrk_threads": args.threads, "uvicorn_workers": args.workers,
                      "client": "wrk" if bench.wrk else "python", "scenarios": args.scenarios},
         "agreements": args.agreements,
         "runs": {},
     }
-    sizes = [args.agreements] + [n for n in args.scales if n != args.agreements]
+    sizes = list(dict.fromkeys([args.agreements, *args.scales,
+                                *([args.export_agreements] if "export" in args.scenarios else [])]))
     for n in sizes:
-        results["runs"][str(n)] = await bench.run_size(n, full=(n == args.agreements))
+        results["runs"][str(n)] = await bench.run_size(
+            n, full=(n == args.agreements), export=("export" in args.scenarios and n == args.export_agreements))
     results["targets"] = report.targets(results["runs"], args.agreements)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     path = bench.output / "latest.json"

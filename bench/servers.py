@@ -125,12 +125,13 @@ class Server:
 
 
 def patientkontrakt_server(database_url: str, workers: int, signing_key: Path, root: Path = PROJECT_ROOT,
-                           *, auth: bool = True) -> Server:
+                           *, auth: bool = True, env: dict[str, str] | None = None) -> Server:
     """The real service: ``python -m patientkontrakt.cli serve`` on a free loopback port, from
     the source tree ``root`` (another checkout can be compared with this one).
 
     ``auth=False`` serves the same app without authentication, access rules or access log
     (``bench.noauth_app``), for the cost of those on a read; the service itself has no such mode.
+    ``env``: more settings (e.g. ``PK_SUBSCRIPTION_ALLOWED_HOSTS``).
     """
     port = free_port()
     root = root.resolve()
@@ -143,10 +144,33 @@ def patientkontrakt_server(database_url: str, workers: int, signing_key: Path, r
         command=[sys.executable, *serve, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env={"PK_DATABASE_URL": database_url, "PK_LOG_LEVEL": "warning", "PK_BASE_URL": f"http://127.0.0.1:{port}",
              "PK_SIGNING_KEY": str(signing_key), "PK_AUDIT_KEY": str(audit_key),
-             "PYTHONPATH": f"{root}:{PROJECT_ROOT}"},
+             "PYTHONPATH": f"{root}:{PROJECT_ROOT}", **(env or {})},
         port=port,
         cwd=root,
     )
+
+
+class Worker(Server):
+    """A process without an HTTP port (``patientkontrakt worker``): started when it is still
+    running a moment later."""
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command, env={**os.environ, **self.env}, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        time.sleep(1.0)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+
+
+def worker_process(server: Server, number: int = 1) -> Worker:
+    """``patientkontrakt worker`` (the outbox's delivery and other background jobs) with the
+    settings of ``server`` (same database, keys and source tree)."""
+    return Worker(name=f"patientkontrakt-worker-{number}",
+                  command=[sys.executable, "-m", "patientkontrakt.cli", "worker"],
+                  env=dict(server.env), port=0, cwd=server.cwd)
 
 
 def baseline_server(dsn: str, workers: int, pool_size: int) -> Server:

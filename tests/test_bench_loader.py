@@ -33,8 +33,12 @@ def test_agreement_owners_are_the_unit_and_the_region() -> None:
         for key, owner in checks.expected_owners(i).items():
             assert owners[key] == owner, key
     assert owners[f"CarePlan/{synthetic.careplan_id(2)}"] == (synthetic.organization_id(2), synthetic.REGION_HSA_ID)
-    shared = [r for r in _rows(records, RESOURCE.name, loader.RESOURCE_COLUMNS) if r["pk"] < 0]
+    shared = [r for r in _rows(records, RESOURCE.name, loader.RESOURCE_COLUMNS) if r["pk"] <= loader.SHARED_PKS]
     assert {r["res_id"] for r in shared} == {r["id"] for r in synthetic.shared()}
+    # Every key is positive and unique, as the service's own (keyset scans begin after 0).
+    pks = [r["pk"] for r in _rows(records, RESOURCE.name, loader.RESOURCE_COLUMNS)]
+    assert min(pks) >= 1 and len(set(pks)) == len(pks)
+    assert len(synthetic.shared()) <= loader.SHARED_PKS
 
 
 @pytest.mark.parametrize(("kind", "expected"), [
