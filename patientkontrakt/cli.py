@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -152,26 +153,37 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def _run_worker(settings: Settings) -> None:
-    """Deliver notifications until SIGTERM or SIGINT (then finish the request under way)."""
+    """Deliver notifications until SIGTERM or SIGINT (then finish the request under way), and
+    run Bulk Data export jobs beside (as the API processes do, unless PK_EXPORT_POLL_INTERVAL
+    is 0: several runners are safe, each job is claimed by one)."""
     import signal
 
     from patientkontrakt.audit.log import AuditLog
     from patientkontrakt.domain.setup import build_service
+    from patientkontrakt.fhir.export import run_forever
     from patientkontrakt.notify.worker import Worker
+    from patientkontrakt.security.stored_access import bulk_export
 
     engine = create_engine(settings.database_url, pool_size=4, connect_timeout=settings.db_connect_timeout,
                            statement_timeout=settings.statement_timeout)
     try:
         await ensure_migrated(engine)
         store = Store(engine)
-        worker = Worker(build_service(settings, store, log=AuditLog(store)), settings)
+        service = build_service(settings, store, log=AuditLog(store))
+        worker = Worker(service, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        exporting = asyncio.create_task(run_forever(bulk_export(service), settings.export_poll_interval)) \
+            if settings.export_poll_interval > 0 else None
         try:
             await worker.run(stop)
         finally:
+            if exporting is not None:
+                exporting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await exporting
             await worker.close()
     finally:
         await engine.dispose()

@@ -37,7 +37,8 @@ TEST_URL = os.environ.get("PK_TEST_DATABASE_URL", "postgresql+asyncpg://postgres
 BASE_URL = "http://testserver"
 TABLES = ("consent_rule", "idx_token", "idx_string", "idx_date", "idx_reference", "idx_uri", "resource_version",
           "resource", "audit_log", "audit_queue", "audit_leaf", "audit_checkpoint", "oauth_client", "oauth_code",
-          "refresh_token", "used_jti", "server_state", "token_revocation", "export_file", "export_job")
+          "refresh_token", "used_jti", "server_state", "token_revocation", "export_file", "export_job",
+          "subscription_outbox", "subscription_trigger", "subscription")
 # Every FHIR request needs a token: the engine's and the rules' own tests use one for a backend
 # system with every scope (their apps check scopes but no care units; tests/security/ test those).
 ENGINE_SCOPES = "system/*.cruds system/AuditEvent.rs"

@@ -321,7 +321,12 @@ class BulkExport:
         if not await sql.anything_due(self.store, now):
             return False
         removed = await sql.delete_expired(self.store, now)
-        job = await sql.claim(self.store, self.runner_id, now, self._lease())
+        # transactionTime: the IG's "SHALL include any matching resources modified up to and
+        # including this instant" needs an instant before which every write has committed (a
+        # write in flight may have stamped earlier than now): the history's safe point, less the
+        # millisecond it excludes. A next export with _since=transactionTime then misses nothing.
+        transaction_time = await self.store.safe_point() - timedelta(milliseconds=1)
+        job = await sql.claim(self.store, self.runner_id, now, self._lease(), transaction_time)
         if job is None:
             return removed > 0
         try:

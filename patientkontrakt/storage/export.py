@@ -132,10 +132,13 @@ async def anything_due(store: Store, now: datetime) -> bool:
         return bool((await unit.conn.execute(sa.select(sa.exists().where(due)))).scalar_one())
 
 
-async def claim(store: Store, lease_owner: str, now: datetime, lease_until: datetime) -> Job | None:
+async def claim(store: Store, lease_owner: str, now: datetime, lease_until: datetime,
+                transaction_time: datetime) -> Job | None:
     """Take the oldest queued job, or a running one whose lease ran out (its runner is gone: its
     files so far are dropped and it starts again). PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so
-    processes claiming at once get different jobs; SQLite: the write lock (``BEGIN IMMEDIATE``)."""
+    processes claiming at once get different jobs; SQLite: the write lock (``BEGIN IMMEDIATE``).
+    ``transaction_time``: the instant up to which (inclusive) the job exports, one before which
+    every write has committed (``Store.safe_point``)."""
     due = sa.or_(J.status == "queued", sa.and_(J.status == "running", J.lease_until < now))
     query = sa.select(*_JOB_COLUMNS).where(due).order_by(J.created).limit(1)
     async with store.writing() as unit:
@@ -147,9 +150,9 @@ async def claim(store: Store, lease_owner: str, now: datetime, lease_until: date
         job = _job(row)
         await unit.conn.execute(sa.delete(EXPORT_FILE).where(F.job_id == job.id))
         await unit.conn.execute(sa.update(EXPORT_JOB).where(J.id == job.id).values(
-            status="running", lease_owner=lease_owner, lease_until=lease_until, transaction_time=now,
-            progress="started"))
-    return Job(**{**job.__dict__, "status": "running", "transaction_time": now})
+            status="running", lease_owner=lease_owner, lease_until=lease_until,
+            transaction_time=transaction_time, progress="started"))
+    return Job(**{**job.__dict__, "status": "running", "transaction_time": transaction_time})
 
 
 async def _renew(unit: Unit, job_id: str, runner: str, lease_until: datetime, **values: Any) -> bool:

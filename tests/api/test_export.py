@@ -428,11 +428,12 @@ async def test_runners_claim_different_jobs_and_take_over_one_whose_lease_ran_ou
                    "status": "queued", "created": now + timedelta(seconds=n)}
             assert await sql.create_job(store, job, max_active=5)
         lease = now + timedelta(seconds=60)
-        first, second = await asyncio.gather(sql.claim(store, "a", now, lease), sql.claim(store, "b", now, lease))
+        first, second = await asyncio.gather(sql.claim(store, "a", now, lease, now),
+                                             sql.claim(store, "b", now, lease, now))
         assert first is not None and second is not None and {first.id, second.id} == {"job-0", "job-1"}
-        assert await sql.claim(store, "c", now, lease) is None  # both held
+        assert await sql.claim(store, "c", now, lease, now) is None  # both held
         later = lease + timedelta(seconds=1)  # runner "a" died: its lease ran out
-        taken = await sql.claim(store, "c", later, later + timedelta(seconds=60))
+        taken = await sql.claim(store, "c", later, later + timedelta(seconds=60), later)
         assert taken is not None and taken.id == first.id
         file = {"res_type": "Patient", "part": 0, "count": 0, "content": "", "patients": "{}"}
         assert not await sql.write_file(store, first.id, "a", later, "x", file)  # the old runner writes nothing

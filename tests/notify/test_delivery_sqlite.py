@@ -5,6 +5,7 @@ them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -54,3 +55,36 @@ def test_a_worker_process_delivers_on_sqlite(sqlite_url: str, tmp_path: Path) ->
         assert got[1].json()["id"] == target.plan
     row, rows = state(settings, pk)
     assert row.status == "active" and all(r.delivered is not None for r in rows)
+
+
+def test_the_worker_process_runs_export_jobs(sqlite_url: str, tmp_path: Path) -> None:
+    """``patientkontrakt worker`` runs Bulk Data export jobs too: with the API processes' own
+    runner off (PK_EXPORT_POLL_INTERVAL=0), a kicked-off job completes only once a worker runs."""
+    settings = delivery_settings(sqlite_url, export_poll_interval=0)
+
+    async def load() -> None:
+        store = Store(create_engine(sqlite_url, pool_size=2))
+        try:
+            await load_demo(BundleProcessor(build_service(settings, store)), TARGET + 1)
+        finally:
+            await store.dispose()
+
+    asyncio.run(load())
+    generator = DemoGenerator(seed=1)
+    world = World(settings, generator, _agreements(generator)[:TARGET + 1])
+    caller = {**world.system(VC), "accept": "application/fhir+json", "prefer": "respond-async"}
+    with TestClient(create_app(settings), base_url=BASE_URL) as app:
+        kicked = app.get("/fhir/$export?_type=CarePlan", headers=caller)
+        assert kicked.status_code == 202, kicked.text
+        status_url = kicked.headers["content-location"]
+        assert app.get(status_url, headers=caller).status_code == 202  # nobody runs it yet
+        with worker_process(settings, tmp_path, "export-worker"):
+            deadline = time.monotonic() + 60
+            while (done := app.get(status_url, headers=caller)).status_code == 202:
+                assert time.monotonic() < deadline, "the worker did not run the export"
+                time.sleep(0.2)
+        assert done.status_code == 200, done.text
+        output = done.json()["output"]
+        assert [o["type"] for o in output] == ["CarePlan"] and sum(o["count"] for o in output) >= 1
+        search = app.get("/fhir/CarePlan?_total=accurate&_count=0", headers=world.system(VC)).json()
+        assert sum(o["count"] for o in output) == search["total"]
