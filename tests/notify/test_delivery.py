@@ -328,16 +328,17 @@ def test_a_removed_client_receives_nothing_more(
     """``patientkontrakt clients remove``: the client's tokens stop working, and so do its
     Subscriptions (they outlive any token): status error, nothing more sent."""
     hsa = world._run(lambda directory: directory.care_unit_by_id(VC))[0]
+    # a client of its own: removing it revokes every token of that client id for the token lifetime
     _db(settings, lambda store: Clients(store).add(
-        "test-ehr", name="Test EHR", kind="backend", redirect_uris=[], scope="system/*.rs",
+        "ehr-to-remove", name="Test EHR", kind="backend", redirect_uris=[], scope="system/*.rs",
         jwks_uri="https://ehr.example.se/jwks.json", care_unit=hsa))
-    pk = subscribe(app, vc_system(world), receiver.url("/removed"))
+    pk = subscribe(app, world.system(VC, client_id="ehr-to-remove"), receiver.url("/removed"))
     target = world.agreements[TARGET]
     announce(settings, pk, [("CarePlan", target.plan, 1)])
     deliver(settings, all_delivered(settings, pk))
     assert [r.path for r in receiver.at("/removed")] == ["/removed", f"/removed/CarePlan/{target.plan}"]
 
-    assert _db(settings, lambda store: Clients(store).remove("test-ehr")) is True
+    assert _db(settings, lambda store: Clients(store).remove("ehr-to-remove")) is True
     announce(settings, pk, [("CarePlan", target.plan, 1)])
     row, rows = state(settings, pk)
     assert row.status == "error" and "removed" in row.error

@@ -111,12 +111,12 @@ class World:
         assert grant is not None, patient_id
         return {"authorization": f"Bearer {issue_token(self.settings, grant, scope, 'pk-mitt')}"}
 
-    def system(self, org: str, scope: str = SYSTEM_SCOPES) -> dict[str, str]:
-        """Headers of a backend system acting for the unit ``org`` (an Organization id)."""
+    def system(self, org: str, scope: str = SYSTEM_SCOPES, client_id: str = "test-ehr") -> dict[str, str]:
+        """Headers of a backend system (``client_id``) acting for the unit ``org`` (an Organization id)."""
         unit = self._run(lambda d: d.care_unit_by_id(org))
         grant = Grant(kind="system", sub="test-ehr", name="Test EHR", care_unit=unit[0], care_unit_name=unit[1],
                       care_unit_org=org, care_provider=unit[2])
-        return {"authorization": f"Bearer {issue_token(self.settings, grant, scope, 'test-ehr')}"}
+        return {"authorization": f"Bearer {issue_token(self.settings, grant, scope, client_id)}"}
 
     def directory(self, scope: str = SYSTEM_SCOPES) -> dict[str, str]:
         """Headers of the region's directory client (it acts for no care unit)."""
