@@ -30,6 +30,7 @@ from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
 from patientkontrakt.storage.tables import SUBSCRIPTION, SUBSCRIPTION_OUTBOX
 from tests.conftest import SERVER_LOGS, make_settings
+from tests.processes import stop
 
 # -- the receiver -------------------------------------------------------------------------------
 
@@ -269,9 +270,4 @@ def worker_process(settings: Settings, folder: Path, name: str) -> Iterator[subp
         yield process
     finally:
         if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop(process)

@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator, load_demo
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
@@ -29,11 +30,10 @@ from tests.security.conftest import World, _agreements
 from tests.security.test_consent_matrix import TARGET, VC
 
 
-def test_a_worker_process_delivers_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
-    settings = delivery_settings(sqlite_url)
-
+def _demo_world(settings: Settings) -> World:
+    """The demo region's first agreements, loaded into the SQLite file of ``settings``."""
     async def load() -> None:
-        store = Store(create_engine(sqlite_url, pool_size=2))
+        store = Store(create_engine(settings.database_url, pool_size=2))
         try:
             await load_demo(BundleProcessor(build_service(settings, store)), TARGET + 1)
         finally:
@@ -41,7 +41,13 @@ def test_a_worker_process_delivers_on_sqlite(sqlite_url: str, tmp_path: Path) ->
 
     asyncio.run(load())
     generator = DemoGenerator(seed=1)
-    world = World(settings, generator, _agreements(generator)[:TARGET + 1])
+    return World(settings, generator, _agreements(generator)[:TARGET + 1])
+
+
+def test_a_worker_process_delivers_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
+    settings = delivery_settings(sqlite_url)
+
+    world = _demo_world(settings)
     target = world.agreements[TARGET]
     with receiving() as receiver, TestClient(create_app(settings), base_url=BASE_URL) as app:
         app.headers.update({"content-type": "application/fhir+json"})
@@ -62,16 +68,7 @@ def test_the_worker_process_runs_export_jobs(sqlite_url: str, tmp_path: Path) ->
     runner off (PK_EXPORT_POLL_INTERVAL=0), a kicked-off job completes only once a worker runs."""
     settings = delivery_settings(sqlite_url, export_poll_interval=0)
 
-    async def load() -> None:
-        store = Store(create_engine(sqlite_url, pool_size=2))
-        try:
-            await load_demo(BundleProcessor(build_service(settings, store)), TARGET + 1)
-        finally:
-            await store.dispose()
-
-    asyncio.run(load())
-    generator = DemoGenerator(seed=1)
-    world = World(settings, generator, _agreements(generator)[:TARGET + 1])
+    world = _demo_world(settings)
     caller = {**world.system(VC), "accept": "application/fhir+json", "prefer": "respond-async"}
     with TestClient(create_app(settings), base_url=BASE_URL) as app:
         kicked = app.get("/fhir/$export?_type=CarePlan", headers=caller)
