@@ -32,6 +32,7 @@ from patientkontrakt.security.keys import SigningKeys, generate_key
 from patientkontrakt.security.tokens import AccessTokens, Grant
 from patientkontrakt.storage.database import create_engine, migrate
 from patientkontrakt.storage.repository import Store
+from tests.patient_data import patient_data_in
 
 TEST_URL = os.environ.get("PK_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 BASE_URL = "http://testserver"
@@ -72,10 +73,81 @@ def _capture_every_log_record(tmp_path_factory: pytest.TempPathFactory) -> Itera
     handler.close()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``runs_last`` run after every other test of the session."""
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``runs_last`` run after every other test of the session. Under pytest-xdist
+    (``make test`` runs ``-n``) no worker sees the whole run, so the workers leave them out and
+    the controller does their check over every worker's logs at the end (``_CheckWorkerLogs``)."""
     last = [item for item in items if item.get_closest_marker("runs_last")]
-    items[:] = [item for item in items if not item.get_closest_marker("runs_last")] + last
+    items[:] = [item for item in items if not item.get_closest_marker("runs_last")]
+    if _xdist_worker(config):
+        if last:
+            config.hook.pytest_deselected(items=last)
+    else:
+        items.extend(last)
+
+
+def run_logs() -> list[Path]:
+    """The logs of this process's tests: its own records and those of the servers it started."""
+    return [*SESSION_LOG, *SERVER_LOGS]
+
+
+def leaks_in(logs: list[Path]) -> dict[str, list[str]]:
+    """Patient data found in any of ``logs``, by file (tests/patient_data.py)."""
+    found = {}
+    for path in logs:
+        if path.exists():
+            hits = patient_data_in(path.read_text(encoding="utf-8", errors="replace"))
+            if hits:
+                found[str(path)] = hits[:20]
+    return found
+
+
+class _CheckWorkerLogs:
+    """The controller's half of tests/test_no_patient_data_in_logs.py under pytest-xdist: each
+    worker hands over the paths of its logs when it stops (``workeroutput``), and when the run
+    ends they are searched for patient data; a hit fails the run, as the test would have."""
+
+    def __init__(self) -> None:
+        self.logs: list[Path] = []
+        self.workers = 0
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        self.workers += 1
+        self.logs.extend(Path(path) for path in getattr(node, "workeroutput", {}).get("logs", []))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.workers:
+            return
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        sessions = [path for path in self.logs if path.name == "session.log"]
+        found = leaks_in(self.logs)
+        if found or len(sessions) < self.workers:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is None:
+            return
+        if len(sessions) < self.workers:
+            reporter.write_line(f"FAILED no patient data in logs: {len(sessions)} of {self.workers} workers "
+                                "handed over their session log", red=True)
+        elif found:
+            reporter.write_line(f"FAILED no patient data in logs: {found}", red=True)
+        else:
+            reporter.write_line(f"no patient data in the {len(self.logs)} logs of {self.workers} workers", green=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist") and not _xdist_worker(config) and config.getoption("numprocesses"):
+        config.pluginmanager.register(_CheckWorkerLogs(), "check-worker-logs")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["logs"] = [str(path) for path in run_logs()]
 
 
 def _dsn(url: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import SERVER_LOGS, SESSION_LOG
+from tests.conftest import SESSION_LOG, leaks_in, run_logs
 from tests.patient_data import needles, patient_data_in
 
 
@@ -31,12 +31,8 @@ def test_the_search_for_patient_data_finds_every_form() -> None:
 
 @pytest.mark.runs_last
 def test_no_log_of_the_test_run_holds_a_personnummer_or_a_name() -> None:
-    logs = [*SESSION_LOG, *SERVER_LOGS]
+    """In one process; under pytest-xdist the controller runs the same search over every
+    worker's logs when the run ends (tests/conftest.py ``_CheckWorkerLogs``)."""
     assert SESSION_LOG, "the session's log records were not captured"
-    found = {}
-    for path in logs:
-        if path.exists():
-            hits = patient_data_in(path.read_text(encoding="utf-8", errors="replace"))
-            if hits:
-                found[str(path)] = hits[:20]
+    found = leaks_in(run_logs())
     assert not found, found
