@@ -182,8 +182,8 @@ class BulkExport:
     rules).
     """
 
-    def __init__(self, service: FhirService, record: Callable[[Access], dict[str, Any] | None],
-                 rebuild: Callable[[dict[str, Any]], Access]) -> None:
+    def __init__(self, service: FhirService, record: Callable[[Access], str | None],
+                 rebuild: Callable[[str], Access]) -> None:
         self.service = service
         self.settings = service.settings
         self.store = service.store
@@ -205,7 +205,7 @@ class BulkExport:
         return types
 
     def _admit(self, access: Access, level: str, pairs: list[tuple[str, str]], lenient: bool
-               ) -> tuple[dict[str, Any], Arguments]:
+               ) -> tuple[str, Arguments]:
         """What the job keeps of the caller, and its checked parameters; 403 for a caller that
         may not export, or for a type named without the scope."""
         if access.principal.kind != "system":
@@ -240,7 +240,7 @@ class BulkExport:
         async with self.service.pipeline.run(access, Interaction("operation", None, path)):
             stored, args = self._admit(access, level, pairs, lenient)
         job_id = secrets.token_urlsafe(32)
-        job = {"id": job_id, "owner": owner_of(access), "access": orjson.dumps(stored).decode(),
+        job = {"id": job_id, "owner": owner_of(access), "access": stored,
                "request": request_url, "params": orjson.dumps(args.__dict__).decode(), "status": "queued",
                "created": now_utc()}
         if not await sql.create_job(self.store, job, self.settings.export_max_jobs):
@@ -373,7 +373,7 @@ class BulkExport:
 
     async def _run(self, job: sql.Job) -> None:
         params = orjson.loads(job.params)
-        access = self._rebuild(orjson.loads(job.access))
+        access = self._rebuild(job.access)
         since = parse_range(params["since"])[0] if params["since"] else None
         until = job.transaction_time or job.created
         batch_size, file_size = self.settings.export_batch_size, self.settings.export_file_size
