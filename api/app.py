@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
@@ -148,6 +148,9 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         gc.collect()
         gc.freeze()
         yield
+        # Frozen objects are never collected, even once unreachable: an app that stops gives them
+        # back, or a process that starts apps one after another (the tests) keeps every one of them.
+        gc.unfreeze()
         if exporting is not None:
             exporting.cancel()
             with suppress(asyncio.CancelledError):
@@ -197,10 +200,12 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         return HTMLResponse(_HOME.format(base=settings.fhir_base))
 
     @app.get("/healthz", include_in_schema=False)
-    async def health() -> Response:
-        """Liveness and readiness: 200 when the database answers, else 503."""
+    async def health(request: Request) -> Response:
+        """Liveness and readiness: 200 when the database answers, else 503. (``request.app``, not
+        ``app``: FastAPI keeps endpoints in a module-level cache, and a closure over the app would
+        keep every app a process ever made.)"""
         try:
-            await app.state.service.store.ping()
+            await request.app.state.service.store.ping()
         except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
             log.warning("health check failed: %s", describe(exc))
             return Response('{"status":"database unavailable"}', status_code=503, media_type="application/json")

@@ -18,8 +18,10 @@ clients: kick-off, status, files, cancel, and the background runner.
   when done, a 500 OperationOutcome if it failed; ``DELETE`` removes the job and its files. Only
   the client (and principal and care unit) that kicked it off sees it: anyone else gets 404.
   Expired jobs (``PK_EXPORT_EXPIRY`` after they finished) are 404 and removed.
+* **Files** are served under the rules of their download: each file knows the row of each line,
+  and a line the caller may no longer read (a spärr since, say) is left out.
 * **The access log**: a file is a disclosure when it is downloaded, so each download logs one
-  entry per patient in the file (the names of at most 200 resources each), in one append.
+  entry per patient in what it served (the names of at most 200 resources each), in one append.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from patientkontrakt.fhir.access import Access, bound
+from patientkontrakt.fhir.access import Access, bound, visible
 from patientkontrakt.fhir.dates import DateFormatError, format_http, format_instant, now_utc, parse_range
 from patientkontrakt.fhir.errors import (
     BadRequest,
@@ -180,8 +182,8 @@ class BulkExport:
     rules).
     """
 
-    def __init__(self, service: FhirService, record: Callable[[Access], dict[str, Any] | None],
-                 rebuild: Callable[[dict[str, Any]], Access]) -> None:
+    def __init__(self, service: FhirService, record: Callable[[Access], str | None],
+                 rebuild: Callable[[str], Access]) -> None:
         self.service = service
         self.settings = service.settings
         self.store = service.store
@@ -203,7 +205,7 @@ class BulkExport:
         return types
 
     def _admit(self, access: Access, level: str, pairs: list[tuple[str, str]], lenient: bool
-               ) -> tuple[dict[str, Any], Arguments]:
+               ) -> tuple[str, Arguments]:
         """What the job keeps of the caller, and its checked parameters; 403 for a caller that
         may not export, or for a type named without the scope."""
         if access.principal.kind != "system":
@@ -238,7 +240,7 @@ class BulkExport:
         async with self.service.pipeline.run(access, Interaction("operation", None, path)):
             stored, args = self._admit(access, level, pairs, lenient)
         job_id = secrets.token_urlsafe(32)
-        job = {"id": job_id, "owner": owner_of(access), "access": orjson.dumps(stored).decode(),
+        job = {"id": job_id, "owner": owner_of(access), "access": stored,
                "request": request_url, "params": orjson.dumps(args.__dict__).decode(), "status": "queued",
                "created": now_utc()}
         if not await sql.create_job(self.store, job, self.settings.export_max_jobs):
@@ -298,19 +300,43 @@ class BulkExport:
 
     async def file(self, access: Access, job_id: str, file_id: str) -> bytes:
         """export.html#file-request: the ndjson, logged as disclosed to the caller (one entry per
-        patient in it) before it is returned."""
+        patient in it) before it is returned. A file is served under the rules as they are now,
+        not as they were when it was written: a resource the caller may no longer read (a spärr
+        or a withdrawn samtycke since, the unit gone from the agreement) is left out of it."""
         job = await self._job(access, job_id)
         found = await sql.file_content(self.store, job.id, int(file_id)) \
             if job.status == "done" and file_id.isdigit() and len(file_id) < 19 else None
         if found is None:
             raise NotFound("No such file of this export", details_sv="Filen finns inte.")
-        type_, content, patients = found
+        type_, content, index = found
         request = f"{FILE_PATH}/{job.id}/{file_id}"
-        shown = [StoredResource(0, name.split("/", 1)[0], name.split("/", 1)[1], 0, job.created, False, "", patient)
-                 for patient, names in orjson.loads(patients).items() for name in names]
+        if type_ == "OperationOutcome":  # the manifest's error file: what the server said, no data
+            return content.encode()
+        access.require(type_, "search-type")  # the token of this download, which may be narrower
+        written = [StoredResource(pk, type_, id_, 0, job.created, False, "", patient)
+                   for pk, id_, patient in orjson.loads(index)]
+        kept = await self._readable(access, written)
+        if len(kept) < len(written):
+            keep = {resource.pk for resource in kept}
+            content = "".join(f"{line}\n" for line, resource in zip(content.splitlines(), written, strict=True)
+                              if resource.pk in keep)
+        shown: list[StoredResource] = []
+        named: dict[str, int] = {}
+        for resource in kept:
+            if resource.patient_id is not None and named.get(resource.patient_id, 0) < NAMES_PER_PATIENT:
+                named[resource.patient_id] = named.get(resource.patient_id, 0) + 1
+                shown.append(resource)
         async with self.service.pipeline.run(access, Interaction("operation", None, request)) as exchange:
             await exchange.shown(shown, request=request)
         return content.encode()
+
+    async def _readable(self, access: Access, resources: list[StoredResource]) -> list[StoredResource]:
+        """Those of ``resources`` the caller may read now, in a statement per thousand."""
+        kept: list[StoredResource] = []
+        async with self.store.reading(access) as unit:
+            for start in range(0, len(resources), 1000):
+                kept += await visible(unit, resources[start:start + 1000])
+        return kept
 
     # -- the runner ------------------------------------------------------------------------
 
@@ -347,7 +373,7 @@ class BulkExport:
 
     async def _run(self, job: sql.Job) -> None:
         params = orjson.loads(job.params)
-        access = self._rebuild(orjson.loads(job.access))
+        access = self._rebuild(job.access)
         since = parse_range(params["since"])[0] if params["since"] else None
         until = job.transaction_time or job.created
         batch_size, file_size = self.settings.export_batch_size, self.settings.export_file_size
@@ -357,7 +383,7 @@ class BulkExport:
                                                diagnostics=f"{name} is not supported and was ignored",
                                                details_sv=f"Parametern {name} stöds inte och har inte använts.")
                                          for name in params["ignored"]])
-            if not await self._write(job, "started", "OperationOutcome", 0, [orjson.dumps(outcome).decode()], {}):
+            if not await self._write(job, "started", "OperationOutcome", 0, [orjson.dumps(outcome).decode()], []):
                 return
         for type_ in params["types"]:
             if not _allowed(access, type_):
@@ -365,25 +391,22 @@ class BulkExport:
             condition = bound(access.restriction(type_))
             after, part = 0, 0
             lines: list[str] = []
-            patients: dict[str, list[str]] = {}
+            index: list[tuple[int, str, str | None]] = []  # (pk, id, patient) of each line
             while True:
                 rows = await sql.batch(self.store, access, type_, condition, after, batch_size, since=since,
                                        until=until, patients=params["patients"],
                                        compartment_only=params["level"] == "patient")
                 for row in rows:
                     lines.append(row.body)
-                    if row.patient_id is not None:
-                        names = patients.setdefault(row.patient_id, [])
-                        if len(names) < NAMES_PER_PATIENT:
-                            names.append(f"{type_}/{row.id}")
+                    index.append((row.pk, row.id, row.patient_id))
                 last = len(rows) < batch_size
                 if rows:
                     after = rows[-1].pk
                 if lines and (last or len(lines) >= file_size):
                     done += len(lines)
-                    if not await self._write(job, f"{type_}: {done} resources", type_, part, lines, patients):
+                    if not await self._write(job, f"{type_}: {done} resources", type_, part, lines, index):
                         return  # cancelled, or taken over
-                    part, lines, patients = part + 1, [], {}
+                    part, lines, index = part + 1, [], []
                 elif not last and not await sql.renew(self.store, job.id, self.runner_id, self._lease(),
                                                       f"{type_}: {done + len(lines)} resources"):
                     return
@@ -392,9 +415,9 @@ class BulkExport:
         await sql.finish(self.store, job.id, self.runner_id, now_utc(), self._expires())
 
     async def _write(self, job: sql.Job, progress: str, type_: str, part: int, lines: list[str],
-                     patients: dict[str, list[str]]) -> bool:
+                     index: list[tuple[int, str, str | None]]) -> bool:
         file = {"res_type": type_, "part": part, "count": len(lines), "content": "\n".join(lines) + "\n",
-                "patients": orjson.dumps(patients).decode()}
+                "lines": orjson.dumps(index).decode()}
         return await sql.write_file(self.store, job.id, self.runner_id, self._lease(), progress, file)
 
 

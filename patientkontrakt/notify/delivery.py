@@ -19,7 +19,7 @@ The subscriber's own ``channel.header`` lines go with each request; they are cre
 never logged.
 
 What the notification says is read through the service's ``vread`` under the subscriber's
-``Access`` as it is now (``notify.principal.access_from``): the same scopes, care-unit rules,
+``Access`` as it is now (``security.stored_access.access_from``): the same scopes, care-unit rules,
 samtycke and spärr as an API request, and logged in the access log like one. If the subscriber may
 no longer read the resource, nothing is sent for that event (``Skip``): an empty notification
 would still tell them that something they may not see changed.

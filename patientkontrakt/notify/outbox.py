@@ -13,7 +13,7 @@ resource alone (``resource.pk``), with the search SQL (``QueryBuilder.conditions
 rows the write has just replaced.
 
 Who may read the resource is not asked here: the worker reads it as the subscriber at delivery
-time (``principal.access_from``), so consent given or revoked in between counts.
+time (``security.stored_access.access_from``), so consent given or revoked in between counts.
 
 A delete notifies the subscriptions whose query matched the version it deletes (its index rows
 are kept): the event names the deleted version, which the subscriber's rules still judge (its

@@ -37,7 +37,6 @@ from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import BadRequest, Forbidden, Unprocessable
 from patientkontrakt.fhir.search.params import RESULT_PARAMS, SearchParser
 from patientkontrakt.notify.endpoints import check_url
-from patientkontrakt.notify.principal import principal_of
 from patientkontrakt.notify.topics import (
     BACKPORT_PROFILE,
     CONTENTS,
@@ -46,6 +45,7 @@ from patientkontrakt.notify.topics import (
     TOPICS,
     Topic,
 )
+from patientkontrakt.security.stored_access import principal_of
 from patientkontrakt.storage.repository import StoredResource, Unit
 from patientkontrakt.storage.search_sql import QueryBuilder
 from patientkontrakt.storage.tables import SUBSCRIPTION as S

@@ -42,9 +42,9 @@ from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.logs import describe
 from patientkontrakt.notify.delivery import DeliveryFailed, Event, Sender, Skip, Subscriber, build
-from patientkontrakt.notify.principal import UnknownPrincipal, access_from
 from patientkontrakt.notify.status import delivery_status, status_line
 from patientkontrakt.notify.subscriptions import set_status
+from patientkontrakt.security.stored_access import UnknownPrincipal, access_from
 from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.tables import SUBSCRIPTION as S
 from patientkontrakt.storage.tables import SUBSCRIPTION_OUTBOX as O

@@ -98,9 +98,9 @@ async def files_of(store: Store, job_id: str) -> list[FileInfo]:
 
 
 async def file_content(store: Store, job_id: str, file_id: int) -> tuple[str, str, str] | None:
-    """(resource type, ndjson, patients JSON) of the file, or None."""
+    """(resource type, ndjson, JSON of its lines' [pk, id, patient]) of the file, or None."""
     async with store.reading() as unit:
-        row = (await unit.conn.execute(sa.select(F.res_type, F.content, F.patients).where(
+        row = (await unit.conn.execute(sa.select(F.res_type, F.content, F.lines).where(
             F.job_id == job_id, F.id == file_id))).first()
     return (str(row[0]), str(row[1]), str(row[2])) if row else None
 

@@ -220,7 +220,7 @@ SUBSCRIBER_REMOVED = "the client that created this Subscription was removed; not
 
 async def _stop_subscriptions(conn: AsyncConnection, client_id: str) -> None:
     """Put the Subscriptions ``client_id`` created (``subscription.principal``, see
-    ``notify/principal.py``) in status ``error``: the worker delivers only ``requested`` and
+    ``security/stored_access.py``) in status ``error``: the worker delivers only ``requested`` and
     ``active`` ones."""
     S = SUBSCRIPTION.c
     live = sa.select(S.resource_pk, S.principal).where(S.status.in_(("requested", "active")))

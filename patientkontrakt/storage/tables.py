@@ -308,8 +308,8 @@ class ExportJob(SQLModel, table=True):
 
 class ExportFile(SQLModel, table=True):
     """One ndjson file of an export: ``count`` resources of one type (part ``part`` of that type),
-    and the patients whose data it holds (``patients``: JSON, patient id -> resource names, for the
-    access log entries written when it is downloaded)."""
+    and what each line is (``lines``: JSON, ``[pk, id, patient]`` per line, in order): a download
+    serves only the lines the caller may still read, and logs them under their patients."""
 
     __tablename__ = "export_file"
     __table_args__ = (sa.Index("ix_export_file_job", "job_id", "res_type", "part"),)
@@ -321,7 +321,7 @@ class ExportFile(SQLModel, table=True):
     part: int = Field(nullable=False)
     count: int = Field(nullable=False)
     content: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # ndjson
-    patients: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON
+    lines: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # JSON: [pk, id, patient] of each line
 
 
 class ServerState(SQLModel, table=True):

@@ -89,15 +89,18 @@ class Site:
             time.sleep(0.2)
         pytest.fail(f"the export did not finish within 60 s:\n{self.server.log()}")
 
-    def download(self, headers: dict[str, str], manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-        """type -> the resources of every file of that type; each file's count checked."""
+    def download(self, headers: dict[str, str], manifest: dict[str, Any], *, as_written: bool = True
+                 ) -> dict[str, list[dict[str, Any]]]:
+        """type -> the resources of every file of that type; each file's count checked
+        (``as_written``: no rule has changed since it was written, so it is served whole)."""
         by_type: dict[str, list[dict[str, Any]]] = {}
         for output in manifest["output"]:
             response = httpx.get(output["url"], headers={**headers, "accept": "application/fhir+ndjson"}, timeout=30)
             assert response.status_code == 200, response.text
             assert response.headers["content-type"].startswith("application/fhir+ndjson")
             lines = [orjson.loads(line) for line in response.text.splitlines()]
-            assert len(lines) == output["count"] and response.text.endswith("\n")
+            assert len(lines) == output["count"] if as_written else len(lines) <= output["count"]
+            assert response.text.endswith("\n") or not lines
             assert {r["resourceType"] for r in lines} == {output["type"]}
             by_type.setdefault(output["type"], []).extend(lines)
         return by_type
@@ -329,9 +332,31 @@ def test_what_consent_and_sparr_hide_is_in_no_file(site: Site) -> None:
     record(HOMECARE, consent(target.patient, "samtycke", "IRCP", HOMECARE))
     shown = exported()
     assert target.plan in shown["CarePlan"] and target.team in shown["CareTeam"]
+    # An export written with the samtycke, downloaded after the spärr: served under the rules of
+    # the download, without the agreement, and logged without its patient.
+    manifest = site.manifest(homecare, site.kick_off(homecare, _type="CarePlan,CareTeam"))
     record(VC, consent(target.patient, "yttre-sparr", "CST", VC))
+    late = site.download(homecare, manifest, as_written=False)
+    assert target.plan not in _ids(late["CarePlan"]) and target.team not in _ids(late["CareTeam"])
+    assert _ids(late["CarePlan"]) == shown["CarePlan"] - {target.plan}
+    assert _ids(late["CareTeam"]) == shown["CareTeam"] - {target.team}
+    assert sum(o["count"] for o in manifest["output"]) == len(late["CarePlan"]) + len(late["CareTeam"]) + 2
+    job = manifest["output"][0]["url"].split("/")[-2]
+    logged = site.sql("SELECT patient_id FROM audit_log WHERE request LIKE :request", request=f"$export-file/{job}/%")
+    assert logged and target.patient not in {row[0] for row in logged}
     blocked = exported()
     assert target.plan not in blocked["CarePlan"] and target.team not in blocked["CareTeam"]
+
+
+def test_a_download_is_served_under_the_scopes_of_its_token(site: Site) -> None:
+    """The token of a download may be narrower than the kick-off's: a file of a type it does not
+    grant is refused."""
+    manifest = site.manifest(site.system(), site.kick_off(site.system(), _type="Patient,Goal"))
+    narrow = site.system(scope="system/Patient.rs")
+    by_type = {output["type"]: output["url"] for output in manifest["output"]}
+    assert httpx.get(by_type["Patient"], headers=narrow, timeout=30).status_code == 200
+    refused = httpx.get(by_type["Goal"], headers=narrow, timeout=30)
+    assert refused.status_code == 403 and refused.json()["issue"][0]["code"] == "forbidden"
 
 
 # -- the kick-off's checks (in-process, no runner) ---------------------------------------------
@@ -435,7 +460,7 @@ async def test_runners_claim_different_jobs_and_take_over_one_whose_lease_ran_ou
         later = lease + timedelta(seconds=1)  # runner "a" died: its lease ran out
         taken = await sql.claim(store, "c", later, later + timedelta(seconds=60), later)
         assert taken is not None and taken.id == first.id
-        file = {"res_type": "Patient", "part": 0, "count": 0, "content": "", "patients": "{}"}
+        file = {"res_type": "Patient", "part": 0, "count": 0, "content": "", "lines": "[]"}
         assert not await sql.write_file(store, first.id, "a", later, "x", file)  # the old runner writes nothing
         assert await sql.write_file(store, first.id, "c", later + timedelta(seconds=60), "x", file)
         assert [f.type for f in await sql.files_of(store, first.id)] == ["Patient"]

@@ -14,10 +14,10 @@ from patientkontrakt.config import Settings
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.access import PERMISSIONS, Access
 from patientkontrakt.fhir.errors import FhirError
-from patientkontrakt.notify.principal import UnknownPrincipal, access_from, principal_of
 from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.rules import CareUnitAccess
+from patientkontrakt.security.stored_access import UnknownPrincipal, access_from, exportable, principal_of
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
@@ -117,3 +117,18 @@ def test_emergency_access_is_not_kept_and_garbage_is_refused(settings: Settings)
     for bad in ("", "{}", '{"v": 1, "rules": "root"}', '{"v": 99}', "[1]"):
         with pytest.raises(UnknownPrincipal):
             access_from(bad, service.parser, service.search_engine.builder)
+
+
+def test_only_a_care_units_system_or_the_bare_engines_client_may_keep_an_export(world: World,
+                                                                              settings: Settings) -> None:
+    """An export job keeps its caller as a Subscription does (``exportable``); a patient's or the
+    directory client's access is not kept (their kick-off is 403)."""
+    service = build_service(settings, Store(create_engine(settings.database_url, pool_size=1)))
+    tokens = AccessTokens(SigningKeys.load(settings.signing_key), settings.base_url, settings.fhir_base)
+    authenticator = Authenticator(tokens, service.parser, service.search_engine.builder)
+    kept = exportable(authenticator.access(world.system(AUTHOR)["authorization"]))
+    assert kept is not None
+    rebuilt = access_from(kept, service.parser, service.search_engine.builder)
+    assert isinstance(rebuilt, CareUnitAccess) and rebuilt.care_unit_org == AUTHOR
+    for other in (world.patient(world.agreements[TARGET].patient), world.directory()):
+        assert exportable(authenticator.access(other["authorization"])) is None
