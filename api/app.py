@@ -42,7 +42,7 @@ from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
 from patientkontrakt.security.oauth import AuthorizationServer
 from patientkontrakt.security.revocation import Revocations
-from patientkontrakt.security.rules import PATIENT_DATA
+from patientkontrakt.security.rules import PATIENT_DATA, UNIT_OWN
 from patientkontrakt.security.stored_access import bulk_export
 from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import create_engine, ensure_migrated
@@ -137,9 +137,9 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
             operation = ("patientkontrakt", f"{CANONICAL}/OperationDefinition/patientkontrakt")
             app.state.operations = {"Patient": [operation], "CarePlan": [operation]}
         # Under the care-unit rules a caller may not see every resource of the patient data
-        # types (nor other units' Subscriptions), so new ones get server ids (Writer.client_ids):
-        # a hidden id and an unknown one must get the same answer to a PUT.
-        app.state.update_create = frozenset(service.types) - PATIENT_DATA - {"Subscription"} \
+        # types (nor other units' Subscriptions and Groups), so new ones get server ids
+        # (Writer.client_ids): a hidden id and an unknown one must get the same answer to a PUT.
+        app.state.update_create = frozenset(service.types) - PATIENT_DATA - UNIT_OWN \
             if care_unit_rules else None
         app.state.started = format_instant(now_utc())
         # The definitions and compiled profiles are a large, long-lived object graph: moved out of

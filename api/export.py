@@ -54,7 +54,7 @@ async def export_patients(request: Request) -> Response:
 @router.get("/Group/{group_id}/$export")
 @router.post("/Group/{group_id}/$export")
 async def export_group(group_id: str, request: Request) -> Response:
-    """Bulk Data IG: a group's patients. This server serves no Group resources: always 404."""
+    """Bulk Data IG: the data of a Group's member patients (a Group the client may read)."""
     return await _kick_off(request, "group", group_id)
 
 

@@ -18,6 +18,7 @@
   otherwise), periods that do not end before they start and goal dates not before the goal's
   start (422), activities never removed (422), and warnings for new activities or goal dates
   already past.
+* A Group is a list of patients (``patientkontrakt.domain.groups``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 
 from patientkontrakt.domain import codes, lifecycle, sharing
+from patientkontrakt.domain.groups import group_issues
 from patientkontrakt.domain.identifiers import (
     HSA_ID,
     PERSONNUMMER,
@@ -118,6 +120,8 @@ class PatientkontraktRules:
             if issues:
                 raise Unprocessable(issues[0].diagnostics, issues=issues)
         issues = lifecycle.date_issues(resource)
+        if resource.get("resourceType") == "Group":
+            issues += group_issues(resource)
         if issues:
             raise Unprocessable(issues[0].diagnostics, issues=issues)
         return resource

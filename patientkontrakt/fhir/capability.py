@@ -26,6 +26,8 @@ ENGINE_OPERATIONS = {
 # Bulk Data $export (fhir/export.py): ours, based on the Bulk Data Access IG's (their ``base``).
 EXPORT = ("export", "https://patientkontrakt.se/fhir/OperationDefinition/export")
 PATIENT_EXPORT = ("export", "https://patientkontrakt.se/fhir/OperationDefinition/patient-export")
+GROUP_EXPORT = ("export", "https://patientkontrakt.se/fhir/OperationDefinition/group-export")
+LEVEL_EXPORTS = {"Patient": [PATIENT_EXPORT], "Group": [GROUP_EXPORT]}
 
 
 def smart_security(endpoints: dict[str, str]) -> dict[str, Any]:
@@ -97,7 +99,7 @@ def capability_statement(
     for type_ in sorted(types):
         params = defs.params_for(type_)
         extra = [*ENGINE_OPERATIONS.get(type_, []), *(operations or {}).get(type_, []),
-                 *([PATIENT_EXPORT] if type_ == "Patient" else [])]
+                 *LEVEL_EXPORTS.get(type_, [])]
         resources.append({
             **({"extension": extensions[type_]} if extensions and type_ in extensions else {}),
             "type": type_,

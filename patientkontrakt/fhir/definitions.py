@@ -103,6 +103,13 @@ def _structure(sd: dict[str, Any]) -> Structure:
     return Structure(name=sd["type"], kind=sd["kind"], elements=elements, children=children)
 
 
+# Types the R4 patient CompartmentDefinition lists that this server keeps out of every patient's
+# compartment: a Group (by ``member``) is a care unit's list of many patients, not data about the
+# one it happens to name first, so it gets no ``patient_id`` and is in no ``$everything`` or
+# patient-level export (docs/api.md, "Group").
+OUTSIDE_COMPARTMENT = frozenset({"Group"})
+
+
 class Definitions:
     """Structures, value sets and search parameters from one ``fhir_profiles`` folder."""
 
@@ -136,7 +143,8 @@ class Definitions:
             elif kind == "CodeSystem":
                 self._code_systems[res["url"]] = res
             elif kind == "CompartmentDefinition" and res.get("code") == "Patient":
-                self.patient_compartment = {r["code"]: tuple(r.get("param", [])) for r in res.get("resource", [])}
+                self.patient_compartment = {r["code"]: tuple(r.get("param", [])) for r in res.get("resource", [])
+                                            if r["code"] not in OUTSIDE_COMPARTMENT}
         for res in self._resources(self.profiles_dir / "profiles"):
             kind = res.get("resourceType")
             if kind == "StructureDefinition" and res.get("derivation") == "constraint":

@@ -1,12 +1,16 @@
 """Bulk Data ``$export`` (HL7 Bulk Data Access IG 2.0.0, export.html), for SMART Backend Services
 clients: kick-off, status, files, cancel, and the background runner.
 
-* **Kick-off** (``GET|POST [base]/$export``, ``Patient/$export``; ``Group/[id]/$export`` answers
-  404: this server serves no Group resources) needs ``Prefer: respond-async``; its parameters are
-  checked here (``_outputFormat``, ``_type``, ``_since``, and ``patient`` at Patient level); one
-  this server does not support is 400 unless ``Prefer: handling=lenient``, then it is ignored and
-  named in the manifest's ``error`` file. The job is stored (``storage/export.py``) with what
-  rebuilds the caller's access (``security/stored_access.py``): 202 and ``Content-Location``.
+* **Kick-off** (``GET|POST [base]/$export``, ``Patient/$export``, ``Group/[id]/$export``) needs
+  ``Prefer: respond-async``; its parameters are checked here (``_outputFormat``, ``_type``,
+  ``_since``, and ``patient`` at Patient and Group level); one this server does not support is
+  400 unless ``Prefer: handling=lenient``, then it is ignored and named in the manifest's
+  ``error`` file. The job is stored (``storage/export.py``) with what rebuilds the caller's access
+  (``security/stored_access.py``): 202 and ``Content-Location``.
+* **Group level**: the Group must be one the caller may read (another unit's, a deleted one and
+  an unknown id are the same 404); its members at the kick-off (``member.entity`` Patients, not
+  ``inactive``) are the patients of the export, which then runs as a Patient-level one for them.
+  At run time only the members whose Patient the caller may still read are exported.
 * **Who**: a backend system (``system/`` scopes) acting for a care unit, or the bare engine's
   scoped system client. Patients, staff and the directory client are refused (403).
 * **The runner** (``work_once``, called by each API process's background task and by
@@ -43,10 +47,12 @@ from patientkontrakt.fhir.errors import (
     BadRequest,
     FhirError,
     Forbidden,
+    HiddenResource,
     Issue,
     NotFound,
     operation_outcome,
 )
+from patientkontrakt.fhir.indexing import parse_reference
 from patientkontrakt.fhir.interactions import Interaction
 from patientkontrakt.fhir.rendering import dumps
 from patientkontrakt.fhir.results import Result
@@ -81,10 +87,10 @@ class TooManyExports(FhirError):
 class Arguments:
     """The checked kick-off parameters, as the job keeps them."""
 
-    level: str  # system | patient
+    level: str  # system | patient | group
     types: list[str]
     since: str | None = None  # as given (a FHIR instant)
-    patients: list[str] | None = None  # Patient ids (the ``patient`` parameter at Patient level)
+    patients: list[str] | None = None  # Patient ids (the ``patient`` parameter; a Group's members)
     ignored: list[str] = field(default_factory=list)  # unsupported parameters under handling=lenient
 
 
@@ -137,12 +143,12 @@ def arguments(pairs: list[tuple[str, str]], level: str, types: list[str], *, len
         elif key == "_type":
             for type_ in (t.strip() for t in value.split(",")):
                 if type_ not in types:
-                    where = "at this level (the patient compartment)" if level == "patient" else "on this server"
+                    where = "on this server" if level == "system" else "at this level (the patient compartment)"
                     raise BadRequest(f"_type names {type_ or 'no type'!r}, which cannot be exported {where}: "
                                      f"it takes a comma-separated list of {', '.join(types)}", expression=("_type",),
                                      details_sv="_type anger en resurstyp som inte kan exporteras här.")
                 named.append(type_)
-        elif key == "patient" and level == "patient":
+        elif key == "patient" and level != "system":
             patient = value.strip()
             if not patient.startswith("Patient/") or not patient[8:] or "/" in patient[8:]:
                 raise BadRequest(f"patient must be a reference Patient/[id], not {value!r}", expression=("patient",),
@@ -199,7 +205,7 @@ class BulkExport:
 
     def _level_types(self, level: str) -> list[str]:
         types = sorted(self.service.types)
-        if level == "patient":
+        if level != "system":
             compartment = self.service.defs.patient_compartment
             types = [t for t in types if t == "Patient" or compartment.get(t)]
         return types
@@ -228,17 +234,18 @@ class BulkExport:
     async def kick_off(self, access: Access, level: str, group_id: str | None, pairs: list[tuple[str, str]],
                        prefer: str | None, request_url: str) -> Result:
         """Bulk Data IG export.html#bulk-data-kick-off-request."""
-        if level == "group":
-            raise NotFound(f"Group/{group_id} is not known: this server serves no Group resources, so export at "
-                           "the system or Patient level", details_sv="Gruppen finns inte.")
         respond_async, lenient = preferences(prefer)
         if not respond_async:
             raise BadRequest("$export runs asynchronously: send Prefer: respond-async (Bulk Data IG)",
                              expression=("Prefer",), details_sv="Ange Prefer: respond-async.")
-        path = "Patient/$export" if level == "patient" else "$export"
-        # a refusal (403) is logged, as for every interaction (fhir/interactions.py)
+        path = {"patient": "Patient/$export", "group": f"Group/{group_id}/$export"}.get(level, "$export")
+        # a refusal (403, or 404 for a Group the caller may not read) is logged, as for every
+        # interaction (fhir/interactions.py)
         async with self.service.pipeline.run(access, Interaction("operation", None, path)):
             stored, args = self._admit(access, level, pairs, lenient)
+            if level == "group":
+                members = await self._members(access, group_id or "")
+                args.patients = members if args.patients is None else [p for p in members if p in args.patients]
         job_id = secrets.token_urlsafe(32)
         job = {"id": job_id, "owner": owner_of(access), "access": stored,
                "request": request_url, "params": orjson.dumps(args.__dict__).decode(), "status": "queued",
@@ -252,6 +259,21 @@ class BulkExport:
                                               diagnostics=f"Export started: poll {self.status_url(job_id)}",
                                               details_sv="Exporten har startat.")]))
         return Result(202, body, extra_headers={"Content-Location": self.status_url(job_id)})
+
+    async def _members(self, access: Access, group_id: str) -> list[str]:
+        """The Patient ids of the Group's current members (R4 ``Group.member``: ``inactive`` ones
+        are no longer in the group), if the caller may read the Group; else 404, as for a read."""
+        access.require("Group", "read")
+        self.service.check_id("Group", group_id)
+        stored, visible = await self.store.read_current("Group", group_id, access.restriction("Group"))
+        if stored is None or not visible or stored.deleted:
+            raise HiddenResource(f"Group/{group_id} is not known", stored, details_sv="Gruppen finns inte.")
+        members = []
+        for member in orjson.loads(stored.body).get("member") or []:
+            reference = parse_reference(str((member.get("entity") or {}).get("reference") or ""), self.base)
+            if reference.type == "Patient" and reference.id and member.get("inactive") is not True:
+                members.append(reference.id)
+        return list(dict.fromkeys(members))
 
     # -- status, cancel, files -------------------------------------------------------------
 
@@ -385,6 +407,11 @@ class BulkExport:
                                          for name in params["ignored"]])
             if not await self._write(job, "started", "OperationOutcome", 0, [orjson.dumps(outcome).decode()], []):
                 return
+        of_patients: list[str] | None = params["patients"]
+        if params["level"] == "group" and of_patients:
+            # the members whose Patient the caller may read now (the rules as they are today)
+            of_patients = await sql.readable_patients(self.store, access, bound(access.restriction("Patient")),
+                                                      of_patients)
         for type_ in params["types"]:
             if not _allowed(access, type_):
                 continue
@@ -394,8 +421,8 @@ class BulkExport:
             index: list[tuple[int, str, str | None]] = []  # (pk, id, patient) of each line
             while True:
                 rows = await sql.batch(self.store, access, type_, condition, after, batch_size, since=since,
-                                       until=until, patients=params["patients"],
-                                       compartment_only=params["level"] == "patient")
+                                       until=until, patients=of_patients,
+                                       compartment_only=params["level"] != "system")
                 for row in rows:
                     lines.append(row.body)
                     index.append((row.pk, row.id, row.patient_id))

@@ -62,6 +62,7 @@ SEARCH_PARAMETERS: dict[str, tuple[str, ...]] = {
         "identifier", "action", "purpose", "security-label", "data", "source-reference", "consentor",
     ),
     "Subscription": ("status", "type", "url", "criteria", "payload"),
+    "Group": ("member", "type", "identifier", "actual", "code"),
 }
 
 # Definitions the CapabilityStatement names that the engine does not index by (see the docstring).

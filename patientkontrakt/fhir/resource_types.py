@@ -13,4 +13,5 @@ RESOURCE_TYPES = (
     "Provenance",
     "Consent",
     "Subscription",
+    "Group",
 )

@@ -68,8 +68,11 @@ PATIENT_DATA = frozenset({"Patient", "CarePlan", "CareTeam", "Goal", "Appointmen
 # Patient data a care provider owns, shown across providers only as Patientdatalagen allows
 # (``AccessSql.care_unit``); the Patient resource is who the patient is, not a provider's record.
 SHARED_RECORDS = PATIENT_DATA - {"Patient"}
+# What a care unit keeps for itself, not patient data: its Subscriptions (endpoints, headers) and
+# Groups (its lists of patients, for Group-level $export). Only the unit that created one sees it.
+UNIT_OWN = frozenset({"Subscription", "Group"})
 _CONTEXTS = {"staff": frozenset({"user"}), "system": frozenset({"system"}), "patient": frozenset({"patient"})}
-_SQL = AccessSql(directory=DIRECTORY, patient_data=PATIENT_DATA, shared=SHARED_RECORDS)
+_SQL = AccessSql(directory=DIRECTORY, patient_data=PATIENT_DATA, shared=SHARED_RECORDS, unit_own=UNIT_OWN)
 
 
 class ScopedAccess:
@@ -193,10 +196,10 @@ class CareUnitAccess(ScopedAccess):
         return frozenset(found)
 
     def owner(self, type_: str) -> tuple[str, str] | None:
-        """What the unit creates is the unit's, and its provider's, record; a Subscription is the
-        unit's whatever its provider (only its owner unit sees it)."""
+        """What the unit creates is the unit's, and its provider's, record; a Subscription or a
+        Group is the unit's whatever its provider (only its owner unit sees it)."""
         provider = self.principal.care_provider
-        if type_ == "Subscription":
+        if type_ in UNIT_OWN:
             return self.care_unit_org, provider or ""
         return (self.care_unit_org, provider) if provider and type_ not in DIRECTORY else None
 
@@ -376,6 +379,9 @@ class PatientAccess(ScopedAccess):
         if type_ == "Subscription":
             raise Forbidden("Subscriptions are for the systems of care units, not for patients' tokens",
                             details_sv="Som patient kan du inte prenumerera på ändringar här.")
+        if type_ == "Group":
+            raise Forbidden("Groups are care units' lists of patients, not for patients' tokens",
+                            details_sv="Som patient har du inte behörighet till detta.")
         if PERMISSIONS[interaction] in "cud" and type_ != "Goal" or interaction == "delete":
             raise Forbidden(f"A patient may not {interaction} {type_} resources; only add and change "
                             "their own goals", details_sv="Som patient kan du bara lägga till och ändra dina egna mål.")

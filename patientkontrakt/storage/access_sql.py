@@ -81,12 +81,14 @@ class AccessSql:
     """The conditions of the rules, each built once per type and kept for the process.
 
     ``directory``: the types every care unit sees whole (no condition); ``patient_data``: the
-    types a patient sees by their compartment (``resource.patient_id``).
+    types a patient sees by their compartment (``resource.patient_id``); ``unit_own``: the types
+    only the care unit that created a resource sees (``resource.owner_unit``).
     """
 
     def __init__(self, *, directory: frozenset[str], patient_data: frozenset[str],
-                 shared: frozenset[str] = frozenset()) -> None:
+                 shared: frozenset[str] = frozenset(), unit_own: frozenset[str] = frozenset()) -> None:
         self._directory = directory
+        self._unit_own = unit_own
         self._patient_data = patient_data
         self._shared_types = shared
         self._care_unit: dict[str, Condition | None] = {}
@@ -100,7 +102,7 @@ class AccessSql:
         and, of that, what Patientdatalagen lets it see across units and providers
         (``_shared_condition``)."""
         if type_ not in self._care_unit:
-            condition = _care_unit_condition(type_, self._directory)
+            condition = _care_unit_condition(type_, self._directory, self._unit_own)
             if condition is not None and type_ in self._shared_types:
                 condition = sa.and_(condition, _shared_condition())
             self._care_unit[type_] = None if condition is None else SharedCondition(_inline_constants(condition))
@@ -112,8 +114,10 @@ class AccessSql:
         the patient's care reaches (``_blocked_condition``)."""
         key = f"blocked:{kind}"
         if key not in self._shared_blocked:
-            reached = sa.or_(*(sa.and_(R.res_type == type_, condition) for type_ in sorted(self._shared_types)
-                               if (condition := _care_unit_condition(type_, self._directory)) is not None))
+            conditions = {type_: _care_unit_condition(type_, self._directory, self._unit_own)
+                          for type_ in sorted(self._shared_types)}
+            reached = sa.or_(*(sa.and_(R.res_type == type_, condition) for type_, condition in conditions.items()
+                               if condition is not None))
             self._shared_blocked[key] = SharedCondition(_inline_constants(_blocked_condition(kind, reached)))
         return self._shared_blocked[key]
 
@@ -294,9 +298,14 @@ def plans_reached() -> sa.CompoundSelect[int]:
                         _naming_unit("CarePlan", "contributor", "reach_plan_contributor"), plans_via_team)
 
 
-def _care_unit_condition(type_: str, directory: frozenset[str]) -> Condition | None:
+def _care_unit_condition(type_: str, directory: frozenset[str], unit_own: frozenset[str]) -> Condition | None:
     if type_ in directory:
         return None
+    if type_ in unit_own:
+        # not patient data (a Subscription's endpoint and headers, a Group's list of patients):
+        # the unit's own, so only the unit that created it sees it (and so reads, changes,
+        # deletes it)
+        return R.owner_unit == _ORG
     if type_ == "CarePlan":
         return _any(_plan_paths(R.pk))
     if type_ == "CareTeam":
@@ -312,10 +321,6 @@ def _care_unit_condition(type_: str, directory: frozenset[str]) -> Condition | N
         return _any(_provenance_paths())
     if type_ == "Consent":
         return sa.and_(_any(_patient_paths(R.patient_id)), _consent_paths())
-    if type_ == "Subscription":
-        # not patient data, but its endpoint and headers are the unit's own: only the unit that
-        # created it sees it (and so reads, changes, deletes it)
-        return R.owner_unit == _ORG
     return sa.false()  # a type these rules do not know: nothing
 
 

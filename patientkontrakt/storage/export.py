@@ -22,6 +22,7 @@ J = EXPORT_JOB.c
 F = EXPORT_FILE.c
 R = RESOURCE.c
 ACTIVE = ("queued", "running")
+_IDS_PER_STATEMENT = 1000  # Patient ids bound in one statement (SQLite allows 32766 parameters)
 
 
 @dataclass(frozen=True)
@@ -203,3 +204,18 @@ async def batch(store: Store, access: Any, type_: str, condition: Any, after: in
     async with store.reading(access) as unit:
         rows = (await unit.conn.execute(query, unit.parameters)).all()
     return [_row(row) for row in rows]
+
+
+async def readable_patients(store: Store, access: Any, condition: Any, patients: Sequence[str]) -> list[str]:
+    """Of the Patient ids ``patients``, those of current Patients that ``condition`` (the caller's
+    access condition on Patient, None: all) admits, in the order given."""
+    found: set[str] = set()
+    async with store.reading(access) as unit:
+        for start in range(0, len(patients), _IDS_PER_STATEMENT):
+            where = [R.res_type == "Patient", R.res_id.in_(list(patients[start:start + _IDS_PER_STATEMENT])),
+                     R.deleted.is_(False)]
+            if condition is not None:
+                where.append(condition)
+            rows = await unit.conn.execute(sa.select(R.res_id).where(*where), unit.parameters)
+            found.update(str(row[0]) for row in rows)
+    return [p for p in patients if p in found]

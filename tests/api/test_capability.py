@@ -139,6 +139,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
                                            "code": "OPTIN"}]}},
     "Subscription": {"resourceType": "Subscription", "status": "off", "reason": "Journalen", "criteria": "Goal",
                      "channel": {"type": "rest-hook", "endpoint": "https://ehr.example.org/hook"}},
+    "Group": {"resourceType": "Group", "type": "person", "actual": True,
+              "member": [{"entity": {"reference": "Patient/{patient}"}}]},
 }
 
 
@@ -314,3 +316,19 @@ def test_patient_declares_everything_with_the_core_definition(client: TestClient
     for type_, resource in resources.items():
         if type_ != "Patient":
             assert "everything" not in {o["name"] for o in resource.get("operation", [])}, type_
+
+
+def test_export_is_declared_at_each_level(client: TestClient) -> None:
+    """Bulk Data $export (patientkontrakt/fhir/export.py): system, Patient and Group level, each
+    with the OperationDefinition the server serves."""
+    statement = metadata(client)
+    resources = rest_resources(client)
+    system = {o["name"]: o["definition"] for o in statement["rest"][0]["operation"]}
+    assert system["export"] == "https://patientkontrakt.se/fhir/OperationDefinition/export"
+    for type_, name in (("Patient", "patient-export"), ("Group", "group-export")):
+        operations = {o["name"]: o["definition"] for o in resources[type_]["operation"]}
+        assert operations["export"] == f"https://patientkontrakt.se/fhir/OperationDefinition/{name}"
+        served = client.get(f"/fhir/OperationDefinition/{name}")
+        assert served.status_code == 200 and served.json()["url"] == operations["export"]
+    assert {"Group-member", "Group-type", "Group-identifier", "Group-actual", "Group-code"} <= {
+        p["definition"].rsplit("/", 1)[1] for p in resources["Group"]["searchParam"]}

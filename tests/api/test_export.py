@@ -3,9 +3,10 @@
 Over a live server (``patientkontrakt serve`` in a subprocess, on PostgreSQL and on SQLite, with
 the demo region loaded and the export runner polling every 0.2 s): kick-off → status polling →
 manifest → ndjson files, read back and compared with what a search by the same client finds
-(``_total=accurate``), at the system and Patient levels, with ``_type`` and ``_since``; another
-client cannot see the job or its files; a patient's token is refused; a resource hidden by the
-consent rules (no samtycke, a spärr) is in no file; cancel; expiry; the access log of a download.
+(``_total=accurate``), at the system, Patient and Group levels, with ``_type`` and ``_since``;
+another client cannot see the job or its files; a patient's token is refused; a Group is
+exported only by its own unit; a resource hidden by the consent rules (no samtycke, a spärr) is
+in no file, at the system and Group levels; cancel; expiry; the access log of a download.
 
 In-process (a clean PostgreSQL database, no runner): the kick-off's checks and the limit of jobs
 per client.
@@ -235,11 +236,70 @@ def test_a_patient_level_export_holds_the_patient_compartments(site: Site) -> No
     assert _ids(single["CarePlan"]) == site.search_ids(headers, "CarePlan", patient=one)
 
 
-def test_group_export_is_not_found_here(site: Site) -> None:
-    response = httpx.get(f"{site.base}/Group/anything/$export", timeout=30,
-                         headers={**site.system(), "prefer": "respond-async"})
-    assert response.status_code == 404
-    assert response.json()["resourceType"] == "OperationOutcome"
+def _group(site: Site, headers: dict[str, str], *patients: str) -> str:
+    """A Group of ``patients`` made by the unit of ``headers`` (which need Group.c)."""
+    body = {"resourceType": "Group", "type": "person", "actual": True, "name": "Exportlista",
+            "member": [{"entity": {"reference": f"Patient/{p}"}} for p in patients]}
+    response = httpx.post(f"{site.base}/Group", json=body, timeout=30,
+                          headers={**headers, "content-type": "application/fhir+json"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _of_patients(site: Site, headers: dict[str, str], type_: str, patients: list[str], **params: str) -> set[str]:
+    return {id_ for p in patients for id_ in site.search_ids(headers, type_, patient=p, **params)}
+
+
+def test_a_group_export_holds_its_members_compartments(site: Site) -> None:
+    w = site.world
+    headers = site.system()
+    members = sorted({a.patient for a in w.by_author(VC)})[:2]
+    group = _group(site, site.system(scope=f"{SYSTEM} system/Group.c"), *members)
+    path = f"Group/{group}/$export"
+    manifest, files = site.export(headers, path)
+    assert manifest["request"] == f"{site.base}/{path}" and manifest["error"] == []
+    assert not {"Organization", "Practitioner", "PractitionerRole", "Group"} & set(files)
+    assert _ids(files["Patient"]) == set(members)
+    for type_ in ("CarePlan", "CareTeam", "Goal", "Provenance"):
+        assert _ids(files.get(type_, [])) == _of_patients(site, headers, type_, members), type_
+    assert files["CarePlan"] and {r["subject"]["reference"] for r in files["CarePlan"]} == {
+        f"Patient/{m}" for m in members}
+    assert len(files["CarePlan"]) < len(site.search_ids(headers, "CarePlan"))  # not every patient's
+
+    # _type, _since, and the patient parameter (POST) among the members
+    since = min(g["meta"]["lastUpdated"] for g in files["Goal"])
+    manifest, later = site.export(headers, path, _type="Goal", _since=since)
+    assert manifest["request"].startswith(f"{site.base}/{path}?")
+    assert set(later) <= {"Goal"}
+    assert _ids(later.get("Goal", [])) == _of_patients(site, headers, "Goal", members, _lastUpdated=f"gt{since}")
+    assert 0 < len(later.get("Goal", [])) < len(files["Goal"])
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": f"Patient/{members[1]}"}},
+        {"name": "_type", "valueString": "Patient"}]}
+    response = httpx.post(f"{site.base}/{path}", json=body, timeout=30, headers={
+        **headers, "prefer": "respond-async", "content-type": "application/fhir+json"})
+    assert response.status_code == 202, response.text
+    single = site.download(headers, site.manifest(headers, response.headers["content-location"]))
+    assert _ids(single["Patient"]) == {members[1]}
+
+
+def test_a_group_is_exported_only_by_its_own_unit_and_its_systems(site: Site) -> None:
+    w = site.world
+    group = _group(site, site.system(scope=f"{SYSTEM} system/Group.c"), w.by_author(VC)[0].patient)
+    refusals = [(site.system(org=CLINIC), f"Group/{group}/$export", 404),
+                (site.system(), "Group/no-such-group/$export", 404),
+                (site.system(client="other-ehr", scope="system/CarePlan.rs"), f"Group/{group}/$export", 403),
+                (w.patient(w.by_author(VC)[0].patient), f"Group/{group}/$export", 403),
+                (w.staff(w.role_at(VC, "nurse")), f"Group/{group}/$export", 403)]
+    for headers, path, status in refusals:
+        for method in ("GET", "POST"):
+            response = httpx.request(method, f"{site.base}/{path}", timeout=30,
+                                     headers={**headers, "prefer": "respond-async"})
+            assert response.status_code == status, (path, response.text)
+            assert response.json()["resourceType"] == "OperationOutcome"
+    logged = site.sql("SELECT user_kind, status, outcome FROM audit_log WHERE request = :request",
+                      request=f"Group/{group}/$export")
+    assert {("system", 404, "refused"), ("patient", 403, "refused"), ("staff", 403, "refused")} <= set(logged)
 
 
 def test_only_the_client_that_kicked_off_sees_the_job_and_its_files(site: Site) -> None:
@@ -357,6 +417,46 @@ def test_a_download_is_served_under_the_scopes_of_its_token(site: Site) -> None:
     assert httpx.get(by_type["Patient"], headers=narrow, timeout=30).status_code == 200
     refused = httpx.get(by_type["Goal"], headers=narrow, timeout=30)
     assert refused.status_code == 403 and refused.json()["issue"][0]["code"] == "forbidden"
+
+
+def test_what_consent_and_sparr_hide_is_in_no_group_export(site: Site) -> None:
+    """As above, through a Group of the hemsjukvård's with the agreement's patient: with a
+    samtycke and no spärr its system exports the vårdcentral's part; once a yttre spärr is
+    recorded the member's Patient is still exported but that part is in no file."""
+    w = site.world
+    target = w.agreements[TARGET]
+    homecare = site.system(org=HOMECARE)
+    vc_nurse = {**w.staff(w.role_at(VC, "nurse")), "content-type": "application/fhir+json"}
+    found = httpx.get(f"{site.base}/Consent", params={"patient": target.patient, "_count": "200"},
+                      headers=vc_nurse, timeout=30).json()
+    for entry in found.get("entry", []):
+        consent_ = entry["resource"]
+        if consent_["status"] == "active" and "sparr" in str(consent_.get("category")):
+            revoked = httpx.put(f"{site.base}/Consent/{consent_['id']}", json={**consent_, "status": "inactive"},
+                                headers=vc_nurse, timeout=30)
+            assert revoked.status_code == 200, revoked.text
+    recorded = httpx.post(f"{site.base}/Consent", json=consent(target.patient, "samtycke", "IRCP", HOMECARE),
+                          headers={**w.staff(w.role_at(HOMECARE, "nurse")), "content-type": "application/fhir+json"},
+                          timeout=30)
+    assert recorded.status_code == 201, recorded.text
+    group = _group(site, site.system(org=HOMECARE, scope=f"{SYSTEM} system/Group.c"), target.patient)
+
+    def exported() -> dict[str, set[str]]:
+        _, files = site.export(homecare, f"Group/{group}/$export", _type="Patient,CarePlan,CareTeam")
+        ids = {t: _ids(files.get(t, [])) for t in ("Patient", "CarePlan", "CareTeam")}
+        for type_ in ("CarePlan", "CareTeam"):
+            assert ids[type_] == site.search_ids(homecare, type_, patient=target.patient), type_
+        return ids
+
+    shown = exported()
+    assert shown["Patient"] == {target.patient}
+    assert target.plan in shown["CarePlan"] and target.team in shown["CareTeam"]
+    sparr = httpx.post(f"{site.base}/Consent", json=consent(target.patient, "yttre-sparr", "CST", VC),
+                       headers=vc_nurse, timeout=30)
+    assert sparr.status_code == 201, sparr.text
+    blocked = exported()
+    assert blocked["Patient"] == {target.patient}
+    assert target.plan not in blocked["CarePlan"] and target.team not in blocked["CareTeam"]
 
 
 # -- the kick-off's checks (in-process, no runner) ---------------------------------------------

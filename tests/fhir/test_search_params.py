@@ -206,13 +206,20 @@ def test_missing_with_both_values(parser: SearchParser) -> None:
 
 
 def test_chain_through_a_single_target(parser: SearchParser) -> None:
-    [criterion] = parse(parser, "CarePlan", ("patient.identifier", f"{PNR}|191212121212"), strict=True).criteria
+    [criterion] = parse(parser, "Appointment", ("patient.identifier", f"{PNR}|191212121212"), strict=True).criteria
     assert criterion.param.code == "patient"
     [(target, inner)] = criterion.chain
     assert target == "Patient"
     assert inner.param.code == "identifier" and inner.param.type == "token"
     assert inner.values == (f"{PNR}|191212121212",)
     assert criterion.values == inner.values
+
+
+def test_chain_through_every_served_target(parser: SearchParser) -> None:
+    """CarePlan's ``patient`` targets Patient and Group (R4 clinical-patient), both served and
+    both with ``identifier``: the chain tries each (each under the caller's access rules)."""
+    [criterion] = parse(parser, "CarePlan", ("patient.identifier", f"{PNR}|191212121212"), strict=True).criteria
+    assert sorted(t for t, _ in criterion.chain) == ["Group", "Patient"]
 
 
 def test_chain_with_type_modifier_and_inner_modifier(parser: SearchParser) -> None:
@@ -223,7 +230,7 @@ def test_chain_with_type_modifier_and_inner_modifier(parser: SearchParser) -> No
 
 def test_chain_only_through_served_targets_that_have_the_parameter(parser: SearchParser) -> None:
     [criterion] = parse(parser, "CarePlan", ("subject.name", "berg")).criteria
-    assert [t for t, _ in criterion.chain] == ["Patient"]  # Group is not served
+    assert [t for t, _ in criterion.chain] == ["Patient"]  # Group has no name parameter here
     [criterion] = parse(parser, "CareTeam", ("participant.name", "berg")).criteria
     assert sorted(t for t, _ in criterion.chain) == ["Organization", "Patient", "Practitioner"]
     [criterion] = parse(parser, "CareTeam", ("participant.identifier", "x")).criteria

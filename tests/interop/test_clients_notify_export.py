@@ -12,7 +12,8 @@ the live server and a ``patientkontrakt worker`` beside it.
   ``Content-Location`` → status polls → the manifest → ndjson files): fhir-kit-client with a
   token that a SMART Backend Services client (authlib, ``private_key_jwt``) got from
   ``/oauth/token``; what the files hold is counted against what the same token finds by
-  searching, resource by resource.
+  searching, resource by resource; at the system, Patient and Group levels (the Group created
+  through the same client by the unit's system).
 
 One server and one worker for the module, over a PostgreSQL database of its own holding the demo
 region.
@@ -433,9 +434,26 @@ def test_a_patient_level_export_of_the_agreements(served: Server, bulk_token: st
     assert set(result["ids"]) <= {"CarePlan", "Goal"}
 
 
+def test_a_group_level_export_of_the_units_list(served: Server, world: World, bulk_token: str) -> None:
+    """A Group of two of the unit's patients, created through the client by the unit's system,
+    exported at Group level by the bulk client of the same unit: those patients' data only."""
+    members = sorted({a.patient for a in world.by_author(BULK_UNIT)})[:2]
+    maker = FhirKit(served.fhir_base, world.system(BULK_UNIT)["authorization"].removeprefix("Bearer "))
+    group = maker.create({"resourceType": "Group", "type": "person", "actual": True, "name": "Interop-listan",
+                          "member": [{"entity": {"reference": f"Patient/{m}"}} for m in members]})
+    kit = FhirKit(served.fhir_base, bulk_token)
+    path = f"Group/{group['id']}/$export"
+    result = kit.export(path, "_type=Patient,CarePlan")
+    _check_flow(served, result, f"{served.fhir_base}/{path}")
+    assert sorted(result["ids"]["Patient"]) == members
+    plans = sorted(f"CarePlan/{i}" for i in result["ids"]["CarePlan"])
+    assert plans and plans == sorted(p for m in members for p in kit.search("CarePlan", {"patient": m}))
+    assert len(plans) < len(kit.search("CarePlan", {}))
+
+
 def test_an_export_cancelled_and_a_group_export_refused(served: Server, bulk_token: str) -> None:
     """The IG's DELETE of the status URL (202; the job is gone: 404 afterwards), and the Group
-    level, which this server has no Groups for: 404 with an OperationOutcome, through the client."""
+    level for a Group nobody has: 404 with an OperationOutcome, through the client."""
     kit = FhirKit(served.fhir_base, bulk_token)
     result = kit.run("export-cancel", "$export", "_type=CarePlan")
     assert result["kickoff"]["status"] == 202

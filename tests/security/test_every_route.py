@@ -118,6 +118,10 @@ _CONFORMANCE_WRITE = "always 405: the definitions are read-only; nothing is read
 
 _EXPORT_KICK_OFF = ("starts a Bulk Data export: backend systems only (403 for staff and patients), scopes checked; "
                     "nothing is read until the files are built (test_export.py)")
+_GROUP_EXPORT_KICK_OFF = ("starts a Bulk Data export of a Group's members: backend systems only (403 for staff and "
+                          "patients), scopes checked; the Group must be the caller's unit's own (404 as for an "
+                          "unknown id); nothing of its patients is read until the files are built (test_export.py, "
+                          "tests/security/test_groups.py)")
 
 ROUTES: dict[Route, str] = {
     # -- FHIR (api/fhir.py) --------------------------------------------------------------------
@@ -249,10 +253,8 @@ ROUTES: dict[Route, str] = {
     ("POST", "/fhir/$export"): _EXPORT_KICK_OFF,
     ("GET", "/fhir/Patient/$export"): _EXPORT_KICK_OFF,
     ("POST", "/fhir/Patient/$export"): _EXPORT_KICK_OFF,
-    ("GET", "/fhir/Group/{group_id}/$export"): "always 404: this server serves no Group resources; nothing is read "
-                                               "(test_export.py)",
-    ("POST", "/fhir/Group/{group_id}/$export"): "always 404: this server serves no Group resources; nothing is read "
-                                                "(test_export.py)",
+    ("GET", "/fhir/Group/{group_id}/$export"): _GROUP_EXPORT_KICK_OFF,
+    ("POST", "/fhir/Group/{group_id}/$export"): _GROUP_EXPORT_KICK_OFF,
     ("GET", "/fhir/$export-status/{job_id}"): "an export's status and manifest (file URLs and counts, no resource); "
                                               "the client that started it only, 404 for anyone else (test_export.py)",
     ("DELETE", "/fhir/$export-status/{job_id}"): "cancels an export: the client that started it only, 404 for anyone "
