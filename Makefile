@@ -31,12 +31,15 @@ run: $(RUN_STAMP)
 		$(BIN)/patientkontrakt serve --host 127.0.0.1 --port $(PORT); served=$$?; \
 		kill $$worker 2>/dev/null; wait $$worker; exit $$served
 
-## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL)
+## make test: set up and run the whole test suite (PostgreSQL at PK_TEST_DATABASE_URL), in
+## TEST_WORKERS processes (pytest-xdist; default one per core, `make test TEST_WORKERS=0` for one
+## process), each with its own databases; a test file stays in one process (its fixtures are made once).
+TEST_WORKERS ?= auto
 test: $(TEST_STAMP) postgres chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
 		tests/interop/node/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check patientkontrakt api tests bench
