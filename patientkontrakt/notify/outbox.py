@@ -10,7 +10,8 @@ type whose subscription is ``requested`` or ``active``; a type nobody watches pa
 nothing more. Nothing is cached between writes, so every process sees a new subscription at once.
 When there are triggers, one more statement evaluates all their queries against the written
 resource alone (``resource.pk``), with the search SQL (``QueryBuilder.conditions``) on the index
-rows the write has just replaced.
+rows the write has just replaced; a match inserts the rows and, on PostgreSQL, a ``NOTIFY`` that
+wakes the workers at commit (``notify/wakeup.py``).
 
 Who may read the resource is not asked here: the worker reads it as the subscriber at delivery
 time (``security.stored_access.access_from``), so consent given or revoked in between counts.
@@ -33,6 +34,7 @@ from patientkontrakt.fhir.access import access_of
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.search.params import SearchParser
 from patientkontrakt.notify.subscriptions import TYPE, SubscriptionRules
+from patientkontrakt.notify.wakeup import announce
 from patientkontrakt.storage.repository import StoredResource, Unit
 from patientkontrakt.storage.search_sql import QueryBuilder
 from patientkontrakt.storage.tables import RESOURCE
@@ -95,6 +97,7 @@ class Notifications:
             {"subscription_pk": pk, "kind": "event", "res_type": stored.type, "res_id": stored.id,
              "version_id": stored.version_id, "created": now, "attempts": 0}
             for pk in matched])
+        await announce(unit)
 
     async def matching(self, unit: Unit, stored: StoredResource, triggers: list[tuple[int, str]]) -> list[int]:
         """The subscriptions (of ``triggers``: (subscription, query)) whose query the resource

@@ -45,6 +45,7 @@ from patientkontrakt.notify.topics import (
     TOPICS,
     Topic,
 )
+from patientkontrakt.notify.wakeup import announce
 from patientkontrakt.security.stored_access import principal_of
 from patientkontrakt.storage.repository import StoredResource, Unit
 from patientkontrakt.storage.search_sql import QueryBuilder
@@ -248,6 +249,7 @@ class SubscriptionRules:
         if parsed.status == "requested":
             await unit.conn.execute(O.insert().values(subscription_pk=stored.pk, kind="handshake",
                                                       created=now_utc(), attempts=0))
+            await announce(unit)
 
     @staticmethod
     async def remove_state(unit: Unit, gone: StoredResource) -> None:

@@ -44,6 +44,7 @@ from patientkontrakt.logs import describe
 from patientkontrakt.notify.delivery import DeliveryFailed, Event, Sender, Skip, Subscriber, build
 from patientkontrakt.notify.status import delivery_status, status_line
 from patientkontrakt.notify.subscriptions import set_status
+from patientkontrakt.notify.wakeup import Wakeup
 from patientkontrakt.security.stored_access import UnknownPrincipal, access_from
 from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.tables import SUBSCRIPTION as S
@@ -82,6 +83,7 @@ class Worker:
         self.sender = Sender(settings.subscription_allowed, settings.subscription_timeout)
         self.lease = timedelta(seconds=settings.worker_lease)
         self.totals = Outcome()
+        self.wakeup: Wakeup | None = None  # while ``run`` runs
 
     async def close(self) -> None:
         await self.sender.close()
@@ -89,11 +91,22 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; idle, wait ``PK_WORKER_POLL_INTERVAL`` seconds."""
+        """Deliver until ``stop`` is set; idle, wait until a change is queued (PostgreSQL
+        ``LISTEN``, ``notify/wakeup.py``) or ``PK_WORKER_POLL_INTERVAL`` seconds have passed."""
         log.info("worker %s started", self.owner)
         interval = self.settings.worker_status_interval
         next_status = asyncio.get_running_loop().time() + interval
+        self.wakeup = wakeup = Wakeup(self.store)
+        wakeup.start()
+        try:
+            await self._loop(stop, wakeup, interval, next_status)
+        finally:
+            await wakeup.close()
+        log.info("worker %s stopped", self.owner)
+
+    async def _loop(self, stop: asyncio.Event, wakeup: Wakeup, interval: float, next_status: float) -> None:
         while not stop.is_set():
+            wakeup.arm()
             try:
                 busy = await self.run_once()
             except DatabaseUnavailable as exc:
@@ -106,11 +119,7 @@ class Worker:
                 next_status = asyncio.get_running_loop().time() + interval
                 await self._log_status()
             if not busy:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.worker_poll_interval)
-                except TimeoutError:
-                    pass
-        log.info("worker %s stopped", self.owner)
+                await wakeup.wait(stop, self.settings.worker_poll_interval)
 
     async def _log_status(self) -> None:
         try:

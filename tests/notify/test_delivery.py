@@ -10,10 +10,12 @@ it had, and nothing is lost or reordered).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +25,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from patientkontrakt.audit.log import AuditLog
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator
+from patientkontrakt.domain.setup import build_service
 from patientkontrakt.notify.endpoints import check_url
+from patientkontrakt.notify.worker import Worker
 from patientkontrakt.security.clients import Clients
+from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, demo_database
 from tests.notify.delivery_tools import (
     Received,
@@ -167,6 +174,55 @@ def test_only_matching_changes_notify(app: TestClient, world: World, settings: S
         focus.append((event["focus"]["valueReference"]["reference"].split("/fhir/")[1],
                       request.headers["x-subscription-resource-version"]))
     assert focus == [(f"CarePlan/{target.plan}", str(plan_version)), (f"Goal/{target.goals[1]}", str(goal_version))]
+
+
+def test_an_idle_worker_is_woken_by_a_change_not_by_its_poll(
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    """PostgreSQL: a worker that polls once a minute delivers the handshake and a change within
+    seconds: the transaction that queues them sends a NOTIFY, and the listening worker wakes."""
+    slow = settings.model_copy(update={"worker_poll_interval": 60.0})
+    stop, ready = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    async def work() -> None:
+        store = Store(create_engine(slow.database_url, pool_size=2))
+        worker = Worker(build_service(slow, store, log=AuditLog(store)), slow)
+        stopping = asyncio.Event()
+        running = asyncio.create_task(worker.run(stopping))
+        try:
+            while not stop.is_set():
+                if worker.wakeup is not None and worker.wakeup.listening:
+                    ready.set()
+                await asyncio.sleep(0.05)
+        finally:
+            stopping.set()
+            await running
+            await worker.close()
+            await store.dispose()
+
+    def run() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # handed to the test
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), failure
+        time.sleep(0.5)  # idle: it has looked, found nothing, and waits out its minute
+        started = time.monotonic()
+        subscribe(app, vc_system(world), receiver.url("/woken"))
+        receiver.wait_for("/woken", 1, timeout=10)
+        target = world.agreements[TARGET]
+        change(app, vc_system(world), "CarePlan", target.plan)
+        got = receiver.wait_for("/woken", 2, timeout=10)
+        assert time.monotonic() - started < 20 < slow.worker_poll_interval
+        assert [(r.method, r.path) for r in got] == [("POST", "/woken"), ("PUT", f"/woken/CarePlan/{target.plan}")]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not failure, failure
 
 
 def test_r4_without_payload_is_an_empty_post(
