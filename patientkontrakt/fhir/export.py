@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -342,6 +343,12 @@ class BulkExport:
     def _lease(self) -> datetime:
         return now_utc() + timedelta(seconds=self.settings.export_lease)
 
+    @property
+    def _renew_every(self) -> float:
+        """Seconds between renewals of a job's lease while it reads (a tenth of the lease, at most
+        one second)."""
+        return min(1.0, self.settings.export_lease / 10)
+
     def _expires(self) -> datetime:
         return now_utc() + timedelta(seconds=self.settings.export_expiry)
 
@@ -359,36 +366,39 @@ class BulkExport:
                                          for name in params["ignored"]])
             if not await self._write(job, "started", "OperationOutcome", 0, [orjson.dumps(outcome).decode()], {}):
                 return
+        renewed = time.monotonic()
         for type_ in params["types"]:
             if not _allowed(access, type_):
                 continue
-            condition = bound(access.restriction(type_))
-            after, part = 0, 0
+            # What the caller may see of the type, found in one statement (storage.export.visible),
+            # then read in batches of that many resources by primary key.
+            pks = await sql.visible(self.store, access, type_, bound(access.restriction(type_)), since=since,
+                                    until=until, patients=params["patients"],
+                                    compartment_only=params["level"] == "patient")
+            part = 0
             lines: list[str] = []
             patients: dict[str, list[str]] = {}
-            while True:
-                rows = await sql.batch(self.store, access, type_, condition, after, batch_size, since=since,
-                                       until=until, patients=params["patients"],
-                                       compartment_only=params["level"] == "patient")
-                for row in rows:
+            for start in range(0, len(pks), batch_size):
+                for row in await sql.rows(self.store, type_, pks[start:start + batch_size], since=since,
+                                          until=until):
                     lines.append(row.body)
                     if row.patient_id is not None:
                         names = patients.setdefault(row.patient_id, [])
                         if len(names) < NAMES_PER_PATIENT:
                             names.append(f"{type_}/{row.id}")
-                last = len(rows) < batch_size
-                if rows:
-                    after = rows[-1].pk
+                last = start + batch_size >= len(pks)
                 if lines and (last or len(lines) >= file_size):
                     done += len(lines)
                     if not await self._write(job, f"{type_}: {done} resources", type_, part, lines, patients):
                         return  # cancelled, or taken over
                     part, lines, patients = part + 1, [], {}
-                elif not last and not await sql.renew(self.store, job.id, self.runner_id, self._lease(),
-                                                      f"{type_}: {done + len(lines)} resources"):
-                    return
-                if last:
-                    break
+                    renewed = time.monotonic()
+                elif not last and time.monotonic() - renewed >= self._renew_every:
+                    # the lease, and the progress a status request shows: not every batch
+                    if not await sql.renew(self.store, job.id, self.runner_id, self._lease(),
+                                           f"{type_}: {done + len(lines)} resources"):
+                        return  # cancelled, or taken over
+                    renewed = time.monotonic()
         await sql.finish(self.store, job.id, self.runner_id, now_utc(), self._expires())
 
     async def _write(self, job: sql.Job, progress: str, type_: str, part: int, lines: list[str],
