@@ -83,10 +83,10 @@ async def explain(database_url: str, type_: str, pairs: list[tuple[str, str]], h
 
 async def export_sql(database_url: str, signing_key: Path, grant: str = "clinic"
                      ) -> dict[str, list[tuple[str, tuple[Any, ...]]]]:
-    """For every type a system-level export of the bench's caller exports, the statements the
-    runner (``fhir/export.py``) issues first for it: the one that finds what the caller may see
-    of the type (``storage.export.visible``) and the first batch of bodies (``rows``), each as
-    the asyncpg text with its parameters."""
+    """The statements the runner (``fhir/export.py``) issues for a system-level export of the
+    bench's caller: the one that finds what the caller may see of every type
+    (``storage.export.visible``), then for each type its first batch of bodies (``rows``), each
+    as the asyncpg text with its parameters."""
     from patientkontrakt.fhir.access import bound
     from patientkontrakt.fhir.dates import now_utc
     from patientkontrakt.fhir.export import _allowed
@@ -113,13 +113,14 @@ async def export_sql(database_url: str, signing_key: Path, grant: str = "clinic"
         access = export._rebuild(stored)  # as the runner has it
         until = now_utc()
         event.listen(engine.sync_engine, "before_cursor_execute", capture)
-        for type_ in export._level_types("system"):
-            if not _allowed(access, type_):
-                continue
-            current[:] = [type_]
-            pks = await export_storage.visible(store, access, type_, bound(access.restriction(type_)), since=None,
-                                               until=until, patients=None, compartment_only=False)
+        current[:] = ["every type"]
+        conditions = {type_: bound(access.restriction(type_))
+                      for type_ in export._level_types("system") if _allowed(access, type_)}
+        found = await export_storage.visible(store, access, conditions, since=None, until=until, patients=None,
+                                             compartment_only=False)
+        for type_, pks in found.items():
             if pks:
+                current[:] = [type_]
                 await export_storage.rows(store, type_, pks[:service.settings.export_batch_size], since=None,
                                           until=until)
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
@@ -146,7 +147,7 @@ async def explain_export(database_url: str, signing_key: Path) -> str:
     try:
         for type_, found in statements.items():
             for number, (sql, params) in enumerate(found, 1):
-                name = f"export_{type_.lower()}_{number}"
+                name = f"export_{type_.lower().replace(' ', '_')}_{number}"
                 await conn.execute(f"PREPARE {name} AS {sql}")
                 execute = f"EXECUTE {name}" + (f"({', '.join(_literal(p) for p in params)})" if params else "")
                 await conn.fetch(execute)

@@ -366,15 +366,14 @@ class BulkExport:
                                          for name in params["ignored"]])
             if not await self._write(job, "started", "OperationOutcome", 0, [orjson.dumps(outcome).decode()], {}):
                 return
+        # What the caller may see of each type, found at once (storage.export.visible), then read
+        # type by type in batches by primary key.
+        found = await sql.visible(self.store, access, {type_: bound(access.restriction(type_))
+                                                       for type_ in params["types"] if _allowed(access, type_)},
+                                  since=since, until=until, patients=params["patients"],
+                                  compartment_only=params["level"] == "patient")
         renewed = time.monotonic()
-        for type_ in params["types"]:
-            if not _allowed(access, type_):
-                continue
-            # What the caller may see of the type, found in one statement (storage.export.visible),
-            # then read in batches of that many resources by primary key.
-            pks = await sql.visible(self.store, access, type_, bound(access.restriction(type_)), since=since,
-                                    until=until, patients=params["patients"],
-                                    compartment_only=params["level"] == "patient")
+        for type_, pks in found.items():
             part = 0
             lines: list[str] = []
             patients: dict[str, list[str]] = {}
