@@ -25,6 +25,7 @@ clients: kick-off, status, files, cancel, and the background runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -373,31 +374,44 @@ class BulkExport:
                                   since=since, until=until, patients=params["patients"],
                                   compartment_only=params["level"] == "patient")
         renewed = time.monotonic()
-        for type_, pks in found.items():
-            part = 0
-            lines: list[str] = []
-            patients: dict[str, list[str]] = {}
-            for start in range(0, len(pks), batch_size):
-                for row in await sql.rows(self.store, type_, pks[start:start + batch_size], since=since,
-                                          until=until):
-                    lines.append(row.body)
-                    if row.patient_id is not None:
-                        names = patients.setdefault(row.patient_id, [])
-                        if len(names) < NAMES_PER_PATIENT:
-                            names.append(f"{type_}/{row.id}")
-                last = start + batch_size >= len(pks)
-                if lines and (last or len(lines) >= file_size):
-                    done += len(lines)
-                    if not await self._write(job, f"{type_}: {done} resources", type_, part, lines, patients):
-                        return  # cancelled, or taken over
-                    part, lines, patients = part + 1, [], {}
-                    renewed = time.monotonic()
-                elif not last and time.monotonic() - renewed >= self._renew_every:
-                    # the lease, and the progress a status request shows: not every batch
-                    if not await sql.renew(self.store, job.id, self.runner_id, self._lease(),
-                                           f"{type_}: {done + len(lines)} resources"):
-                        return  # cancelled, or taken over
-                    renewed = time.monotonic()
+        # A file is stored while the next is read (the database compresses it meanwhile): at most
+        # one write is in flight, and its outcome is known before the next one starts.
+        writing: asyncio.Task[bool] | None = None
+        try:
+            for type_, pks in found.items():
+                part = 0
+                lines: list[str] = []
+                patients: dict[str, list[str]] = {}
+                for start in range(0, len(pks), batch_size):
+                    for row in await sql.rows(self.store, type_, pks[start:start + batch_size], since=since,
+                                              until=until):
+                        lines.append(row.body)
+                        if row.patient_id is not None:
+                            names = patients.setdefault(row.patient_id, [])
+                            if len(names) < NAMES_PER_PATIENT:
+                                names.append(f"{type_}/{row.id}")
+                    last = start + batch_size >= len(pks)
+                    if lines and (last or len(lines) >= file_size):
+                        done += len(lines)
+                        if writing is not None and not await writing:
+                            return  # cancelled, or taken over
+                        writing = asyncio.create_task(
+                            self._write(job, f"{type_}: {done} resources", type_, part, lines, patients))
+                        part, lines, patients = part + 1, [], {}
+                        renewed = time.monotonic()
+                    elif not last and time.monotonic() - renewed >= self._renew_every:
+                        # the lease, and the progress a status request shows: not every batch
+                        if not await sql.renew(self.store, job.id, self.runner_id, self._lease(),
+                                               f"{type_}: {done + len(lines)} resources"):
+                            return  # cancelled, or taken over
+                        renewed = time.monotonic()
+            if writing is not None and not await writing:
+                return
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writing
         await sql.finish(self.store, job.id, self.runner_id, now_utc(), self._expires())
 
     async def _write(self, job: sql.Job, progress: str, type_: str, part: int, lines: list[str],
