@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from patientkontrakt.storage.repository import Store, Unit
 from patientkontrakt.storage.tables import EXPORT_FILE, EXPORT_JOB, RESOURCE
@@ -187,11 +186,8 @@ async def finish(store: Store, job_id: str, lease_owner: str, now: datetime, exp
 
 
 def _current(type_: str, until: datetime, since: datetime | None) -> list[Any]:
-    """The current resources of ``type_`` changed after ``since`` and not after ``until``. The
-    type is an SQL literal, so that PostgreSQL plans for how many rows of it there are even with
-    the generic plans our connections use (``storage/database.py``)."""
-    where = [R.res_type == sa.bindparam("export_type", type_, type_=sa.String(), literal_execute=True),
-             R.deleted.is_(False), R.last_updated <= until]
+    """The current resources of ``type_`` changed after ``since`` and not after ``until``."""
+    where = [R.res_type == type_, R.deleted.is_(False), R.last_updated <= until]
     if since is not None:
         where.append(R.last_updated > since)
     return where
@@ -246,16 +242,27 @@ async def visible(store: Store, access: Any, conditions: dict[str, Any], *, sinc
     return found
 
 
+# ``rows`` on PostgreSQL: sent through the driver, without SQLAlchemy's handling of each row
+# (a third of the time of reading a million bodies), the body as the text of the jsonb.
+_ROWS_SQL = ("SELECT pk, res_id, patient_id, body::text FROM resource WHERE pk = ANY($1::bigint[]) "
+             "AND res_type = $2 AND deleted IS false AND last_updated <= $3{since} ORDER BY pk")
+_ROWS = _ROWS_SQL.format(since="")
+_ROWS_SINCE = _ROWS_SQL.format(since=" AND last_updated > $4")
+
+
 async def rows(store: Store, type_: str, pks: Sequence[int], *, since: datetime | None,
                until: datetime) -> list[Row]:
     """The resources ``pks`` (found by ``visible``, in its order) with their stored JSON text,
     those of them still current and unchanged since (``until``, ``since``) only: one look-up
     of the primary key each."""
+    if store.dialect == "postgresql":
+        async with store.driver() as driver:
+            if since is None:
+                found = await driver.fetch(_ROWS, list(pks), type_, until)
+            else:
+                found = await driver.fetch(_ROWS_SINCE, list(pks), type_, until, since)
+        return [Row(row[0], row[1], row[2], row[3]) for row in found]
+    query = sa.select(R.pk, R.res_id, R.patient_id, R.body).where(
+        R.pk.in_(list(pks)), *_current(type_, until, since)).order_by(R.pk)
     async with store.reading() as unit:
-        if unit.dialect == "postgresql":  # one array parameter, one statement text for any batch
-            among = R.pk == sa.any_(sa.bindparam("export_pks", list(pks), type_=postgresql.ARRAY(sa.BigInteger())))
-        else:
-            among = R.pk.in_(list(pks))
-        query = sa.select(R.pk, R.res_id, R.patient_id, R.body).where(among, *_current(type_, until, since))
-        found = (await unit.conn.execute(query.order_by(R.pk))).all()
-    return [_row(row) for row in found]
+        return [_row(row) for row in (await unit.conn.execute(query)).all()]
