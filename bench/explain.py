@@ -79,3 +79,81 @@ async def explain(database_url: str, type_: str, pairs: list[tuple[str, str]], h
     finally:
         await conn.close()
     return "\n\n".join(parts) + "\n"
+
+
+async def export_sql(database_url: str, signing_key: Path, grant: str = "clinic"
+                     ) -> dict[str, list[tuple[str, tuple[Any, ...]]]]:
+    """The statements the runner (``fhir/export.py``) issues for a system-level export of the
+    bench's caller: the one that finds what the caller may see of every type
+    (``storage.export.visible``), then for each type its first batch of bodies (``rows``), each
+    as the asyncpg text with its parameters."""
+    from patientkontrakt.fhir.access import bound
+    from patientkontrakt.fhir.dates import now_utc
+    from patientkontrakt.fhir.export import _allowed
+    from patientkontrakt.security.stored_access import bulk_export
+    from patientkontrakt.storage import export as export_storage
+
+    engine = create_engine(database_url, pool_size=1)
+    store = Store(engine)
+    captured: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+    current: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        captured.setdefault(current[0], []).append((statement, tuple(parameters or ())))
+
+    try:
+        service = build_service(Settings(database_url=database_url), store)
+        tokens = AccessTokens(SigningKeys.load(signing_key), "https://bench.invalid", "https://bench.invalid/fhir",
+                              lifetime=60)
+        token = tokens.issue(synthetic.GRANTS[grant](), synthetic.BENCH_SCOPE, "bench")[0]
+        access = Authenticator(tokens, service.parser, service.search_engine.builder).access(f"Bearer {token}")
+        export = bulk_export(service)
+        stored = export._record(access)
+        assert stored is not None
+        access = export._rebuild(stored)  # as the runner has it
+        until = now_utc()
+        event.listen(engine.sync_engine, "before_cursor_execute", capture)
+        current[:] = ["every type"]
+        conditions = {type_: bound(access.restriction(type_))
+                      for type_ in export._level_types("system") if _allowed(access, type_)}
+        found = await export_storage.visible(store, access, conditions, since=None, until=until, patients=None,
+                                             compartment_only=False)
+        for type_, pks in found.items():
+            if pks:
+                current[:] = [type_]
+                await export_storage.rows(store, type_, pks[:service.settings.export_batch_size], since=None,
+                                          until=until)
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    finally:
+        await store.dispose()
+    return captured
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return "ARRAY[" + ",".join(str(int(v)) for v in value) + "]::bigint[]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def explain_export(database_url: str, signing_key: Path) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of each type's export statements as the runner runs them:
+    prepared, with the server's ``plan_cache_mode`` (a generic plan) and their parameters."""
+    statements = await export_sql(database_url, signing_key)
+    parts = []
+    conn = await asyncpg.connect(asyncpg_dsn(database_url),
+                                 server_settings={"plan_cache_mode": "force_generic_plan", "jit": "off"})
+    try:
+        for type_, found in statements.items():
+            for number, (sql, params) in enumerate(found, 1):
+                name = f"export_{type_.lower().replace(' ', '_')}_{number}"
+                await conn.execute(f"PREPARE {name} AS {sql}")
+                execute = f"EXECUTE {name}" + (f"({', '.join(_literal(p) for p in params)})" if params else "")
+                await conn.fetch(execute)
+                plan = [row[0] for row in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {execute}")]
+                shown = execute if len(execute) < 300 else execute[:300] + "…"
+                parts.append(f"-- {type_}, statement {number} of {len(found)}: {shown}\n{sql};\n\n" + "\n".join(plan))
+    finally:
+        await conn.close()
+    return "\n\n".join(parts) + "\n"

@@ -31,8 +31,10 @@ clients: kick-off, status, files, cancel, and the background runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -390,6 +392,12 @@ class BulkExport:
     def _lease(self) -> datetime:
         return now_utc() + timedelta(seconds=self.settings.export_lease)
 
+    @property
+    def _renew_every(self) -> float:
+        """Seconds between renewals of a job's lease while it reads (a tenth of the lease, at most
+        one second)."""
+        return min(1.0, self.settings.export_lease / 10)
+
     def _expires(self) -> datetime:
         return now_utc() + timedelta(seconds=self.settings.export_expiry)
 
@@ -412,33 +420,48 @@ class BulkExport:
             # the members whose Patient the caller may read now (the rules as they are today)
             of_patients = await sql.readable_patients(self.store, access, bound(access.restriction("Patient")),
                                                       of_patients)
-        for type_ in params["types"]:
-            if not _allowed(access, type_):
-                continue
-            condition = bound(access.restriction(type_))
-            after, part = 0, 0
-            lines: list[str] = []
-            index: list[tuple[int, str, str | None]] = []  # (pk, id, patient) of each line
-            while True:
-                rows = await sql.batch(self.store, access, type_, condition, after, batch_size, since=since,
-                                       until=until, patients=of_patients,
-                                       compartment_only=params["level"] != "system")
-                for row in rows:
-                    lines.append(row.body)
-                    index.append((row.pk, row.id, row.patient_id))
-                last = len(rows) < batch_size
-                if rows:
-                    after = rows[-1].pk
-                if lines and (last or len(lines) >= file_size):
-                    done += len(lines)
-                    if not await self._write(job, f"{type_}: {done} resources", type_, part, lines, index):
-                        return  # cancelled, or taken over
-                    part, lines, index = part + 1, [], []
-                elif not last and not await sql.renew(self.store, job.id, self.runner_id, self._lease(),
-                                                      f"{type_}: {done + len(lines)} resources"):
-                    return
-                if last:
-                    break
+        # What the caller may see of each type, found at once (storage.export.visible), then read
+        # type by type in batches by primary key.
+        found = await sql.visible(self.store, access, {type_: bound(access.restriction(type_))
+                                                       for type_ in params["types"] if _allowed(access, type_)},
+                                  since=since, until=until, patients=of_patients,
+                                  compartment_only=params["level"] != "system")
+        renewed = time.monotonic()
+        # A file is stored while the next is read (the database compresses it meanwhile): at most
+        # one write is in flight, and its outcome is known before the next one starts.
+        writing: asyncio.Task[bool] | None = None
+        try:
+            for type_, pks in found.items():
+                part = 0
+                lines: list[str] = []
+                index: list[tuple[int, str, str | None]] = []  # (pk, id, patient) of each line
+                for start in range(0, len(pks), batch_size):
+                    for row in await sql.rows(self.store, type_, pks[start:start + batch_size], since=since,
+                                              until=until):
+                        lines.append(row.body)
+                        index.append((row.pk, row.id, row.patient_id))
+                    last = start + batch_size >= len(pks)
+                    if lines and (last or len(lines) >= file_size):
+                        done += len(lines)
+                        if writing is not None and not await writing:
+                            return  # cancelled, or taken over
+                        writing = asyncio.create_task(
+                            self._write(job, f"{type_}: {done} resources", type_, part, lines, index))
+                        part, lines, index = part + 1, [], []
+                        renewed = time.monotonic()
+                    elif not last and time.monotonic() - renewed >= self._renew_every:
+                        # the lease, and the progress a status request shows: not every batch
+                        if not await sql.renew(self.store, job.id, self.runner_id, self._lease(),
+                                               f"{type_}: {done + len(lines)} resources"):
+                            return  # cancelled, or taken over
+                        renewed = time.monotonic()
+            if writing is not None and not await writing:
+                return
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writing
         await sql.finish(self.store, job.id, self.runner_id, now_utc(), self._expires())
 
     async def _write(self, job: sql.Job, progress: str, type_: str, part: int, lines: list[str],

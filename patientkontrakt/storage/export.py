@@ -1,8 +1,9 @@
 """The SQL of Bulk Data ``$export`` (``fhir/export.py``): jobs, their files, and the batches a
 job reads.
 
-A batch is one statement: the next ``limit`` current resources of one type after a ``pk`` (keyset,
-no OFFSET), under the caller's access condition, returning the stored JSON text as it is, so the
+A job reads a type in two steps: ``visible``, one statement that finds the ``pk``s of every
+current resource of the type that the caller's access condition admits, and then ``rows``, the
+bodies of those in batches by primary key, returning the stored JSON text as it is, so the
 runner joins it into ndjson lines without parsing a resource.
 """
 
@@ -185,25 +186,87 @@ async def finish(store: Store, job_id: str, lease_owner: str, now: datetime, exp
                             expires=expires, error=error, lease_owner=None, progress=None)
 
 
-async def batch(store: Store, access: Any, type_: str, condition: Any, after: int, limit: int, *,
-                since: datetime | None, until: datetime, patients: Sequence[str] | None,
-                compartment_only: bool) -> list[Row]:
-    """The next ``limit`` current resources of ``type_`` with ``pk`` above ``after`` that
-    ``condition`` (the caller's access condition, None: all) admits, changed after ``since`` and
-    not after ``until``; of the ``patients`` only, or of some patient (``compartment_only``)."""
-    where = [R.res_type == type_, R.pk > after, R.deleted.is_(False), R.last_updated <= until]
+def _current(type_: str, until: datetime, since: datetime | None) -> list[Any]:
+    """The current resources of ``type_`` changed after ``since`` and not after ``until``."""
+    where = [R.res_type == type_, R.deleted.is_(False), R.last_updated <= until]
+    if since is not None:
+        where.append(R.last_updated > since)
+    return where
+
+
+async def visible(store: Store, access: Any, conditions: dict[str, Any], *, since: datetime | None,
+                  until: datetime, patients: Sequence[str] | None, compartment_only: bool) -> dict[str, list[int]]:
+    """For each type of ``conditions``, the ``pk``s, in order, of its current resources that its
+    condition (the caller's access condition, None: all) admits, changed after ``since`` and
+    not after ``until``; of the ``patients`` only, or of some patient (``compartment_only``).
+
+    Not one statement per batch: the access condition is an OR of ``EXISTS`` paths, and over
+    many rows PostgreSQL evaluates each path as a hashed subplan, the set of what it admits
+    built once for the statement and probed per row. Under a small ``LIMIT`` it probed per row
+    instead, and a keyset batch sorted every remaining row of the type after testing it, so each
+    batch cost as much as the whole rest of the type (N = 100,000: about 200 goals a second).
+    On PostgreSQL every type is found in one statement, one pass over the table (the rows of a
+    type are spread over all of it, so a statement per type read the whole table once for each);
+    on SQLite, one per type. The rules are the conditions a search uses; only the plan differs.
+    Only ``pk`` is returned: the bodies are read in batches (``rows``)."""
+    where: list[Any] = [R.deleted.is_(False)]
     if since is not None:
         where.append(R.last_updated > since)
     if patients is not None:
         where.append(R.patient_id.in_(list(patients)))
     elif compartment_only:
         where.append(R.patient_id.is_not(None))
-    if condition is not None:
-        where.append(condition)
-    query = sa.select(R.pk, R.res_id, R.patient_id, R.body).where(*where).order_by(R.pk).limit(limit)
+
+    def admitted(type_: str) -> Any:
+        is_type = R.res_type == sa.literal_column("'" + type_.replace("'", "''") + "'", sa.String())
+        return is_type if conditions[type_] is None else sa.and_(is_type, conditions[type_])
+
+    found: dict[str, list[int]] = {type_: [] for type_ in conditions}
+    if not conditions:
+        return found
     async with store.reading(access) as unit:
-        rows = (await unit.conn.execute(query, unit.parameters)).all()
-    return [_row(row) for row in rows]
+        if unit.dialect == "postgresql":
+            # ``until`` as a literal: with a parameter the generic plan guessed that a third of
+            # the table was older and read it by ``ix_resource_type_updated``; it is nearly all
+            # of it, which a sequential scan reads in half the time.
+            until_literal = sa.bindparam("export_until", until, type_=sa.DateTime(), literal_execute=True)
+            query = sa.select(R.res_type, R.pk).where(*where, R.last_updated <= until_literal,
+                                                      sa.or_(*(admitted(t) for t in conditions)))
+            for row in (await unit.conn.execute(query, unit.parameters)).all():
+                found[row[0]].append(row[1])
+        else:
+            for type_ in conditions:
+                query = sa.select(R.pk).where(*where, R.last_updated <= until, admitted(type_))
+                found[type_] = list((await unit.conn.execute(query, unit.parameters)).scalars())
+    for pks in found.values():
+        pks.sort()
+    return found
+
+
+# ``rows`` on PostgreSQL: sent through the driver, without SQLAlchemy's handling of each row
+# (a third of the time of reading a million bodies), the body as the text of the jsonb.
+_ROWS_SQL = ("SELECT pk, res_id, patient_id, body::text FROM resource WHERE pk = ANY($1::bigint[]) "
+             "AND res_type = $2 AND deleted IS false AND last_updated <= $3{since} ORDER BY pk")
+_ROWS = _ROWS_SQL.format(since="")
+_ROWS_SINCE = _ROWS_SQL.format(since=" AND last_updated > $4")
+
+
+async def rows(store: Store, type_: str, pks: Sequence[int], *, since: datetime | None,
+               until: datetime) -> list[Row]:
+    """The resources ``pks`` (found by ``visible``, in its order) with their stored JSON text,
+    those of them still current and unchanged since (``until``, ``since``) only: one look-up
+    of the primary key each."""
+    if store.dialect == "postgresql":
+        async with store.driver() as driver:
+            if since is None:
+                found = await driver.fetch(_ROWS, list(pks), type_, until)
+            else:
+                found = await driver.fetch(_ROWS_SINCE, list(pks), type_, until, since)
+        return [Row(row[0], row[1], row[2], row[3]) for row in found]
+    query = sa.select(R.pk, R.res_id, R.patient_id, R.body).where(
+        R.pk.in_(list(pks)), *_current(type_, until, since)).order_by(R.pk)
+    async with store.reading() as unit:
+        return [_row(row) for row in (await unit.conn.execute(query)).all()]
 
 
 async def readable_patients(store: Store, access: Any, condition: Any, patients: Sequence[str]) -> list[str]:
