@@ -77,13 +77,28 @@ def _xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+# The files that take longest (browser sessions, live servers, the consent matrix), handed out
+# first under pytest-xdist: ``--dist loadfile`` gives a worker whole files in collection order, so
+# with these first the last files handed out are short ones and the workers finish together.
+_LONGEST_FIRST = ("tests/browser/", "tests/security/test_consent_matrix.py", "tests/interop/",
+                  "tests/notify/test_delivery", "tests/profiles/test_conformance.py", "tests/api/test_export.py",
+                  "tests/security/test_audit_tamper.py", "tests/security/test_sign_in_pages.py")
+
+
+def _started_at(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return next((n for n, prefix in enumerate(_LONGEST_FIRST) if path.startswith(prefix)), len(_LONGEST_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``runs_last`` run after every other test of the session. Under pytest-xdist
     (``make test`` runs ``-n``) no worker sees the whole run, so the workers leave them out and
-    the controller does their check over every worker's logs at the end (``_CheckWorkerLogs``)."""
+    the controller does their check over every worker's logs at the end (``_CheckWorkerLogs``);
+    and the longest files come first (the same order in every worker, as xdist requires)."""
     last = [item for item in items if item.get_closest_marker("runs_last")]
     items[:] = [item for item in items if not item.get_closest_marker("runs_last")]
     if _xdist_worker(config):
+        items.sort(key=_started_at)  # stable: within a file, and among the rest, as collected
         if last:
             config.hook.pytest_deselected(items=last)
     else:
