@@ -174,6 +174,14 @@ def owner_of(access: Access) -> str:
     return "|".join((who.kind, who.client_id or "", who.id, unit))
 
 
+def kept_lines(content: str, pks: list[int], keep: set[int]) -> str:
+    """The lines of the ndjson ``content`` (whose lines are the rows ``pks``) of the rows in
+    ``keep``. Split at "\n" only: ``str.splitlines`` would also split at U+2028 or U+0085, which
+    JSON leaves unescaped inside a string."""
+    lines = content.split("\n")[:-1]
+    return "".join(f"{line}\n" for line, pk in zip(lines, pks, strict=True) if pk in keep)
+
+
 def _allowed(access: Access, type_: str) -> bool:
     try:
         access.require(type_, "search-type")
@@ -341,9 +349,7 @@ class BulkExport:
                    for pk, id_, patient in orjson.loads(index)]
         kept = await self._readable(access, written)
         if len(kept) < len(written):
-            keep = {resource.pk for resource in kept}
-            content = "".join(f"{line}\n" for line, resource in zip(content.splitlines(), written, strict=True)
-                              if resource.pk in keep)
+            content = kept_lines(content, [resource.pk for resource in written], {r.pk for r in kept})
         shown: list[StoredResource] = []
         named: dict[str, int] = {}
         for resource in kept:

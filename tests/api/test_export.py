@@ -34,6 +34,7 @@ from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator, load_demo
 from patientkontrakt.domain.setup import build_service
 from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.fhir.export import kept_lines
 from patientkontrakt.security.tokens import Grant
 from patientkontrakt.storage import export as sql
 from patientkontrakt.storage.database import create_engine, migrate
@@ -566,3 +567,13 @@ async def test_runners_claim_different_jobs_and_take_over_one_whose_lease_ran_ou
         assert [f.type for f in await sql.files_of(store, first.id)] == ["Patient"]
     finally:
         await store.dispose()
+
+
+def test_a_file_is_filtered_line_by_line_whatever_its_text_holds() -> None:
+    """Lines are ndjson lines ("\n"), not what ``str.splitlines`` calls lines: a resource whose
+    text holds U+2028 or U+0085 (JSON leaves them unescaped) stays one line, kept or left out."""
+    lines = ['{"id":"a","text":"one\u2028two"}', '{"id":"b","text":"x\x85y"}', '{"id":"c"}']
+    content = "".join(f"{line}\n" for line in lines)
+    assert kept_lines(content, [1, 2, 3], {1, 3}) == f"{lines[0]}\n{lines[2]}\n"
+    assert kept_lines(content, [1, 2, 3], {2}) == f"{lines[1]}\n"
+    assert kept_lines(content, [1, 2, 3], set()) == ""
