@@ -35,6 +35,14 @@ def compile_literal(statement: Any) -> str:
     return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 
+def bench_access(service: Any, signing_key: Path, grant: str) -> Any:
+    """The ``Access`` of the benchmark's caller ``grant``, from a token as the server issues it."""
+    tokens = AccessTokens(SigningKeys.load(signing_key), "https://bench.invalid", "https://bench.invalid/fhir",
+                          lifetime=60)
+    token = tokens.issue(synthetic.GRANTS[grant](), synthetic.BENCH_SCOPE, "bench")[0]
+    return Authenticator(tokens, service.parser, service.search_engine.builder).access(f"Bearer {token}")
+
+
 async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]], signing_key: Path,
                      grant: str = "clinic") -> list[str]:
     """The statements one search of the benchmark's caller executes, in order, as literal
@@ -50,10 +58,7 @@ async def search_sql(database_url: str, type_: str, pairs: list[tuple[str, str]]
 
     try:
         service = build_service(Settings(database_url=database_url), store)
-        tokens = AccessTokens(SigningKeys.load(signing_key), "https://bench.invalid", "https://bench.invalid/fhir",
-                              lifetime=60)
-        token = tokens.issue(synthetic.GRANTS[grant](), synthetic.BENCH_SCOPE, "bench")[0]
-        access = Authenticator(tokens, service.parser, service.search_engine.builder).access(f"Bearer {token}")
+        access = bench_access(service, signing_key, grant)
         query = service.parser.parse(type_, pairs, strict=Preferences().strict)
         event.listen(engine.sync_engine, "before_execute", capture)
         async with store.reading(access) as unit:
@@ -103,10 +108,7 @@ async def export_sql(database_url: str, signing_key: Path, grant: str = "clinic"
 
     try:
         service = build_service(Settings(database_url=database_url), store)
-        tokens = AccessTokens(SigningKeys.load(signing_key), "https://bench.invalid", "https://bench.invalid/fhir",
-                              lifetime=60)
-        token = tokens.issue(synthetic.GRANTS[grant](), synthetic.BENCH_SCOPE, "bench")[0]
-        access = Authenticator(tokens, service.parser, service.search_engine.builder).access(f"Bearer {token}")
+        access = bench_access(service, signing_key, grant)
         export = bulk_export(service)
         stored = export._record(access)
         assert stored is not None

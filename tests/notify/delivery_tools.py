@@ -10,8 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -217,40 +217,55 @@ def forget_subscriptions(settings: Settings) -> None:
 # -- workers ----------------------------------------------------------------------------------------
 
 
-def deliver(settings: Settings, done: Callable[[], bool], timeout: float = 30) -> None:
-    """An in-process worker (its own thread and event loop) delivers until ``done()``."""
+@asynccontextmanager
+async def worker_of(settings: Settings) -> AsyncIterator[Worker]:
+    """A ``Worker`` over its own store, closed with it."""
+    store = Store(create_engine(settings.database_url, pool_size=2))
+    worker = Worker(build_service(settings, store, log=AuditLog(store)), settings)
+    try:
+        yield worker
+    finally:
+        await worker.close()
+        await store.dispose()
+
+
+@contextmanager
+def in_thread(work: Callable[[threading.Event], Awaitable[None]]) -> Iterator[list[BaseException]]:
+    """``work(stop)`` on an event loop of its own in a thread, for the block; then ``stop`` is set
+    and the thread joined. Yields the list its failure goes into, raised when the block ends."""
     stop = threading.Event()
     failure: list[BaseException] = []
 
-    async def work() -> None:
-        store = Store(create_engine(settings.database_url, pool_size=2))
-        worker = Worker(build_service(settings, store, log=AuditLog(store)), settings)
-        try:
-            while not stop.is_set():
-                if not await worker.run_once():
-                    await asyncio.sleep(0.02)
-        finally:
-            await worker.close()
-            await store.dispose()
-
     def run() -> None:
         try:
-            asyncio.run(work())
+            asyncio.run(work(stop))
         except BaseException as exc:  # handed to the test
             failure.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
     try:
-        while not done() and not failure:
-            assert time.monotonic() < deadline, "not delivered in time"
-            time.sleep(0.05)
+        yield failure
     finally:
         stop.set()
         thread.join(timeout=30)
     if failure:
         raise failure[0]
+
+
+def deliver(settings: Settings, done: Callable[[], bool], timeout: float = 30) -> None:
+    """An in-process worker (its own thread and event loop) delivers until ``done()``."""
+    async def work(stop: threading.Event) -> None:
+        async with worker_of(settings) as worker:
+            while not stop.is_set():
+                if not await worker.run_once():
+                    await asyncio.sleep(0.02)
+
+    with in_thread(work) as failure:
+        deadline = time.monotonic() + timeout
+        while not done() and not failure:
+            assert time.monotonic() < deadline, "not delivered in time"
+            time.sleep(0.05)
 
 
 @contextmanager

@@ -25,15 +25,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from patientkontrakt.audit.log import AuditLog
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator
-from patientkontrakt.domain.setup import build_service
 from patientkontrakt.notify.endpoints import check_url
-from patientkontrakt.notify.worker import Worker
 from patientkontrakt.security.clients import Clients
-from patientkontrakt.storage.database import create_engine
-from patientkontrakt.storage.repository import Store
 from tests.conftest import BASE_URL, demo_database
 from tests.notify.delivery_tools import (
     Received,
@@ -43,10 +38,12 @@ from tests.notify.delivery_tools import (
     deliver,
     delivery_settings,
     forget_subscriptions,
+    in_thread,
     receiving,
     state,
     subscribe,
     subscription,
+    worker_of,
     worker_process,
 )
 from tests.security.conftest import World, _agreements
@@ -181,34 +178,22 @@ def test_an_idle_worker_is_woken_by_a_change_not_by_its_poll(
     """PostgreSQL: a worker that polls once a minute delivers the handshake and a change within
     seconds: the transaction that queues them sends a NOTIFY, and the listening worker wakes."""
     slow = settings.model_copy(update={"worker_poll_interval": 60.0})
-    stop, ready = threading.Event(), threading.Event()
-    failure: list[BaseException] = []
+    ready = threading.Event()
 
-    async def work() -> None:
-        store = Store(create_engine(slow.database_url, pool_size=2))
-        worker = Worker(build_service(slow, store, log=AuditLog(store)), slow)
-        stopping = asyncio.Event()
-        running = asyncio.create_task(worker.run(stopping))
-        try:
-            while not stop.is_set():
-                if worker.wakeup is not None and worker.wakeup.listening:
-                    ready.set()
-                await asyncio.sleep(0.05)
-        finally:
-            stopping.set()
-            await running
-            await worker.close()
-            await store.dispose()
+    async def work(stop: threading.Event) -> None:
+        async with worker_of(slow) as worker:
+            stopping = asyncio.Event()
+            running = asyncio.create_task(worker.run(stopping))
+            try:
+                while not stop.is_set():
+                    if worker.wakeup is not None and worker.wakeup.listening:
+                        ready.set()
+                    await asyncio.sleep(0.05)
+            finally:
+                stopping.set()
+                await running
 
-    def run() -> None:
-        try:
-            asyncio.run(work())
-        except BaseException as exc:  # handed to the test
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with in_thread(work) as failure:
         assert ready.wait(30), failure
         time.sleep(0.5)  # idle: it has looked, found nothing, and waits out its minute
         started = time.monotonic()
@@ -219,10 +204,6 @@ def test_an_idle_worker_is_woken_by_a_change_not_by_its_poll(
         got = receiver.wait_for("/woken", 2, timeout=10)
         assert time.monotonic() - started < 20 < slow.worker_poll_interval
         assert [(r.method, r.path) for r in got] == [("POST", "/woken"), ("PUT", f"/woken/CarePlan/{target.plan}")]
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    assert not failure, failure
 
 
 def test_r4_without_payload_is_an_empty_post(
