@@ -18,14 +18,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from patientkontrakt.config import PROJECT_ROOT, Settings
+from patientkontrakt.config import PROJECT_ROOT
+from tests.deploy import SERVER_VARIABLES, SETTINGS
 
 DEPLOY = PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.31.0"  # the oldest Kubernetes the manifests are meant for
-# variables the deployment files may set that are not Settings: deploy/gunicorn.conf.py's and the entrypoint's
-SERVER_VARIABLES = {"PK_BIND", "PK_WORKERS", "PK_TIMEOUT", "PK_FORWARDED_ALLOW_IPS", "PK_GUNICORN_CONFIG"}
-SETTINGS = {f"PK_{name.upper()}" for name in Settings.model_fields}
 
 
 def known(variable: str) -> bool:
