@@ -3,7 +3,9 @@ service's venv first on PATH) against a fresh PostgreSQL database: migrate, then
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +32,14 @@ def environment(**settings: str) -> dict[str, str]:
     return env
 
 
+def image_healthcheck() -> list[str]:
+    """The command of deploy/Dockerfile's HEALTHCHECK (its exec form)."""
+    text = re.sub(r"\\\n", " ", (PROJECT_ROOT / "deploy" / "Dockerfile").read_text())
+    [command] = re.findall(r"^HEALTHCHECK .*? CMD (\[.*\])$", text, re.M)
+    words: list[str] = json.loads(command)
+    return words
+
+
 def run(*args: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(ENTRYPOINT), *args], cwd=cwd, env=environment(**settings), capture_output=True,
                           text=True, timeout=120, check=False)
@@ -43,14 +53,35 @@ def database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def migrated(database: str, tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
-    return run("migrate", cwd=tmp_path_factory.mktemp("migrate"), PK_DATABASE_URL=database)
-
-
-@pytest.fixture(scope="module")
 def settings(database: str, signing_key: Path) -> dict[str, str]:
     return {"PK_DATABASE_URL": database, "PK_BASE_URL": "http://127.0.0.1", "PK_SIGNING_KEY": str(signing_key),
             "PK_AUDIT_KEY": str(audit_key_file())}
+
+
+@pytest.fixture(scope="module")
+def first_start(database: str, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[
+        subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """On the fresh database, as a careless release would: the API first (it must refuse), then
+    the migration."""
+    folder = tmp_path_factory.mktemp("first-start")
+    refused = run("api", cwd=folder, **settings, PK_BIND=f"127.0.0.1:{free_port()}", PK_WORKERS="1")
+    log = folder / "unmigrated-api.log"
+    log.write_text(refused.stdout + refused.stderr)
+    SERVER_LOGS.append(log)
+    return refused, run("migrate", cwd=folder, PK_DATABASE_URL=database)
+
+
+@pytest.fixture(scope="module")
+def migrated(first_start: tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]
+             ) -> subprocess.CompletedProcess[str]:
+    return first_start[1]
+
+
+def test_api_refuses_a_database_that_is_not_migrated(
+        first_start: tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]) -> None:
+    refused = first_start[0]
+    assert refused.returncode != 0
+    assert "has no schema" in refused.stderr and "Run `patientkontrakt migrate`" in refused.stderr
 
 
 def test_migrate_brings_a_fresh_database_to_the_current_revision(
@@ -100,10 +131,14 @@ def test_api_serves_with_gunicorn_and_stops_on_sigterm(
         assert metadata.status_code == 200
         assert metadata.json()["resourceType"] == "CapabilityStatement"
         assert "gunicorn" in log_path.read_text().lower()
+        healthcheck = image_healthcheck()
+        assert subprocess.run(healthcheck, env=env, timeout=30, check=False).returncode == 0
 
         # the script exec'd gunicorn: the process started is the server, and SIGTERM stops it cleanly
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=40) == 0, log_path.read_text()
+        failed = subprocess.run(healthcheck, env=env, capture_output=True, timeout=30, check=False)
+        assert failed.returncode != 0, "the health check fails once the server is gone"
     finally:
         if process.poll() is None:
             stop(process)
