@@ -3,6 +3,7 @@ service's venv first on PATH) against a fresh PostgreSQL database: migrate, then
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,12 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from patientkontrakt.config import PROJECT_ROOT
 from patientkontrakt.storage.database import head_revision
-from tests.conftest import SERVER_LOGS, audit_key_file, drop_database, new_database
+from tests.conftest import SERVER_LOGS, _dsn, audit_key_file, drop_database, new_database
 from tests.processes import free_port, stop
 
 ENTRYPOINT = PROJECT_ROOT / "deploy" / "entrypoint.sh"
@@ -88,11 +90,6 @@ def test_migrate_brings_a_fresh_database_to_the_current_revision(
         migrated: subprocess.CompletedProcess[str], database: str) -> None:
     assert migrated.returncode == 0, migrated.stderr
     assert "database is up to date" in migrated.stdout
-    import asyncio
-
-    import asyncpg
-
-    from tests.conftest import _dsn
 
     async def revision() -> str:
         conn = await asyncpg.connect(_dsn(database))
