@@ -72,6 +72,10 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
             out[key] = round(ours[mine]["rps"] / base[theirs]["rps"], 3)
     if run.get("export", {}).get("vs_copy") is not None:
         out["export_vs_copy"] = run["export"]["vs_copy"]
+    out.update(mixed_ratios(run))
+    one, two = ours.get("read_workers_1"), ours.get("read_workers_2")
+    if one and two and one["rps"]:
+        out["read_2_workers_vs_1"] = round(two["rps"] / one["rps"], 3)
     if "read" in ours and "read_noauth" in ours and ours["read_noauth"]["rps"]:
         out["read_auth_vs_noauth"] = round(ours["read"]["rps"] / ours["read_noauth"]["rps"], 3)
     # The consent scenarios against the same requests without the Consents (bench/scenarios.py):
@@ -83,6 +87,33 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
             if cpu and base_cpu:
                 out[f"{mine}_vs_{theirs}_cpu_per_req"] = round(cpu / base_cpu, 3)
     return out
+
+
+def mixed_ratios(run: dict[str, Any]) -> dict[str, float]:
+    """The mixed workload against the baselines of the same run: its throughput against the bare
+    FastAPI read on as many processes and against raw asyncpg SELECTs, the resources it wrote
+    per second (an update writes one, a transaction ten) against raw INSERTs, and its latencies
+    (overall and of its reads) as multiples of the bare FastAPI read's."""
+    row, base = run.get("mixed"), run.get("baselines", {})
+    if not row:
+        return {}
+    out: dict[str, float] = {}
+    fastapi = base.get("fastapi_read_mixed")
+    if fastapi and fastapi["rps"]:
+        out["mixed_vs_fastapi"] = round(row["rps"] / fastapi["rps"], 3)
+        for label, mine in (("mixed", row), ("mixed_read", row["kinds"]["read"])):
+            for q in ("p50", "p99"):
+                if fastapi[f"{q}_ms"]:
+                    out[f"{label}_{q}_vs_fastapi"] = round(mine[f"{q}_ms"] / fastapi[f"{q}_ms"], 2)
+    if base.get("db_select", {}).get("rps"):
+        out["mixed_vs_db_select"] = round(row["rps"] / base["db_select"]["rps"], 4)
+    if base.get("db_insert", {}).get("rps"):
+        written = row["kinds"]["update"]["rps"] + TRANSACTION_RESOURCES * row["kinds"]["transaction"]["rps"]
+        out["mixed_writes_vs_db_insert"] = round(written / base["db_insert"]["rps"], 4)
+    return out
+
+
+TRANSACTION_RESOURCES = 10  # synthetic.TRANSACTION_ENTRIES
 
 
 CONSENT_BASELINES = {"read_control": "read", "search_control": "search",
@@ -100,6 +131,15 @@ def targets(runs: dict[str, dict[str, Any]], main_n: int) -> dict[str, Any]:
         if value is not None:
             out[key] = {"target": f">= {TARGET_READ_RATIO:.0%} {target}", "value": value,
                         "met": value >= TARGET_READ_RATIO}
+    for n, run in runs.items():
+        if run.get("mixed"):
+            errors = run["mixed"]["errors"]
+            out[f"mixed_errors_at_{n}"] = {"target": "0 errors (mixed workload)", "value": errors,
+                                           "met": errors == 0}
+    value = main.get("ratios", {}).get("read_2_workers_vs_1")
+    if value is not None:
+        out["read_2_workers_vs_1"] = {"target": ">= 1.0 (2 processes vs 1, authenticated read)", "value": value,
+                                      "met": value >= 1.0}
     at_10k = runs.get("10000", {}).get("scenarios", {})
     for key, label in (("search", "search_p99_at_10000"), ("search_1conn", "search_p99_at_10000_1conn")):
         if key in at_10k:
@@ -142,7 +182,10 @@ _ROWS = (
     ("scenarios", "create", "create CarePlan", "db_insert"),
     ("scenarios", "update", "update CarePlan", None),
     ("scenarios", "transaction", "transaction (10 entries)", None),
+    ("scenarios", "read_workers_1", "read, 1 server process", None),
+    ("scenarios", "read_workers_2", "read, 2 server processes", None),
     ("baselines", "fastapi_read", "baseline: bare FastAPI read", None),
+    ("baselines", "fastapi_read_mixed", "baseline: FastAPI, mixed's procs", None),
     ("baselines", "db_select", "baseline: asyncpg SELECT", None),
     ("baselines", "db_insert", "baseline: asyncpg INSERT", None),
 )
@@ -174,6 +217,8 @@ def table(n: int, run: dict[str, Any]) -> str:
         lines.append(f"{label:<30} {row['rps']:>8,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>8.2f} {ratio:>26}"
                      f" {row['errors']:>6} {server:>7} {per_request:>10} {client:>10}")
     lines.extend(notify_lines(run.get("notify")))
+    if run.get("mixed"):
+        lines.append(mixed_lines(run["mixed"], run.get("ratios")))
     lines.extend(export_lines(run.get("export")))
     return "\n".join(lines)
 
@@ -224,4 +269,80 @@ def target_lines(checks: dict[str, Any]) -> str:
     for name, check in checks.items():
         mark = "met" if check["met"] else "NOT met"
         lines.append(f"  {name:<34} {check['target']:<38} value {check['value']}  -> {mark}")
+    return "\n".join(lines)
+
+
+def mixed_lines(row: dict[str, Any], ratios: dict[str, float] | None) -> str:
+    """The mixed workload (bench/mixed.py): overall and per kind, and its ratios to the baselines."""
+    mix = ", ".join(f"{share} % {kind}" for kind, share in row["mix"].items())
+    lines = [f"mixed workload at N = {row['agreements']:,} ({mix}), {row['workers']} server process(es) and the "
+             f"notification worker, {row['connections']} connections: {row['errors']} errors",
+             f"  {'kind':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'share':>6} {'errors':>6}"]
+    rows = [("all", row, 100.0)] + [(kind, row["kinds"][kind], row["mix_pct"][kind]) for kind in row["kinds"]]
+    for label, figures, share in rows:
+        lines.append(f"  {label:<28} {figures['rps']:>8,.1f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} "
+                     f"{share:>5.1f}% {figures['errors']:>6}")
+    lines.append(f"  server {row['server_cpu_pct']:.0f}% CPU ({row['server_cpu_us_per_req']:,} us/req), worker "
+                 f"{row['worker_cpu_s']:.1f} s CPU, client {row['client_cpu_pct']:.0f}%; "
+                 f"{row['notifications_received']:,} notifications received, outbox "
+                 f"{row['outbox_depth_after_drain']} pending after {row['outbox_drain_s']} s")
+    if row["error_detail"]:
+        lines.append(f"  errors: {row['error_detail']}")
+    shown = {k: v for k, v in (ratios or {}).items() if k.startswith("mixed")}
+    if shown:
+        lines.append("  vs baselines: " + ", ".join(f"{k.removeprefix('mixed_')} {v}" for k, v in shown.items()))
+    return "\n".join(lines)
+
+
+def soak_summary(row: dict[str, Any], windows: list[dict[str, Any]], gauges: list[dict[str, Any]],
+                 rss_growth: float) -> dict[str, Any]:
+    """The soak's verdict: every window's figures, memory from the first line to the last (the
+    first comes after a warm-up and one interval of load), and ``failures`` (empty: passed)."""
+    from bench.mixed import slope_per_minute
+
+    out: dict[str, Any] = {"requests": row["requests"], "errors": row["errors"], "rps": row["rps"],
+                           "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"], "windows": windows,
+                           "rss_growth_bound": rss_growth}
+    failures = []
+    if row["errors"]:
+        failures.append(f"{row['errors']} errors: {row['error_detail']}")
+    for name in ("server_rss_mib", "worker_rss_mib"):
+        values = [g[name] for g in gauges]
+        if len(values) < 2 or not values[0]:
+            continue
+        growth = values[-1] / values[0] - 1
+        out[name] = {"first": values[0], "last": values[-1], "max": max(values), "growth": round(growth, 3),
+                     "mib_per_minute": round(slope_per_minute([(g["elapsed_s"], g[name]) for g in gauges]) or 0.0, 2)}
+        if growth > rss_growth:
+            failures.append(f"{name.removesuffix('_mib').replace('_', ' ')} grew {growth:.0%} "
+                            f"({values[0]:,.0f} -> {values[-1]:,.0f} MiB), more than {rss_growth:.0%}")
+    for name in ("db_connections", "outbox_depth"):
+        values = [g[name] for g in gauges]
+        if values:
+            out[name] = {"first": values[0], "last": values[-1], "max": max(values)}
+    if len(windows) >= 2:
+        p99 = [w["p99_ms"] for w in windows]
+        rps = [w["rps"] for w in windows]
+        out["p99_ms_first_last"] = [p99[0], p99[-1]]
+        out["rps_first_last"] = [rps[0], rps[-1]]
+    out["failures"] = failures
+    return out
+
+
+def soak_lines(soak: dict[str, Any]) -> str:
+    lines = [f"soak: {soak['requests']:,} requests, {soak['rps']:,.1f} req/s, p50 {soak['p50_ms']} ms, "
+             f"p99 {soak['p99_ms']} ms, {soak['errors']} errors"]
+    for name in ("server_rss_mib", "worker_rss_mib"):
+        if name in soak:
+            m = soak[name]
+            lines.append(f"  {name.removesuffix('_mib').replace('_', ' ')}: {m['first']:,.0f} -> {m['last']:,.0f} MiB "
+                         f"(max {m['max']:,.0f}, {m['growth']:+.1%}, {m['mib_per_minute']:+.2f} MiB/min)")
+    for name in ("db_connections", "outbox_depth"):
+        if name in soak:
+            m = soak[name]
+            lines.append(f"  {name.replace('_', ' ')}: first {m['first']}, last {m['last']}, max {m['max']}")
+    if "p99_ms_first_last" in soak:
+        (p99_first, p99_last), (rps_first, rps_last) = soak["p99_ms_first_last"], soak["rps_first_last"]
+        lines.append(f"  first and last window: p99 {p99_first} -> {p99_last} ms, {rps_first} -> {rps_last} req/s")
+    lines.append("  PASSED" if not soak["failures"] else "  FAILED: " + "; ".join(soak["failures"]))
     return "\n".join(lines)

@@ -30,8 +30,9 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+from sqlalchemy.engine import make_url
 
-from bench import checks, dbloops, export, notify, report, synthetic
+from bench import checks, dbloops, export, mixed, notify, report, synthetic
 from bench.database import (
     DEFAULT_PREFIX,
     Admin,
@@ -53,8 +54,9 @@ from patientkontrakt.security.tokens import AccessTokens
 from patientkontrakt.storage.database import migrate
 
 MAX_AGREEMENTS = 1_000_000
-# Besides the load-generator scenarios (bench/scenarios.py): notification latency and export.
-ALL_SCENARIOS = [*SCENARIOS, "notify", "export"]
+# Besides the load-generator scenarios (bench/scenarios.py): notification latency, export, the
+# mixed workload (bench/mixed.py) and authenticated reads on 1 and on 2 server processes.
+ALL_SCENARIOS = [*SCENARIOS, "notify", "export", "mixed", "read-workers"]
 QUIET_BELOW = 0.30  # machine busy share under which a measurement may start
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -193,9 +195,10 @@ class Bench:
               f"  (machine {100 * idle:.0f}% busy before)", flush=True)
         return row
 
-    async def run_size(self, n: int, full: bool, export: bool = False) -> dict[str, Any]:
+    async def run_size(self, n: int, full: bool, export: bool = False, mixed: bool = False) -> dict[str, Any]:
         """Measure at ``n`` agreements: every scenario if ``full``, else the search (``--scales``);
-        the export and its COPY baseline if ``export`` (``--export-agreements``)."""
+        the export and its COPY baseline if ``export`` (``--export-agreements``); the mixed
+        workload if ``mixed`` (``--mixed-agreements``; with ``--soak`` nothing else)."""
         url, info = await self.prepare(n)
         out: dict[str, Any] = {"agreements": n, "resources": n * synthetic.RESOURCES_PER_AGREEMENT,
                                "database": info, "scenarios": {}, "baselines": {}}
@@ -204,11 +207,15 @@ class Bench:
         try:
             if names:
                 await self._scenarios(n, url, names, full, out)
+            if full and "read-workers" in self.args.scenarios:
+                await self._read_workers(n, url, out)
             if full and "notify" in self.args.scenarios:
                 await self._notify(n, url, out)
+            if mixed:
+                await self._mixed(n, url, out)
             if export:
                 await self._export(n, url, out)
-            if full:
+            if (full or mixed) and not self.args.soak:
                 await self._db_baselines(n, url, out)
             out["ratios"] = report.ratios(out)
         finally:
@@ -354,6 +361,122 @@ class Bench:
         path.write_text(text, encoding="utf-8")
         out[f"explain_{state}" if state else "explain"] = relative(path)
         print(f"[{n:,}] wrote {relative(path)}", flush=True)
+
+    # -- several processes and the mixed workload (issue 16) ---------------------------------
+
+    async def _read_workers(self, n: int, url: str, out: dict[str, Any]) -> None:
+        """Authenticated read by id on a server of one process and on one of two, in
+        interleaved rounds (the best of each): two processes must serve at least as many reads
+        as one on the same machine. Both stay up, idle but the one measured (each one's access
+        log sealer may seal the other's entries: alike for both)."""
+        request_file = self._request_file(n, SCENARIOS["read"])
+        root = Path(self.args.server_root)
+        counts = sorted({1, self.args.mixed_workers})
+        print(f"[{n:,}] read by id on patientkontrakt serve with {' and '.join(map(str, counts))} worker "
+              f"processes, interleaved rounds", flush=True)
+        rounds: dict[int, list[dict[str, Any]]] = {k: [] for k in counts}
+        with contextlib.ExitStack() as stack:
+            servers = {k: stack.enter_context(patientkontrakt_server(url, k, self.signing_key, root)) for k in counts}
+            for server in servers.values():
+                SCENARIOS["read"].preflight(server.url, _first_line(request_file), self.token(server))
+            for number in range(1, self.args.rounds + 1):
+                for k, server in servers.items():
+                    rounds[k].append(self.measure_http(server, request_file, "random",
+                                                       f"read, {k} worker process(es) [{number}]"))
+        for k, values in rounds.items():
+            out["scenarios"][f"read_workers_{k}"] = _best(values)
+
+    async def _mixed(self, n: int, url: str, out: dict[str, Any]) -> None:
+        """The mixed workload (``bench.mixed``): ``--mixed-workers`` server processes, a
+        ``patientkontrakt worker`` beside them delivering to a rest-hook Subscription on the
+        agreements' CarePlans (every update and transaction notifies the receiver in this
+        process, as in ``notify``), ``--connections`` Python clients; a warm-up, then
+        ``--duration`` s (``--soak``: that many seconds, with a line every ``--soak-interval`` s).
+        Then, unless soaking, the bare FastAPI read on as many processes, for the ratios."""
+        workers, soak = self.args.mixed_workers, self.args.soak
+        duration = soak or self.args.duration
+        dsn = asyncpg_dsn(url)
+        root = Path(self.args.server_root)
+        the_plan = mixed.plan(n)
+        share = ", ".join(f"{p} % {k}" for k, p in mixed.MIX.items())
+        print(f"[{n:,}] mixed workload ({share}): patientkontrakt serve with {workers} worker process(es), "
+              f"patientkontrakt worker beside, {self.args.connections} Python clients, "
+              f"{duration:,.0f} s" + (f", a line every {self.args.soak_interval:.0f} s (soak)" if soak else ""),
+              flush=True)
+        env = {"PK_SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1"}
+        gauges: list[dict[str, Any]] = []
+        async with notify.Receiver() as receiver:
+            with contextlib.ExitStack() as stack:
+                server = stack.enter_context(patientkontrakt_server(url, workers, self.signing_key, root, env=env))
+                worker = stack.enter_context(worker_process(server))
+                subscription = await asyncio.to_thread(_subscribe, server.url, self.token(server), receiver.url)
+                await _wait_active(dsn, subscription)
+                versions = await mixed.current_versions(dsn, the_plan.update_ids)
+                monitor = await asyncpg.connect(dsn)
+                database = str(make_url(url).database)
+
+                def token() -> str | None:
+                    return self.token(server)
+
+                async def on_window(row: dict[str, Any]) -> None:
+                    measured = {"server_rss_mib": round(mixed.tree_rss_bytes(server.process.pid) / 2**20, 1)
+                                if server.process else 0.0,
+                                "worker_rss_mib": round(mixed.tree_rss_bytes(worker.process.pid) / 2**20, 1)
+                                if worker.process else 0.0,
+                                **await mixed.database_gauges(monitor, database)}
+                    row.update(measured)
+                    gauges.append({"elapsed_s": row["elapsed_s"], **measured})
+                    print(f"  [{row['elapsed_s']:>7,.0f} s] {row['rps']:>7,.1f} req/s  p50 {row['p50_ms']:7.2f} ms  "
+                          f"p99 {row['p99_ms']:8.2f} ms  errors {row['errors']} (total {row['errors_total']})  "
+                          f"server RSS {measured['server_rss_mib']:,.0f} MiB  worker RSS "
+                          f"{measured['worker_rss_mib']:,.0f} MiB  db connections {measured['db_connections']}  "
+                          f"outbox {measured['outbox_depth']}", flush=True)
+
+                try:
+                    if self.args.warmup > 0:
+                        await mixed.run_mixed(server.url, the_plan, versions, connections=self.args.connections,
+                                              duration=self.args.warmup, token=token, seed=0)
+                    received_before = receiver.requests
+                    idle = self._quiet()
+                    cpu_server, cpu_worker = server.cpu_seconds(), worker.cpu_seconds()
+                    busy_before, total_before = machine_busy()
+                    result = await mixed.run_mixed(
+                        server.url, the_plan, versions, connections=self.args.connections, duration=duration,
+                        token=token, seed=1, interval=self.args.soak_interval if soak else None,
+                        on_window=on_window if soak else None)
+                    busy_after, total_after = machine_busy()
+                    cpu_server = server.cpu_seconds() - cpu_server
+                    cpu_worker = worker.cpu_seconds() - cpu_worker
+                    drained = await _drain_outbox(monitor, self.args.notify_drain)
+                    end = await mixed.database_gauges(monitor, database)
+                finally:
+                    await monitor.close()
+                received = receiver.requests - received_before
+        row = result.as_dict()
+        done = max(1, row["requests"] - row["errors"])
+        row.update({
+            "agreements": n, "workers": workers, "connections": self.args.connections,
+            "mix": dict(mixed.MIX), "notification_worker": True,
+            "server_cpu_s": round(cpu_server, 2), "server_cpu_pct": round(100 * cpu_server / row["seconds"], 1),
+            "server_cpu_us_per_req": round(1e6 * cpu_server / done), "worker_cpu_s": round(cpu_worker, 2),
+            "notifications_received": received, "outbox_depth_after_drain": end["outbox_depth"],
+            "outbox_drain_s": drained,
+            "machine_busy_pct": round(100 * (busy_after - busy_before) / max(1.0, total_after - total_before), 1),
+            "machine_busy_before_pct": round(100 * idle, 1),
+        })
+        out["mixed"] = row
+        print(report.mixed_lines(row, None), flush=True)
+        for sample in result.error_samples:
+            print(f"  error: {sample}", flush=True)
+        if soak:
+            out["soak"] = report.soak_summary(row, result.windows, gauges, self.args.soak_rss_growth)
+            return
+        # The framework + database limit on as many processes, measured the same way as the read.
+        request_file = self._request_file(n, SCENARIOS["read"])
+        with baseline_server(dsn, workers, Settings().db_pool_size) as base:
+            SCENARIOS["read"].preflight(base.url, _first_line(request_file))
+            out["baselines"]["fastapi_read_mixed"] = self.measure_http(
+                base, request_file, "random", f"baseline: bare FastAPI read, {workers} process(es)")
 
     # -- notifications and export (issue 15) ---------------------------------------------
 
@@ -545,6 +668,17 @@ async def _committed(dsn: str, after_seq: int) -> dict[notify.Key, datetime]:
     return {(r["res_type"], r["res_id"], r["version_id"]): r["last_updated"] for r in rows}
 
 
+async def _drain_outbox(conn: asyncpg.Connection, timeout: float) -> float:
+    """Wait up to ``timeout`` s for the worker to deliver every pending notification; the
+    seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if not await conn.fetchval("SELECT count(*) FROM subscription_outbox WHERE delivered IS NULL"):
+            break
+        await asyncio.sleep(0.2)
+    return round(time.perf_counter() - started, 2)
+
+
 def _body(line: tuple[str, str, str]) -> dict[str, Any]:
     data: dict[str, Any] = orjson.loads(line[2].replace("__REV__", "check"))
     return data
@@ -635,6 +769,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--notify-drain", type=float, default=60.0,
                         help="after the write load, wait up to this many seconds for the last notifications "
                              "(default 60)")
+    parser.add_argument("--mixed-agreements", type=_agreements, default=None,
+                        help="size of the mixed workload's database (default: --agreements; the issue's figure "
+                             "is 100,000)")
+    parser.add_argument("--mixed-workers", type=int, default=2,
+                        help="server processes for the mixed workload, and the second count of read-workers "
+                             "(default 2)")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="run only the mixed workload, for this many seconds, with a line every "
+                             "--soak-interval s (req/s, p99, errors, server RSS, database connections, outbox "
+                             "depth); exit 1 on any error or on RSS growth beyond --soak-rss-growth (make soak)")
+    parser.add_argument("--soak-interval", type=float, default=30.0, help="seconds per soak line (default 30)")
+    parser.add_argument("--soak-rss-growth", type=float, default=0.25,
+                        help="largest allowed growth of the server's and the worker's resident memory from the "
+                             "first soak line to the last, as a fraction (default 0.25)")
     parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL,
                         help=f"PostgreSQL server and maintenance database (default {DEFAULT_ADMIN_URL})")
     parser.add_argument("--server-root", default=str(PROJECT_ROOT),
@@ -657,6 +805,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [s for s in args.scenarios if s not in ALL_SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
+    if args.soak:
+        args.scenarios = ["mixed"]
+    mixed_n = args.mixed_agreements or args.agreements
     bench = Bench(args)
     bench.output.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
@@ -671,24 +822,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      "notify_workers": args.notify_workers, "server_root": args.server_root,
                      "compare_root": args.compare_root,
                      "wrk_threads": args.threads, "uvicorn_workers": args.workers,
+                     "mixed_agreements": mixed_n, "mixed_workers": args.mixed_workers, "soak_s": args.soak,
                      "client": "wrk" if bench.wrk else "python", "scenarios": args.scenarios},
         "agreements": args.agreements,
         "runs": {},
     }
-    sizes = list(dict.fromkeys([args.agreements, *args.scales,
-                                *([args.export_agreements] if "export" in args.scenarios else [])]))
+    if args.soak:
+        sizes = [mixed_n]
+    else:
+        sizes = list(dict.fromkeys([args.agreements, *args.scales,
+                                    *([args.export_agreements] if "export" in args.scenarios else []),
+                                    *([mixed_n] if "mixed" in args.scenarios else [])]))
     for n in sizes:
         results["runs"][str(n)] = await bench.run_size(
-            n, full=(n == args.agreements), export=("export" in args.scenarios and n == args.export_agreements))
+            n, full=(n == args.agreements and not args.soak),
+            export=("export" in args.scenarios and n == args.export_agreements),
+            mixed=("mixed" in args.scenarios and n == mixed_n))
     results["targets"] = report.targets(results["runs"], args.agreements)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    path = bench.output / "latest.json"
+    if args.soak:
+        results["soak"] = results["runs"][str(mixed_n)].get("soak")
+    path = bench.output / ("soak.json" if args.soak else "latest.json")
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print()
     for n in sizes:
         print(report.table(n, results["runs"][str(n)]))
         print()
     print(report.target_lines(results["targets"]))
+    if results.get("soak"):
+        print()
+        print(report.soak_lines(results["soak"]))
     print(f"\nwrote {relative(path)}")
     shutil.rmtree(bench.workdir, ignore_errors=True)
     return results
@@ -696,5 +859,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    asyncio.run(run(args))
+    results = asyncio.run(run(args))
+    if args.soak and (results.get("soak") or {}).get("failures", ["no soak summary"]):
+        return 1
     return 0
