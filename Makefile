@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 PK_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 export PK_TEST_DATABASE_URL
 
-.PHONY: run test lint bench messages fhir-core postgres pg-client chromium clean
+.PHONY: run test lint bench soak messages fhir-core postgres pg-client chromium clean
 
 ## make run: set up (without the test and bench extras), migrate an SQLite database and load the
 ## demo region (one process), and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the
@@ -48,6 +48,15 @@ lint: $(TEST_STAMP)
 ## make bench: load synthetic agreements into PostgreSQL and measure a live server
 bench: $(TEST_STAMP) postgres
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make soak: the bench's mixed workload (reads, searches, updates, transactions on two server
+## processes with the notification worker) for SOAK_DURATION seconds at SOAK_AGREEMENTS, a line
+## every 30 s (req/s, p99, errors, server RSS, database connections, outbox depth); fails on any
+## error or on memory growth beyond --soak-rss-growth (options after BENCH_ARGS=)
+SOAK_DURATION   ?= 600
+SOAK_AGREEMENTS ?= 100000
+soak: $(TEST_STAMP) postgres
+	$(BIN)/python -m bench --soak $(SOAK_DURATION) --agreements $(SOAK_AGREEMENTS) $(BENCH_ARGS)
 
 # The venv, with a current pip. Quicker than `venv` then `pip install --upgrade pip` (ensurepip
 # installs and byte-compiles an older pip and setuptools only for them to be replaced): a venv

@@ -5,13 +5,15 @@ Each of ``connections`` client tasks draws every request's kind by weight (``MIX
 ``CarePlan/{id}``, 20 % ``CarePlan?patient=…&_include=CarePlan:care-team`` (the ``read`` and
 ``search`` scenarios' requests), 20 % an update (a changed CarePlan, ``PUT`` with ``If-Match``
 naming the version it replaces) and 10 % a 10-entry transaction (a whole new agreement, as the
-``transaction`` scenario). Every connection updates only agreements of its own (``Plan.updates``
-dealt out in turn) and follows each one's version from the answer's ``ETag``, so an
-``If-Match`` never names a stale version and a ``412`` is an error like any other; every
-transaction creates an agreement number no other request uses (``Plan.new``).
-Every answer must have the expected status; a search must hold a match and its included
-CareTeam, a transaction all ten entries created. Anything else, a transport error included, is
-an error (with a sample kept, personnummer-shaped digits masked).
+``transaction`` scenario). Connection *k*'s first request is of the *k*-th kind, so that even a
+short run with four connections or more sends every kind.
+
+Every connection updates only agreements of its own (``Plan.updates`` dealt out in turn) and
+follows each one's version from the answer's ``ETag``, so an ``If-Match`` never names a stale
+version and a ``412`` is an error like any other; every transaction creates an agreement number
+no other request uses (``Plan.new``). Every answer must have the expected status; a search must
+hold a match and its included CareTeam, a transaction all ten entries created. Anything else, a
+transport error included, is an error (a few kept as samples, long digit runs masked).
 
 The client is Python (httpx, one asyncio task per connection): wrk's Lua cannot tell one
 request's latency from another's kind. It stays far below one core at the rates a mixed load
@@ -267,6 +269,8 @@ async def run_mixed(base_url: str, the_plan: Plan, versions: dict[str, int], *, 
                 sent += 1
                 roll = rng.random() * weights[-1]
                 kind = kinds[next(k for k, w in enumerate(weights) if roll < w)]
+                if sent == 1:  # every kind from the start, however short the run (one request each)
+                    kind = kinds[number % len(kinds)]
                 await one(kind, rng, own, f"{seed}-{number}-{sent}")
 
         async def reporter() -> None:

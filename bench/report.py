@@ -185,7 +185,7 @@ _ROWS = (
     ("scenarios", "read_workers_1", "read, 1 server process", None),
     ("scenarios", "read_workers_2", "read, 2 server processes", None),
     ("baselines", "fastapi_read", "baseline: bare FastAPI read", None),
-    ("baselines", "fastapi_read_mixed", "baseline: FastAPI, mixed's procs", None),
+    ("baselines", "fastapi_read_mixed", "baseline: FastAPI, mixed procs", None),
     ("baselines", "db_select", "baseline: asyncpg SELECT", None),
     ("baselines", "db_insert", "baseline: asyncpg INSERT", None),
 )
