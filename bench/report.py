@@ -73,6 +73,10 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
     if run.get("export", {}).get("vs_copy") is not None:
         out["export_vs_copy"] = run["export"]["vs_copy"]
     out.update(mixed_ratios(run))
+    for key, mine, theirs in (("read_pgbouncer_vs_direct", "read_pgbouncer", "read_direct"),
+                              ("search_replica_vs_direct", "search_replica", "search_direct")):
+        if mine in ours and theirs in ours and ours[theirs]["rps"]:
+            out[key] = round(ours[mine]["rps"] / ours[theirs]["rps"], 3)
     one, two = ours.get("read_workers_1"), ours.get("read_workers_2")
     if one and two and one["rps"]:
         out["read_2_workers_vs_1"] = round(two["rps"] / one["rps"], 3)
@@ -184,6 +188,10 @@ _ROWS = (
     ("scenarios", "transaction", "transaction (10 entries)", None),
     ("scenarios", "read_workers_1", "read, 1 server process", None),
     ("scenarios", "read_workers_2", "read, 2 server processes", None),
+    ("scenarios", "read_direct", "read, primary (vs PgBouncer)", None),
+    ("scenarios", "read_pgbouncer", "read through PgBouncer", None),
+    ("scenarios", "search_direct", "search, primary (vs replica)", None),
+    ("scenarios", "search_replica", "search, replica answering", None),
     ("baselines", "fastapi_read", "baseline: bare FastAPI read", None),
     ("baselines", "fastapi_read_mixed", "baseline: FastAPI, mixed procs", None),
     ("baselines", "db_select", "baseline: asyncpg SELECT", None),
@@ -216,6 +224,15 @@ def table(n: int, run: dict[str, Any]) -> str:
         client = f"{row['client_cpu_pct']:.0f}%"
         lines.append(f"{label:<30} {row['rps']:>8,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>8.2f} {ratio:>26}"
                      f" {row['errors']:>6} {server:>7} {per_request:>10} {client:>10}")
+    for key in ("pgbouncer", "replica"):
+        if "error" in run.get(key, {}):
+            lines.append(f"{key}: not measured: {run[key]['error']}")
+    ours = run.get("scenarios", {})
+    for mine, theirs, label in (("read_pgbouncer", "read_direct", "read through PgBouncer"),
+                                ("search_replica", "search_direct", "search with the replica answering")):
+        if mine in ours and theirs in ours and ours[theirs]["rps"]:
+            lines.append(f"{label}: {ours[mine]['rps'] / ours[theirs]['rps']:.0%} of the direct server's req/s, "
+                         f"p99 {ours[mine]['p99_ms']} ms against {ours[theirs]['p99_ms']} ms")
     lines.extend(notify_lines(run.get("notify")))
     if run.get("mixed"):
         lines.append(mixed_lines(run["mixed"], run.get("ratios")))

@@ -32,7 +32,7 @@ import httpx
 import orjson
 from sqlalchemy.engine import make_url
 
-from bench import checks, dbloops, export, mixed, notify, report, synthetic
+from bench import checks, dbloops, export, mixed, notify, pooler, report, synthetic
 from bench.database import (
     DEFAULT_PREFIX,
     Admin,
@@ -209,6 +209,8 @@ class Bench:
                 await self._scenarios(n, url, names, full, out)
             if full and "read-workers" in self.args.scenarios:
                 await self._read_workers(n, url, out)
+            if full and (self.args.pgbouncer or self.args.replica_url):
+                await self._pooled(n, url, out)
             if full and "notify" in self.args.scenarios:
                 await self._notify(n, url, out)
             if mixed:
@@ -385,6 +387,77 @@ class Bench:
                                                        f"read, {k} worker process(es) [{number}]"))
         for k, values in rounds.items():
             out["scenarios"][f"read_workers_{k}"] = _best(values)
+
+    async def _pooled(self, n: int, url: str, out: dict[str, Any]) -> None:
+        """The read scenario through PgBouncer (``--pgbouncer``) and the search scenario with a
+        hot standby answering (``--replica-url``), each in interleaved rounds with the same
+        scenario on a server connected straight to the primary (``bench.pooler``). Needs the
+        service's settings for them (``PK_DATABASE_PGBOUNCER``, ``PK_DATABASE_REPLICA_URL``):
+        without them in the served tree the measurement is skipped and says why."""
+        root = Path(self.args.server_root)
+        config = (root / "patientkontrakt" / "config.py").read_text(encoding="utf-8")
+        database = str(make_url(url).database)
+        sides: dict[str, tuple[Scenario, dict[str, str]]] = {}
+        if self.args.pgbouncer:
+            if "database_pgbouncer" not in config:
+                out["pgbouncer"] = {"error": f"{root} has no PK_DATABASE_PGBOUNCER setting"}
+            else:
+                binary = pooler.ensure_pgbouncer()
+                if binary is None:
+                    out["pgbouncer"] = {"error": "pgbouncer is not installed and could not be installed"}
+                else:
+                    sides["pgbouncer"] = (SCENARIOS["read"], {"PK_DATABASE_PGBOUNCER": "true"})
+        if self.args.replica_url:
+            if "database_replica_url" not in config:
+                out["replica"] = {"error": f"{root} has no PK_DATABASE_REPLICA_URL setting"}
+            else:
+                replica = pooler.replica_url(self.args.replica_url, database)
+                waited = await pooler.wait_replayed(asyncpg_dsn(url), asyncpg_dsn(replica))
+                print(f"[{n:,}] the replica has replayed the run database ({waited} s)", flush=True)
+                sides["replica"] = (SCENARIOS["search"], {"PK_DATABASE_REPLICA_URL": replica})
+        for key in ("pgbouncer", "replica"):
+            if "error" in out.get(key, {}):
+                print(f"[{n:,}] {key}: NOT measured: {out[key]['error']}", flush=True)
+        if not sides:
+            return
+        with contextlib.ExitStack() as stack:
+            bouncer = None
+            if "pgbouncer" in sides:
+                # Behind PgBouncer the connection settings are the database's (ALTER DATABASE).
+                await pooler.set_database_settings(asyncpg_dsn(self.args.database_url), database,
+                                                   pooler.database_settings(Settings().statement_timeout))
+                bouncer = stack.enter_context(pooler.PgBouncer(pooler.ensure_pgbouncer() or "pgbouncer",
+                                                               self.args.database_url,
+                                                               pool_size=Settings().db_pool_size))
+                print(f"[{n:,}] PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}", flush=True)
+            direct = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root))
+            for key, (scenario, env) in sides.items():
+                served = bouncer.url(database) if key == "pgbouncer" and bouncer else url
+                other = stack.enter_context(patientkontrakt_server(served, self.args.workers, self.signing_key,
+                                                                   root, env=env))
+                request_file = self._request_file(n, scenario)
+                for server in (direct, other):
+                    scenario.preflight(server.url, _first_line(request_file), self.token(server))
+                standby_before = await _standby_transactions(self.args.replica_url, database) \
+                    if key == "replica" else None
+                rounds: dict[str, list[dict[str, Any]]] = {"direct": [], key: []}
+                for number in range(1, self.args.rounds + 1):
+                    for name, server in (("direct", direct), (key, other)):
+                        label = {"direct": "primary, direct", "pgbouncer": "through PgBouncer",
+                                 "replica": "replica answering"}[name]
+                        rounds[name].append(self.measure_http(server, request_file, scenario.mode,
+                                                              f"{scenario.title}, {label} [{number}]"))
+                mine, theirs = f"{scenario.name}_{key}", f"{scenario.name}_direct"
+                out["scenarios"][theirs] = _best(rounds["direct"])
+                out["scenarios"][mine] = _best(rounds[key])
+                row: dict[str, Any] = {"scenario": scenario.name, "settings": env | (
+                    {"PK_DATABASE_URL": served} if key == "pgbouncer" else {})}
+                if standby_before is not None:
+                    after = await _standby_transactions(self.args.replica_url, database)
+                    row["standby_transactions"] = after - standby_before
+                    print(f"  the standby ran {row['standby_transactions']:,} transactions on the run database",
+                          flush=True)
+                out[key] = row
 
     async def _mixed(self, n: int, url: str, out: dict[str, Any]) -> None:
         """The mixed workload (``bench.mixed``): ``--mixed-workers`` server processes, a
@@ -668,6 +741,16 @@ async def _committed(dsn: str, after_seq: int) -> dict[notify.Key, datetime]:
     return {(r["res_type"], r["res_id"], r["version_id"]): r["last_updated"] for r in rows}
 
 
+async def _standby_transactions(replica_url: str, database: str) -> int:
+    """Transactions the standby has run on ``database`` (its own statistics: what it answered)."""
+    conn = await asyncpg.connect(asyncpg_dsn(pooler.replica_url(replica_url, database)))
+    try:
+        return int(await conn.fetchval("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                                       "WHERE datname = $1", database) or 0)
+    finally:
+        await conn.close()
+
+
 async def _drain_outbox(conn: asyncpg.Connection, timeout: float) -> float:
     """Wait up to ``timeout`` s for the worker to deliver every pending notification; the
     seconds waited."""
@@ -783,6 +866,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-rss-growth", type=float, default=0.25,
                         help="largest allowed growth of the server's and the worker's resident memory from the "
                              "first soak line to the last, as a fraction (default 0.25)")
+    parser.add_argument("--pgbouncer", action="store_true",
+                        help="also measure read by id on a server behind a private PgBouncer (Debian's package, "
+                             "transaction mode; PK_DATABASE_PGBOUNCER), in rounds with one connected directly")
+    parser.add_argument("--replica-url", default=None,
+                        help="a hot standby of --database-url's cluster (any database): also measure the search "
+                             "on a server with PK_DATABASE_REPLICA_URL, in rounds with one without")
     parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL,
                         help=f"PostgreSQL server and maintenance database (default {DEFAULT_ADMIN_URL})")
     parser.add_argument("--server-root", default=str(PROJECT_ROOT),
@@ -823,6 +912,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      "compare_root": args.compare_root,
                      "wrk_threads": args.threads, "uvicorn_workers": args.workers,
                      "mixed_agreements": mixed_n, "mixed_workers": args.mixed_workers, "soak_s": args.soak,
+                     "pgbouncer": args.pgbouncer, "replica_url": args.replica_url,
                      "client": "wrk" if bench.wrk else "python", "scenarios": args.scenarios},
         "agreements": args.agreements,
         "runs": {},
