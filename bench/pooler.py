@@ -160,13 +160,13 @@ async def wait_replayed(primary_dsn: str, standby_dsn: str, timeout: float = 120
             try:
                 if not await standby.fetchval("SELECT pg_is_in_recovery()"):
                     raise RuntimeError("--replica-url is not a standby (pg_is_in_recovery() is false)")
-                replayed = await standby.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target)
+                replayed = await standby.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", target)
             finally:
                 await standby.close()
             if replayed:
                 return round(time.perf_counter() - started, 2)
-        except (OSError, asyncpg.PostgresError):
-            pass  # the database may not be there yet
+        except (OSError, asyncpg.InvalidCatalogNameError, asyncpg.CannotConnectNowError):
+            pass  # not there yet
         if time.perf_counter() - started > timeout:
             raise RuntimeError(f"the replica did not replay {target} within {timeout:.0f} s")
         await asyncio.sleep(0.2)

@@ -432,32 +432,36 @@ class Bench:
                 print(f"[{n:,}] PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}", flush=True)
             direct = stack.enter_context(patientkontrakt_server(url, self.args.workers, self.signing_key, root))
             for key, (scenario, env) in sides.items():
-                served = bouncer.url(database) if key == "pgbouncer" and bouncer else url
-                other = stack.enter_context(patientkontrakt_server(served, self.args.workers, self.signing_key,
-                                                                   root, env=env))
-                request_file = self._request_file(n, scenario)
-                for server in (direct, other):
-                    scenario.preflight(server.url, _first_line(request_file), self.token(server))
-                standby_before = await _standby_transactions(self.args.replica_url, database) \
-                    if key == "replica" else None
-                rounds: dict[str, list[dict[str, Any]]] = {"direct": [], key: []}
-                for number in range(1, self.args.rounds + 1):
-                    for name, server in (("direct", direct), (key, other)):
-                        label = {"direct": "primary, direct", "pgbouncer": "through PgBouncer",
-                                 "replica": "replica answering"}[name]
-                        rounds[name].append(self.measure_http(server, request_file, scenario.mode,
-                                                              f"{scenario.title}, {label} [{number}]"))
-                mine, theirs = f"{scenario.name}_{key}", f"{scenario.name}_direct"
-                out["scenarios"][theirs] = _best(rounds["direct"])
-                out["scenarios"][mine] = _best(rounds[key])
-                row: dict[str, Any] = {"scenario": scenario.name, "settings": env | (
-                    {"PK_DATABASE_URL": served} if key == "pgbouncer" else {})}
-                if standby_before is not None:
-                    after = await _standby_transactions(self.args.replica_url, database)
-                    row["standby_transactions"] = after - standby_before
-                    print(f"  the standby ran {row['standby_transactions']:,} transactions on the run database",
-                          flush=True)
-                out[key] = row
+                try:
+                    served = bouncer.url(database) if key == "pgbouncer" and bouncer else url
+                    other = stack.enter_context(patientkontrakt_server(served, self.args.workers, self.signing_key,
+                                                                       root, env=env))
+                    request_file = self._request_file(n, scenario)
+                    for server in (direct, other):
+                        scenario.preflight(server.url, _first_line(request_file), self.token(server))
+                    standby_before = await _standby_transactions(self.args.replica_url, database) \
+                        if key == "replica" else None
+                    rounds: dict[str, list[dict[str, Any]]] = {"direct": [], key: []}
+                    for number in range(1, self.args.rounds + 1):
+                        for name, server in (("direct", direct), (key, other)):
+                            label = {"direct": "primary, direct", "pgbouncer": "through PgBouncer",
+                                     "replica": "replica answering"}[name]
+                            rounds[name].append(self.measure_http(server, request_file, scenario.mode,
+                                                                  f"{scenario.title}, {label} [{number}]"))
+                    mine, theirs = f"{scenario.name}_{key}", f"{scenario.name}_direct"
+                    out["scenarios"][theirs] = _best(rounds["direct"])
+                    out["scenarios"][mine] = _best(rounds[key])
+                    row: dict[str, Any] = {"scenario": scenario.name, "settings": env | (
+                        {"PK_DATABASE_URL": served} if key == "pgbouncer" else {})}
+                    if standby_before is not None:
+                        after = await _standby_transactions(self.args.replica_url, database)
+                        row["standby_transactions"] = after - standby_before
+                        print(f"  the standby ran {row['standby_transactions']:,} transactions on the run database",
+                              flush=True)
+                    out[key] = row
+                except RuntimeError as failed:  # the server refused to start, say: reported, the run kept
+                    out[key] = {"error": str(failed)[-2000:]}
+                    print(f"[{n:,}] {key}: FAILED: {str(failed)[-600:]}", flush=True)
 
     async def _mixed(self, n: int, url: str, out: dict[str, Any]) -> None:
         """The mixed workload (``bench.mixed``): ``--mixed-workers`` server processes, a
