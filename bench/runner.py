@@ -529,6 +529,9 @@ class Bench:
                 finally:
                     await monitor.close()
                 received = receiver.requests - received_before
+                # Stopped off the event loop: a delivery under way must get its answer from the
+                # receiver on this loop, or the worker would wait out its timeout before ending.
+                await asyncio.to_thread(worker.stop)
         row = result.as_dict()
         done = max(1, row["requests"] - row["errors"])
         row.update({
