@@ -34,7 +34,7 @@ def test_soak_of_the_mixed_workload_sends_every_kind_without_errors(tmp_path: Pa
     admin = make_url(TEST_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     prefix = f"pk_test_mixed_{os.getpid()}"
     args = runner.build_parser().parse_args([
-        "--agreements", str(AGREEMENTS), "--soak", "2", "--soak-interval", "1", "--warmup", "0",
+        "--agreements", str(AGREEMENTS), "--soak", "2", "--soak-interval", "0.5", "--warmup", "0",
         "--connections", "4", "--quiet-wait", "0", "--client", "python", "--jobs", "1",
         "--database-url", admin, "--database-prefix", prefix, "--output", str(tmp_path)])
     try:
