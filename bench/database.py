@@ -3,11 +3,11 @@
 ``pk_bench_<N>`` holds the migrated schema and the N loaded agreements and is never written by
 a scenario (``--database-prefix`` names them otherwise, e.g. for a second checkout on the same
 PostgreSQL). A run works on ``pk_bench_<N>_run``, a file copy of it (``CREATE DATABASE …
-TEMPLATE … STRATEGY FILE_COPY``), so the create/update/transaction scenarios of one run cannot
-change what the next run reads and searches. The pristine database carries a comment with a
-fingerprint of everything that decides what is stored (the generator, the search parameters,
-the indexing and write code, the schema revision); a later run reuses it only when the
-fingerprint matches.
+TEMPLATE … STRATEGY FILE_COPY``; a small one through the WAL), so the create/update/transaction
+scenarios of one run cannot change what the next run reads and searches. The pristine database
+carries a comment with a fingerprint of everything that decides what is stored (the generator,
+the search parameters, the indexing and write code, the schema revision); a later run reuses it
+only when the fingerprint matches.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ def sqlalchemy_url(url: str, database: str) -> str:
     return make_url(url).set(drivername="postgresql+asyncpg", database=database).render_as_string(hide_password=False)
 
 
+WAL_LOG_BELOW = 256 * 2**20  # templates smaller than this are cloned through the WAL
+
+
 class Admin:
     """Maintenance connection to the server (``CREATE/DROP DATABASE``, comments)."""
 
@@ -109,7 +112,10 @@ class Admin:
         if template is None:
             await self._execute(f'CREATE DATABASE "{database}"')
         else:
-            await self._execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+            # A file copy needs a checkpoint first, which on a busy server takes longer than
+            # copying a small database through the WAL (17 s against 1 s for 110 MB).
+            strategy = "WAL_LOG" if await self.size(template) < WAL_LOG_BELOW else "FILE_COPY"
+            await self._execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}" STRATEGY {strategy}')
 
     async def size(self, database: str) -> int:
         conn = await asyncpg.connect(asyncpg_dsn(self.url))

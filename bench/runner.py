@@ -478,7 +478,7 @@ class Bench:
         share = ", ".join(f"{p} % {k}" for k, p in mixed.MIX.items())
         print(f"[{n:,}] mixed workload ({share}): patientkontrakt serve with {workers} worker process(es), "
               f"patientkontrakt worker beside, {self.args.connections} Python clients, "
-              f"{duration:,.0f} s" + (f", a line every {self.args.soak_interval:.0f} s (soak)" if soak else ""),
+              f"{duration:,.0f} s" + (f", a line every {self.args.soak_interval:g} s (soak)" if soak else ""),
               flush=True)
         env = {"PK_SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1"}
         gauges: list[dict[str, Any]] = []
