@@ -163,12 +163,10 @@ async def _run_worker(settings: Settings) -> None:
     from patientkontrakt.fhir.export import run_forever
     from patientkontrakt.notify.worker import Worker
     from patientkontrakt.security.stored_access import bulk_export
+    from patientkontrakt.storage.engines import open_store
 
-    engine = create_engine(settings.database_url, pool_size=4, connect_timeout=settings.db_connect_timeout,
-                           statement_timeout=settings.statement_timeout)
+    store = await open_store(settings, pool_size=4)
     try:
-        await ensure_migrated(engine)
-        store = Store(engine)
         service = build_service(settings, store, log=AuditLog(store))
         worker = Worker(service, settings)
         stop = asyncio.Event()
@@ -186,7 +184,7 @@ async def _run_worker(settings: Settings) -> None:
                     await exporting
             await worker.close()
     finally:
-        await engine.dispose()
+        await store.dispose()
 
 
 def _cmd_subscriptions(args: argparse.Namespace) -> int:

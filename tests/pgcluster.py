@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -32,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import free_port, stop
 
 BIN = Path(os.environ.get("PK_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -233,3 +234,47 @@ def module_pair_fixture(synchronous: bool = False) -> Callable[..., Any]:
             yield clusters
 
     return pair
+
+
+class PgBouncer:
+    """A PgBouncer (Debian's package) in transaction mode on a free port in front of the server at
+    ``port``, every database, trust authentication for user postgres; run as user postgres when
+    the tests run as root (PgBouncer refuses to run as root)."""
+
+    PROGRAM = "/usr/sbin/pgbouncer"
+
+    def __init__(self, server_port: int, pool_size: int = 5) -> None:
+        self.port = free_port()
+        self.home = Path(tempfile.mkdtemp(prefix="pk-pgbouncer-"))
+        (self.home / "users.txt").write_text('"postgres" ""\n', encoding="utf-8")
+        (self.home / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={server_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.home / 'users.txt'}\n"
+            f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
+            f"logfile = {self.home / 'pgbouncer.log'}\npidfile = {self.home / 'pgbouncer.pid'}\n"
+            "ignore_startup_parameters = extra_float_digits\n", encoding="utf-8")
+        if os.geteuid() == 0:
+            for path in (self.home, *self.home.iterdir()):
+                shutil.chown(path, "postgres", "postgres")
+        self.process = subprocess.Popen([*_as_owner(), self.PROGRAM, "-q", str(self.home / "pgbouncer.ini")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    error = self.process.stderr.read().decode() if self.process.stderr else ""
+                    raise RuntimeError(f"pgbouncer did not start: {error}") from None
+                time.sleep(0.02)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        stop(self.process)
+        shutil.rmtree(self.home, ignore_errors=True)
