@@ -259,8 +259,9 @@ class PgBouncer:
         if os.geteuid() == 0:
             for path in (self.home, *self.home.iterdir()):
                 shutil.chown(path, "postgres", "postgres")
-        self.process = subprocess.Popen([*_as_owner(), self.PROGRAM, "-q", str(self.home / "pgbouncer.ini")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        owner: dict[str, Any] = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+        self.process = subprocess.Popen([self.PROGRAM, "-q", str(self.home / "pgbouncer.ini")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **owner)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +99,14 @@ def server_settings(statement_timeout: float | None) -> dict[str, str]:
     return settings
 
 
-def _pgbouncer_statement_name() -> str:
-    # Names unique across every client of the pooler's server connections (SQLAlchemy's asyncpg
-    # dialect docs, "Prepared Statement Name with PGBouncer").
-    return f"__pk_{uuid.uuid4().hex}__"
+def _unnamed_statement() -> str:
+    # The unnamed statement: asyncpg, whose statement cache is off, parses it again with each
+    # Bind, in the one message sequence PgBouncer hands to one server connection, so it works
+    # outside transactions too; named ones (SQLAlchemy's docs suggest unique names) are parsed in
+    # a round trip of their own, which in autocommit PgBouncer may send to another server
+    # connection than the execution ("prepared statement ... does not exist"), and stay behind on
+    # the server connection until it is closed.
+    return ""
 
 
 def _postgresql_engine(url: str, pool_size: int, echo: bool, connect_timeout: float,
@@ -115,7 +118,7 @@ def _postgresql_engine(url: str, pool_size: int, echo: bool, connect_timeout: fl
         # startup parameters other than a few it knows are refused, so the settings are the
         # role's (ALTER ROLE ... SET, docs/operations.md) and checked at start (``check_settings``).
         connect_args |= {"statement_cache_size": 0, "prepared_statement_cache_size": 0,
-                         "prepared_statement_name_func": _pgbouncer_statement_name}
+                         "prepared_statement_name_func": _unnamed_statement}
     else:
         connect_args["server_settings"] = server_settings(statement_timeout)
     return create_async_engine(
