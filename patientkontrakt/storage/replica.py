@@ -13,8 +13,10 @@ of that client, in this process, or carrying the header back from any process, n
 to have replayed that position: the store waits up to ``PK_REPLICA_WAIT`` seconds for
 ``pg_last_wal_replay_lsn()`` to pass it, then reads from the primary instead.
 
-The session is a context variable the API sets once it knows the caller (``api/auth.py``); the
-store reads it, the FHIR engine never sees it.
+The session is a context variable the API sets once it knows the caller of a FHIR request
+(``api/auth.py``); the store reads it, the FHIR engine never sees it. Without one (the staff and
+patient pages, which show a form's result right after it is saved; the service's own work) reads
+stay on the primary.
 """
 
 from __future__ import annotations

@@ -494,7 +494,7 @@ class Store:
                 self._compiled[key] = prepared
             sql, names, fixed = prepared
             args = [values[name] if name in values else fixed[name] for name in names]
-            if replica and self.replica is not None:
+            if replica and self.replica is not None and SESSION.get() is not None:
                 found = await self._replica_fetchrow(sql, args)
                 if found is not False:
                     row = found
@@ -546,9 +546,11 @@ class Store:
     async def replica_reading(self, access: Any = None) -> AsyncIterator[Unit]:
         """``reading()`` for a read whose answer may lag the primary by a moment (read, search,
         ``$everything``): on the replica when there is one, has replayed what this request's
-        client wrote (storage/replica.py) and answers; else on the primary."""
+        client wrote (storage/replica.py) and answers; else on the primary. Only a request with a
+        read session (a FHIR API request, ``api/auth.py``) goes to the replica: the pages and the
+        service's own work, which have none, read the primary."""
         conn = None
-        if self._replica_read is not None:
+        if self._replica_read is not None and SESSION.get() is not None:
             floor = self.recent.floor(SESSION.get())
             try:
                 conn = await self._replica_read.connect()

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from patientkontrakt.security.tokens import Grant
 from patientkontrakt.storage.database import migrate
+from patientkontrakt.storage.replica import SESSION, ReadSession
 from tests.conftest import BASE_URL, ENGINE_SCOPES, issue_token, make_settings
 from tests.pgcluster import Cluster, module_pair_fixture
 
@@ -50,6 +51,17 @@ def _found(http: TestClient, headers: dict[str, str], family: str) -> int:
     return len(response.json().get("entry", []))
 
 
+async def _store_finds(http: TestClient, patient: str, in_session: bool) -> bool:
+    store = http.app.state.service.store  # type: ignore[attr-defined]
+    token = SESSION.set(ReadSession()) if in_session else None
+    try:
+        async with store.replica_reading() as unit:
+            return await unit.get("Patient", patient) is not None
+    finally:
+        if token is not None:
+            SESSION.reset(token)
+
+
 @pytest.fixture(scope="module")
 def service(pair: tuple[Cluster, Cluster]) -> Iterator[tuple[TestClient, Any]]:
     primary, standby = pair
@@ -78,6 +90,10 @@ def test_searches_run_on_the_replica_and_a_writer_reads_its_own_write(
         assert _found(http, {**other, "X-PK-LSN": position}, "Replikasson") == 1
         # the read's access log entry is written on the primary (the replica refuses writes)
         assert int(primary.sql("SELECT count(*) FROM audit_log", DB)) > 0
+        # reads without a read session (the pages, the service's own work) stay on the primary
+        patient = created.json()["id"]
+        assert http.portal.call(_store_finds, http, patient, False) is True
+        assert http.portal.call(_store_finds, http, patient, True) is False
     finally:
         standby.sql("SELECT pg_wal_replay_resume()")
     standby.wait_replayed(primary)
