@@ -1,43 +1,43 @@
 """The service through PgBouncer in transaction mode (Debian's pgbouncer 1.18: no prepared
-statements across transactions), in front of the shared server: FHIR create, read, search and a
+statements across transactions), in front of a private cluster (tests/pgcluster.py): FHIR create, read, search and a
 transaction Bundle, concurrent requests on fewer server connections than clients, the settings
 that must come from the role or database, and workers that do not LISTEN through the pooler."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from patientkontrakt.storage.database import check_settings, create_engine, migrate
 from patientkontrakt.storage.engines import open_store
-from tests.conftest import BASE_URL, TEST_URL, drop_database, engine_token, make_settings, new_database
-from tests.faults import admin
-from tests.pgcluster import PgBouncer
+from tests.conftest import BASE_URL, engine_token, make_settings
+from tests.pgcluster import Cluster, PgBouncer
 
-NAME = f"pk_pgbouncer_{os.getpid()}"
+NAME = "pk"
 
 
 @pytest.fixture(scope="module")
-def bouncer() -> Iterator[tuple[PgBouncer, str]]:
-    direct = new_database(NAME)
-    migrate(direct)
-    # What the service's connections set at startup when they are direct (storage/database.py)
-    for setting in ("plan_cache_mode = force_generic_plan", "jit = off", "statement_timeout = '10s'"):
-        admin(direct, f'ALTER DATABASE "{NAME}" SET {setting}')
-    pgbouncer = PgBouncer(make_url(TEST_URL).port or 5432, pool_size=2)
+def bouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PgBouncer, str]]:
+    cluster = Cluster.create(tmp_path_factory.mktemp("pgbouncer") / "pg")
     try:
-        yield pgbouncer, direct
+        cluster.sql(f"CREATE DATABASE {NAME}")
+        # What the service's connections set at startup when they are direct (storage/database.py)
+        for setting in ("plan_cache_mode = force_generic_plan", "jit = off", "statement_timeout = '10s'"):
+            cluster.sql(f"ALTER DATABASE {NAME} SET {setting}")
+        migrate(cluster.url(NAME))
+        pgbouncer = PgBouncer(cluster.port, pool_size=2)
+        try:
+            yield pgbouncer, cluster.url(NAME)
+        finally:
+            pgbouncer.stop()
     finally:
-        pgbouncer.stop()
-        drop_database(NAME)
+        cluster.destroy()
 
 
 def _settings_missing(url: str) -> list[str]:
@@ -53,8 +53,8 @@ def _settings_missing(url: str) -> list[str]:
 
 def test_the_connection_settings_come_from_the_database_behind_pgbouncer(bouncer: tuple[PgBouncer, str]) -> None:
     pgbouncer, _ = bouncer
-    # the maintenance database has none of them: the check names what is missing
-    missing = _settings_missing(pgbouncer.url(make_url(TEST_URL).database or "postgres"))
+    # the postgres database has not the settings: the check names what is missing
+    missing = _settings_missing(pgbouncer.url("postgres"))
     assert any(m.startswith("statement_timeout = 10000") for m in missing)
     assert any(m.startswith("plan_cache_mode = force_generic_plan") for m in missing)
     assert _settings_missing(pgbouncer.url(NAME)) == []
