@@ -53,7 +53,7 @@ def _settings_missing(url: str) -> list[str]:
 
 def test_the_connection_settings_come_from_the_database_behind_pgbouncer(bouncer: tuple[PgBouncer, str]) -> None:
     pgbouncer, _ = bouncer
-    # the postgres database has not the settings: the check names what is missing
+    # the postgres database lacks the settings: the check names each one missing
     missing = _settings_missing(pgbouncer.url("postgres"))
     assert any(m.startswith("statement_timeout = 10000") for m in missing)
     assert any(m.startswith("plan_cache_mode = force_generic_plan") for m in missing)
