@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 PK_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 export PK_TEST_DATABASE_URL
 
-.PHONY: run test lint bench soak messages fhir-core postgres pg-client chromium clean
+.PHONY: run test lint bench soak messages fhir-core postgres pg-client chromium pgbouncer clean
 
 ## make run: set up (without the test and bench extras), migrate an SQLite database and load the
 ## demo region (one process), and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the
@@ -35,7 +35,7 @@ run: $(RUN_STAMP)
 ## TEST_WORKERS processes (pytest-xdist; default one per core, `make test TEST_WORKERS=0` for one
 ## process), each with its own databases; a test file stays in one process (its fixtures are made once).
 TEST_WORKERS ?= auto
-test: $(TEST_STAMP) postgres pg-client chromium fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
+test: $(TEST_STAMP) postgres pg-client chromium pgbouncer fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
 		tests/interop/node/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
@@ -111,6 +111,17 @@ pg-client:
 		$(APT_GET) install -y postgresql-client \
 		|| { $(APT_GET) update && $(APT_GET) install -y postgresql-client; } \
 		|| { echo "could not install postgresql-client (pg_dump, pg_restore), which tests/deploy need" >&2; exit 1; }; }
+
+# tests/storage/test_pgbouncer.py starts its own PgBouncer (Debian's package; only the program is
+# used: the package's own service, where systemd starts it, is not needed by the tests).
+PGBOUNCER := /usr/sbin/pgbouncer
+pgbouncer:
+	@if [ ! -x "$(PGBOUNCER)" ]; then \
+		echo "installing Debian's pgbouncer for the tests"; \
+		$(APT_GET) install -y pgbouncer \
+		|| { $(APT_GET) update && $(APT_GET) install -y pgbouncer; } \
+		|| { echo "could not install Debian's pgbouncer, which tests/storage/test_pgbouncer.py needs" >&2; exit 1; }; \
+	fi
 
 # Start the local PostgreSQL cluster if it is installed here but not running.
 postgres:

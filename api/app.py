@@ -45,10 +45,9 @@ from patientkontrakt.security.revocation import Revocations
 from patientkontrakt.security.rules import PATIENT_DATA, UNIT_OWN
 from patientkontrakt.security.stored_access import bulk_export
 from patientkontrakt.security.tokens import AccessTokens
-from patientkontrakt.storage.database import create_engine, ensure_migrated
+from patientkontrakt.storage.engines import open_store
 from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.oauth import OAuthStore
-from patientkontrakt.storage.repository import Store
 
 log = logging.getLogger("patientkontrakt.api")
 
@@ -88,15 +87,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
-                               connect_timeout=settings.db_connect_timeout,
-                               statement_timeout=settings.statement_timeout)
-        try:
-            await ensure_migrated(engine)
-        except Exception:
-            await engine.dispose()
-            raise
-        store = Store(engine)
+        store = await open_store(settings, settings.db_pool_size)  # with the replica, if any
         audit = AuditLog(store)
         # The access log's sealer (every process runs one; one at a time seals), which also keeps
         # the monthly partitions ahead: first now, then every PK_AUDIT_SEAL_INTERVAL seconds.

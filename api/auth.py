@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import outcome_response
 from api.requestlog import described
@@ -24,8 +24,10 @@ from patientkontrakt.fhir.conformance import CONFORMANCE_TYPES
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.storage.errors import DatabaseUnavailable
+from patientkontrakt.storage.replica import LSN_HEADER, SESSION, ReadSession, format_lsn, parse_lsn
 
 log = logging.getLogger("patientkontrakt.api")
+_LSN_HEADER = LSN_HEADER.lower().encode()
 PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})  # for GET and HEAD
 
 
@@ -76,7 +78,33 @@ class RequireToken:
                 await outcome_response(error)(scope, receive, send)
                 return
             scope.setdefault("state", {})["access"] = access
+            await self._with_session(access, scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def _with_session(self, access: Access, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request in its caller's read session (storage/replica.py): the position the client
+        sent back in ``X-PK-LSN``; if the request writes, the position after its commit goes back in
+        ``X-PK-LSN`` (only with a replica configured)."""
+        sent = None
+        for name, value in scope["headers"]:
+            if name == _LSN_HEADER:
+                sent = parse_lsn(value.decode("latin-1"))
+                break
+        who = access.principal
+        session = ReadSession(client=(who.kind, who.id, who.client_id), after=sent)
+
+        async def send_with_position(message: Message) -> None:
+            if message["type"] == "http.response.start" and session.written is not None:
+                headers = [*message.get("headers", ()), (_LSN_HEADER, format_lsn(session.written).encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        token = SESSION.set(session)
+        try:
+            await self.app(scope, receive, send_with_position)
+        finally:
+            SESSION.reset(token)
 
 
 def caller_of(request: Request) -> Access:

@@ -92,7 +92,7 @@ async def _with_service(settings: Settings, work: Callable[[FhirService], Awaita
     """Run ``work`` with the service as the service itself (no access rules, no access log)."""
     from patientkontrakt.domain.setup import build_service
 
-    engine = create_engine(settings.database_url, pool_size=2)
+    engine = create_engine(settings.database_url, pool_size=2, pgbouncer=settings.database_pgbouncer)
     try:
         await ensure_migrated(engine)
         return await work(build_service(settings, Store(engine)))
@@ -105,7 +105,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     try:
-        asyncio.run(_check_schema(settings.database_url))
+        asyncio.run(_check_schema(settings.database_url, settings.database_pgbouncer))
         SigningKeys.load(settings.signing_key, settings.previous_keys)
         load_audit_keys(settings)
     except (DatabaseNotMigrated, SigningKeyError, AuditKeyError) as exc:
@@ -163,12 +163,10 @@ async def _run_worker(settings: Settings) -> None:
     from patientkontrakt.fhir.export import run_forever
     from patientkontrakt.notify.worker import Worker
     from patientkontrakt.security.stored_access import bulk_export
+    from patientkontrakt.storage.engines import open_store
 
-    engine = create_engine(settings.database_url, pool_size=4, connect_timeout=settings.db_connect_timeout,
-                           statement_timeout=settings.statement_timeout)
+    store = await open_store(settings, pool_size=4)
     try:
-        await ensure_migrated(engine)
-        store = Store(engine)
         service = build_service(settings, store, log=AuditLog(store))
         worker = Worker(service, settings)
         stop = asyncio.Event()
@@ -186,7 +184,7 @@ async def _run_worker(settings: Settings) -> None:
                     await exporting
             await worker.close()
     finally:
-        await engine.dispose()
+        await store.dispose()
 
 
 def _cmd_subscriptions(args: argparse.Namespace) -> int:
@@ -195,7 +193,7 @@ def _cmd_subscriptions(args: argparse.Namespace) -> int:
     settings = get_settings()
 
     async def run() -> str:
-        engine = create_engine(settings.database_url, pool_size=1)
+        engine = create_engine(settings.database_url, pool_size=1, pgbouncer=settings.database_pgbouncer)
         try:
             await ensure_migrated(engine)
             rows = await delivery_status(Store(engine))
@@ -330,8 +328,8 @@ def _base_url_option(base: str) -> str:
     return "" if base == str(default).rstrip("/") else f" --base-url {base}"
 
 
-async def _check_schema(url: str) -> None:
-    engine = create_engine(url, pool_size=1)
+async def _check_schema(url: str, pgbouncer: bool) -> None:
+    engine = create_engine(url, pool_size=1, pgbouncer=pgbouncer)
     try:
         await ensure_migrated(engine)
     finally:

@@ -32,6 +32,21 @@ class Settings(BaseSettings):
     default_page_size: int = 20
     max_page_size: int = 1000
     db_pool_size: int = 20
+    # -- replicas and PgBouncer (docs/operations.md, "Replicas, PgBouncer, failover") ----------
+    database_replica_url: str = Field(
+        default="", description="postgresql+asyncpg URL of a hot standby: reads and searches go there once it "
+                                "has replayed what the client wrote (else the primary answers). Empty: none.")
+    replica_wait: float = Field(
+        default=0.2, ge=0, description="Seconds a read waits for the replica to replay the client's last write "
+                                       "before it goes to the primary instead.")
+    replica_clients: int = Field(
+        default=10_000, ge=0, description="Clients whose last write position each process remembers.")
+    database_pgbouncer: bool = Field(
+        default=False, description="The database URLs go through PgBouncer in transaction mode: no prepared "
+                                   "statement cache, no startup settings (set them on the role), no LISTEN.")
+    database_listen_url: str = Field(
+        default="", description="With PK_DATABASE_PGBOUNCER: a direct URL (not through the pooler) on which "
+                                "workers LISTEN for queued notifications; empty: they poll.")
     db_connect_timeout: float = Field(default=10, description="Seconds to wait for a new database connection.")
     retry_after: int = Field(
         default=10, description="Seconds a client is told to wait (Retry-After) when the database is unavailable.")

@@ -145,7 +145,7 @@ async def everything(service: FhirService, exchange: Exchange, patient_id: str, 
     wanted = set(args.types if args.types is not None else readable)
     seen = {t: bound(access.restriction(t)) for t in readable}
     path = f"Patient/{patient_id}/{NAME}"
-    async with service.store.reading(access) as unit:
+    async with service.store.replica_reading(access) as unit:
         patient = await unit.get("Patient", patient_id)
         visible = patient is not None and await _sees(unit, patient.pk, seen["Patient"])
     # absent and hidden alike; the pipeline logs the refusal (with the connection back in the pool)
@@ -154,7 +154,7 @@ async def everything(service: FhirService, exchange: Exchange, patient_id: str, 
     if patient.deleted:  # as a read answers it, and logs it
         await exchange.shown([patient], status=410)
         raise Gone(f"Patient/{patient_id} was deleted", details_sv="Patienten har tagits bort.")
-    async with service.store.reading(access) as unit:
+    async with service.store.replica_reading(access) as unit:
         own = {t: c for t, c in seen.items() if t in compartment_types}
         directory = {t: c for t, c in seen.items() if t in DIRECTORY and t in wanted}
         named: list[tuple[str, str]] = []

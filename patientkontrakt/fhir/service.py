@@ -174,7 +174,7 @@ class FhirService:
             if len(elements) > self.limits.elements:
                 raise exceeded("elements", self.limits.elements, f"_elements has {len(elements)} entries",
                                "_elements har för många element", expression=("_elements",))
-            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
+            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_), replica=True)
             if stored is None or not visible:
                 # a resource the caller may not see and an absent one: the same answer, the same entry
                 raise HiddenResource(f"{type_}/{id_} is not known", stored, details_sv="Resursen finns inte.")
@@ -208,13 +208,13 @@ class FhirService:
             self.check_id(type_, id_)
             if not (version.isascii() and version.isdigit()) or len(version) > 9:
                 raise NotFound(f"{type_}/{id_} has no version {version!r}", details_sv="Versionen finns inte.")
-            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_))
+            stored, visible = await self.store.read_current(type_, id_, access.restriction(type_), replica=True)
             if stored is None or not visible:
                 raise HiddenResource(f"{type_}/{id_} has no version {version}", stored,
                                      details_sv="Versionen finns inte.")
             found = None
             if access.past_versions(type_) or int(version) == stored.version_id:
-                async with self.store.reading(access) as unit:
+                async with self.store.replica_reading(access) as unit:
                     found = await unit.get_version(type_, id_, int(version))
             if found is None:
                 raise NotFound(f"{type_}/{id_} has no version {version}", details_sv="Versionen finns inte.")
@@ -331,7 +331,7 @@ class FhirService:
         async with self.pipeline.run(access, Interaction.of("search-type", type_, type_)) as exchange:
             query = self.parser.parse(type_, pairs, strict=prefer.strict)
             self.require_includes(access, query)
-            async with self.store.reading(access) as unit:
+            async with self.store.replica_reading(access) as unit:
                 page = await self.search_engine.find(unit, query)
             self.drop_unscoped_includes(access, page)
             body = await run_cpu(_rendering_cost([*page.matches, *page.included], query.summary or query.elements),

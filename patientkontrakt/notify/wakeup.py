@@ -6,7 +6,9 @@ back, so a worker is woken exactly when there is something it can claim. Each wo
 connection that ``LISTEN``s (``Wakeup``); whatever happens to that connection (a restart of the
 server, a pooler in transaction mode that does not carry notifications), the worker still polls
 every ``PK_WORKER_POLL_INTERVAL`` seconds, so a lost wake-up costs latency, never a delivery.
-SQLite has no notifications: there the poll alone.
+SQLite has no notifications: there the poll alone. Behind PgBouncer in transaction mode
+(``PK_DATABASE_PGBOUNCER``) a LISTEN would stay on whichever server connection ran it, so the
+worker listens on ``PK_DATABASE_LISTEN_URL`` (a direct connection) or only polls.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Wakeup:
 
     def start(self) -> None:
         if self.store.engine.dialect.name == "postgresql" and self._task is None:
+            if self.store.listen_engine is None:
+                log.info("worker: behind PgBouncer without PK_DATABASE_LISTEN_URL: polling, not listening")
+                return
             self._task = asyncio.create_task(self._listen(), name="outbox-listener")
 
     async def close(self) -> None:
@@ -76,7 +81,8 @@ class Wakeup:
     async def _listen(self) -> None:
         while True:
             try:
-                async with self.store.engine.connect() as conn:
+                assert self.store.listen_engine is not None
+                async with self.store.listen_engine.connect() as conn:
                     await self._hold((await conn.get_raw_connection()).driver_connection)
             except asyncio.CancelledError:
                 raise

@@ -64,7 +64,7 @@ def _json_text(value: Any) -> Any:
 
 
 def create_engine(url: str, pool_size: int = 20, echo: bool = False, connect_timeout: float = 10,
-                  statement_timeout: float | None = None) -> AsyncEngine:
+                  statement_timeout: float | None = None, pgbouncer: bool = False) -> AsyncEngine:
     """The async engine for ``url``; with ``statement_timeout`` (seconds), a statement that runs
     longer is cancelled and raises ``StatementTimeout`` (the service's engine; the CLI's jobs,
     migrations among them, have none). ``connect_timeout``: seconds to wait for a new PostgreSQL
@@ -75,7 +75,7 @@ def create_engine(url: str, pool_size: int = 20, echo: bool = False, connect_tim
         engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
         _configure_sqlite(engine, statement_timeout)
     else:
-        engine = _postgresql_engine(url, pool_size, echo, connect_timeout, statement_timeout)
+        engine = _postgresql_engine(url, pool_size, echo, connect_timeout, statement_timeout, pgbouncer)
         event.listen(engine.sync_engine, "checkout", _closed_in_pool)
     if statement_timeout is not None:
         _raise_statement_timeouts(engine)
@@ -91,11 +91,36 @@ def _closed_in_pool(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         raise sa.exc.InvalidatePoolError("the server closed this connection while it was in the pool")
 
 
-def _postgresql_engine(url: str, pool_size: int, echo: bool, connect_timeout: float,
-                       statement_timeout: float | None) -> AsyncEngine:
-    server_settings = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
+def server_settings(statement_timeout: float | None) -> dict[str, str]:
+    """The settings every PostgreSQL connection of the service runs with (see ``_postgresql_engine``)."""
+    settings = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
     if statement_timeout is not None:
-        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))  # milliseconds
+        settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))  # milliseconds
+    return settings
+
+
+def _unnamed_statement() -> str:
+    # The unnamed statement: asyncpg, whose statement cache is off, parses it again with each
+    # Bind, in the one message sequence PgBouncer hands to one server connection, so it works
+    # outside transactions too; named ones (SQLAlchemy's docs suggest unique names) are parsed in
+    # a round trip of their own, which in autocommit PgBouncer may send to another server
+    # connection than the execution ("prepared statement ... does not exist"), and stay behind on
+    # the server connection until it is closed.
+    return ""
+
+
+def _postgresql_engine(url: str, pool_size: int, echo: bool, connect_timeout: float,
+                       statement_timeout: float | None, pgbouncer: bool = False) -> AsyncEngine:
+    connect_args: dict[str, Any] = {"timeout": connect_timeout}
+    if pgbouncer:
+        # PgBouncer in transaction mode hands each transaction (each statement outside one) any
+        # server connection: no statement prepared on one connection may be used later, and
+        # startup parameters other than a few it knows are refused, so the settings are the
+        # role's (ALTER ROLE ... SET, docs/operations.md) and checked at start (``check_settings``).
+        connect_args |= {"statement_cache_size": 0, "prepared_statement_cache_size": 0,
+                         "prepared_statement_name_func": _unnamed_statement}
+    else:
+        connect_args["server_settings"] = server_settings(statement_timeout)
     return create_async_engine(
         url,
         echo=echo,
@@ -112,8 +137,32 @@ def _postgresql_engine(url: str, pool_size: int, echo: bool, connect_timeout: fl
         # engine chooses where a search with several criteria starts: search/engine.py).
         # No JIT: a generic plan's estimates run high, past jit_above_cost, and compiling took
         # 125 ms (900 ms with optimisation) for a page of a search that runs in 20 ms.
-        connect_args={"server_settings": server_settings, "timeout": connect_timeout},
+        connect_args=connect_args,
     )
+
+
+async def check_settings(engine: AsyncEngine, statement_timeout: float | None) -> list[str]:
+    """The service's connection settings (``server_settings``) that a connection of ``engine``
+    does not have: behind PgBouncer they come from the role or database, not from the connection."""
+    wanted = server_settings(statement_timeout)
+    async with engine.connect() as conn:
+        found = {name: str((await conn.exec_driver_sql(f"SHOW {name}")).scalar()) for name in wanted}
+    missing = []
+    for name, value in wanted.items():
+        have = found[name]
+        if name == "statement_timeout":
+            have = str(_milliseconds(have))
+        if have != value:
+            missing.append(f"{name} = {value} (the connection has {found[name]})")
+    return missing
+
+
+def _milliseconds(shown: str) -> int:
+    units = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+    for unit in sorted(units, key=len, reverse=True):
+        if shown.endswith(unit) and shown[: -len(unit)].isdigit():
+            return int(shown[: -len(unit)]) * units[unit]
+    return int(shown) if shown.isdigit() else -1
 
 
 def _raise_statement_timeouts(engine: AsyncEngine) -> None:

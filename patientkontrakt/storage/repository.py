@@ -17,11 +17,14 @@ the SQL that builds searches, access rules and history pages lives beside it (``
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,10 +42,16 @@ from patientkontrakt.storage.history_sql import (
     history_filter,
     history_query,
 )
+from patientkontrakt.storage.replica import SESSION, RecentWrites, format_lsn, parse_lsn
 from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 
+log = logging.getLogger("patientkontrakt.storage")
 R = RESOURCE.c
 V = RESOURCE_VERSION.c
+# Whether a replica has replayed the primary's WAL up to a position; a server that is not in
+# recovery (a replica URL that names a primary, or a promoted standby) has everything it has.
+_CAUGHT_UP = "SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
+_REPLICA_POLL = 0.005  # seconds between two looks at the replica's replay position
 REF = INDEX_TABLES["reference"].c
 
 
@@ -429,12 +438,24 @@ MAX_COMPILED_READS = 4096  # read statements kept compiled (restriction shapes x
 class Store:
     """The engine plus the unit-of-work factories."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, replica: AsyncEngine | None = None, replica_wait: float = 0.2,
+                 recent_clients: int = 10_000, listen_engine: AsyncEngine | Literal[False] | None = None) -> None:
         self.engine = engine
+        # Where workers LISTEN (notify/wakeup.py): the primary itself unless it is reached through
+        # PgBouncer in transaction mode, which does not carry notifications (False: they poll).
+        self.listen_engine = engine if listen_engine is None else listen_engine or None
         self.dialect = engine.dialect.name
         self._read_engine = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else engine
         )
+        # A hot standby for the reads that may be served there (storage/replica.py); PostgreSQL only.
+        self.replica = replica if self.dialect == "postgresql" else None
+        self._replica_read = (
+            replica.execution_options(isolation_level="AUTOCOMMIT") if replica is not None and self.replica else None
+        )
+        self.replica_wait = replica_wait
+        self.recent = RecentWrites(recent_clients)
+        self._replica_down_logged = False
         self._compiled: dict[tuple[Any, ...] | None, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 
     def _read_statement(self, restriction: Restriction | None) -> sa.Select[Any]:
@@ -442,8 +463,8 @@ class Store:
         return sa.select(*CURRENT_COLUMNS, visible.label("visible")).where(
             R.res_type == sa.bindparam("type_"), R.res_id == sa.bindparam("id_"))
 
-    async def read_current(self, type_: str, id_: str, restriction: Restriction | None = None
-                           ) -> tuple[StoredResource | None, bool]:
+    async def read_current(self, type_: str, id_: str, restriction: Restriction | None = None, *,
+                           replica: bool = False) -> tuple[StoredResource | None, bool]:
         """The current row of Type/id for the read interaction, and whether ``restriction`` lets
         the caller see it (the row is returned either way, so that a refused read can be logged
         with its patient). ``Unit.get`` without a unit.
@@ -452,7 +473,7 @@ class Store:
         pooled asyncpg connection, outside any transaction as in ``reading()``. On a read by id
         SQLAlchemy's per-execution work (connection wrapper, autobegin/rollback, execution
         context, result metadata) costs about twice the CPU of the driver call itself
-        (docs/performance.md).
+        (docs/performance.md). ``replica``: the replica may answer (``replica_reading``).
         """
         values = {"type_": type_, "id_": id_, **(restriction.values if restriction else {})}
         if self.dialect != "postgresql":
@@ -473,6 +494,11 @@ class Store:
                 self._compiled[key] = prepared
             sql, names, fixed = prepared
             args = [values[name] if name in values else fixed[name] for name in names]
+            if replica and self.replica is not None and SESSION.get() is not None:
+                found = await self._replica_fetchrow(sql, args)
+                if found is not False:
+                    row = found
+                    return (None, False) if row is None else (current(row[:-1]), bool(row[-1]))
             try:
                 async with self.driver() as driver:
                     row = await driver.fetchrow(sql, *args)
@@ -487,21 +513,85 @@ class Store:
             return None, False
         return current(row[:-1]), bool(row[-1])
 
+    async def _replica_fetchrow(self, sql: str, args: list[Any]) -> Any:
+        """``read_current``'s statement on the replica once it has caught up with the session; False
+        when the primary must answer (the replica is behind or unavailable)."""
+        assert self.replica is not None
+        floor = self.recent.floor(SESSION.get())
+        try:
+            async with self.driver(self.replica) as driver:
+                if floor is not None and not await self._caught_up(driver, floor):
+                    return False
+                return await driver.fetchrow(sql, *args)
+        except (DatabaseUnavailable, StatementTimeout):
+            self._replica_unavailable()
+            return False
+
+    async def _caught_up(self, driver: Any, floor: int) -> bool:
+        """Whether the replica has replayed up to ``floor``, waiting up to ``replica_wait`` seconds."""
+        deadline = time.monotonic() + self.replica_wait
+        position = format_lsn(floor)
+        while not await driver.fetchval(_CAUGHT_UP, position):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_REPLICA_POLL)
+        return True
+
+    def _replica_unavailable(self) -> None:
+        if not self._replica_down_logged:
+            log.warning("the replica is unavailable; reads go to the primary until it answers again")
+            self._replica_down_logged = True
+
     @asynccontextmanager
-    async def driver(self) -> AsyncIterator[Any]:
+    async def replica_reading(self, access: Any = None) -> AsyncIterator[Unit]:
+        """``reading()`` for a read whose answer may lag the primary by a moment (read, search,
+        ``$everything``): on the replica when there is one, has replayed what this request's
+        client wrote (storage/replica.py) and answers; else on the primary. Only a request with a
+        read session (a FHIR API request, ``api/auth.py``) goes to the replica: the pages and the
+        service's own work, which have none, read the primary."""
+        conn = None
+        if self._replica_read is not None and SESSION.get() is not None:
+            floor = self.recent.floor(SESSION.get())
+            try:
+                conn = await self._replica_read.connect()
+                if floor is not None:
+                    driver: Any = (await conn.get_raw_connection()).driver_connection
+                    if not await self._caught_up(driver, floor):
+                        await conn.close()
+                        conn = None
+            except (OSError, sa.exc.DBAPIError):
+                self._replica_unavailable()
+                if conn is not None:
+                    await conn.invalidate()
+                    await conn.close()
+                conn = None
+        if conn is None:
+            async with self.reading(access) as unit:
+                yield unit
+            return
+        self._replica_down_logged = False
+        try:
+            async with _outages():
+                yield Unit(conn, access)
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
+    async def driver(self, engine: AsyncEngine | None = None) -> AsyncIterator[Any]:
         """A pooled asyncpg connection for a statement sent without SQLAlchemy (PostgreSQL only;
         ``read_current``, the access log's append), outside any transaction, with SQLAlchemy's
         handling of failures: a lost connection makes the pool drop every connection it made
         before (a restart has closed them all), any other failure drops this one (a failed or
         cancelled statement leaves it unusable), an outage is ``DatabaseUnavailable`` and a statement
         cancelled at the statement timeout ``StatementTimeout``."""
+        engine = engine or self.engine
         async with _outages():
-            pooled = await self.engine.raw_connection()
+            pooled = await engine.raw_connection()
         try:
             yield pooled.driver_connection
         except BaseException as exc:
             if is_disconnect(exc):
-                self.engine.pool._invalidate(pooled, exc)
+                engine.pool._invalidate(pooled, exc)
             else:
                 pooled.invalidate()
             if is_statement_timeout(exc):
@@ -526,9 +616,32 @@ class Store:
                 async with conn.begin():
                     yield Unit(conn, access)
                     committing = True
+                committing = False
+                if self.replica is not None:
+                    await self._note_commit(conn)
         except Exception as exc:
             _raise_outage(exc, unknown_outcome=committing)
             raise
+
+    async def _note_commit(self, conn: AsyncConnection) -> None:
+        """Note where the primary's WAL is just after this commit, for the session's later reads
+        on the replica (read-your-writes, storage/replica.py)."""
+        session = SESSION.get()
+        if session is None:
+            return
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        try:
+            position = await driver.fetchval("SELECT pg_current_wal_lsn()::text")
+        except Exception as exc:  # the write has committed: it must not fail for this
+            log.warning("cannot read the WAL position after a commit (%s); the client's next read may "
+                        "not show its write on the replica", type(exc).__name__)
+            return
+        written = parse_lsn(position)
+        if written is None:
+            return
+        session.written = max(session.written or 0, written)
+        if session.client is not None:
+            self.recent.remember(session.client, written)
 
     @asynccontextmanager
     async def trial(self, access: Any = None) -> AsyncIterator[Unit]:
@@ -576,6 +689,10 @@ class Store:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.replica is not None:
+            await self.replica.dispose()
+        if self.listen_engine is not None and self.listen_engine is not self.engine:
+            await self.listen_engine.dispose()
 
 
 def _raise_outage(exc: Exception, *, unknown_outcome: bool = False) -> None:
