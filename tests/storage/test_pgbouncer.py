@@ -122,3 +122,14 @@ def test_workers_do_not_listen_through_pgbouncer(bouncer: tuple[PgBouncer, str])
 
     assert asyncio.run(listening()) is False
     assert asyncio.run(listening(database_listen_url=direct)) is True
+
+
+def test_the_cli_checks_the_schema_through_pgbouncer(bouncer: tuple[PgBouncer, str]) -> None:
+    """`patientkontrakt serve` checks the schema before it starts its workers: through PgBouncer
+    that connection, too, must leave the startup settings PgBouncer refuses to the role."""
+    from patientkontrakt.cli import _check_schema
+
+    pgbouncer, _ = bouncer
+    asyncio.run(_check_schema(pgbouncer.url(NAME), True))
+    with pytest.raises(Exception):  # noqa: B017 - what PgBouncer answers a startup setting it does not know
+        asyncio.run(_check_schema(pgbouncer.url(NAME), False))
