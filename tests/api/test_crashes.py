@@ -24,7 +24,7 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +45,14 @@ from tests.faults import admin, backends, wait_for
 from tests.pgcluster import Cluster
 from tests.processes import free_port, stop
 from tests.security import audit_tools
-from tests.security.conftest import AGREEMENTS, World, _agreements
+from tests.security.conftest import World, _agreements
 
 AUTHOR = "demo-org-vc-bjorkbacken"
 TARGET = 2
 RETRY_AFTER = "3"
 WRITERS = 4
-BUNDLE_ENTRIES = 200
+BUNDLE_ENTRIES = 30
+AGREEMENTS = 3  # the demo region with its first agreements (TARGET among them): enough here
 
 
 @dataclass
@@ -69,7 +70,8 @@ def serve(name: str, env: dict[str, str], folder: Path) -> Process:
     """``patientkontrakt serve`` (one process: its pid is the server's) on a free loopback port."""
     port = free_port()
     command = [sys.executable, "-m", "patientkontrakt.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return Process(name, f"http://127.0.0.1:{port}", _start(command, env, folder / f"{name}.log"), folder / f"{name}.log")
+    log = folder / f"{name}.log"
+    return Process(name, f"http://127.0.0.1:{port}", _start(command, env, log), log)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,10 @@ def site(signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         url = cluster.url("pk")
         migrate(url)
         settings = make_settings(url, base_url=f"http://127.0.0.1:{free_port()}")
+        # no background sealer: every transaction in the database is a request's
+        env = _environment(url, settings.base_url, signing_key, PK_RETRY_AFTER=RETRY_AFTER,
+                           PK_AUDIT_SEAL_INTERVAL="0", PK_DB_CONNECT_TIMEOUT="2")
+        servers = [serve("one", env, folder), serve("two", env, folder)]  # they start while the demo loads
 
         async def load() -> None:
             store = Store(create_engine(url, pool_size=2))
@@ -91,13 +97,10 @@ def site(signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 await store.dispose()
 
         asyncio.run(load())
-        # no background sealer: every transaction in the database is a request's
-        env = _environment(url, settings.base_url, signing_key, PK_RETRY_AFTER=RETRY_AFTER,
-                           PK_AUDIT_SEAL_INTERVAL="0", PK_DB_CONNECT_TIMEOUT="2")
-        servers = [serve("one", env, folder), serve("two", env, folder)]
         for server in servers:
             _wait_until_ready(server)
-        yield Site(cluster, url, World(settings, DemoGenerator(seed=1), _agreements(DemoGenerator(seed=1))), servers)
+        world = World(settings, DemoGenerator(seed=1), _agreements(DemoGenerator(seed=1))[:AGREEMENTS])
+        yield Site(cluster, url, world, servers)
     finally:
         for server in servers:
             stop(server.process)
@@ -140,6 +143,17 @@ class Ledger:
         with self.lock:
             return self.refused
 
+    def wait_acknowledged(self, more: int, what: str) -> None:
+        """Until ``more`` writes more than now are acknowledged."""
+        target = self.count() + more
+        wait_for(lambda: self.count() >= target, what)
+
+    def wait_refused(self, what: str, fault: Callable[[str], None], mode: str) -> None:
+        """``fault(mode)``, then until a write more than before is refused."""
+        before = self.refusals()
+        fault(mode)
+        wait_for(lambda: self.refusals() > before, what)
+
 
 def _writer(site: Site, server: Process, number: int, ledger: Ledger, done: threading.Event) -> None:
     """Create a Goal, update it twice, create another, …; each answer into the ledger."""
@@ -181,14 +195,10 @@ def test_writes_across_a_restart_and_a_crash_of_postgresql(site: Site) -> None:
         writers = [pool.submit(_writer, site, server, n, ledger, done) for n in range(WRITERS)]
         try:
             for mode in ("fast", "immediate"):
-                acknowledged = ledger.count()
-                wait_for(lambda a=acknowledged: ledger.count() >= a + 12, "writes to be acknowledged")
-                refused = ledger.refusals()
-                site.cluster.stop(mode)
-                wait_for(lambda r=refused: ledger.refusals() > r, "a write to be refused while PostgreSQL is down")
+                ledger.wait_acknowledged(12, "writes to be acknowledged")
+                ledger.wait_refused("a write to be refused while PostgreSQL is down", site.cluster.stop, mode)
                 site.cluster.start()
-            acknowledged = ledger.count()
-            wait_for(lambda: ledger.count() >= acknowledged + 12, "writes acknowledged once PostgreSQL is back")
+            ledger.wait_acknowledged(12, "writes acknowledged once PostgreSQL is back")
         finally:
             done.set()
             for writer in writers:
@@ -248,7 +258,7 @@ class _SleepAt:
 
     def __enter__(self) -> None:
         admin(self.url, f"""CREATE FUNCTION pk_test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
-                            BEGIN IF NEW.body->'description'->>'text' = '{self.text}' THEN PERFORM pg_sleep(3);
+                            BEGIN IF NEW.body->'description'->>'text' = '{self.text}' THEN PERFORM pg_sleep(1.5);
                             END IF; RETURN NULL; END $$""")
         admin(self.url, "CREATE TRIGGER pk_test_sleep AFTER INSERT ON resource_version "
                         "FOR EACH ROW EXECUTE FUNCTION pk_test_sleep()")

@@ -40,10 +40,11 @@ from tests.conftest import SERVER_LOGS, audit_key_file, demo_database, make_sett
 from tests.faults import admin
 from tests.processes import free_port, loopback_site, stop
 from tests.security.audit_tools import cli
-from tests.security.conftest import AGREEMENTS, World, _agreements
+from tests.security.conftest import World, _agreements
 
 AUTHOR = "demo-org-vc-bjorkbacken"
 TARGET = 2  # an active agreement of Björkbacken
+AGREEMENTS = 8  # the demo region with its first agreements: three of them Björkbacken's
 STARTUP_SECONDS = 60
 FHIR_JSON = {"content-type": "application/fhir+json"}
 
@@ -126,7 +127,7 @@ def deployment(signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             _wait_until_ready(a)
             _wait_until_ready(b)
             world = World(make_settings(url, base_url=base_url), DemoGenerator(seed=1),
-                          _agreements(DemoGenerator(seed=1)))
+                          _agreements(DemoGenerator(seed=1))[:AGREEMENTS])
             yield Deployment(world, a, b, worker, folder)
         finally:
             for process in (worker, a.process, b.process):
