@@ -132,6 +132,7 @@ class Ledger:
 
     acknowledged: list[tuple[str, int, str]] = field(default_factory=list)
     refused: int = 0
+    answered: int = 0  # reads and searches
     wrong: list[str] = field(default_factory=list)  # anything but a 2xx or a clean 503
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -156,27 +157,33 @@ class Ledger:
 
 
 def _writer(site: Site, server: Process, number: int, ledger: Ledger, done: threading.Event) -> None:
-    """Create a Goal, update it twice, create another, …; each answer into the ledger."""
-    goal: dict[str, Any] | None = None
+    """In turn: create a Goal, update it, read it, update it in a transaction Bundle that also
+    creates one, search; every answer into the ledger."""
+    goal: dict[str, Any] = {}
     with site.http(server) as http:
         for n in range(100_000):
             if done.is_set():
                 return
             text = f"Skrivare {number}, skrivning {n}"
+            step = n % 5 if goal else 0
             try:
-                if goal is None or n % 3 == 0:
-                    response = http.post("/fhir/Goal", json=_new_goal(site.world, text))
-                else:
-                    body = {k: v for k, v in goal.items() if k != "meta"}
-                    response = http.put(f"/fhir/Goal/{goal['id']}", json={**body, "description": {"text": text}})
+                response = _send(site, http, step, goal, text)
             except httpx.TransportError as exc:
                 with ledger.lock:
                     ledger.wrong.append(f"{type(exc).__name__}: {exc}")
                 return
             with ledger.lock:
                 if response.status_code in (200, 201):
-                    goal = response.json()
-                    ledger.acknowledged.append((goal["id"], int(goal["meta"]["versionId"]), text))
+                    if step == 3:
+                        updated, created = (e["response"] for e in response.json()["entry"])
+                        ledger.acknowledged.append((goal["id"], int(updated["etag"].strip('W/"')), text))
+                        _, id_, _, version = created["location"].rsplit("/", 3)
+                        ledger.acknowledged.append((id_, int(version), f"{text}, ny"))
+                    elif step in (0, 1):
+                        goal = response.json()
+                        ledger.acknowledged.append((goal["id"], int(goal["meta"]["versionId"]), text))
+                    else:
+                        ledger.answered += 1
                 elif response.status_code == 503:
                     ledger.refused += 1
                     try:
@@ -185,6 +192,25 @@ def _writer(site: Site, server: Process, number: int, ledger: Ledger, done: thre
                         ledger.wrong.append(str(exc))
                 else:
                     ledger.wrong.append(f"{response.status_code}: {response.text[:300]}")
+
+
+def _send(site: Site, http: httpx.Client, step: int, goal: dict[str, Any], text: str) -> httpx.Response:
+    if step == 0:
+        return http.post("/fhir/Goal", json=_new_goal(site.world, text))
+    changed = {**_plain(goal), "description": {"text": text}}
+    if step == 1:
+        return http.put(f"/fhir/Goal/{goal['id']}", json=changed)
+    if step == 2:
+        return http.get(f"/fhir/Goal/{goal['id']}")
+    if step == 3:
+        return http.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": changed, "request": {"method": "PUT", "url": f"Goal/{goal['id']}"}},
+            {"resource": _new_goal(site.world, f"{text}, ny"), "request": {"method": "POST", "url": "Goal"}}]})
+    return http.get("/fhir/Goal", params={"patient": site.world.agreements[TARGET].patient, "_count": "5"})
+
+
+def _plain(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}
 
 
 def test_writes_across_a_restart_and_a_crash_of_postgresql(site: Site) -> None:
@@ -204,6 +230,7 @@ def test_writes_across_a_restart_and_a_crash_of_postgresql(site: Site) -> None:
             for writer in writers:
                 writer.result(timeout=60)
     assert not ledger.wrong, ledger.wrong[:5]
+    assert ledger.answered > 0
     # the same server process, never restarted
     assert server.process.poll() is None and server.process.pid == pid
 
@@ -219,7 +246,7 @@ def test_writes_across_a_restart_and_a_crash_of_postgresql(site: Site) -> None:
     written = Counter(goal for goal, _, _ in ledger.acknowledged)
     logged = Counter(str(r["resource"]) for r in admin(
         site.url, "SELECT jsonb_array_elements_text(resources::jsonb) AS resource FROM audit_log "
-                  "WHERE interaction IN ('create', 'update') AND status IN (200, 201)"))
+                  "WHERE interaction IN ('create', 'update', 'transaction') AND status IN (200, 201)"))
     unlogged = [goal for goal, n in written.items() if logged[f"Goal/{goal}"] < n]
     assert not unlogged, unlogged[:5]
 
