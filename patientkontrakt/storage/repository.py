@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.logs import describe
 from patientkontrakt.storage.access_sql import Restriction, care_plan_of, reached_count
 from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
 from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
@@ -583,14 +584,21 @@ class Store:
         handling of failures: a lost connection makes the pool drop every connection it made
         before (a restart has closed them all), any other failure drops this one (a failed or
         cancelled statement leaves it unusable), an outage is ``DatabaseUnavailable`` and a statement
-        cancelled at the statement timeout ``StatementTimeout``."""
+        cancelled at the statement timeout ``StatementTimeout``.
+
+        A failure that left the connection closed is a lost connection whatever the error says
+        (as SQLAlchemy judges it for its own statements): when the server shuts down under a
+        statement, asyncpg may report an ``InternalClientError`` of its protocol rather than the
+        server's message."""
         engine = engine or self.engine
         async with _outages():
             pooled = await engine.raw_connection()
         try:
             yield pooled.driver_connection
         except BaseException as exc:
-            if is_disconnect(exc):
+            driver = pooled.driver_connection
+            lost = is_disconnect(exc) or (driver is not None and driver.is_closed())
+            if lost:
                 engine.pool._invalidate(pooled, exc)
             else:
                 pooled.invalidate()
@@ -598,6 +606,8 @@ class Store:
                 raise StatementTimeout() from exc
             if isinstance(exc, Exception):
                 _raise_outage(exc)
+                if lost:
+                    raise DatabaseUnavailable(describe(exc), disconnected=True) from None
             raise
         pooled.close()
 

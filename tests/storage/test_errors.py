@@ -172,3 +172,25 @@ async def _absent(conn: Any, database: str, pids: set[int]) -> bool:
 async def _only(conn: Any, database: str, others: set[int]) -> bool:
     """No connection to ``database`` is left but (some of) ``others``, those the test did not make."""
     return not (await _pids(conn, database)) - others
+
+
+async def test_a_failure_that_left_the_driver_connection_closed_is_an_outage(clean_pg: str) -> None:
+    """When PostgreSQL shuts down under a statement sent without SQLAlchemy (the access log's
+    append of a read), asyncpg may report an ``InternalClientError`` of its protocol instead of the
+    server's message; the connection is closed by then, and that decides, as SQLAlchemy decides for
+    its own statements (tests/api/test_crashes.py met it: the read was answered 500, not 503). The
+    same error on a connection still open stays what it is."""
+    store = Store(create_engine(clean_pg, pool_size=1))
+    try:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            async with store.driver() as conn:
+                conn.terminate()
+                raise asyncpg.exceptions.InternalClientError("waiter is not done while handling protocol error")
+        assert raised.value.disconnected
+        with pytest.raises(asyncpg.exceptions.InternalClientError):
+            async with store.driver() as conn:
+                raise asyncpg.exceptions.InternalClientError("no binary format encoder")
+        async with store.driver() as conn:  # a fresh connection from the pool
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await store.dispose()
