@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -40,7 +41,7 @@ from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.storage.database import create_engine, migrate
 from patientkontrakt.storage.repository import Store
 from tests.api.test_processes import FHIR_JSON, Process, _environment, _start, _wait_until_ready
-from tests.conftest import make_settings
+from tests.conftest import _dsn, make_settings
 from tests.faults import admin, backends, wait_for
 from tests.pgcluster import Cluster
 from tests.processes import free_port, stop
@@ -229,7 +230,7 @@ def test_writes_across_a_restart_and_a_crash_of_postgresql(site: Site) -> None:
             done.set()
             for writer in writers:
                 writer.result(timeout=60)
-    assert not ledger.wrong, ledger.wrong[:5]
+    assert not ledger.wrong, (ledger.wrong[:5], [line for line in server.log().splitlines() if "ERROR" in line])
     assert ledger.answered > 0
     # the same server process, never restarted
     assert server.process.poll() is None and server.process.pid == pid
@@ -276,23 +277,39 @@ def assert_consistent(url: str) -> None:
 # -- a server process killed in the middle of a transaction -------------------------------------------
 
 
-class _SleepAt:
-    """A trigger that holds the transaction writing the Goal whose text is ``text`` for a few seconds,
-    after the entries before it were written in the same transaction."""
+HOLD = 4242  # the advisory lock the test holds and the trigger waits for
+
+
+class _HeldAt:
+    """The test holds an advisory lock, and a trigger makes the transaction that writes the Goal
+    whose text is ``text`` wait for it: after the Bundle's entries before that one were written in
+    the same transaction, for as long as the test wants (``release``)."""
 
     def __init__(self, url: str, text: str) -> None:
         self.url, self.text = url, text
+        self._loop = asyncio.new_event_loop()
+        self._conn: Any = None
 
-    def __enter__(self) -> None:
-        admin(self.url, f"""CREATE FUNCTION pk_test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
-                            BEGIN IF NEW.body->'description'->>'text' = '{self.text}' THEN PERFORM pg_sleep(1.5);
-                            END IF; RETURN NULL; END $$""")
-        admin(self.url, "CREATE TRIGGER pk_test_sleep AFTER INSERT ON resource_version "
-                        "FOR EACH ROW EXECUTE FUNCTION pk_test_sleep()")
+    def __enter__(self) -> _HeldAt:
+        admin(self.url, f"""CREATE FUNCTION pk_test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+                            BEGIN IF NEW.body->'description'->>'text' = '{self.text}' THEN
+                            PERFORM pg_advisory_xact_lock({HOLD}); END IF; RETURN NULL; END $$""")
+        admin(self.url, "CREATE TRIGGER pk_test_hold AFTER INSERT ON resource_version "
+                        "FOR EACH ROW EXECUTE FUNCTION pk_test_hold()")
+        self._conn = self._loop.run_until_complete(asyncpg.connect(_dsn(self.url)))
+        self._loop.run_until_complete(self._conn.execute(f"SELECT pg_advisory_lock({HOLD})"))
+        return self
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._loop.run_until_complete(self._conn.close())
+            self._conn = None
 
     def __exit__(self, *_: object) -> None:
-        admin(self.url, "DROP TRIGGER IF EXISTS pk_test_sleep ON resource_version")
-        admin(self.url, "DROP FUNCTION IF EXISTS pk_test_sleep()")
+        self.release()
+        self._loop.close()
+        admin(self.url, "DROP TRIGGER IF EXISTS pk_test_hold ON resource_version")
+        admin(self.url, "DROP FUNCTION IF EXISTS pk_test_hold()")
 
 
 def test_a_server_killed_in_the_middle_of_a_transaction_leaves_nothing_of_it(site: Site) -> None:
@@ -310,10 +327,10 @@ def test_a_server_killed_in_the_middle_of_a_transaction_leaves_nothing_of_it(sit
         except httpx.TransportError as exc:
             answers.append(exc)
 
-    with _SleepAt(site.url, f"{mark} {BUNDLE_ENTRIES // 2}"):
+    with _HeldAt(site.url, f"{mark} {BUNDLE_ENTRIES // 2}") as held:
         sender = threading.Thread(target=send)
         sender.start()
-        [pid] = wait_for(lambda: backends(site.url, "wait_event = 'PgSleep'"), "the transaction to be half-way")
+        [pid] = wait_for(lambda: backends(site.url, "wait_event = 'advisory'"), "the transaction to be half-way")
         in_transaction = admin(site.url, "SELECT backend_xid IS NOT NULL AS writing FROM pg_stat_activity "
                                          "WHERE pid = $1", pid)
         assert in_transaction == [{"writing": True}]
@@ -321,7 +338,8 @@ def test_a_server_killed_in_the_middle_of_a_transaction_leaves_nothing_of_it(sit
         assert victim.process.wait(timeout=30) == -signal.SIGKILL
         sender.join(timeout=60)
         assert len(answers) == 1 and isinstance(answers[0], httpx.TransportError), answers
-        # PostgreSQL finds the client gone and rolls the transaction back
+        # the backend goes on once the lock is free, finds its client gone, and rolls back
+        held.release()
         wait_for(lambda: pid not in backends(site.url), "the killed server's transaction to end")
 
     stored = admin(site.url, "SELECT count(*) AS n FROM resource_version WHERE res_type = 'Goal' "
