@@ -48,6 +48,8 @@ from tests.processes import free_port, stop
 from tests.security import audit_tools
 from tests.security.conftest import World, _agreements
 
+pytestmark = pytest.mark.slow  # live servers
+
 AUTHOR = "demo-org-vc-bjorkbacken"
 TARGET = 2
 RETRY_AFTER = "3"

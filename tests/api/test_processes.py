@@ -42,6 +42,8 @@ from tests.processes import free_port, loopback_site, stop
 from tests.security.audit_tools import cli
 from tests.security.conftest import World, _agreements
 
+pytestmark = pytest.mark.slow  # live servers
+
 AUTHOR = "demo-org-vc-bjorkbacken"
 TARGET = 2  # an active agreement of Björkbacken
 AGREEMENTS = 8  # the demo region with its first agreements: three of them Björkbacken's
