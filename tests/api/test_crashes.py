@@ -35,18 +35,21 @@ import httpx
 import pytest
 
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.demo import DemoGenerator, load_demo
-from patientkontrakt.domain.setup import build_service
-from patientkontrakt.fhir.bundles import BundleProcessor
-from patientkontrakt.storage.database import create_engine, migrate
-from patientkontrakt.storage.repository import Store
-from tests.api.test_processes import FHIR_JSON, Process, _environment, _start, _wait_until_ready
+from tests.api.test_processes import (
+    FHIR_JSON,
+    Process,
+    _environment,
+    _start,
+    _wait_until_ready,
+    load_region,
+    private_cluster,
+)
 from tests.conftest import _dsn, make_settings
 from tests.faults import admin, backends, wait_for
 from tests.pgcluster import Cluster
 from tests.processes import free_port, stop
 from tests.security import audit_tools
-from tests.security.conftest import World, _agreements
+from tests.security.conftest import World
 
 pytestmark = pytest.mark.slow  # live servers
 
@@ -80,34 +83,22 @@ def serve(name: str, env: dict[str, str], folder: Path) -> Process:
 @pytest.fixture(scope="module")
 def site(signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("crashes")
-    cluster = Cluster.create(folder / "pg")
     servers: list[Process] = []
-    try:
-        cluster.sql("CREATE DATABASE pk")
+    with private_cluster(folder / "pg") as cluster:
         url = cluster.url("pk")
-        migrate(url)
         settings = make_settings(url, base_url=f"http://127.0.0.1:{free_port()}")
         # no background sealer: every transaction in the database is a request's
         env = _environment(url, settings.base_url, signing_key, PK_RETRY_AFTER=RETRY_AFTER,
                            PK_AUDIT_SEAL_INTERVAL="0", PK_DB_CONNECT_TIMEOUT="2")
-        servers = [serve("one", env, folder), serve("two", env, folder)]  # they start while the demo loads
-
-        async def load() -> None:
-            store = Store(create_engine(url, pool_size=2))
-            try:
-                await load_demo(BundleProcessor(build_service(settings, store)), AGREEMENTS)
-            finally:
-                await store.dispose()
-
-        asyncio.run(load())
-        for server in servers:
-            _wait_until_ready(server)
-        world = World(settings, DemoGenerator(seed=1), _agreements(DemoGenerator(seed=1))[:AGREEMENTS])
-        yield Site(cluster, url, world, servers)
-    finally:
-        for server in servers:
-            stop(server.process)
-        cluster.destroy()
+        servers = [serve("one", env, folder), serve("two", env, folder)]
+        try:
+            world = load_region(settings, AGREEMENTS)  # while they start
+            for server in servers:
+                _wait_until_ready(server)
+            yield Site(cluster, url, world, servers)
+        finally:
+            for server in servers:
+                stop(server.process)
 
 
 def _new_goal(world: World, text: str) -> dict[str, Any]:

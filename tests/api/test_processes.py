@@ -16,6 +16,7 @@ process it chooses). What one process does, the other sees:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -33,11 +35,16 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from patientkontrakt.config import PROJECT_ROOT
+from patientkontrakt.config import PROJECT_ROOT, Settings
 from patientkontrakt.domain import codes
-from patientkontrakt.domain.demo import DemoGenerator
-from tests.conftest import SERVER_LOGS, audit_key_file, demo_database, make_settings
+from patientkontrakt.domain.demo import DemoGenerator, load_demo
+from patientkontrakt.domain.setup import build_service
+from patientkontrakt.fhir.bundles import BundleProcessor
+from patientkontrakt.storage.database import create_engine, migrate
+from patientkontrakt.storage.repository import Store
+from tests.conftest import SERVER_LOGS, audit_key_file, make_settings
 from tests.faults import admin
+from tests.pgcluster import Cluster
 from tests.processes import free_port, loopback_site, stop
 from tests.security.audit_tools import cli
 from tests.security.conftest import World, _agreements
@@ -116,20 +123,46 @@ def gunicorn(name: str, env: dict[str, str], folder: Path) -> Process:
     return Process(name, f"http://127.0.0.1:{port}", process, folder / f"{name}.log")
 
 
+@contextmanager
+def private_cluster(root: Path) -> Iterator[Cluster]:
+    """A PostgreSQL cluster of its own (tests/pgcluster.py: no other test's load, and gone with its
+    directory rather than by a DROP DATABASE's checkpoint) holding the migrated database ``pk``."""
+    cluster = Cluster.create(root)
+    try:
+        cluster.sql("CREATE DATABASE pk")
+        migrate(cluster.url("pk"))
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def load_region(settings: Settings, agreements: int) -> World:
+    """The demo region with its first ``agreements`` agreements, through the full write path."""
+    async def load() -> None:
+        store = Store(create_engine(settings.database_url, pool_size=2))
+        try:
+            await load_demo(BundleProcessor(build_service(settings, store)), agreements)
+        finally:
+            await store.dispose()
+
+    asyncio.run(load())
+    return World(settings, DemoGenerator(seed=1), _agreements(DemoGenerator(seed=1))[:agreements])
+
+
 @pytest.fixture(scope="module")
 def deployment(signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("processes")
     base_url = f"http://127.0.0.1:{free_port()}"  # the load balancer's address (nothing listens there)
-    with demo_database(f"pk_processes_{os.getpid()}", AGREEMENTS) as url:
+    with private_cluster(folder / "pg") as cluster:
+        url = cluster.url("pk")
         env = _environment(url, base_url, signing_key)
         a = gunicorn("a", env, folder)
         b = gunicorn("b", env, folder)
         worker = _start([sys.executable, "-m", "patientkontrakt.cli", "worker"], env, folder / "worker.log")
         try:
+            world = load_region(make_settings(url, base_url=base_url), AGREEMENTS)  # while they start
             _wait_until_ready(a)
             _wait_until_ready(b)
-            world = World(make_settings(url, base_url=base_url), DemoGenerator(seed=1),
-                          _agreements(DemoGenerator(seed=1))[:AGREEMENTS])
             yield Deployment(world, a, b, worker, folder)
         finally:
             for process in (worker, a.process, b.process):
