@@ -1,9 +1,9 @@
 """Several server processes, one database (design §9; docs/architecture.md, "State and processes").
 
 Two production servers as an operator starts them (gunicorn with ``deploy/gunicorn.conf.py``, one
-worker each, on two ports) and a ``patientkontrakt worker``, over one PostgreSQL database holding
-the demo region. Both servers have the same settings, the base URL of the load balancer in front
-of them included (``PK_BASE_URL``: nothing listens there; the test sends each request to the
+worker each, on two ports) and a ``patientkontrakt worker``, over one PostgreSQL database (in a
+cluster of the test's own) holding the demo region. Both servers have the same settings, the base
+URL of the load balancer in front of them included (``PK_BASE_URL``: nothing listens there; the test sends each request to the
 process it chooses). What one process does, the other sees:
 
 * a write on one is read on the other, at the same version;
