@@ -3,8 +3,8 @@
 Two production servers as an operator starts them (gunicorn with ``deploy/gunicorn.conf.py``, one
 worker each, on two ports) and a ``patientkontrakt worker``, over one PostgreSQL database (in a
 cluster of the test's own) holding the demo region. Both servers have the same settings, the base
-URL of the load balancer in front of them included (``PK_BASE_URL``: nothing listens there; the test sends each request to the
-process it chooses). What one process does, the other sees:
+URL of the load balancer in front of them included (``PK_BASE_URL``: nothing listens there; the
+test sends each request to the process it chooses). What one process does, the other sees:
 
 * a write on one is read on the other, at the same version;
 * ``If-Match`` with a version the other process has replaced is 412, and two processes racing
