@@ -168,6 +168,17 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Seconds an idle worker waits before looking for due notifications.")
     worker_status_interval: float = Field(
         default=60.0, ge=0, description="Seconds between the worker's delivery-status log lines (0: none).")
+    worker_heartbeat_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between the worker's heartbeats in the database (/readyz).")
+
+    # -- observability (docs/operations.md, "Observability") -------------------------------------
+    ready_worker: bool = Field(
+        default=True, description="/readyz requires a delivery worker's heartbeat younger than "
+                                  "PK_READY_WORKER_MAX_AGE (false: a deployment without notifications).")
+    ready_worker_max_age: float = Field(
+        default=60.0, gt=0, description="Seconds after which the newest worker heartbeat is stale (/readyz 503).")
+    ready_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds each /readyz check may take before it counts as failed.")
 
     @property
     def subscription_allowed(self) -> frozenset[str]:
