@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -13,6 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import docs, errors, export, fhir, oauth, requestlog
 from api.auth import RequireToken
@@ -22,7 +24,7 @@ from api.oidc import ExternalIdP
 from api.pages import activity_changes, goal_changes, log_review, mitt, personal, plan_changes, unit
 from api.rest import FhirTrailingSlash, HeadAsGet, JsonMediaType
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
-from patientkontrakt import __version__
+from patientkontrakt import __version__, metrics
 from patientkontrakt.audit.checkpoint import AuditKeys
 from patientkontrakt.audit.events import AuditEvents
 from patientkontrakt.audit.log import AuditLog
@@ -37,6 +39,7 @@ from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.export import run_forever
 from patientkontrakt.health import readiness
 from patientkontrakt.logs import configure as configure_logging
+from patientkontrakt.logs import describe
 from patientkontrakt.security.authenticate import Authenticator
 from patientkontrakt.security.identity import Directory
 from patientkontrakt.security.keys import SigningKeys
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         tokens = AccessTokens(keys, settings.base_url.rstrip("/"), settings.fhir_base, settings.access_token_lifetime)
         revocations = Revocations(OAuthStore(store), settings.revocation_refresh_seconds)
         app.state.settings = settings
+        app.state.audit_keys = audit_keys
         app.state.service = service
         app.state.audit = audit
         app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits,
@@ -161,8 +165,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         openapi_url="/openapi.json",
     )
     errors.install(app)
-    if settings.request_log:
-        requestlog.install(app)
+    requestlog.install(app, logged=settings.request_log)
     app.include_router(oauth.router)
     app.include_router(export.router)  # before fhir.router: its /{type_}/{id_} would take Patient/$export
     app.include_router(fhir.router)
@@ -206,6 +209,31 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         found = await readiness(state.service.store, state.settings)
         body = orjson.dumps({"status": "ok" if found.ready else "unavailable", "checks": found.checks})
         return Response(body, status_code=200 if found.ready else 503, media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        """The Prometheus metrics (``patientkontrakt/metrics.py``), to a scraper that sends
+        ``Authorization: Bearer PK_METRICS_TOKEN``; off (404) without that setting. They hold no
+        patient data, but they tell the service's load and its failures to whoever reads them."""
+        state = request.app.state
+        token = state.settings.metrics_token.get_secret_value()
+        if not token:
+            return Response('{"status":"off: set PK_METRICS_TOKEN"}', status_code=404,
+                            media_type="application/json")
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return Response('{"status":"a bearer token is needed"}', status_code=401, media_type="application/json",
+                            headers={"www-authenticate": 'Bearer realm="metrics"'})
+        store = state.service.store
+        metrics.observe_pool(store.engine)
+        try:
+            found: metrics.Snapshot | None = await asyncio.wait_for(
+                metrics.snapshot(store, state.audit_keys), settings.ready_timeout)
+        except (TimeoutError, OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
+            log.warning("metrics: the database's figures are missing: %s", describe(exc))
+            found = None
+        return Response(metrics.exposition(found), media_type=metrics.CONTENT_TYPE,
                         headers={"cache-control": "no-store"})
 
     app.add_middleware(RequireToken)

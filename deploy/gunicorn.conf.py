@@ -23,3 +23,21 @@ keepalive = 5
 # never on. PK_REQUEST_LOG=true logs requests without them (api/requestlog.py).
 accesslog = None
 forwarded_allow_ips = os.environ.get("PK_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Prometheus metrics over every worker process (patientkontrakt/metrics.py): with
+# PROMETHEUS_MULTIPROC_DIR set, each process keeps its counters in files there and /metrics sums
+# them. The directory is emptied at start (old processes' files would be counted) and a dead
+# process's live gauges are dropped.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+
+    def on_starting(server):
+        folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.endswith(".db"):
+                os.remove(os.path.join(folder, name))
+
+    def child_exit(server, worker):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

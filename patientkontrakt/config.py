@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +177,9 @@ class Settings(BaseSettings):
                                   "PK_READY_WORKER_MAX_AGE (false: a deployment without notifications).")
     ready_worker_max_age: float = Field(
         default=60.0, gt=0, description="Seconds after which the newest worker heartbeat is stale (/readyz 503).")
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token a scraper must send to GET /metrics; empty: /metrics is off (404).")
     ready_timeout: float = Field(
         default=2.0, gt=0, description="Seconds each /readyz check may take before it counts as failed.")
 

@@ -30,6 +30,7 @@ from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import ServerError
 from patientkontrakt.logs import describe
+from patientkontrakt.metrics import AUDIT_APPEND_SECONDS
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store, StoredResource, Unit
@@ -83,7 +84,8 @@ class AuditLog:
         if not entries:
             return
         if unit is not None:
-            await sql.append(unit, entries)
+            with AUDIT_APPEND_SECONDS.labels("in_transaction").time():
+                await sql.append(unit, entries)
         else:
             await self._commit(entries)
 
@@ -121,7 +123,8 @@ class AuditLog:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
         try:
-            await asyncio.shield(done)
+            with AUDIT_APPEND_SECONDS.labels("committed").time():
+                await asyncio.shield(done)
         except (ServerError, DatabaseUnavailable):
             raise
         except Exception as exc:  # the database failed: no log, no data

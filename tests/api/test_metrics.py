@@ -1,0 +1,115 @@
+"""``GET /metrics`` (patientkontrakt/metrics.py): Prometheus's text format, parsed with
+prometheus_client's own parser; counters move for the route template and status a request had,
+never for its path; the database's figures are read at scrape time; only with the token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import create_app
+from patientkontrakt.config import Settings
+from tests.conftest import BASE_URL, engine_token, make_settings
+from tests.faults import admin, wait_for
+
+TOKEN = "scrape-me-0123456789"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def settings(clean_pg: str) -> Settings:
+    return make_settings(clean_pg, metrics_token=TOKEN, subscription_allowed_hosts="127.0.0.1",
+                         audit_seal_interval=0.2)
+
+
+@pytest.fixture
+def http(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, domain_rules=False), base_url=BASE_URL) as client:
+        client.headers.update({"content-type": "application/fhir+json",
+                               "authorization": f"Bearer {engine_token(settings)}"})
+        yield client
+
+
+def scrape(http: TestClient) -> Samples:
+    response = http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_requests_are_counted_by_route_template_and_status(http: TestClient) -> None:
+    created = http.post("/fhir/Patient", json={"resourceType": "Patient", "active": True})
+    assert created.status_code == 201
+    id_ = created.json()["id"]
+    before = scrape(http)
+    read = {"method": "GET", "route": "/fhir/Patient/{id_}"}
+    for _ in range(3):
+        assert http.get(f"/fhir/Patient/{id_}").status_code == 200
+    assert http.get("/fhir/Patient/no-such-patient").status_code == 404
+    assert http.get("/no/such/path").status_code == 404
+    after = scrape(http)
+
+    assert value(after, "pk_http_requests_total", **read, status="200") \
+        - value(before, "pk_http_requests_total", **read, status="200") == 3
+    assert value(after, "pk_http_requests_total", **read, status="404") \
+        - value(before, "pk_http_requests_total", **read, status="404") == 1
+    unrouted = {"method": "GET", "route": "(no route)", "status": "404"}
+    assert value(after, "pk_http_requests_total", **unrouted) - value(before, "pk_http_requests_total", **unrouted) == 1
+    assert value(after, "pk_http_request_duration_seconds_count", **read) \
+        - value(before, "pk_http_request_duration_seconds_count", **read) == 4
+    assert value(after, "pk_http_request_duration_seconds_bucket", **read, le="+Inf") \
+        == value(after, "pk_http_request_duration_seconds_count", **read)
+    # the scrape itself is a request too, and no label holds a path or an id
+    assert value(after, "pk_http_requests_total", method="GET", route="/metrics", status="200") >= 1
+    assert not [key for key in after if any(id_ in v or "no-such" in v for _, v in key[1])]
+
+    # the access log's appends: the reads' entries are committed before each answer
+    committed = {"mode": "committed"}
+    assert value(after, "pk_audit_append_duration_seconds_count", **committed) \
+        > value(before, "pk_audit_append_duration_seconds_count", **committed)
+    assert value(after, "pk_db_pool_size") == 20 and value(after, "pk_database_up") == 1
+
+
+def test_the_database_figures_are_read_at_scrape_time(http: TestClient, settings: Settings) -> None:
+    empty = scrape(http)
+    assert value(empty, "pk_outbox_pending") == 0
+    assert value(empty, "pk_subscriptions", status="requested") == 0
+    assert ("pk_worker_heartbeat_age_seconds", frozenset()) not in empty  # no worker ever beat
+
+    subscription = {"resourceType": "Subscription", "status": "requested", "reason": "metrics",
+                    "criteria": "Patient", "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook"}}
+    assert http.post("/fhir/Subscription", json=subscription).status_code == 201
+    admin(settings.database_url, "UPDATE subscription SET failures = 3")
+    admin(settings.database_url, "INSERT INTO server_state (key, value) VALUES ('worker_heartbeat', "
+                                 "to_char(now() AT TIME ZONE 'utc' - interval '42 seconds', "
+                                 "'YYYY-MM-DD\"T\"HH24:MI:SS.MS'))")
+    found = scrape(http)
+    assert value(found, "pk_outbox_pending") >= 1  # the handshake
+    assert value(found, "pk_outbox_oldest_pending_age_seconds") >= 0
+    assert value(found, "pk_subscriptions", status="requested") == 1
+    assert value(found, "pk_subscription_consecutive_failures") == 3
+    assert 42 <= value(found, "pk_worker_heartbeat_age_seconds") < 42 + 30
+
+    # the sealer (every 0.2 s here) signs a checkpoint over the access log's entries: a read's
+    assert ("pk_audit_checkpoint_age_seconds", frozenset()) not in found
+    patient = http.post("/fhir/Patient", json={"resourceType": "Patient", "active": True}).json()
+    assert http.get(f"/fhir/Patient/{patient['id']}").status_code == 200
+    sealed = wait_for(lambda: ("pk_audit_checkpoint_age_seconds", frozenset()) in (s := scrape(http)) and s,
+                      "a signed checkpoint")
+    assert 0 <= value(sealed, "pk_audit_checkpoint_age_seconds") < 30
+
+
+def test_metrics_need_the_token(http: TestClient, clean_pg: str) -> None:
+    assert http.get("/metrics").status_code == 401  # the FHIR token is not the scraper's
+    wrong = http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}x"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+    with TestClient(create_app(make_settings(clean_pg)), base_url=BASE_URL) as off:
+        assert off.get("/metrics", headers={"authorization": "Bearer "}).status_code == 404
