@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     """
     settings = settings or get_settings()
     care_unit_rules = domain_rules if care_unit_rules is None else care_unit_rules
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
     audit_keys = AuditKeys.load(settings.audit_log_origin, settings.audit_key, settings.previous_audit_keys)
     if settings.test_idp:

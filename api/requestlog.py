@@ -11,6 +11,10 @@ never an id, a query string or a header. A client that left before its answer is
 status 499 (nginx's "client closed request"). It is on with ``PK_REQUEST_LOG=true``
 (``patientkontrakt serve --request-log``).
 
+Each request has an id (``patientkontrakt.logs.request_id``): the client's ``X-Request-ID`` if
+it is a sane token, else a new one. It is echoed in the answer's ``X-Request-ID``, carried by
+every log record written for the request (``REQUEST_ID``) and stored with its access-log entries.
+
 The same wrapper counts every request for ``/metrics`` (``patientkontrakt/metrics.py``), by
 method, route template and status, with its duration, whether the log is on or not.
 """
@@ -29,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.asgi import HttpWrapper
 from patientkontrakt import metrics
 from patientkontrakt.fhir.service import RESOURCE_TYPES
+from patientkontrakt.logs import REQUEST_ID, request_id
 
 log = logging.getLogger("patientkontrakt.requests")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -78,6 +83,9 @@ class RequestLog(HttpWrapper):
         started = time.perf_counter()
         status = 0
         left = False
+        offered = next((value for name, value in scope["headers"] if name == b"x-request-id"), None)
+        rid = request_id(offered.decode("latin-1") if offered is not None else None)
+        current = REQUEST_ID.set(rid)
 
         async def receiving() -> Message:
             nonlocal left
@@ -90,6 +98,7 @@ class RequestLog(HttpWrapper):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
@@ -105,6 +114,7 @@ class RequestLog(HttpWrapper):
                 metrics.observe_pool(service.store.engine)
             if self.logged:
                 log.info("%s %s %d %.1fms", method, route, answered, seconds * 1000)
+            REQUEST_ID.reset(current)
 
 
 def install(app: FastAPI, logged: bool) -> None:

@@ -43,6 +43,7 @@ environment (all in docs/operations.md):
                     (default ./patientkontrakt-audit-key.pem)
   PK_AUDIT_CHECKPOINT_FILE  file each new checkpoint is appended to (outside the database's reach)
   PK_LOG_LEVEL      debug, info, warning, error (default info)
+  PK_LOG_FORMAT     text or json (one JSON object per line, with the request id)
   PK_REQUEST_LOG    true: one log line per request, without ids or query strings
   PK_RETRY_AFTER    seconds clients are told to wait while the database is unavailable (default 10)
   PK_SUBSCRIPTION_ALLOWED_HOSTS  hosts a Subscription may deliver to although not public https
@@ -118,13 +119,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["PK_REQUEST_LOG"] = "true"
         get_settings.cache_clear()
     base = get_settings().base_url.rstrip("/")
-    print(f"Patientkontrakt on {base}", flush=True)
-    print(f"  staff pages:        {base}/personal", flush=True)
-    print(f"  patient e-service:  {base}/mitt", flush=True)
-    print(f"  FHIR API:           {base}/fhir  (SMART: {base}/fhir/.well-known/smart-configuration)", flush=True)
-    if settings.test_idp:
-        print("  sign-in: the TEST IdP (PK_TEST_IDP): choose any demo staff member or patient; demo data only",
-              flush=True)
+    if settings.log_format != "json":  # a JSON log is JSON only
+        print(f"Patientkontrakt on {base}", flush=True)
+        print(f"  staff pages:        {base}/personal", flush=True)
+        print(f"  patient e-service:  {base}/mitt", flush=True)
+        print(f"  FHIR API:           {base}/fhir  (SMART: {base}/fhir/.well-known/smart-configuration)", flush=True)
+        if settings.test_idp:
+            print("  sign-in: the TEST IdP (PK_TEST_IDP): choose any demo staff member or patient; demo data only",
+                  flush=True)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -143,7 +145,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from patientkontrakt.logs import configure
 
     settings = get_settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(_run_worker(settings))
     except (DatabaseNotMigrated, DatabaseUnavailable, OSError, SQLAlchemyError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
     )
     profiles_dir: Path = Field(default=PROJECT_ROOT / "fhir_profiles")
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: `time LEVEL logger: message`; json: one JSON object per line, with "
+                                    "the request id (docs/operations.md, \"Observability\").")
     request_log: bool = Field(
         default=False,
         description="Log one line per request: method, route template, status, duration (never ids or queries).")

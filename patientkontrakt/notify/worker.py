@@ -40,7 +40,7 @@ from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.fhir.service import FhirService
-from patientkontrakt.logs import describe
+from patientkontrakt.logs import REQUEST_ID, describe, request_id
 from patientkontrakt.notify import heartbeat
 from patientkontrakt.notify.delivery import DeliveryFailed, Event, Sender, Skip, Subscriber, build
 from patientkontrakt.notify.status import delivery_status, status_line
@@ -235,6 +235,15 @@ class Worker:
             return None
 
     async def _deliver_one(self, sub: Subscriber, access: Access | None, event: Event) -> str | None:
+        """One attempt, under a request id of its own (``logs.REQUEST_ID``): in its log records,
+        the access-log entry of its read, and the notification's ``X-Request-ID``."""
+        current = REQUEST_ID.set(request_id())
+        try:
+            return await self._attempt(sub, access, event)
+        finally:
+            REQUEST_ID.reset(current)
+
+    async def _attempt(self, sub: Subscriber, access: Access | None, event: Event) -> str | None:
         number = event.event_number
         if event.kind == "event" and number is None:
             number = await self._number(sub.pk, event.id)
