@@ -29,7 +29,7 @@ import orjson
 from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import ServerError
-from patientkontrakt.logs import describe
+from patientkontrakt.logs import REQUEST_ID, describe
 from patientkontrakt.metrics import AUDIT_APPEND_SECONDS
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.errors import DatabaseUnavailable
@@ -65,6 +65,7 @@ def _entry(access: Access, interaction: str, request: str, resources: list[str],
         "request": request[:2000].replace("\x00", "\\0"), "resources": orjson.dumps(resources).decode(),
         "patient_id": patient_id,
         "outcome": outcome, "status": status, "purpose": who.purpose, "reason": who.reason,
+        "request_id": REQUEST_ID.get(),
     }
 
 
