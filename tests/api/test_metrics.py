@@ -1,22 +1,47 @@
 """``GET /metrics`` (patientkontrakt/metrics.py): Prometheus's text format, parsed with
 prometheus_client's own parser; counters move for the route template and status a request had,
-never for its path; the database's figures are read at scrape time; only with the token."""
+never for its path; the database's figures are read at scrape time; only with the token. Under
+gunicorn with two processes (``deploy/gunicorn.conf.py``, ``PROMETHEUS_MULTIPROC_DIR``) every
+scrape, whichever process answers it, counts the requests of both."""
 
 from __future__ import annotations
 
+import os
+import runpy
+import subprocess
+import sys
+import types
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from patientkontrakt.config import Settings
+from patientkontrakt.config import PROJECT_ROOT, Settings
+from patientkontrakt.metrics import exposition
 from tests.conftest import BASE_URL, engine_token, make_settings
 from tests.faults import admin, wait_for
 
 TOKEN = "scrape-me-0123456789"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _served(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, domain_rules=False), base_url=BASE_URL) as client:
+        client.headers.update({"content-type": "application/fhir+json",
+                               "authorization": f"Bearer {engine_token(settings)}"})
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shared(pg_url: str) -> Iterator[TestClient]:
+    """One service for the tests that compare counters before and after (the database as the
+    module's other tests leave it)."""
+    yield from _served(make_settings(pg_url, metrics_token=TOKEN))
 
 
 @pytest.fixture
@@ -27,13 +52,11 @@ def settings(clean_pg: str) -> Settings:
 
 @pytest.fixture
 def http(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, domain_rules=False), base_url=BASE_URL) as client:
-        client.headers.update({"content-type": "application/fhir+json",
-                               "authorization": f"Bearer {engine_token(settings)}"})
-        yield client
+    """A service of its own over the emptied database, sealing the access log every 0.2 s."""
+    yield from _served(settings)
 
 
-def scrape(http: TestClient) -> Samples:
+def scrape(http: TestClient | httpx.Client) -> Samples:
     response = http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -45,7 +68,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_requests_are_counted_by_route_template_and_status(http: TestClient) -> None:
+def test_requests_are_counted_by_route_template_and_status(shared: TestClient) -> None:
+    http = shared
     created = http.post("/fhir/Patient", json={"resourceType": "Patient", "active": True})
     assert created.status_code == 201
     id_ = created.json()["id"]
@@ -107,9 +131,56 @@ def test_the_database_figures_are_read_at_scrape_time(http: TestClient, settings
     assert 0 <= value(sealed, "pk_audit_checkpoint_age_seconds") < 30
 
 
-def test_metrics_need_the_token(http: TestClient, clean_pg: str) -> None:
-    assert http.get("/metrics").status_code == 401  # the FHIR token is not the scraper's
-    wrong = http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}x"})
+def test_metrics_need_the_token(shared: TestClient) -> None:
+    """Off without ``PK_METRICS_TOKEN``: tests/api/test_readiness.py (its service has none)."""
+    assert shared.get("/metrics").status_code == 401  # the FHIR token is not the scraper's
+    wrong = shared.get("/metrics", headers={"authorization": f"Bearer {TOKEN}x"})
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
-    with TestClient(create_app(make_settings(clean_pg)), base_url=BASE_URL) as off:
-        assert off.get("/metrics", headers={"authorization": "Bearer "}).status_code == 404
+    assert shared.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+# -- several processes ------------------------------------------------------------------------
+
+_COUNTING = """
+import sys
+from patientkontrakt import metrics
+metrics.REQUESTS.labels("GET", "/fhir/metadata", "200").inc(int(sys.argv[1]))
+metrics.POOL_SIZE.set(20)
+print("counted", flush=True)
+"""
+
+
+def test_in_multiprocess_mode_a_scrape_sums_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``PROMETHEUS_MULTIPROC_DIR`` (as gunicorn's processes run, ``deploy/gunicorn.conf.py``),
+    a scrape in any process counts what every process counted; the config's ``child_exit`` drops a
+    dead process's live gauges and ``on_starting`` empties the directory. (Two gunicorn workers
+    take longer to start than this file's budget; the processes here count as they would.)"""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    counters = [subprocess.Popen([sys.executable, "-c", _COUNTING, str(n)], cwd=PROJECT_ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for n in (3, 4)]
+    for counter in counters:
+        output = counter.communicate(timeout=60)[0].decode()
+        assert counter.returncode == 0 and "counted" in output, output
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    metadata = {"method": "GET", "route": "/fhir/metadata", "status": "200"}
+
+    def scraped() -> Samples:
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(exposition(None).decode())
+                for sample in family.samples}
+
+    found = scraped()
+    assert value(found, "pk_http_requests_total", **metadata) == 3 + 4
+    assert value(found, "pk_db_pool_size") == 20 + 20 and value(found, "pk_database_up") == 0
+
+    with warnings.catch_warnings():  # uvicorn.workers' deprecation (the deploy files' own matter)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        config = runpy.run_path(str(PROJECT_ROOT / "deploy" / "gunicorn.conf.py"))
+    config["child_exit"](None, types.SimpleNamespace(pid=counters[0].pid))
+    found = scraped()
+    assert value(found, "pk_db_pool_size") == 20  # the live gauge of the exited process is gone
+    assert value(found, "pk_http_requests_total", **metadata) == 7  # what it counted stays counted
+    config["on_starting"](None)
+    assert not list(folder.glob("*.db"))

@@ -24,12 +24,19 @@ from tests.notify.delivery_tools import in_thread, worker_of
 MAX_AGE = 30.0
 
 
-@pytest.fixture
-def http(clean_pg: str) -> Iterator[TestClient]:
-    settings = make_settings(clean_pg, ready_worker=True, ready_worker_max_age=MAX_AGE,
+@pytest.fixture(scope="module")
+def service(pg_url: str) -> Iterator[TestClient]:
+    settings = make_settings(pg_url, ready_worker=True, ready_worker_max_age=MAX_AGE,
                              worker_heartbeat_interval=0.1, worker_poll_interval=0.05)
     with TestClient(create_app(settings), base_url=BASE_URL) as client:
         yield client
+
+
+@pytest.fixture
+def http(service: TestClient, clean_pg: str) -> TestClient:
+    """The module's service over the emptied database: no heartbeat, as if no worker ever ran,
+    and nothing for the worker of a test to deliver."""
+    return service
 
 
 def _beat(url: str, age: float) -> None:
@@ -52,16 +59,18 @@ def checks(http: TestClient, status: int) -> dict[str, str]:
     return found
 
 
-def test_the_worker_heartbeat_decides_readiness(http: TestClient, clean_pg: str) -> None:
+def test_the_worker_heartbeat_decides_readiness(http: TestClient, pg_url: str) -> None:
     assert checks(http, 503) == {"database": "ok", "migrations": "ok", "worker": "none"}
-    _beat(clean_pg, age=MAX_AGE + 5)
+    _beat(pg_url, age=MAX_AGE + 5)
     assert checks(http, 503)["worker"] == "stale"
-    _beat(clean_pg, age=1)
+    _beat(pg_url, age=1)
     assert checks(http, 200) == {"database": "ok", "migrations": "ok", "worker": "ok"}
     assert http.get("/healthz").json() == {"status": "ok"}
+    # this service has no PK_METRICS_TOKEN: /metrics is off, whatever is sent (test_metrics.py)
+    assert http.get("/metrics", headers={"authorization": "Bearer "}).status_code == 404
 
 
-def test_a_running_worker_beats(http: TestClient, clean_pg: str) -> None:
+def test_a_running_worker_beats(http: TestClient, pg_url: str) -> None:
     """A real worker loop (``Worker.run``) writes the heartbeat /readyz wants, and keeps writing
     it: the beat moves on while the loop turns."""
     settings = http.app.state.settings  # type: ignore[attr-defined]
@@ -76,7 +85,7 @@ def test_a_running_worker_beats(http: TestClient, clean_pg: str) -> None:
             await running
 
     def newest() -> str | None:
-        rows = admin(clean_pg, "SELECT value FROM server_state WHERE key = $1", heartbeat.KEY)
+        rows = admin(pg_url, "SELECT value FROM server_state WHERE key = $1", heartbeat.KEY)
         return str(rows[0]["value"]) if rows else None
 
     with in_thread(work):
@@ -85,14 +94,14 @@ def test_a_running_worker_beats(http: TestClient, clean_pg: str) -> None:
         wait_for(lambda: (newest() or "") > first, "a later heartbeat")
 
 
-def test_a_database_at_another_schema_revision_is_not_ready(http: TestClient, clean_pg: str) -> None:
-    _beat(clean_pg, age=0)
-    current = admin(clean_pg, "SELECT version_num FROM alembic_version")[0]["version_num"]
+def test_a_database_at_another_schema_revision_is_not_ready(http: TestClient, pg_url: str) -> None:
+    _beat(pg_url, age=0)
+    current = admin(pg_url, "SELECT version_num FROM alembic_version")[0]["version_num"]
     try:
-        admin(clean_pg, "UPDATE alembic_version SET version_num = '0001_initial_schema'")
+        admin(pg_url, "UPDATE alembic_version SET version_num = '0001_initial_schema'")
         assert checks(http, 503) == {"database": "ok", "migrations": "not current", "worker": "ok"}
     finally:
-        admin(clean_pg, "UPDATE alembic_version SET version_num = $1", current)
+        admin(pg_url, "UPDATE alembic_version SET version_num = $1", current)
     assert checks(http, 200)["migrations"] == "ok"
 
 
