@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import docs, errors, export, fhir, oauth, requestlog
+from api import docs, errors, export, fhir, oauth, requestlog, tracing
 from api.auth import RequireToken
 from api.headers import SecurityHeaders
 from api.limits import BodyLimits
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     care_unit_rules = domain_rules if care_unit_rules is None else care_unit_rules
     configure_logging(settings.log_level, settings.log_format)
     keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
+    traces = tracing.provider()  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set (api/tracing.py)
     audit_keys = AuditKeys.load(settings.audit_log_origin, settings.audit_key, settings.previous_audit_keys)
     if settings.test_idp:
         log.warning("PK_TEST_IDP is on: anyone can sign in as any demo user. Never use it with real data.")
@@ -155,6 +156,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
             with suppress(asyncio.CancelledError):
                 await sealing
         await store.dispose()
+        if traces is not None:
+            traces.shutdown()  # exports what is left
 
     app = FastAPI(
         title="Patientkontrakt",
@@ -165,6 +168,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    if traces is not None:  # inside the request log, which sets the request id
+        requestlog.wrap(app, lambda inner: tracing.Tracing(inner, traces))
     requestlog.install(app, logged=settings.request_log)
     app.include_router(oauth.router)
     app.include_router(export.router)  # before fhir.router: its /{type_}/{id_} would take Patient/$export

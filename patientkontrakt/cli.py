@@ -112,6 +112,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (DatabaseNotMigrated, SigningKeyError, AuditKeyError) as exc:
         print(f"patientkontrakt: refusing to start: {exc}", file=sys.stderr)
         return 1
+    if _tracing_without_sdk():
+        print("patientkontrakt: refusing to start: OTEL_EXPORTER_OTLP_ENDPOINT is set, but OpenTelemetry is not "
+              "installed: install the extra (pip install 'patientkontrakt[otel]') or unset the variable",
+              file=sys.stderr)
+        return 1
     if args.base_url is None and "PK_BASE_URL" not in os.environ:
         os.environ["PK_BASE_URL"] = f"http://{args.host}:{args.port}"
         get_settings.cache_clear()
@@ -139,6 +144,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         http="api.limits:HeaderTimeoutProtocol",  # PK_HEADER_TIMEOUT (uvicorn has no header timeout)
     )
     return 0
+
+
+def _tracing_without_sdk() -> bool:
+    """Tracing configured (api/tracing.py) but the ``otel`` extra not installed: said before
+    uvicorn starts, rather than as an error of its worker loading the app."""
+    import importlib.util
+
+    wanted = any(os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    if not wanted or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk.trace") is None
+    except (ImportError, ValueError):  # a parent package missing; a module blocked in sys.modules
+        return True
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
