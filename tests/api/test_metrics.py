@@ -14,6 +14,7 @@ import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -153,7 +154,8 @@ print("counted", flush=True)
 def test_in_multiprocess_mode_a_scrape_sums_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With ``PROMETHEUS_MULTIPROC_DIR`` (as gunicorn's processes run, ``deploy/gunicorn.conf.py``),
     a scrape in any process counts what every process counted; the config's ``child_exit`` drops a
-    dead process's live gauges and ``on_starting`` empties the directory. (Two gunicorn workers
+    dead process's live gauges, ``on_starting`` empties the directory, and without the variable
+it makes a directory of its own. (Two gunicorn workers
     take longer to start than this file's budget; the processes here count as they would.)"""
     folder = tmp_path / "prometheus"
     folder.mkdir()
@@ -175,12 +177,24 @@ def test_in_multiprocess_mode_a_scrape_sums_every_process(tmp_path: Path, monkey
     assert value(found, "pk_http_requests_total", **metadata) == 3 + 4
     assert value(found, "pk_db_pool_size") == 20 + 20 and value(found, "pk_database_up") == 0
 
-    with warnings.catch_warnings():  # uvicorn.workers' deprecation (the deploy files' own matter)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        config = runpy.run_path(str(PROJECT_ROOT / "deploy" / "gunicorn.conf.py"))
+    config = _gunicorn_config()
     config["child_exit"](None, types.SimpleNamespace(pid=counters[0].pid))
     found = scraped()
     assert value(found, "pk_db_pool_size") == 20  # the live gauge of the exited process is gone
     assert value(found, "pk_http_requests_total", **metadata) == 7  # what it counted stays counted
     config["on_starting"](None)
     assert not list(folder.glob("*.db"))
+
+    # unset, the config makes a directory of its own, and removes it when gunicorn exits
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    config = _gunicorn_config()
+    made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert made.is_dir() and made != folder
+    config["on_exit"](None)
+    assert not made.exists()
+
+
+def _gunicorn_config() -> dict[str, Any]:
+    with warnings.catch_warnings():  # uvicorn.workers' deprecation (the deploy files' own matter)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return runpy.run_path(str(PROJECT_ROOT / "deploy" / "gunicorn.conf.py"))
