@@ -1052,7 +1052,11 @@ def test_every_entry_renders_as_a_valid_r4_audit_event(world: World, app: TestCl
             assert who["system"] == PERSONNUMMER
         if row.patient_id:
             assert _patients_of(event) == {f"Patient/{row.patient_id}"}
-        assert {e["what"]["reference"] for e in event["entity"] if "what" in e} >= set(orjson.loads(row.resources))
+        assert {e["what"]["reference"] for e in event["entity"] if "reference" in e.get("what", {})} \
+            >= set(orjson.loads(row.resources))
+        request_ids = [e["what"]["identifier"]["value"] for e in event["entity"]
+                       if e.get("type", {}).get("code") == "XrequestId"]
+        assert request_ids == ([row.request_id] if row.request_id else [])
 
     # and as served: a read and a searchset
     staff = world.staff(world.role_at(AUTHOR, "nurse"))
