@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import docs, errors, export, fhir, oauth, requestlog
+from api import docs, errors, export, fhir, oauth, requestlog, tracing
 from api.auth import RequireToken
 from api.headers import SecurityHeaders
 from api.limits import BodyLimits
@@ -22,7 +24,7 @@ from api.oidc import ExternalIdP
 from api.pages import activity_changes, goal_changes, log_review, mitt, personal, plan_changes, unit
 from api.rest import FhirTrailingSlash, HeadAsGet, JsonMediaType
 from api.templating import LANGUAGE_COOKIE, LANGUAGES
-from patientkontrakt import __version__
+from patientkontrakt import __version__, metrics
 from patientkontrakt.audit.checkpoint import AuditKeys
 from patientkontrakt.audit.events import AuditEvents
 from patientkontrakt.audit.log import AuditLog
@@ -35,6 +37,7 @@ from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.conformance import ConformanceResources
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.export import run_forever
+from patientkontrakt.health import readiness
 from patientkontrakt.logs import configure as configure_logging
 from patientkontrakt.logs import describe
 from patientkontrakt.security.authenticate import Authenticator
@@ -79,8 +82,9 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     """
     settings = settings or get_settings()
     care_unit_rules = domain_rules if care_unit_rules is None else care_unit_rules
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     keys = SigningKeys.load(settings.signing_key, settings.previous_keys)
+    traces = tracing.provider()  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set (api/tracing.py)
     audit_keys = AuditKeys.load(settings.audit_log_origin, settings.audit_key, settings.previous_audit_keys)
     if settings.test_idp:
         log.warning("PK_TEST_IDP is on: anyone can sign in as any demo user. Never use it with real data.")
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         tokens = AccessTokens(keys, settings.base_url.rstrip("/"), settings.fhir_base, settings.access_token_lifetime)
         revocations = Revocations(OAuthStore(store), settings.revocation_refresh_seconds)
         app.state.settings = settings
+        app.state.audit_keys = audit_keys
         app.state.service = service
         app.state.audit = audit
         app.state.audit_events = AuditEvents(store, service.base, service.pipeline, service.limits,
@@ -151,6 +156,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
             with suppress(asyncio.CancelledError):
                 await sealing
         await store.dispose()
+        if traces is not None:
+            traces.shutdown()  # exports what is left
 
     app = FastAPI(
         title="Patientkontrakt",
@@ -161,8 +168,9 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         openapi_url="/openapi.json",
     )
     errors.install(app)
-    if settings.request_log:
-        requestlog.install(app)
+    if traces is not None:  # inside the request log, which sets the request id
+        requestlog.wrap(app, lambda inner: tracing.Tracing(inner, traces))
+    requestlog.install(app, logged=settings.request_log)
     app.include_router(oauth.router)
     app.include_router(export.router)  # before fhir.router: its /{type_}/{id_} would take Patient/$export
     app.include_router(fhir.router)
@@ -191,16 +199,47 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         return HTMLResponse(_HOME.format(base=settings.fhir_base))
 
     @app.get("/healthz", include_in_schema=False)
-    async def health(request: Request) -> Response:
-        """Liveness and readiness: 200 when the database answers, else 503. (``request.app``, not
-        ``app``: FastAPI keeps endpoints in a module-level cache, and a closure over the app would
-        keep every app a process ever made.)"""
-        try:
-            await request.app.state.service.store.ping()
-        except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
-            log.warning("health check failed: %s", describe(exc))
-            return Response('{"status":"database unavailable"}', status_code=503, media_type="application/json")
+    async def health() -> Response:
+        """Liveness: the process answers. Nothing else is asked (not the database: a database
+        outage is no reason to restart every process; /readyz takes them out of rotation)."""
         return Response('{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def ready(request: Request) -> Response:
+        """Readiness (``patientkontrakt/health.py``): 200 when the database answers, its schema is
+        this code's and a delivery worker beat recently, else 503; the body names each check's
+        result, in fixed words. (``request.app``, not ``app``: FastAPI keeps endpoints in a
+        module-level cache, and a closure over the app would keep every app a process ever made.)"""
+        state = request.app.state
+        found = await readiness(state.service.store, state.settings)
+        body = orjson.dumps({"status": "ok" if found.ready else "unavailable", "checks": found.checks})
+        return Response(body, status_code=200 if found.ready else 503, media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        """The Prometheus metrics (``patientkontrakt/metrics.py``), to a scraper that sends
+        ``Authorization: Bearer PK_METRICS_TOKEN``; off (404) without that setting. They hold no
+        patient data, but they tell the service's load and its failures to whoever reads them."""
+        state = request.app.state
+        token = state.settings.metrics_token.get_secret_value()
+        if not token:
+            return Response('{"status":"off: set PK_METRICS_TOKEN"}', status_code=404,
+                            media_type="application/json")
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return Response('{"status":"a bearer token is needed"}', status_code=401, media_type="application/json",
+                            headers={"www-authenticate": 'Bearer realm="metrics"'})
+        store = state.service.store
+        metrics.observe_pool(store.engine)
+        try:
+            found: metrics.Snapshot | None = await asyncio.wait_for(
+                metrics.snapshot(store, state.audit_keys), settings.ready_timeout)
+        except (TimeoutError, OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
+            log.warning("metrics: the database's figures are missing: %s", describe(exc))
+            found = None
+        return Response(metrics.exposition(found), media_type=metrics.CONTENT_TYPE,
+                        headers={"cache-control": "no-store"})
 
     app.add_middleware(RequireToken)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)

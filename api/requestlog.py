@@ -10,6 +10,13 @@ the route's template with the resource type filled in, the status and the durati
 never an id, a query string or a header. A client that left before its answer is logged with
 status 499 (nginx's "client closed request"). It is on with ``PK_REQUEST_LOG=true``
 (``patientkontrakt serve --request-log``).
+
+Each request has an id (``patientkontrakt.logs.request_id``): the client's ``X-Request-ID`` if
+it is a sane token, else a new one. It is echoed in the answer's ``X-Request-ID``, carried by
+every log record written for the request (``REQUEST_ID``) and stored with its access-log entries.
+
+The same wrapper counts every request for ``/metrics`` (``patientkontrakt/metrics.py``), by
+method, route template and status, with its duration, whether the log is on or not.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.asgi import HttpWrapper
+from patientkontrakt import metrics
 from patientkontrakt.fhir.service import RESOURCE_TYPES
+from patientkontrakt.logs import REQUEST_ID, request_id
 
 log = logging.getLogger("patientkontrakt.requests")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -36,8 +45,12 @@ def described(scope: Scope) -> str:
     """``METHOD /route/{template}`` of a request, safe to log: a method we do not serve is
     ``OTHER``, a path no route matched is ``(no route)``, and ``{type_}`` is filled in only with
     a resource type this server serves."""
+    return f"{method_of(scope)} {route_of(scope)}"
+
+
+def method_of(scope: Scope) -> str:
     method = scope.get("method")
-    return f"{method if method in _METHODS else 'OTHER'} {route_of(scope)}"
+    return method if method in _METHODS else "OTHER"
 
 
 def route_of(scope: Scope) -> str:
@@ -59,12 +72,20 @@ def route_of(scope: Scope) -> str:
 
 
 class RequestLog(HttpWrapper):
-    """ASGI wrapper around the whole application (``install``)."""
+    """ASGI wrapper around the whole application (``install``): counts every request, and logs it
+    when ``logged``."""
+
+    def __init__(self, app: ASGIApp, logged: bool = True) -> None:
+        super().__init__(app)
+        self.logged = logged
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 0
         left = False
+        offered = next((value for name, value in scope["headers"] if name == b"x-request-id"), None)
+        rid = request_id(offered.decode("latin-1") if offered is not None else None)
+        current = REQUEST_ID.set(rid)
 
         async def receiving() -> Message:
             nonlocal left
@@ -77,19 +98,29 @@ class RequestLog(HttpWrapper):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
             await self.app(scope, receiving, sending)
         finally:
-            log.info("%s %d %.1fms", described(scope), CLIENT_CLOSED if left else status,
-                     (time.perf_counter() - started) * 1000)
+            seconds = time.perf_counter() - started
+            method, route, answered = method_of(scope), route_of(scope), CLIENT_CLOSED if left else status
+            metrics.REQUESTS.labels(method, route, str(answered)).inc()
+            metrics.REQUEST_SECONDS.labels(method, route).observe(seconds)
+            app = scope.get("app")
+            service = getattr(getattr(app, "state", None), "service", None)
+            if service is not None:
+                metrics.observe_pool(service.store.engine)
+            if self.logged:
+                log.info("%s %s %d %.1fms", method, route, answered, seconds * 1000)
+            REQUEST_ID.reset(current)
 
 
-def install(app: FastAPI) -> None:
-    """Log every request of ``app``, errors included: around everything else, the outermost layer
-    (after ``api.errors.install``)."""
-    wrap(app, RequestLog)
+def install(app: FastAPI, logged: bool) -> None:
+    """Count every request of ``app`` for /metrics, errors included, and log it if ``logged``:
+    around everything else, the outermost layer (after ``api.errors.install``)."""
+    wrap(app, lambda inner: RequestLog(inner, logged))
 
 
 def wrap(app: FastAPI, outer: Callable[[ASGIApp], Any]) -> None:

@@ -43,6 +43,7 @@ environment (all in docs/operations.md):
                     (default ./patientkontrakt-audit-key.pem)
   PK_AUDIT_CHECKPOINT_FILE  file each new checkpoint is appended to (outside the database's reach)
   PK_LOG_LEVEL      debug, info, warning, error (default info)
+  PK_LOG_FORMAT     text or json (one JSON object per line, with the request id)
   PK_REQUEST_LOG    true: one log line per request, without ids or query strings
   PK_RETRY_AFTER    seconds clients are told to wait while the database is unavailable (default 10)
   PK_SUBSCRIPTION_ALLOWED_HOSTS  hosts a Subscription may deliver to although not public https
@@ -111,6 +112,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (DatabaseNotMigrated, SigningKeyError, AuditKeyError) as exc:
         print(f"patientkontrakt: refusing to start: {exc}", file=sys.stderr)
         return 1
+    if _tracing_without_sdk():
+        print("patientkontrakt: refusing to start: OTEL_EXPORTER_OTLP_ENDPOINT is set, but OpenTelemetry is not "
+              "installed: install the extra (pip install 'patientkontrakt[otel]') or unset the variable",
+              file=sys.stderr)
+        return 1
     if args.base_url is None and "PK_BASE_URL" not in os.environ:
         os.environ["PK_BASE_URL"] = f"http://{args.host}:{args.port}"
         get_settings.cache_clear()
@@ -118,13 +124,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["PK_REQUEST_LOG"] = "true"
         get_settings.cache_clear()
     base = get_settings().base_url.rstrip("/")
-    print(f"Patientkontrakt on {base}", flush=True)
-    print(f"  staff pages:        {base}/personal", flush=True)
-    print(f"  patient e-service:  {base}/mitt", flush=True)
-    print(f"  FHIR API:           {base}/fhir  (SMART: {base}/fhir/.well-known/smart-configuration)", flush=True)
-    if settings.test_idp:
-        print("  sign-in: the TEST IdP (PK_TEST_IDP): choose any demo staff member or patient; demo data only",
-              flush=True)
+    if settings.log_format != "json":  # a JSON log is JSON only
+        print(f"Patientkontrakt on {base}", flush=True)
+        print(f"  staff pages:        {base}/personal", flush=True)
+        print(f"  patient e-service:  {base}/mitt", flush=True)
+        print(f"  FHIR API:           {base}/fhir  (SMART: {base}/fhir/.well-known/smart-configuration)", flush=True)
+        if settings.test_idp:
+            print("  sign-in: the TEST IdP (PK_TEST_IDP): choose any demo staff member or patient; demo data only",
+                  flush=True)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -139,11 +146,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracing_without_sdk() -> bool:
+    """Tracing configured (api/tracing.py) but the ``otel`` extra not installed: said before
+    uvicorn starts, rather than as an error of its worker loading the app."""
+    import importlib.util
+
+    wanted = any(os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    if not wanted or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk.trace") is None
+    except (ImportError, ValueError):  # a parent package missing; a module blocked in sys.modules
+        return True
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from patientkontrakt.logs import configure
 
     settings = get_settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(_run_worker(settings))
     except (DatabaseNotMigrated, DatabaseUnavailable, OSError, SQLAlchemyError) as exc:

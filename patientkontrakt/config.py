@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
     )
     profiles_dir: Path = Field(default=PROJECT_ROOT / "fhir_profiles")
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: `time LEVEL logger: message`; json: one JSON object per line, with "
+                                    "the request id (docs/operations.md, \"Observability\").")
     request_log: bool = Field(
         default=False,
         description="Log one line per request: method, route template, status, duration (never ids or queries).")
@@ -168,6 +172,20 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Seconds an idle worker waits before looking for due notifications.")
     worker_status_interval: float = Field(
         default=60.0, ge=0, description="Seconds between the worker's delivery-status log lines (0: none).")
+    worker_heartbeat_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between the worker's heartbeats in the database (/readyz).")
+
+    # -- observability (docs/operations.md, "Observability") -------------------------------------
+    ready_worker: bool = Field(
+        default=True, description="/readyz requires a delivery worker's heartbeat younger than "
+                                  "PK_READY_WORKER_MAX_AGE (false: a deployment without notifications).")
+    ready_worker_max_age: float = Field(
+        default=60.0, gt=0, description="Seconds after which the newest worker heartbeat is stale (/readyz 503).")
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token a scraper must send to GET /metrics; empty: /metrics is off (404).")
+    ready_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds each /readyz check may take before it counts as failed.")
 
     @property
     def subscription_allowed(self) -> frozenset[str]:

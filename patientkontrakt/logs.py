@@ -9,6 +9,13 @@ SQLSTATE and the schema objects PostgreSQL names (constraint, table, column), an
 gives the frames of the traceback (file, line, function), not the messages. Both are bounded in
 size whatever the error.
 
+Every record carries ``request_id``: the id of the HTTP request (``api/requestlog.py``) or of the
+notification delivery (``notify/worker.py``) it was written for, from ``REQUEST_ID``, a context
+variable, so it follows the request into every task it starts; None outside one. With
+``PK_LOG_FORMAT=json`` each record is one JSON object per line (``JsonFormatter``): time, level,
+logger, message, request_id, and for a record with an exception its types and frames
+(``describe``, ``where``), never its text.
+
 ``configure`` sets up the log of a process that has not configured logging itself, and keeps the
 libraries that would print data quiet below WARNING: SQLAlchemy logs statements with their
 parameters at INFO and result rows at DEBUG, aiosqlite every call with its arguments at DEBUG,
@@ -23,8 +30,14 @@ import logging
 import re
 import sys
 import traceback
+import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 QUIET = ("sqlalchemy", "aiosqlite", "httpcore")
 MAX_CAUSES = 6
@@ -41,12 +54,61 @@ _OURS = tuple(f"{_CHECKOUT}/{package}/" for package in ("patientkontrakt", "api"
 _ROOTS = sorted({_CHECKOUT, *(p for p in sys.path if p not in ("", "/"))}, key=len, reverse=True)
 
 
-def configure(level: str) -> None:
-    """The process's log at ``level`` (debug, info, warning, error) on stderr, unless logging is
-    configured already (uvicorn's, gunicorn's or the tests' handlers stay as they are)."""
+REQUEST_ID: ContextVar[str | None] = ContextVar("pk_request_id", default=None)
+_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The servers' own loggers, which write to handlers of their own: in JSON, through the root's.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "gunicorn.error")
+
+
+def request_id(offered: str | None = None) -> str:
+    """``offered`` (a client's ``X-Request-ID``) if it is a sane token (at most 64 of
+    ``A-Z a-z 0-9 . _ -``), else a new random id."""
+    return offered if offered is not None and _SANE_ID.fullmatch(offered) else uuid.uuid4().hex
+
+
+def _record_factory(factory: Any) -> Any:
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = factory(*args, **kwargs)
+        record.request_id = REQUEST_ID.get()
+        return record
+    make.pk_request_id = True  # type: ignore[attr-defined]
+    return make
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line; non-ASCII as itself (UTF-8), so that a search of
+    the log for a name finds it as written."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None)}
+        if record.exc_info and record.exc_info[1] is not None:  # a library's: by type, never by text
+            entry["error"] = describe(record.exc_info[1])
+            entry["where"] = where(record.exc_info[1])
+        return orjson.dumps(entry).decode()
+
+
+def configure(level: str, fmt: str = "text") -> None:
+    """The process's log at ``level`` (debug, info, warning, error) on stderr, as text or JSON
+    (``fmt``), unless logging is configured already (uvicorn's, gunicorn's or the tests' handlers
+    stay as they are). Every record gets its ``request_id`` either way."""
     numeric = logging.getLevelName(level.upper())
     numeric = numeric if isinstance(numeric, int) else logging.INFO
-    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(logging.getLogRecordFactory(), "pk_request_id", False):
+        logging.setLogRecordFactory(_record_factory(logging.getLogRecordFactory()))
+    if fmt == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=numeric, handlers=[handler])
+        for name in _SERVER_LOGGERS:  # uvicorn's and gunicorn's own lines as JSON too
+            server = logging.getLogger(name)
+            server.handlers.clear()
+            server.propagate = True
+    else:
+        logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in QUIET:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.getLogger("uvicorn.access").disabled = True

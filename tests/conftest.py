@@ -296,9 +296,11 @@ def audit_key_file() -> Path:
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test's service. The access log is sealed only when a test asks for it
-    (``audit_seal_interval=0``: no background sealer), so what a test sees does not depend on time."""
+    (``audit_seal_interval=0``: no background sealer), so what a test sees does not depend on time.
+    No delivery worker runs beside a test's service unless the test starts one, so /readyz asks
+    for none unless a test says ``ready_worker=True`` (tests/api/test_readiness.py)."""
     values: dict[str, Any] = {"database_url": database_url, "base_url": BASE_URL, "signing_key": _KEY[0],
-                              "audit_key": _AUDIT_KEY[0], "audit_seal_interval": 0}
+                              "audit_key": _AUDIT_KEY[0], "audit_seal_interval": 0, "ready_worker": False}
     return Settings(**{**values, **overrides})
 
 

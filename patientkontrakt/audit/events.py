@@ -56,6 +56,8 @@ _ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "histo
             "transaction": "E", "validate": "E"}
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 MAX_COUNT = 200
+# IHE Basic Audit Log Patterns: the entity type of a request id (X-Request-ID)
+BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 
 
 def render(row: AuditRow, base: str, *, name_refused: bool = True) -> dict[str, Any]:
@@ -110,6 +112,9 @@ def render(row: AuditRow, base: str, *, name_refused: bool = True) -> dict[str, 
                          "display": "System Object"},
             })
     entities.append({"name": "request", "description": row.request})
+    if row.request_id:  # as IHE BALP records a request's X-Request-ID
+        entities.append({"what": {"identifier": {"value": row.request_id}},
+                         "type": {"system": BALP_ENTITY_TYPE, "code": "XrequestId"}})
     return {
         "resourceType": "AuditEvent",
         "id": str(row.seq),

@@ -29,7 +29,8 @@ import orjson
 from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import ServerError
-from patientkontrakt.logs import describe
+from patientkontrakt.logs import REQUEST_ID, describe
+from patientkontrakt.metrics import AUDIT_APPEND_SECONDS
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store, StoredResource, Unit
@@ -64,6 +65,7 @@ def _entry(access: Access, interaction: str, request: str, resources: list[str],
         "request": request[:2000].replace("\x00", "\\0"), "resources": orjson.dumps(resources).decode(),
         "patient_id": patient_id,
         "outcome": outcome, "status": status, "purpose": who.purpose, "reason": who.reason,
+        "request_id": REQUEST_ID.get(),
     }
 
 
@@ -83,7 +85,8 @@ class AuditLog:
         if not entries:
             return
         if unit is not None:
-            await sql.append(unit, entries)
+            with AUDIT_APPEND_SECONDS.labels("in_transaction").time():
+                await sql.append(unit, entries)
         else:
             await self._commit(entries)
 
@@ -121,7 +124,8 @@ class AuditLog:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
         try:
-            await asyncio.shield(done)
+            with AUDIT_APPEND_SECONDS.labels("committed").time():
+                await asyncio.shield(done)
         except (ServerError, DatabaseUnavailable):
             raise
         except Exception as exc:  # the database failed: no log, no data

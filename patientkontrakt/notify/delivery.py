@@ -12,7 +12,9 @@ Two forms (docs/api.md, "Subscriptions"):
   (``$status``: status, type, events-since-subscription-start, and per event its notification-event
   with event-number, timestamp and focus), then, for ``full-resource``, the resource itself.
 
-Every notification carries ``X-Subscription-Event-Number`` (and the backport Bundle its event
+Every notification carries ``X-Request-ID``, the id of its delivery (its attempt: a retry has
+a new one), also in the worker's log records and the access-log entry of its read, and
+``X-Subscription-Event-Number`` (and the backport Bundle its event
 number), and the announced resource's version where the resource is named (``meta.versionId``,
 ``X-Subscription-Resource-Version``), so a receiver can de-duplicate an at-least-once delivery.
 The subscriber's own ``channel.header`` lines go with each request; they are credentials and are
@@ -42,6 +44,7 @@ from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import format_instant
 from patientkontrakt.fhir.errors import Forbidden, Gone, NotFound
 from patientkontrakt.fhir.service import FhirService
+from patientkontrakt.logs import REQUEST_ID, request_id
 from patientkontrakt.notify.endpoints import EndpointRefused, resolve_checked
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ EVENT_HEADER = "X-Subscription-Event-Number"
 VERSION_HEADER = "X-Subscription-Resource-Version"
 # Headers the server sets itself; a channel.header line naming one of them is not sent.
 _OWN_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
-                          EVENT_HEADER.lower(), VERSION_HEADER.lower()})
+                          EVENT_HEADER.lower(), VERSION_HEADER.lower(), "x-request-id"})
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,9 @@ class Sender:
             addresses = await resolve_checked(host, port, self.allowed)
         except EndpointRefused as refused:
             raise DeliveryFailed(refused.reason) from None
-        headers = {**channel_headers(channel), **request.headers, "Host": parts.netloc.rpartition("@")[2]}
+        # X-Request-ID: the delivery's id (notify/worker.py), in the worker's log and access-log entry too
+        headers = {**channel_headers(channel), **request.headers, "Host": parts.netloc.rpartition("@")[2],
+                   "X-Request-ID": REQUEST_ID.get() or request_id()}
         last = "no address"
         for address in addresses:
             literal = f"[{address}]" if ":" in address else address

@@ -40,7 +40,8 @@ from patientkontrakt.fhir.access import Access
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import FhirError
 from patientkontrakt.fhir.service import FhirService
-from patientkontrakt.logs import describe
+from patientkontrakt.logs import REQUEST_ID, describe, request_id
+from patientkontrakt.notify import heartbeat
 from patientkontrakt.notify.delivery import DeliveryFailed, Event, Sender, Skip, Subscriber, build
 from patientkontrakt.notify.status import delivery_status, status_line
 from patientkontrakt.notify.subscriptions import set_status
@@ -105,7 +106,12 @@ class Worker:
         log.info("worker %s stopped", self.owner)
 
     async def _loop(self, stop: asyncio.Event, wakeup: Wakeup, interval: float, next_status: float) -> None:
+        clock = asyncio.get_running_loop().time
+        next_beat = clock()
         while not stop.is_set():
+            if clock() >= next_beat:
+                next_beat = clock() + self.settings.worker_heartbeat_interval
+                await self._beat()
             wakeup.arm()
             try:
                 busy = await self.run_once()
@@ -120,6 +126,13 @@ class Worker:
                 await self._log_status()
             if not busy:
                 await wakeup.wait(stop, self.settings.worker_poll_interval)
+
+    async def _beat(self) -> None:
+        """The heartbeat /readyz looks for (``notify/heartbeat.py``): this loop still turns."""
+        try:
+            await heartbeat.beat(self.store)
+        except DatabaseUnavailable as exc:
+            log.warning("worker: cannot write its heartbeat: %s", describe(exc))
 
     async def _log_status(self) -> None:
         try:
@@ -222,6 +235,15 @@ class Worker:
             return None
 
     async def _deliver_one(self, sub: Subscriber, access: Access | None, event: Event) -> str | None:
+        """One attempt, under a request id of its own (``logs.REQUEST_ID``): in its log records,
+        the access-log entry of its read, and the notification's ``X-Request-ID``."""
+        current = REQUEST_ID.set(request_id())
+        try:
+            return await self._attempt(sub, access, event)
+        finally:
+            REQUEST_ID.reset(current)
+
+    async def _attempt(self, sub: Subscriber, access: Access | None, event: Event) -> str | None:
         number = event.event_number
         if event.kind == "event" and number is None:
             number = await self._number(sub.pk, event.id)

@@ -45,10 +45,10 @@ SEAL_LOCK = 0x504B_5345_414C  # "PKSEAL": held (try-lock, per transaction) by th
 # The fields a leaf covers, in order (the leaf of a row is leaf_of(row); _LEAF_SQL is the same).
 FIELDS = ("seq", "recorded", "user_id", "user_name", "user_kind", "role", "fhir_user", "care_unit",
           "care_unit_name", "care_provider", "client_id", "interaction", "request", "resources",
-          "patient_id", "outcome", "status", "purpose", "reason")
+          "patient_id", "outcome", "status", "purpose", "reason", "request_id")
 # Fields a leaf covers only when they hold a value, so that the leaves of entries written before
-# the field existed (migration 0007: ``reason``) are unchanged.
-OPTIONAL = frozenset({"reason"})
+# the field existed (migration 0007: ``reason``; 0012: ``request_id``) are unchanged.
+OPTIONAL = frozenset({"reason", "request_id"})
 PARTITIONS_AHEAD = 3  # months with a partition of their own beyond the current one (PostgreSQL)
 
 
@@ -114,6 +114,7 @@ class AuditRow:
     status: int
     purpose: str
     reason: str | None = None
+    request_id: str | None = None
 
 
 _COLUMNS = tuple(A[name] for name in AuditRow.__dataclass_fields__)

@@ -374,6 +374,8 @@ class AuditLog(SQLModel, table=True):
     purpose: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
     # Why, when the purpose needs one: the reason typed for an emergency access (ETREAT).
     reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    # The id of the request (X-Request-ID) or notification delivery that wrote it (migration 0012).
+    request_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
 
 
 class AuditQueue(SQLModel, table=True):

@@ -6,7 +6,7 @@ value, its DETAIL repeats the row or the key, and SQLAlchemy's text carries the 
 parameters. The answer is a clean OperationOutcome, and the log says what failed (types, SQLSTATE,
 the schema objects PostgreSQL names, where) in a few lines, without a personnummer or a name.
 
-Over a live server (``patientkontrakt serve``, uvicorn): an unexpected error is logged once, by
+Over a live server (``patientkontrakt serve``, uvicorn, logging JSON): an unexpected error is logged once, by
 the service, not again by uvicorn ("Exception in ASGI application" with the whole text); a
 client that disconnects mid-request is not an error; the request log has method, route template,
 status and duration, never an id or a query string.
@@ -14,8 +14,11 @@ status and duration, never an id or a query string.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +32,13 @@ from api.app import create_app
 from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.domain.identifiers import HSA_ID
+from patientkontrakt.logs import JsonFormatter
 from patientkontrakt.security.tokens import Grant
 from tests.conftest import BASE_URL, engine_token, issue_token, make_settings
 from tests.factories import PNR, patient
 from tests.faults import admin, backends, wait_for
-from tests.interop.test_fhirpy import Server
-from tests.interop.test_smart_clients import live_server
+from tests.interop.test_fhirpy import Server, serving
+from tests.interop.test_smart_clients import _command, _environment
 from tests.patient_data import number_forms, patient_data_in
 
 NUMBER = "194303050068"  # a demo patient's personnummer (DemoGenerator, seed 1)
@@ -80,6 +84,7 @@ def assert_clean_failure(response: httpx.Response, caplog: pytest.LogCaptureFixt
     line = errors[0].getMessage()
     assert len(line) < MAX_ERROR_LOG, len(line)
     assert errors[0].exc_info is None and "Traceback" not in text
+    assert errors[0].request_id == response.headers["x-request-id"]  # type: ignore[attr-defined]
     assert "POST /fhir/Patient" in line or "GET /fhir/Patient" in line, line
     if sqlstate:
         assert f"sqlstate {sqlstate}" in line, line
@@ -173,7 +178,10 @@ def test_the_forms_of_a_personnummer_are_all_looked_for() -> None:
 
 @pytest.fixture(scope="module")
 def server(pg_url: str, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with live_server(pg_url, signing_key, tmp_path_factory.mktemp("logging-server")) as running:
+    """The log as JSON (``PK_LOG_FORMAT=json``): what the tests below look for is in its messages,
+    and the whole file is searched for patient data last, like every server's log."""
+    env = _environment(pg_url, signing_key, PK_LOG_LEVEL="info", PK_TEST_IDP="true", PK_LOG_FORMAT="json")
+    with serving(_command(), env, tmp_path_factory.mktemp("logging-server")) as running:
         yield running
 
 
@@ -266,3 +274,46 @@ def test_the_request_log_has_routes_and_statuses_never_ids_or_queries(server: Se
     head = httpx.head(f"{server.fhir_base}/Organization/{org}", headers=auth, timeout=30)
     assert (head.status_code, head.content) == (200, b"")
     assert head.headers["content-length"] == str(len(get.content)) and head.headers["etag"] == get.headers["etag"]
+
+
+def _records(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_a_json_record_names_an_exception_by_type_never_by_text() -> None:
+    """A library that logs with ``exc_info``: the JSON line has its types and frames, not its
+    message (the value it failed on), and no traceback text."""
+    try:
+        int(f"{NUMBER}-{FAMILY}")
+    except ValueError:
+        record = logging.getLogger("some.library").makeRecord(
+            "some.library", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line and entry["message"] == "failed" and entry["error"] == "ValueError"
+    assert "test_logging.py" in entry["where"] and not patient_data_in(line), line
+    # non-ASCII as itself, so that the search of the logs for names finds them as written
+    assert GIVEN in JsonFormatter().format(logging.makeLogRecord({"msg": GIVEN}))
+
+
+def test_the_json_log_is_one_object_a_line_with_the_request_id(server: Server, directory: dict[str, str]) -> None:
+    """Every line of the server's output is a JSON object (uvicorn's own lines too); a request's
+    records carry its id: the client's ``X-Request-ID`` when it is a sane token, else a new one,
+    echoed in the answer either way."""
+    start = server.log_size()
+    auth = {"authorization": directory["authorization"]}
+    sent = "ehr-7.trace_0001"
+    given = httpx.get(f"{server.fhir_base}/Patient/{NUMBER}", headers={**auth, "x-request-id": sent}, timeout=30)
+    assert given.headers["x-request-id"] == sent
+    made = [httpx.get(f"{server.fhir_base}/Organization", headers={**auth, "x-request-id": offered}, timeout=30)
+            .headers["x-request-id"] for offered in ("x" * 65, f"{FAMILY} {NUMBER}", "")]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in made) and len(set(made)) == 3, made
+    wait_for(lambda: server.log(start).count("GET /fhir/Organization 200") == 3, "the request lines")
+    records = _records(server.log(start))
+    assert all(set(r) >= {"time", "level", "logger", "message", "request_id"} for r in records), records
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]) for r in records)
+    lines = {r["request_id"]: r["message"] for r in records if r["logger"] == "patientkontrakt.requests"}
+    assert lines[sent].startswith("GET /fhir/Patient/{id_} ")
+    assert all(lines[rid].startswith("GET /fhir/Organization 200") for rid in made)
+    startup = _records(server.log(0))
+    assert any(r["logger"].startswith("uvicorn") for r in startup), startup[:5]

@@ -8,7 +8,7 @@ service's connections. The shared PostgreSQL server itself is never stopped.
 
 * While the database is down, everything that needs it answers 503 with ``Retry-After`` (the
   FHIR API with an OperationOutcome, the pages with a page, the token endpoint with an OAuth
-  error), and ``/healthz`` says 503.
+  error), ``/readyz`` says 503 naming the database, and ``/healthz`` (liveness) still 200.
 * After it is back, or after a restart ended every connection, the very next requests succeed,
   on the same process.
 * No acknowledged write is lost, and a write answered 503 left nothing behind (or, if the
@@ -75,7 +75,8 @@ def site(world: World) -> Iterator[Site]:
     world = replace(world, settings=make_settings(url, base_url=BASE))
     asyncio.run(_register_page_clients(world))
     proxy = PostgresProxy(url)
-    settings = make_settings(proxy.url(), base_url=BASE, test_idp=True, retry_after=int(RETRY_AFTER))
+    settings = make_settings(proxy.url(), base_url=BASE, test_idp=True, retry_after=int(RETRY_AFTER),
+                             ready_worker=False)
     try:
         with TestClient(create_app(settings), base_url=BASE) as http:
             http.headers.update({"content-type": "application/fhir+json"})
@@ -174,7 +175,9 @@ def assert_all_succeed(site: Site, mark: str) -> None:
     for name, request in requests(site, mark).items():
         response = request()
         assert response.status_code == SUCCESS[name], (name, response.status_code, response.text[:500])
-    assert site.http.get("/healthz").status_code == 200
+    ready = site.http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "migrations": "ok", "worker": "not required"}}
 
 
 # -- down, and back ---------------------------------------------------------------------------
@@ -192,7 +195,10 @@ def test_while_the_database_is_down_everything_answers_503_and_then_works_again_
     caplog.set_level(logging.DEBUG)
     for name, request in calls.items():
         assert_unavailable(name, request())
-    assert site.http.get("/healthz").status_code == 503
+    ready = site.http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] in ("unavailable", "timeout"), ready.text
+    assert site.http.get("/healthz").status_code == 200  # alive: no reason to restart the process
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "Traceback" not in caplog.text
 

@@ -269,10 +269,13 @@ def deliver(settings: Settings, done: Callable[[], bool], timeout: float = 30) -
 
 
 @contextmanager
-def worker_process(settings: Settings, folder: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``patientkontrakt worker`` as a real process; its log is checked for patient data last."""
+def worker_process(settings: Settings, folder: Path, name: str, log_format: str = "text"
+                   ) -> Iterator[subprocess.Popen[bytes]]:
+    """``patientkontrakt worker`` as a real process; its log (``folder/name.log``) is checked for
+    patient data last."""
     env = {**os.environ, "PK_DATABASE_URL": settings.database_url, "PK_BASE_URL": settings.base_url,
-           "PK_LOG_LEVEL": "info", "PK_SUBSCRIPTION_ALLOWED_HOSTS": settings.subscription_allowed_hosts,
+           "PK_LOG_LEVEL": "info", "PK_LOG_FORMAT": log_format,
+           "PK_SUBSCRIPTION_ALLOWED_HOSTS": settings.subscription_allowed_hosts,
            "PK_WORKER_LEASE": str(settings.worker_lease), "PK_WORKER_POLL_INTERVAL": "0.05",
            "PK_WORKER_STATUS_INTERVAL": "1", "PK_SUBSCRIPTION_BACKOFF": str(settings.subscription_backoff),
            "PK_SUBSCRIPTION_BACKOFF_MAX": str(settings.subscription_backoff_max)}

@@ -5,6 +5,8 @@ them."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from pathlib import Path
 
@@ -53,12 +55,18 @@ def test_a_worker_process_delivers_on_sqlite(sqlite_url: str, tmp_path: Path) ->
         app.headers.update({"content-type": "application/fhir+json"})
         pk = subscribe(app, world.system(VC), receiver.url("/hook"))
         announce(settings, pk, [("CarePlan", target.plan, 1), ("CareTeam", target.team, 1)])
-        with worker_process(settings, tmp_path, "sqlite-worker"):
+        with worker_process(settings, tmp_path, "sqlite-worker", log_format="json"):
             got = receiver.wait_for("/hook", 3, timeout=60)
         assert [(r.method, r.path, r.event_number) for r in got] == [
             ("POST", "/hook", None), ("PUT", f"/hook/CarePlan/{target.plan}", 1),
             ("PUT", f"/hook/CareTeam/{target.team}", 2)]
         assert got[1].json()["id"] == target.plan
+    # each delivery has a request id of its own: sent with it, and on the worker's log line of it
+    ids = [r.headers["x-request-id"] for r in got]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids) and len(set(ids)) == 3, ids
+    records = [json.loads(line) for line in (tmp_path / "sqlite-worker.log").read_text().splitlines()]
+    delivered = {r["request_id"] for r in records if r["message"].endswith("delivered, status 200")}
+    assert delivered == set(ids), records
     row, rows = state(settings, pk)
     assert row.status == "active" and all(r.delivered is not None for r in rows)
 

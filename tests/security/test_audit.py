@@ -39,7 +39,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from api.app import create_app
-from patientkontrakt.audit.events import render
+from patientkontrakt.audit.events import BALP_ENTITY_TYPE, render
 from patientkontrakt.audit.log import AuditLog
 from patientkontrakt.audit.sealer import Sealer
 from patientkontrakt.audit.verify import Report, verify
@@ -47,6 +47,7 @@ from patientkontrakt.domain import codes
 from patientkontrakt.domain.demo import ANGEN, sparr_on_vardcentral
 from patientkontrakt.domain.identifiers import HSA_ID, PERSONNUMMER
 from patientkontrakt.fhir.access import Principal
+from patientkontrakt.logs import REQUEST_ID
 from patientkontrakt.storage import audit as sql
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store, StoredResource
@@ -181,10 +182,14 @@ def test_a_staff_read_writes_one_entry_saying_who_for_what_and_why(world: World,
     role, practitioner, org = _region_role(world, role_id)
     start = _mark(world)
 
-    response = app.get(f"/fhir/CarePlan/{target.plan}", headers=headers)
+    response = app.get(f"/fhir/CarePlan/{target.plan}", headers={**headers, "x-request-id": "ehr-trace.42_a"})
 
     assert response.status_code == 200, response.text
     [entry] = _log(world, start)
+    assert entry["request_id"] == response.headers["x-request-id"] == "ehr-trace.42_a"
+    event = app.get(f"/fhir/AuditEvent/{entry['seq']}", headers=headers).json()
+    assert {"what": {"identifier": {"value": "ehr-trace.42_a"}},
+            "type": {"system": BALP_ENTITY_TYPE, "code": "XrequestId"}} in event["entity"]
     name = practitioner["name"][0]
     assert entry["user_id"] == _hsa(practitioner)  # the person's HSA-id
     assert entry["user_name"] == " ".join([*name["given"], name["family"]])
@@ -517,8 +522,10 @@ def test_the_leaves_of_the_storage_layer_match_on_both_backends(db_url: str) -> 
             odd = Principal(kind="patient", id="191212121212", name="Åsa Öberg | ~ 3:x \\ \"q\"", role=None,
                             fhir_user=None, purpose="PATRQT")
             await log.record(_Caller(NURSE), "read", "CarePlan/p1", [_resource("CarePlan", "p1", "pat-1")])
+            current = REQUEST_ID.set("req-1.x_Y")  # a request's id: covered by the leaf (migration 0012)
             await log.record(_Caller(odd), "search-type", "Goal?x=y&z=\x00", [_resource("Goal", "g1", "pat-1"),
                                                                               _resource("Goal", "g2", "pat-2")])
+            REQUEST_ID.reset(current)
             await log.refused(_Caller(odd), "read", "CarePlan/p9", 404, _resource("CarePlan", "p9", "pat-9"))
             async with store.writing() as unit:
                 await log.record(_Caller(NURSE), "update", "CarePlan/p1", [_resource("CarePlan", "p1", "pat-1")],
@@ -526,6 +533,7 @@ def test_the_leaves_of_the_storage_layer_match_on_both_backends(db_url: str) -> 
             rows = await _all(store)
             assert [r.patient_id for r in rows] == ["pat-1", "pat-1", "pat-2", "pat-9", "pat-1"]
             assert rows[1].user_name == odd.name and rows[1].role is None
+            assert [r.request_id for r in rows] == [None, "req-1.x_Y", "req-1.x_Y", None, None]
             async with store.reading() as unit:
                 queued = dict((await unit.conn.execute(sa.select(AUDIT_QUEUE.c.seq, AUDIT_QUEUE.c.leaf_hash))).all())
             assert {seq: bytes(h) for seq, h in queued.items()} == {
@@ -1044,7 +1052,11 @@ def test_every_entry_renders_as_a_valid_r4_audit_event(world: World, app: TestCl
             assert who["system"] == PERSONNUMMER
         if row.patient_id:
             assert _patients_of(event) == {f"Patient/{row.patient_id}"}
-        assert {e["what"]["reference"] for e in event["entity"] if "what" in e} >= set(orjson.loads(row.resources))
+        assert {e["what"]["reference"] for e in event["entity"] if "reference" in e.get("what", {})} \
+            >= set(orjson.loads(row.resources))
+        request_ids = [e["what"]["identifier"]["value"] for e in event["entity"]
+                       if e.get("type", {}).get("code") == "XrequestId"]
+        assert request_ids == ([row.request_id] if row.request_id else [])
 
     # and as served: a read and a searchset
     staff = world.staff(world.role_at(AUTHOR, "nurse"))

@@ -200,7 +200,10 @@ ROUTES: dict[Route, str] = {
     ("POST", "/mitt/mal/{goal_id}"): PROBED,
     # -- the rest (api/app.py, api/docs.py) ------------------------------------------------------
     ("GET", "/"): "the home page: fixed links",
-    ("GET", "/healthz"): "liveness: whether the database answers, nothing from it",
+    ("GET", "/healthz"): "liveness: the process answers; nothing is read",
+    ("GET", "/readyz"): "readiness: database, schema revision and worker heartbeat, in fixed words; no data",
+    ("GET", "/metrics"): "Prometheus metrics: counts by route template, pool, outbox and log ages; no id, no "
+                         "patient (test_metrics.py); off without PK_METRICS_TOKEN",
     ("GET", "/lang"): "keeps the chosen language in a cookie and redirects to a local path",
     ("GET", "/openapi.json"): "the OpenAPI description of the routes, the same for everyone",
     ("HEAD", "/openapi.json"): "the OpenAPI description of the routes, the same for everyone",

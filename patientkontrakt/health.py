@@ -1,0 +1,98 @@
+"""Readiness: may this process take requests? (``GET /readyz``; ``/healthz`` is liveness only.)
+
+Three checks, each bounded by ``PK_READY_TIMEOUT`` seconds:
+
+* ``database``: it answers a ``SELECT 1``;
+* ``migrations``: its Alembic revision is the one this code needs (a migration run after the
+  process started, or a rollback of the code, shows here before the first query fails);
+* ``worker``: a delivery worker (``patientkontrakt worker``) beat within
+  ``PK_READY_WORKER_MAX_AGE`` seconds (``notify/heartbeat.py``); with ``PK_READY_WORKER=false``
+  it is not checked.
+
+Each check's result is a short fixed word, never an error's text (which may quote patient data,
+``logs.py``): ``ok``, ``unavailable``, ``timeout``, ``not current`` (the database's revision is not
+this code's), ``stale``, ``none`` (no heartbeat ever), ``skipped`` (the database did not
+answer), ``not required``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from patientkontrakt.config import Settings
+from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.logs import describe
+from patientkontrakt.notify.heartbeat import last_beat
+from patientkontrakt.storage.database import current_revision, head_revision
+from patientkontrakt.storage.errors import DatabaseUnavailable
+from patientkontrakt.storage.repository import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    checks: dict[str, str]
+
+    @property
+    def ready(self) -> bool:
+        return all(result in (OK, "not required") for result in self.checks.values())
+
+
+@lru_cache(maxsize=1)
+def _head() -> str | None:
+    return head_revision()
+
+
+class _Failed(Exception):
+    def __init__(self, result: str) -> None:
+        self.result = result
+
+
+async def _bounded(work: Awaitable[T], timeout: float, what: str) -> T:
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        log.warning("readiness: %s: no answer within %ss", what, timeout)
+        raise _Failed("timeout") from None
+    except (OSError, SQLAlchemyError, DatabaseUnavailable) as exc:
+        log.warning("readiness: %s: %s", what, describe(exc))
+        raise _Failed("unavailable") from None
+
+
+async def readiness(store: Store, settings: Settings) -> Readiness:
+    timeout = settings.ready_timeout
+    checks = {"database": OK, "migrations": OK, "worker": OK if settings.ready_worker else "not required"}
+    try:
+        await _bounded(store.ping(), timeout, "database")
+    except _Failed as failed:
+        checks["database"] = failed.result
+        checks["migrations"] = "skipped"
+        if settings.ready_worker:
+            checks["worker"] = "skipped"
+        return Readiness(checks)
+    try:
+        if await _bounded(current_revision(store.engine), timeout, "migrations") != _head():
+            checks["migrations"] = "not current"
+    except _Failed as failed:
+        checks["migrations"] = failed.result
+    if settings.ready_worker:
+        try:
+            beat = await _bounded(last_beat(store), timeout, "worker heartbeat")
+        except _Failed as failed:
+            checks["worker"] = failed.result
+        else:
+            if beat is None:
+                checks["worker"] = "none"
+            elif (now_utc() - beat).total_seconds() > settings.ready_worker_max_age:
+                checks["worker"] = "stale"
+    return Readiness(checks)
