@@ -106,7 +106,8 @@ def create_app() -> FastAPI:
 
 def main() -> None:
     parser = server_arguments(__doc__.splitlines()[0], port=8001)
-    parser.add_argument("--database-url", required=True, help="postgresql:// DSN or sqlite:///path of the benchmark database")
+    parser.add_argument("--database-url", required=True,
+                        help="postgresql:// DSN or sqlite:///path of the benchmark database")
     parser.add_argument("--pool-size", type=int, default=20)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()

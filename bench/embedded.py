@@ -23,9 +23,12 @@ import asyncio
 import contextlib
 import multiprocessing
 import shutil
+import signal
 import sqlite3
+import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ import sqlalchemy as sa
 from bench import checks, loader, report, synthetic
 from bench.database import fingerprint
 from bench.scenarios import SCENARIOS
-from bench.servers import baseline_server, patientkontrakt_server
+from bench.servers import Server, baseline_server, patientkontrakt_server
 from patientkontrakt.storage.database import migrate
 from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION
 
@@ -169,11 +172,11 @@ async def run_size(bench: Any, n: int) -> dict[str, Any]:
           f"(bench/noauth_app.py) and the bare FastAPI route on aiosqlite (bench/baseline_app.py), all on "
           f"{path.name}, all idle but the one measured", flush=True)
     with contextlib.ExitStack() as stack:
-        ours = stack.enter_context(patientkontrakt_server(url, args.workers, bench.signing_key, root))
+        ours = patientkontrakt_server(url, args.workers, bench.signing_key, root)
+        base = baseline_server(f"sqlite:///{path}", args.workers, args.connections)
+        noauth = patientkontrakt_server(url, args.workers, bench.signing_key, root, auth=False)
+        _start(stack, [ours, base, noauth] if "read" in names else [ours])
         if "read" in names:
-            base = stack.enter_context(baseline_server(f"sqlite:///{path}", args.workers, args.connections))
-            noauth = stack.enter_context(patientkontrakt_server(url, args.workers, bench.signing_key, root,
-                                                                auth=False))
             first = _first_line(files["read"])
             SCENARIOS["read"].preflight(ours.url, first, bench.token(ours))
             SCENARIOS["read"].preflight(base.url, first)
@@ -201,6 +204,30 @@ async def run_size(bench: Any, n: int) -> dict[str, Any]:
         for suffix in ("", "-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
     return out
+
+
+def _start(stack: contextlib.ExitStack, servers: list[Server]) -> None:
+    """Start ``servers`` at once (each imports the service for seconds), stopped with ``stack``."""
+    for server in servers:
+        stack.push(server.__exit__)
+    stack.callback(_stop, servers)
+    with ThreadPoolExecutor(len(servers)) as pool:
+        list(pool.map(Server.start, servers))
+
+
+def _stop(servers: list[Server]) -> None:
+    """Stop ``servers`` at once: SIGINT to all, then wait for each (``Server.stop`` one by one
+    waits for every shutdown in turn)."""
+    running = [s.process for s in servers if s.process is not None and s.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 15
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _first_line(path: Path) -> tuple[str, str, str]:

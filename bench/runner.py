@@ -157,7 +157,7 @@ class Bench:
         deadline = time.monotonic() + self.args.quiet_wait
         while True:
             busy_before, total_before = machine_busy()
-            time.sleep(1.0)
+            time.sleep(1.0 if self.args.quiet_wait > 0 else 0.2)  # --quiet-wait 0: a glance (tests)
             busy_after, total_after = machine_busy()
             busy = (busy_after - busy_before) / max(1.0, total_after - total_before)
             if busy < QUIET_BELOW or time.monotonic() >= deadline:
