@@ -72,7 +72,12 @@ def create_engine(url: str, pool_size: int = 20, echo: bool = False, connect_tim
     would hang)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
+        # As many pooled connections as on PostgreSQL: each aiosqlite connection is a thread, and
+        # SQLAlchemy's default (5, plus 10 closed again on return) opened and closed one, thread
+        # and all, for most requests under load. Reset on return only when a transaction is open
+        # (``_configure_sqlite``): a rollback is a round trip to the connection's thread.
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30},
+                                     pool_size=pool_size, max_overflow=pool_size, pool_reset_on_return=None)
         _configure_sqlite(engine, statement_timeout)
     else:
         engine = _postgresql_engine(url, pool_size, echo, connect_timeout, statement_timeout)
@@ -133,8 +138,21 @@ class _Deadline:
 
     at: float | None = None
 
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def start(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
     def passed(self) -> int:
         return int(self.at is not None and time.monotonic() > self.at)
+
+
+def sqlite_deadline(info: dict[Any, Any]) -> _Deadline | None:
+    """The statement deadline of a pooled SQLite connection (its ``info``), if the engine has a
+    statement timeout: ``start()`` it before a statement sent to the driver directly."""
+    deadline: _Deadline | None = info.get(_DEADLINE)
+    return deadline
 
 
 def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = None) -> None:
@@ -149,8 +167,15 @@ def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = Non
         cursor.close()
         if statement_timeout is not None:
             # aiosqlite runs the connection in a thread of its own; the handler runs there.
-            deadline = record.info[_DEADLINE] = _Deadline()
+            deadline = record.info[_DEADLINE] = _Deadline(statement_timeout)
             await_only(record.driver_connection.set_progress_handler(deadline.passed, _PROGRESS_STEPS))
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
+        # The pool's rollback on return (``pool_reset_on_return=None``), when there is something
+        # to roll back: a connection given back with its transaction open.
+        if state.asyncio_safe and not state.terminate_only and _in_transaction(dbapi_connection):
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
@@ -160,13 +185,20 @@ def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = Non
     if statement_timeout is not None:
         @event.listens_for(engine.sync_engine, "before_cursor_execute")
         def _start(conn: Any, *_args: Any) -> None:
-            conn.connection.info[_DEADLINE].at = time.monotonic() + statement_timeout
+            conn.connection.info[_DEADLINE].start()
 
         @event.listens_for(engine.sync_engine, "after_cursor_execute")
         def _done(conn: Any, *_args: Any) -> None:
             # Nothing to interrupt until the next statement sets its own deadline. (After a failed
             # statement the old one stays: COMMIT and ROLLBACK take far fewer than _PROGRESS_STEPS.)
             conn.connection.info[_DEADLINE].at = None
+
+
+def _in_transaction(dbapi_connection: Any) -> bool:
+    try:
+        return bool(dbapi_connection.driver_connection.in_transaction)
+    except ValueError:  # closed already: nothing to roll back
+        return False
 
 
 def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:
