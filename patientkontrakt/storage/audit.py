@@ -23,6 +23,7 @@ sealed in order) can be read in one place.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ async def append(unit: Unit, entries: Sequence[dict[str, Any]]) -> None:
 async def append_committed(store: Store, entries: Sequence[dict[str, Any]]) -> None:
     """Append ``entries`` in a transaction of their own; return once it has committed. On
     PostgreSQL a single statement on a pooled connection, outside any open transaction; on
-    SQLite five (``_append_sqlite``)."""
+    SQLite one call to the connection's thread (``_append_sqlite``)."""
     if store.dialect != "postgresql":
         await _append_sqlite(store, entries)
         return
@@ -172,33 +173,39 @@ def _sqlite_insert(table: sa.Table, columns: Sequence[str], rows: int) -> str:
 
 
 async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> None:
-    """``append`` in a transaction of its own on SQLite, sent to the aiosqlite connection
-    directly: BEGIN IMMEDIATE, the last ``seq`` (``_next_seq``), one INSERT of the entries and
-    one of their queue rows, COMMIT; each a single call to the connection's thread. Through
-    SQLAlchemy the same took about fifteen (a cursor opened, used and closed per statement), the
+    """``append`` in a transaction of its own on SQLite, in one call to the aiosqlite
+    connection's thread: BEGIN IMMEDIATE, the last ``seq`` (as ``_next_seq``), one INSERT of the
+    entries and one of their queue rows, COMMIT. Through SQLAlchemy the same took about fifteen
+    hand-overs to that thread and back (a cursor opened, used and closed per statement), the
     larger part of an authenticated read's CPU (docs/performance.md, "SQLite, the embedded
     default"). Values are bound as SQLAlchemy binds them (``recorded`` as its DATETIME text).
-    A failure leaves the transaction to ``Store.driver``, which drops the connection (and with it
-    the transaction)."""
+
+    aiosqlite runs a function in its thread with ``Connection._execute`` (what its own
+    ``execute_fetchall`` uses; aiosqlite is pinned below 1.0, and every access-log test runs
+    this on SQLite). A failure leaves the transaction to ``Store.driver``, which drops the
+    connection and with it the transaction."""
     if not entries:
         return
-    dialect = store.engine.dialect
-    time_text = AUDIT_LOG.c.recorded.type._cached_bind_processor(dialect)  # noqa: SLF001
+    time_text = AUDIT_LOG.c.recorded.type._cached_bind_processor(store.engine.dialect)  # noqa: SLF001
     assert time_text is not None
-    async with store.driver() as driver:
-        await driver.execute_fetchall("BEGIN IMMEDIATE")
-        last = (await driver.execute_fetchall(_SQLITE_LAST_SEQ))[0]
+
+    def work(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        last = conn.execute(_SQLITE_LAST_SEQ).fetchone()
         seq = max((v for v in last if v is not None), default=0) + 1
         rows = [{**entry, "seq": seq + i} for i, entry in enumerate(entries)]
         for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
             chunk = rows[start:start + _SQLITE_ROWS_PER_INSERT]
-            await driver.execute_fetchall(
+            conn.execute(
                 _sqlite_insert(AUDIT_LOG, FIELDS, len(chunk)),
                 [time_text(row[name]) if name == "recorded" else row.get(name) for row in chunk for name in FIELDS])
-            await driver.execute_fetchall(
+            conn.execute(
                 _sqlite_insert(AUDIT_QUEUE, ("seq", "recorded", "leaf_hash"), len(chunk)),
                 [value for row in chunk for value in (row["seq"], time_text(row["recorded"]), leaf_of(row))])
-        await driver.commit()
+        conn.commit()
+
+    async with store.driver() as driver:
+        await driver._execute(work, driver._conn)  # noqa: SLF001
 
 
 # -- sealing --------------------------------------------------------------------------------
