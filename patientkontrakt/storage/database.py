@@ -28,6 +28,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
@@ -155,7 +156,21 @@ def sqlite_deadline(info: dict[Any, Any]) -> _Deadline | None:
     return deadline
 
 
+class _SQLiteCompiler(SQLiteCompiler):
+    """SQLite's compiler, with a row-value IN over a list (``tuple_(a, b).in_(keys)``) as
+    ``(a, b) IN (SELECT * FROM (VALUES …))``: SQLite 3.40 plans the plain ``IN (VALUES …)`` as a
+    scan of the whole table (50 ms on 22,000 resources, for every write's reference check and
+    every ``_include``), the subquery form by the index (0.04 ms)."""
+
+    def _literal_execute_expanding_parameter(self, name: Any, parameter: Any, values: Any, **kw: Any) -> Any:
+        to_update, replacement = super()._literal_execute_expanding_parameter(name, parameter, values, **kw)
+        if values and replacement.startswith("VALUES "):
+            replacement = f"SELECT * FROM ({replacement})"
+        return to_update, replacement
+
+
 def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = None) -> None:
+    engine.dialect.statement_compiler = _SQLiteCompiler
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
