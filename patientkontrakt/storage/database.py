@@ -163,7 +163,7 @@ class _SQLiteCompiler(SQLiteCompiler):
     every ``_include``), the subquery form by the index (0.04 ms)."""
 
     def _literal_execute_expanding_parameter(self, name: Any, parameter: Any, values: Any, **kw: Any) -> Any:
-        to_update, replacement = super()._literal_execute_expanding_parameter(name, parameter, values, **kw)
+        to_update, replacement = super()._literal_execute_expanding_parameter(name, parameter, values, **kw)  # type: ignore[no-untyped-call]
         if values and replacement.startswith("VALUES "):
             replacement = f"SELECT * FROM ({replacement})"
         return to_update, replacement
