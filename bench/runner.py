@@ -32,7 +32,7 @@ import httpx
 import orjson
 from sqlalchemy.engine import make_url
 
-from bench import checks, dbloops, export, mixed, notify, pooler, report, synthetic
+from bench import checks, dbloops, embedded, export, mixed, notify, pooler, report, synthetic
 from bench.database import (
     DEFAULT_PREFIX,
     Admin,
@@ -825,8 +825,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load synthetic Patientkontrakt agreements into PostgreSQL and measure a live server "
                     "against a bare FastAPI app and raw asyncpg (see docs/performance.md).",
     )
-    parser.add_argument("--agreements", type=_agreements, default=10_000,
-                        help="agreements (11 resources each) for the full run, up to 1,000,000 (default 10,000)")
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql",
+                        help="postgresql (default), or sqlite: the embedded default, read and create against a "
+                             "bare FastAPI route on the same SQLite file (bench/embedded.py)")
+    parser.add_argument("--agreements", type=_agreements, default=None,
+                        help="agreements (11 resources each) for the full run, up to 1,000,000 (default 10,000; "
+                             f"{embedded.DEFAULT_AGREEMENTS:,} with --database sqlite)")
     parser.add_argument("--scales", type=_sizes, default=[],
                         help="comma-separated sizes at which to run the search scenario too, for the growth "
                              "check (e.g. 10000,100000)")
@@ -879,6 +883,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replica-url", default=None,
                         help="a hot standby of --database-url's cluster (any database): also measure the search "
                              "on a server with PK_DATABASE_REPLICA_URL, in rounds with one without")
+    parser.add_argument("--sqlite-dir", default=str(embedded.DEFAULT_DIR),
+                        help="--database sqlite: where the loaded SQLite files are kept for reuse "
+                             f"(default {embedded.DEFAULT_DIR})")
     parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL,
                         help=f"PostgreSQL server and maintenance database (default {DEFAULT_ADMIN_URL})")
     parser.add_argument("--server-root", default=str(PROJECT_ROOT),
@@ -901,6 +908,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [s for s in args.scenarios if s not in ALL_SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
+    if args.agreements is None:
+        args.agreements = embedded.DEFAULT_AGREEMENTS if args.database == "sqlite" else 10_000
+    if args.database == "sqlite":
+        return await _run_sqlite(args)
     if args.soak:
         args.scenarios = ["mixed"]
     mixed_n = args.mixed_agreements or args.agreements
@@ -951,6 +962,42 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(report.soak_lines(results["soak"]))
     print(f"\nwrote {relative(path)}")
     shutil.rmtree(bench.workdir, ignore_errors=True)
+    return results
+
+
+async def _run_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+    """``--database sqlite`` (bench/embedded.py): read and create at ``--agreements`` only."""
+    skipped = [s for s in args.scenarios if s not in embedded.SQLITE_SCENARIOS]
+    if skipped and args.scenarios != ALL_SCENARIOS:
+        print(f"--database sqlite measures {', '.join(embedded.SQLITE_SCENARIOS)}; not {', '.join(skipped)}",
+              flush=True)
+    bench = Bench(args)
+    bench.output.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "command": _command(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": await report.machine_info(None, wrk_version(bench.wrk) if bench.wrk else None),
+        "settings": {"database": "sqlite", "duration_s": args.duration, "warmup_s": args.warmup,
+                     "connections": args.connections, "rounds": args.rounds, "quiet_wait_s": args.quiet_wait,
+                     "server_root": args.server_root, "wrk_threads": args.threads, "uvicorn_workers": args.workers,
+                     "client": "wrk" if bench.wrk else "python",
+                     "scenarios": [s for s in args.scenarios if s in embedded.SQLITE_SCENARIOS]},
+        "agreements": args.agreements,
+        "runs": {},
+    }
+    try:
+        run = results["runs"][str(args.agreements)] = await embedded.run_size(bench, args.agreements)
+    finally:
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+    results["targets"] = report.sqlite_targets(run)
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path = bench.output / "latest-sqlite.json"
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print()
+    print(report.table(args.agreements, run, engine="SQLite"))
+    print()
+    print(report.target_lines(results["targets"]))
+    print(f"\nwrote {relative(path)}")
     return results
 
 

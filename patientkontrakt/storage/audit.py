@@ -23,6 +23,7 @@ sealed in order) can be read in one place.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -151,13 +152,61 @@ async def append(unit: Unit, entries: Sequence[dict[str, Any]]) -> None:
 
 async def append_committed(store: Store, entries: Sequence[dict[str, Any]]) -> None:
     """Append ``entries`` in a transaction of their own; return once it has committed. On
-    PostgreSQL a single statement on a pooled connection, outside any open transaction."""
+    PostgreSQL a single statement on a pooled connection, outside any open transaction; on
+    SQLite one call to the connection's thread (``_append_sqlite``)."""
     if store.dialect != "postgresql":
-        async with store.writing() as unit:
-            await append(unit, entries)
+        await _append_sqlite(store, entries)
         return
     async with store.driver() as driver:
         await driver.execute(_APPEND_DRIVER, _as_json(entries))
+
+
+# SQLite's limit on the parameters of one statement is 32,766 (3.32 and later); fewer rows per
+# INSERT than that allows.
+_SQLITE_ROWS_PER_INSERT = 500
+_SQLITE_LAST_SEQ = ("SELECT (SELECT max(seq) FROM audit_log), (SELECT max(seq) FROM audit_leaf), "
+                    "(SELECT max(seq) FROM audit_queue)")
+
+
+def _sqlite_insert(table: sa.Table, columns: Sequence[str], rows: int) -> str:
+    values = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join([values] * rows)
+
+
+async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> None:
+    """``append`` in a transaction of its own on SQLite, in one call to the aiosqlite
+    connection's thread: BEGIN IMMEDIATE, the last ``seq`` (as ``_next_seq``), one INSERT of the
+    entries and one of their queue rows, COMMIT. Through SQLAlchemy the same took about fifteen
+    hand-overs to that thread and back (a cursor opened, used and closed per statement), the
+    larger part of an authenticated read's CPU (docs/performance.md, "SQLite, the embedded
+    default"). Values are bound as SQLAlchemy binds them (``recorded`` as its DATETIME text).
+
+    aiosqlite runs a function in its thread with ``Connection._execute`` (what its own
+    ``execute_fetchall`` uses; aiosqlite is pinned below 1.0, and every access-log test runs
+    this on SQLite). A failure leaves the transaction to ``Store.driver``, which drops the
+    connection and with it the transaction."""
+    if not entries:
+        return
+    time_text = AUDIT_LOG.c.recorded.type._cached_bind_processor(store.engine.dialect)  # noqa: SLF001
+    assert time_text is not None
+
+    def work(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        last = conn.execute(_SQLITE_LAST_SEQ).fetchone()
+        seq = max((v for v in last if v is not None), default=0) + 1
+        rows = [{**entry, "seq": seq + i} for i, entry in enumerate(entries)]
+        for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
+            chunk = rows[start:start + _SQLITE_ROWS_PER_INSERT]
+            conn.execute(
+                _sqlite_insert(AUDIT_LOG, FIELDS, len(chunk)),
+                [time_text(row[name]) if name == "recorded" else row.get(name) for row in chunk for name in FIELDS])
+            conn.execute(
+                _sqlite_insert(AUDIT_QUEUE, ("seq", "recorded", "leaf_hash"), len(chunk)),
+                [value for row in chunk for value in (row["seq"], time_text(row["recorded"]), leaf_of(row))])
+        conn.commit()
+
+    async with store.driver() as driver:
+        await driver._execute(work, driver._conn)  # noqa: SLF001
 
 
 # -- sealing --------------------------------------------------------------------------------

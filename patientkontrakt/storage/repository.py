@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.logs import describe
 from patientkontrakt.storage.access_sql import Restriction, care_plan_of, reached_count
-from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout
+from patientkontrakt.storage.database import StatementTimeout, is_statement_timeout, sqlite_deadline
 from patientkontrakt.storage.errors import DatabaseUnavailable, is_disconnect, unavailable
 from patientkontrakt.storage.history_sql import (
     SAFE_POINT,
@@ -458,6 +458,7 @@ class Store:
         self.recent = RecentWrites(recent_clients)
         self._replica_down_logged = False
         self._compiled: dict[tuple[Any, ...] | None, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._sqlite_processors: list[Any] | None = None
 
     def _read_statement(self, restriction: Restriction | None) -> sa.Select[Any]:
         visible = restriction.condition if restriction is not None else sa.true()
@@ -470,31 +471,31 @@ class Store:
         the caller see it (the row is returned either way, so that a refused read can be logged
         with its patient). ``Unit.get`` without a unit.
 
-        On PostgreSQL the statement, compiled once per restriction shape, goes straight to the
-        pooled asyncpg connection, outside any transaction as in ``reading()``. On a read by id
+        The statement, compiled once per restriction shape, goes straight to the pooled driver
+        connection (asyncpg; on SQLite aiosqlite, ``_sqlite_read``), outside any transaction as in
+        ``reading()`` on PostgreSQL. On a read by id
         SQLAlchemy's per-execution work (connection wrapper, autobegin/rollback, execution
         context, result metadata) costs about twice the CPU of the driver call itself
         (docs/performance.md). ``replica``: the replica may answer (``replica_reading``).
         """
         values = {"type_": type_, "id_": id_, **(restriction.values if restriction else {})}
-        if self.dialect != "postgresql":
-            async with self.reading() as unit:
-                row = (await unit.conn.execute(self._read_statement(restriction), values)).first()
+        # Parameters marked ``literal_execute`` (a care unit's id) are part of the SQL text:
+        # one statement per restriction shape and such values, kept as (SQL, the names of
+        # its positional parameters, the values the statement carries itself).
+        key = (restriction.key, *sorted(restriction.values.items())) if restriction else None
+        prepared = self._compiled.get(key)
+        if prepared is None:
+            compiled = self._read_statement(restriction).compile(dialect=self.engine.dialect)
+            expanded = compiled.construct_expanded_state(values)
+            prepared = (expanded.statement, tuple(expanded.positiontup or ()), dict(expanded.parameters))
+            if len(self._compiled) >= MAX_COMPILED_READS:
+                self._compiled.clear()
+            self._compiled[key] = prepared
+        sql, names, fixed = prepared
+        args = [values[name] if name in values else fixed[name] for name in names]
+        if self.dialect == "sqlite":
+            row = await self._sqlite_read(sql, args)
         else:
-            # Parameters marked ``literal_execute`` (a care unit's id) are part of the SQL text:
-            # one statement per restriction shape and such values, kept as (SQL, the names of
-            # its positional parameters, the values the statement carries itself).
-            key = (restriction.key, *sorted(restriction.values.items())) if restriction else None
-            prepared = self._compiled.get(key)
-            if prepared is None:
-                compiled = self._read_statement(restriction).compile(dialect=self.engine.dialect)
-                expanded = compiled.construct_expanded_state(values)
-                prepared = (expanded.statement, tuple(expanded.positiontup or ()), dict(expanded.parameters))
-                if len(self._compiled) >= MAX_COMPILED_READS:
-                    self._compiled.clear()
-                self._compiled[key] = prepared
-            sql, names, fixed = prepared
-            args = [values[name] if name in values else fixed[name] for name in names]
             if replica and self.replica is not None and SESSION.get() is not None:
                 found = await self._replica_fetchrow(sql, args)
                 if found is not False:
@@ -577,13 +578,32 @@ class Store:
         finally:
             await conn.close()
 
+    async def _sqlite_read(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
+        """``read_current`` on SQLite: the statement in one call to the connection's thread
+        (aiosqlite's ``execute_fetchall``), in autocommit (one statement reads one snapshot).
+        Through SQLAlchemy it was six (BEGIN, cursor, execute, fetch, close, ROLLBACK), each a
+        hand-over to the thread and back (docs/performance.md, "SQLite, the embedded default");
+        the row's values are converted as SQLAlchemy would (``last_updated``, ``deleted``)."""
+        async with self.driver() as driver:
+            rows = await driver.execute_fetchall(sql, args)
+        if not rows:
+            return None
+        if self._sqlite_processors is None:
+            self._sqlite_processors = [
+                column.type._cached_result_processor(self.engine.dialect, None)  # noqa: SLF001
+                for column in CURRENT_COLUMNS]
+        row = rows[0]
+        return [*(value if process is None else process(value)
+                  for process, value in zip(self._sqlite_processors, row[:-1], strict=True)), row[-1]]
+
     @asynccontextmanager
     async def driver(self, engine: AsyncEngine | None = None) -> AsyncIterator[Any]:
-        """A pooled asyncpg connection for a statement sent without SQLAlchemy (PostgreSQL only;
-        ``read_current``, the access log's append), outside any transaction, with SQLAlchemy's
-        handling of failures: a lost connection makes the pool drop every connection it made
-        before (a restart has closed them all), any other failure drops this one (a failed or
-        cancelled statement leaves it unusable), an outage is ``DatabaseUnavailable`` and a statement
+        """A pooled driver connection (asyncpg; on SQLite aiosqlite) of ``engine`` (the primary's
+        by default) for a statement sent without SQLAlchemy (``read_current``, the access log's
+        append), outside any transaction, with SQLAlchemy's handling of failures: a lost
+        connection makes the pool drop every connection it made before (a restart has closed them
+        all), any other failure drops this one (a failed or cancelled statement leaves it
+        unusable), an outage is ``DatabaseUnavailable`` and a statement
         cancelled at the statement timeout ``StatementTimeout``.
 
         A failure that left the connection closed is a lost connection whatever the error says
@@ -593,11 +613,14 @@ class Store:
         engine = engine or self.engine
         async with _outages():
             pooled = await engine.raw_connection()
+        deadline = sqlite_deadline(pooled.info) if self.dialect == "sqlite" else None
         try:
+            if deadline is not None:  # SQLite: the progress handler interrupts it at the timeout
+                deadline.start()
             yield pooled.driver_connection
         except BaseException as exc:
             driver = pooled.driver_connection
-            lost = is_disconnect(exc) or (driver is not None and driver.is_closed())
+            lost = is_disconnect(exc) or (self.dialect == "postgresql" and driver is not None and driver.is_closed())
             if lost:
                 engine.pool._invalidate(pooled, exc)
             else:
@@ -609,6 +632,9 @@ class Store:
                 if lost:
                     raise DatabaseUnavailable(describe(exc), disconnected=True) from None
             raise
+        finally:
+            if deadline is not None:
+                deadline.at = None
         pooled.close()
 
     @asynccontextmanager

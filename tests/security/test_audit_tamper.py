@@ -278,7 +278,10 @@ def test_reordered_entries_are_found(db_url: str, tmp_path: Path) -> None:
            "UPDATE audit_leaf SET position = 5 WHERE position = -1")
     assert check(settings).intact
     # two entries exchange their ids (so the AuditEvent of one shows the other's access)
-    tamper(db_url, "UPDATE audit_log SET seq = CASE seq WHEN 3 THEN 6 ELSE 3 END WHERE seq IN (3, 6)")
+    # (in three steps: two reads logged within a millisecond share ``recorded``, and the key is
+    # (seq, recorded), which a single swapping UPDATE would break half-way through on SQLite)
+    tamper(db_url, "UPDATE audit_log SET seq = -1 WHERE seq = 3", "UPDATE audit_log SET seq = 3 WHERE seq = 6",
+           "UPDATE audit_log SET seq = 6 WHERE seq = -1")
     assert check(settings).problems == [
         "entry 3 (position 2) does not match its leaf in the tree: changed after it was sealed",
         "entry 6 (position 5) does not match its leaf in the tree: changed after it was sealed"]
