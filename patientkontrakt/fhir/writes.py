@@ -143,14 +143,14 @@ class Writer:
         patient_id = await self.patient_of(unit, type_, id_, tables)
         if existing is not None:
             # An update keeps the owner: the record stays the creating provider's.
-            await unit.update(existing.pk, version, now, text, patient_id=patient_id)
-            pk, owner = existing.pk, (existing.owner_unit, existing.owner_provider)
+            pk = await unit.store_version(type_, id_, version, now, method, text, tables, patient_id=patient_id,
+                                          replacing=existing.pk)
+            owner = (existing.owner_unit, existing.owner_provider)
         else:
             new_owner = access_of(unit).owner(type_)
-            pk = await unit.insert(type_, id_, version, now, text, patient_id=patient_id, owner=new_owner)
+            pk = await unit.store_version(type_, id_, version, now, method, text, tables, patient_id=patient_id,
+                                          owner=new_owner)
             owner = new_owner or (None, None)
-        await unit.add_version(type_, id_, version, now, method, text)
-        await unit.write_index(pk, type_, tables, replace=existing is not None)
         stored = StoredResource(pk, type_, id_, version, now, False, text, patient_id, *owner)
         unit.written.append(stored)
         unit.touched.append(stored)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from patientkontrakt.fhir.dates import now_utc
@@ -40,6 +41,7 @@ from patientkontrakt.storage.history_sql import (
     history_query,
 )
 from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
+from patientkontrakt.storage.write_sql import STORE_NEW, STORE_NEXT, store_arguments
 
 R = RESOURCE.c
 V = RESOURCE_VERSION.c
@@ -86,6 +88,44 @@ _GET_MANY = sa.select(*CURRENT_COLUMNS).where(_KEYS, R.deleted.is_(False))
 _GET_MANY_WITH_DELETED = sa.select(*CURRENT_COLUMNS).where(_KEYS)
 _GET_BY_PKS = sa.select(*CURRENT_COLUMNS).where(R.pk.in_(sa.bindparam("pks", expanding=True)))
 
+# The write path's look-ups on PostgreSQL, sent on the unit's asyncpg connection (``Unit.driver``):
+# through SQLAlchemy each cost about 0.2 ms of CPU more (docs/performance.md, "Writes"). Keys go
+# as two arrays, pks as one, so that the text is the same whatever their number.
+_PKS = sa.bindparam("pks", type_=postgresql.ARRAY(sa.BigInteger()))
+_PG_KEYS = "(res_type, res_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+_PG_CURRENT = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE " + _PG_KEYS
+_PG_GET_MANY = _PG_CURRENT + " AND NOT deleted"
+_PG_GET_MANY_WITH_DELETED = _PG_CURRENT
+_PG_EXISTING = "SELECT res_type, res_id FROM resource WHERE " + _PG_KEYS + " AND NOT deleted"
+_PG_EXISTING_SHARED = _PG_EXISTING + " FOR SHARE"
+MAX_DRIVER_STATEMENTS = 4096  # statements kept compiled for the driver (shapes x care units)
+_driver_compiled: dict[Any, Any] = {}
+_driver_statements: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dialect: Any
+                      ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """``statement`` as PostgreSQL text with the names of its positional parameters and the values
+    it carries itself, compiled once per shape (SQLAlchemy's cache key, cheap to compute for the
+    access rules' shared conditions) and per value of its ``literal_execute`` parameters. The
+    statement's own bound values must not vary between statements of one shape (those in the
+    parameters, ``values``, may)."""
+    shape = statement._generate_cache_key().key
+    compiled = _driver_compiled.get(shape)
+    if compiled is None:
+        if len(_driver_compiled) >= MAX_DRIVER_STATEMENTS:
+            _driver_compiled.clear()
+        compiled = _driver_compiled[shape] = statement.compile(dialect=dialect)
+    key = (shape, tuple((p.key, values.get(p.key)) for p in compiled.literal_execute_params))
+    prepared = _driver_statements.get(key)
+    if prepared is None:
+        expanded = compiled.construct_expanded_state(dict(values))
+        prepared = (expanded.statement, tuple(expanded.positiontup or ()), dict(expanded.parameters))
+        if len(_driver_statements) >= MAX_DRIVER_STATEMENTS:
+            _driver_statements.clear()
+        _driver_statements[key] = prepared
+    return prepared
+
 
 def _references_from(by_param: bool, of_type: bool) -> sa.Select[Any]:
     query = sa.select(REF.target_type, REF.target_id).distinct().where(
@@ -129,6 +169,36 @@ class Unit:
         # may hold a restriction (``Restriction``).
         self.parameters: dict[str, Any] = dict(getattr(access, "parameters", None) or {})
         self._stamp_floor: datetime | None = None
+        self._driver: Any = None
+
+    async def driver(self) -> Any:
+        """The unit's asyncpg connection (PostgreSQL), for a statement sent without SQLAlchemy's
+        per-execution work (``write_sql``), inside the unit's transaction. SQLAlchemy begins the
+        transaction with the unit's first statement; if none has been sent yet, it is begun
+        here as SQLAlchemy would."""
+        if self._driver is None:
+            adapted = (await self.conn.get_raw_connection()).dbapi_connection
+            if self.conn.in_transaction() and adapted._transaction is None:
+                await adapted._start_transaction()
+            self._driver = adapted.driver_connection
+        return self._driver
+
+    async def _fetch(self, sql: str, *arguments: Any) -> list[Any]:
+        """The rows of ``sql`` run on ``driver()``; a statement cancelled at the statement timeout
+        raises ``StatementTimeout``, as through SQLAlchemy."""
+        try:
+            rows: list[Any] = await (await self.driver()).fetch(sql, *arguments)
+        except Exception as exc:
+            if is_statement_timeout(exc):
+                raise StatementTimeout() from exc
+            raise
+        return rows
+
+    async def _fetch_compiled(self, statement: sa.Select[Any], values: dict[str, Any]) -> list[Any]:
+        """``statement`` run on ``driver()``, compiled once per shape and per value of the
+        parameters rendered into its text (``literal_execute``: a care unit's id)."""
+        sql, names, fixed = _driver_statement(statement, values, self.conn.dialect)
+        return await self._fetch(sql, *[values[name] if name in values else fixed[name] for name in names])
 
     # -- current resources -----------------------------------------------------------------
 
@@ -144,6 +214,10 @@ class Unit:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return []
+        if self.dialect == "postgresql":
+            types, ids = zip(*wanted, strict=True)
+            sql = _PG_GET_MANY_WITH_DELETED if include_deleted else _PG_GET_MANY
+            return [current(r) for r in await self._fetch(sql, list(types), list(ids))]
         query = _GET_MANY_WITH_DELETED if include_deleted else _GET_MANY
         return [current(r) for r in (await self.conn.execute(query, {"keys": wanted})).all()]
 
@@ -151,6 +225,9 @@ class Unit:
         """Which of ``pks`` satisfy ``condition`` (a restriction of the unit's caller)."""
         if not pks:
             return set()
+        if self.dialect == "postgresql":
+            query = sa.select(R.pk).where(R.pk == sa.any_(_PKS), condition)
+            return {int(r[0]) for r in await self._fetch_compiled(query, {**self.parameters, "pks": list(pks)})}
         query = sa.select(R.pk).where(R.pk.in_(list(pks)), condition)
         found: list[Any] = list((await self.conn.execute(query, self.parameters)).scalars())
         return {int(pk) for pk in found}
@@ -166,6 +243,10 @@ class Unit:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return set()
+        if self.dialect == "postgresql":
+            types, ids = zip(*wanted, strict=True)
+            rows = await self._fetch(_PG_EXISTING_SHARED if share_lock else _PG_EXISTING, list(types), list(ids))
+            return {(str(t), str(i)) for t, i in rows}
         query = sa.select(R.res_type, R.res_id).where(
             sa.tuple_(R.res_type, R.res_id).in_(wanted), R.deleted.is_(False)
         )
@@ -186,6 +267,29 @@ class Unit:
             .returning(R.pk)
         )
         pk: int = result.scalar_one()
+        return pk
+
+    async def store_version(
+        self, type_: str, id_: str, version_id: int, last_updated: datetime, method: str, body: str,
+        tables: Sequence[tuple[str, list[dict[str, Any]]]], *, patient_id: str | None,
+        owner: tuple[str, str] | None = None, replacing: int | None = None,
+    ) -> int:
+        """Store a version of a resource that is not deleted: the current row (new, or the row
+        ``replacing`` names, whose owner stays), the version row and the index rows (replacing
+        the old ones); the current row's pk. One statement on PostgreSQL (``write_sql``)."""
+        if self.dialect == "postgresql":
+            own: list[Any] = [replacing] if replacing is not None else list(owner or (None, None))
+            arguments = store_arguments(type_, id_, version_id, last_updated, method, body, patient_id, own, tables)
+            pk: int = await (await self.driver()).fetchval(STORE_NEW if replacing is None else STORE_NEXT,
+                                                           *arguments)
+            return pk
+        if replacing is None:
+            pk = await self.insert(type_, id_, version_id, last_updated, body, patient_id=patient_id, owner=owner)
+        else:
+            pk = replacing
+            await self.update(pk, version_id, last_updated, body, patient_id=patient_id)
+        await self.add_version(type_, id_, version_id, last_updated, method, body)
+        await self.write_index(pk, type_, tables, replace=replacing is not None)
         return pk
 
     async def update(
