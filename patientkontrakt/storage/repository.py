@@ -94,6 +94,13 @@ _GET_BY_PKS = sa.select(*CURRENT_COLUMNS).where(R.pk.in_(sa.bindparam("pks", exp
 _PKS = sa.bindparam("pks", type_=postgresql.ARRAY(sa.BigInteger()))
 _PG_KEYS = "(res_type, res_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 _PG_CURRENT = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE " + _PG_KEYS
+_PG_GET = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE res_type = $1 AND res_id = $2"
+_PG_GET_LOCKED = _PG_GET + " FOR UPDATE"
+_PG_GET_BY_PKS = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE pk = ANY($1::bigint[])"
+_PG_REFERENCES_TO = ("SELECT DISTINCT resource_pk FROM idx_reference WHERE res_type = $1 AND (target_type, target_id) "
+                     "IN (SELECT * FROM unnest($2::text[], $3::text[]))")
+_PG_REFERENCING = _PG_REFERENCES_TO + " LIMIT $4"
+_PG_REFERENCING_PARAM = _PG_REFERENCES_TO + " AND param = $5 LIMIT $4"
 _PG_GET_MANY = _PG_CURRENT + " AND NOT deleted"
 _PG_GET_MANY_WITH_DELETED = _PG_CURRENT
 _PG_EXISTING = "SELECT res_type, res_id FROM resource WHERE " + _PG_KEYS + " AND NOT deleted"
@@ -183,9 +190,10 @@ class Unit:
             self._driver = adapted.driver_connection
         return self._driver
 
-    async def _fetch(self, sql: str, *arguments: Any) -> list[Any]:
-        """The rows of ``sql`` run on ``driver()``; a statement cancelled at the statement timeout
-        raises ``StatementTimeout``, as through SQLAlchemy."""
+    async def fetch(self, sql: str, *arguments: Any) -> list[Any]:
+        """The rows of ``sql`` (PostgreSQL text, ``$n`` parameters) run on ``driver()``; a
+        statement cancelled at the statement timeout raises ``StatementTimeout``, as through
+        SQLAlchemy."""
         try:
             rows: list[Any] = await (await self.driver()).fetch(sql, *arguments)
         except Exception as exc:
@@ -194,15 +202,18 @@ class Unit:
             raise
         return rows
 
-    async def _fetch_compiled(self, statement: sa.Select[Any], values: dict[str, Any]) -> list[Any]:
-        """``statement`` run on ``driver()``, compiled once per shape and per value of the
-        parameters rendered into its text (``literal_execute``: a care unit's id)."""
+    async def fetch_compiled(self, statement: sa.Select[Any], values: dict[str, Any]) -> list[Any]:
+        """``statement`` run on ``driver()`` (PostgreSQL), compiled once per shape and per value of
+        the parameters rendered into its text (``literal_execute``: a care unit's id)."""
         sql, names, fixed = _driver_statement(statement, values, self.conn.dialect)
-        return await self._fetch(sql, *[values[name] if name in values else fixed[name] for name in names])
+        return await self.fetch(sql, *[values[name] if name in values else fixed[name] for name in names])
 
     # -- current resources -----------------------------------------------------------------
 
     async def get(self, type_: str, id_: str, *, lock: bool = False) -> StoredResource | None:
+        if self.dialect == "postgresql":
+            rows = await self.fetch(_PG_GET_LOCKED if lock else _PG_GET, type_, id_)
+            return current(rows[0]) if rows else None
         query = _GET_LOCKED if lock else _GET
         row = (await self.conn.execute(query, {"type_": type_, "id_": id_})).first()
         return current(row) if row else None
@@ -217,7 +228,7 @@ class Unit:
         if self.dialect == "postgresql":
             types, ids = zip(*wanted, strict=True)
             sql = _PG_GET_MANY_WITH_DELETED if include_deleted else _PG_GET_MANY
-            return [current(r) for r in await self._fetch(sql, list(types), list(ids))]
+            return [current(r) for r in await self.fetch(sql, list(types), list(ids))]
         query = _GET_MANY_WITH_DELETED if include_deleted else _GET_MANY
         return [current(r) for r in (await self.conn.execute(query, {"keys": wanted})).all()]
 
@@ -227,7 +238,7 @@ class Unit:
             return set()
         if self.dialect == "postgresql":
             query = sa.select(R.pk).where(R.pk == sa.any_(_PKS), condition)
-            return {int(r[0]) for r in await self._fetch_compiled(query, {**self.parameters, "pks": list(pks)})}
+            return {int(r[0]) for r in await self.fetch_compiled(query, {**self.parameters, "pks": list(pks)})}
         query = sa.select(R.pk).where(R.pk.in_(list(pks)), condition)
         found: list[Any] = list((await self.conn.execute(query, self.parameters)).scalars())
         return {int(pk) for pk in found}
@@ -235,7 +246,11 @@ class Unit:
     async def get_by_pks(self, pks: Sequence[int]) -> list[StoredResource]:
         if not pks:
             return []
-        by_pk = {r[0]: current(r) for r in (await self.conn.execute(_GET_BY_PKS, {"pks": list(pks)})).all()}
+        if self.dialect == "postgresql":
+            rows: Sequence[Any] = await self.fetch(_PG_GET_BY_PKS, list(pks))
+        else:
+            rows = (await self.conn.execute(_GET_BY_PKS, {"pks": list(pks)})).all()
+        by_pk = {r[0]: current(r) for r in rows}
         return [by_pk[pk] for pk in pks if pk in by_pk]
 
     async def existing(self, keys: Iterable[tuple[str, str]], *, share_lock: bool = False) -> set[tuple[str, str]]:
@@ -245,7 +260,7 @@ class Unit:
             return set()
         if self.dialect == "postgresql":
             types, ids = zip(*wanted, strict=True)
-            rows = await self._fetch(_PG_EXISTING_SHARED if share_lock else _PG_EXISTING, list(types), list(ids))
+            rows = await self.fetch(_PG_EXISTING_SHARED if share_lock else _PG_EXISTING, list(types), list(ids))
             return {(str(t), str(i)) for t, i in rows}
         query = sa.select(R.res_type, R.res_id).where(
             sa.tuple_(R.res_type, R.res_id).in_(wanted), R.deleted.is_(False)
@@ -345,7 +360,7 @@ class Unit:
         """
         if self._stamp_floor is None:
             if self.dialect == "postgresql":
-                taken: datetime = (await self.conn.execute(TAKE_XID)).scalar_one()
+                taken: datetime = (await self.fetch(TAKE_XID.text))[0][0]
                 self._stamp_floor = floor_ms(taken)
             else:
                 self._stamp_floor = datetime.min
@@ -444,6 +459,11 @@ class Unit:
         """pks of current resources of ``source_type`` whose ``param`` points at the targets."""
         if not targets:
             return []
+        if self.dialect == "postgresql":
+            types, ids = zip(*targets, strict=True)
+            sql = _PG_REFERENCING if param is None else _PG_REFERENCING_PARAM
+            arguments = [source_type, list(types), list(ids), limit, *([] if param is None else [param])]
+            return [int(r[0]) for r in await self.fetch(sql, *arguments)]
         query = (
             sa.select(REF.resource_pk).distinct()
             .where(REF.res_type == source_type, sa.tuple_(REF.target_type, REF.target_id).in_(list(targets)))
@@ -524,7 +544,7 @@ class Unit:
         start with BEGIN IMMEDIATE, so writers are serialised.
         """
         if self.dialect == "postgresql":
-            await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            await self.fetch("SELECT pg_advisory_xact_lock(hashtext($1))", key)
 
 
 MAX_COMPILED_READS = 4096  # read statements kept compiled (restriction shapes x care units)
