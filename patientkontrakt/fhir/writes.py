@@ -228,8 +228,8 @@ class Writer:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
         if not wanted:
             return
-        found = await unit.existing(wanted, share_lock=True)
-        found = await self._visible_keys(unit, found)
+        access = access_of(unit)
+        found = await unit.existing_visible(wanted, {t: bound(access.restriction(t)) for t, _ in wanted})
         missing = [(key, at) for key, at in wanted.items() if key not in found]
         if missing:
             (t0, i0), at0 = missing[0]

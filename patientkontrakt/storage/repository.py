@@ -92,6 +92,9 @@ _GET_BY_PKS = sa.select(*CURRENT_COLUMNS).where(R.pk.in_(sa.bindparam("pks", exp
 # through SQLAlchemy each cost about 0.2 ms of CPU more (docs/performance.md, "Writes"). Keys go
 # as two arrays, pks as one, so that the text is the same whatever their number.
 _PKS = sa.bindparam("pks", type_=postgresql.ARRAY(sa.BigInteger()))
+_KEYS_ANY = sa.tuple_(R.res_type, R.res_id).in_(sa.select(
+    sa.func.unnest(sa.bindparam("types", type_=postgresql.ARRAY(sa.Text()))),
+    sa.func.unnest(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text())))))
 _PG_KEYS = "(res_type, res_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 _PG_CURRENT = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE " + _PG_KEYS
 _PG_GET = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE res_type = $1 AND res_id = $2"
@@ -113,17 +116,19 @@ _driver_statements: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dialect: Any
                       ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     """``statement`` as PostgreSQL text with the names of its positional parameters and the values
-    it carries itself, compiled once per shape (SQLAlchemy's cache key, cheap to compute for the
-    access rules' shared conditions) and per value of its ``literal_execute`` parameters. The
-    statement's own bound values must not vary between statements of one shape (those in the
-    parameters, ``values``, may)."""
-    shape = statement._generate_cache_key().key
+    it carries itself, compiled once per shape and values of its own (SQLAlchemy's cache key,
+    cheap to compute for the access rules' shared conditions), per value of the parameters
+    rendered into its text (``literal_execute``: a care unit's id) and per number of values of
+    its expanding ones (an ``IN`` list)."""
+    cache_key = statement._generate_cache_key()
+    shape = (cache_key.key, tuple(_frozen(b.effective_value) for b in cache_key.bindparams))
     compiled = _driver_compiled.get(shape)
     if compiled is None:
         if len(_driver_compiled) >= MAX_DRIVER_STATEMENTS:
             _driver_compiled.clear()
         compiled = _driver_compiled[shape] = statement.compile(dialect=dialect)
-    key = (shape, tuple((p.key, values.get(p.key)) for p in compiled.literal_execute_params))
+    key = (shape, tuple((p.key, values.get(p.key)) for p in compiled.literal_execute_params),
+           tuple(len(values.get(p.key, p.value) or ()) for p in compiled.binds.values() if p.expanding))
     prepared = _driver_statements.get(key)
     if prepared is None:
         expanded = compiled.construct_expanded_state(dict(values))
@@ -132,6 +137,10 @@ def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dial
             _driver_statements.clear()
         _driver_statements[key] = prepared
     return prepared
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _references_from(by_param: bool, of_type: bool) -> sa.Select[Any]:
@@ -268,6 +277,33 @@ class Unit:
         if share_lock:
             query = query.with_for_update(read=True)
         return {(str(t), str(i)) for t, i in (await self.conn.execute(query)).all()}
+
+    async def existing_visible(self, keys: Iterable[tuple[str, str]],
+                               conditions: Mapping[str, sa.ColumnElement[bool] | None]) -> set[tuple[str, str]]:
+        """Which of the keys exist, are not deleted and meet their type's condition in
+        ``conditions`` (a restriction of the unit's caller; None: every resource of the type),
+        FOR SHARE (the references of a write). One statement on PostgreSQL."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+        if self.dialect != "postgresql":
+            found = await self.existing(wanted, share_lock=True)
+            rows = await self.get_many(found) if any(conditions.get(t) is not None for t, _ in found) else []
+            hidden = set()
+            for type_ in {r.type for r in rows}:
+                condition = conditions.get(type_)
+                if condition is not None:
+                    of_type = [r.pk for r in rows if r.type == type_]
+                    hidden |= set(of_type) - await self.visible_pks(of_type, condition)
+            return found - {(r.type, r.id) for r in rows if r.pk in hidden}
+        restricted = sorted((t, c) for t, c in conditions.items() if c is not None)
+        visible = sa.case(*((R.res_type == t, c) for t, c in restricted), else_=sa.true()) if restricted \
+            else sa.true()
+        query = sa.select(R.res_type, R.res_id).where(_KEYS_ANY, R.deleted.is_(False), visible) \
+            .with_for_update(read=True)
+        types, ids = zip(*wanted, strict=True)
+        rows = await self.fetch_compiled(query, {**self.parameters, "types": list(types), "ids": list(ids)})
+        return {(str(t), str(i)) for t, i in rows}
 
     async def insert(
         self, type_: str, id_: str, version_id: int, last_updated: datetime, body: str,

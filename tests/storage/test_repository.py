@@ -315,6 +315,26 @@ async def test_statements_on_the_driver_are_in_the_units_transaction(store: Stor
                 await other.conn.execute(sa.update(RESOURCE).where(RESOURCE.c.res_id == "kept").values(version_id=9))
 
 
+async def test_existing_visible_finds_the_live_keys_each_type_s_condition_admits(store: Store) -> None:
+    """The references of a write (``Writer.check_references``): one statement on PostgreSQL."""
+    async with store.writing() as unit:
+        for type_, id_, patient in (("Patient", "p1", "p1"), ("Patient", "p2", None), ("Goal", "g1", None),
+                                    ("Goal", "gone", None)):
+            await unit.insert(type_, id_, 1, T0, body(type_, id_), patient_id=patient)
+        gone = await unit.get("Goal", "gone")
+        assert gone is not None
+        await unit.update(gone.pk, 2, T0, gone.body, deleted=True)
+    keys = [("Patient", "p1"), ("Patient", "p2"), ("Goal", "g1"), ("Goal", "gone"), ("Goal", "never")]
+    with_patient = RESOURCE.c.patient_id.is_not(None)
+    async with store.writing() as unit:
+        assert await unit.existing_visible(keys, {"Patient": with_patient, "Goal": None}) == {
+            ("Patient", "p1"), ("Goal", "g1")}
+        assert await unit.existing_visible(keys, {"Patient": None, "Goal": None}) == {
+            ("Patient", "p1"), ("Patient", "p2"), ("Goal", "g1")}
+        assert await unit.existing_visible(keys[:3], {"Patient": None, "Goal": with_patient}) == {
+            ("Patient", "p1"), ("Patient", "p2")}
+
+
 async def test_index_rows_must_belong_to_a_resource(store: Store) -> None:
     """The foreign key holds on SQLite too (PRAGMA foreign_keys=ON on every connection)."""
     with pytest.raises(sa.exc.IntegrityError):
