@@ -165,10 +165,10 @@ class ScopedAccess:
             if restriction is None:
                 continue
             seen = await unit.visible_pks([stored.pk for stored in group], bound(restriction))
-            stored = next((stored for stored in group if stored.pk not in seen), None)
-            if stored is not None:
+            outside = next((stored for stored in group if stored.pk not in seen), None)
+            if outside is not None:
                 raise Forbidden(
-                    f"{stored.type}/{stored.id} would be outside what you may see; the write is refused",
+                    f"{outside.type}/{outside.id} would be outside what you may see; the write is refused",
                     details_sv="Ändringen skulle hamna utanför det du har behörighet till och avvisades.",
                 )
 

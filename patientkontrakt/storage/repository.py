@@ -121,6 +121,8 @@ def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dial
     rendered into its text (``literal_execute``: a care unit's id) and per number of values of
     its expanding ones (an ``IN`` list)."""
     cache_key = statement._generate_cache_key()
+    if cache_key is None:
+        raise ValueError("a statement SQLAlchemy cannot cache cannot be compiled once")
     shape = (cache_key.key, tuple(_frozen(b.effective_value) for b in cache_key.bindparams))
     compiled = _driver_compiled.get(shape)
     if compiled is None:
@@ -193,7 +195,7 @@ class Unit:
         transaction with the unit's first statement; if none has been sent yet, it is begun
         here as SQLAlchemy would."""
         if self._driver is None:
-            adapted = (await self.conn.get_raw_connection()).dbapi_connection
+            adapted: Any = (await self.conn.get_raw_connection()).dbapi_connection
             if self.conn.in_transaction() and adapted._transaction is None:
                 await adapted._start_transaction()
             self._driver = adapted.driver_connection
@@ -302,8 +304,8 @@ class Unit:
         query = sa.select(R.res_type, R.res_id).where(_KEYS_ANY, R.deleted.is_(False), visible) \
             .with_for_update(read=True)
         types, ids = zip(*wanted, strict=True)
-        rows = await self.fetch_compiled(query, {**self.parameters, "types": list(types), "ids": list(ids)})
-        return {(str(t), str(i)) for t, i in rows}
+        visible_rows = await self.fetch_compiled(query, {**self.parameters, "types": list(types), "ids": list(ids)})
+        return {(str(t), str(i)) for t, i in visible_rows}
 
     async def insert(
         self, type_: str, id_: str, version_id: int, last_updated: datetime, body: str,
