@@ -112,7 +112,11 @@ def _postgresql_engine(url: str, pool_size: int, echo: bool, connect_timeout: fl
         # engine chooses where a search with several criteria starts: search/engine.py).
         # No JIT: a generic plan's estimates run high, past jit_above_cost, and compiling took
         # 125 ms (900 ms with optimisation) for a page of a search that runs in 20 ms.
-        connect_args={"server_settings": server_settings, "timeout": connect_timeout},
+        # asyncpg keeps statements up to 15 KB prepared; a write's reference check with the
+        # access rules of several types is about 30 KB (storage/repository.py, Unit.fetch_compiled)
+        # and would otherwise be parsed and planned by PostgreSQL on every write.
+        connect_args={"server_settings": server_settings, "timeout": connect_timeout,
+                      "max_cacheable_statement_size": 256 * 1024},
     )
 
 
