@@ -199,12 +199,23 @@ class BundleProcessor:
                 if existing is not None and not existing.deleted:
                     continue
             created.add((entry.type, entry.id))
+        # Every entry's references looked up at once; then each entry answered in order, as alone.
+        references: list[tuple[Entry, dict[tuple[str, str], str] | FhirError]] = []
         for entry in entries:
             if entry.resource is not None and entry.version != "existing":
                 try:
-                    await writer.check_references(unit, {**entry.resource, "id": entry.id}, created=created)
+                    references.append((entry, writer.references_wanted({**entry.resource, "id": entry.id}, created)))
                 except FhirError as error:
-                    raise entry_error(entry.index, error) from None
+                    references.append((entry, error))
+        keys = {key for _, wanted in references if not isinstance(wanted, FhirError) for key in wanted}
+        found = await writer.found_references(unit, keys) if keys else set()
+        for entry, wanted in references:
+            try:
+                if isinstance(wanted, FhirError):
+                    raise wanted
+                writer.require_found(wanted, found)
+            except FhirError as error:
+                raise entry_error(entry.index, error) from None
 
     @staticmethod
     def _claim(claimed: dict[tuple[str, str], int], entry: Entry) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,14 +143,14 @@ class Writer:
         patient_id = await self.patient_of(unit, type_, id_, tables)
         if existing is not None:
             # An update keeps the owner: the record stays the creating provider's.
-            await unit.update(existing.pk, version, now, text, patient_id=patient_id)
-            pk, owner = existing.pk, (existing.owner_unit, existing.owner_provider)
+            pk = await unit.store_version(type_, id_, version, now, method, text, tables, patient_id=patient_id,
+                                          replacing=existing.pk)
+            owner = (existing.owner_unit, existing.owner_provider)
         else:
             new_owner = access_of(unit).owner(type_)
-            pk = await unit.insert(type_, id_, version, now, text, patient_id=patient_id, owner=new_owner)
+            pk = await unit.store_version(type_, id_, version, now, method, text, tables, patient_id=patient_id,
+                                          owner=new_owner)
             owner = new_owner or (None, None)
-        await unit.add_version(type_, id_, version, now, method, text)
-        await unit.write_index(pk, type_, tables, replace=existing is not None)
         stored = StoredResource(pk, type_, id_, version, now, False, text, patient_id, *owner)
         unit.written.append(stored)
         unit.touched.append(stored)
@@ -190,6 +190,14 @@ class Writer:
         caller may see. ``created``: what the caller's transaction is about to create, which its
         entries may name. Called before the write it checks, so that the answer is about what the
         caller could see before it (a write must not make its own targets visible)."""
+        wanted = self.references_wanted(resource, created)
+        if wanted:
+            self.require_found(wanted, await self.found_references(unit, wanted))
+
+    def references_wanted(self, resource: dict[str, Any], created: set[tuple[str, str]] | frozenset[tuple[str, str]]
+                          = frozenset()) -> dict[tuple[str, str], str]:
+        """The local resources ``resource`` refers to (other than itself and ``created``), each
+        with where it is named first; a malformed reference raises ``InvalidResource``."""
         own = (resource["resourceType"], resource.get("id"))
         contained = {c.get("id") for c in resource.get("contained", []) if isinstance(c, dict)}
         wanted: dict[tuple[str, str], str] = {}
@@ -226,10 +234,20 @@ class Writer:
                 wanted.setdefault((parsed.type, parsed.id), at)
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
-        if not wanted:
-            return
-        found = await unit.existing(wanted, share_lock=True)
-        found = await self._visible_keys(unit, found)
+        return wanted
+
+    @staticmethod
+    async def found_references(unit: Unit, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``keys`` are live resources the caller may see, locked FOR SHARE until the
+        transaction ends: a reference to one they may not see is treated as one to nothing (no
+        existence leaks through a write's answer)."""
+        keys = set(keys)
+        access = access_of(unit)
+        return await unit.existing_visible(keys, {t: bound(access.restriction(t)) for t in {t for t, _ in keys}})
+
+    @staticmethod
+    def require_found(wanted: dict[tuple[str, str], str], found: set[tuple[str, str]]) -> None:
+        """422 naming every reference of ``wanted`` not in ``found``."""
         missing = [(key, at) for key, at in wanted.items() if key not in found]
         if missing:
             (t0, i0), at0 = missing[0]

@@ -86,7 +86,10 @@ class Notifications:
     # -- matching ----------------------------------------------------------------------------
 
     async def _events(self, unit: Unit, stored: StoredResource, *, deleted: bool) -> None:
-        triggers: list[Any] = list((await unit.conn.execute(_TRIGGERS, {"res_type": stored.type})).all())
+        if unit.dialect == "postgresql":  # on every write: without SQLAlchemy's per-execution work
+            triggers: list[Any] = await unit.fetch_compiled(_TRIGGERS, {"res_type": stored.type})
+        else:
+            triggers = list((await unit.conn.execute(_TRIGGERS, {"res_type": stored.type})).all())
         if not triggers:
             return
         matched = await self.matching(unit, stored, [(int(pk), str(query)) for pk, query in triggers])

@@ -157,13 +157,18 @@ class ScopedAccess:
     async def confirm(self, unit: Unit, written: list[StoredResource]) -> None:
         """Whatever was written must be visible to its writer (scope narrowing, care unit, own
         compartment); otherwise the whole unit of work is refused and rolled back."""
+        by_type: dict[str, list[StoredResource]] = {}
         for stored in written:
-            restriction = self.restriction(stored.type)
+            by_type.setdefault(stored.type, []).append(stored)
+        for type_, group in by_type.items():  # one query per type, not per resource
+            restriction = self.restriction(type_)
             if restriction is None:
                 continue
-            if not await unit.visible_pks([stored.pk], bound(restriction)):
+            seen = await unit.visible_pks([stored.pk for stored in group], bound(restriction))
+            outside = next((stored for stored in group if stored.pk not in seen), None)
+            if outside is not None:
                 raise Forbidden(
-                    f"{stored.type}/{stored.id} would be outside what you may see; the write is refused",
+                    f"{outside.type}/{outside.id} would be outside what you may see; the write is refused",
                     details_sv="Ändringen skulle hamna utanför det du har behörighet till och avvisades.",
                 )
 

@@ -90,8 +90,7 @@ WITH entry AS (
 )
 INSERT INTO audit_queue (seq, recorded, leaf_hash) SELECT seq, recorded, leaf_hash FROM entry
 """
-_APPEND_DRIVER = _APPEND_SQL.format(entries="$1")  # asyncpg, outside SQLAlchemy
-_APPEND = sa.text(_APPEND_SQL.format(entries=":entries"))
+_APPEND_DRIVER = _APPEND_SQL.format(entries="$1")  # sent to asyncpg, not through SQLAlchemy
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ async def append(unit: Unit, entries: Sequence[dict[str, Any]]) -> None:
     if not entries:
         return
     if unit.dialect == "postgresql":
-        await unit.conn.execute(_APPEND, {"entries": _as_json(entries)})
+        await unit.fetch(_APPEND_DRIVER, _as_json(entries))
         return
     seq = await _next_seq(unit)
     rows = [{**entry, "seq": seq + i} for i, entry in enumerate(entries)]

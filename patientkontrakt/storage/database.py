@@ -127,6 +127,10 @@ def _postgresql_engine(url: str, pool_size: int, echo: bool, connect_timeout: fl
                          "prepared_statement_name_func": _unnamed_statement}
     else:
         connect_args["server_settings"] = server_settings(statement_timeout)
+        # asyncpg keeps statements up to 15 KB prepared; a write's reference check with the
+        # access rules of several types is about 30 KB (storage/repository.py, Unit.fetch_compiled)
+        # and would otherwise be parsed and planned by PostgreSQL on every write.
+        connect_args["max_cacheable_statement_size"] = 256 * 1024
     return create_async_engine(
         url,
         echo=echo,

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from patientkontrakt.fhir.dates import now_utc
@@ -45,6 +46,7 @@ from patientkontrakt.storage.history_sql import (
 )
 from patientkontrakt.storage.replica import SESSION, RecentWrites, format_lsn, parse_lsn
 from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
+from patientkontrakt.storage.write_sql import STORE_NEW, STORE_NEXT, store_arguments
 
 log = logging.getLogger("patientkontrakt.storage")
 R = RESOURCE.c
@@ -96,6 +98,62 @@ _GET_MANY = sa.select(*CURRENT_COLUMNS).where(_KEYS, R.deleted.is_(False))
 _GET_MANY_WITH_DELETED = sa.select(*CURRENT_COLUMNS).where(_KEYS)
 _GET_BY_PKS = sa.select(*CURRENT_COLUMNS).where(R.pk.in_(sa.bindparam("pks", expanding=True)))
 
+# The write path's look-ups on PostgreSQL, sent on the unit's asyncpg connection (``Unit.driver``):
+# through SQLAlchemy each cost about 0.2 ms of CPU more (docs/performance.md, "Writes"). Keys go
+# as two arrays, pks as one, so that the text is the same whatever their number.
+_PKS = sa.bindparam("pks", type_=postgresql.ARRAY(sa.BigInteger()))
+_KEYS_ANY = sa.tuple_(R.res_type, R.res_id).in_(sa.select(
+    sa.func.unnest(sa.bindparam("types", type_=postgresql.ARRAY(sa.Text()))),
+    sa.func.unnest(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text())))))
+_PG_KEYS = "(res_type, res_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+_PG_CURRENT = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE " + _PG_KEYS
+_PG_GET = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE res_type = $1 AND res_id = $2"
+_PG_GET_LOCKED = _PG_GET + " FOR UPDATE"
+_PG_GET_BY_PKS = "SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE pk = ANY($1::bigint[])"
+_PG_REFERENCES_TO = ("SELECT DISTINCT resource_pk FROM idx_reference WHERE res_type = $1 AND (target_type, target_id) "
+                     "IN (SELECT * FROM unnest($2::text[], $3::text[]))")
+_PG_REFERENCING = _PG_REFERENCES_TO + " LIMIT $4"
+_PG_REFERENCING_PARAM = _PG_REFERENCES_TO + " AND param = $5 LIMIT $4"
+_PG_GET_MANY = _PG_CURRENT + " AND NOT deleted"
+_PG_GET_MANY_WITH_DELETED = _PG_CURRENT
+_PG_EXISTING = "SELECT res_type, res_id FROM resource WHERE " + _PG_KEYS + " AND NOT deleted"
+_PG_EXISTING_SHARED = _PG_EXISTING + " FOR SHARE"
+MAX_DRIVER_STATEMENTS = 4096  # statements kept compiled for the driver (shapes x care units)
+_driver_compiled: dict[Any, Any] = {}
+_driver_statements: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dialect: Any
+                      ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """``statement`` as PostgreSQL text with the names of its positional parameters and the values
+    it carries itself, compiled once per shape and values of its own (SQLAlchemy's cache key,
+    cheap to compute for the access rules' shared conditions), per value of the parameters
+    rendered into its text (``literal_execute``: a care unit's id) and per number of values of
+    its expanding ones (an ``IN`` list)."""
+    cache_key = statement._generate_cache_key()
+    if cache_key is None:
+        raise ValueError("a statement SQLAlchemy cannot cache cannot be compiled once")
+    shape = (cache_key.key, tuple(_frozen(b.effective_value) for b in cache_key.bindparams))
+    compiled = _driver_compiled.get(shape)
+    if compiled is None:
+        if len(_driver_compiled) >= MAX_DRIVER_STATEMENTS:
+            _driver_compiled.clear()
+        compiled = _driver_compiled[shape] = statement.compile(dialect=dialect)
+    key = (shape, tuple((p.key, values.get(p.key)) for p in compiled.literal_execute_params),
+           tuple(len(values.get(p.key, p.value) or ()) for p in compiled.binds.values() if p.expanding))
+    prepared = _driver_statements.get(key)
+    if prepared is None:
+        expanded = compiled.construct_expanded_state(dict(values))
+        prepared = (expanded.statement, tuple(expanded.positiontup or ()), dict(expanded.parameters))
+        if len(_driver_statements) >= MAX_DRIVER_STATEMENTS:
+            _driver_statements.clear()
+        _driver_statements[key] = prepared
+    return prepared
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
 
 def _references_from(by_param: bool, of_type: bool) -> sa.Select[Any]:
     query = sa.select(REF.target_type, REF.target_id).distinct().where(
@@ -139,10 +197,44 @@ class Unit:
         # may hold a restriction (``Restriction``).
         self.parameters: dict[str, Any] = dict(getattr(access, "parameters", None) or {})
         self._stamp_floor: datetime | None = None
+        self._driver: Any = None
+
+    async def driver(self) -> Any:
+        """The unit's asyncpg connection (PostgreSQL), for a statement sent without SQLAlchemy's
+        per-execution work (``write_sql``), inside the unit's transaction. SQLAlchemy begins the
+        transaction with the unit's first statement; if none has been sent yet, it is begun
+        here as SQLAlchemy would."""
+        if self._driver is None:
+            adapted: Any = (await self.conn.get_raw_connection()).dbapi_connection
+            if self.conn.in_transaction() and adapted._transaction is None:
+                await adapted._start_transaction()
+            self._driver = adapted.driver_connection
+        return self._driver
+
+    async def fetch(self, sql: str, *arguments: Any) -> list[Any]:
+        """The rows of ``sql`` (PostgreSQL text, ``$n`` parameters) run on ``driver()``; a
+        statement cancelled at the statement timeout raises ``StatementTimeout``, as through
+        SQLAlchemy."""
+        try:
+            rows: list[Any] = await (await self.driver()).fetch(sql, *arguments)
+        except Exception as exc:
+            if is_statement_timeout(exc):
+                raise StatementTimeout() from exc
+            raise
+        return rows
+
+    async def fetch_compiled(self, statement: sa.Select[Any], values: dict[str, Any]) -> list[Any]:
+        """``statement`` run on ``driver()`` (PostgreSQL), compiled once per shape and per value of
+        the parameters rendered into its text (``literal_execute``: a care unit's id)."""
+        sql, names, fixed = _driver_statement(statement, values, self.conn.dialect)
+        return await self.fetch(sql, *[values[name] if name in values else fixed[name] for name in names])
 
     # -- current resources -----------------------------------------------------------------
 
     async def get(self, type_: str, id_: str, *, lock: bool = False) -> StoredResource | None:
+        if self.dialect == "postgresql":
+            rows = await self.fetch(_PG_GET_LOCKED if lock else _PG_GET, type_, id_)
+            return current(rows[0]) if rows else None
         query = _GET_LOCKED if lock else _GET
         row = (await self.conn.execute(query, {"type_": type_, "id_": id_})).first()
         return current(row) if row else None
@@ -154,6 +246,10 @@ class Unit:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return []
+        if self.dialect == "postgresql":
+            types, ids = zip(*wanted, strict=True)
+            sql = _PG_GET_MANY_WITH_DELETED if include_deleted else _PG_GET_MANY
+            return [current(r) for r in await self.fetch(sql, list(types), list(ids))]
         query = _GET_MANY_WITH_DELETED if include_deleted else _GET_MANY
         return [current(r) for r in (await self.conn.execute(query, {"keys": wanted})).all()]
 
@@ -161,6 +257,9 @@ class Unit:
         """Which of ``pks`` satisfy ``condition`` (a restriction of the unit's caller)."""
         if not pks:
             return set()
+        if self.dialect == "postgresql":
+            query = sa.select(R.pk).where(R.pk == sa.any_(_PKS), condition)
+            return {int(r[0]) for r in await self.fetch_compiled(query, {**self.parameters, "pks": list(pks)})}
         query = sa.select(R.pk).where(R.pk.in_(list(pks)), condition)
         found: list[Any] = list((await self.conn.execute(query, self.parameters)).scalars())
         return {int(pk) for pk in found}
@@ -168,7 +267,11 @@ class Unit:
     async def get_by_pks(self, pks: Sequence[int]) -> list[StoredResource]:
         if not pks:
             return []
-        by_pk = {r[0]: current(r) for r in (await self.conn.execute(_GET_BY_PKS, {"pks": list(pks)})).all()}
+        if self.dialect == "postgresql":
+            rows: Sequence[Any] = await self.fetch(_PG_GET_BY_PKS, list(pks))
+        else:
+            rows = (await self.conn.execute(_GET_BY_PKS, {"pks": list(pks)})).all()
+        by_pk = {r[0]: current(r) for r in rows}
         return [by_pk[pk] for pk in pks if pk in by_pk]
 
     async def existing(self, keys: Iterable[tuple[str, str]], *, share_lock: bool = False) -> set[tuple[str, str]]:
@@ -176,12 +279,43 @@ class Unit:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return set()
+        if self.dialect == "postgresql":
+            types, ids = zip(*wanted, strict=True)
+            rows = await self.fetch(_PG_EXISTING_SHARED if share_lock else _PG_EXISTING, list(types), list(ids))
+            return {(str(t), str(i)) for t, i in rows}
         query = sa.select(R.res_type, R.res_id).where(
             sa.tuple_(R.res_type, R.res_id).in_(wanted), R.deleted.is_(False)
         )
         if share_lock:
             query = query.with_for_update(read=True)
         return {(str(t), str(i)) for t, i in (await self.conn.execute(query)).all()}
+
+    async def existing_visible(self, keys: Iterable[tuple[str, str]],
+                               conditions: Mapping[str, sa.ColumnElement[bool] | None]) -> set[tuple[str, str]]:
+        """Which of the keys exist, are not deleted and meet their type's condition in
+        ``conditions`` (a restriction of the unit's caller; None: every resource of the type),
+        FOR SHARE (the references of a write). One statement on PostgreSQL."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+        if self.dialect != "postgresql":
+            found = await self.existing(wanted, share_lock=True)
+            rows = await self.get_many(found) if any(conditions.get(t) is not None for t, _ in found) else []
+            hidden = set()
+            for type_ in {r.type for r in rows}:
+                condition = conditions.get(type_)
+                if condition is not None:
+                    of_type = [r.pk for r in rows if r.type == type_]
+                    hidden |= set(of_type) - await self.visible_pks(of_type, condition)
+            return found - {(r.type, r.id) for r in rows if r.pk in hidden}
+        restricted = sorted((t, c) for t, c in conditions.items() if c is not None)
+        visible = sa.case(*((R.res_type == t, c) for t, c in restricted), else_=sa.true()) if restricted \
+            else sa.true()
+        query = sa.select(R.res_type, R.res_id).where(_KEYS_ANY, R.deleted.is_(False), visible) \
+            .with_for_update(read=True)
+        types, ids = zip(*wanted, strict=True)
+        visible_rows = await self.fetch_compiled(query, {**self.parameters, "types": list(types), "ids": list(ids)})
+        return {(str(t), str(i)) for t, i in visible_rows}
 
     async def insert(
         self, type_: str, id_: str, version_id: int, last_updated: datetime, body: str,
@@ -196,6 +330,29 @@ class Unit:
             .returning(R.pk)
         )
         pk: int = result.scalar_one()
+        return pk
+
+    async def store_version(
+        self, type_: str, id_: str, version_id: int, last_updated: datetime, method: str, body: str,
+        tables: Sequence[tuple[str, list[dict[str, Any]]]], *, patient_id: str | None,
+        owner: tuple[str, str] | None = None, replacing: int | None = None,
+    ) -> int:
+        """Store a version of a resource that is not deleted: the current row (new, or the row
+        ``replacing`` names, whose owner stays), the version row and the index rows (replacing
+        the old ones); the current row's pk. One statement on PostgreSQL (``write_sql``)."""
+        if self.dialect == "postgresql":
+            own: list[Any] = [replacing] if replacing is not None else list(owner or (None, None))
+            arguments = store_arguments(type_, id_, version_id, last_updated, method, body, patient_id, own, tables)
+            pk: int = await (await self.driver()).fetchval(STORE_NEW if replacing is None else STORE_NEXT,
+                                                           *arguments)
+            return pk
+        if replacing is None:
+            pk = await self.insert(type_, id_, version_id, last_updated, body, patient_id=patient_id, owner=owner)
+        else:
+            pk = replacing
+            await self.update(pk, version_id, last_updated, body, patient_id=patient_id)
+        await self.add_version(type_, id_, version_id, last_updated, method, body)
+        await self.write_index(pk, type_, tables, replace=replacing is not None)
         return pk
 
     async def update(
@@ -251,7 +408,7 @@ class Unit:
         """
         if self._stamp_floor is None:
             if self.dialect == "postgresql":
-                taken: datetime = (await self.conn.execute(TAKE_XID)).scalar_one()
+                taken: datetime = (await self.fetch(TAKE_XID.text))[0][0]
                 self._stamp_floor = floor_ms(taken)
             else:
                 self._stamp_floor = datetime.min
@@ -350,6 +507,11 @@ class Unit:
         """pks of current resources of ``source_type`` whose ``param`` points at the targets."""
         if not targets:
             return []
+        if self.dialect == "postgresql":
+            types, ids = zip(*targets, strict=True)
+            sql = _PG_REFERENCING if param is None else _PG_REFERENCING_PARAM
+            arguments = [source_type, list(types), list(ids), limit, *([] if param is None else [param])]
+            return [int(r[0]) for r in await self.fetch(sql, *arguments)]
         query = (
             sa.select(REF.resource_pk).distinct()
             .where(REF.res_type == source_type, sa.tuple_(REF.target_type, REF.target_id).in_(list(targets)))
@@ -430,7 +592,7 @@ class Unit:
         start with BEGIN IMMEDIATE, so writers are serialised.
         """
         if self.dialect == "postgresql":
-            await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            await self.fetch("SELECT pg_advisory_xact_lock(hashtext($1))", key)
 
 
 MAX_COMPILED_READS = 4096  # read statements kept compiled (restriction shapes x care units)

@@ -154,7 +154,16 @@ def test_a_write_of_a_type_nobody_watches_pays_one_query(settings: Settings) -> 
         def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             statements.append(statement)
 
+        def sent(record: Any) -> None:
+            statements.append(record.query)
+
+        def connected(dbapi_connection: Any, _: Any) -> None:
+            # statements sent to asyncpg directly (Unit.fetch), which SQLAlchemy does not see
+            if store.dialect == "postgresql":
+                dbapi_connection.driver_connection.add_query_logger(sent)
+
         sa.event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+        sa.event.listen(store.engine.sync_engine.pool, "connect", connected)
         try:
             service = build_service(settings, store, domain_rules=False)
             rounds = []

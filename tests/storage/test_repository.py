@@ -264,6 +264,77 @@ async def test_write_index_with_replace_drops_the_old_rows(store: Store) -> None
         assert await index_rows(store, name, other) == []
 
 
+async def test_store_version_writes_and_replaces_the_row_version_and_index(store: Store) -> None:
+    """One statement on PostgreSQL (storage/write_sql.py): the same rows as the primitives."""
+    async with store.writing() as unit:
+        other = await put(unit, "Patient", "p2", refs=[("link", "Patient", "p2")])
+        pk = await unit.store_version("Patient", "p1", 1, T0, "POST", body("Patient", "p1"), _rows(),
+                                      patient_id="p1", owner=("unit-1", "provider-1"))
+    for name, expected in _rows():
+        assert await index_rows(store, name, pk) == [{"res_type": "Patient", **row} for row in expected]
+    new = [("token", [{"param": "gender", "system": None, "code": "female"}])]
+    later = T0 + timedelta(seconds=1)
+    async with store.writing() as unit:
+        assert await unit.store_version("Patient", "p1", 2, later, "PUT", body("Patient", "p1", active=True), new,
+                                        patient_id=None, replacing=pk) == pk
+    async with store.reading() as unit:
+        stored = await unit.get("Patient", "p1")
+        assert stored is not None and (stored.version_id, stored.last_updated, stored.patient_id) == (2, later, None)
+        assert (stored.owner_unit, stored.owner_provider) == ("unit-1", "provider-1"), "an update keeps the owner"
+        assert orjson.loads(stored.body)["active"] is True
+        versions = [await unit.get_version("Patient", "p1", n) for n in (1, 2)]
+        assert [(v.method, v.deleted) for v in versions if v is not None] == [("POST", False), ("PUT", False)]
+    assert await index_rows(store, "token", pk) == [
+        {"res_type": "Patient", "param": "gender", "system": None, "code": "female"}]
+    for name in ("string", "date", "reference", "uri"):
+        assert await index_rows(store, name, pk) == []
+    assert await index_rows(store, "reference", other) != [], "another resource's rows are untouched"
+
+
+async def test_statements_on_the_driver_are_in_the_units_transaction(store: Store) -> None:
+    """A unit whose first statement goes to the asyncpg connection (``Unit.driver``) begins its
+    transaction all the same: a failure rolls every statement back, and a FOR SHARE lock holds."""
+    async with store.writing() as unit:
+        await put(unit, "Patient", "kept")
+    with pytest.raises(Boom):
+        async with store.writing() as unit:
+            assert await unit.existing([("Patient", "kept")], share_lock=True) == {("Patient", "kept")}
+            await unit.store_version("Patient", "p1", 1, T0, "POST", body("Patient", "p1"), _rows(), patient_id="p1")
+            raise Boom
+    assert await count(store, RESOURCE) == 1
+    assert await count(store, RESOURCE_VERSION) == 1
+    for table in INDEX_TABLES.values():
+        assert await count(store, table) == 0
+    if store.dialect != "postgresql":
+        return
+    async with store.writing() as unit:
+        await unit.existing([("Patient", "kept")], share_lock=True)
+        async with store.writing() as other:
+            await other.conn.execute(sa.text("SET LOCAL lock_timeout = '100ms'"))
+            with pytest.raises(sa.exc.DBAPIError, match="lock timeout"):
+                await other.conn.execute(sa.update(RESOURCE).where(RESOURCE.c.res_id == "kept").values(version_id=9))
+
+
+async def test_existing_visible_finds_the_live_keys_each_type_s_condition_admits(store: Store) -> None:
+    """The references of a write (``Writer.check_references``): one statement on PostgreSQL."""
+    async with store.writing() as unit:
+        for type_, id_, patient in (("Patient", "p1", "p1"), ("Patient", "p2", None), ("Goal", "g1", None),
+                                    ("Goal", "gone", None)):
+            await unit.insert(type_, id_, 1, T0, body(type_, id_), patient_id=patient)
+        gone = await unit.get("Goal", "gone")
+        assert gone is not None
+        await unit.update(gone.pk, 2, T0, gone.body, deleted=True)
+    keys = [("Patient", "p1"), ("Patient", "p2"), ("Goal", "g1"), ("Goal", "gone"), ("Goal", "never")]
+    with_patient = RESOURCE.c.patient_id.is_not(None)
+    async with store.writing() as unit:
+        assert await unit.existing_visible(keys, {"Patient": with_patient, "Goal": None}) == {
+            ("Patient", "p1"), ("Goal", "g1")}
+        assert await unit.existing_visible(keys, {"Patient": None, "Goal": None}) == {
+            ("Patient", "p1"), ("Patient", "p2"), ("Goal", "g1")}
+        assert await unit.existing_visible(keys[:3], {"Patient": None, "Goal": with_patient}) == {
+            ("Patient", "p1"), ("Patient", "p2")}
+
+
 async def test_index_rows_must_belong_to_a_resource(store: Store) -> None:
     """The foreign key holds on SQLite too (PRAGMA foreign_keys=ON on every connection)."""
     with pytest.raises(sa.exc.IntegrityError):
