@@ -35,7 +35,18 @@ import pytest
 
 from tests.processes import free_port, stop
 
-BIN = Path(os.environ.get("PK_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _server_bin() -> Path:
+    """The server programs (initdb, pg_ctl, pg_basebackup) of PK_TEST_PG_BIN, else of the newest
+    PostgreSQL that Debian's packages installed (/usr/lib/postgresql/<major>/bin)."""
+    if "PK_TEST_PG_BIN" in os.environ:
+        return Path(os.environ["PK_TEST_PG_BIN"])
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin")
+             if p.parent.name.isdigit() and (p / "initdb").exists()]
+    return max(found, key=lambda p: int(p.parent.name)) if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = _server_bin()
 
 # Small and fast; replication on. Later lines of postgresql.conf win, so these override initdb's.
 _SETTINGS = {
