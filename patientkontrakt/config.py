@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     replica_wait: float = Field(
         default=0.2, ge=0, description="Seconds a read waits for the replica to replay the client's last write "
                                        "before it goes to the primary instead.")
+    replica_max_lag: float = Field(
+        default=1.0, ge=0, description="Seconds a read on the replica may lag the primary: each replica read needs "
+                                       "at least what the primary had written this long ago (else the primary "
+                                       "answers), so a spärr or a withdrawn samtycke holds there within it.")
     replica_clients: int = Field(
         default=10_000, ge=0, description="Clients whose last write position each process remembers.")
     database_pgbouncer: bool = Field(

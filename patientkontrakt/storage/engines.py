@@ -45,5 +45,6 @@ async def open_store(settings: Settings, pool_size: int) -> Store:
         for made in engines:
             await made.dispose()
         raise
-    return Store(primary, replica, replica_wait=settings.replica_wait, recent_clients=settings.replica_clients,
+    return Store(primary, replica, replica_wait=settings.replica_wait, replica_max_lag=settings.replica_max_lag,
+                 recent_clients=settings.replica_clients,
                  listen_engine=listen)

@@ -55,6 +55,7 @@ V = RESOURCE_VERSION.c
 # recovery (a replica URL that names a primary, or a promoted standby) has everything it has.
 _CAUGHT_UP = "SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
 _REPLICA_POLL = 0.005  # seconds between two looks at the replica's replay position
+_FRESH_MARK = 0.02  # seconds: how old the primary's position may be when a client's X-PK-LSN is beyond it
 REF = INDEX_TABLES["reference"].c
 
 
@@ -602,7 +603,8 @@ class Store:
     """The engine plus the unit-of-work factories."""
 
     def __init__(self, engine: AsyncEngine, replica: AsyncEngine | None = None, replica_wait: float = 0.2,
-                 recent_clients: int = 10_000, listen_engine: AsyncEngine | Literal[False] | None = None) -> None:
+                 recent_clients: int = 10_000, listen_engine: AsyncEngine | Literal[False] | None = None,
+                 replica_max_lag: float = 1.0) -> None:
         self.engine = engine
         # Where workers LISTEN (notify/wakeup.py): the primary itself unless it is reached through
         # PgBouncer in transaction mode, which does not carry notifications (False: they poll).
@@ -617,6 +619,8 @@ class Store:
             replica.execution_options(isolation_level="AUTOCOMMIT") if replica is not None and self.replica else None
         )
         self.replica_wait = replica_wait
+        self.replica_max_lag = replica_max_lag
+        self._primary_mark: tuple[float, int] | None = None  # (when, the primary's WAL position then)
         self.recent = RecentWrites(recent_clients)
         self._replica_down_logged = False
         self._compiled: dict[tuple[Any, ...] | None, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
@@ -681,15 +685,45 @@ class Store:
         """``read_current``'s statement on the replica once it has caught up with the session; False
         when the primary must answer (the replica is behind or unavailable)."""
         assert self.replica is not None
-        floor = self.recent.floor(SESSION.get())
+        floor = await self._replica_floor()
         try:
             async with self.driver(self.replica) as driver:
                 if floor is not None and not await self._caught_up(driver, floor):
                     return False
                 return await driver.fetchrow(sql, *args)
-        except (DatabaseUnavailable, StatementTimeout):
+        except Exception:  # unavailable, cancelled by a replay conflict or the timeout: the primary answers
             self._replica_unavailable()
             return False
+
+    async def _replica_floor(self) -> int | None:
+        """The WAL position the replica must have replayed to answer this request's read: what the
+        client wrote (read-your-writes, storage/replica.py) and, whatever the client, what the
+        primary had written at most ``replica_max_lag`` seconds ago, so that no read on the replica
+        is staler than that (the access rules read the replica's consents and care teams: a spärr
+        holds there within that bound). The primary's position is sampled at most once per
+        ``replica_max_lag`` per process. A position the client sent (``X-PK-LSN``) counts only up
+        to the primary's own: a forged one beyond it cannot make reads wait."""
+        session = SESSION.get()
+        if session is None:
+            return None
+        mark = await self._primary_position(self.replica_max_lag)
+        after = session.after
+        if after is not None and after > mark:
+            after = min(after, await self._primary_position(_FRESH_MARK))
+        known = [p for p in (after, self.recent.of(session.client), session.written) if p is not None]
+        return max([mark, *known])
+
+    async def _primary_position(self, max_age: float) -> int:
+        """The primary's WAL position, as sampled at most ``max_age`` seconds ago."""
+        now = time.monotonic()
+        if self._primary_mark is not None and now - self._primary_mark[0] <= max_age:
+            return self._primary_mark[1]
+        async with self.driver() as driver:
+            position = parse_lsn(await driver.fetchval("SELECT pg_current_wal_lsn()::text"))
+        assert position is not None
+        if self._primary_mark is None or self._primary_mark[0] < now:
+            self._primary_mark = (now, position)
+        return position
 
     async def _caught_up(self, driver: Any, floor: int) -> bool:
         """Whether the replica has replayed up to ``floor``, waiting up to ``replica_wait`` seconds."""
@@ -715,7 +749,7 @@ class Store:
         service's own work, which have none, read the primary."""
         conn = None
         if self._replica_read is not None and SESSION.get() is not None:
-            floor = self.recent.floor(SESSION.get())
+            floor = await self._replica_floor()
             try:
                 conn = await self._replica_read.connect()
                 if floor is not None:
@@ -723,11 +757,16 @@ class Store:
                     if not await self._caught_up(driver, floor):
                         await conn.close()
                         conn = None
-            except (OSError, sa.exc.DBAPIError):
-                self._replica_unavailable()
+            except BaseException as exc:
+                # Whatever failed on the replica (a lost connection, a statement cancelled by a
+                # replay conflict, asyncpg's own errors), the primary answers; a cancelled request
+                # still gives its connection back.
                 if conn is not None:
                     await conn.invalidate()
                     await conn.close()
+                if not isinstance(exc, Exception):
+                    raise
+                self._replica_unavailable()
                 conn = None
         if conn is None:
             async with self.reading(access) as unit:

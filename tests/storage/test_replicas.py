@@ -65,8 +65,12 @@ async def _store_finds(http: TestClient, patient: str, in_session: bool) -> bool
 @pytest.fixture(scope="module")
 def service(pair: tuple[Cluster, Cluster]) -> Iterator[tuple[TestClient, Any]]:
     primary, standby = pair
-    settings = make_settings(primary.url(DB), database_replica_url=standby.url(DB), replica_wait=0.05)
+    # A lag bound far beyond the tests: the replica answers however far behind its paused replay is
+    # (test_a_read_on_the_replica_is_never_staler_than_the_bound has a bound of its own).
+    settings = make_settings(primary.url(DB), database_replica_url=standby.url(DB), replica_wait=0.05,
+                             replica_max_lag=3600)
     with TestClient(create_app(settings, domain_rules=False), base_url=BASE_URL) as http:
+        _found(http, _client(http, settings, "warm-up"), "Replikasson")  # the primary's position sampled
         yield http, settings
 
 
@@ -86,18 +90,52 @@ def test_searches_run_on_the_replica_and_a_writer_reads_its_own_write(
         # the writer's own search and read wait for the replica, then go to the primary
         assert _found(http, writer, "Replikasson") == 1
         assert http.get(created.headers["Location"].split("/_history")[0], headers=writer).status_code == 200
-        # another client (or this one through another process) sending the position back sees it too
-        assert _found(http, {**other, "X-PK-LSN": position}, "Replikasson") == 1
         # the read's access log entry is written on the primary (the replica refuses writes)
         assert int(primary.sql("SELECT count(*) FROM audit_log", DB)) > 0
         # reads without a read session (the pages, the service's own work) stay on the primary
         patient = created.json()["id"]
         assert http.portal.call(_store_finds, http, patient, False) is True
         assert http.portal.call(_store_finds, http, patient, True) is False
+        # another client (or this one through another process) sending the position back sees it too
+        assert _found(http, {**other, "X-PK-LSN": position}, "Replikasson") == 1
     finally:
         standby.sql("SELECT pg_wal_replay_resume()")
     standby.wait_replayed(primary)
     assert _found(http, other, "Replikasson") == 1
+
+
+def test_a_read_on_the_replica_is_never_staler_than_the_bound(pair: tuple[Cluster, Cluster]) -> None:
+    """With ``PK_REPLICA_MAX_LAG`` 0 every replica read needs what the primary has written: a
+    client that did not write (a spärr set by someone else, say) still sees the newest state, from
+    the primary while the replica's replay is paused. And a position a client forges in X-PK-LSN
+    counts only up to the primary's own."""
+    primary, standby = pair
+    settings = make_settings(primary.url(DB), database_replica_url=standby.url(DB), replica_wait=0.05,
+                             replica_max_lag=0)
+    with TestClient(create_app(settings, domain_rules=False), base_url=BASE_URL) as http:
+        writer, other = _client(http, settings, "writer"), _client(http, settings, "other")
+        standby.sql("SELECT pg_wal_replay_pause()")
+        try:
+            created = http.post("/fhir/Patient", json=_patient("Gransson"), headers=writer)
+            assert created.status_code == 201, created.text
+            assert _found(http, other, "Gransson") == 1
+            forged = {**other, "X-PK-LSN": "FFFFFFFF/FFFFFFFF"}
+            assert _found(http, forged, "Gransson") == 1
+            floor = http.portal.call(_floor_of, http, ReadSession(after=(1 << 64) - 1))
+            assert floor <= int(primary.sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+        finally:
+            standby.sql("SELECT pg_wal_replay_resume()")
+        standby.wait_replayed(primary)
+
+
+async def _floor_of(http: TestClient, session: ReadSession) -> int:
+    store = http.app.state.service.store  # type: ignore[attr-defined]
+    token = SESSION.set(session)
+    try:
+        floor: int = await store._replica_floor()
+        return floor
+    finally:
+        SESSION.reset(token)
 
 
 def test_reads_go_to_the_primary_while_the_replica_is_down(
