@@ -76,9 +76,10 @@ def test_the_validation_rejects_what_kubernetes_would() -> None:
         kubernetes_validate.validate(hpa, KUBERNETES_VERSION, strict=True)
 
 
-def test_kustomization_applies_every_manifest() -> None:
+def test_kustomization_applies_every_manifest_but_the_example_secrets() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in manifest_files())
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in manifest_files() if not p.name.endswith(".example.yaml"))
     assert all(d["metadata"].get("namespace") == kustomization["namespace"]
                for d in documents() if d["kind"] != "Namespace")
 
@@ -161,8 +162,15 @@ def test_the_secrets_in_the_repository_are_placeholders() -> None:
         assert "data" not in secret
         for value in secret["stringData"].values():
             assert "CHANGE-ME" in value
-    text = (K8S / "secret.yaml").read_text()
+    text = (K8S / "secret.example.yaml").read_text()
     assert "kubectl -n patientkontrakt create secret generic" in text, "says how to make them for real"
+
+
+def test_applying_the_kustomization_never_replaces_the_real_secrets() -> None:
+    resources = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    applied = [d for name in resources for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    assert [d for d in applied if d["kind"] == "Secret"] == []
+    assert {d["kind"] for d in applied} >= {"Deployment", "Job", "Service", "NetworkPolicy"}
 
 
 def test_network_policies_deny_by_default_and_allow_only_what_each_part_needs() -> None:
