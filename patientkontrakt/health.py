@@ -3,15 +3,18 @@
 Three checks, each bounded by ``PK_READY_TIMEOUT`` seconds:
 
 * ``database``: it answers a ``SELECT 1``;
-* ``migrations``: its Alembic revision is the one this code needs (a migration run after the
-  process started, or a rollback of the code, shows here before the first query fails);
+* ``migrations``: its Alembic revision is not behind the one this code needs (a rollback of the
+  database, or code newer than its migrations, shows here before the first query fails). A
+  revision this code does not know is a migration of a newer release (``ahead``): during a
+  rolling upgrade the old processes keep serving (migrations add before they take away:
+  docs/operations.md, "Upgrading"), so it counts as ready;
 * ``worker``: a delivery worker (``patientkontrakt worker``) beat within
   ``PK_READY_WORKER_MAX_AGE`` seconds (``notify/heartbeat.py``); with ``PK_READY_WORKER=false``
   it is not checked.
 
 Each check's result is a short fixed word, never an error's text (which may quote patient data,
-``logs.py``): ``ok``, ``unavailable``, ``timeout``, ``not current`` (the database's revision is not
-this code's), ``stale``, ``none`` (no heartbeat ever), ``skipped`` (the database did not
+``logs.py``): ``ok``, ``unavailable``, ``timeout``, ``not current`` (the database is at an older
+revision, or has none), ``ahead``, ``stale``, ``none`` (no heartbeat ever), ``skipped`` (the database did not
 answer), ``not required``.
 """
 
@@ -30,7 +33,7 @@ from patientkontrakt.config import Settings
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.logs import describe
 from patientkontrakt.notify.heartbeat import last_beat
-from patientkontrakt.storage.database import current_revision, head_revision
+from patientkontrakt.storage.database import current_revision, head_revision, known_revisions
 from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store
 
@@ -45,12 +48,17 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        return all(result in (OK, "not required") for result in self.checks.values())
+        return all(result in (OK, "ahead", "not required") for result in self.checks.values())
 
 
 @lru_cache(maxsize=1)
 def _head() -> str | None:
     return head_revision()
+
+
+@lru_cache(maxsize=1)
+def _known() -> frozenset[str]:
+    return known_revisions()
 
 
 class _Failed(Exception):
@@ -81,8 +89,9 @@ async def readiness(store: Store, settings: Settings) -> Readiness:
             checks["worker"] = "skipped"
         return Readiness(checks)
     try:
-        if await _bounded(current_revision(store.engine), timeout, "migrations") != _head():
-            checks["migrations"] = "not current"
+        revision = await _bounded(current_revision(store.engine), timeout, "migrations")
+        if revision != _head():
+            checks["migrations"] = "ahead" if revision is not None and revision not in _known() else "not current"
     except _Failed as failed:
         checks["migrations"] = failed.result
     if settings.ready_worker:

@@ -285,6 +285,12 @@ def head_revision() -> str | None:
     return script.get_current_head()
 
 
+def known_revisions() -> frozenset[str]:
+    """Every schema revision this code's migrations know."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())

@@ -94,15 +94,27 @@ def test_a_running_worker_beats(http: TestClient, pg_url: str) -> None:
         wait_for(lambda: (newest() or "") > first, "a later heartbeat")
 
 
-def test_a_database_at_another_schema_revision_is_not_ready(http: TestClient, pg_url: str) -> None:
+def test_a_database_at_an_older_schema_revision_is_not_ready(http: TestClient, pg_url: str) -> None:
     _beat(pg_url, age=0)
     current = admin(pg_url, "SELECT version_num FROM alembic_version")[0]["version_num"]
     try:
-        admin(pg_url, "UPDATE alembic_version SET version_num = '0001_initial_schema'")
+        admin(pg_url, "UPDATE alembic_version SET version_num = '0011'")
         assert checks(http, 503) == {"database": "ok", "migrations": "not current", "worker": "ok"}
     finally:
         admin(pg_url, "UPDATE alembic_version SET version_num = $1", current)
     assert checks(http, 200)["migrations"] == "ok"
+
+
+def test_a_database_a_newer_release_migrated_is_ready_for_the_old_processes(http: TestClient, pg_url: str) -> None:
+    """A rolling upgrade: the migration Job ran the new release's migrations; the old processes,
+    which do not know that revision, keep serving until they are replaced."""
+    _beat(pg_url, age=0)
+    current = admin(pg_url, "SELECT version_num FROM alembic_version")[0]["version_num"]
+    try:
+        admin(pg_url, "UPDATE alembic_version SET version_num = '9999_a_newer_release'")
+        assert checks(http, 200) == {"database": "ok", "migrations": "ahead", "worker": "ok"}
+    finally:
+        admin(pg_url, "UPDATE alembic_version SET version_num = $1", current)
 
 
 async def test_two_workers_beating_at_once_share_the_row(db_url: str) -> None:
