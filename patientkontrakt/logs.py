@@ -55,15 +55,32 @@ _ROOTS = sorted({_CHECKOUT, *(p for p in sys.path if p not in ("", "/"))}, key=l
 
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("pk_request_id", default=None)
-_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# An id a client may give: a UUID, or 16-64 hex digits (what load balancers and proxies make:
+# nginx's $request_id, Envoy's x-request-id). Nothing else, so that no name can pass; and not one
+# that holds a valid personnummer (``_holds_personnummer``), however unlikely by chance.
+_SANE_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{16,64}")
+_TEN_DIGITS = re.compile(r"(?=(\d{10}))")
 # The servers' own loggers, which write to handlers of their own: in JSON, through the root's.
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "gunicorn.error")
 
 
 def request_id(offered: str | None = None) -> str:
-    """``offered`` (a client's ``X-Request-ID``) if it is a sane token (at most 64 of
-    ``A-Z a-z 0-9 . _ -``), else a new random id."""
-    return offered if offered is not None and _SANE_ID.fullmatch(offered) else uuid.uuid4().hex
+    """``offered`` (a client's ``X-Request-ID``) if it is an opaque id (a UUID, or 16-64 hex
+    digits) holding no personnummer, else a new random id (32 hex digits)."""
+    if offered is not None and _SANE_ID.fullmatch(offered) and not _holds_personnummer(offered.replace("-", "")):
+        return offered
+    return uuid.uuid4().hex
+
+
+def _holds_personnummer(text: str) -> bool:
+    """Whether some ten digits in a row in ``text`` pass the personnummer's check digit (Luhn)."""
+    for found in _TEN_DIGITS.finditer(text):
+        digits = [int(d) for d in found.group(1)]
+        total = sum(d * 2 - 9 if d * 2 > 9 and i % 2 == 0 else d * 2 if i % 2 == 0 else d
+                    for i, d in enumerate(digits))
+        if total % 10 == 0:
+            return True
+    return False
 
 
 def _record_factory(factory: Any) -> Any:

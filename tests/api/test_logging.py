@@ -298,17 +298,20 @@ def test_a_json_record_names_an_exception_by_type_never_by_text() -> None:
 
 def test_the_json_log_is_one_object_a_line_with_the_request_id(server: Server, directory: dict[str, str]) -> None:
     """Every line of the server's output is a JSON object (uvicorn's own lines too); a request's
-    records carry its id: the client's ``X-Request-ID`` when it is a sane token, else a new one,
+    records carry its id: the client's ``X-Request-ID`` when it is an opaque id, else a new one,
     echoed in the answer either way."""
     start = server.log_size()
     auth = {"authorization": directory["authorization"]}
-    sent = "ehr-7.trace_0001"
+    sent = "6f1c2e9a-3b7d-4c1e-9f2a-0b1c2d3e4f50"
     given = httpx.get(f"{server.fhir_base}/Patient/{NUMBER}", headers={**auth, "x-request-id": sent}, timeout=30)
     assert given.headers["x-request-id"] == sent
+    # not an opaque id (too long, a name, empty, a name in id-like letters), or one holding a personnummer
+    refused = ("a" * 65, f"{FAMILY} {NUMBER}", "", FAMILY, "ehr-7.trace_0001", f"abcdef{NUMBER[2:]}abcdef",
+               f"{NUMBER[:8]}-{NUMBER[8:]}")
     made = [httpx.get(f"{server.fhir_base}/Organization", headers={**auth, "x-request-id": offered}, timeout=30)
-            .headers["x-request-id"] for offered in ("x" * 65, f"{FAMILY} {NUMBER}", "")]
-    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in made) and len(set(made)) == 3, made
-    wait_for(lambda: server.log(start).count("GET /fhir/Organization 200") == 3, "the request lines")
+            .headers["x-request-id"] for offered in refused]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in made) and len(set(made)) == len(refused), made
+    wait_for(lambda: server.log(start).count("GET /fhir/Organization 200") == len(refused), "the request lines")
     records = _records(server.log(start))
     assert all(set(r) >= {"time", "level", "logger", "message", "request_id"} for r in records), records
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]) for r in records)

@@ -61,7 +61,7 @@ def test_each_request_is_a_span_named_by_its_route(receiver: tuple[str, list[byt
                              "authorization": f"Bearer {engine_token(settings)}"})
         id_ = http.post("/fhir/Patient", json={"resourceType": "Patient", "active": True}).json()["id"]
         read = http.get(f"/fhir/Patient/{id_}", headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01",
-                                                         "x-request-id": "trace-me"})
+                                                         "x-request-id": "7a6b5c4d3e2f1a0b"})
         assert read.status_code == 200
     # the app has stopped: its provider has exported what was left
     spans = [span for body in bodies for resource in ExportTraceServiceRequest.FromString(body).resource_spans
@@ -73,7 +73,7 @@ def test_each_request_is_a_span_named_by_its_route(receiver: tuple[str, list[byt
     attributes = {a.key: a.value for a in span.attributes}
     assert attributes["http.route"].string_value == "/fhir/Patient/{id_}"
     assert attributes["http.response.status_code"].int_value == 200
-    assert attributes["patientkontrakt.request_id"].string_value == "trace-me"
+    assert attributes["patientkontrakt.request_id"].string_value == "7a6b5c4d3e2f1a0b"
     assert not [body for body in bodies if id_.encode() in body]  # no id, no path in any span
 
 
