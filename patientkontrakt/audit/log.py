@@ -19,6 +19,7 @@ entries are then sealed into a Merkle tree under signed checkpoints (``audit.sea
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -122,7 +123,9 @@ class AuditLog:
         done.add_done_callback(_retrieved)
         self._pending.append((entries, done))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_batches())
+            # in a context of its own: not the request's that happened to start it (its request id
+            # would be on every record the writer logs for as long as the process runs)
+            self._writer = asyncio.create_task(self._write_batches(), context=contextvars.Context())
         try:
             with AUDIT_APPEND_SECONDS.labels("committed").time():
                 await asyncio.shield(done)

@@ -344,8 +344,8 @@ class Unit:
         if self.dialect == "postgresql":
             own: list[Any] = [replacing] if replacing is not None else list(owner or (None, None))
             arguments = store_arguments(type_, id_, version_id, last_updated, method, body, patient_id, own, tables)
-            pk: int = await (await self.driver()).fetchval(STORE_NEW if replacing is None else STORE_NEXT,
-                                                           *arguments)
+            [row] = await self.fetch(STORE_NEW if replacing is None else STORE_NEXT, *arguments)
+            pk: int = row[0]
             return pk
         if replacing is None:
             pk = await self.insert(type_, id_, version_id, last_updated, body, patient_id=patient_id, owner=owner)

@@ -48,3 +48,20 @@ async def test_statements_within_the_timeout_and_commits_after_a_pause(timed: St
         await asyncio.sleep(0.4)  # longer than the timeout, outside any statement
     async with timed.reading() as unit:
         assert await unit.state("key") == "value"
+
+
+async def test_a_write_statement_sent_to_asyncpg_over_the_timeout_is_cancelled_and_leaves_nothing(
+        clean_pg: str) -> None:
+    """The write path sends its statements straight to the unit's asyncpg connection
+    (``Unit.fetch``, the one-statement ``store_version``): over the timeout they raise
+    ``StatementTimeout`` as SQLAlchemy's do, and the transaction leaves nothing."""
+    store = Store(create_engine(clean_pg, pool_size=1, statement_timeout=0.2))
+    try:
+        with pytest.raises(StatementTimeout):
+            async with store.writing() as unit:
+                await unit.set_state("before", "x")
+                await unit.fetch("SELECT count(*) FROM generate_series(1, 1000000000)")
+        async with store.reading() as unit:
+            assert await unit.state("before") is None
+    finally:
+        await store.dispose()
