@@ -182,13 +182,14 @@ def test_a_staff_read_writes_one_entry_saying_who_for_what_and_why(world: World,
     role, practitioner, org = _region_role(world, role_id)
     start = _mark(world)
 
-    response = app.get(f"/fhir/CarePlan/{target.plan}", headers={**headers, "x-request-id": "4f2b9c1d7e3a4b5c8d9e0f1a2b3c4d5e"})
+    rid = "4f2b9c1d7e3a4b5c8d9e0f1a2b3c4d5e"  # an EHR's request id (a UUID's hex digits)
+    response = app.get(f"/fhir/CarePlan/{target.plan}", headers={**headers, "x-request-id": rid})
 
     assert response.status_code == 200, response.text
     [entry] = _log(world, start)
-    assert entry["request_id"] == response.headers["x-request-id"] == "4f2b9c1d7e3a4b5c8d9e0f1a2b3c4d5e"
+    assert entry["request_id"] == response.headers["x-request-id"] == rid
     event = app.get(f"/fhir/AuditEvent/{entry['seq']}", headers=headers).json()
-    assert {"what": {"identifier": {"value": "4f2b9c1d7e3a4b5c8d9e0f1a2b3c4d5e"}},
+    assert {"what": {"identifier": {"value": rid}},
             "type": {"system": BALP_ENTITY_TYPE, "code": "XrequestId"}} in event["entity"]
     name = practitioner["name"][0]
     assert entry["user_id"] == _hsa(practitioner)  # the person's HSA-id
