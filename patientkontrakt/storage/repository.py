@@ -840,14 +840,23 @@ class Store:
 
     @asynccontextmanager
     async def reading(self, access: Any = None) -> AsyncIterator[Unit]:
-        async with _outages(), self._read_engine.connect() as conn:
-            yield Unit(conn, access)
+        raw: Any = None
+        try:
+            async with self._read_engine.connect() as conn:
+                raw = _asyncpg_of(conn)
+                yield Unit(conn, access)
+        except Exception as exc:
+            _raise_outage(exc)
+            _raise_if_closed(raw, exc)
+            raise
 
     @asynccontextmanager
     async def writing(self, access: Any = None) -> AsyncIterator[Unit]:
         committing = False
+        raw: Any = None
         try:
             async with self.engine.connect() as conn:
+                raw = _asyncpg_of(conn)
                 if self.dialect == "sqlite":
                     conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
                 async with conn.begin():
@@ -858,6 +867,7 @@ class Store:
                     await self._note_commit(conn)
         except Exception as exc:
             _raise_outage(exc, unknown_outcome=committing)
+            _raise_if_closed(raw, exc, unknown_outcome=committing)
             raise
 
     async def _note_commit(self, conn: AsyncConnection) -> None:
@@ -939,6 +949,22 @@ def _raise_outage(exc: Exception, *, unknown_outcome: bool = False) -> None:
     error = unavailable(exc, unknown_outcome=unknown_outcome)
     if error is not None:
         raise error from None
+
+
+def _asyncpg_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn`` (None on SQLite), taken without a round trip."""
+    if conn.dialect.name != "postgresql":
+        return None
+    return conn.sync_connection.connection.driver_connection if conn.sync_connection is not None else None
+
+
+def _raise_if_closed(raw: Any, exc: Exception, *, unknown_outcome: bool = False) -> None:
+    """A failure that left the unit's asyncpg connection closed is a lost connection whatever the
+    error says: when the server shuts down under a statement, asyncpg may report an
+    ``InternalClientError`` of its protocol rather than the server's message (``Store.driver``
+    judges its own statements so)."""
+    if raw is not None and raw.is_closed():
+        raise DatabaseUnavailable(describe(exc), disconnected=True, unknown_outcome=unknown_outcome) from None
 
 
 @asynccontextmanager

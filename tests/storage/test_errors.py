@@ -194,3 +194,31 @@ async def test_a_failure_that_left_the_driver_connection_closed_is_an_outage(cle
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await store.dispose()
+
+
+async def test_a_write_whose_connection_a_failure_left_closed_is_an_outage(clean_pg: str) -> None:
+    """The same for a write unit, whose statements go to its asyncpg connection (``Unit.fetch``)
+    and through SQLAlchemy: a failure that left that connection closed is an outage (503, the
+    crash test met a 500), the same failure on an open one stays what it is."""
+    store = Store(create_engine(clean_pg, pool_size=1))
+    try:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            async with store.writing() as unit:
+                (await unit.driver()).terminate()
+                raise asyncpg.exceptions.InternalClientError("waiter is not done while handling protocol error")
+        assert raised.value.disconnected
+        with pytest.raises(asyncpg.exceptions.InternalClientError):
+            async with store.writing() as unit:
+                await unit.driver()
+                raise asyncpg.exceptions.InternalClientError("no binary format encoder")
+        async with store.writing() as unit:
+            await unit.set_state("after", "x")
+        with pytest.raises(DatabaseUnavailable):  # a read through SQLAlchemy alike
+            async with store.reading() as unit:
+                (await unit.conn.get_raw_connection()).driver_connection.terminate()
+                raise asyncpg.exceptions.InternalClientError("waiter is not done while handling protocol error")
+        async with store.reading() as unit:
+            assert await unit.state("after") == "x"
+    finally:
+        await store.dispose()
+
