@@ -224,6 +224,19 @@ def pg_url() -> Iterator[str]:
 
 
 async def _truncate(url: str) -> None:
+    # A server a test left running (a live server's access-log sealer, a worker's heartbeat) may
+    # still touch the tables: PostgreSQL then ends one side of the deadlock, and ours tries again.
+    for attempt in range(5):
+        try:
+            await _truncate_once(url)
+            return
+        except asyncpg.exceptions.DeadlockDetectedError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
+
+
+async def _truncate_once(url: str) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:
         async with conn.transaction():
