@@ -34,7 +34,6 @@ import asyncpg
 import httpx
 import pytest
 
-from patientkontrakt.domain import codes
 from tests.api.test_processes import (
     FHIR_JSON,
     Process,
@@ -42,6 +41,7 @@ from tests.api.test_processes import (
     _start,
     _wait_until_ready,
     load_region,
+    new_goal,
     private_cluster,
 )
 from tests.conftest import _dsn, make_settings
@@ -99,14 +99,6 @@ def site(signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         finally:
             for server in servers:
                 stop(server.process)
-
-
-def _new_goal(world: World, text: str) -> dict[str, Any]:
-    target = world.agreements[TARGET]
-    return {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": text},
-            "subject": {"reference": f"Patient/{target.patient}"},
-            "expressedBy": {"reference": f"PractitionerRole/{target.staff_roles[0]}"},
-            "meta": {"tag": [dict(codes.TEST_DATA_TAG)]}}
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -190,7 +182,7 @@ def _writer(site: Site, server: Process, number: int, ledger: Ledger, done: thre
 
 def _send(site: Site, http: httpx.Client, step: int, goal: dict[str, Any], text: str) -> httpx.Response:
     if step == 0:
-        return http.post("/fhir/Goal", json=_new_goal(site.world, text))
+        return http.post("/fhir/Goal", json=new_goal(site.world, text))
     changed = {**_plain(goal), "description": {"text": text}}
     if step == 1:
         return http.put(f"/fhir/Goal/{goal['id']}", json=changed)
@@ -199,7 +191,7 @@ def _send(site: Site, http: httpx.Client, step: int, goal: dict[str, Any], text:
     if step == 3:
         return http.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [
             {"resource": changed, "request": {"method": "PUT", "url": f"Goal/{goal['id']}"}},
-            {"resource": _new_goal(site.world, f"{text}, ny"), "request": {"method": "POST", "url": "Goal"}}]})
+            {"resource": new_goal(site.world, f"{text}, ny"), "request": {"method": "POST", "url": "Goal"}}]})
     return http.get("/fhir/Goal", params={"patient": site.world.agreements[TARGET].patient, "_count": "5"})
 
 
@@ -309,7 +301,7 @@ def test_a_server_killed_in_the_middle_of_a_transaction_leaves_nothing_of_it(sit
     survivor, victim = site.servers
     mark = f"Transaktion {uuid.uuid4().hex[:8]}"
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": _new_goal(site.world, f"{mark} {n}"),
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": new_goal(site.world, f"{mark} {n}"),
          "request": {"method": "POST", "url": "Goal"}} for n in range(BUNDLE_ENTRIES)]}
     answers: list[httpx.Response | Exception] = []
 

@@ -177,7 +177,8 @@ def site(deployment: Deployment) -> Iterator[Deployment]:
     assert deployment.worker.poll() is None, (deployment.folder / "worker.log").read_text()
 
 
-def _new_goal(world: World, text: str) -> dict[str, Any]:
+def new_goal(world: World, text: str) -> dict[str, Any]:
+    """A Goal on the test agreement's patient, by its first staff role (tests/api/test_crashes.py too)."""
     target = world.agreements[TARGET]
     return {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": text},
             "subject": {"reference": f"Patient/{target.patient}"},
@@ -194,7 +195,7 @@ def _plain(resource: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_write_on_one_process_is_read_on_the_other(site: Deployment) -> None:
     with site.http(site.a) as a, site.http(site.b) as b:
-        created = a.post("/fhir/Goal", json=_new_goal(site.world, "Skrivet på A"))
+        created = a.post("/fhir/Goal", json=new_goal(site.world, "Skrivet på A"))
         assert created.status_code == 201, created.text
         goal = created.json()
         assert created.headers["location"].startswith(f"{site.base_url}/fhir/Goal/{goal['id']}/_history/1")
@@ -211,7 +212,7 @@ def test_a_write_on_one_process_is_read_on_the_other(site: Deployment) -> None:
 
 def test_if_match_conflicts_are_found_across_processes(site: Deployment) -> None:
     with site.http(site.a) as a, site.http(site.b) as b:
-        goal = a.post("/fhir/Goal", json=_new_goal(site.world, "Villkorat")).json()
+        goal = a.post("/fhir/Goal", json=new_goal(site.world, "Villkorat")).json()
         body = _plain(goal)
         first = a.put(f"/fhir/Goal/{goal['id']}", json={**body, "description": {"text": "A först"}},
                       headers={"if-match": 'W/"1"'})
@@ -315,7 +316,7 @@ def test_a_subscription_created_on_one_process_delivers_a_change_written_on_the_
         eventually("the Subscription active, as the other process reads it",
                    lambda: b.get(f"/fhir/Subscription/{subscription}").json()["status"] == "active")
 
-        goal = b.post("/fhir/Goal", json=_new_goal(site.world, "Skrivet på B, bevakat från A")).json()
+        goal = b.post("/fhir/Goal", json=new_goal(site.world, "Skrivet på B, bevakat från A")).json()
         delivered = eventually("the change written on B delivered", lambda: [
             r for r in receiver.bodies() if r.get("resourceType") == "Goal" and r.get("id") == goal["id"]])
         assert delivered[0]["meta"]["versionId"] == "1"
