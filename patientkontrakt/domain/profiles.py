@@ -36,6 +36,7 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from patientkontrakt.domain import codes
+from patientkontrakt.domain.invariants import Undecided, compile_invariant
 from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.errors import Issue
 
@@ -222,6 +223,7 @@ class ProfileValidator:
         profile_types = {url: sd["type"] for url, sd in defs.profiles.items()}
         self.profiles: dict[str, Profile] = {url: _compile(sd, profile_types) for url, sd in defs.profiles.items()}
         self._compiled: dict[str, Callable[..., list[Any]]] = {}
+        self._native: dict[str, Callable[[Any], list[Any]] | None] = {}
 
     def profile_for_type(self, type_name: str) -> Profile | None:
         """The profile of ours that constrains a resource type: its default where it has several."""
@@ -436,16 +438,30 @@ class ProfileValidator:
             )
         return False
 
-    def _check_constraint(self, constraint: Constraint, value: Any, at: str, resource: dict[str, Any],
-                          issues: list[Issue]) -> None:
-        compiled = self._compiled.get(constraint.expression)
+    def _evaluate(self, expression: str, value: Any, resource: dict[str, Any]) -> list[Any]:
+        """The invariant's result as fhirpathpy gives it: from its compiled closures where they
+        decide (``invariants``), else from fhirpathpy."""
+        if expression not in self._native:
+            self._native[expression] = compile_invariant(expression, _R4)
+        native = self._native[expression]
+        if native is not None:
+            try:
+                return native(value)
+            except Undecided:
+                pass
+        compiled = self._compiled.get(expression)
         if compiled is None:
-            compiled = fhirpathpy.compile(constraint.expression, _R4)
-            self._compiled[constraint.expression] = compiled
+            compiled = fhirpathpy.compile(expression, _R4)
+            self._compiled[expression] = compiled
         try:
-            result = compiled(value, {"resource": resource, "rootResource": resource})
+            result: list[Any] = compiled(value, {"resource": resource, "rootResource": resource})
         except Exception as exc:  # noqa: BLE001 - a broken invariant must not pass silently
             result = [f"error: {exc}"]
+        return result
+
+    def _check_constraint(self, constraint: Constraint, value: Any, at: str, resource: dict[str, Any],
+                          issues: list[Issue]) -> None:
+        result = self._evaluate(constraint.expression, value, resource)
         if result == [True] or result == []:
             return
         severity = "error" if constraint.severity == "error" else "warning"
