@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 MIN = datetime(1, 1, 1)
 MAX = datetime(9999, 12, 31, 23, 59, 59, 999999)
@@ -26,8 +27,10 @@ class DateFormatError(ValueError):
     pass
 
 
+@lru_cache(maxsize=4096)
 def parse_range(text: str) -> tuple[datetime, datetime]:
-    """Parse a FHIR date/dateTime/instant into its inclusive UTC range."""
+    """Parse a FHIR date/dateTime/instant into its inclusive UTC range (remembered: a write's
+    dates are read by the index, the lifecycle rules and the warnings, and many recur)."""
     match = _DATE_RE.fullmatch(text)  # not match: "$" also matches before a final newline
     if not match:
         raise DateFormatError(f"{text!r} is not a FHIR date or dateTime")
