@@ -13,7 +13,9 @@ Two forms (docs/api.md, "Subscriptions"):
   with event-number, timestamp and focus), then, for ``full-resource``, the resource itself.
 
 Every notification carries ``X-Request-ID``, the id of its delivery (its attempt: a retry has
-a new one), also in the worker's log records and the access-log entry of its read, and
+a new one), also in the worker's log records and the access-log entry of its read;
+``X-Correlation-ID``, the ``X-Request-ID`` of the API request whose write queued it (the same on
+every attempt; in the log line of each attempt, and the write's own access-log entry has it); and
 ``X-Subscription-Event-Number`` (and the backport Bundle its event
 number), and the announced resource's version where the resource is named (``meta.versionId``,
 ``X-Subscription-Resource-Version``), so a receiver can de-duplicate an at-least-once delivery.
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 EVENT_HEADER = "X-Subscription-Event-Number"
 VERSION_HEADER = "X-Subscription-Resource-Version"
+CORRELATION_HEADER = "X-Correlation-ID"  # the X-Request-ID of the write that queued the notification
 # Headers the server sets itself; a channel.header line naming one of them is not sent.
 _OWN_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
                           EVENT_HEADER.lower(), VERSION_HEADER.lower(), "x-request-id"})
@@ -89,6 +92,7 @@ class Event:
     version_id: int | None
     event_number: int | None
     created: datetime
+    request_id: str | None = None  # of the write that queued it: X-Correlation-ID
 
 
 @dataclass
@@ -187,6 +191,8 @@ async def build(service: FhirService, access: Access | None, sub: Subscriber, ev
         # always read, also for an empty notification: whether anything changed is itself news
         resource = await announced(service, access, event)
     headers: dict[str, str] = {}
+    if event.request_id is not None:
+        headers[CORRELATION_HEADER] = event.request_id
     if number is not None:
         headers[EVENT_HEADER] = str(number)
     if event.kind == "event" and sub.content != "empty":

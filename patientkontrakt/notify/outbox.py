@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from patientkontrakt.fhir.access import access_of
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.search.params import SearchParser
+from patientkontrakt.logs import REQUEST_ID
 from patientkontrakt.notify.subscriptions import TYPE, SubscriptionRules
 from patientkontrakt.notify.wakeup import announce
 from patientkontrakt.storage.repository import StoredResource, Unit
@@ -98,7 +99,7 @@ class Notifications:
         now = now_utc()
         await unit.conn.execute(O.insert(), [
             {"subscription_pk": pk, "kind": "event", "res_type": stored.type, "res_id": stored.id,
-             "version_id": stored.version_id, "created": now, "attempts": 0}
+             "version_id": stored.version_id, "created": now, "attempts": 0, "request_id": REQUEST_ID.get()}
             for pk in matched])
         await announce(unit)
 

@@ -36,6 +36,7 @@ from patientkontrakt.fhir.access import Access, Internal, access_of
 from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.fhir.errors import BadRequest, Forbidden, Unprocessable
 from patientkontrakt.fhir.search.params import RESULT_PARAMS, SearchParser
+from patientkontrakt.logs import REQUEST_ID
 from patientkontrakt.notify.endpoints import check_url
 from patientkontrakt.notify.topics import (
     BACKPORT_PROFILE,
@@ -248,7 +249,7 @@ class SubscriptionRules:
                                              for type_, query in parsed.triggers])
         if parsed.status == "requested":
             await unit.conn.execute(O.insert().values(subscription_pk=stored.pk, kind="handshake",
-                                                      created=now_utc(), attempts=0))
+                                                      created=now_utc(), attempts=0, request_id=REQUEST_ID.get()))
             await announce(unit)
 
     @staticmethod

@@ -201,7 +201,8 @@ class Worker:
                 row = (await unit.conn.execute(sa.select(S).where(self._mine(pk)))).first()
                 if row is None or row.status not in DELIVERABLE:
                     return outcome
-                events = [Event(r.id, r.kind, r.res_type, r.res_id, r.version_id, r.event_number, r.created)
+                events = [Event(r.id, r.kind, r.res_type, r.res_id, r.version_id, r.event_number, r.created,
+                                r.request_id)
                           for r in await unit.conn.execute(
                               sa.select(O).where(O.c.subscription_pk == pk, O.c.delivered.is_(None))
                               .order_by(O.c.id).limit(_BATCH))]
@@ -257,10 +258,10 @@ class Worker:
         try:
             status = await self.sender.send(request, sub.headers)
         except DeliveryFailed as failure:
-            log.info("subscription %s event %s: failed: %s", sub.id, number, failure.reason)
+            log.info("subscription %s event %s%s: failed: %s", sub.id, number, _origin(event), failure.reason)
             await self._failed(sub, event, failure.reason)
             return "failed"
-        log.info("subscription %s event %s: delivered, status %s", sub.id, number, status)
+        log.info("subscription %s event %s%s: delivered, status %s", sub.id, number, _origin(event), status)
         if not await self._mark(sub, event, skipped=False):
             return None
         return "activated" if event.kind == "handshake" else "delivered"
@@ -323,3 +324,8 @@ class Worker:
             log.warning("subscription %s: status %s kept in the delivery state only: %s", sub.id, status,
                         type(refused).__name__)
             await unit.conn.execute(S.update().where(S.c.resource_pk == sub.pk).values(status=status, error=error))
+
+
+def _origin(event: Event) -> str:
+    """The write that queued ``event``, for the log line of its attempt (its ``X-Correlation-ID``)."""
+    return f" (from request {event.request_id})" if event.request_id else ""

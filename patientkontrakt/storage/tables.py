@@ -273,6 +273,9 @@ class SubscriptionOutbox(SQLModel, table=True):
     attempts: int = Field(default=0, nullable=False)
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
     delivered: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(), nullable=True))
+    # The id of the request whose write queued it (X-Request-ID; migration 0013), sent with each
+    # attempt as X-Correlation-ID.
+    request_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
 
 
 class ExportJob(SQLModel, table=True):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -29,6 +30,7 @@ from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.notify.endpoints import check_url
 from patientkontrakt.security.clients import Clients
+from patientkontrakt.storage.tables import AUDIT_LOG
 from tests.conftest import BASE_URL, demo_database
 from tests.notify.delivery_tools import (
     Received,
@@ -171,6 +173,38 @@ def test_only_matching_changes_notify(app: TestClient, world: World, settings: S
         focus.append((event["focus"]["valueReference"]["reference"].split("/fhir/")[1],
                       request.headers["x-subscription-resource-version"]))
     assert focus == [(f"CarePlan/{target.plan}", str(plan_version)), (f"Goal/{target.goals[1]}", str(goal_version))]
+
+
+def test_a_notification_names_the_request_whose_write_queued_it(
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    """X-Correlation-ID: the X-Request-ID of the write (the client's own, or the one the service
+    gave it); X-Request-ID: the delivery attempt's own; the write's access-log entry has the id."""
+    target = world.agreements[TARGET]
+    vc = vc_system(world)
+    pk = subscribe(app, {**vc, "X-Request-ID": "7f3c2a9e-1b4d-4c8e-9a6f-2d5b8e1c3a70"}, receiver.url("/hook"))
+    current = app.get(f"/fhir/CarePlan/{target.plan}", headers=vc).json()
+    own = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    first = app.put(f"/fhir/CarePlan/{target.plan}", json={**current, "description": "Första"},
+                    headers={**vc, "X-Request-ID": own})
+    assert first.status_code == 200 and first.headers["x-request-id"] == own
+    second = app.put(f"/fhir/CarePlan/{target.plan}", json={**first.json(), "description": "Andra"}, headers=vc)
+    assert second.status_code == 200
+    given = second.headers["x-request-id"]
+    deliver(settings, all_delivered(settings, pk))
+
+    got = receiver.at("/hook")
+    assert [(r.method, r.headers.get("x-correlation-id")) for r in got] == [
+        ("POST", "7f3c2a9e-1b4d-4c8e-9a6f-2d5b8e1c3a70"), ("PUT", own), ("PUT", given)]
+    attempts = [r.headers["x-request-id"] for r in got]
+    assert len(set(attempts)) == 3 and not {own, given} & set(attempts)
+    logged = _db(settings, lambda store: _request_ids(store, f"CarePlan/{target.plan}"))
+    assert {own, given} <= logged
+
+
+async def _request_ids(store: Any, request: str) -> set[str]:
+    async with store.reading() as unit:
+        found = await unit.conn.execute(sa.select(AUDIT_LOG.c.request_id).where(AUDIT_LOG.c.request == request))
+        return {r for (r,) in found.all() if r}
 
 
 def test_an_idle_worker_is_woken_by_a_change_not_by_its_poll(
