@@ -204,7 +204,7 @@ async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> Non
                 [value for row in chunk for value in (row["seq"], time_text(row["recorded"]), leaf_of(row))])
         conn.commit()
 
-    async with store.driver() as driver:
+    async with store.sqlite_writer(), store.driver() as driver:
         await driver._execute(work, driver._conn)  # noqa: SLF001
 
 

@@ -222,6 +222,9 @@ class _SQLiteCompiler(SQLiteCompiler):
         return to_update, replacement
 
 
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for SQLite's write lock before it is refused
+
+
 def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = None) -> None:
     engine.dialect.statement_compiler = _SQLiteCompiler
     @event.listens_for(engine.sync_engine, "connect")
@@ -229,7 +232,7 @@ def _configure_sqlite(engine: AsyncEngine, statement_timeout: float | None = Non
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={round(SQLITE_BUSY_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

@@ -13,7 +13,9 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from patientkontrakt.storage import repository
 from patientkontrakt.storage.database import create_engine
+from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.repository import Store, Unit
 from patientkontrakt.storage.tables import INDEX_TABLES, RESOURCE, RESOURCE_VERSION
 
@@ -442,6 +444,51 @@ async def test_concurrent_writers_all_succeed(store: Store) -> None:
     assert await count(store, RESOURCE) == 8
     assert await count(store, RESOURCE_VERSION) == 8
     assert await count(store, INDEX_TABLES["token"]) == 16
+
+
+async def test_sqlite_writers_of_a_process_take_turns_in_the_order_they_came(sqlite_url: str) -> None:
+    """SQLite's busy handler lets a newcomer take the write lock before writers that have slept
+    in it; queued in the process first, writers (and the access log's appends) go in order."""
+    store = Store(create_engine(sqlite_url, pool_size=20))
+    order: list[int] = []
+
+    async def write(n: int) -> None:
+        await asyncio.sleep(n * 0.01)  # arrive one after another, while the first still holds the lock
+        async with store.writing() as unit:
+            order.append(n)
+            await put(unit, "Patient", f"p{n}")
+            await asyncio.sleep(0.15 if n == 0 else 0.005)
+
+    try:
+        await asyncio.gather(*(write(n) for n in range(16)))
+    finally:
+        await store.dispose()
+    assert order == list(range(16))
+
+
+async def test_a_sqlite_writer_that_waits_past_the_busy_timeout_is_refused(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(repository, "SQLITE_BUSY_TIMEOUT", 0.2)
+    store = Store(create_engine(sqlite_url, pool_size=5))
+    held = asyncio.Event()
+
+    async def hold() -> None:
+        async with store.writing() as unit:
+            await put(unit, "Patient", "held")
+            held.set()
+            await asyncio.sleep(1.0)
+
+    try:
+        holder = asyncio.create_task(hold())
+        await held.wait()
+        with pytest.raises(DatabaseUnavailable):
+            async with store.writing() as unit:
+                await put(unit, "Patient", "late")
+        await holder
+        async with store.reading() as unit:
+            assert await unit.get("Patient", "held") is not None and await unit.get("Patient", "late") is None
+    finally:
+        await store.dispose()
 
 
 async def test_concurrent_read_modify_write_loses_no_update(store: Store) -> None:
