@@ -57,7 +57,8 @@ VERSION_HEADER = "X-Subscription-Resource-Version"
 CORRELATION_HEADER = "X-Correlation-ID"  # the X-Request-ID of the write that queued the notification
 # Headers the server sets itself; a channel.header line naming one of them is not sent.
 _OWN_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
-                          EVENT_HEADER.lower(), VERSION_HEADER.lower(), "x-request-id"})
+                          EVENT_HEADER.lower(), VERSION_HEADER.lower(), "x-request-id",
+                          CORRELATION_HEADER.lower()})
 
 
 @dataclass(frozen=True)

@@ -77,4 +77,5 @@ async def test_a_closed_port_cannot_be_connected() -> None:
 
 def test_channel_headers_drop_what_the_server_sets() -> None:
     assert channel_headers(("Authorization: Bearer a:b", "X-A:1", "Host: x", "no colon",
-                            "X-Subscription-Event-Number: 7")) == {"Authorization": "Bearer a:b", "X-A": "1"}
+                            "X-Subscription-Event-Number: 7", "X-Request-ID: 1", "x-correlation-id: 2")) == {
+        "Authorization": "Bearer a:b", "X-A": "1"}
