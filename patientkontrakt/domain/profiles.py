@@ -28,6 +28,7 @@ Every problem becomes an ``Issue`` with a FHIRPath-style ``expression``; all are
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ from patientkontrakt.domain import codes
 from patientkontrakt.domain.invariants import Undecided, compile_invariant
 from patientkontrakt.fhir.definitions import Definitions
 from patientkontrakt.fhir.errors import Issue
+
+log = logging.getLogger(__name__)
 
 _SKIPPED_INVARIANT_PREFIXES = ("ele-", "ext-", "dom-")
 _R4 = models["r4"]
@@ -449,6 +452,8 @@ class ProfileValidator:
                 return native(value)
             except Undecided:
                 pass
+            except Exception:  # noqa: BLE001 - a value the closures did not foresee: fhirpathpy answers
+                log.warning("invariant %r: the compiled form failed; fhirpathpy evaluates it", expression)
         compiled = self._compiled.get(expression)
         if compiled is None:
             compiled = fhirpathpy.compile(expression, _R4)

@@ -153,3 +153,24 @@ def test_compiled_invariants_answer_as_fhirpathpy(validator: ProfileValidator,
     one_sided = {e for e, sides in decided.items() if sides != {True, False}}
     assert one_sided <= {"(start.exists() and end.exists()) implies end >= start",
                          "(detail.exists() and measure.exists()) or detail.exists().not()"}, one_sided
+
+
+def test_a_compiled_form_that_fails_leaves_the_answer_to_fhirpathpy(validator: ProfileValidator) -> None:
+    plan = next(r for r in _examples() if r.get("resourceType") == "CarePlan")
+    broken = {**plan, "activity": [{"detail": {"status": "scheduled", "kind": "Appointment"},
+                                    "reference": {"reference": "Appointment/a"}}]}
+    profile = next(p for p in validator.profiles.values() if p.type == "CarePlan")
+    expected = [i.diagnostics for i in validator.validate(broken, profile)]
+    assert any("cpl-3" in d for d in expected)
+
+    def fails(value: Any) -> list[Any]:
+        raise ZeroDivisionError
+
+    saved = dict(validator._native)
+    try:
+        for expression in list(validator._native):
+            validator._native[expression] = fails
+        assert [i.diagnostics for i in validator.validate(broken, profile)] == expected
+    finally:
+        validator._native.clear()
+        validator._native.update(saved)
