@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -94,14 +95,21 @@ def test_a_running_worker_beats(http: TestClient, pg_url: str) -> None:
         wait_for(lambda: (newest() or "") > first, "a later heartbeat")
 
 
-def test_a_database_at_an_older_schema_revision_is_not_ready(http: TestClient, pg_url: str) -> None:
-    _beat(pg_url, age=0)
+@contextmanager
+def _at_revision(pg_url: str, revision: str) -> Iterator[None]:
+    """The database's Alembic revision set to ``revision`` for a while, then back."""
     current = admin(pg_url, "SELECT version_num FROM alembic_version")[0]["version_num"]
     try:
-        admin(pg_url, "UPDATE alembic_version SET version_num = '0011'")
-        assert checks(http, 503) == {"database": "ok", "migrations": "not current", "worker": "ok"}
+        admin(pg_url, "UPDATE alembic_version SET version_num = $1", revision)
+        yield
     finally:
         admin(pg_url, "UPDATE alembic_version SET version_num = $1", current)
+
+
+def test_a_database_at_an_older_schema_revision_is_not_ready(http: TestClient, pg_url: str) -> None:
+    _beat(pg_url, age=0)
+    with _at_revision(pg_url, "0011"):
+        assert checks(http, 503) == {"database": "ok", "migrations": "not current", "worker": "ok"}
     assert checks(http, 200)["migrations"] == "ok"
 
 
@@ -109,12 +117,8 @@ def test_a_database_a_newer_release_migrated_is_ready_for_the_old_processes(http
     """A rolling upgrade: the migration Job ran the new release's migrations; the old processes,
     which do not know that revision, keep serving until they are replaced."""
     _beat(pg_url, age=0)
-    current = admin(pg_url, "SELECT version_num FROM alembic_version")[0]["version_num"]
-    try:
-        admin(pg_url, "UPDATE alembic_version SET version_num = '9999_a_newer_release'")
+    with _at_revision(pg_url, "9999_a_newer_release"):
         assert checks(http, 200) == {"database": "ok", "migrations": "ahead", "worker": "ok"}
-    finally:
-        admin(pg_url, "UPDATE alembic_version SET version_num = $1", current)
 
 
 async def test_two_workers_beating_at_once_share_the_row(db_url: str) -> None:
