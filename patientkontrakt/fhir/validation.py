@@ -9,7 +9,9 @@ Two passes, both reported with FHIRPath-style ``expression`` locations:
    ``CarePlan.status = "bogus"``).
 2. The ``fhir.resources.R4B`` model (fhir.resources 8 has no R4 package; R4B is wire-compatible
    with R4 for the types we serve, see docs/architecture.md): unknown elements, mandatory
-   elements, primitive formats, choice-type exclusivity.
+   elements, primitive formats, choice-type exclusivity. Built only when ``ModelShapes`` cannot
+   show from the models' metadata that it would accept the body (model_shapes.py): a body it
+   refuses is always built, so what is reported is the model's own answer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import ValidationError
 
 from patientkontrakt.fhir.definitions import FHIRPATH_STRING, Definitions, ElementDef
 from patientkontrakt.fhir.errors import InvalidResource, Issue
+from patientkontrakt.fhir.model_shapes import ModelShapes
 
 _BOOLEAN = {"boolean"}
 _INTEGER = {"integer", "positiveInt", "unsignedInt"}
@@ -45,6 +48,7 @@ class Validator:
 
     def __init__(self, defs: Definitions) -> None:
         self._defs = defs
+        self._shapes = ModelShapes()
 
     @cache  # noqa: B019 - one validator per process
     def _slots(self, type_name: str, path: str) -> dict[str, _Slot]:
@@ -69,7 +73,8 @@ class Validator:
         issues: list[Issue] = []
         self._walk_resource(resource, type_name, type_name, issues)
         _control_characters(resource, type_name, issues)
-        issues.extend(i for i in _model_issues(resource, type_name) if not _covered(i, issues))
+        if issues or not self._shapes.accepts(resource):
+            issues.extend(i for i in _model_issues(resource, type_name) if not _covered(i, issues))
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
 
