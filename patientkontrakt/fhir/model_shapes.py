@@ -125,10 +125,11 @@ class ModelShapes:
             fields[alias] = self._field(info.annotation)
             if info.is_required():
                 required.append(alias)
-        for name, _ext in model.get_required_fields(None):
+        blank = model.model_construct()  # the two lists are methods of an instance; no validation
+        for name, _ext in blank.get_required_fields():
             required.append(model.model_fields[name].alias or name)
         choices = []
-        for names in model.get_one_of_many_fields(None).values():
+        for names in blank.get_one_of_many_fields().values():
             extra = model.model_fields[names[0]].json_schema_extra or {}
             mandatory = isinstance(extra, dict) and extra.get("one_of_many_required") is True
             choices.append((tuple(model.model_fields[n].alias or n for n in names), mandatory))
