@@ -558,3 +558,23 @@ async def test_postgresql_connections_use_generic_plans_and_no_jit(clean_pg: str
     finally:
         await store.dispose()
     assert settings == {"plan_cache_mode": "force_generic_plan", "jit": "off"}
+
+
+def test_a_statement_around_shared_conditions_is_built_once_per_condition_object() -> None:
+    """The access rules' conditions are shared objects; a statement around one is reused for the
+    same object only: an equal-looking condition built anew (a scope narrowed per request) gets
+    its own statement, so no request runs another caller's condition."""
+    column = RESOURCE.c.owner_unit
+    first, second = column == sa.bindparam("org"), column == sa.bindparam("org")
+    built: list[Any] = []
+
+    def build(condition: Any) -> Any:
+        built.append(condition)
+        return sa.select(RESOURCE.c.pk).where(condition)
+
+    one = repository._built_once("test", (first,), lambda: build(first))
+    again = repository._built_once("test", (first,), lambda: build(first))
+    other = repository._built_once("test", (second,), lambda: build(second))
+    assert one is again and other is not one
+    assert built == [first, second]
+    assert repository._built_once("other kind", (first,), lambda: build(first)) is not one
