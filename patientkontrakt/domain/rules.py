@@ -251,22 +251,23 @@ class PatientkontraktRules:
                 expression=(where,),
                 details_sv="Ett gällande patientkontrakt ska ha precis en fast vårdkontakt med giltig period.",
             )
-        if await self._author_is_vardcentral(unit, plan):
-            await self._require_physician(unit, team or {}, where)
+        await self._require_physician_at_vardcentral(unit, plan, team or {}, where)
         if plan.get("status") == "active" and subject is not None:
             await self._one_active_per_unit(unit, plan)
 
-    async def _author_is_vardcentral(self, unit: Unit, plan: dict[str, Any]) -> bool:
-        key = ref_key(plan.get("author"))
-        if key is None or key[0] != "Organization":
-            return False
-        found = await unit.get_many([key])
-        return bool(found) and _has_code(orjson.loads(found[0].body).get("type"), codes.CARE_UNIT_TYPE, "vardcentral")
-
-    async def _require_physician(self, unit: Unit, team: dict[str, Any], where: str) -> None:
+    async def _require_physician_at_vardcentral(self, unit: Unit, plan: dict[str, Any], team: dict[str, Any],
+                                                where: str) -> None:
+        """An agreement whose author is a vårdcentral needs a current fast läkarkontakt who is a
+        physician. The author and the team's läkarkontakter are read together (one statement)."""
+        author = ref_key(plan.get("author"))
+        if author is None or author[0] != "Organization":
+            return
         doctors = current_members(team, codes.FAST_LAKARKONTAKT, now_utc())
         keys = [k for k in (ref_key(p.get("member")) for p in doctors) if k and k[0] == "PractitionerRole"]
-        roles = [orjson.loads(r.body) for r in await unit.get_many(keys)]
+        found = {(r.type, r.id): orjson.loads(r.body) for r in await unit.get_many([author, *keys])}
+        if not _has_code((found.get(author) or {}).get("type"), codes.CARE_UNIT_TYPE, "vardcentral"):
+            return
+        roles = [found[k] for k in keys if k in found]
         if not any(_has_code(r.get("code"), codes.PRACTITIONER_ROLE, "doctor") and r.get("practitioner")
                    for r in roles):
             raise Unprocessable(
@@ -286,8 +287,7 @@ class PatientkontraktRules:
         patient, unit_key = ref_key(plan.get("subject")), ref_key(plan.get("author"))
         if patient is None or unit_key is None:
             return
-        pks = await unit.referencing("CarePlan", "subject", [patient], _MAX_PLANS_PER_PATIENT)
-        for other in await unit.get_by_pks(pks):
+        for other in await unit.referencing_rows("CarePlan", "subject", [patient], _MAX_PLANS_PER_PATIENT):
             if other.deleted or other.id == plan.get("id"):
                 continue
             body = orjson.loads(other.body)
@@ -302,8 +302,7 @@ class PatientkontraktRules:
     async def _verify_team(self, unit: Unit, team: dict[str, Any], writer: Writer) -> None:
         if "id" not in team:
             return
-        pks = await unit.referencing("CarePlan", "care-team", [("CareTeam", team["id"])], 50)
-        for stored in await unit.get_by_pks(pks):
+        for stored in await unit.referencing_rows("CarePlan", "care-team", [("CareTeam", team["id"])], 50):
             if not stored.deleted:
                 await self._verify_plan(unit, orjson.loads(stored.body), writer, team=team)
 

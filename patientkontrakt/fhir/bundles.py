@@ -189,8 +189,7 @@ class BundleProcessor:
             if entry.method == "PUT":
                 try:
                     existing = await unit.get(entry.type, entry.id, lock=True)
-                    if existing is not None and \
-                            await writer.visible_existing(unit, entry.type, entry.id, lock=False) is None:
+                    if existing is not None and not await writer.may_see(unit, existing):
                         raise not_writable(entry.type, entry.id, existing)
                     if existing is None and entry.version != "new" and not writer.client_ids(unit, entry.type):
                         raise not_writable(entry.type, entry.id, None)

@@ -68,7 +68,7 @@ async def patched_resource(service: FhirService, unit: Unit, type_: str, id_: st
             raise NotFound(f"No {type_} matches {criteria!r}", details_sv="Ingen resurs matchar villkoret.")
         id_ = found.id
     row = await unit.get(type_, id_, lock=True)
-    if row is None or await writer.visible_existing(unit, type_, id_, lock=False) is None:
+    if row is None or not await writer.may_see(unit, row):
         raise HiddenResource(f"{type_}/{id_} is not known", row, details_sv="Resursen finns inte.")
     if row.deleted:
         raise Gone(f"{type_}/{id_} was deleted: there is nothing to patch", details_sv="Resursen har tagits bort.")

@@ -286,12 +286,14 @@ class Writer:
         """The current row of Type/id if the caller may see it (or it is deleted and was theirs
         to see before: then the restriction is checked on what is left), else None."""
         existing = await unit.get(type_, id_, lock=lock)
-        if existing is None:
-            return None
-        restriction = access_of(unit).restriction(type_)
-        if restriction is None or await unit.visible_pks([existing.pk], bound(restriction)):
-            return existing
-        return None
+        return existing if existing is not None and await self.may_see(unit, existing) else None
+
+    @staticmethod
+    async def may_see(unit: Unit, existing: StoredResource) -> bool:
+        """Whether the caller may see ``existing``, a row this unit has just read (and locked):
+        the restriction is checked by a statement of its own, after the lock is held."""
+        restriction = access_of(unit).restriction(existing.type)
+        return restriction is None or bool(await unit.visible_pks([existing.pk], bound(restriction)))
 
     # -- interactions ----------------------------------------------------------------------
 
@@ -345,7 +347,7 @@ class Writer:
         if existing is None:
             await unit.lock_key(f"{type_}/{id_}")
             existing = await unit.get(type_, id_, lock=True)
-        if existing is not None and await self.visible_existing(unit, type_, id_, lock=False) is None:
+        if existing is not None and not await self.may_see(unit, existing):
             # Another care unit's resource (or a deleted one no longer visible): as if unknown,
             # but it cannot be created anew under the same id.
             raise not_writable(type_, id_, existing)
@@ -400,7 +402,7 @@ class Writer:
         if not ID_PATTERN.match(id_):
             raise InvalidResource("id is not a valid FHIR id", expression=(f"{type_}.id",))
         existing = await unit.get(type_, id_, lock=True)
-        if existing is not None and await self.visible_existing(unit, type_, id_, lock=False) is None:
+        if existing is not None and not await self.may_see(unit, existing):
             raise not_writable(type_, id_, existing)
         if existing is not None and not existing.deleted:
             raise Conflict(f"No {type_} matches {criteria!r}, but the body's id names the existing "
@@ -424,7 +426,7 @@ class Writer:
         existing = await unit.get(type_, id_, lock=True)
         if existing is None:
             raise HiddenResource(f"{type_}/{id_} is not known", None, details_sv="Resursen finns inte.")
-        if await self.visible_existing(unit, type_, id_, lock=False) is None:
+        if not await self.may_see(unit, existing):
             raise HiddenResource(f"{type_}/{id_} is not known", existing, details_sv="Resursen finns inte.")
         if if_match is not None and parse_etag(if_match) != str(existing.version_id):
             raise PreconditionFailed(f"If-Match {if_match} does not match {type_}/{id_}",

@@ -121,6 +121,8 @@ _PG_REFERENCES_TO = ("SELECT DISTINCT resource_pk FROM idx_reference WHERE res_t
                      "IN (SELECT * FROM unnest($2::text[], $3::text[]))")
 _PG_REFERENCING = _PG_REFERENCES_TO + " LIMIT $4"
 _PG_REFERENCING_PARAM = _PG_REFERENCES_TO + " AND param = $5 LIMIT $4"
+_PG_REFERENCING_ROWS = ("SELECT " + ", ".join(c.name for c in CURRENT_COLUMNS) + " FROM resource WHERE pk IN ("
+                        + _PG_REFERENCING_PARAM + ") ORDER BY pk")
 _PG_GET_MANY = _PG_CURRENT + " AND NOT deleted"
 _PG_GET_MANY_WITH_DELETED = _PG_CURRENT
 _PG_EXISTING = "SELECT res_type, res_id FROM resource WHERE " + _PG_KEYS + " AND NOT deleted"
@@ -562,6 +564,19 @@ class Unit:
             query = query.where(REF.param == param)
         pks: list[int] = list((await self.conn.execute(query)).scalars())
         return pks
+
+    async def referencing_rows(self, source_type: str, param: str, targets: Sequence[tuple[str, str]],
+                               limit: int) -> list[StoredResource]:
+        """The current rows (deleted ones too) of ``referencing``'s pks, lowest pk first; one
+        statement on PostgreSQL (the domain rules' look-ups of a write)."""
+        if not targets:
+            return []
+        if self.dialect == "postgresql":
+            types, ids = zip(*targets, strict=True)
+            rows = await self.fetch(_PG_REFERENCING_ROWS, source_type, list(types), list(ids), limit, param)
+            return [current(r) for r in rows]
+        return sorted(await self.get_by_pks(await self.referencing(source_type, param, targets, limit)),
+                      key=lambda r: r.pk)
 
     async def referencing_current(self, source_type: str, param: str | None, targets: Sequence[tuple[str, str]],
                                   condition: sa.ColumnElement[bool] | None, limit: int) -> list[StoredResource]:
