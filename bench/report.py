@@ -14,6 +14,9 @@ import asyncpg
 TARGET_READ_RATIO = 0.70
 TARGET_SQLITE_READ_RATIO = 0.50  # issue 16: authenticated reads on SQLite, of the bare route on the same file
 TARGET_SEARCH_P99_MS = 50.0
+# issue 16: the server's CPU per write (srv us/req) and a write's throughput against raw INSERTs
+TARGET_WRITE_CPU_US = {"create": 3_000, "update": 3_000, "transaction": 20_000}
+TARGET_WRITE_VS_INSERT = 0.10
 TARGET_SEARCH_GROWTH = 2.0
 
 
@@ -75,7 +78,8 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
     pairs = (("read_vs_fastapi", "read", "fastapi_read"), ("read_compare_vs_fastapi", "read_compare", "fastapi_read"),
              ("read_noauth_vs_fastapi", "read_noauth", "fastapi_read"),
              ("read_vs_db_select", "read", "db_select"),
-             ("create_vs_db_insert", "create", "db_insert"))
+             ("create_vs_db_insert", "create", "db_insert"),
+             ("update_vs_db_insert", "update", "db_insert"))
     for key, mine, theirs in pairs:
         if mine in ours and theirs in base and base[theirs]["rps"]:
             out[key] = round(ours[mine]["rps"] / base[theirs]["rps"], 3)
@@ -153,6 +157,17 @@ def targets(runs: dict[str, dict[str, Any]], main_n: int) -> dict[str, Any]:
     if value is not None:
         out["read_2_workers_vs_1"] = {"target": ">= 1.0 (2 processes vs 1, authenticated read)", "value": value,
                                       "met": value >= 1.0}
+    scenarios = main.get("scenarios", {})
+    for kind, limit in TARGET_WRITE_CPU_US.items():
+        cpu = scenarios.get(kind, {}).get("server_cpu_us_per_req")
+        if cpu is not None:
+            out[f"{kind}_cpu_us"] = {"target": f"<= {limit:,} us of server CPU per request", "value": cpu,
+                                     "met": cpu <= limit}
+    for kind in ("create", "update"):
+        value = main.get("ratios", {}).get(f"{kind}_vs_db_insert")
+        if value is not None:
+            out[f"{kind}_vs_db_insert"] = {"target": f">= {TARGET_WRITE_VS_INSERT:.0%} of the raw asyncpg INSERTs/s",
+                                           "value": value, "met": value >= TARGET_WRITE_VS_INSERT}
     at_10k = runs.get("10000", {}).get("scenarios", {})
     for key, label in (("search", "search_p99_at_10000"), ("search_1conn", "search_p99_at_10000_1conn")):
         if key in at_10k:
