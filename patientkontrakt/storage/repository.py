@@ -130,6 +130,9 @@ _PG_EXISTING_SHARED = _PG_EXISTING + " FOR SHARE"
 MAX_DRIVER_STATEMENTS = 4096  # statements kept compiled for the driver (shapes x care units)
 _driver_compiled: dict[Any, Any] = {}
 _driver_statements: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+# Statements kept by identity (below): the shared rule conditions are a few dozen; a condition
+# built per request (a narrowed scope) only passes through, so few are held at a time.
+MAX_BUILT_STATEMENTS = 256
 _driver_shapes: dict[int, tuple[Any, Any]] = {}
 _built: dict[Any, tuple[tuple[Any, ...], Any]] = {}
 
@@ -147,7 +150,7 @@ def _built_once(kind: str, conditions: tuple[Any, ...], build: Callable[[], Any]
     if hit is not None and all(a is b for a, b in zip(hit[0], conditions, strict=True)):
         return hit[1]
     statement = build()
-    if len(_built) >= MAX_DRIVER_STATEMENTS:
+    if len(_built) >= MAX_BUILT_STATEMENTS:
         _built.clear()
     _built[key] = (conditions, statement)
     return statement
@@ -168,7 +171,7 @@ def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dial
         if cache_key is None:
             raise ValueError("a statement SQLAlchemy cannot cache cannot be compiled once")
         shape = (cache_key.key, tuple(_frozen(b.effective_value) for b in cache_key.bindparams))
-        if len(_driver_shapes) >= MAX_DRIVER_STATEMENTS:
+        if len(_driver_shapes) >= MAX_BUILT_STATEMENTS:
             _driver_shapes.clear()
         _driver_shapes[id(statement)] = (statement, shape)  # held: its id is not reused meanwhile
     compiled = _driver_compiled.get(shape)

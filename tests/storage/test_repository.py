@@ -578,3 +578,13 @@ def test_a_statement_around_shared_conditions_is_built_once_per_condition_object
     assert one is again and other is not one
     assert built == [first, second]
     assert repository._built_once("other kind", (first,), lambda: build(first)) is not one
+
+
+def test_statements_around_per_request_conditions_are_not_all_kept() -> None:
+    """A condition built per request (a narrowed scope) gets its statement, and the memo stays
+    bounded however many such requests pass."""
+    column = RESOURCE.c.owner_unit
+    for _ in range(repository.MAX_BUILT_STATEMENTS * 2 + 1):
+        condition = column == sa.bindparam("org")
+        repository._built_once("narrowed", (condition,), lambda c=condition: sa.select(RESOURCE.c.pk).where(c))
+        assert len(repository._built) <= repository.MAX_BUILT_STATEMENTS
