@@ -18,13 +18,15 @@ Any number of workers may run, on any hosts, against one database. A worker:
 Every write of the worker checks that it still holds the lease. A worker that dies (SIGKILL, a
 lost host) holds its subscription until the lease runs out, then another takes it over and sends
 again what was not marked delivered: delivery is at least once. The event number is given to a
-row once, in the database, before its first attempt, and kept across retries and workers, so
-the receiver sees the same number again and can drop the repeat.
+row once, in the database, before its first attempt (to a batch of pending rows at a time, in
+order), and kept across retries and workers, so the receiver sees the same number again and can
+drop the repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -208,6 +210,14 @@ class Worker:
                               .order_by(O.c.id).limit(_BATCH))]
             if not events:
                 return outcome
+            # A handshake or heartbeat goes alone; the changes after it are numbered once it is
+            # through (a subscription whose handshake fails numbers nothing).
+            events = events[:1] if events[0].kind != "event" else \
+                list(itertools.takewhile(lambda e: e.kind == "event", events))
+            numbered = await self._numbered(pk, events)
+            if numbered is None:  # the lease is gone
+                return outcome
+            events = numbered
             sub = Subscriber.of(row)
             access = self._access(sub)
             for event in events:
@@ -246,10 +256,6 @@ class Worker:
 
     async def _attempt(self, sub: Subscriber, access: Access | None, event: Event) -> str | None:
         number = event.event_number
-        if event.kind == "event" and number is None:
-            number = await self._number(sub.pk, event.id)
-            if number is None:
-                return None
         try:
             request = await build(self.service, access, sub, event, number)
         except Skip:
@@ -266,18 +272,27 @@ class Worker:
             return None
         return "activated" if event.kind == "handshake" else "delivered"
 
-    async def _number(self, pk: int, outbox_id: int) -> int | None:
-        """Give the row its event number (once: the next of the subscription's count)."""
+    async def _numbered(self, pk: int, events: list[Event]) -> list[Event] | None:
+        """``events`` with an event number on each change (``kind`` event) that has none yet:
+        the next ones of the subscription's count, in outbox order, given to the whole batch in
+        one transaction before the first attempt (one per event cost a third of the worker's CPU
+        per notification); kept across retries and workers. None if the lease is lost."""
+        unnumbered = [e.id for e in events if e.kind == "event" and e.event_number is None]
+        if not unnumbered:
+            return events
         async with self.store.writing() as unit:
             counted = await unit.conn.execute(
-                S.update().where(self._mine(pk)).values(events_since_start=S.c.events_since_start + 1))
+                S.update().where(self._mine(pk)).values(events_since_start=S.c.events_since_start + len(unnumbered)))
             if counted.rowcount != 1:
                 return None
-            number: int = (await unit.conn.execute(
+            last: int = (await unit.conn.execute(
                 sa.select(S.c.events_since_start).where(S.c.resource_pk == pk))).scalar_one()
-            await unit.conn.execute(O.update().where(O.c.id == outbox_id, O.c.event_number.is_(None))
-                                    .values(event_number=number))
-            return int(number)
+            numbers = {row_id: int(last) - len(unnumbered) + 1 + i for i, row_id in enumerate(unnumbered)}
+            await unit.conn.execute(
+                O.update().where(O.c.id == sa.bindparam("row_id"), O.c.event_number.is_(None))
+                .values(event_number=sa.bindparam("number")),
+                [{"row_id": row_id, "number": number} for row_id, number in numbers.items()])
+        return [replace(e, event_number=numbers.get(e.id, e.event_number)) for e in events]
 
     async def _mark(self, sub: Subscriber, event: Event, *, skipped: bool) -> bool:
         """Mark the row delivered (or skipped) and renew the lease; False if the lease is lost."""

@@ -30,7 +30,7 @@ from patientkontrakt.config import Settings
 from patientkontrakt.domain.demo import DemoGenerator
 from patientkontrakt.notify.endpoints import check_url
 from patientkontrakt.security.clients import Clients
-from patientkontrakt.storage.tables import AUDIT_LOG
+from patientkontrakt.storage.tables import AUDIT_LOG, SUBSCRIPTION
 from tests.conftest import BASE_URL, demo_database
 from tests.notify.delivery_tools import (
     Received,
@@ -309,6 +309,32 @@ def test_a_receiver_down_for_a_while_gets_everything_afterwards_in_order(
     row, rows = state(settings, pk)
     assert rows[0].attempts == 7 and all(r.attempts == 1 for r in rows[1:])
     assert row.failures == 0 and row.status == "active" and row.error is None
+
+
+def test_a_batch_is_numbered_before_its_first_attempt_and_keeps_its_numbers_after_a_failure(
+        app: TestClient, world: World, settings: Settings, receiver: Receiver) -> None:
+    """The changes waiting after a delivered handshake get their numbers together, before the
+    first is sent; when the first fails, the rest keep the numbers they were given, and every
+    notification goes with its own number once the receiver is back."""
+    pk = subscribe(app, vc_system(world), receiver.url("/batch"), content="empty")
+    deliver(settings, all_delivered(settings, pk))
+    announce(settings, pk, plan_events(world, 4))
+    receiver.failing = 1
+    patient = delivery_settings(settings.database_url, subscription_backoff=60, subscription_backoff_max=60)
+    deliver(patient, lambda: state(settings, pk)[1][1].attempts >= 1)  # no retry within the minute
+    row, rows = state(settings, pk)
+    assert [r.event_number for r in rows] == [None, 1, 2, 3, 4]
+    assert [r.attempts for r in rows[1:]] == [1, 0, 0, 0] and rows[1].delivered is None
+    assert row.events_since_start == 4
+
+    async def retry_now(store: Any) -> None:
+        async with store.writing() as unit:
+            await unit.conn.execute(SUBSCRIPTION.update().where(SUBSCRIPTION.c.resource_pk == pk)
+                                    .values(next_attempt=None))
+    _db(settings, retry_now)
+    deliver(settings, all_delivered(settings, pk))
+    assert numbers(receiver.at("/batch")) == [None, 1, 2, 3, 4]
+    assert [r.event_number for r in state(settings, pk)[1]] == [None, 1, 2, 3, 4]
 
 
 def test_error_status_with_the_reason_after_repeated_failure(
