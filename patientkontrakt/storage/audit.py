@@ -173,16 +173,17 @@ def _sqlite_insert(table: sa.Table, columns: Sequence[str], rows: int) -> str:
 
 
 async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> None:
-    """``append`` in a transaction of its own on SQLite, in one call to the aiosqlite
-    connection's thread: BEGIN IMMEDIATE, the last ``seq`` (as ``_next_seq``), one INSERT of the
-    entries and one of their queue rows, COMMIT. Through SQLAlchemy the same took about fifteen
-    hand-overs to that thread and back (a cursor opened, used and closed per statement), the
-    larger part of an authenticated read's CPU (docs/performance.md, "SQLite, the embedded
-    default"). Values are bound as SQLAlchemy binds them (``recorded`` as its DATETIME text).
+    """``append`` in a transaction of its own on SQLite: BEGIN IMMEDIATE, the last ``seq`` (as
+    ``_next_seq``), one INSERT of the entries and one of their queue rows, COMMIT, as one piece of
+    work on the loop's own connection (``Store.inline_write``, storage/sqlite_inline.py), or where
+    that gives up in one call to an aiosqlite connection's thread. Through SQLAlchemy the same took
+    about fifteen hand-overs to that thread and back, the larger part of an authenticated read's CPU
+    (docs/performance.md, "SQLite, the embedded default"). Values are bound as SQLAlchemy binds them
+    (``recorded`` as its DATETIME text).
 
     aiosqlite runs a function in its thread with ``Connection._execute`` (what its own
     ``execute_fetchall`` uses; aiosqlite is pinned below 1.0, and every access-log test runs
-    this on SQLite). A failure leaves the transaction to ``Store.driver``, which drops the
+    this on SQLite). A failure there leaves the transaction to ``Store.driver``, which drops the
     connection and with it the transaction."""
     if not entries:
         return
@@ -190,7 +191,6 @@ async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> Non
     assert time_text is not None
 
     def work(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
         last = conn.execute(_SQLITE_LAST_SEQ).fetchone()
         seq = max((v for v in last if v is not None), default=0) + 1
         rows = [{**entry, "seq": seq + i} for i, entry in enumerate(entries)]
@@ -202,10 +202,17 @@ async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> Non
             conn.execute(
                 _sqlite_insert(AUDIT_QUEUE, ("seq", "recorded", "leaf_hash"), len(chunk)),
                 [value for row in chunk for value in (row["seq"], time_text(row["recorded"]), leaf_of(row))])
+
+    def threaded(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        work(conn)
         conn.commit()
 
-    async with store.sqlite_writer(), store.driver() as driver:
-        await driver._execute(work, driver._conn)  # noqa: SLF001
+    async with store.sqlite_writer():
+        if store.inline_write(work):
+            return
+        async with store.driver() as driver:
+            await driver._execute(threaded, driver._conn)  # noqa: SLF001
 
 
 # -- sealing --------------------------------------------------------------------------------

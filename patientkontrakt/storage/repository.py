@@ -18,11 +18,12 @@ the SQL that builds searches, access rules and history pages lives beside it (``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -51,6 +52,7 @@ from patientkontrakt.storage.history_sql import (
     history_query,
 )
 from patientkontrakt.storage.replica import SESSION, RecentWrites, format_lsn, parse_lsn
+from patientkontrakt.storage.sqlite_inline import InlineSQLite
 from patientkontrakt.storage.tables import CONSENT_RULE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SERVER_STATE
 from patientkontrakt.storage.write_sql import STORE_NEW, STORE_NEXT, store_arguments
 
@@ -685,6 +687,10 @@ class Store:
         self._sqlite_processors: list[Any] | None = None
         self._sqlite_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
             weakref.WeakKeyDictionary()
+        # SQLite: a read by id and the access log's append on the loop's own connection
+        # (storage/sqlite_inline.py); the passive checkpoint that follows its commits.
+        self.inline = InlineSQLite(engine.url) if self.dialect == "sqlite" else None
+        self._checkpointing: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def sqlite_writer(self) -> AsyncIterator[None]:
@@ -713,6 +719,27 @@ class Store:
             yield
         finally:
             lock.release()
+
+    def inline_write(self, work: Callable[[Any], None]) -> bool:
+        """SQLite: ``work`` (a ``sqlite3.Connection``'s statements) in a transaction on the loop's
+        own connection (storage/sqlite_inline.py), in this process's writers' turn, which the caller
+        holds (``sqlite_writer``). False, with nothing written, where the caller must take the
+        thread path (not SQLite, another process writing, any SQLite error)."""
+        if self.inline is None or not self.inline.write(work):
+            return False
+        if self.inline.checkpoint_due and (self._checkpointing is None or self._checkpointing.done()):
+            # in a context of its own, as the access log's writer: no request's id on what it logs
+            self._checkpointing = asyncio.create_task(self._checkpoint(), context=contextvars.Context())
+        return True
+
+    async def _checkpoint(self) -> None:
+        """A passive checkpoint on the thread path: it copies what it can of the WAL into the
+        database without waiting for readers or writers."""
+        try:
+            async with self.driver() as driver:
+                await driver.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)", [])
+        except Exception as exc:  # the next one is due after as many commits again
+            log.warning("SQLite checkpoint failed: %s", describe(exc))
 
     def _read_statement(self, restriction: Restriction | None) -> sa.Select[Any]:
         visible = restriction.condition if restriction is not None else sa.true()
@@ -868,13 +895,16 @@ class Store:
             await conn.close()
 
     async def _sqlite_read(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
-        """``read_current`` on SQLite: the statement in one call to the connection's thread
-        (aiosqlite's ``execute_fetchall``), in autocommit (one statement reads one snapshot).
-        Through SQLAlchemy it was six (BEGIN, cursor, execute, fetch, close, ROLLBACK), each a
-        hand-over to the thread and back (docs/performance.md, "SQLite, the embedded default");
-        the row's values are converted as SQLAlchemy would (``last_updated``, ``deleted``)."""
-        async with self.driver() as driver:
-            rows = await driver.execute_fetchall(sql, args)
+        """``read_current`` on SQLite: the statement on the loop's own connection
+        (storage/sqlite_inline.py), or where that gives up in one call to an aiosqlite
+        connection's thread (``execute_fetchall``), in autocommit either way (one statement reads
+        one snapshot). Through SQLAlchemy it was six calls to the thread (BEGIN, cursor, execute,
+        fetch, close, ROLLBACK; docs/performance.md, "SQLite, the embedded default"); the row's
+        values are converted as SQLAlchemy would (``last_updated``, ``deleted``)."""
+        rows = self.inline.read(sql, args) if self.inline is not None else None
+        if rows is None:
+            async with self.driver() as driver:
+                rows = await driver.execute_fetchall(sql, args)
         if not rows:
             return None
         if self._sqlite_processors is None:
@@ -1023,6 +1053,12 @@ class Store:
             await unit.conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._checkpointing
+        if self.inline is not None:
+            self.inline.close()
         await self.engine.dispose()
         if self.replica is not None:
             await self.replica.dispose()
