@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.convertors import Convertor, register_url_convertor
 
 from api.auth import caller_of
@@ -43,6 +46,29 @@ class _ConformanceType(Convertor[str]):
 
 
 register_url_convertor("conformance", _ConformanceType())
+
+
+class PathArgumentsRoute(APIRoute):
+    """A route whose endpoint takes ``str`` path parameters and the ``Request``, and nothing else,
+    called with them directly. FastAPI's handler solves an endpoint's parameters on every request,
+    about 9 % of a read's CPU (docs/performance.md), where here there is nothing to solve: no
+    dependency, no query, header, cookie or body parameter, no conversion. Its OpenAPI entry is
+    FastAPI's, from the signature; an endpoint this does not fit is refused when the route is made."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        needs = self.dependant
+        name = needs.request_param_name
+        if (name is None or needs.dependencies or needs.query_params or needs.header_params
+                or needs.cookie_params or needs.body_params
+                or any(field.field_info.annotation is not str for field in needs.path_params)):
+            raise TypeError(f"{self.path}: only str path parameters and the Request can be passed directly")
+        endpoint = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            response: Response = await endpoint(**request.path_params, **{name: request})
+            return response
+
+        return handler
 
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 _FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
@@ -190,10 +216,9 @@ async def history_type(type_: str, request: Request, service: ServiceDep) -> Res
     return _respond(await service.history(caller_of(request), type_, None, request.query_params.multi_items()))
 
 
-@router.get("/{type_}/{id_}")
 async def read(type_: str, id_: str, request: Request) -> Response:
-    # The hottest route takes the service without a FastAPI dependency: resolving one is about
-    # 7 % of a read's CPU time (docs/performance.md).
+    # The hottest route takes the service without a FastAPI dependency (resolving one is about
+    # 7 % of a read's CPU time) and its arguments without FastAPI's solving (docs/performance.md).
     service = await get_service(request)
     if request.query_params:
         _negotiate(request)
@@ -203,6 +228,46 @@ async def read(type_: str, id_: str, request: Request) -> Response:
     if "accept" in request.headers:
         _negotiate(request)
     return _respond(await service.read(caller_of(request), type_, id_, conditions=_conditions(request)))
+
+
+router.add_api_route("/{type_}/{id_}", read, methods=["GET"], route_class_override=PathArgumentsRoute)
+
+
+class _FhirId(Convertor[str]):
+    """A FHIR id (R4 datatypes.html#id): never ``_history`` or an ``$operation``."""
+
+    regex = r"[A-Za-z0-9\-\.]{1,64}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class _EngineType(Convertor[str]):
+    """A capitalised type name that is neither a conformance type nor AuditEvent, whose routes
+    precede the engine's."""
+
+    regex = "(?!(?:" + "|".join(sorted({*CONFORMANCE_TYPES, "AuditEvent"})) + ")/)[A-Z][A-Za-z]{0,63}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("fhir_id", _FhirId())
+register_url_convertor("engine_type", _EngineType())
+
+# Read by id once more, for the application's first route (api/app.py): the router tries its
+# routes in order, about a microsecond each, and this one is the 34th (docs/performance.md). Its
+# pattern matches only what no route before the read would take (a test compares the routes each
+# path reaches with and without it), so what answers a request is unchanged.
+READ_FIRST = PathArgumentsRoute("/fhir/{type_:engine_type}/{id_:fhir_id}", read, methods=["GET"],
+                                include_in_schema=False)
+READ_FIRST.path = READ_FIRST.path_format = "/fhir/{type_}/{id_}"  # the template logs, metrics and traces name
 
 
 @router.get("/metadata")

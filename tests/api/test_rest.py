@@ -8,7 +8,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from starlette.routing import Match
 
+from api.fhir import READ_FIRST
 from api.rest import wants_plain_json
 from tests.factories import create, patient
 
@@ -141,3 +143,52 @@ def test_xml_is_a_406_operation_outcome(client: TestClient, ask: dict[str, Any])
     assert response.status_code == 406
     assert response.headers["content-type"].startswith("application/fhir+json")
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+# -- read by id first in the route table ---------------------------------------------------------
+
+
+def _reached(routes: list[Any], method: str, path: str) -> tuple[Any, ...]:
+    """What the router does with ``method path``: the endpoint of the first route that matches
+    fully, else the methods of the first that matches the path only (its 405's Allow)."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return ("endpoint", getattr(route, "endpoint", route))
+        if match == Match.PARTIAL and partial is None:
+            partial = ("allow", frozenset(route.methods))
+    return partial or ("no route",)
+
+
+def test_the_first_route_changes_nothing_that_answers(client: TestClient) -> None:
+    """``fhir.READ_FIRST`` heads the route table for speed; every request reaches what it reached
+    through the table without it (api/fhir.py)."""
+    routes = list(client.app.router.routes)  # type: ignore[attr-defined]
+    assert routes[0] is READ_FIRST
+    without = routes[1:]
+    types = ["CarePlan", "Patient", "Group", "AuditEvent", "StructureDefinition", "ValueSet", "CodeSystem",
+             "SearchParameter", "OperationDefinition", "Subscription", "metadata", ".well-known", "$export",
+             "$export-status", "_history", "careplan", "Care_Plan", ""]
+    ids = ["x1", "a.b-C9", "A" * 64, "A" * 65, "_history", "$export", "$validate", "$everything", "bad_id",
+           "smart-configuration", "_search", "%24export", ""]
+    paths = [f"/fhir/{t}/{i}" for t in types for i in ids] + [f"/fhir/{t}" for t in types] + \
+        [f"/fhir/{t}/{i}/_history/1" for t in types[:3] for i in ids] + ["/fhir", "/fhir/", "/oauth/token", "/"]
+    reached_first = 0
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        for path in paths:
+            assert _reached(routes, method, path) == _reached(without, method, path), (method, path)
+            reached_first += READ_FIRST.matches({"type": "http", "method": method, "path": path})[0] == Match.FULL
+    # GET only (HEAD is a GET by then, api/rest.py); CarePlan, Patient, Group, Subscription; x1, a.b-C9,
+    # 64 letters, smart-configuration
+    assert reached_first == 4 * 4
+
+
+def test_a_read_through_the_first_route_and_through_the_table_is_the_same(client: TestClient) -> None:
+    created = create(client, patient())
+    first = client.get(f"/fhir/Patient/{created['id']}")
+    through_table = client.get(f"/fhir/Patient/{created['id']}/")  # the slash: not the first route's pattern
+    assert first.status_code == through_table.status_code == 200
+    assert first.json() == through_table.json() == created
+    assert first.headers["etag"] == through_table.headers["etag"]
