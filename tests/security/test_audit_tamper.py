@@ -236,6 +236,20 @@ def test_a_rewritten_history_queued_again_is_not_sealed_again(db_url: str, tmp_p
         " entries before position 12 were changed, reordered, replaced or removed"]
 
 
+def test_a_queue_row_for_a_sealed_entry_is_taken_off_the_queue_and_not_sealed_twice(
+        db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings, _ = _sealed(db_url, tmp_path, 4)
+    tamper(db_url, "INSERT INTO audit_queue (seq, recorded, leaf_hash) SELECT seq, recorded, leaf_hash FROM audit_leaf "
+                   "WHERE seq = 2")
+    _fill(db_url, 3, 5)
+    [checkpoint] = seal(settings)
+    assert checkpoint.size == 7  # 4 + 3: entry 2 once
+    report = check(settings)
+    assert report.intact and (report.entries, report.leaves, report.unsealed) == (7, 7, 0)
+    assert "queued entry 2 is sealed already; not sealed" in caplog.text  # and off the queue: verify would
+    # report "entry 2 is sealed and still queued" otherwise
+
+
 def _when(note: str, settings: Settings) -> str:
     keys = audit_tools.keys(settings)
     return "signed " + open_note(note, keys.verifiers, keys.origin).time.strftime("%Y-%m-%dT%H:%M:%SZ")
