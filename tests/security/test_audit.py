@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -348,17 +348,31 @@ def test_a_refused_write_leaves_no_entry(world: World, app: TestClient) -> None:
 
 def test_no_write_and_no_read_without_its_log_entry(world: World, failing_app: TestClient) -> None:
     """If the log cannot be written, neither the write nor the read happens (design §6)."""
+    url = world.settings.database_url
+
+    def break_log() -> None:
+        asyncio.run(_query(url, """
+            CREATE OR REPLACE FUNCTION pk_test_no_log() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the log is unavailable'; END $$"""))
+        asyncio.run(_query(url, "CREATE TRIGGER pk_test_no_log BEFORE INSERT ON audit_log "
+                                "FOR EACH ROW EXECUTE FUNCTION pk_test_no_log()"))
+
+    def mend_log() -> None:
+        asyncio.run(_query(url, "DROP TRIGGER pk_test_no_log ON audit_log"))
+        asyncio.run(_query(url, "DROP FUNCTION pk_test_no_log()"))
+
+    nothing_without_the_log(world, failing_app, break_log, mend_log)
+
+
+def nothing_without_the_log(world: World, app: TestClient, break_log: Callable[[], None],
+                            mend_log: Callable[[], None]) -> None:
+    """A read, a write and a search while ``break_log`` has made the log fail: 500s that show
+    nothing, and nothing written; after ``mend_log``, the log still verifies."""
     target = world.agreements[TARGET]
     headers = world.staff(world.role_at(AUTHOR, "nurse"))
-    app = failing_app
     goal = _plain(_get(app, world.system(AUTHOR), f"/fhir/Goal/{target.goals[1]}"))
     version = _get(app, world.system(AUTHOR), f"/fhir/Goal/{goal['id']}")["meta"]["versionId"]
-    url = world.settings.database_url
-    asyncio.run(_query(url, """
-        CREATE OR REPLACE FUNCTION pk_test_no_log() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN RAISE EXCEPTION 'the log is unavailable'; END $$"""))
-    asyncio.run(_query(url, "CREATE TRIGGER pk_test_no_log BEFORE INSERT ON audit_log "
-                            "FOR EACH ROW EXECUTE FUNCTION pk_test_no_log()"))
+    break_log()
     try:
         read = app.get(f"/fhir/CarePlan/{target.plan}", headers=headers)
         assert read.status_code == 500
@@ -369,11 +383,10 @@ def test_no_write_and_no_read_without_its_log_entry(world: World, failing_app: T
         search = app.get("/fhir/Goal", params={"patient": target.patient}, headers=headers)
         assert search.status_code == 500 and target.patient not in search.text
     finally:
-        asyncio.run(_query(url, "DROP TRIGGER pk_test_no_log ON audit_log"))
-        asyncio.run(_query(url, "DROP FUNCTION pk_test_no_log()"))
+        mend_log()
     after = _get(app, world.system(AUTHOR), f"/fhir/Goal/{goal['id']}")
     assert after["meta"]["versionId"] == version and after["description"] == goal["description"]
-    assert _check(url).intact
+    assert _check(world.settings.database_url).intact
 
 
 def _created_and_deleted_goal(world: World, app: TestClient) -> str:
