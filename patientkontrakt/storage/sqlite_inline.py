@@ -75,15 +75,17 @@ class InlineSQLite:
             conn.execute("PRAGMA synchronous=NORMAL")  # per connection: as the engine's (no fsync per commit)
             conn.execute("PRAGMA foreign_keys=ON")
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        except sqlite3.Error as exc:
-            log.info("SQLite statements stay on aiosqlite's thread: %s", type(exc).__name__)
-            mode = None
-        if conn is not None and mode == "wal":
-            self._opened.append(conn)
-            weakref.finalize(loop, self._forget, conn)  # a loop that is gone leaves no connection open
-        elif conn is not None:  # not WAL: a reader here could hold writers up
+        except sqlite3.Error as exc:  # not remembered: the next call tries again
+            log.debug("SQLite statements on aiosqlite's thread for now: %s", type(exc).__name__)
+            if conn is not None:
+                conn.close()
+            return None
+        if mode != "wal":  # never here: a reader on this connection could hold writers up
             conn.close()
-            conn = None
+            self._connections[loop] = None
+            return None
+        self._opened.append(conn)
+        weakref.finalize(loop, self._forget, conn)  # a loop that is gone leaves no connection open
         self._connections[loop] = conn
         return conn
 
