@@ -24,7 +24,7 @@ sealed in order) can be read in one place.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -181,10 +181,8 @@ async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> Non
     (docs/performance.md, "SQLite, the embedded default"). Values are bound as SQLAlchemy binds them
     (``recorded`` as its DATETIME text).
 
-    aiosqlite runs a function in its thread with ``Connection._execute`` (what its own
-    ``execute_fetchall`` uses; aiosqlite is pinned below 1.0, and every access-log test runs
-    this on SQLite). A failure there leaves the transaction to ``Store.driver``, which drops the
-    connection and with it the transaction."""
+    A failure on the thread leaves the transaction to ``Store.driver``, which drops the connection
+    and with it the transaction."""
     if not entries:
         return
     time_text = AUDIT_LOG.c.recorded.type._cached_bind_processor(store.engine.dialect)  # noqa: SLF001
@@ -212,7 +210,14 @@ async def _append_sqlite(store: Store, entries: Sequence[dict[str, Any]]) -> Non
         if store.inline_write(work):
             return
         async with store.driver() as driver:
-            await driver._execute(threaded, driver._conn)  # noqa: SLF001
+            await _in_thread(driver, threaded)
+
+
+async def _in_thread(driver: Any, work: Callable[[sqlite3.Connection], None]) -> None:
+    """``work`` on the ``sqlite3`` connection of aiosqlite's ``driver``, in one call to its thread.
+    aiosqlite runs a function there with ``Connection._execute`` (what its own ``execute_fetchall``
+    uses; aiosqlite is pinned below 1.0, and every access-log and seal test runs this on SQLite)."""
+    await driver._execute(work, driver._conn)  # noqa: SLF001
 
 
 # -- sealing --------------------------------------------------------------------------------
@@ -352,8 +357,7 @@ async def _sqlite_seal(unit: Unit, first_position: int, entries: Sequence[Queued
         if dequeue:
             conn.execute(_SQLITE_DEQUEUE, [dequeued])
 
-    driver = await _sqlite_driver(unit)
-    await driver._execute(work, driver._conn)  # noqa: SLF001 - as _append_sqlite
+    await _in_thread(await _sqlite_driver(unit), work)
 
 
 async def vacuum_queue(store: Store) -> None:
