@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 PK_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 export PK_TEST_DATABASE_URL
 
-.PHONY: run test lint bench soak messages fhir-core postgres pg-client chromium pgbouncer clean
+.PHONY: run test lint bench soak image-check image-tools messages fhir-core postgres pg-client chromium pgbouncer clean
 
 ## make run: set up (without the test and bench extras), migrate an SQLite database and load the
 ## demo region (one process), and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the
@@ -35,7 +35,7 @@ run: $(RUN_STAMP)
 ## TEST_WORKERS processes (pytest-xdist; default one per core, `make test TEST_WORKERS=0` for one
 ## process), each with its own databases; a test file stays in one process (its fixtures are made once).
 TEST_WORKERS ?= auto
-test: $(TEST_STAMP) postgres pg-client chromium pgbouncer fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
+test: $(TEST_STAMP) postgres pg-client chromium pgbouncer image-tools fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
 		tests/interop/node/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
@@ -57,6 +57,15 @@ SOAK_DURATION   ?= 600
 SOAK_AGREEMENTS ?= 100000
 soak: $(TEST_STAMP) postgres
 	$(BIN)/python -m bench --soak $(SOAK_DURATION) --agreements $(SOAK_AGREEMENTS) $(BENCH_ARGS)
+
+## make image-check: build deploy/Dockerfile with buildah (no Docker engine needed) and run the image
+## against a PostgreSQL database of its own: the entrypoint's refusal without settings, migrate, the
+## API with 2 workers on a read-only root, the worker and /readyz, the HEALTHCHECK, the demo, a
+## token and a search, the access log's verification (deploy/check-image.sh; root). Where no
+## registry can be reached, IMAGE_CHECK_ARGS=--stand-in builds on Debian bookworm's Python instead.
+IMAGE_CHECK_ARGS ?=
+image-check: postgres pg-client image-tools
+	deploy/check-image.sh $(IMAGE_CHECK_ARGS)
 
 # The venv, with a current pip. Quicker than `venv` then `pip install --upgrade pip` (ensurepip
 # installs and byte-compiles an older pip and setuptools only for them to be replaced): a venv
@@ -121,6 +130,16 @@ pgbouncer:
 		$(APT_GET) install -y pgbouncer \
 		|| { $(APT_GET) update && $(APT_GET) install -y pgbouncer; } \
 		|| { echo "could not install Debian's pgbouncer, which tests/storage/test_pgbouncer.py needs" >&2; exit 1; }; \
+	fi
+
+# buildah and debootstrap (Debian's packages) for deploy/check-image.sh (tests/deploy/test_image.py,
+# make image-check); only as root, which buildah's chroot isolation needs (the test skips otherwise).
+image-tools:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v buildah && command -v debootstrap; } >/dev/null; then \
+		echo "installing Debian's buildah and debootstrap for deploy/check-image.sh"; \
+		$(APT_GET) install -y buildah debootstrap \
+		|| { $(APT_GET) update && $(APT_GET) install -y buildah debootstrap; } \
+		|| { echo "could not install buildah and debootstrap, which tests/deploy/test_image.py needs" >&2; exit 1; }; \
 	fi
 
 # Start the local PostgreSQL cluster if it is installed here but not running.

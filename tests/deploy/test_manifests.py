@@ -261,22 +261,30 @@ def test_compose_holds_no_secret_but_overridable_development_defaults() -> None:
 
 # -- the image ------------------------------------------------------------------------------------
 
-def stages() -> list[list[str]]:
-    """The Dockerfile's instructions (continuation lines joined), split into its stages."""
+def instructions() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined."""
     text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def stages() -> list[list[str]]:
+    """The Dockerfile's instructions split into its stages (what comes before the first FROM,
+    its ARGs, left out)."""
     result: list[list[str]] = []
-    for line in lines:
+    for line in instructions():
         if line.startswith("FROM "):
             result.append([])
-        result[-1].append(line)
+        if result:
+            result[-1].append(line)
     return result
 
 
 def test_the_image_is_built_in_stages_and_runs_slim_and_not_as_root() -> None:
+    arguments = instructions()[:instructions().index(stages()[0][0])]
+    assert arguments == ["ARG PYTHON_IMAGE=python:3.11-slim"], "one base, python's slim image by default"
     builder, runtime = stages()
-    assert re.match(r"FROM python:3\.\d+-slim AS builder", builder[0])
-    assert re.match(r"FROM python:3\.\d+-slim AS runtime", runtime[0])
+    assert builder[0] == "FROM ${PYTHON_IMAGE} AS builder"
+    assert runtime[0] == "FROM ${PYTHON_IMAGE} AS runtime"
     assert any("pip install" in line for line in builder)
     assert not any("pip install" in line or "apt-get" in line for line in runtime), "nothing built at run time"
     [user] = [line.split()[1] for line in runtime if line.startswith("USER ")]
