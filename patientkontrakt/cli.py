@@ -231,17 +231,27 @@ def _cmd_subscriptions(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from patientkontrakt.security.demo_clients import register_demo_clients
+    from patientkontrakt.security.demo_clients import demo_ehr_key, demo_ehr_key_path, register_demo_clients
 
     if args.migrate and (failed := _cmd_migrate(args)):
         return failed
     settings = get_settings()
-    if not settings.signing_key.exists():
-        generate_key(settings.signing_key)
-        print(f"generated the token signing key {settings.signing_key}")
-    if not settings.audit_key.exists():
-        generate_audit_key(settings.audit_key)
-        print(f"generated the access log's checkpoint key {settings.audit_key}")
+    # The keys first, before anything is loaded: where one cannot be written (a read-only
+    # directory of mounted secrets, as in the image), say so instead of failing halfway.
+    try:
+        if not settings.signing_key.exists():
+            generate_key(settings.signing_key)
+            print(f"generated the token signing key {settings.signing_key}")
+        if not settings.audit_key.exists():
+            generate_audit_key(settings.audit_key)
+            print(f"generated the access log's checkpoint key {settings.audit_key}")
+        demo_ehr_key(demo_ehr_key_path(settings))
+    except OSError as exc:
+        print(f"patientkontrakt: demo: cannot write a key to {exc.filename or settings.signing_key.parent}: "
+              f"{exc.strerror or exc}. The demo keeps its "
+              "EHR client's key next to the signing key (PK_SIGNING_KEY): that directory must be writable",
+              file=sys.stderr)
+        return 1
     print(f"loading the demo region: its directory and {args.agreements} agreements (test data, tagged HTEST)",
           flush=True)
 

@@ -188,6 +188,35 @@ def test_serve_in_process_refuses_without_calling_uvicorn(
     assert "`patientkontrakt migrate`" in capsys.readouterr().err
 
 
+def test_demo_that_cannot_write_its_keys_says_so_before_loading_anything(tmp_path: Path) -> None:
+    """The image's keys are a read-only mount: ``demo`` there names the directory it needs to
+    write, before it loads anything (it used to load the region, then fail with a traceback).
+    The keys' folder lies under a file, so it cannot be made, even by root."""
+    (tmp_path / "secrets").write_text("a file, not a folder")
+    database = tmp_path / "pk.db"
+    for keys in ({}, {"PK_SIGNING_KEY": str(tmp_path / "secrets" / "signing-key.pem")}):
+        result = run("demo", "--migrate", "--agreements", "1", cwd=tmp_path,
+                     PK_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+                     PK_AUDIT_KEY=str(tmp_path / "secrets" / "audit-key.pem"), **keys)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "patientkontrakt: demo: cannot write a key to " in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "loading the demo region" not in result.stdout
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM resource").fetchone() == (0,)
+    # with the signing key in place and its folder read-only to the demo, the EHR's key fails alike
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    signing = dict(PK_SIGNING_KEY=str(keys / "signing-key.pem"), PK_AUDIT_KEY=str(keys / "audit-key.pem"))
+    assert run("keys", "generate", cwd=tmp_path, **signing).returncode == 0
+    assert run("audit", "key", "--generate", cwd=tmp_path, **signing).returncode == 0
+    (keys / "demo-ehr-key.pem").mkdir()  # what cannot be opened as a file
+    result = run("demo", "--agreements", "1", cwd=tmp_path, PK_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+                 **signing)
+    assert result.returncode == 1 and "demo-ehr-key.pem" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "loading the demo region" not in result.stdout
+
+
 def test_demo_migrates_loads_with_progress_and_follows_the_base_url(tmp_path: Path) -> None:
     """What ``make run PORT=8123`` runs before serving: one command that migrates, loads the demo
     region saying how far it got, and prints addresses (and the token command) for the port."""

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from joserfc.jwk import ECKey, KeySet
@@ -20,19 +19,25 @@ from patientkontrakt.domain.identifiers import HSA_ID
 from patientkontrakt.fhir.service import FhirService
 from patientkontrakt.security.clients import Clients
 from patientkontrakt.security.identity import identifier_value
+from patientkontrakt.security.keys import write_private
 
 DEMO_EHR_UNIT = "demo-org-vc-bjorkbacken"
 STAFF_SCOPES = "openid fhirUser offline_access user/*.cruds user/AuditEvent.rs"
 PATIENT_SCOPES = "openid fhirUser launch/patient offline_access patient/*.rs patient/Goal.cu patient/AuditEvent.rs"
 
 
-def _demo_key(path: Path) -> ECKey:
+def demo_ehr_key_path(settings: Settings) -> Path:
+    """Where the demo EHR's private key is kept: next to the server's signing key."""
+    return settings.signing_key.parent / "demo-ehr-key.pem"
+
+
+def demo_ehr_key(path: Path) -> ECKey:
+    """The demo EHR's private key at ``path``, made there first if there is none (``OSError``
+    where it cannot be written)."""
     if path.exists():
         return ECKey.import_key(path.read_bytes())
     key = ECKey.generate_key("P-384", private=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.as_pem(private=True))
+    write_private(path, key.as_pem(private=True))
     return key
 
 
@@ -44,8 +49,8 @@ async def register_demo_clients(service: FhirService, settings: Settings) -> Pat
                       redirect_uris=[f"{base}/personal/callback"], scope=STAFF_SCOPES)
     await clients.add("pk-mitt", name="Mitt patientkontrakt", kind="public",
                       redirect_uris=[f"{base}/mitt/callback"], scope=PATIENT_SCOPES)
-    key_path = settings.signing_key.parent / "demo-ehr-key.pem"
-    key = _demo_key(key_path)
+    key_path = demo_ehr_key_path(settings)
+    key = demo_ehr_key(key_path)
     public = KeySet([ECKey.import_key(key.as_dict(private=False), parameters={"kid": key.thumbprint()})])
     async with service.store.reading() as unit:
         stored = await unit.get("Organization", DEMO_EHR_UNIT)
