@@ -247,7 +247,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"generated the access log's checkpoint key {settings.audit_key}")
         demo_ehr_key(demo_ehr_key_path(settings))
     except OSError as exc:
-        print(f"patientkontrakt: demo: cannot write a key to {exc.filename or settings.signing_key.parent}: "
+        print(f"patientkontrakt: demo: cannot make or read the key {exc.filename or settings.signing_key.parent}: "
               f"{exc.strerror or exc}. The demo keeps its "
               "EHR client's key next to the signing key (PK_SIGNING_KEY): that directory must be writable",
               file=sys.stderr)

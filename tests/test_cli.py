@@ -199,7 +199,7 @@ def test_demo_that_cannot_write_its_keys_says_so_before_loading_anything(tmp_pat
                      PK_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
                      PK_AUDIT_KEY=str(tmp_path / "secrets" / "audit-key.pem"), **keys)
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "patientkontrakt: demo: cannot write a key to " in result.stderr, result.stderr
+        assert "patientkontrakt: demo: cannot make or read the key " in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert "loading the demo region" not in result.stdout
     with sqlite3.connect(database) as conn:
