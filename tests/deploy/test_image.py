@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from patientkontrakt.config import PROJECT_ROOT
+from tests.conftest import TEST_URL, _dsn
 
 SCRIPT = PROJECT_ROOT / "deploy" / "check-image.sh"
 
@@ -38,8 +39,7 @@ EXPECTED = (
 
 def _admin_url() -> str:
     """The test server's maintenance database, as a plain PostgreSQL URL (psql's)."""
-    url = make_url(os.environ.get("PK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
-    return url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    return _dsn(make_url(TEST_URL).set(database="postgres").render_as_string(hide_password=False))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="buildah's chroot isolation and the read-only run need root")
