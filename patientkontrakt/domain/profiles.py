@@ -81,17 +81,21 @@ class ElementRule:
     children: list[ElementRule] = field(default_factory=list)
     slices: list[ElementRule] = field(default_factory=list)
     short: str = ""
+    # Worked out once, not per value walked: the JSON keys the element is written under (a
+    # choice element's one per type), and whether its absence can be an issue (it, or one of its
+    # slices, is required); ``_compile`` sets ``needed`` once the slices are known.
+    is_choice: bool = field(init=False)
+    keys: tuple[str, ...] = field(init=False)
+    needed: bool = field(init=False, default=True)
 
-    @property
-    def is_choice(self) -> bool:
-        return self.path.endswith("[x]")
-
-    def json_keys(self) -> list[str]:
-        if self.is_choice:
-            if self.slice_name and len(self.types) == 1:
-                return [self.name + self.types[0][:1].upper() + self.types[0][1:]]
-            return [self.name + t[:1].upper() + t[1:] for t in self.types]
-        return [self.name]
+    def __post_init__(self) -> None:
+        self.is_choice = self.path.endswith("[x]")
+        if not self.is_choice:
+            self.keys = (self.name,)
+        elif self.slice_name and len(self.types) == 1:
+            self.keys = (self.name + self.types[0][:1].upper() + self.types[0][1:],)
+        else:
+            self.keys = tuple(self.name + t[:1].upper() + t[1:] for t in self.types)
 
 
 @dataclass
@@ -171,6 +175,8 @@ def _compile(sd: dict[str, Any], profile_types: dict[str, str]) -> Profile:
         else:
             rules[parent_id].children.append(rule)
     assert root is not None
+    for rule in rules.values():
+        rule.needed = rule.min > 0 or any(s.min > 0 for s in rule.slices)
     return Profile(url=sd["url"], name=sd.get("name") or sd.get("id", ""), type=sd["type"], root=root,
                    title=sd.get("title", ""))
 
@@ -288,7 +294,7 @@ class ProfileValidator:
                   issues: list[Issue]) -> None:
         for child in rule.children:
             values: list[tuple[str, Any]] = []
-            for key in child.json_keys():
+            for key in child.keys:
                 raw = obj.get(key)
                 if raw is None:
                     continue
@@ -296,7 +302,8 @@ class ProfileValidator:
                     values.extend((f"{where}.{key}[{i}]", v) for i, v in enumerate(raw))
                 else:
                     values.append((f"{where}.{key}", raw))
-            self._element(child, values, f"{where}.{child.json_keys()[0]}", resource, issues)
+            if values or child.needed:  # an absent optional element has nothing to check
+                self._element(child, values, f"{where}.{child.keys[0]}", resource, issues)
 
     def _element(self, rule: ElementRule, values: list[tuple[str, Any]], where: str, resource: dict[str, Any],
                  issues: list[Issue]) -> None:
@@ -325,7 +332,7 @@ class ProfileValidator:
 
     def _in_slice(self, base: ElementRule, slice_: ElementRule, at: str, value: Any) -> bool:
         if base.is_choice:
-            return at.rsplit(".", 1)[-1].split("[", 1)[0] in slice_.json_keys()
+            return at.rsplit(".", 1)[-1].split("[", 1)[0] in slice_.keys
         if not base.discriminators:
             return False
         for disc in base.discriminators:
