@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -34,6 +35,10 @@ _DECIMAL = {"decimal"}
 _SKIP_DEEP = {"Extension", "Narrative", "xhtml"}
 # R4 datatypes.html#string: no characters below U+0020 but tab, CR and LF (PostgreSQL JSONB refuses U+0000).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The same characters as orjson writes them (``\u0000``-``\u001f``, ``\b``, ``\f``; tab, CR and
+# LF as ``\t``, ``\r``, ``\n``): a body whose JSON has none of these has none of them, and is
+# not walked for them. A match (perhaps only an escaped backslash before ``b``) is walked.
+_MAYBE_CONTROL = re.compile(rb"\\u00[01]|\\[bf]")
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ class Validator:
             )
         issues: list[Issue] = []
         self._walk_resource(resource, type_name, type_name, issues)
-        _control_characters(resource, type_name, issues)
+        if _may_hold_control_characters(resource):
+            _control_characters(resource, type_name, issues)
         if issues or not self._shapes.accepts(resource):
             issues.extend(i for i in _model_issues(resource, type_name) if not _covered(i, issues))
         if issues:
@@ -188,6 +194,13 @@ class Validator:
         if not ok:
             shown = next((c.get("code") for c in codings if isinstance(c, dict)), None)
             issues.append(_code_issue(at, shown, url, codes))
+
+
+def _may_hold_control_characters(resource: dict[str, Any]) -> bool:
+    try:
+        return _MAYBE_CONTROL.search(orjson.dumps(resource)) is not None
+    except TypeError:  # orjson's JSONEncodeError (e.g. an integer past 64 bits): walk it
+        return True
 
 
 def _control_characters(node: Any, where: str, issues: list[Issue]) -> None:

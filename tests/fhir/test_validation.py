@@ -341,7 +341,11 @@ def test_validation_does_not_change_the_resource() -> None:
     assert resource == before
 
 
-@pytest.mark.parametrize("bad", ["a\u0000b", "a\u0007b", "\u001b[31m", "a\u000bb"])
+CONTROL_CHARACTERS = [chr(c) for c in range(0x20) if chr(c) not in "\t\r\n"]
+
+
+@pytest.mark.parametrize("bad", ["a\u0000b", "a\u0007b", "\u001b[31m", "a\u000bb", "a\bb", "a\fb",
+                                 *(f"x{c}" for c in CONTROL_CHARACTERS)])
 def test_control_characters_are_refused_in_every_string(bad: str) -> None:
     resource = example("patient-tolvan")
     resource["name"][0]["family"] = bad
@@ -358,3 +362,18 @@ def test_tab_carriage_return_and_line_feed_are_allowed() -> None:
     resource = example("patient-tolvan")
     resource["name"][0]["text"] = "Tolvan\tÅke\r\nTolvansson"
     VALIDATOR.validate(resource)
+
+
+@pytest.mark.parametrize("text", ["C:\\bin\\fil", "\\u0001 as text", "\\\\b", "\u007f\u0085\u2028"])
+def test_text_that_only_looks_like_control_characters_in_json_is_allowed(text: str) -> None:
+    # a backslash before b, f or u0001 is written as JSON the way a control character's escape is
+    resource = example("patient-tolvan")
+    resource["name"][0]["text"] = text
+    VALIDATOR.validate(resource)
+
+
+def test_a_control_character_in_a_resource_that_also_has_a_backslash_is_refused() -> None:
+    resource = example("patient-tolvan")
+    resource["name"][0]["text"] = "C:\\bin"
+    resource["name"][0]["family"] = "a\u0001b"
+    assert where(issues_of(resource)) == {"Patient.name[0].family": "value"}
