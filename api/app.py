@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     # no settings of the router (dependencies, limits) that an inclusion would add.
     for router in (oauth.router, export.router, fhir.router):  # export before fhir: its /{type_}/{id_}
         app.router.routes.extend(router.routes)                 # would take Patient/$export
-    app.router.routes.insert(0, fhir.READ_FIRST)
+    app.router.routes[0:0] = [fhir.READ_FIRST, *fhir.WRITE_FIRST]
     app.include_router(personal.router)
     app.include_router(plan_changes.router)
     app.include_router(activity_changes.router)

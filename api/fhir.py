@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.routing import Match
+from starlette.types import Scope
 
 from api.auth import caller_of
 from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
@@ -249,7 +251,7 @@ class _EngineType(Convertor[str]):
     """A capitalised type name that is neither a conformance type nor AuditEvent, whose routes
     precede the engine's."""
 
-    regex = "(?!(?:" + "|".join(sorted({*CONFORMANCE_TYPES, "AuditEvent"})) + ")/)[A-Z][A-Za-z]{0,63}"
+    regex = "(?!(?:" + "|".join(sorted({*CONFORMANCE_TYPES, "AuditEvent"})) + ")(?:/|$))[A-Z][A-Za-z]{0,63}"
 
     def convert(self, value: str) -> str:
         return value
@@ -416,6 +418,28 @@ async def update(type_: str, id_: str, request: Request, service: ServiceDep, pr
     body, context = await _write_input(type_, request, service)
     return _respond(await service.update(caller_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
                                          prefer=prefer, context=context))
+
+
+class _FirstRoute(APIRoute):
+    """A route at the head of the table that matches a request fully or not at all: matching
+    its path only, it would answer 405 with its one method where the table allows more."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        return (match, child) if match == Match.FULL else (Match.NONE, {})
+
+
+def _first(path: str, template: str, endpoint: Callable[..., Any], method: str) -> APIRoute:
+    route = _FirstRoute(path, endpoint, methods=[method], include_in_schema=False)
+    route.path = route.path_format = template  # the template logs, metrics and traces name
+    return route
+
+
+# Create and update once more at the head of the route table, as READ_FIRST (the 51st and 54th
+# routes otherwise: about 50 microseconds of a write); the same test holds them to what the table
+# would have reached.
+WRITE_FIRST = (_first("/fhir/{type_:engine_type}", "/fhir/{type_}", create, "POST"),
+               _first("/fhir/{type_:engine_type}/{id_:fhir_id}", "/fhir/{type_}/{id_}", update, "PUT"))
 
 
 async def _patch_input(type_: str, request: Request, service: FhirService

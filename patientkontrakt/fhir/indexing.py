@@ -129,20 +129,26 @@ def reference_elements(resource: dict[str, Any]) -> list[tuple[str, dict[str, An
     References inside ``contained`` resources are included: they point into this server too.
     """
     found: list[tuple[str, dict[str, Any]]] = []
-    _walk_references(resource, str(resource.get("resourceType", "")), found)
+    _walk_references(resource, [str(resource.get("resourceType", ""))], found)
     return found
 
 
-def _walk_references(node: Any, where: str, out: list[tuple[str, dict[str, Any]]]) -> None:
+def _walk_references(node: Any, path: list[str], out: list[tuple[str, dict[str, Any]]]) -> None:
+    # ``path``: the location's parts, joined only where a reference is found
     if isinstance(node, dict):
         if isinstance(node.get("reference"), str):
-            out.append((where, node))
+            out.append(("".join(path), node))
         for key, value in node.items():
             if isinstance(value, dict | list):
-                _walk_references(value, f"{where}.{key}", out)
+                path.append(f".{key}")
+                _walk_references(value, path, out)
+                path.pop()
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            _walk_references(item, f"{where}[{i}]", out)
+            if isinstance(item, dict | list):
+                path.append(f"[{i}]")
+                _walk_references(item, path, out)
+                path.pop()
 
 
 def _system(value: dict[str, Any]) -> str | None:
