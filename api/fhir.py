@@ -14,7 +14,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from api.auth import caller_of
-from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_service
+from api.deps import AuditEventsDep, BundlesDep, OverviewDep, PreferDep, ServiceDep, get_prefer, get_service
 from api.errors import FHIR_JSON
 from patientkontrakt.fhir.capability import AUDIT_EVENT, CONFORMANCE_RESOURCES, capability_statement, smart_security
 from patientkontrakt.fhir.conditional import NO_CONDITIONS, ReadConditions
@@ -263,13 +263,27 @@ class _EngineType(Convertor[str]):
 register_url_convertor("fhir_id", _FhirId())
 register_url_convertor("engine_type", _EngineType())
 
+
+class _FirstRoute(PathArgumentsRoute):
+    """A route at the head of the table that matches a request fully or not at all: matching
+    its path only, it would answer 405 with its one method where the table allows more."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        return (match, child) if match == Match.FULL else (Match.NONE, {})
+
+
+def _first(path: str, template: str, endpoint: Callable[..., Any], method: str) -> APIRoute:
+    route = _FirstRoute(path, endpoint, methods=[method], include_in_schema=False)
+    route.path = route.path_format = template  # the template logs, metrics and traces name
+    return route
+
+
 # Read by id once more, for the application's first route (api/app.py): the router tries its
 # routes in order, about a microsecond each, and this one is the 34th (docs/performance.md). Its
 # pattern matches only what no route before the read would take (a test compares the routes each
 # path reaches with and without it), so what answers a request is unchanged.
-READ_FIRST = PathArgumentsRoute("/fhir/{type_:engine_type}/{id_:fhir_id}", read, methods=["GET"],
-                                include_in_schema=False)
-READ_FIRST.path = READ_FIRST.path_format = "/fhir/{type_}/{id_}"  # the template logs, metrics and traces name
+READ_FIRST = _first("/fhir/{type_:engine_type}/{id_:fhir_id}", "/fhir/{type_}/{id_}", read, "GET")
 
 
 @router.get("/metadata")
@@ -391,12 +405,18 @@ async def search_post(type_: str, request: Request, service: ServiceDep, prefer:
     return _respond(await service.search(caller_of(request), type_, await _search_parameters(request), prefer))
 
 
-@router.post("/{type_}")
-async def create(type_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+async def create(type_: str, request: Request) -> Response:
+    # Like read: the service and Prefer without FastAPI's dependencies and solving (see
+    # WRITE_FIRST); neither adds anything to the OpenAPI document.
+    service = await get_service(request)
+    prefer = await get_prefer(request)
     body, context = await _write_input(type_, request, service)
     return _respond(await service.create(caller_of(request), type_, body,
                                          if_none_exist=request.headers.get("if-none-exist"), prefer=prefer,
                                          context=context))
+
+
+router.add_api_route("/{type_}", create, methods=["POST"], route_class_override=PathArgumentsRoute)
 
 
 @router.put("/{type_}")
@@ -413,31 +433,21 @@ async def conditional_delete(type_: str, request: Request, service: ServiceDep) 
     return _respond(await service.conditional_delete(caller_of(request), type_, request.url.query))
 
 
-@router.put("/{type_}/{id_}")
-async def update(type_: str, id_: str, request: Request, service: ServiceDep, prefer: PreferDep) -> Response:
+async def update(type_: str, id_: str, request: Request) -> Response:
+    service = await get_service(request)  # as create
+    prefer = await get_prefer(request)
     body, context = await _write_input(type_, request, service)
     return _respond(await service.update(caller_of(request), type_, id_, body, if_match=request.headers.get("if-match"),
                                          prefer=prefer, context=context))
 
 
-class _FirstRoute(APIRoute):
-    """A route at the head of the table that matches a request fully or not at all: matching
-    its path only, it would answer 405 with its one method where the table allows more."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child = super().matches(scope)
-        return (match, child) if match == Match.FULL else (Match.NONE, {})
-
-
-def _first(path: str, template: str, endpoint: Callable[..., Any], method: str) -> APIRoute:
-    route = _FirstRoute(path, endpoint, methods=[method], include_in_schema=False)
-    route.path = route.path_format = template  # the template logs, metrics and traces name
-    return route
+router.add_api_route("/{type_}/{id_}", update, methods=["PUT"], route_class_override=PathArgumentsRoute)
 
 
 # Create and update once more at the head of the route table, as READ_FIRST (the 51st and 54th
-# routes otherwise: about 50 microseconds of a write); the same test holds them to what the table
-# would have reached.
+# routes otherwise: about 50 microseconds of a write), called as READ_FIRST is (FastAPI's solving
+# of the two dependencies they had was about 4 % of an update's CPU); the same test holds them to
+# what the table would have reached.
 WRITE_FIRST = (_first("/fhir/{type_:engine_type}", "/fhir/{type_}", create, "POST"),
                _first("/fhir/{type_:engine_type}/{id_:fhir_id}", "/fhir/{type_}/{id_}", update, "PUT"))
 
