@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import fhirpathpy
@@ -106,11 +107,15 @@ class Profile:
     root: ElementRule
     title: str = ""
 
-    @property
+    @cached_property
+    def category(self) -> ElementRule | None:
+        """The ``category`` element's rule, if the resource type has one."""
+        return next((c for c in self.root.children if c.name == "category" and c.slice_name is None), None)
+
+    @cached_property
     def category_slices(self) -> list[ElementRule]:
         """The mandatory slices of ``category``: what a resource of this profile is (``select``)."""
-        category = next((c for c in self.root.children if c.name == "category" and c.slice_name is None), None)
-        return [s for s in category.slices if s.min > 0] if category is not None else []
+        return [s for s in self.category.slices if s.min > 0] if self.category is not None else []
 
 
 def _value_with_prefix(element: dict[str, Any], prefix: str) -> Any:
@@ -231,6 +236,9 @@ class ProfileValidator:
         self._defs = defs
         profile_types = {url: sd["type"] for url, sd in defs.profiles.items()}
         self.profiles: dict[str, Profile] = {url: _compile(sd, profile_types) for url, sd in defs.profiles.items()}
+        self._of_type: dict[str, list[Profile]] = {}
+        for profile in self.profiles.values():
+            self._of_type.setdefault(profile.type, []).append(profile)
         self._compiled: dict[str, Callable[..., list[Any]]] = {}
         self._native: dict[str, Callable[[Any], list[Any]] | None] = {}
 
@@ -243,7 +251,7 @@ class ProfileValidator:
         """The profiles of ours ``resource`` must conform to, or an issue saying which category
         would choose one (see the module's docstring)."""
         type_name = resource.get("resourceType", "")
-        candidates = [p for p in self.profiles.values() if p.type == type_name]
+        candidates = self._of_type.get(type_name, []) if isinstance(type_name, str) else []
         claimed = set((resource.get("meta") or {}).get("profile") or [])
         chosen = [p for p in candidates if p.category_slices and self._fills(p, resource)]
         if not chosen and len(candidates) > 1:
@@ -265,7 +273,8 @@ class ProfileValidator:
         )]
 
     def _fills(self, profile: Profile, resource: dict[str, Any]) -> bool:
-        category = next(c for c in profile.root.children if c.name == "category" and c.slice_name is None)
+        category = profile.category
+        assert category is not None  # a profile with category slices has the element
         values = resource.get("category")
         values = values if isinstance(values, list) else [values] if values is not None else []
         return all(any(self._in_slice(category, s, "", v) for v in values) for s in profile.category_slices)
