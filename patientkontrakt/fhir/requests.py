@@ -83,18 +83,32 @@ def _check_json(data: dict[str, Any] | list[Any], max_depth: int, *, nul_possibl
     recursion of the validator and the Bundle processor), and U+0000 in a string or name
     (PostgreSQL cannot store it)."""
     root = data.get("resourceType") if isinstance(data, dict) and isinstance(data.get("resourceType"), str) else "$"
-    stack: list[tuple[dict[str, Any] | list[Any], str, int]] = [(data, str(root), 1)]
+    # A node's location as a chain (parent's location, key), written out only for an error.
+    stack: list[tuple[dict[str, Any] | list[Any], _Location, int]] = [(data, None, 1)]
     while stack:
-        node, where, depth = stack.pop()
+        node, location, depth = stack.pop()
         if depth > max_depth:
             raise exceeded("json_depth", max_depth, f"The body nests objects and arrays at least {depth} levels deep",
-                           "Innehållet är för djupt nästlat", expression=(where,), error=ContentLimitExceeded)
+                           "Innehållet är för djupt nästlat", expression=(_where(str(root), location),),
+                           error=ContentLimitExceeded)
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in items:
-            at = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
             if nul_possible and (isinstance(key, str) and "\x00" in key
                                  or isinstance(value, str) and "\x00" in value):
+                at = _where(str(root), (location, key))
                 raise BadRequest(f"{at!r} contains U+0000, which FHIR strings cannot hold",
                                  expression=(at,), details_sv="Innehållet har ett otillåtet tecken (U+0000).")
             if isinstance(value, dict | list):
-                stack.append((value, at, depth + 1))
+                stack.append((value, (location, key), depth + 1))
+
+
+_Location = tuple[Any, str | int] | None  # (the parent's _Location, key)
+
+
+def _where(root: str, location: _Location) -> str:
+    """``root.key[index]...`` of a location chain."""
+    keys: list[str | int] = []
+    while location is not None:
+        location, key = location
+        keys.append(key)
+    return root + "".join(f".{k}" if isinstance(k, str) else f"[{k}]" for k in reversed(keys))
