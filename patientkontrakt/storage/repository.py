@@ -130,12 +130,12 @@ _PG_GET_MANY_WITH_DELETED = _PG_CURRENT
 _PG_EXISTING = "SELECT res_type, res_id FROM resource WHERE " + _PG_KEYS + " AND NOT deleted"
 _PG_EXISTING_SHARED = _PG_EXISTING + " FOR SHARE"
 MAX_DRIVER_STATEMENTS = 4096  # statements kept compiled for the driver (shapes x care units)
-_driver_compiled: dict[Any, Any] = {}
+_driver_compiled: dict[Any, _Compiled] = {}
 _driver_statements: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 # Statements kept by identity (below): the shared rule conditions are a few dozen; a condition
 # built per request (a narrowed scope) only passes through, so few are held at a time.
 MAX_BUILT_STATEMENTS = 256
-_driver_shapes: dict[int, tuple[Any, Any]] = {}
+_driver_shapes: dict[int, tuple[Any, _Compiled]] = {}
 _built: dict[Any, tuple[tuple[Any, ...], Any]] = {}
 
 
@@ -167,22 +167,26 @@ def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dial
     its expanding ones (an ``IN`` list)."""
     known = _driver_shapes.get(id(statement))
     if known is not None and known[0] is statement:
-        shape = known[1]
+        entry = known[1]
     else:
         cache_key = statement._generate_cache_key()
         if cache_key is None:
             raise ValueError("a statement SQLAlchemy cannot cache cannot be compiled once")
+        # A large statement's shape (the access rules') is a deep tuple that takes tens of
+        # microseconds to hash: looked up here, once per statement object, not on every call.
         shape = (cache_key.key, tuple(_frozen(b.effective_value) for b in cache_key.bindparams))
+        found = _driver_compiled.get(shape)
+        if found is None:
+            if len(_driver_compiled) >= MAX_DRIVER_STATEMENTS:
+                _driver_compiled.clear()
+            found = _driver_compiled[shape] = _Compiled.of(statement.compile(dialect=dialect))
+        entry = found
         if len(_driver_shapes) >= MAX_BUILT_STATEMENTS:
             _driver_shapes.clear()
-        _driver_shapes[id(statement)] = (statement, shape)  # held: its id is not reused meanwhile
-    compiled = _driver_compiled.get(shape)
-    if compiled is None:
-        if len(_driver_compiled) >= MAX_DRIVER_STATEMENTS:
-            _driver_compiled.clear()
-        compiled = _driver_compiled[shape] = statement.compile(dialect=dialect)
-    key = (shape, tuple((p.key, values.get(p.key)) for p in compiled.literal_execute_params),
-           tuple(len(values.get(p.key, p.value) or ()) for p in compiled.binds.values() if p.expanding))
+        _driver_shapes[id(statement)] = (statement, entry)  # held: its id is not reused meanwhile
+    compiled = entry.compiled
+    key = (entry, tuple(values.get(name) for name in entry.literal_keys),
+           tuple(len(values.get(p.key, p.value) or ()) for p in entry.expanding))
     prepared = _driver_statements.get(key)
     if prepared is None:
         expanded = compiled.construct_expanded_state(dict(values))
@@ -191,6 +195,21 @@ def _driver_statement(statement: sa.Select[Any], values: Mapping[str, Any], dial
             _driver_statements.clear()
         _driver_statements[key] = prepared
     return prepared
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: a key of _driver_statements
+class _Compiled:
+    """A statement compiled for the driver, with the parameters its text depends on: those
+    rendered into it (``literal_execute``) and the expanding ones (their number of values)."""
+
+    compiled: Any
+    literal_keys: tuple[str, ...]
+    expanding: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, compiled: Any) -> _Compiled:
+        return cls(compiled, tuple(p.key for p in compiled.literal_execute_params),
+                   tuple(p for p in compiled.binds.values() if p.expanding))
 
 
 def _frozen(value: Any) -> Any:
