@@ -37,7 +37,7 @@ from patientkontrakt.fhir.bundles import BundleProcessor
 from patientkontrakt.fhir.conformance import ConformanceResources
 from patientkontrakt.fhir.dates import format_instant, now_utc
 from patientkontrakt.fhir.export import run_forever
-from patientkontrakt.health import readiness
+from patientkontrakt.health import Probe
 from patientkontrakt.logs import configure as configure_logging
 from patientkontrakt.logs import describe
 from patientkontrakt.security.authenticate import Authenticator
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         # (Writer.client_ids): a hidden id and an unknown one must get the same answer to a PUT.
         app.state.update_create = frozenset(service.types) - PATIENT_DATA - UNIT_OWN \
             if care_unit_rules else None
+        app.state.readiness = Probe(store, settings)
         app.state.started = format_instant(now_utc())
         # The definitions and compiled profiles are a large, long-lived object graph: moved out of
         # the collector's reach, full collections no longer scan them and stop adding tens of
@@ -212,10 +213,11 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
     async def ready(request: Request) -> Response:
         """Readiness (``patientkontrakt/health.py``): 200 when the database answers, its schema is
         this code's and a delivery worker beat recently, else 503; the body names each check's
-        result, in fixed words. (``request.app``, not ``app``: FastAPI keeps endpoints in a
-        module-level cache, and a closure over the app would keep every app a process ever made.)"""
+        result, in fixed words; concurrent requests share one round of checks (``Probe``).
+        (``request.app``, not ``app``: FastAPI keeps endpoints in a module-level cache, and a
+        closure over the app would keep every app a process ever made.)"""
         state = request.app.state
-        found = await readiness(state.service.store, state.settings)
+        found = await state.readiness.check()
         body = orjson.dumps({"status": "ok" if found.ready else "unavailable", "checks": found.checks})
         return Response(body, status_code=200 if found.ready else 503, media_type="application/json",
                         headers={"cache-control": "no-store"})

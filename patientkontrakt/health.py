@@ -16,6 +16,11 @@ Each check's result is a short fixed word, never an error's text (which may quot
 ``logs.py``): ``ok``, ``unavailable``, ``timeout``, ``not current`` (the database is at an older
 revision, or has none), ``ahead``, ``stale``, ``none`` (no heartbeat ever), ``skipped`` (the database did not
 answer), ``not required``.
+
+The checks run once for all the requests that come while they run (``Probe``): a flood of
+``/readyz`` (it needs no token) costs the database one round of checks at a time per process,
+not one per request, and a result is never older than the round that was running when the
+request came.
 """
 
 from __future__ import annotations
@@ -105,3 +110,20 @@ async def readiness(store: Store, settings: Settings) -> Readiness:
             elif (now_utc() - beat).total_seconds() > settings.ready_worker_max_age:
                 checks["worker"] = "stale"
     return Readiness(checks)
+
+
+class Probe:
+    """``readiness`` shared by concurrent callers: a caller that comes while a round of checks
+    runs waits for that round instead of starting its own; the next caller after it ends starts
+    a new one. A caller that goes away (a probe's client disconnecting) does not cancel the
+    round the others wait for."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._running: asyncio.Task[Readiness] | None = None
+
+    async def check(self) -> Readiness:
+        if self._running is None or self._running.done():
+            self._running = asyncio.get_running_loop().create_task(readiness(self._store, self._settings))
+        return await asyncio.shield(self._running)

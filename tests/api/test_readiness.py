@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from patientkontrakt.fhir.dates import now_utc
+from patientkontrakt.health import Probe
 from patientkontrakt.notify import heartbeat
 from patientkontrakt.storage.database import create_engine
 from patientkontrakt.storage.repository import Store
@@ -119,6 +121,63 @@ def test_a_database_a_newer_release_migrated_is_ready_for_the_old_processes(http
     _beat(pg_url, age=0)
     with _at_revision(pg_url, "9999_a_newer_release"):
         assert checks(http, 200) == {"database": "ok", "migrations": "ahead", "worker": "ok"}
+
+
+@contextmanager
+def _slow_pings(store: Store, seconds: float) -> Iterator[list[int]]:
+    """``store.ping`` (the database check, still sent) counted and held for ``seconds`` first,
+    so that a round of checks is still running when the next requests come."""
+    calls: list[int] = []
+    original = store.ping
+
+    async def ping() -> None:
+        calls.append(1)
+        await asyncio.sleep(seconds)
+        await original()
+
+    store.ping = ping  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        del store.ping
+
+
+def test_concurrent_probes_share_one_round_of_checks(http: TestClient, pg_url: str) -> None:
+    """A flood of /readyz (no token needed) asks the database once per round, not once per
+    request: sixteen requests at once get one round's answer; the next request, after it, a
+    new round that sees what changed in between."""
+    store = http.app.state.service.store  # type: ignore[attr-defined]
+    together = threading.Barrier(16)
+
+    def probe(_: int) -> tuple[int, dict[str, str]]:
+        together.wait()
+        response = http.get("/readyz")
+        return response.status_code, response.json()["checks"]
+
+    with _slow_pings(store, 0.5) as calls, ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(probe, range(16)))
+        assert len(calls) == 1
+        assert answers == [(503, {"database": "ok", "migrations": "ok", "worker": "none"})] * 16
+        _beat(pg_url, age=0)
+        assert checks(http, 200) == {"database": "ok", "migrations": "ok", "worker": "ok"}
+        assert len(calls) == 2
+
+
+async def test_a_probe_that_goes_away_does_not_end_the_round_others_wait_for(pg_url: str) -> None:
+    store = Store(create_engine(pg_url, pool_size=2))
+    try:
+        probe = Probe(store, make_settings(pg_url))
+        with _slow_pings(store, 0.3) as calls:
+            leaving = asyncio.create_task(probe.check())
+            staying = asyncio.create_task(probe.check())
+            await asyncio.sleep(0.05)
+            leaving.cancel()
+            found = await staying
+            assert leaving.cancelled()
+            assert found.ready and found.checks["database"] == "ok"
+            assert len(calls) == 1
+    finally:
+        await store.dispose()
 
 
 async def test_two_workers_beating_at_once_share_the_row(db_url: str) -> None:
