@@ -104,6 +104,49 @@ def test_searches_run_on_the_replica_and_a_writer_reads_its_own_write(
     assert _found(http, other, "Replikasson") == 1
 
 
+def test_a_version_the_primary_counts_is_found_when_the_replica_is_behind_it(
+        pair: tuple[Cluster, Cluster], service: tuple[TestClient, Any]) -> None:
+    """A vread reads the current row, then the version, in two statements that may each go to
+    the replica or the primary. When the primary answered the first (the replica was behind for
+    that statement, then caught up with what the reader needs) and the replica the second, the
+    version the primary counts as current is still found: 200, not 404."""
+    primary, standby = pair
+    http, settings = service
+    writer, reader = _client(http, settings, "writer"), _client(http, settings, "version-reader")
+    created = http.post("/fhir/Patient", json=_patient("Versionsson"), headers=writer)
+    assert created.status_code == 201, created.text
+    patient = created.json()["id"]
+    standby.wait_replayed(primary)
+    store = http.app.state.service.store  # type: ignore[attr-defined]
+    standby.sql("SELECT pg_wal_replay_pause()")
+    try:
+        updated = http.put(f"/fhir/Patient/{patient}", json={**_patient("Versionsson"), "id": patient,
+                                                              "gender": "female"}, headers=writer)
+        assert updated.status_code == 200, updated.text
+        # the reader wrote nothing: the replica may answer it (the lag bound is far), and does
+        assert http.get(f"/fhir/Patient/{patient}/_history/2", headers=reader).status_code == 404
+
+        async def behind(sql: str, args: list[Any]) -> bool:
+            return False  # what _replica_fetchrow answers when the replica is behind the reader's need
+
+        store._replica_fetchrow = behind  # type: ignore[method-assign]
+        try:
+            version = http.get(f"/fhir/Patient/{patient}/_history/2", headers=reader)
+        finally:
+            del store._replica_fetchrow
+        assert version.status_code == 200, version.text
+        assert version.json()["gender"] == "female" and version.json()["meta"]["versionId"] == "2"
+        # a version the current row does not count is still 404, wherever it was looked for
+        store._replica_fetchrow = behind  # type: ignore[method-assign]
+        try:
+            assert http.get(f"/fhir/Patient/{patient}/_history/3", headers=reader).status_code == 404
+        finally:
+            del store._replica_fetchrow
+    finally:
+        standby.sql("SELECT pg_wal_replay_resume()")
+    standby.wait_replayed(primary)
+
+
 def test_a_read_on_the_replica_is_never_staler_than_the_bound(pair: tuple[Cluster, Cluster]) -> None:
     """With ``PK_REPLICA_MAX_LAG`` 0 every replica read needs what the primary has written: a
     client that did not write (a spärr set by someone else, say) still sees the newest state, from
