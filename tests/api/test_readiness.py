@@ -154,7 +154,7 @@ def test_concurrent_probes_share_one_round_of_checks(http: TestClient, pg_url: s
         response = http.get("/readyz")
         return response.status_code, response.json()["checks"]
 
-    with _slow_pings(store, 0.5) as calls, ThreadPoolExecutor(16) as pool:
+    with _slow_pings(store, 1.5) as calls, ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(probe, range(16)))
         assert len(calls) == 1
         assert answers == [(503, {"database": "ok", "migrations": "ok", "worker": "none"})] * 16
