@@ -15,6 +15,7 @@ matters because every request verifies one.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,31 @@ def write_private(path: Path, pem: bytes) -> Path:
 
 def _load(path: Path) -> RSAKey:
     try:
-        key = RSAKey.import_key(path.read_bytes())
+        pem = path.read_bytes()
     except OSError as exc:
         raise SigningKeyError(f"cannot read the signing key {path}: {exc.strerror}. Create one with "
                         "`patientkontrakt keys generate` (or `patientkontrakt demo`), or set PK_SIGNING_KEY") from None
+    try:
+        return _parse(pem)
     except (JoseError, ValueError, TypeError) as exc:
         raise SigningKeyError(f"{path} is not an RSA private key in PEM: {exc}") from None
+    except _PublicKeyError:
+        raise SigningKeyError(f"{path} holds a public key; the server needs the private key to sign") from None
+
+
+class _PublicKeyError(Exception):
+    pass
+
+
+@lru_cache(maxsize=16)
+def _parse(pem: bytes) -> RSAKey:
+    """The key a PEM holds, with its thumbprint as ``kid``. Kept by content: parsing checks the
+    RSA key, about 0.1 s, and a process that starts several apps (the tests, the CLI) or issues
+    tokens from a file would pay it each time; the same bytes are the same key, a new file's
+    bytes a new entry."""
+    key = RSAKey.import_key(pem)
     if not key.is_private:
-        raise SigningKeyError(f"{path} holds a public key; the server needs the private key to sign")
+        raise _PublicKeyError
     return RSAKey.import_key(key.as_dict(private=True), parameters={"kid": key.thumbprint(), "use": "sig",
                                                                       "alg": ALGORITHM})
 
