@@ -28,7 +28,7 @@ from patientkontrakt.fhir.dates import format_instant, parse_range
 from patientkontrakt.storage.database import create_engine, migrate
 from patientkontrakt.storage.repository import Store
 from patientkontrakt.storage.tables import RESOURCE_VERSION
-from tests.conftest import _truncate, engine_token, make_settings
+from tests.conftest import _empty, engine_token, make_settings
 from tests.factories import organization, patient
 from tests.processes import free_port
 
@@ -73,7 +73,7 @@ def live_server(request: pytest.FixtureRequest, pg_url: str, tmp_path_factory: p
 async def live(live_server: Live) -> Live:
     """The live server, its database emptied for this test."""
     if live_server.database_url.startswith("postgresql"):
-        await _truncate(live_server.database_url)
+        await _empty(live_server.database_url)
     else:
         engine = create_engine(live_server.database_url)
         async with engine.begin() as conn:
