@@ -29,7 +29,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,16 +53,6 @@ class Readiness:
     @property
     def ready(self) -> bool:
         return all(result in (OK, "ahead", "not required") for result in self.checks.values())
-
-
-@lru_cache(maxsize=1)
-def _head() -> str | None:
-    return head_revision()
-
-
-@lru_cache(maxsize=1)
-def _known() -> frozenset[str]:
-    return known_revisions()
 
 
 class _Failed(Exception):
@@ -95,8 +84,9 @@ async def readiness(store: Store, settings: Settings) -> Readiness:
         return Readiness(checks)
     try:
         revision = await _bounded(current_revision(store.engine), timeout, "migrations")
-        if revision != _head():
-            checks["migrations"] = "ahead" if revision is not None and revision not in _known() else "not current"
+        if revision != head_revision():
+            ahead = revision is not None and revision not in known_revisions()
+            checks["migrations"] = "ahead" if ahead else "not current"
     except _Failed as failed:
         checks["migrations"] = failed.result
     if settings.ready_worker:
