@@ -17,8 +17,9 @@ values are ORed, repeated parameters ANDed; ``_count``, ``_offset``, ``_total``,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -99,30 +100,16 @@ def _matcher(name: str, modifier: str, value: str) -> Callable[[Definition], boo
 class ConformanceResources:
     """Every conformance resource under one ``fhir_profiles`` folder, by type and id."""
 
-    def __init__(self, definitions: Iterable[dict[str, Any]], base: str, limits: Limits,
+    def __init__(self, by_type: dict[str, dict[str, Definition]], base: str, limits: Limits,
                  default_count: int, max_count: int) -> None:
         self.base, self.limits = base, limits
         self.default_count, self.max_count = default_count, max_count
-        self.by_type: dict[str, dict[str, Definition]] = {t: {} for t in sorted(CONFORMANCE_TYPES)}
-        for resource in definitions:
-            type_, id_ = resource.get("resourceType"), resource.get("id")
-            if type_ not in CONFORMANCE_TYPES or not isinstance(id_, str):
-                continue
-            if id_ in self.by_type[type_]:
-                raise ValueError(f"two {type_} resources have the id {id_!r}")
-            self.by_type[type_][id_] = Definition(type_, id_, _canonical(resource),
-                                                  str(resource.get("name", "")), str(resource.get("version", "")),
-                                                  orjson.dumps(resource))
+        self.by_type = by_type
 
     @classmethod
     def load(cls, profiles_dir: Path, base: str, limits: Limits, default_count: int,
              max_count: int) -> ConformanceResources:
-        def resources() -> Iterable[dict[str, Any]]:
-            for folder in FOLDERS:
-                for path in sorted((profiles_dir / folder).glob("*.json")):
-                    data: dict[str, Any] = orjson.loads(path.read_bytes())
-                    yield data
-        return cls(resources(), base, limits, default_count, max_count)
+        return cls(_read(profiles_dir), base, limits, default_count, max_count)
 
     def urls(self) -> dict[str, tuple[str, str]]:
         """canonical URL -> (type, id) of every resource served."""
@@ -204,3 +191,22 @@ class ConformanceResources:
                 diagnostics=f"Unknown search parameter {key!r} for {type_} was ignored",
                 details_sv="Okänd sökparameter ignorerades.") for key in ignored])), {"search": {"mode": "outcome"}}))
         return Result(200, render_bundle(head, entries))
+
+
+@lru_cache(maxsize=4)
+def _read(profiles_dir: Path) -> dict[str, dict[str, Definition]]:
+    """The conformance resources of ``profiles_dir`` by type and id, read once per process (like
+    ``load_definitions``: they change only with a deployment, and reading some 250 files took
+    about 50 ms of every app start). Nothing changes the maps once read."""
+    by_type: dict[str, dict[str, Definition]] = {t: {} for t in sorted(CONFORMANCE_TYPES)}
+    for folder in FOLDERS:
+        for path in sorted((profiles_dir / folder).glob("*.json")):
+            resource: dict[str, Any] = orjson.loads(path.read_bytes())
+            type_, id_ = resource.get("resourceType"), resource.get("id")
+            if type_ not in CONFORMANCE_TYPES or not isinstance(id_, str):
+                continue
+            if id_ in by_type[type_]:
+                raise ValueError(f"two {type_} resources have the id {id_!r}")
+            by_type[type_][id_] = Definition(type_, id_, _canonical(resource), str(resource.get("name", "")),
+                                             str(resource.get("version", "")), orjson.dumps(resource))
+    return by_type
