@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import fhirpathpy
@@ -229,13 +229,20 @@ def _rule_at(rule: ElementRule, path: str) -> ElementRule | None:
     return current
 
 
+@lru_cache(maxsize=4)
+def _compiled(defs: Definitions) -> dict[str, Profile]:
+    """``defs``' profiles, compiled once per Definitions (about 35 ms, which every service built
+    paid: each app start, each tool and test that builds one); nothing changes a compiled profile."""
+    profile_types = {url: sd["type"] for url, sd in defs.profiles.items()}
+    return {url: _compile(sd, profile_types) for url, sd in defs.profiles.items()}
+
+
 class ProfileValidator:
     """Validates resources against the profiles (snapshots) a Definitions object holds."""
 
     def __init__(self, defs: Definitions) -> None:
         self._defs = defs
-        profile_types = {url: sd["type"] for url, sd in defs.profiles.items()}
-        self.profiles: dict[str, Profile] = {url: _compile(sd, profile_types) for url, sd in defs.profiles.items()}
+        self.profiles = _compiled(defs)
         self._of_type: dict[str, list[Profile]] = {}
         for profile in self.profiles.values():
             self._of_type.setdefault(profile.type, []).append(profile)
