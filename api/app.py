@@ -141,10 +141,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
         app.state.started = format_instant(now_utc())
         # The definitions and compiled profiles are a large, long-lived object graph: moved out of
         # the collector's reach, full collections no longer scan them and stop adding tens of
-        # milliseconds to the slowest requests (docs/performance.md). Without a full collection
-        # first: it would cost 0.1 s per start (more in a process with a larger heap, as the
-        # tests' that start a thousand apps) to spare the few thousand objects of startup garbage
-        # it finds (about 0.3 MB, measured), frozen once per process.
+        # milliseconds to the slowest requests (docs/performance.md).
+        gc.collect()
         gc.freeze()
         yield
         # Frozen objects are never collected, even once unreachable: an app that stops gives them
