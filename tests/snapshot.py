@@ -4,8 +4,8 @@ path once per process and restore its rows before every other test.
 
 On PostgreSQL the rows of every table the tests empty (``tests.conftest.TABLES``) are copied out
 in COPY's binary format with the sequences' positions, and copied back into the emptied tables;
-on SQLite the database file is copied page by page with SQLite's backup API, which is safe while
-an app of the test already has the file open.
+on SQLite the whole database is copied page by page into memory and back with SQLite's backup
+API, which is safe while an app of the test already has the file open.
 """
 
 from __future__ import annotations
