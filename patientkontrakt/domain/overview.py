@@ -27,6 +27,7 @@ from patientkontrakt.fhir.errors import FhirError, Gone, HiddenResource, Issue, 
 from patientkontrakt.fhir.indexing import parse_reference, reference_elements
 from patientkontrakt.fhir.interactions import Interaction, Pipeline
 from patientkontrakt.fhir.rendering import dumps, render_bundle
+from patientkontrakt.fhir.writes import ID_PATTERN
 from patientkontrakt.storage.repository import Store, StoredResource, Unit
 
 _ORDER = {"Patient": 0, "CarePlan": 1, "CareTeam": 2, "Goal": 3, "Appointment": 4, "PractitionerRole": 5,
@@ -98,7 +99,9 @@ class AgreementOverview:
         interaction = Interaction.of("operation", type_, f"{type_}/{id_}/$patientkontrakt", ("CarePlan", "operation"))
         async with self._pipeline.run(access, interaction) as exchange:
             async with self._store.reading(access) as unit:
-                start = await unit.get(type_, id_)
+                # An id that cannot be a FHIR id (a NUL byte, which PostgreSQL refuses in a
+                # string, among them) is not looked up: it is as unknown as an absent one.
+                start = await unit.get(type_, id_) if ID_PATTERN.match(id_) else None
                 if start is None or not await visible(unit, [start]):
                     # an absent resource like a hidden one, so that the log does not tell them
                     # apart (the pipeline logs it once the connection is back in the pool)

@@ -100,3 +100,16 @@ def test_the_operation_definition_says_it_changes_nothing(pk_client: TestClient)
             assert names["patientkontrakt"] == definition["url"]
         else:
             assert "patientkontrakt" not in names
+
+
+@pytest.mark.parametrize("id_", ["a%2500", "a%00", "x" * 65, "a%20b"])
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_patientkontrakt_of_an_id_that_is_no_fhir_id_is_404_like_an_unknown_one(
+        pk_client: TestClient, id_: str, method: str) -> None:
+    """An id that cannot be a FHIR id (a NUL byte among them, which PostgreSQL refuses in a
+    string) gets the answer of an unknown resource, not a 500 from the database."""
+    for type_ in ("Patient", "CarePlan"):
+        url = f"/fhir/{type_}/{id_}/$patientkontrakt"
+        response = pk_client.get(url) if method == "get" else pk_client.post(url, json={"resourceType": "Parameters"})
+        assert response.status_code == 404, response.text
+        assert response.json()["issue"][0]["code"] == "not-found"
