@@ -67,11 +67,12 @@ async def _take_pg(url: str) -> Snapshot:
     try:
         tables = {}
         for table in TABLES:
+            if not await conn.fetchval(f"SELECT EXISTS (SELECT FROM {table})"):
+                continue  # nothing to put back
             out = BytesIO()
             # a query, not the table: COPY TO refuses a partitioned table (the access log)
             await conn.copy_from_query(f"SELECT * FROM {table}", output=out, format="binary")
-            if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {table})"):
-                tables[table] = out.getvalue()
+            tables[table] = out.getvalue()
         sequences = {row["name"]: (row["last_value"], row["is_called"]) for row in await conn.fetch(
             "SELECT format('%I.%I', schemaname, sequencename) AS name, "
             "coalesce(last_value, start_value) AS last_value, last_value IS NOT NULL AS is_called "
