@@ -9,8 +9,9 @@ Two kinds:
   them in files there and any process's ``/metrics`` shows the sum over every process.
 * **Read from the database** at scrape time (``snapshot``): the notification outbox (rows not yet
   delivered, the age of the oldest), subscriptions by status and their consecutive failures, the
-  age of the newest worker heartbeat and of the newest signed checkpoint of the access log. The
-  same for every process, so a scrape of any one is the whole picture.
+  age of the newest worker heartbeat and of the newest signed checkpoint of the access log, and
+  the age of the oldest access-log entry not yet sealed. The same for every process, so a scrape
+  of any one is the whole picture. ``deploy/prometheus/alerts.yaml`` alerts on them.
 
 No label takes a value from a request other than the method, the route's template (never a path
 or an id: ``api/requestlog.route_of``) and the status: nothing of a patient, and a bounded number
@@ -36,6 +37,7 @@ from patientkontrakt.fhir.dates import now_utc
 from patientkontrakt.notify.heartbeat import last_beat
 from patientkontrakt.storage import audit as audit_sql
 from patientkontrakt.storage.repository import Store
+from patientkontrakt.storage.tables import AUDIT_QUEUE as Q
 from patientkontrakt.storage.tables import SUBSCRIPTION as S
 from patientkontrakt.storage.tables import SUBSCRIPTION_OUTBOX as O
 
@@ -82,6 +84,7 @@ class Snapshot:
     consecutive_failures: int
     heartbeat_age: float | None
     checkpoint_age: float | None
+    unsealed_age: float | None = None  # the oldest queued access-log entry's (None: the queue is empty)
 
 
 async def snapshot(store: Store, keys: AuditKeys) -> Snapshot:
@@ -93,6 +96,8 @@ async def snapshot(store: Store, keys: AuditKeys) -> Snapshot:
             sa.select(S.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(S.c.failures), 0))
             .group_by(S.c.status)))
         stored = await audit_sql.latest_checkpoint(unit.conn)
+        # the queue's head by its key (an index look-up however long a stopped sealer let it grow)
+        unsealed = (await unit.conn.execute(sa.select(Q.c.recorded).order_by(Q.c.seq).limit(1))).scalar_one_or_none()
     beat = await last_beat(store)
     checkpoint_age = None
     if stored is not None:
@@ -109,6 +114,7 @@ async def snapshot(store: Store, keys: AuditKeys) -> Snapshot:
         consecutive_failures=sum(int(failures) for _, _, failures in by_status),
         heartbeat_age=(now - beat).total_seconds() if beat is not None else None,
         checkpoint_age=checkpoint_age,
+        unsealed_age=max(0.0, (now - unsealed).total_seconds()) if unsealed is not None else None,
     )
 
 
@@ -139,7 +145,9 @@ class _SnapshotCollector(Collector):
                 ("pk_worker_heartbeat_age_seconds", "Seconds since a delivery worker last beat (/readyz)",
                  found.heartbeat_age),
                 ("pk_audit_checkpoint_age_seconds", "Seconds since the newest signed checkpoint of the access log",
-                 found.checkpoint_age))
+                 found.checkpoint_age),
+                ("pk_audit_oldest_unsealed_age_seconds",
+                 "Age of the oldest access-log entry not yet sealed into a signed checkpoint", found.unsealed_age))
         for name, text, age in ages:  # absent, not zero, when there is none: an alert on absent() sees it
             if age is not None:
                 families.append(GaugeMetricFamily(name, text, value=age))

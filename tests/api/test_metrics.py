@@ -10,9 +10,11 @@ import os
 import runpy
 import subprocess
 import sys
+import time
 import types
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,25 @@ def test_the_database_figures_are_read_at_scrape_time(http: TestClient, settings
     sealed = wait_for(lambda: ("pk_audit_checkpoint_age_seconds", frozenset()) in (s := scrape(http)) and s,
                       "a signed checkpoint")
     assert 0 <= value(sealed, "pk_audit_checkpoint_age_seconds") < 30
+
+
+def test_an_access_log_entry_is_counted_until_it_is_sealed(db_url: str) -> None:
+    """``pk_audit_oldest_unsealed_age_seconds`` (deploy/prometheus/alerts.yaml alerts on it): absent
+    while nothing waits, the age of the oldest entry waiting while no sealer runs
+    (``PK_AUDIT_SEAL_INTERVAL=0``), absent again once a process that seals has sealed it. On both
+    databases."""
+    unsealed = ("pk_audit_oldest_unsealed_age_seconds", frozenset())
+    with contextmanager(_served)(make_settings(db_url, metrics_token=TOKEN, audit_seal_interval=0)) as http:
+        assert unsealed not in scrape(http)
+        patient = http.post("/fhir/Patient", json={"resourceType": "Patient", "active": True}).json()
+        assert http.get(f"/fhir/Patient/{patient['id']}").status_code == 200
+        time.sleep(1.1)
+        waiting = scrape(http)
+        assert 1 <= value(waiting, *unsealed[:1]) < 30
+        assert ("pk_audit_checkpoint_age_seconds", frozenset()) not in waiting
+    with contextmanager(_served)(make_settings(db_url, metrics_token=TOKEN, audit_seal_interval=0.2)) as http:
+        sealed = wait_for(lambda: unsealed not in (s := scrape(http)) and s, "the queue sealed")
+        assert ("pk_audit_checkpoint_age_seconds", frozenset()) in sealed
 
 
 def test_metrics_need_the_token(shared: TestClient) -> None:
