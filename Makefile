@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 PK_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 export PK_TEST_DATABASE_URL
 
-.PHONY: run test lint bench soak image-check image-tools messages fhir-core postgres pg-client chromium pgbouncer clean
+.PHONY: run test lint bench soak image-check image-tools messages fhir-core postgres pg-client chromium pgbouncer promtool clean
 
 ## make run: set up (without the test and bench extras), migrate an SQLite database and load the
 ## demo region (one process), and serve on http://127.0.0.1:$(PORT) (`make run PORT=8080`) with the
@@ -35,7 +35,7 @@ run: $(RUN_STAMP)
 ## TEST_WORKERS processes (pytest-xdist; default one per core, `make test TEST_WORKERS=0` for one
 ## process), each with its own databases; a test file stays in one process (its fixtures are made once).
 TEST_WORKERS ?= auto
-test: $(TEST_STAMP) postgres pg-client chromium pgbouncer image-tools fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
+test: $(TEST_STAMP) postgres pg-client chromium pgbouncer promtool image-tools fhir_profiles/node_modules/.installed tests/browser/node_modules/.installed \
 		tests/interop/node/node_modules/.installed
 	$(BIN)/ruff check patientkontrakt api tests bench
 	$(BIN)/mypy
@@ -131,6 +131,15 @@ pgbouncer:
 		|| { $(APT_GET) update && $(APT_GET) install -y pgbouncer; } \
 		|| { echo "could not install Debian's pgbouncer, which tests/storage/test_pgbouncer.py needs" >&2; exit 1; }; \
 	fi
+
+# tests/deploy/test_alerts.py checks deploy/prometheus/alerts.yaml with promtool, from Debian's
+# prometheus package (only the program is used; the package's own service is not needed).
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus (promtool) for tests/deploy/test_alerts.py"; \
+		$(APT_GET) install -y --no-install-recommends prometheus \
+		|| { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus; } \
+		|| { echo "could not install Debian's prometheus package, whose promtool tests/deploy/test_alerts.py needs" >&2; exit 1; }; }
 
 # buildah and debootstrap (Debian's packages) for deploy/check-image.sh (tests/deploy/test_image.py,
 # make image-check); only as root, which buildah's chroot isolation needs (the test skips otherwise).
