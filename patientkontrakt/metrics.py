@@ -84,7 +84,7 @@ class Snapshot:
     consecutive_failures: int
     heartbeat_age: float | None
     checkpoint_age: float | None
-    unsealed_age: float | None = None  # the oldest queued access-log entry's (None: the queue is empty)
+    unsealed_age: float | None  # the oldest queued access-log entry's (None: the queue is empty)
 
 
 async def snapshot(store: Store, keys: AuditKeys) -> Snapshot:
