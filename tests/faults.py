@@ -3,7 +3,9 @@
 * ``PostgresProxy``: a TCP proxy between the service and the shared PostgreSQL server, in a
   thread of its own, that can cut every connection through it (what a network failure or a
   restart does to them) and close its port, so that new connections are refused, until told to
-  accept again. The shared server is never stopped: other engineers' tests use it.
+  accept again; or close only its connections to the server, leaving the service's ends open until
+  the service next sends on them (``sever``: a restart that a pooler or network in between relays
+  late). The shared server is never stopped: other engineers' tests use it.
 * ``admin``/``backends``/``terminate``: SQL on the server itself, e.g. ``pg_terminate_backend``
   of the service's connections (what a restart does to existing connections), or a trigger that
   makes a statement fail.
@@ -40,6 +42,8 @@ class PostgresProxy:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self._upstream: dict[asyncio.StreamWriter, asyncio.StreamWriter] = {}  # server end -> client end
+        self._severed: set[asyncio.StreamWriter] = set()  # client ends kept open until they next send
         self.port = 0
         self.accept()
 
@@ -76,6 +80,19 @@ class PostgresProxy:
         count: int = self._run(drop)
         return count
 
+    def sever(self) -> int:
+        """Close every connection to the server, but leave the service's end of each open until the
+        service next sends on it, and only then close it: until that moment the service cannot
+        know (nothing it could read says so). Returns how many there were."""
+        async def close_upstream() -> int:
+            servers = [writer for writer in self._pipes if writer in self._upstream]
+            for server in servers:
+                self._severed.add(self._upstream[server])
+                server.transport.abort()
+            return len(servers)
+        count: int = self._run(close_upstream)
+        return count
+
     def down(self) -> None:
         """The database is down: refused, and every existing connection gone."""
         self.refuse()
@@ -93,18 +110,31 @@ class PostgresProxy:
             client_writer.transport.abort()
             return
         self._pipes |= {client_writer, server_writer}
-        await asyncio.gather(self._pump(client_reader, server_writer), self._pump(server_reader, client_writer))
+        self._upstream[server_writer] = client_writer
+        try:
+            await asyncio.gather(self._pump(client_reader, server_writer), self._pump(server_reader, client_writer))
+        finally:
+            del self._upstream[server_writer]
+            self._severed.discard(client_writer)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if writer.transport.is_closing():  # severed: the client sent on it; now it is closed
+                    break
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._pipes.discard(writer)
-            writer.transport.abort()
+            if writer not in self._severed:  # severed, the client's end stays open until it sends
+                self._pipes.discard(writer)
+                writer.transport.abort()
+            client = self._upstream.get(writer)  # the client's pump ended: its end goes too
+            if client is not None:
+                self._severed.discard(client)
+                self._pipes.discard(client)
+                client.transport.abort()
 
 
 def admin(url: str, statement: str, *args: Any) -> list[dict[str, Any]]:

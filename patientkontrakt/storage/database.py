@@ -12,12 +12,14 @@ statement once its time is up.
 Every engine hides bound parameters in its errors (``hide_parameters``): an error's text names
 the statement but never the values (patient data) it carried. A PostgreSQL connection that the
 server closed while it sat in the pool (a restart, ``pg_terminate_backend``) is not handed out
-again: checking it out finds it closed, and the pool drops every connection it made before and
-connects anew (``_closed_in_pool``), so a restart costs no request an error.
+again: checking it out finds it closed, or its end of stream waiting unread in the socket, and the
+pool drops every connection it made before and connects anew (``_closed_in_pool``), so a restart
+costs no request an error.
 """
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import time
 from functools import lru_cache
@@ -90,12 +92,34 @@ def create_engine(url: str, pool_size: int = 20, echo: bool = False, connect_tim
 
 
 def _closed_in_pool(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    """Refuse a pooled asyncpg connection the server has closed (the event loop has seen its end of
-    stream). ``InvalidatePoolError`` makes the pool discard every connection made before it and
-    connect anew: when the server closed one, a restart has usually closed them all. A connection
-    that breaks while in use is SQLAlchemy's to handle (and ``Store.driver``'s)."""
-    if dbapi_connection.driver_connection.is_closed():
+    """Refuse a pooled asyncpg connection the server has closed: the event loop has seen its end of
+    stream, or the end (or anything else: an idle connection is sent nothing it asked for) waits
+    in the socket, not yet read (``_unread``). ``InvalidatePoolError`` makes the pool discard
+    every connection made before it and connect anew: when the server closed one, a restart has
+    usually closed them all. A connection that breaks while in use is SQLAlchemy's to handle
+    (and ``Store.driver``'s); one whose close has not reached this machine yet, ``Store``'s
+    write transactions (``Store._begun``)."""
+    driver = dbapi_connection.driver_connection
+    if driver.is_closed() or _unread(driver):
         raise sa.exc.InvalidatePoolError("the server closed this connection while it was in the pool")
+
+
+_POLL = getattr(select, "poll", None)
+_ARRIVED = select.POLLIN | getattr(select, "POLLRDHUP", 0)
+
+
+def _unread(driver: Any) -> bool:
+    """Whether the socket of an idle asyncpg connection holds something the event loop has not read
+    yet (one system call, about 2 µs): when the server has just closed it (a restart ends every
+    connection with a FATAL message and the end of stream), the loop reads that only on its next
+    turn, and the request that checked the connection out would fail on it."""
+    transport = getattr(driver, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if _POLL is None or sock is None:
+        return False
+    poll = _POLL()
+    poll.register(sock.fileno(), _ARRIVED)
+    return bool(poll.poll(0))
 
 
 def server_settings(statement_timeout: float | None) -> dict[str, str]:

@@ -977,12 +977,13 @@ class Store:
 
     @asynccontextmanager
     async def reading(self, access: Any = None) -> AsyncIterator[Unit]:
-        raw: Any = None
+        pooled = raw = None
         try:
             async with self._read_engine.connect() as conn:
-                raw = _asyncpg_of(conn)
+                pooled, raw = _pooled_of(conn)
                 yield Unit(conn, access)
         except Exception as exc:
+            self._after_failure(pooled, raw, exc)
             _raise_outage(exc)
             _raise_if_closed(raw, exc)
             raise
@@ -990,12 +991,10 @@ class Store:
     @asynccontextmanager
     async def writing(self, access: Any = None) -> AsyncIterator[Unit]:
         committing = False
-        raw: Any = None
+        pooled = raw = None
         try:
-            async with self.sqlite_writer(), self.engine.connect() as conn:
-                raw = _asyncpg_of(conn)
-                if self.dialect == "sqlite":
-                    conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with self.sqlite_writer(), self._begun() as conn:
+                pooled, raw = _pooled_of(conn)
                 async with conn.begin():
                     yield Unit(conn, access)
                     committing = True
@@ -1003,9 +1002,51 @@ class Store:
                 if self.replica is not None:
                     await self._note_commit(conn)
         except Exception as exc:
+            self._after_failure(pooled, raw, exc)
             _raise_outage(exc, unknown_outcome=committing)
             _raise_if_closed(raw, exc, unknown_outcome=committing)
             raise
+
+    def _after_failure(self, pooled: Any, raw: Any, exc: Exception) -> None:
+        """A unit whose connection was lost (a restart, ``pg_terminate_backend``): the pool drops
+        every connection it made before, each at its next checkout, as SQLAlchemy does when its own
+        statement finds the connection lost. A unit's statements sent straight to asyncpg
+        (``Unit.fetch``) bypass that, and the pool would hand out a restart's dead connections
+        one request after another."""
+        if raw is not None and (raw.is_closed() or is_disconnect(exc)):
+            self.engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)  # noqa: SLF001
+
+    @asynccontextmanager
+    async def _begun(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a write transaction (``writing``, ``trial``), its transaction begun.
+
+        SQLite: ``BEGIN IMMEDIATE`` when the caller begins. PostgreSQL: BEGIN is sent here rather
+        than with the write's first statement (the same round trip, earlier). A connection the
+        server closed after it went back to the pool, whose end of stream this process had not yet
+        read (``_closed_in_pool`` cannot see it: a restart, ``pg_terminate_backend``, a pooler or
+        proxy that relays the close a moment later), fails here, before anything of the write was
+        sent; the pool then drops every connection made before (a restart has closed them all)
+        and the write gets a fresh one, once. A second failure is the caller's (an outage, 503)."""
+        if self.dialect == "sqlite":
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(sqlite_begin="IMMEDIATE")
+            return
+        for attempt in (1, 2):
+            conn = await self.engine.connect()
+            try:
+                await _begin_now(conn)
+                break
+            except Exception as exc:
+                stale = attempt == 1 and is_disconnect(exc)
+                if stale:
+                    self.engine.sync_engine.pool._invalidate(await conn.get_raw_connection(), exc)  # noqa: SLF001
+                await conn.close()
+                if not stale:
+                    raise
+        try:
+            yield conn
+        finally:
+            await asyncio.shield(conn.close())  # as ``async with conn`` would
 
     async def _note_commit(self, conn: AsyncConnection) -> None:
         """Note where the primary's WAL is just after this commit, for the session's later reads
@@ -1030,9 +1071,7 @@ class Store:
     @asynccontextmanager
     async def trial(self, access: Any = None) -> AsyncIterator[Unit]:
         """A write transaction that is always rolled back: ``$validate`` tries the real write."""
-        async with _outages(), self.sqlite_writer(), self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+        async with _outages(), self.sqlite_writer(), self._begun() as conn:
             transaction = await conn.begin()
             try:
                 yield Unit(conn, access)
@@ -1094,11 +1133,21 @@ def _raise_outage(exc: Exception, *, unknown_outcome: bool = False) -> None:
         raise error from None
 
 
-def _asyncpg_of(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn`` (None on SQLite), taken without a round trip."""
-    if conn.dialect.name != "postgresql":
-        return None
-    return conn.sync_connection.connection.driver_connection if conn.sync_connection is not None else None
+async def _begin_now(conn: AsyncConnection) -> None:
+    """Send the BEGIN of ``conn``'s next transaction now: SQLAlchemy's asyncpg adapter sends it
+    with the first statement. The transaction ``conn.begin()`` then starts is this one."""
+    adapted: Any = (await conn.get_raw_connection()).dbapi_connection
+    if adapted._transaction is None:  # noqa: SLF001
+        await adapted._start_transaction()  # noqa: SLF001
+
+
+def _pooled_of(conn: AsyncConnection) -> tuple[Any, Any]:
+    """The pool's connection under ``conn`` and its asyncpg connection, taken without a round trip
+    (None, None on SQLite)."""
+    if conn.dialect.name != "postgresql" or conn.sync_connection is None:
+        return None, None
+    pooled = conn.sync_connection.connection
+    return pooled, pooled.driver_connection
 
 
 def _raise_if_closed(raw: Any, exc: Exception, *, unknown_outcome: bool = False) -> None:

@@ -112,6 +112,58 @@ async def test_connections_the_server_closed_while_pooled_are_never_handed_out(
         await step()
 
 
+async def test_a_close_that_waits_unread_in_the_socket_is_seen_when_the_connection_is_checked_out(
+        proxied: tuple[Store, PostgresProxy]) -> None:
+    """The server (here the proxy) closes every pooled connection, and the unit of work checks one
+    out before the event loop has had a turn to read that: the end of stream waits in the socket,
+    asyncpg still calls the connection open. Each kind of unit of work succeeds on a fresh one."""
+    store, proxy = proxied
+    work = _every_unit_of_work(store)
+    for name, step in work.items():
+        await asyncio.gather(*(other() for other in work.values()))  # several connections in the pool
+        assert proxy.cut() >= 2  # returns once the proxy has closed them: nothing awaited since
+        try:
+            await step()
+        except DatabaseUnavailable as exc:
+            raise AssertionError(f"{name} was handed a connection the server had closed") from exc
+
+
+async def test_a_write_whose_connection_turns_out_closed_at_begin_is_done_on_a_fresh_one(
+        proxied: tuple[Store, PostgresProxy], clean_pg: str) -> None:
+    """The server has closed every pooled connection, but this machine cannot know yet (the proxy
+    holds the service's ends open until it sends on them, as a pooler or network relaying the
+    close late): the write's BEGIN finds its connection closed before anything of the write was
+    sent, and the write is done on a fresh connection, once. A read whose statement finds its
+    connection closed is refused as an outage (503; a read by id is tried again), and the next
+    one works."""
+    store, proxy = proxied
+    work = _every_unit_of_work(store)
+    admin = await asyncpg.connect(_dsn(clean_pg))
+    database = clean_pg.rsplit("/", 1)[1]
+
+    async def severed() -> None:
+        await asyncio.gather(*(step() for step in work.values()))  # several connections in the pool
+        assert proxy.sever() >= 2
+        await _until(lambda: _only(admin, database, others), "the server to see them gone")
+
+    try:
+        others = await _pids(admin, database)  # connections this test did not make
+        for value in ("written", "again"):
+            await severed()
+            async with store.writing() as unit:
+                await unit.set_state("pk-severed", value)
+            async with store.reading() as unit:
+                assert await unit.state("pk-severed") == value
+        await severed()
+        await work["trial"]()
+        await severed()
+        with pytest.raises(DatabaseUnavailable):
+            await work["reading"]()
+        await work["reading"]()
+    finally:
+        await admin.close()
+
+
 # -- a connection lost under a statement ------------------------------------------------------
 
 
