@@ -1033,16 +1033,22 @@ class Store:
             return
         for attempt in (1, 2):
             conn = await self.engine.connect()
+            pooled, raw = _pooled_of(conn)
             try:
                 await _begin_now(conn)
                 break
-            except Exception as exc:
-                stale = attempt == 1 and is_disconnect(exc)
-                if stale:
-                    self.engine.sync_engine.pool._invalidate(await conn.get_raw_connection(), exc)  # noqa: SLF001
-                await conn.close()
-                if not stale:
+            except BaseException as exc:
+                # lost whatever the error says once the connection is closed (``_raise_if_closed``)
+                lost = isinstance(exc, Exception) and (is_disconnect(exc) or raw.is_closed())
+                if lost:
+                    self.engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)  # noqa: SLF001
+                with suppress(Exception):  # failed or cancelled in its BEGIN: not to be used again
+                    await conn.invalidate()
+                await asyncio.shield(conn.close())
+                if not lost:
                     raise
+                if attempt == 2:
+                    raise DatabaseUnavailable(describe(exc), disconnected=True) from None
         try:
             yield conn
         finally:
