@@ -95,9 +95,12 @@ async def snapshot(store: Store, keys: AuditKeys) -> Snapshot:
         by_status: list[Any] = list(await unit.conn.execute(
             sa.select(S.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(S.c.failures), 0))
             .group_by(S.c.status)))
-        stored = await audit_sql.latest_checkpoint(unit.conn)
-        # the queue's head by its key (an index look-up however long a stopped sealer let it grow)
+        # The queue's head by its key (an index look-up however long a stopped sealer let it grow),
+        # before the checkpoint: each statement sees what was committed when it ran, and a seal
+        # empties the queue and signs its checkpoint in one transaction, so a queue read empty
+        # is never paired with the checkpoint before the seal that emptied it.
         unsealed = (await unit.conn.execute(sa.select(Q.c.recorded).order_by(Q.c.seq).limit(1))).scalar_one_or_none()
+        stored = await audit_sql.latest_checkpoint(unit.conn)
     beat = await last_beat(store)
     checkpoint_age = None
     if stored is not None:
