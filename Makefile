@@ -133,13 +133,17 @@ pgbouncer:
 	fi
 
 # tests/deploy/test_alerts.py checks deploy/prometheus/alerts.yaml with promtool, from Debian's
-# prometheus package (only the program is used; the package's own service is not needed).
-promtool:
-	@command -v promtool >/dev/null 2>&1 || { \
-		echo "installing Debian's prometheus (promtool) for tests/deploy/test_alerts.py"; \
-		$(APT_GET) install -y --no-install-recommends prometheus \
-		|| { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus; } \
-		|| { echo "could not install Debian's prometheus package, whose promtool tests/deploy/test_alerts.py needs" >&2; exit 1; }; }
+# prometheus package: only the program, taken out of the package into the virtualenv (installed,
+# the package would also start a Prometheus server where systemd runs). A promtool on PATH is used
+# as it is.
+PROMTOOL := $(BIN)/promtool
+promtool: $(TEST_STAMP)
+	@command -v promtool >/dev/null 2>&1 || [ -x "$(PROMTOOL)" ] || { \
+		echo "taking promtool out of Debian's prometheus package for tests/deploy/test_alerts.py"; \
+		work=$$(mktemp -d) && trap 'rm -rf "$$work"' EXIT && cd "$$work" && \
+		{ apt-get download prometheus 2>/dev/null || { $(APT_GET) update && apt-get download prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb root && cp root/usr/bin/promtool "$(CURDIR)/$(PROMTOOL)"; } \
+		|| { echo "could not take promtool out of Debian's prometheus package; tests/deploy/test_alerts.py needs it" >&2; exit 1; }
 
 # buildah and debootstrap (Debian's packages) for deploy/check-image.sh (tests/deploy/test_image.py,
 # make image-check); only as root, which buildah's chroot isolation needs (the test skips otherwise).
