@@ -53,6 +53,22 @@ from patientkontrakt.storage.errors import DatabaseUnavailable
 from patientkontrakt.storage.oauth import OAuthStore
 
 log = logging.getLogger("patientkontrakt.api")
+_frozen = False
+
+
+def _freeze_once() -> None:
+    """The imports, definitions and compiled profiles are a large, long-lived object graph: moved
+    out of the collector's reach once the first app of the process has started, full collections
+    no longer scan them and stop adding tens of milliseconds to the slowest requests
+    (docs/performance.md). A server process starts one app. A process that starts apps one after
+    another (the tests) freezes with the first only: frozen objects are never collected, so freezing
+    each would keep every app, and unfreezing at each stop made each start's full collection
+    scan the whole heap again (0.1-0.25 s, at some 840 app starts)."""
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
 
 _HOME = """<!doctype html>
 <html lang="sv"><head><meta charset="utf-8"><title>Patientkontrakt</title></head>
@@ -139,15 +155,8 @@ def create_app(settings: Settings | None = None, *, domain_rules: bool = True,
             if care_unit_rules else None
         app.state.readiness = Probe(store, settings)
         app.state.started = format_instant(now_utc())
-        # The definitions and compiled profiles are a large, long-lived object graph: moved out of
-        # the collector's reach, full collections no longer scan them and stop adding tens of
-        # milliseconds to the slowest requests (docs/performance.md).
-        gc.collect()
-        gc.freeze()
+        _freeze_once()
         yield
-        # Frozen objects are never collected, even once unreachable: an app that stops gives them
-        # back, or a process that starts apps one after another (the tests) keeps every one of them.
-        gc.unfreeze()
         if exporting is not None:
             exporting.cancel()
             with suppress(asyncio.CancelledError):
