@@ -70,6 +70,7 @@ def _freeze_once() -> None:
         gc.freeze()
         _frozen = True
 
+
 _HOME = """<!doctype html>
 <html lang="sv"><head><meta charset="utf-8"><title>Patientkontrakt</title></head>
 <body><main>
