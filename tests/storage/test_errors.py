@@ -5,6 +5,9 @@
   again when the database is back, on the same engine.
 * A connection lost under a statement makes the pool drop every connection it made before (a
   restart ended them all), and a read by id is tried again once on a fresh one.
+* A close the event loop has not read yet is seen at checkout (it waits in the socket); one that
+  has not reached this machine yet fails a write's BEGIN, and the write is done on a fresh
+  connection.
 """
 
 from __future__ import annotations
