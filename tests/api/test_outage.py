@@ -221,6 +221,35 @@ def test_after_a_restart_ended_every_connection_the_next_requests_succeed(site: 
     assert site.http.get(f"/fhir/Patient/{site.target.patient}", headers=site.system).status_code == 200
 
 
+def test_writes_right_after_a_restart_whose_close_has_not_arrived_succeed(site: Site) -> None:
+    """The connections to PostgreSQL are ended, but the close has not reached the service (the
+    proxy holds the service's ends open until it sends, as a pooler or a network relaying it late):
+    an update, a create and a transaction each find their connection closed at their BEGIN, before
+    anything of them was sent, and are answered on a fresh connection."""
+    goal = site.goal()
+
+    def severed() -> None:
+        assert site.proxy.sever() >= 1
+        wait_for(lambda: not backends(site.database_url), "the service's connections to end")
+
+    severed()
+    changed = {**goal, "description": {"text": "Efter omstarten"}}
+    updated = site.http.put(f"/fhir/Goal/{goal['id']}", json=changed, headers=site.system)
+    assert updated.status_code == 200, updated.text
+    assert site.goal()["description"]["text"] == "Efter omstarten"
+    severed()
+    new = {**{k: v for k, v in goal.items() if k != "id"}, "description": {"text": "Ny efter omstarten"}}
+    created = site.http.post("/fhir/Goal", json=new, headers=site.system)
+    assert created.status_code == 201, created.text
+    severed()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {**changed, "description": {"text": "I en transaktion"}},
+         "request": {"method": "PUT", "url": f"Goal/{goal['id']}"}}]}
+    answered = site.http.post("/fhir", json=bundle, headers=site.system)
+    assert answered.status_code == 200, answered.text
+    assert site.goal()["description"]["text"] == "I en transaktion"
+
+
 def test_a_read_whose_connection_is_ended_while_it_runs_is_tried_again_on_a_fresh_one(site: Site) -> None:
     """The read by id blocks on a lock; its connection is terminated under it; it is tried again
     once, on a new connection, and answered."""
