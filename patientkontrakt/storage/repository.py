@@ -267,8 +267,8 @@ class Unit:
         here as SQLAlchemy would."""
         if self._driver is None:
             adapted: Any = (await self.conn.get_raw_connection()).dbapi_connection
-            if self.conn.in_transaction() and adapted._transaction is None:
-                await adapted._start_transaction()
+            if self.conn.in_transaction():
+                await _begin_now(adapted)
             self._driver = adapted.driver_connection
         return self._driver
 
@@ -957,8 +957,7 @@ class Store:
                 deadline.start()
             yield pooled.driver_connection
         except BaseException as exc:
-            driver = pooled.driver_connection
-            lost = is_disconnect(exc) or (self.dialect == "postgresql" and driver is not None and driver.is_closed())
+            lost = _lost(exc, pooled.driver_connection if self.dialect == "postgresql" else None)
             if lost:
                 engine.pool._invalidate(pooled, exc)
             else:
@@ -1013,7 +1012,7 @@ class Store:
         statement finds the connection lost. A unit's statements sent straight to asyncpg
         (``Unit.fetch``) bypass that, and the pool would hand out a restart's dead connections
         one request after another."""
-        if raw is not None and (raw.is_closed() or is_disconnect(exc)):
+        if pooled is not None and _lost(exc, raw):
             self.engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)  # noqa: SLF001
 
     @asynccontextmanager
@@ -1035,11 +1034,10 @@ class Store:
             conn = await self.engine.connect()
             pooled, raw = _pooled_of(conn)
             try:
-                await _begin_now(conn)
+                await _begin_now(pooled.dbapi_connection)
                 break
             except BaseException as exc:
-                # lost whatever the error says once the connection is closed (``_raise_if_closed``)
-                lost = isinstance(exc, Exception) and (is_disconnect(exc) or raw.is_closed())
+                lost = isinstance(exc, Exception) and _lost(exc, raw)
                 if lost:
                     self.engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)  # noqa: SLF001
                 with suppress(Exception):  # failed or cancelled in its BEGIN: not to be used again
@@ -1139,12 +1137,20 @@ def _raise_outage(exc: Exception, *, unknown_outcome: bool = False) -> None:
         raise error from None
 
 
-async def _begin_now(conn: AsyncConnection) -> None:
-    """Send the BEGIN of ``conn``'s next transaction now: SQLAlchemy's asyncpg adapter sends it
-    with the first statement. The transaction ``conn.begin()`` then starts is this one."""
-    adapted: Any = (await conn.get_raw_connection()).dbapi_connection
+async def _begin_now(adapted: Any) -> None:
+    """Send the BEGIN of the transaction on SQLAlchemy's asyncpg adapter ``adapted`` now, unless
+    it was sent: the adapter sends it with the first statement. A transaction ``conn.begin()``
+    starts afterwards is this one."""
     if adapted._transaction is None:  # noqa: SLF001
         await adapted._start_transaction()  # noqa: SLF001
+
+
+def _lost(exc: BaseException, raw: Any) -> bool:
+    """Whether the failure ``exc`` lost its connection: a disconnect by its kind, or any failure
+    after which the asyncpg connection ``raw`` (None on SQLite) is closed, whatever the error says
+    (when the server shuts down under a statement, asyncpg may report an ``InternalClientError``
+    of its protocol rather than the server's message)."""
+    return is_disconnect(exc) or (raw is not None and raw.is_closed())
 
 
 def _pooled_of(conn: AsyncConnection) -> tuple[Any, Any]:
